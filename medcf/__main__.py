@@ -1,0 +1,5 @@
+import sys
+
+from medcf.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""Write files so that nothing is lost: atomically, and never over an existing file.
+
+A crash or Ctrl-C mid-write leaves only a hidden temp file, never a truncated
+output; an existing file (an input, or an earlier result) is never replaced.
+``os.link`` gives the no-overwrite guarantee atomically on POSIX file systems;
+where hard links are not supported we fall back to an exists-check + rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from medcf.errors import OutputError
+
+
+def write_new_file(path: Path, write: Callable[[Path], None]) -> Path:
+    """Create ``path`` by calling ``write(tmp_path)`` then publishing it atomically.
+
+    Raises :class:`OutputError` if ``path`` already exists; the temp file is
+    removed whatever happens.
+    """
+    path = Path(path)
+    if path.exists():
+        raise OutputError(f"refusing to overwrite existing file {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise OutputError(f"refusing to overwrite existing file {path}") from None
+        except OSError:
+            if path.exists():
+                raise OutputError(f"refusing to overwrite existing file {path}") from None
+            os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_new_text(path: Path, text: str) -> Path:
+    return write_new_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

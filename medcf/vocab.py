@@ -1,0 +1,118 @@
+"""Controlled vocabularies shared by every part of MedCF.
+
+One module so that the command line, the bundle configs, the report reader,
+the simulated world and the benchmark spell a finding, a side or a view the
+same way. Values are the strings users type and files store.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class StrEnum(str, Enum):
+    """An enum whose members compare equal to, and print as, their value."""
+
+    def __str__(self) -> str:  # pragma: no cover - trivial
+        return self.value
+
+    @classmethod
+    def parse(cls, value: str) -> "StrEnum":
+        """Return the member for ``value`` (case-insensitive) or raise ``ValueError``
+        naming the accepted spellings, so that CLI and config errors are precise."""
+        key = value.strip().lower()
+        for member in cls:
+            if member.value.lower() == key:
+                return member
+        choices = ", ".join(m.value for m in cls)
+        raise ValueError(f"{value!r} is not a valid {cls.__name__}; choose one of: {choices}")
+
+
+# --- DICOM vocabularies ---------------------------------------------------
+
+
+class Photometric(StrEnum):
+    """Photometric Interpretation (0028,0004) values MedCF accepts."""
+
+    MONOCHROME1 = "MONOCHROME1"  # high stored value = dark (bone dark)
+    MONOCHROME2 = "MONOCHROME2"  # high stored value = bright
+
+
+class ViewPosition(StrEnum):
+    """Radiographic projection, as View Position (0018,5101) spells it."""
+
+    PA = "PA"
+    AP = "AP"
+    LL = "LL"
+    RL = "RL"
+    LATERAL = "LATERAL"  # lateral, side not stated
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def is_frontal(self) -> bool:
+        return self in (ViewPosition.PA, ViewPosition.AP)
+
+    @property
+    def is_lateral(self) -> bool:
+        return self in (ViewPosition.LL, ViewPosition.RL, ViewPosition.LATERAL)
+
+
+class SpacingSource(StrEnum):
+    """Which attribute a pixel spacing came from.
+
+    Pixel Spacing is calibrated to the patient plane; Imager Pixel Spacing is
+    at the detector (includes geometric magnification); Nominal Scanned Pixel
+    Spacing belongs to digitised film and secondary captures.
+    """
+
+    PIXEL_SPACING = "PixelSpacing"
+    IMAGER_PIXEL_SPACING = "ImagerPixelSpacing"
+    NOMINAL_SCANNED_PIXEL_SPACING = "NominalScannedPixelSpacing"
+    NONE = "none"
+
+
+class OutputSOPClass(StrEnum):
+    """SOP classes MedCF writes synthetic radiographs as."""
+
+    SECONDARY_CAPTURE = "sc"
+    DX_FOR_PRESENTATION = "dx"
+
+
+# --- Clinical vocabularies ------------------------------------------------
+
+
+class Finding(StrEnum):
+    """Findings the editor can add, remove or resize."""
+
+    PLEURAL_EFFUSION = "pleural_effusion"
+    CONSOLIDATION = "consolidation"
+    ATELECTASIS = "atelectasis"
+    CARDIOMEGALY = "cardiomegaly"
+    PNEUMOTHORAX = "pneumothorax"
+    NODULE = "nodule"
+    EDEMA = "edema"
+
+
+class Action(StrEnum):
+    ADD = "add"
+    REMOVE = "remove"
+
+
+class Side(StrEnum):
+    """Side in patient terms (never image left/right)."""
+
+    LEFT = "left"
+    RIGHT = "right"
+    BILATERAL = "bilateral"
+
+
+class Zone(StrEnum):
+    UPPER = "upper"
+    MIDDLE = "middle"
+    LOWER = "lower"
+
+
+class Severity(StrEnum):
+    MILD = "mild"
+    MODERATE = "moderate"
+    SEVERE = "severe"

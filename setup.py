@@ -1,0 +1,43 @@
+"""MedCF: counterfactual chest radiographs for research (never for diagnosis)."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec(Path("medcf/__init__.py").read_text().split("RESEARCH_ONLY_NOTICE")[0], version)
+
+setup(
+    name="medcf",
+    version=version["__version__"],
+    description="Counterfactual chest X-rays: edit one finding, keep the patient. Research use only.",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["medcf", "medcf.*"]),
+    install_requires=[
+        # The CPU build these machines keep on disk; a looser pin pulls a multi-GB CUDA build.
+        "torch==2.13.0",
+        "numpy>=2.0",
+        "pydicom==3.0.2",
+        "highdicom==0.28.2",
+        # pydicom pixel-data plugins: JPEG, JPEG 2000, JPEG-LS, RLE.
+        "pylibjpeg>=2.0",
+        "pylibjpeg-libjpeg>=2.1",
+        "pylibjpeg-openjpeg>=2.3",
+        "pylibjpeg-rle>=2.0",
+        "pyjpegls>=1.4",
+        "pillow>=10.1",
+        "tqdm>=4.60",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+    },
+    entry_points={"console_scripts": ["medcf=medcf.cli:main"]},
+    classifiers=[
+        "Intended Audience :: Science/Research",
+        "Topic :: Scientific/Engineering :: Medical Science Apps.",
+        "Programming Language :: Python :: 3",
+    ],
+)
