@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import medcf
-from medcf.errors import MedCFError
+from medcf.errors import InputError, MedCFError
 
 EPILOG = (
     "MedCF output is synthetic, for research only, never for diagnosis. "
@@ -86,7 +86,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(inspection.to_dict(), indent=2))
     else:
         print(format_inspection(inspection))
-    return 0 if inspection.selected is not None else 3
+    if inspection.selected is None:
+        # The report above says what was found; the exit status and one line say it failed.
+        raise InputError(f"nothing to edit in {', '.join(inspection.inputs)}: {inspection.selection_reason}")
+    return 0
 
 
 def cmd_sample_study(args: argparse.Namespace) -> int:
@@ -116,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "with several series, or several of these): SOP Instance UID, modality, view, "
                     "size, bits, photometric interpretation, transfer syntax and pixel spacing; "
                     "which instance MedCF would edit and why; and the problems found. Reads headers "
-                    "only. Exit status: 0 if an editable frontal image was found, 3 if the study "
-                    "holds none, 2 on unreadable input.",
+                    "only. Exit status: 0 if an editable frontal image was found; 2, with a one-line "
+                    "error on stderr, if the input is unreadable or holds no editable frontal image.",
         epilog=EPILOG,
     )
     inspect.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file(s) or folder(s)")

@@ -227,7 +227,8 @@ def make_sample(spec: SampleSpec, image: np.ndarray | None = None) -> tuple[Data
         item = Dataset()
         item.LUTDescriptor = [levels + 1 if levels + 1 < 65536 else 0, offset, 12]
         item.LUTExplanation = "SQRT"
-        item.LUTData = np.rint(np.sqrt(np.arange(levels + 1) / levels) * 4095).astype(np.uint16).tolist()
+        lut = np.rint(np.sqrt(np.arange(levels + 1) / levels) * 4095).astype("<u2")
+        item.add_new("LUTData", "OW", lut.tobytes())  # OW: a 65536-entry LUT overflows US's length field
         ds.VOILUTSequence = [item]
     if spec.spacing is not SpacingSource.NONE:
         setattr(ds, spec.spacing.value, [spec.spacing_mm, spec.spacing_mm])
