@@ -214,3 +214,21 @@ def test_inspect_reports_every_instance_field(tmp_path: Path) -> None:
     assert record["spacing_mm"] == [0.139, 0.139] and record["spacing_source"] == "PixelSpacing"
     assert record["sop_instance_uid"] == str(pydicom.dcmread(path).SOPInstanceUID)
     assert record["editable"] is True and record["problems"] == []
+
+
+def test_file_without_preamble_is_read(tmp_path: Path) -> None:
+    """Old exports write the dataset without the 128-byte preamble and DICM prefix."""
+    ds, expected = make_sample(PA)
+    path = tmp_path / "raw.dcm"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.save_as(path, implicit_vr=True, little_endian=True)  # no file meta, no preamble
+    assert path.read_bytes()[128:132] != b"DICM"
+    np.testing.assert_allclose(load_radiograph(path).display, expected, atol=2e-6)
+
+
+def test_truncated_pixel_data_is_a_clear_error(tmp_path: Path) -> None:
+    ds, _ = make_sample(PA)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    path = save_sample(ds, tmp_path / "short.dcm")
+    with pytest.raises(InputError, match="pixel data of .*short.dcm could not be decoded"):
+        load_radiograph(path)

@@ -9,6 +9,8 @@ a study folder with several series, or a list of any of these.
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from tqdm import tqdm
 
 from medcf.errors import InputError
 from medcf.io.checks import (
@@ -183,14 +186,40 @@ def _candidate_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _read_header(path: Path) -> Dataset:
-    """Read a DICOM header; pixel data stays on disk. Raises InputError if not DICOM."""
+def _read_dataset(path: Path, **kwargs: Any) -> Dataset:
+    """Read a DICOM file, also one without the 128-byte preamble (old PACS exports).
+
+    A preamble-less file is accepted only if it parses into an image dataset
+    (SOP Class UID or Rows present), so that a text or PNG file is never taken
+    for DICOM. Raises InputError with a one-line reason otherwise.
+    """
     try:
-        return pydicom.dcmread(path, defer_size=_HEADER_DEFER_SIZE)
+        return pydicom.dcmread(path, **kwargs)
     except InvalidDicomError:
-        raise InputError(f"{path} is not a DICOM file (no DICM preamble or recognisable header)") from None
+        pass
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} could not be read as DICOM: {exc}") from None
+        raise InputError(f"{path} could not be read as DICOM: {_first_line(exc)}") from None
+    try:
+        with warnings.catch_warnings():  # guessing at a non-DICOM file warns; the verdict says it all
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=True, **kwargs)
+        if "SOPClassUID" in ds or "Rows" in ds:
+            if "TransferSyntaxUID" not in ds.file_meta:
+                ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+            return ds
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM" here
+        pass
+    raise InputError(f"{path} is not a DICOM file (no DICM preamble or recognisable header)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _read_header(path: Path) -> Dataset:
+    """Read a DICOM header; pixel data stays on disk."""
+    return _read_dataset(path, defer_size=_HEADER_DEFER_SIZE)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -293,7 +322,10 @@ def inspect_study(inputs: Inputs) -> StudyInspection:
     named_files = {p for p in paths if not p.is_dir()}
     instances: list[InstanceSummary] = []
     skipped: list[tuple[str, str]] = []
-    for path in _candidate_files(paths):
+    files = _candidate_files(paths)
+    progress = tqdm(files, desc="reading DICOM headers", unit="file", file=sys.stderr,
+                    disable=True if len(files) < 50 else None)  # None: only on a terminal
+    for path in progress:
         try:
             ds = _read_header(path)
         except InputError as exc:
@@ -320,9 +352,8 @@ def read_pixels(ds: Dataset, path: Path | None = None) -> np.ndarray:
     where = f" of {path}" if path else ""
     try:
         stored = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError, TypeError) as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"pixel data{where} could not be decoded: {message}") from None
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError, KeyError, TypeError, OSError) as exc:
+        raise InputError(f"pixel data{where} could not be decoded: {_first_line(exc)}") from None
     if stored.ndim != 2:
         raise InputError(f"pixel data{where} has shape {stored.shape}; a single grayscale frame is required")
     return stored
@@ -363,8 +394,5 @@ def load_radiograph(inputs: Inputs) -> Radiograph:
     chosen = inspection.selected
     if chosen is None:
         raise InputError(inspection.selection_reason)
-    try:
-        ds = pydicom.dcmread(chosen.path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{chosen.path} could not be read: {exc}") from None
+    ds = _read_dataset(chosen.path)
     return radiograph_from_dataset(ds, chosen.path, chosen, inspection.selection_reason)

@@ -1,0 +1,21 @@
+"""Slicer-side helpers of the MedCF module; the work itself is done by ``medcf``."""
+
+from .logic import (
+    CORONAL_IJK_TO_RAS,
+    DEFAULT_SPACING_MM,
+    DISPLAY_LEVEL,
+    DISPLAY_WINDOW,
+    VolumeArrays,
+    load_into_scene,
+    radiograph_to_volume_arrays,
+)
+
+__all__ = [
+    "CORONAL_IJK_TO_RAS",
+    "DEFAULT_SPACING_MM",
+    "DISPLAY_LEVEL",
+    "DISPLAY_WINDOW",
+    "VolumeArrays",
+    "load_into_scene",
+    "radiograph_to_volume_arrays",
+]

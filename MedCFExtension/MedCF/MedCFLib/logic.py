@@ -1,0 +1,103 @@
+"""Slicer-side adapter: turn a ``medcf.io.Radiograph`` into a Slicer volume.
+
+Everything here except :func:`load_into_scene` is plain numpy and imports
+neither Slicer nor Qt, so it can be unit-tested outside Slicer. The radiograph
+is duck-typed (``display`` and ``spacing_mm`` attributes): this module does not
+import ``medcf`` either, so the Slicer module still loads when the library has
+not been installed into Slicer's Python yet.
+
+Slicer volumes are 3-D arrays indexed (k, j, i) = (slice, row, column). A 2-D
+radiograph becomes a single-slice volume: k has length 1, j runs down the
+image rows and i across the columns.
+
+Placement in patient space (RAS) follows the usual display convention of a
+frontal chest radiograph: image columns run toward the patient's left, image
+rows toward the feet, so the image lies in a coronal plane and shows upright,
+patient's right on screen left, in Slicer's coronal (green) slice view. This is
+a viewing aid, not a measured geometry: a projection radiograph has no slice
+position, and ImagerPixelSpacing is at the detector, not the patient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+DEFAULT_SPACING_MM = 1.0
+DISPLAY_WINDOW = 1.0
+DISPLAY_LEVEL = 0.5
+
+# Columns are the RAS directions of the i, j and k axes.
+# i (columns) -> patient left  = -R; j (rows) -> feet = -S; k = i x j -> posterior = -A.
+CORONAL_IJK_TO_RAS = np.array(
+    [
+        [-1.0, 0.0, 0.0],
+        [0.0, 0.0, -1.0],
+        [0.0, -1.0, 0.0],
+    ]
+)
+
+
+class VolumeArrays(NamedTuple):
+    """What a Slicer scalar volume needs, as plain numpy values."""
+
+    array_kji: np.ndarray  # float32, shape (1, rows, cols), display space in [0, 1]
+    spacing_ijk: tuple[float, float, float]  # (column mm, row mm, slice mm)
+    origin_ras: tuple[float, float, float]  # RAS position of voxel (0, 0, 0)
+    ijk_to_ras_direction: np.ndarray  # 3x3; column n is the RAS direction of axis n (i, j, k)
+
+
+def radiograph_to_volume_arrays(radiograph: Any) -> VolumeArrays:
+    """Single-slice volume arrays for ``radiograph`` (a ``medcf.io.Radiograph``).
+
+    Pixels are the radiograph's display-space values (float32 in [0, 1], bright
+    = dense). Spacing comes from ``radiograph.spacing_mm``, which is (row, col)
+    in DICOM order; Slicer wants (i, j, k) = (col, row, slice), so the pair is
+    swapped here. Without a spacing the pixels are taken as 1.0 mm squares.
+    Unpacks as ``(array_kji, spacing_ijk, origin_ras, ijk_to_ras_direction)``.
+    """
+    display = np.asarray(radiograph.display)
+    if display.ndim != 2:
+        raise ValueError(f"radiograph display must be a 2-D image, got shape {display.shape}")
+    array_kji = np.ascontiguousarray(display, dtype=np.float32)[np.newaxis, :, :]
+
+    spacing = getattr(radiograph, "spacing_mm", None)
+    if spacing is None:
+        row_mm = col_mm = DEFAULT_SPACING_MM
+    else:
+        row_mm, col_mm = (float(v) for v in spacing)
+        if not (row_mm > 0 and col_mm > 0):
+            raise ValueError(f"pixel spacing must be positive, got {spacing}")
+
+    return VolumeArrays(
+        array_kji=array_kji,
+        spacing_ijk=(col_mm, row_mm, DEFAULT_SPACING_MM),
+        origin_ras=(0.0, 0.0, 0.0),
+        ijk_to_ras_direction=CORONAL_IJK_TO_RAS.copy(),
+    )
+
+
+def load_into_scene(radiograph: Any, name: str = "MedCF radiograph"):
+    """Add ``radiograph`` to the Slicer scene as a scalar volume and return the node.
+
+    Must run inside Slicer; ``slicer`` is imported here, not at module import.
+    The display node gets window 1.0 / level 0.5, which shows the [0, 1]
+    display-space pixels exactly as MedCF sees them.
+    """
+    import slicer  # only available inside the Slicer application
+
+    volume = radiograph_to_volume_arrays(radiograph)
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, volume.array_kji)
+    node.SetSpacing(*volume.spacing_ijk)
+    node.SetOrigin(*volume.origin_ras)
+    directions = np.eye(4)
+    directions[:3, :3] = volume.ijk_to_ras_direction
+    node.SetIJKToRASDirectionMatrix(slicer.util.vtkMatrixFromArray(directions))
+
+    node.CreateDefaultDisplayNodes()
+    display_node = node.GetDisplayNode()
+    display_node.AutoWindowLevelOff()
+    display_node.SetWindowLevel(DISPLAY_WINDOW, DISPLAY_LEVEL)
+    return node
