@@ -21,7 +21,8 @@ system-deps:
 
 demo: install
 	test -d $(DEMO_DIR)/sample-study || $(PY) -m medcf sample-study --out $(DEMO_DIR)/sample-study
-	$(PY) -m medcf inspect $(DEMO_DIR)/sample-study
+	rm -f $(DEMO_DIR)/sample-study.png
+	$(PY) -m medcf inspect $(DEMO_DIR)/sample-study --png $(DEMO_DIR)/sample-study.png
 
 test: install system-deps
 	$(PY) -m pytest -n 2 -q tests

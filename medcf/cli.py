@@ -82,6 +82,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from medcf.io import inspect_study
 
     inspection = inspect_study(args.paths)
+    if args.png:
+        from medcf.io.reader import contact_sheet_tiles
+        from medcf.viz import render_grid, save_png
+
+        title = f"MedCF inspect: {len(inspection.instances)} instance(s); * = would edit"
+        save_png(render_grid(contact_sheet_tiles(inspection), title), args.png)
+        print(f"contact sheet: {args.png}", file=sys.stderr)
     if args.json:
         print(json.dumps(inspection.to_dict(), indent=2))
     else:
@@ -125,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file(s) or folder(s)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    inspect.add_argument("--png", type=Path, metavar="FILE",
+                         help="also write a contact sheet: a thumbnail of every instance, the selected one framed "
+                              "(decodes every image; never overwrites FILE)")
     inspect.set_defaults(func=cmd_inspect)
 
     sample = sub.add_parser(

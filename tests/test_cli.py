@@ -128,3 +128,17 @@ def test_help_explains(command: list[str]) -> None:
     assert result.returncode == 0
     assert "research only" in result.stdout
     assert len(result.stdout) > 300
+
+
+def test_inspect_contact_sheet(study: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    sheet = tmp_path / "sheet.png"
+    result = medcf("inspect", str(study), "--png", str(sheet))
+    assert result.returncode == 0, result.stderr
+    picture = np.asarray(Image.open(sheet).convert("RGB"))
+    assert picture.shape[1] > 3 * 300  # three thumbnails side by side
+    frame = np.all(picture == [255, 196, 0], axis=-1)  # the selected image is framed
+    assert frame.sum() > 1000 and np.nonzero(frame)[1].max() < picture.shape[1] / 3
+    again = medcf("inspect", str(study), "--png", str(sheet))
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr

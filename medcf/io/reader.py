@@ -396,3 +396,26 @@ def load_radiograph(inputs: Inputs) -> Radiograph:
         raise InputError(inspection.selection_reason)
     ds = _read_dataset(chosen.path)
     return radiograph_from_dataset(ds, chosen.path, chosen, inspection.selection_reason)
+
+
+def contact_sheet_tiles(inspection: StudyInspection) -> list["Tile"]:
+    """One captioned thumbnail per instance that can be decoded; the selected one
+    highlighted. Used by ``medcf inspect --png`` so a person can see the study."""
+    from medcf.viz import Tile
+
+    tiles = []
+    for instance in inspection.instances:
+        label = (f"{'* ' if instance is inspection.selected else ''}series {instance.series_number or '-'} "
+                 f"{instance.modality} {instance.view.value}")
+        detail = f"{instance.rows}x{instance.columns} {instance.photometric} {instance.bits_stored}-bit"
+        if instance.problems:
+            image = np.zeros((64, 64), np.float32)
+            detail = "cannot be edited: " + instance.problems[0][:40]
+        else:
+            try:
+                ds = _read_dataset(instance.path)
+                image, _ = to_display(ds, read_pixels(ds, instance.path))
+            except InputError as error:
+                image, detail = np.zeros((64, 64), np.float32), str(error)[:48]
+        tiles.append(Tile(image, f"{label}\n{detail}", highlight=instance is inspection.selected))
+    return tiles

@@ -1,0 +1,75 @@
+"""Pictures for people: labelled image grids saved as PNG.
+
+One mechanism for every picture MedCF makes (the study contact sheet now; the
+editor's input | counterfactual | difference | masks panels later): tiles of
+display-space images with a caption each, and a footer that always carries the
+research-only notice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medcf import RESEARCH_ONLY_NOTICE
+from medcf.io.atomic import write_new_file
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One image of a grid: display values in [0, 1] (or RGB in [0, 1]) and a caption."""
+
+    image: np.ndarray
+    caption: str
+    highlight: bool = False
+
+
+def _thumbnail(image: np.ndarray, size: int) -> "Image.Image":  # noqa: F821
+    from PIL import Image
+
+    array = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    mode = "RGB" if array.ndim == 3 else "L"
+    picture = Image.fromarray(np.rint(array * 255).astype(np.uint8), mode=mode).convert("RGB")
+    picture.thumbnail((size, size), Image.Resampling.LANCZOS)
+    return picture
+
+
+def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns: int = 4,
+                footer: str = RESEARCH_ONLY_NOTICE) -> "Image.Image":  # noqa: F821
+    """Lay ``tiles`` out on a dark sheet with a title, captions and a footer."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if not tiles:
+        raise ValueError("nothing to draw")
+    font = ImageFont.load_default(size=14)
+    title_font = ImageFont.load_default(size=18)
+    columns = max(1, min(columns, len(tiles)))
+    rows = (len(tiles) + columns - 1) // columns
+    pad, caption_h, header_h, footer_h = 10, 40, 36, 28
+    width = columns * (tile_size + pad) + pad
+    height = header_h + rows * (tile_size + caption_h + pad) + footer_h
+    sheet = Image.new("RGB", (width, height), (24, 24, 28))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 8), title, fill=(235, 235, 235), font=title_font)
+    for index, tile in enumerate(tiles):
+        r, c = divmod(index, columns)
+        x = pad + c * (tile_size + pad)
+        y = header_h + r * (tile_size + caption_h + pad)
+        thumb = _thumbnail(tile.image, tile_size)
+        ox, oy = x + (tile_size - thumb.width) // 2, y + (tile_size - thumb.height) // 2
+        sheet.paste(thumb, (ox, oy))
+        if tile.highlight:
+            draw.rectangle([ox - 3, oy - 3, ox + thumb.width + 2, oy + thumb.height + 2],
+                           outline=(255, 196, 0), width=3)
+        for line_no, line in enumerate(tile.caption.splitlines()[:2]):
+            draw.text((x, y + tile_size + 4 + 17 * line_no), line, fill=(220, 220, 220), font=font)
+    draw.text((pad, height - footer_h + 6), footer, fill=(255, 140, 120), font=font)
+    return sheet
+
+
+def save_png(picture: "Image.Image", path: str | Path) -> Path:  # noqa: F821
+    """Write a PNG atomically, never over an existing file."""
+    return write_new_file(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
