@@ -78,6 +78,9 @@ def test_written_objects_are_valid_and_marked_synthetic(source, sop_class, tmp_p
     purpose = synthesizers[0].PurposeOfReferenceCodeSequence[0]
     assert purpose.CodingSchemeDesignator == "DCM" and purpose.CodeMeaning == "Synthesizing Equipment"
     assert synthesizers[0].ManufacturerModelName == "MedCF" and synthesizers[0].SoftwareVersions
+    acquisition = [item for item in ds.ContributingEquipmentSequence
+                   if item.PurposeOfReferenceCodeSequence[0].CodeValue == "109101"]
+    assert [item.Manufacturer for item in acquisition] == [src.Manufacturer]
     for text in ("weights_sha256=" + "0" * 64, "method=test-disc", "finding=pleural_effusion", "side=left",
                  "zone=lower", "severity=moderate", "strength=1", "seed=7"):
         assert text in ds.DerivationDescription

@@ -163,10 +163,21 @@ def _equipment(source: Dataset, provenance: Provenance) -> list[hd.ContributingE
         contribution_datetime=_dt.datetime.now(),
         contribution_description=_truncate(f"{provenance.method}: {provenance.edit_summary()}"),
     )
-    try:
-        return [hd.ContributingEquipment.for_image_acquisition(source), synthesizer]
-    except Exception:  # the source lacks equipment attributes; the synthesizer suffices
+    if not source.get("Manufacturer"):
         return [synthesizer]
+    # Built from the source's General Equipment attributes directly: highdicom's
+    # for_image_acquisition() loads its whole IOD table first (~0.2 s, ~110 MB held).
+    acquisition = hd.ContributingEquipment(
+        manufacturer=str(source.Manufacturer),
+        purpose_of_reference=codes.DCM.AcquisitionEquipment,
+        manufacturer_model_name=source.get("ManufacturerModelName") or None,
+        software_versions=source.get("SoftwareVersions") or None,
+        device_serial_number=source.get("DeviceSerialNumber") or None,
+        institution_name=source.get("InstitutionName") or None,
+        institutional_department_name=source.get("InstitutionalDepartmentName") or None,
+        station_name=source.get("StationName") or None,
+    )
+    return [acquisition, synthesizer]
 
 
 def _to_stored(display: np.ndarray) -> np.ndarray:
