@@ -29,6 +29,9 @@ setup(
         "pylibjpeg-rle>=2.0",
         "pyjpegls>=1.4",
         "pillow>=10.1",
+        # DICOM networking: DIMSE (C-FIND/C-GET/C-STORE) and DICOMweb (QIDO/WADO/STOW).
+        "pynetdicom==3.0.4",
+        "dicomweb-client>=0.59",
         "tqdm>=4.60",
     ],
     extras_require={

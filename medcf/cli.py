@@ -80,8 +80,9 @@ def format_inspection(inspection) -> str:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from medcf.io import inspect_study
+    from medcf.io.pacs import resolve_inputs
 
-    inspection = inspect_study(args.paths)
+    inspection = inspect_study(resolve_inputs(args.paths, args.cache_dir, args.aet))
     if args.png:
         from medcf.io.reader import contact_sheet_tiles
         from medcf.viz import render_grid, save_png
@@ -108,6 +109,18 @@ def cmd_sample_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from medcf.io.pacs import send
+
+    report = send(args.paths, args.to, calling_aet=args.aet, allow_non_synthetic=args.allow_non_synthetic)
+    print(f"sent {report.sent} instance(s) to {report.target}")
+    return 0
+
+
+def _add_network_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--aet", default="MEDCF", help="our (calling) AE title for DIMSE (default MEDCF)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medcf",
@@ -130,12 +143,37 @@ def build_parser() -> argparse.ArgumentParser:
                     "error on stderr, if the input is unreadable or holds no editable frontal image.",
         epilog=EPILOG,
     )
-    inspect.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file(s) or folder(s)")
+    inspect.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="DICOM file(s) or folder(s), or a study on a DICOM server: dicom://AET@host:port/<StudyInstanceUID> "
+             "or dicom://AET@host:port/?AccessionNumber=… (C-FIND + C-GET), "
+             "http(s)://host:port/dicom-web/studies/<StudyInstanceUID> (DICOMweb)",
+    )
+    inspect.add_argument("--cache-dir", type=Path, default=None,
+                         help="where studies fetched from a server are kept (default $MEDCF_CACHE/studies "
+                              "or ~/.cache/medcf/studies)")
+    _add_network_options(inspect)
     inspect.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     inspect.add_argument("--png", type=Path, metavar="FILE",
                          help="also write a contact sheet: a thumbnail of every instance, the selected one framed "
                               "(decodes every image; never overwrites FILE)")
     inspect.set_defaults(func=cmd_inspect)
+
+    send = sub.add_parser(
+        "send",
+        help="store synthetic DICOM files on a DICOM server (C-STORE or DICOMweb STOW-RS)",
+        description="Send DICOM files (or every .dcm under folders) to a server: dicom://AET@host:port "
+                    "(C-STORE) or http(s)://host:port/dicom-web (STOW-RS). Every file is read and checked "
+                    "before the first is sent; files not marked Synthetic Data = YES are refused unless "
+                    "--allow-non-synthetic is given.",
+        epilog=EPILOG,
+    )
+    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM file(s) or folder(s) to send")
+    send.add_argument("--to", required=True, metavar="URL", help="dicom://AET@host:port or http(s)://…/dicom-web")
+    send.add_argument("--allow-non-synthetic", action="store_true",
+                      help="also send objects that are not marked synthetic (e.g. sample studies for testing)")
+    _add_network_options(send)
+    send.set_defaults(func=cmd_send)
 
     sample = sub.add_parser(
         "sample-study",
