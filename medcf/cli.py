@@ -84,8 +84,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     inspection = inspect_study(resolve_inputs(args.paths, args.cache_dir, args.aet))
     if args.png:
-        from medcf.io.reader import contact_sheet_tiles
-        from medcf.viz import render_grid, save_png
+        from medcf.viz import contact_sheet_tiles, render_grid, save_png
 
         title = f"MedCF inspect: {len(inspection.instances)} instance(s); * = would edit"
         save_png(render_grid(contact_sheet_tiles(inspection), title), args.png)

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from medcf import RESEARCH_ONLY_NOTICE
+from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
+from medcf.io.display import to_display
+from medcf.io.reader import StudyInspection, read_dataset, read_pixels
 
 
 @dataclass(frozen=True)
@@ -73,3 +76,24 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
 def save_png(picture: "Image.Image", path: str | Path) -> Path:  # noqa: F821
     """Write a PNG atomically, never over an existing file."""
     return write_new_file(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+
+
+def contact_sheet_tiles(inspection: StudyInspection) -> list[Tile]:
+    """One captioned thumbnail per instance that can be decoded; the selected one
+    highlighted. Used by ``medcf inspect --png`` so a person can see the study."""
+    tiles = []
+    for instance in inspection.instances:
+        label = (f"{'* ' if instance is inspection.selected else ''}series {instance.series_number or '-'} "
+                 f"{instance.modality} {instance.view.value}")
+        detail = f"{instance.rows}x{instance.columns} {instance.photometric} {instance.bits_stored}-bit"
+        if instance.problems:
+            image = np.zeros((64, 64), np.float32)
+            detail = "cannot be edited: " + instance.problems[0][:40]
+        else:
+            try:
+                ds = read_dataset(instance.path)
+                image, _ = to_display(ds, read_pixels(ds, instance.path))
+            except InputError as error:
+                image, detail = np.zeros((64, 64), np.float32), str(error)[:48]
+        tiles.append(Tile(image, f"{label}\n{detail}", highlight=instance is inspection.selected))
+    return tiles

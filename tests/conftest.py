@@ -16,9 +16,9 @@ def sample_file(tmp_path: Path):
     """Factory: write a sample for a SampleSpec and return (path, expected display)."""
     counter = {"n": 0}
 
-    def make(spec: SampleSpec = SampleSpec(), name: str | None = None, **overrides):
+    def make(spec: SampleSpec | None = None, name: str | None = None, **overrides):
         counter["n"] += 1
-        ds, expected = make_sample(spec)
+        ds, expected = make_sample(spec or SampleSpec())
         for keyword, value in overrides.items():
             setattr(ds, keyword, value)
         path = tmp_path / "inputs" / (name or f"sample{counter['n']:03d}.dcm")

@@ -27,7 +27,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from medcf.errors import InputError, MedCFError, OutputError
 from medcf.io.atomic import write_new_file

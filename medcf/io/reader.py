@@ -186,7 +186,7 @@ def _candidate_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def _read_dataset(path: Path, **kwargs: Any) -> Dataset:
+def read_dataset(path: Path, **kwargs: Any) -> Dataset:
     """Read a DICOM file, also one without the 128-byte preamble (old PACS exports).
 
     A preamble-less file is accepted only if it parses into an image dataset
@@ -219,7 +219,7 @@ def _first_line(exc: BaseException) -> str:
 
 def _read_header(path: Path) -> Dataset:
     """Read a DICOM header; pixel data stays on disk."""
-    return _read_dataset(path, defer_size=_HEADER_DEFER_SIZE)
+    return read_dataset(path, defer_size=_HEADER_DEFER_SIZE)
 
 
 def _optional_int(value: Any) -> int | None:
@@ -416,28 +416,6 @@ def load_radiograph(inputs: Inputs) -> Radiograph:
     chosen = inspection.selected
     if chosen is None:
         raise InputError(inspection.selection_reason)
-    ds = _read_dataset(chosen.path)
+    ds = read_dataset(chosen.path)
     return radiograph_from_dataset(ds, chosen.path, chosen, inspection.selection_reason)
 
-
-def contact_sheet_tiles(inspection: StudyInspection) -> list["Tile"]:
-    """One captioned thumbnail per instance that can be decoded; the selected one
-    highlighted. Used by ``medcf inspect --png`` so a person can see the study."""
-    from medcf.viz import Tile
-
-    tiles = []
-    for instance in inspection.instances:
-        label = (f"{'* ' if instance is inspection.selected else ''}series {instance.series_number or '-'} "
-                 f"{instance.modality} {instance.view.value}")
-        detail = f"{instance.rows}x{instance.columns} {instance.photometric} {instance.bits_stored}-bit"
-        if instance.problems:
-            image = np.zeros((64, 64), np.float32)
-            detail = "cannot be edited: " + instance.problems[0][:40]
-        else:
-            try:
-                ds = _read_dataset(instance.path)
-                image, _ = to_display(ds, read_pixels(ds, instance.path))
-            except InputError as error:
-                image, detail = np.zeros((64, 64), np.float32), str(error)[:48]
-        tiles.append(Tile(image, f"{label}\n{detail}", highlight=instance is inspection.selected))
-    return tiles
