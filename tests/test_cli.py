@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from medcf.io.samples import SampleSpec, make_sample, save_sample, write_sample_study
+from medcf.io.samples import write_sample_study
+from tests.conftest import bad_inputs
 
 
 def medcf(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -58,48 +58,8 @@ def test_inspect_of_several_paths(study: Path) -> None:
     assert "series-003-capture" in result.stdout.split("Would edit: ")[1]
 
 
-def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    pa = SampleSpec()
-    cases: dict[str, tuple[Path, str]] = {}
-
-    text = tmp_path / "notes.txt"
-    text.write_text("not an image")
-    cases["not-dicom"] = (text, "is not a DICOM file")
-    cases["missing"] = (tmp_path / "nowhere", "no such file or directory")
-
-    def save(name: str, ds) -> Path:
-        return save_sample(ds, tmp_path / name)
-
-    ds, _ = make_sample(pa)
-    ds.SOPClassUID, ds.Modality = "1.2.840.10008.5.1.4.1.1.2", "CT"
-    cases["ct"] = (save("ct.dcm", ds), "CT object (CT Image Storage) is not a projection radiograph")
-
-    ds, _ = make_sample(replace(pa, modality="SC"))
-    frames = np.stack([ds.pixel_array] * 2)
-    ds.NumberOfFrames, ds.PixelData = 2, frames.tobytes()
-    cases["multi-frame"] = (save("mf.dcm", ds), "multi-frame image (2 frames)")
-
-    ds, _ = make_sample(replace(pa, modality="SC", bits_stored=8))
-    rgb = np.repeat(ds.pixel_array[..., None], 3, axis=2)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
-    ds.PixelData = rgb.tobytes()
-    cases["rgb"] = (save("rgb.dcm", ds), "colour image (RGB")
-
-    ds, _ = make_sample(pa)
-    del ds.PixelData
-    cases["no-pixel-data"] = (save("nopix.dcm", ds), "no Pixel Data (7FE0,0010)")
-
-    ds, _ = make_sample(pa)
-    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.92"
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51" + bytes(64)])
-    path = tmp_path / "j2k-mc.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    cases["no-decoder"] = (path, "no pixel decoder exists for transfer syntax")
-    return cases
-
-
 def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path: Path) -> None:
-    cases = _bad_inputs(tmp_path)
+    cases = bad_inputs(tmp_path)
     before = sorted(tmp_path.rglob("*"))
     for name, (path, message) in cases.items():
         result = medcf("inspect", str(path), cwd=tmp_path)
