@@ -47,6 +47,11 @@ def write_new_file(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def write_new_dataset(path: Path, ds) -> Path:
+    """Save a pydicom Dataset as a new DICOM file (Part 10, with preamble and meta)."""
+    return write_new_file(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+
+
 def write_new_text(path: Path, text: str) -> Path:
     return write_new_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

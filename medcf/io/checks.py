@@ -81,6 +81,14 @@ def check_decoder(ds: Dataset) -> str | None:
     )
 
 
+def optional_int(value: object) -> int | None:
+    """An IS/US value as int, or None when absent, empty or malformed."""
+    try:
+        return int(value) if value not in (None, "") else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
 def check_instance(ds: Dataset) -> list[str]:
     """Reasons why ``ds`` is not an editable single-frame grayscale chest radiograph."""
     problems: list[str] = []
@@ -103,11 +111,7 @@ def check_instance(ds: Dataset) -> list[str]:
     if body_part and body_part not in CHEST_BODY_PARTS:
         problems.append(f"Body Part Examined is {body_part}, not a chest")
 
-    frames = ds.get("NumberOfFrames")
-    try:
-        n_frames = int(frames) if frames not in (None, "") else 1
-    except (TypeError, ValueError):
-        n_frames = 1
+    n_frames = optional_int(ds.get("NumberOfFrames")) or 1
     if n_frames > 1:
         problems.append(f"multi-frame image ({n_frames} frames); MedCF edits single-frame radiographs")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,7 +29,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medcf.errors import InputError, MedCFError, OutputError
-from medcf.io.atomic import write_new_file
+from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import ACCEPTED_SOP_CLASSES
 
 DEFAULT_CALLING_AET = "MEDCF"
@@ -69,6 +69,14 @@ def is_remote(text: str) -> bool:
     return str(text).lower().startswith(("dicom://", "http://", "https://"))
 
 
+def _dimse_node(text: str, expected: str) -> RemoteStudy:
+    """The server part of a dicom://AET@host:port address (no query yet)."""
+    parts = urlsplit(text)
+    if parts.scheme != "dicom" or not parts.username or not parts.hostname or not parts.port:
+        raise InputError(f"{text} is not a DICOM address; expected {expected}")
+    return RemoteStudy("dimse", parts.hostname, parts.port, called_aet=parts.username)
+
+
 def parse_remote(text: str) -> RemoteStudy:
     """Parse a study address; raise InputError naming the accepted forms."""
     forms = ("dicom://AET@host:port/<StudyInstanceUID>, dicom://AET@host:port/?AccessionNumber=…, "
@@ -79,12 +87,10 @@ def parse_remote(text: str) -> RemoteStudy:
     if unknown:
         raise InputError(f"unknown query key(s) {', '.join(unknown)} in {text}; use {', '.join(QUERY_KEYS)}")
     if parts.scheme == "dicom":
-        if not parts.username or not parts.hostname or not parts.port:
-            raise InputError(f"{text} is not a DICOM address; expected {forms}")
         uid = parts.path.strip("/")
         if uid:
             query["StudyInstanceUID"] = uid
-        remote = RemoteStudy("dimse", parts.hostname, parts.port, called_aet=parts.username, query=query)
+        remote = replace(_dimse_node(text, forms), query=query)
     elif parts.scheme in ("http", "https"):
         match = re.match(r"^(?P<root>.*?)/studies(?:/(?P<uid>[^/]+))?/?$", parts.path)
         if not match:
@@ -156,7 +162,7 @@ def _save_instance(ds: Dataset, folder: Path) -> Path | None:
     path = folder / f"{ds.SOPInstanceUID}.dcm"
     if path.exists():
         return None  # cached from an earlier fetch
-    return write_new_file(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    return write_new_dataset(path, ds)
 
 
 def _dimse_get_study(remote: RemoteStudy, study_uid: str, calling_aet: str, folder: Path) -> int:
@@ -311,9 +317,7 @@ def send(paths: Sequence[str | Path], target: str, calling_aet: str = DEFAULT_CA
     items = _datasets_to_send(paths, allow_non_synthetic)
     parts = urlsplit(target)
     if parts.scheme == "dicom":
-        if not parts.username or not parts.hostname or not parts.port:
-            raise InputError(f"{target} is not a DICOM address; expected dicom://AET@host:port")
-        remote = RemoteStudy("dimse", parts.hostname, parts.port, called_aet=parts.username)
+        remote = _dimse_node(target, "dicom://AET@host:port")
         contexts = sorted({(str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for _, ds in items})
         by_class: dict[str, list[str]] = {}
         for sop_class, syntax in contexts:

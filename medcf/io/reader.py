@@ -28,6 +28,7 @@ from medcf.io.checks import (
     DX_FOR_PROCESSING,
     SECONDARY_CAPTURE,
     check_instance,
+    optional_int,
     transfer_syntax_name,
     transfer_syntax_of,
 )
@@ -222,13 +223,6 @@ def _read_header(path: Path) -> Dataset:
     return read_dataset(path, defer_size=_HEADER_DEFER_SIZE)
 
 
-def _optional_int(value: Any) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
 def summarize(path: Path, ds: Dataset) -> InstanceSummary:
     """Describe one instance from its header."""
     evidence, frontal = classify_view(ds)
@@ -239,8 +233,8 @@ def summarize(path: Path, ds: Dataset) -> InstanceSummary:
         path=path,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-        series_number=_optional_int(ds.get("SeriesNumber")),
-        instance_number=_optional_int(ds.get("InstanceNumber")),
+        series_number=optional_int(ds.get("SeriesNumber")),
+        instance_number=optional_int(ds.get("InstanceNumber")),
         modality=str(ds.get("Modality", "")),
         sop_class=ACCEPTED_SOP_CLASSES.get(sop_class, pydicom.uid.UID(sop_class).name if sop_class else ""),
         view=evidence.view,
@@ -248,8 +242,8 @@ def summarize(path: Path, ds: Dataset) -> InstanceSummary:
         frontal=frontal,
         rows=int(ds.get("Rows", 0) or 0),
         columns=int(ds.get("Columns", 0) or 0),
-        bits_allocated=_optional_int(ds.get("BitsAllocated")),
-        bits_stored=_optional_int(ds.get("BitsStored")),
+        bits_allocated=optional_int(ds.get("BitsAllocated")),
+        bits_stored=optional_int(ds.get("BitsStored")),
         photometric=str(ds.get("PhotometricInterpretation", "")),
         transfer_syntax=transfer_syntax_name(uid),
         transfer_syntax_uid=str(uid) if uid else "",
@@ -390,12 +384,11 @@ def radiograph_from_dataset(
         raise InputError(f"{path or 'dataset'}: {summary.problems[0]}")
     stored = read_pixels(ds, path)
     display, transform = to_display(ds, stored)
-    spacing, source = pixel_spacing(ds)
     return Radiograph(
         display=display,
         stored=stored,
-        spacing_mm=spacing,
-        spacing_source=source,
+        spacing_mm=summary.spacing_mm,
+        spacing_source=summary.spacing_source,
         view=summary.view,
         photometric=Photometric.parse(str(ds.PhotometricInterpretation)),
         dataset=ds,

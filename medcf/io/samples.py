@@ -32,7 +32,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medcf.io.atomic import write_new_file
+from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING, SECONDARY_CAPTURE
 from medcf.vocab import Photometric, SpacingSource, ViewPosition
 
@@ -274,7 +274,7 @@ def _encode(ds: Dataset, pixels: np.ndarray, transfer_syntax: str) -> None:
 
 
 def save_sample(ds: Dataset, path: Path) -> Path:
-    return write_new_file(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    return write_new_dataset(path, ds)
 
 
 def write_sample_study(out_dir: str | Path, seed: int = 0, rows: int = 1024, columns: int = 896) -> list[Path]:

@@ -23,7 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
 
 import medcf
 from medcf.errors import OutputError
-from medcf.io.atomic import sha256_of_file, write_new_file, write_new_text
+from medcf.io.atomic import sha256_of_file, write_new_dataset, write_new_text
 from medcf.io.checks import DX_FOR_PRESENTATION
 from medcf.io.provenance import Provenance
 from medcf.io.reader import Radiograph
@@ -394,6 +394,6 @@ def write_synthetic(
     if radiograph.path is not None and out.resolve() == radiograph.path.resolve():
         raise OutputError(f"output folder {out} is the input file")
     dicom_path = out / f"{ds.SOPInstanceUID}.dcm"
-    write_new_file(dicom_path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    write_new_dataset(dicom_path, ds)
     provenance_path = write_new_text(out / f"{ds.SOPInstanceUID}.json", provenance.to_json())
     return WrittenImage(dicom_path, provenance_path, ds)
