@@ -18,7 +18,6 @@ asked: MedCF writes synthetic series back, it does not move clinical data.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pydicom
 from pydicom.dataset import Dataset
 
+from medcf.cache import cache_dir
 from medcf.errors import InputError, MedCFError, OutputError
 from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import ACCEPTED_SOP_CLASSES
@@ -110,8 +110,7 @@ def parse_remote(text: str) -> RemoteStudy:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("MEDCF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "medcf")
-    return Path(root) / "studies"
+    return cache_dir("studies")
 
 
 # --- DIMSE -------------------------------------------------------------------

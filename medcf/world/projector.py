@@ -1,0 +1,257 @@
+"""Cone-beam projection of the chest CT for PA, AP and lateral radiographs.
+
+Why slabs: a ray-marching projector on this CPU costs about a second per
+image at 256x256 (3D trilinear sampling of ~10 M points). Instead the volume
+is cut into thin slabs across the beam (5-6 mm), each slab is summed along the
+beam once per CT and view (cached), and an image is the sum over slabs of each
+slab's 2D projection *sampled where the true diverging ray crosses the slab's
+mid-plane*. Divergence (magnification growing towards the source, which is
+why the heart looks larger on AP films), patient rotation, tilt, habitus
+scaling, inspiration and a smooth random deformation all enter as that 2D
+sampling grid, so one image costs one batched 2D interpolation (~10 ms).
+The error is the parallax inside one slab: under 0.4 mm at the field edge for
+the PA geometry.
+
+Image orientation follows radiographic convention: frontal views show the
+patient's right on the image left (as if facing the patient), head up;
+lateral views show anterior on the image left, head up. Rows run down,
+columns run right.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from medcf.vocab import Side, ViewPosition
+from medcf.world.ct import ChestCT
+
+MM_PER_CM = 10.0
+
+
+@dataclass(frozen=True)
+class ViewGeometry:
+    """Source, patient and detector along one view's central ray."""
+
+    view: ViewPosition
+    sid_mm: float  # source-to-image (detector) distance
+    odd_mm: float  # isocentre-to-detector distance
+    field_mm: float = 320.0  # square field of view, measured at the isocentre
+
+    @property
+    def sod_mm(self) -> float:
+        return self.sid_mm - self.odd_mm
+
+    @property
+    def magnification(self) -> float:
+        """Magnification of the isocentre plane (Estimated Radiographic Magnification Factor)."""
+        return self.sid_mm / self.sod_mm
+
+    @property
+    def beam_axis(self) -> int:
+        """CT array axis the beam travels along: 1 (anterior) for frontal, 0 (right) for lateral."""
+        return 1 if self.view.is_frontal else 0
+
+
+# Upright PA at 180 cm; portable AP at 100 cm with the detector behind the
+# patient (anterior structures such as the heart lie far from it and are
+# magnified); left lateral at 180 cm, left side against the detector.
+GEOMETRIES: dict[ViewPosition, ViewGeometry] = {
+    ViewPosition.PA: ViewGeometry(ViewPosition.PA, sid_mm=1800.0, odd_mm=140.0),
+    ViewPosition.AP: ViewGeometry(ViewPosition.AP, sid_mm=1000.0, odd_mm=140.0),
+    ViewPosition.LL: ViewGeometry(ViewPosition.LL, sid_mm=1800.0, odd_mm=190.0),
+}
+
+
+def geometry_for(view: ViewPosition | str) -> ViewGeometry:
+    view = ViewPosition.parse(view) if isinstance(view, str) else view
+    if view is ViewPosition.LATERAL:
+        view = ViewPosition.LL
+    if view not in GEOMETRIES:
+        raise ValueError(f"no projection geometry for view {view.value}; choose PA, AP or LL")
+    return GEOMETRIES[view]
+
+
+@dataclass(frozen=True)
+class Pose:
+    """How this patient differs from the CT and stands in front of the detector.
+
+    Angles in degrees: ``rotation`` about the craniocaudal axis (one shoulder
+    forward), ``tilt`` about the left-right axis (lordotic/kyphotic), ``roll``
+    about the antero-posterior axis (in-plane). Scales about the lung apex:
+    ``width`` (left-right), ``depth`` (antero-posterior, i.e. chest thickness),
+    ``height`` (craniocaudal; deeper inspiration lowers the diaphragm).
+    ``shift_mm`` moves the patient in the field (right, anterior, superior).
+    ``deformation_mm`` is the amplitude of a smooth random displacement field
+    drawn from ``deformation_seed``.
+    """
+
+    rotation: float = 0.0
+    tilt: float = 0.0
+    roll: float = 0.0
+    width: float = 1.0
+    depth: float = 1.0
+    height: float = 1.0
+    shift_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    deformation_mm: float = 0.0
+    deformation_seed: int = 0
+
+    def rotation_matrix(self) -> np.ndarray:
+        a, b, c = (math.radians(v) for v in (self.rotation, self.tilt, self.roll))
+        about_z = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
+        about_x = np.array([[1, 0, 0], [0, math.cos(b), -math.sin(b)], [0, math.sin(b), math.cos(b)]])
+        about_y = np.array([[math.cos(c), 0, math.sin(c)], [0, 1, 0], [-math.sin(c), 0, math.cos(c)]])
+        return about_y @ about_x @ about_z
+
+
+@dataclass
+class SlabStack:
+    """One CT (or lesion) volume cut into slabs across one view's beam and summed.
+
+    ``sums`` has shape (K, C, Z, T): K slabs, C channels, rows = CT z (superior
+    last), columns = the transverse CT axis; values are integrals along the beam
+    in mm. ``centres_mm`` is each slab's mid-plane coordinate on the beam axis.
+    """
+
+    sums: torch.Tensor
+    centres_mm: np.ndarray
+    beam_axis: int
+
+
+def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int = 4) -> SlabStack:
+    """Cut (C, X, Y, Z) ``volumes`` into slabs of ``slab_voxels`` along ``beam_axis`` and integrate each."""
+    volumes = np.asarray(volumes, dtype=np.float32)
+    if volumes.ndim == 3:
+        volumes = volumes[None]
+    n = volumes.shape[1 + beam_axis]
+    k = -(-n // slab_voxels)
+    pad = k * slab_voxels - n
+    moved = np.moveaxis(volumes, 1 + beam_axis, 1)  # (C, N, T, Z)
+    if pad:
+        moved = np.concatenate([moved, np.zeros((moved.shape[0], pad, *moved.shape[2:]), np.float32)], axis=1)
+    sums = moved.reshape(moved.shape[0], k, slab_voxels, *moved.shape[2:]).sum(axis=2) * ct.spacing[beam_axis]
+    coords = ct.axis_mm(beam_axis)
+    coords = np.concatenate([coords, coords[-1] + ct.spacing[beam_axis] * np.arange(1, pad + 1)])
+    centres = coords.reshape(k, slab_voxels).mean(axis=1)
+    # (C, K, T, Z) -> (K, C, Z, T)
+    tensor = torch.from_numpy(np.ascontiguousarray(np.transpose(sums, (1, 0, 3, 2))))
+    return SlabStack(tensor, centres.astype(np.float64), beam_axis)
+
+
+@dataclass
+class Projector:
+    """Sampling grids of one acquisition (geometry + pose + image size) over a CT."""
+
+    ct: ChestCT
+    geometry: ViewGeometry
+    pose: Pose
+    size: int
+    slab_voxels: int = 4
+    _grid: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _path_factor: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pixel_mm(self) -> float:
+        """Detector pixel pitch (Imager Pixel Spacing)."""
+        return self.geometry.field_mm * self.geometry.magnification / self.size
+
+    @property
+    def isocentre_pixel_mm(self) -> float:
+        """Pixel pitch at the isocentre plane (Pixel Spacing, calibrated)."""
+        return self.geometry.field_mm / self.size
+
+    def _source_and_detector(self) -> tuple[np.ndarray, np.ndarray]:
+        """Source point (3,) and detector pixel centres (H, W, 3) in the patient frame (mm, RAS)."""
+        g = self.geometry
+        half = (self.size - 1) / 2.0
+        u = (np.arange(self.size) - half) * self.pixel_mm  # image right
+        v = (np.arange(self.size) - half) * self.pixel_mm  # image down
+        uu, vv = np.meshgrid(u, v)  # (H, W)
+        detector = np.empty((self.size, self.size, 3))
+        if g.view is ViewPosition.PA:  # beam posterior -> anterior, patient's right on image left
+            detector[..., 0], detector[..., 1], detector[..., 2] = -uu, g.odd_mm, -vv
+            source = np.array([0.0, -g.sod_mm, 0.0])
+        elif g.view is ViewPosition.AP:  # beam anterior -> posterior
+            detector[..., 0], detector[..., 1], detector[..., 2] = -uu, -g.odd_mm, -vv
+            source = np.array([0.0, g.sod_mm, 0.0])
+        else:  # left lateral: beam right -> left, anterior on image left
+            detector[..., 0], detector[..., 1], detector[..., 2] = -g.odd_mm, -uu, -vv
+            source = np.array([g.sod_mm, 0.0, 0.0])
+        return source, detector
+
+    def _to_ct(self, points: np.ndarray) -> np.ndarray:
+        """Patient-frame points -> CT-frame points (inverse of the pose's affine map)."""
+        pose = self.pose
+        apex = np.array([0.0, 0.0, self.apex_mm])
+        scale = np.array([pose.width, pose.depth, pose.height])
+        local = points - apex - np.asarray(pose.shift_mm, dtype=np.float64)
+        return (local @ pose.rotation_matrix()) / scale + apex  # R^T via right-multiplication
+
+    @property
+    def apex_mm(self) -> float:
+        return float(max(self.ct.lung_z_range(side)[1] for side in (Side.LEFT, Side.RIGHT)))
+
+    def _build(self) -> None:
+        source, detector = self._source_and_detector()
+        s_ct = self._to_ct(source[None])[0]
+        d_ct = self._to_ct(detector.reshape(-1, 3)).reshape(detector.shape)
+        b = self.geometry.beam_axis
+        transverse = 1 - b  # frontal: x; lateral: y
+        direction = d_ct - s_ct
+        along = direction[..., b]
+        # Length in the patient of the ray between two planes 1 mm apart in the CT frame.
+        self._path_factor = (np.linalg.norm(detector - source, axis=-1) / np.abs(along)).astype(np.float32)
+        k_count = -(-self.ct.shape[b] // self.slab_voxels)
+        coords = self.ct.axis_mm(b)
+        pad = k_count * self.slab_voxels - coords.size
+        coords = np.concatenate([coords, coords[-1] + self.ct.spacing[b] * np.arange(1, pad + 1)])
+        centres = coords.reshape(k_count, self.slab_voxels).mean(axis=1)
+        lam = (centres[:, None, None] - s_ct[b]) / along[None]  # (K, H, W)
+        t = s_ct[transverse] + lam * direction[None, ..., transverse]
+        z = s_ct[2] + lam * direction[None, ..., 2]
+        dt, dz = self._deformation(t, centres, z, transverse)
+        half_t = (self.ct.shape[transverse] - 1) / 2.0 * self.ct.spacing[transverse]
+        half_z = (self.ct.shape[2] - 1) / 2.0 * self.ct.spacing[2]
+        grid = np.stack([(t + dt) / half_t, (z + dz) / half_z], axis=-1).astype(np.float32)
+        self._grid = torch.from_numpy(grid)
+
+    def _deformation(self, t: np.ndarray, centres: np.ndarray, z: np.ndarray, transverse: int):
+        """Smooth random displacement (mm) of the sampling points: a few long-wavelength
+        Fourier modes, evaluated on a coarse grid and interpolated (it is smooth anyway)."""
+        if self.pose.deformation_mm <= 0:
+            return 0.0, 0.0
+        rng = np.random.default_rng(self.pose.deformation_seed)
+        modes = 4
+        wavevectors = rng.normal(size=(2, modes, 3)) * (2 * np.pi / 220.0)  # ~22 cm wavelengths
+        phases = rng.uniform(0, 2 * np.pi, size=(2, modes))
+        amplitudes = rng.normal(size=(2, modes)) * self.pose.deformation_mm / np.sqrt(modes)
+        coarse = 24
+        step = max(1, self.size // coarse)
+        tc, zc = t[:, ::step, ::step], z[:, ::step, ::step]
+        yc = np.broadcast_to(centres[:, None, None], tc.shape)
+        xyz = [None, None, None]
+        xyz[transverse], xyz[2], xyz[1 - transverse] = tc, zc, yc
+        out = []
+        for component in range(2):
+            field_ = np.zeros_like(tc)
+            for m in range(modes):
+                kx, ky, kz = wavevectors[component, m]
+                field_ += amplitudes[component, m] * np.sin(kx * xyz[0] + ky * xyz[1] + kz * xyz[2] + phases[component, m])
+            up = torch.nn.functional.interpolate(torch.from_numpy(field_.astype(np.float32))[None], size=t.shape[1:],
+                                                 mode="bilinear", align_corners=False)[0].numpy()
+            out.append(up)
+        return out[0], out[1]
+
+    def project(self, stack: SlabStack) -> np.ndarray:
+        """Integrals along every ray (C, H, W), in mm of the stacked quantity."""
+        if stack.beam_axis != self.geometry.beam_axis:
+            raise ValueError("slab stack was cut for another view")
+        if self._grid is None:
+            self._build()
+        sampled = torch.nn.functional.grid_sample(stack.sums, self._grid, mode="bilinear", padding_mode="border",
+                                                  align_corners=True)  # (K, C, H, W)
+        return sampled.sum(dim=0).numpy() * self._path_factor[None]
+
