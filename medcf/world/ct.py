@@ -135,7 +135,8 @@ class ChestCT:
         n = self.hu.shape[axis]
         return ((np.arange(n) - (n - 1) / 2.0) * self.spacing[axis]).astype(np.float32)
 
-    def _memo(self, key, compute):
+    def memo(self, key, compute):
+        """Compute once per CT: derived volumes (masks, distances, bases) are reused by every sample."""
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
@@ -144,17 +145,17 @@ class ChestCT:
         """Boolean mask of one lung (``Side.BILATERAL``: both)."""
         if side is Side.BILATERAL:
             return self.lung(Side.LEFT) | self.lung(Side.RIGHT)
-        return self._memo(("lung", side), lambda: np.isin(self.labels, [int(s) for s in LUNG_LABELS[side]]))
+        return self.memo(("lung", side), lambda: np.isin(self.labels, [int(s) for s in LUNG_LABELS[side]]))
 
     def structure(self, label: Structure) -> np.ndarray:
-        return self._memo(("structure", label), lambda: self.labels == int(label))
+        return self.memo(("structure", label), lambda: self.labels == int(label))
 
     def lung_z_range(self, side: Side) -> tuple[float, float]:
         """(base, apex) height in mm of one lung."""
         def compute():
             z = self.axis_mm(2)[np.flatnonzero(self.lung(side).any(axis=(0, 1)))]
             return float(z.min()), float(z.max())
-        return self._memo(("zrange", side), compute)
+        return self.memo(("zrange", side), compute)
 
     def zone(self, side: Side, zone: Zone) -> np.ndarray:
         """Boolean mask of one lung zone: thirds of that lung's craniocaudal height.
@@ -174,7 +175,7 @@ class ChestCT:
             z = self.axis_mm(2)
             in_band = (z >= lower_edge) & (z < upper_edge)
             return self.lung(side) & in_band[None, None, :]
-        return self._memo(("zone", side, zone), compute)
+        return self.memo(("zone", side, zone), compute)
 
     def wall_distance(self) -> np.ndarray:
         """mm from each voxel inside the thoracic cavity (lungs, heart, mediastinum)
@@ -185,7 +186,7 @@ class ChestCT:
 
             cavity = self.labels > 0
             return distance_transform_edt(cavity, sampling=self.spacing).astype(np.float32)
-        return self._memo("wall_distance", compute)
+        return self.memo("wall_distance", compute)
 
     def lung_depth(self, side: Side) -> np.ndarray:
         """mm from each voxel of one lung to the nearest voxel outside it (0 outside).
@@ -194,7 +195,7 @@ class ChestCT:
             from scipy.ndimage import distance_transform_edt
 
             return distance_transform_edt(self.lung(side), sampling=self.spacing).astype(np.float32)
-        return self._memo(("lung_depth", side), compute)
+        return self.memo(("lung_depth", side), compute)
 
     def save(self, path: str | Path) -> Path:
         """Write a compressed ``.npz`` (the test fixture and the prepared cache use it)."""

@@ -121,11 +121,18 @@ class SlabStack:
     beam_axis: int
 
 
-def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int = 4) -> SlabStack:
-    """Cut (C, X, Y, Z) ``volumes`` into slabs of ``slab_voxels`` along ``beam_axis`` and integrate each."""
+def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int = 4,
+              box: tuple[slice, slice, slice] | None = None) -> SlabStack:
+    """Cut (C, X, Y, Z) ``volumes`` into slabs of ``slab_voxels`` along ``beam_axis`` and integrate each.
+
+    With ``box``, ``volumes`` covers only that box of the CT grid (zero elsewhere):
+    the work is proportional to the box, which keeps small lesions cheap.
+    """
     volumes = np.asarray(volumes, dtype=np.float32)
     if volumes.ndim == 3:
         volumes = volumes[None]
+    if box is not None:
+        return _boxed_slab_sums(volumes, ct, beam_axis, slab_voxels, box)
     n = volumes.shape[1 + beam_axis]
     k = -(-n // slab_voxels)
     pad = k * slab_voxels - n
@@ -141,6 +148,31 @@ def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int
     return SlabStack(tensor, centres.astype(np.float64), beam_axis)
 
 
+def _boxed_slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int,
+                     box: tuple[slice, slice, slice]) -> SlabStack:
+    beam = box[beam_axis]
+    start = beam.start // slab_voxels * slab_voxels  # align the box with the global slabs
+    stop = min(ct.shape[beam_axis], -(-beam.stop // slab_voxels) * slab_voxels)
+    widths = [(0, 0)] * 4
+    widths[1 + beam_axis] = (beam.start - start, stop - beam.stop)
+    padded = np.pad(volumes, widths)
+    n = ct.shape[beam_axis]
+    k_total = -(-n // slab_voxels)
+    first = start // slab_voxels
+    moved = np.moveaxis(padded, 1 + beam_axis, 1)  # (C, N, T, Z)
+    count = moved.shape[1]
+    pad = -(-count // slab_voxels) * slab_voxels - count
+    if pad:
+        moved = np.concatenate([moved, np.zeros((moved.shape[0], pad, *moved.shape[2:]), np.float32)], axis=1)
+    sums = moved.reshape(moved.shape[0], -1, slab_voxels, *moved.shape[2:]).sum(axis=2) * ct.spacing[beam_axis]
+    transverse = 1 - beam_axis
+    full = np.zeros((k_total, volumes.shape[0], ct.shape[2], ct.shape[transverse]), np.float32)
+    full[first:first + sums.shape[1], :, box[2], box[transverse]] = np.transpose(sums, (1, 0, 3, 2))
+    coords = ct.axis_mm(beam_axis)
+    coords = np.concatenate([coords, coords[-1] + ct.spacing[beam_axis] * np.arange(1, k_total * slab_voxels - n + 1)])
+    return SlabStack(torch.from_numpy(full), coords.reshape(k_total, slab_voxels).mean(axis=1), beam_axis)
+
+
 @dataclass
 class Projector:
     """Sampling grids of one acquisition (geometry + pose + image size) over a CT."""
@@ -149,8 +181,8 @@ class Projector:
     geometry: ViewGeometry
     pose: Pose
     size: int
-    slab_voxels: int = 4
-    _grid: torch.Tensor | None = field(default=None, init=False, repr=False)
+    _grids: dict = field(default_factory=dict, init=False, repr=False)
+    _ray_cache: tuple | None = field(default=None, init=False, repr=False)
     _path_factor: np.ndarray | None = field(default=None, init=False, repr=False)
 
     @property
@@ -194,29 +226,38 @@ class Projector:
     def apex_mm(self) -> float:
         return float(max(self.ct.lung_z_range(side)[1] for side in (Side.LEFT, Side.RIGHT)))
 
-    def _build(self) -> None:
-        source, detector = self._source_and_detector()
-        s_ct = self._to_ct(source[None])[0]
-        d_ct = self._to_ct(detector.reshape(-1, 3)).reshape(detector.shape)
+    def _rays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Source (3,) and pixel directions (H, W, 3) in the CT frame; sets the path factor."""
+        if self._ray_cache is None:
+            source, detector = self._source_and_detector()
+            s_ct = self._to_ct(source[None])[0]
+            direction = self._to_ct(detector.reshape(-1, 3)).reshape(detector.shape) - s_ct
+            along = direction[..., self.geometry.beam_axis]
+            # Length in the patient of the ray between two planes 1 mm apart in the CT frame.
+            self._path_factor = (np.linalg.norm(detector - source, axis=-1) / np.abs(along)).astype(np.float32)
+            self._ray_cache = (s_ct, direction)
+        return self._ray_cache
+
+    def _grid_for(self, centres: np.ndarray) -> torch.Tensor:
+        """2D sampling grid (K, H, W, 2) of slabs whose mid-planes sit at ``centres`` (mm on the beam axis)."""
+        key = (len(centres), float(centres[0]))
+        if key in self._grids:
+            return self._grids[key]
+        s_ct, direction = self._rays()
         b = self.geometry.beam_axis
         transverse = 1 - b  # frontal: x; lateral: y
-        direction = d_ct - s_ct
-        along = direction[..., b]
-        # Length in the patient of the ray between two planes 1 mm apart in the CT frame.
-        self._path_factor = (np.linalg.norm(detector - source, axis=-1) / np.abs(along)).astype(np.float32)
-        k_count = -(-self.ct.shape[b] // self.slab_voxels)
-        coords = self.ct.axis_mm(b)
-        pad = k_count * self.slab_voxels - coords.size
-        coords = np.concatenate([coords, coords[-1] + self.ct.spacing[b] * np.arange(1, pad + 1)])
-        centres = coords.reshape(k_count, self.slab_voxels).mean(axis=1)
-        lam = (centres[:, None, None] - s_ct[b]) / along[None]  # (K, H, W)
-        t = s_ct[transverse] + lam * direction[None, ..., transverse]
-        z = s_ct[2] + lam * direction[None, ..., 2]
+        direction = direction.astype(np.float32)
+        lam = (centres.astype(np.float32)[:, None, None] - np.float32(s_ct[b])) / direction[None, ..., b]
+        t = np.float32(s_ct[transverse]) + lam * direction[None, ..., transverse]
+        z = np.float32(s_ct[2]) + lam * direction[None, ..., 2]
         dt, dz = self._deformation(t, centres, z, transverse)
-        half_t = (self.ct.shape[transverse] - 1) / 2.0 * self.ct.spacing[transverse]
-        half_z = (self.ct.shape[2] - 1) / 2.0 * self.ct.spacing[2]
-        grid = np.stack([(t + dt) / half_t, (z + dz) / half_z], axis=-1).astype(np.float32)
-        self._grid = torch.from_numpy(grid)
+        half_t = np.float32((self.ct.shape[transverse] - 1) / 2.0 * self.ct.spacing[transverse])
+        half_z = np.float32((self.ct.shape[2] - 1) / 2.0 * self.ct.spacing[2])
+        grid = np.empty((*t.shape, 2), np.float32)
+        grid[..., 0] = (t + dt) / half_t
+        grid[..., 1] = (z + dz) / half_z
+        self._grids[key] = torch.from_numpy(grid)
+        return self._grids[key]
 
     def _deformation(self, t: np.ndarray, centres: np.ndarray, z: np.ndarray, transverse: int):
         """Smooth random displacement (mm) of the sampling points: a few long-wavelength
@@ -249,9 +290,7 @@ class Projector:
         """Integrals along every ray (C, H, W), in mm of the stacked quantity."""
         if stack.beam_axis != self.geometry.beam_axis:
             raise ValueError("slab stack was cut for another view")
-        if self._grid is None:
-            self._build()
-        sampled = torch.nn.functional.grid_sample(stack.sums, self._grid, mode="bilinear", padding_mode="border",
+        grid = self._grid_for(stack.centres_mm)
+        sampled = torch.nn.functional.grid_sample(stack.sums, grid, mode="bilinear", padding_mode="border",
                                                   align_corners=True)  # (K, C, H, W)
         return sampled.sum(dim=0).numpy() * self._path_factor[None]
-

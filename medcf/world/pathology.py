@@ -1,0 +1,375 @@
+"""Findings built in 3D inside the chest CT, each at mild/moderate/severe.
+
+Every finding is a change of the water-like basis density (see ``physics``)
+inside the thorax, plus the 3D mask of where it is, so that the factual image
+is the counterfactual plus one more projected channel: nothing else about the
+patient, the pose, the exposure or the noise differs between the two.
+
+A finding's random choices (where the nodule sits, the shape of the
+consolidation, which septal lines) come from its own seed and do not depend
+on the severity, so the severity ladder grows the *same* lesion: regions are
+nested and the attenuation change is monotone in severity (tests check it).
+
+Water-like densities used: fluid and collapsed lung 1.0, soft tissue and
+blood 1.04-1.05, aerated lung ~0.15-0.25 (from the CT), air 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from medcf.vocab import Finding, Severity, Side, Zone
+from medcf.world.ct import ChestCT, Structure
+from medcf.world.physics import basis_densities
+
+FLUID = 1.0
+SOFT_TISSUE = 1.04
+PARENCHYMA_HU = -950  # lung denser than this is parenchyma; below it airways (which stay aerated)
+
+# Which sides and zones make sense per finding (None: the attribute does not apply).
+FINDING_SIDES: dict[Finding, tuple[Side, ...] | None] = {
+    Finding.PLEURAL_EFFUSION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
+    Finding.CONSOLIDATION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
+    Finding.ATELECTASIS: (Side.LEFT, Side.RIGHT),
+    Finding.CARDIOMEGALY: None,
+    Finding.PNEUMOTHORAX: (Side.LEFT, Side.RIGHT),
+    Finding.NODULE: (Side.LEFT, Side.RIGHT),
+    Finding.EDEMA: (Side.BILATERAL,),
+}
+FINDING_ZONES: dict[Finding, tuple[Zone, ...] | None] = {
+    Finding.PLEURAL_EFFUSION: (Zone.LOWER,),
+    Finding.CONSOLIDATION: (Zone.LOWER, Zone.MIDDLE, Zone.UPPER),
+    Finding.ATELECTASIS: (Zone.LOWER, Zone.MIDDLE),
+    Finding.CARDIOMEGALY: None,
+    Finding.PNEUMOTHORAX: (Zone.UPPER,),
+    Finding.NODULE: (Zone.UPPER, Zone.MIDDLE, Zone.LOWER),
+    Finding.EDEMA: None,
+}
+
+CARDIOTHORACIC_TARGET = {Severity.MILD: 0.55, Severity.MODERATE: 0.62, Severity.SEVERE: 0.70}
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """One finding as the world renders it."""
+
+    finding: Finding
+    side: Side | None
+    zone: Zone | None
+    severity: Severity
+    seed: int
+    count: int = 1  # nodules only
+
+    def __post_init__(self) -> None:
+        sides, zones = FINDING_SIDES[self.finding], FINDING_ZONES[self.finding]
+        if (sides is None) != (self.side is None) or (sides is not None and self.side not in sides):
+            allowed = "none" if sides is None else ", ".join(s.value for s in sides)
+            raise ValueError(f"{self.finding.value}: side {self.side and self.side.value} not allowed (allowed: {allowed})")
+        if (zones is None) != (self.zone is None) or (zones is not None and self.zone not in zones):
+            allowed = "none" if zones is None else ", ".join(z.value for z in zones)
+            raise ValueError(f"{self.finding.value}: zone {self.zone and self.zone.value} not allowed (allowed: {allowed})")
+        if self.count < 1 or (self.count > 1 and self.finding is not Finding.NODULE):
+            raise ValueError("count > 1 applies to nodules only")
+
+
+@dataclass
+class LesionVolume:
+    """Change of water-like density and the 3D extent of the finding, inside ``box``
+    (a tuple of three slices of the CT grid; outside it nothing changes)."""
+
+    delta: np.ndarray
+    mask: np.ndarray
+    box: tuple[slice, slice, slice]
+
+    def full(self, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Delta and mask on the whole CT grid (for tests and inspection)."""
+        delta, mask = np.zeros(shape, np.float32), np.zeros(shape, bool)
+        delta[self.box], mask[self.box] = self.delta, self.mask
+        return delta, mask
+
+
+class Frame:
+    """A box of the CT grid that holds a finding: every 3D computation of the finding
+    runs on the box only (a lung is ~1/4 of the volume, a nodule ~1/1000)."""
+
+    def __init__(self, ct: ChestCT, box: tuple[slice, slice, slice]):
+        self.ct, self.box = ct, box
+        self.x, self.y, self.z = (ct.axis_mm(a)[box[a]] for a in range(3))
+        self.x, self.y, self.z = self.x[:, None, None], self.y[None, :, None], self.z[None, None, :]
+        self.shape = tuple(b.stop - b.start for b in box)
+
+    @classmethod
+    def around(cls, ct: ChestCT, mask: np.ndarray, margin_mm: float = 6.0) -> "Frame":
+        """The bounding box of ``mask`` plus a margin."""
+        box = []
+        for axis in range(3):
+            others = tuple(a for a in range(3) if a != axis)
+            idx = np.flatnonzero(mask.any(axis=others))
+            if idx.size == 0:
+                raise ValueError("no room for this finding in the chosen side/zone")
+            pad = int(np.ceil(margin_mm / ct.spacing[axis]))
+            box.append(slice(max(0, idx.min() - pad), min(mask.shape[axis], idx.max() + 1 + pad)))
+        return cls(ct, tuple(box))
+
+    @classmethod
+    def ball(cls, ct: ChestCT, centre: np.ndarray, radius_mm: float) -> "Frame":
+        box = []
+        for axis in range(3):
+            coords = ct.axis_mm(axis)
+            inside = np.flatnonzero(np.abs(coords - centre[axis]) <= radius_mm)
+            if inside.size == 0:
+                inside = np.array([int(np.argmin(np.abs(coords - centre[axis])))])
+            box.append(slice(int(inside.min()), int(inside.max()) + 1))
+        return cls(ct, tuple(box))
+
+    def crop(self, volume: np.ndarray) -> np.ndarray:
+        return volume[self.box]
+
+    def sub(self, inner: "Frame") -> tuple[slice, slice, slice]:
+        """Where ``inner`` (clipped to this frame) lies inside this frame's arrays,
+        and the clipped inner frame's box."""
+        return tuple(slice(max(i.start, o.start) - o.start, min(i.stop, o.stop) - o.start)
+                     for i, o in zip(inner.box, self.box))
+
+
+def water_density(ct: ChestCT) -> np.ndarray:
+    return ct.memo("bases", lambda: basis_densities(ct.hu))[0]
+
+
+def _midline_mm(ct: ChestCT) -> float:
+    def compute():
+        x = ct.axis_mm(0)
+        lungs = ct.lung(Side.BILATERAL).any(axis=(1, 2))
+        idx = np.flatnonzero(lungs)
+        return float((x[idx.min()] + x[idx.max()]) / 2.0)
+    return ct.memo("midline", compute)
+
+
+def _half_width_mm(ct: ChestCT, side: Side) -> float:
+    x = ct.axis_mm(0)[np.flatnonzero(ct.lung(side).any(axis=(1, 2)))]
+    return float(np.max(np.abs(x - _midline_mm(ct))))
+
+
+def _pick_voxel(rng: np.random.Generator, candidates: np.ndarray, ct: ChestCT) -> np.ndarray:
+    """A random voxel (as mm coordinates) of a boolean volume."""
+    idx = np.flatnonzero(candidates)
+    if idx.size == 0:
+        raise ValueError("no room for this finding in the chosen side/zone")
+    i, j, k = np.unravel_index(rng.choice(idx), candidates.shape)
+    return np.array([ct.axis_mm(0)[i], ct.axis_mm(1)[j], ct.axis_mm(2)[k]])
+
+
+def _sides(side: Side) -> tuple[Side, ...]:
+    return (Side.LEFT, Side.RIGHT) if side is Side.BILATERAL else (side,)
+
+
+def _effusion(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Dependent fluid in the upright patient: lung below a level that rises
+    towards the lateral chest wall (the meniscus). A low level fills only the
+    costophrenic recesses first: blunting of the angle."""
+    fraction = {Severity.MILD: 0.10, Severity.MODERATE: 0.28, Severity.SEVERE: 0.50}[spec.severity]
+    frame = Frame.around(ct, ct.lung(spec.side))
+    x, z = frame.x, frame.z
+    fill = np.zeros(frame.shape, np.float32)
+    for side in _sides(spec.side):
+        base, apex = ct.lung_z_range(side)
+        height = apex - base
+        lateral = np.clip(np.abs(x - _midline_mm(ct)) / _half_width_mm(ct, side), 0.0, 1.0)
+        level = base + fraction * height + 0.35 * height * np.sqrt(fraction) * lateral ** 3
+        fill = np.maximum(fill, np.where(frame.crop(ct.lung(side)), np.clip((level - z) / 8.0 + 0.5, 0.0, 1.0), 0.0))
+    return frame, fill > 0, fill.astype(np.float32)
+
+
+def _blob(frame: Frame, centre: np.ndarray, sigma: float, offsets: np.ndarray) -> np.ndarray:
+    """Lobulated smooth bump in [0, ~1]: Gaussians at fixed offsets (mm) whose
+    width grows with severity, so a larger lesion contains the smaller one."""
+    total = np.zeros(frame.shape, np.float32)
+    for offset, weight in zip(offsets, (1.0, 0.6, 0.6, 0.5)):
+        c = centre + offset
+        d2 = (frame.x - c[0]) ** 2 + (frame.y - c[1]) ** 2 + (frame.z - c[2]) ** 2
+        total = np.maximum(total, weight * np.exp(-d2 / (2 * sigma * sigma)).astype(np.float32))
+    return total
+
+
+def _consolidation(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Airspace filling around a point in the zone; airways stay aerated, which
+    draws air bronchograms through the opacity. Returns (frame, region, fill fraction)."""
+    sigma = {Severity.MILD: 12.0, Severity.MODERATE: 20.0, Severity.SEVERE: 32.0}[spec.severity]
+    frame = Frame.around(ct, ct.lung(spec.side))
+    fill = np.zeros(frame.shape, np.float32)
+    for side in _sides(spec.side):
+        centre = _pick_voxel(rng, ct.zone(side, spec.zone) & (ct.lung_depth(side) > 12.0), ct)
+        offsets = np.vstack([np.zeros(3), rng.normal(0.0, 12.0, size=(3, 3))])
+        # The bump stays below the 0.45 threshold beyond ~1.3 sigma of the farthest offset.
+        local = Frame.ball(ct, centre, 2.0 * 32.0 + 40.0)
+        inner = frame.sub(local)
+        local = Frame(ct, tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, frame.box)))
+        alpha = np.clip((_blob(local, centre, sigma, offsets) - 0.45) / 0.25, 0.0, 1.0)
+        parenchyma = local.crop(ct.lung(side) & (ct.hu > PARENCHYMA_HU))
+        fill[inner] = np.maximum(fill[inner], np.where(parenchyma, alpha, 0.0))
+    return frame, fill > 0, fill
+
+
+def _atelectasis(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Plate-like collapse (a disc of airless lung, near horizontal) in the zone,
+    plus volume loss: the hemidiaphragm rises under the lung (moderate/severe)."""
+    thickness = {Severity.MILD: 5.0, Severity.MODERATE: 10.0, Severity.SEVERE: 18.0}[spec.severity]
+    radius = {Severity.MILD: 30.0, Severity.MODERATE: 45.0, Severity.SEVERE: 65.0}[spec.severity]
+    elevation = {Severity.MILD: 0.0, Severity.MODERATE: 7.5, Severity.SEVERE: 15.0}[spec.severity]
+    side = spec.side
+    centre = _pick_voxel(rng, ct.zone(side, spec.zone) & (ct.lung_depth(side) > 15.0), ct)
+    normal = np.array([rng.normal(0, 0.15), rng.normal(0, 0.15), 1.0])
+    normal /= np.linalg.norm(normal)
+    frame = Frame.around(ct, ct.lung(side))
+    lung = frame.crop(ct.lung(side))
+    dx, dy, dz = frame.x - centre[0], frame.y - centre[1], frame.z - centre[2]
+    along = dx * normal[0] + dy * normal[1] + dz * normal[2]
+    across2 = dx ** 2 + dy ** 2 + dz ** 2 - along ** 2
+    plate = (np.abs(along) < thickness / 2.0) & (across2 < radius ** 2)
+    region = lung & plate
+    if elevation > 0 and spec.zone is Zone.LOWER:
+        zc = frame.z[0, 0]
+        has = lung.any(axis=2)
+        bottom = np.where(has, zc[np.argmax(lung, axis=2)], np.inf)[:, :, None]
+        region |= lung & (frame.z - bottom < elevation)
+    return frame, region
+
+
+def _cardiomegaly(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """The heart dilates leftward and upward from its right border and its base on
+    the diaphragm until the cardiothoracic ratio reaches the severity's target."""
+    from scipy.ndimage import map_coordinates
+
+    heart = ct.structure(Structure.HEART)
+    x, y, z = (ct.axis_mm(axis) for axis in range(3))
+    hx = x[np.flatnonzero(heart.any(axis=(1, 2)))]
+    lx = x[np.flatnonzero(ct.lung(Side.BILATERAL).any(axis=(1, 2)))]
+    base_ratio = (hx.max() - hx.min()) / (lx.max() - lx.min())
+    # The projected ratio grows more slowly than the 3D one (the lungs' widest span is
+    # lower and more posterior than the heart's): exponent fitted on PA renderings.
+    grow_x = max((CARDIOTHORACIC_TARGET[spec.severity] / base_ratio) ** 1.45, 1.03)
+    grow_yz = 1.0 + 0.45 * (grow_x - 1.0)
+    hy = y[np.flatnonzero(heart.any(axis=(0, 2)))]
+    hz = z[np.flatnonzero(heart.any(axis=(0, 1)))]
+    centre = np.array([hx.max() - 0.15 * (hx.max() - hx.min()), hy.mean(), hz.min()])
+    grow = (grow_x, grow_yz, grow_yz)
+    frame = Frame.around(ct, heart, margin_mm=(max(grow) - 1.0) * float(np.ptp(hx)) + 10.0)
+    grid = (frame.x, frame.y, frame.z)
+    index = [(centre[a] + (grid[a] - centre[a]) / grow[a] - axis_mm[0]) / ct.spacing[a]
+             for a, axis_mm in enumerate((x, y, z))]
+    grown = map_coordinates(heart.astype(np.float32), np.broadcast_arrays(*index), order=1, mode="constant") > 0.5
+    return frame, grown & ~frame.crop(heart) & frame.crop(ct.lung(Side.BILATERAL))
+
+
+def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Air between the chest wall and the collapsing lung, deepest at the apex and
+    laterally (upright patient), with no lung markings in it; the visceral
+    pleura shows as a thin line at the lung edge. Returns (air, pleural line)."""
+    depth = {Severity.MILD: 8.0, Severity.MODERATE: 20.0, Severity.SEVERE: 38.0}[spec.severity]
+    side = spec.side
+    frame = Frame.around(ct, ct.lung(side))
+    base, apex = ct.lung_z_range(side)
+    height_weight = np.clip(0.25 + 0.75 * (frame.z - base) / (apex - base), 0.0, 1.0)
+    half = _half_width_mm(ct, side)
+    lateral_weight = np.clip((np.abs(frame.x - _midline_mm(ct)) - 0.2 * half) / (0.4 * half), 0.0, 1.0)
+    reach = depth * height_weight * lateral_weight
+    wall = frame.crop(ct.wall_distance())
+    lung = frame.crop(ct.lung(side))
+    air = lung & (wall < reach)
+    line = lung & ~air & (wall < reach + 2.5) & (reach > 1.0)
+    return frame, air, line
+
+
+def _nodule(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Solid round lesions (severe: a mass), lobulated, wholly inside the lung."""
+    radius = {Severity.MILD: 4.0, Severity.MODERATE: 8.0, Severity.SEVERE: 16.0}[spec.severity]
+    side = spec.side
+    depth = ct.lung_depth(side)
+    room = ct.zone(side, spec.zone) & (depth > 18.0)
+    if not room.any():
+        room = ct.zone(side, spec.zone) & (depth > 0.6 * depth[ct.zone(side, spec.zone)].max())
+    frame = Frame.around(ct, ct.lung(side))
+    region = np.zeros(frame.shape, bool)
+    for _ in range(spec.count):
+        centre = _pick_voxel(rng, room, ct)
+        lobes = rng.normal(0.0, 0.35, size=(3, 3))
+        for offset, scale in zip(np.vstack([np.zeros(3), lobes]), (1.0, 0.7, 0.7, 0.7)):
+            c = centre + offset * radius
+            region |= (frame.x - c[0]) ** 2 + (frame.y - c[1]) ** 2 + (frame.z - c[2]) ** 2 < (scale * radius) ** 2
+    return frame, region & frame.crop(ct.lung(side))
+
+
+def _edema(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Perihilar haze fading to the periphery (bat wing) and, from moderate on,
+    septal (Kerley B) lines: short horizontal plates at the lung bases against
+    the lateral chest wall. Returns (fill fraction, line region)."""
+    amplitude = {Severity.MILD: 0.10, Severity.MODERATE: 0.22, Severity.SEVERE: 0.40}[spec.severity]
+    sigma = {Severity.MILD: 45.0, Severity.MODERATE: 58.0, Severity.SEVERE: 72.0}[spec.severity]
+    lines_per_side = {Severity.MILD: 0, Severity.MODERATE: 8, Severity.SEVERE: 16}[spec.severity]
+    frame = Frame.around(ct, ct.lung(spec.side))
+    x, y, z = frame.x, frame.y, frame.z
+    fill = np.zeros(frame.shape, np.float32)
+    lines = np.zeros(frame.shape, bool)
+    wall = ct.wall_distance()
+    for side in _sides(spec.side):
+        lung = frame.crop(ct.lung(side))
+        middle = ct.zone(side, Zone.MIDDLE)
+        where = np.nonzero(middle)
+        medial = np.percentile(np.abs(ct.axis_mm(0)[where[0]] - _midline_mm(ct)), 5)
+        sign = -1.0 if side is Side.LEFT else 1.0  # RAS: the patient's left is -x
+        hilum = np.array([_midline_mm(ct) + sign * (medial + 15.0), ct.axis_mm(1)[where[1]].mean(),
+                          ct.axis_mm(2)[where[2]].mean()])
+        d2 = (x - hilum[0]) ** 2 + (y - hilum[1]) ** 2 + (z - hilum[2]) ** 2
+        fill = np.maximum(fill, np.where(lung, amplitude * np.exp(-d2 / (2 * sigma ** 2)), 0.0).astype(np.float32))
+        # Always draw the severe set, keep the first ones: the ladder nests.
+        line_rng = np.random.default_rng([spec.seed, 7, int(side is Side.LEFT)])
+        candidates = ct.zone(side, Zone.LOWER) & (wall > 2.0) & (wall < 12.0)
+        for index in range(16):
+            centre = _pick_voxel(line_rng, candidates, ct)
+            if index >= lines_per_side:
+                continue
+            inner = frame.sub(Frame.ball(ct, centre, 12.0))
+            local = Frame(ct, tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, frame.box)))
+            disc = (((local.x - centre[0]) ** 2 + (local.y - centre[1]) ** 2 < 10.0 ** 2)
+                    & (np.abs(local.z - centre[2]) < 1.3))
+            lines[inner] |= disc & local.crop(ct.lung(side) & (wall < 14.0))
+    return frame, fill, lines
+
+
+def build_lesion(ct: ChestCT, spec: LesionSpec) -> LesionVolume:
+    """The 3D change for ``spec``: density delta on the water basis and its mask."""
+    rng = np.random.default_rng([spec.seed, 3])
+    finding = spec.finding
+    if finding is Finding.PLEURAL_EFFUSION:
+        frame, region, fill = _effusion(ct, spec, rng)
+        target = FLUID
+    elif finding is Finding.CONSOLIDATION:
+        frame, region, fill = _consolidation(ct, spec, rng)
+        target = FLUID
+    elif finding is Finding.ATELECTASIS:
+        frame, region = _atelectasis(ct, spec, rng)
+        fill, target = region, FLUID
+    elif finding is Finding.CARDIOMEGALY:
+        frame, region = _cardiomegaly(ct, spec, rng)
+        fill, target = region, SOFT_TISSUE + 0.01
+    elif finding is Finding.NODULE:
+        frame, region = _nodule(ct, spec, rng)
+        fill, target = region, SOFT_TISSUE
+    elif finding is Finding.PNEUMOTHORAX:
+        frame, air, line = _pneumothorax(ct, spec, rng)
+        water = frame.crop(water_density(ct))
+        delta = np.where(air, -water, 0.0) + np.where(line, 0.35, 0.0)
+        return LesionVolume(np.asarray(delta, np.float32), air | line, frame.box)
+    elif finding is Finding.EDEMA:
+        frame, haze, lines = _edema(ct, spec, rng)
+        water = frame.crop(water_density(ct))
+        delta = (haze + np.where(lines, 0.5, 0.0)) * (FLUID - water)
+        region = (haze > 0.3 * max(float(haze.max()), 1e-6)) | lines
+        return LesionVolume(np.asarray(delta, np.float32), region, frame.box)
+    else:  # pragma: no cover - the enum is closed
+        raise ValueError(f"unknown finding {finding}")
+    water = frame.crop(water_density(ct))
+    delta = np.asarray(fill, np.float32) * (target - water)
+    return LesionVolume(delta.astype(np.float32), np.asarray(region, bool), frame.box)
