@@ -24,10 +24,9 @@ _LINK = r"(is|are|appears?|remains?|seems?|was|has|been|become|becomes|now|again
 #: as a pleural effusion.
 FINDING_PHRASES: dict[F, tuple[str, ...]] = {
     F.PLEURAL_EFFUSION: ("effusions?", "pleural effusions?", "pleural fluid", "hydrothorax", "hydropneumothorax"),
-    F.CONSOLIDATION: ("consolidations?", "consolidative", "consolidated", "air space (disease|opacities|opacity|"
-                      "process|consolidation)", "airspace (disease|opacities|opacity|process|consolidation)",
-                      "air - space (disease|opacities|opacity)", "alveolar (opacities|opacity|consolidation|"
-                      "infiltrates?|disease)"),
+    F.CONSOLIDATION: ("consolidations?", "consolidative", "consolidated", "air space (disease|process|consolidation)",
+                      "airspace (disease|process|consolidation)", "air - space (disease|process|consolidation)",
+                      "alveolar (consolidation|disease)"),
     F.OPACITY: ("opacity", "opacities", "opacification", "opacified", "densit(y|ies)", "infiltrates?",
                 "infiltration", "infiltrative"),
     F.ATELECTASIS: ("atelectasis", "atelectases", "atelectatic"),
@@ -40,10 +39,9 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
         f"borderline {_HEART}? {_HEART_PART}",
         f"borderline (cardiomegaly|enlarged)",
         f"{_HEART} {_HEART_PART} {_LINK}? {_LINK}? borderline",
-        f"{_HEART} {_HEART_PART}? {_LINK}? {_LINK}? (at)? (the)? (upper|high) (limits?|range) of normal",
     ),
     F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
-    F.NODULE: ("nodules?", "nodular (opacity|opacities|densit(y|ies))"),
+    F.NODULE: ("nodules?",),
     F.MASS: ("mass", "masses", "mass - like"),
     F.EDEMA: ("edema", "oedema", "pulmonary edema", "interstitial edema"),
     F.PNEUMONIA: ("pneumonias?", "bronchopneumonia", "pneumonitis"),
@@ -104,8 +102,6 @@ SEVERITY_WORDS: dict[str, Severity] = {
     **dict.fromkeys(("large", "larger", "severe", "severely", "massive", "marked", "markedly", "extensive",
                      "huge", "substantial", "gross", "grossly"), Severity.SEVERE),
 }
-#: "upper limits of normal" heart size is the same call as borderline.
-SEVERITY_PHRASES: dict[str, Severity] = {"upper limit": Severity.MILD, "upper limits": Severity.MILD}
 
 #: Tokens that end a modifier's reach after a finding ("effusion on the left, with ...").
 POST_STOP = frozenset({",", ";", ":", "but", "however", "with", "which", "without", "whereas", "while",
@@ -160,7 +156,7 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
         "suggestive of", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
         "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "difficult to exclude",
-        "not excluded", "differential", "differential diagnosis", "versus", "vs", "or", "either",
+        "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
         "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
         "favor", "favored", "favors", "could represent", "may represent", "may reflect", "might represent",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",

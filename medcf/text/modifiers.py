@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from medcf.text.lexicon import (LINKING, NO_LOCATION, POST_STOP, SEVERITY_PHRASES, SEVERITY_WORDS, SIDE_HINTS,
+from medcf.text.lexicon import (LINKING, NO_LOCATION, POST_STOP, SEVERITY_WORDS, SIDE_HINTS,
                                 SIDE_WORDS, ZONE_WORDS)
 from medcf.vocab import ReportFinding, Severity, Side, Zone
 
@@ -44,14 +44,6 @@ def _first(words: Sequence[str], table: dict) -> object | None:
     return None
 
 
-def _severity(words: Sequence[str]) -> Severity | None:
-    found = _first(words, SEVERITY_WORDS)
-    if found is None:
-        for a, b in zip(words, words[1:]):
-            found = SEVERITY_PHRASES.get(f"{a} {b}")
-            if found is not None:
-                break
-    return found  # type: ignore[return-value]
 
 
 def _read(words: Sequence[str], finding: ReportFinding) -> Attributes:
@@ -59,7 +51,7 @@ def _read(words: Sequence[str], finding: ReportFinding) -> Attributes:
     return Attributes(
         laterality=_side(words) if located else None,
         zone=_first(words, ZONE_WORDS) if located else None,  # type: ignore[arg-type]
-        severity=_severity(words),
+        severity=_first(words, SEVERITY_WORDS),  # type: ignore[arg-type]
     )
 
 

@@ -23,6 +23,7 @@ cannot be downloaded here): ``spacy.blank("en")`` has a rule tokenizer only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 
 from medcf.text.lexicon import FINDING_PHRASES, NEGATION_TERMSET, UNCERTAINTY_TERMSET
@@ -32,6 +33,7 @@ from medcf.text.sections import split_sections
 from medcf.vocab import ReportFinding
 
 _SENTENCE_ENDS = [".", "!"]
+_DOTS = re.compile(r"\.(?:\s*\.)+")  # "effusion.. Minimal" -> one sentence end
 #: Words inside a finding phrase that negate it ("heart is not enlarged").
 _INNER_NEGATION = frozenset({"not", "no", "without"})
 
@@ -142,7 +144,7 @@ class RuleReader:
             for section in split_sections(text):
                 if section.is_current:
                     owners.append(index)
-                    chunks.append(section.text)
+                    chunks.append(_DOTS.sub(".", section.text))
         found: list[list[Mention]] = [[] for _ in texts]
         for owner, doc in zip(owners, self._nlp.pipe(chunks)):
             found[owner].extend(_doc_mentions(doc))

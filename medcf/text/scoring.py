@@ -81,7 +81,7 @@ def score(reports: list[IUReport], parse_many: Callable[[Iterable[str]], Iterato
     scored = set(scores.per_finding)
     for report, mentions in zip(reports, parsed):
         reference = [f for f in report.reference() if f.finding in scored]
-        present = [m for m in mentions if m.present and m.finding in scored]
+        present = [m for m in mentions if m.present and not m.uncertain and m.finding in scored]
         truth, predicted = {f.finding for f in reference}, {m.finding for m in present}
         for name in scored:
             counts = scores.per_finding[name]
