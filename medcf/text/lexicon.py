@@ -88,7 +88,7 @@ ZONE_WORDS: dict[str, Zone] = {
     "biapical": Zone.UPPER, "apically": Zone.UPPER, "rul": Zone.UPPER, "lul": Zone.UPPER,
     "middle": Zone.MIDDLE, "mid": Zone.MIDDLE, "midlung": Zone.MIDDLE, "lingula": Zone.MIDDLE,
     "lingular": Zone.MIDDLE, "rml": Zone.MIDDLE, "perihilar": Zone.MIDDLE, "hilar": Zone.MIDDLE,
-    "hilum": Zone.MIDDLE, "hila": Zone.MIDDLE, "parahilar": Zone.MIDDLE,
+    "hilum": Zone.MIDDLE, "hila": Zone.MIDDLE, "parahilar": Zone.MIDDLE, "suprahilar": Zone.MIDDLE,
     "lower": Zone.LOWER, "base": Zone.LOWER, "bases": Zone.LOWER, "basal": Zone.LOWER,
     "basilar": Zone.LOWER, "bibasilar": Zone.LOWER, "bibasal": Zone.LOWER, "bibasally": Zone.LOWER,
     "basally": Zone.LOWER, "rll": Zone.LOWER, "lll": Zone.LOWER, "retrocardiac": Zone.LOWER,
@@ -112,7 +112,7 @@ LINKING = frozenset({"likely", "represent", "represents", "representing", "consi
                      "suggest", "suggests", "suggestive", "suggesting", "reflect", "reflects", "reflecting",
                      "due", "may", "could", "concerning", "suspicious", "or", "versus", "vs", "probably",
                      "possibly", "possible", "favor", "favored", "favoring", "either", "from", "secondary",
-                     "related", "which", "with", "and"})
+                     "related", "which", "with", "and", "/"})
 
 # --- ConText cue lists (negspacy termsets) ---------------------------------------------------
 

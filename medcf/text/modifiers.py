@@ -46,12 +46,24 @@ def _first(words: Sequence[str], table: dict) -> object | None:
 
 
 
+def _severity(words: Sequence[str]) -> Severity | None:
+    """First severity word; in a range ("small to moderate", "mild-to-moderate")
+    the upper end, which is what a reader of the range is told to expect."""
+    for i, word in enumerate(words):
+        if word in SEVERITY_WORDS:
+            rest = [w for w in words[i + 1:i + 4] if w != "-"]
+            if len(rest) >= 2 and rest[0] == "to" and rest[1] in SEVERITY_WORDS:
+                return SEVERITY_WORDS[rest[1]]
+            return SEVERITY_WORDS[word]
+    return None
+
+
 def _read(words: Sequence[str], finding: ReportFinding) -> Attributes:
     located = finding not in NO_LOCATION
     return Attributes(
         laterality=_side(words) if located else None,
         zone=_first(words, ZONE_WORDS) if located else None,  # type: ignore[arg-type]
-        severity=_first(words, SEVERITY_WORDS),  # type: ignore[arg-type]
+        severity=_severity(words),
     )
 
 
