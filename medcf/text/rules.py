@@ -2,11 +2,10 @@
 
 Pipeline (one spaCy ``Doc`` per report section):
 
-1. ``sentencizer`` - sentence boundaries, which are also the end of every
-   negation and uncertainty scope (ConText's sentence-level scope: "No
-   pneumothorax. Small left effusion." must not negate the effusion). negspacy
-   scopes run to the end of the document, so sentence ends are added to its
-   termination terms.
+1. ``sentencizer`` - sentence boundaries, which negspacy also uses as the end of
+   every negation and uncertainty scope (ConText's sentence-level scope: "No
+   pneumothorax. Small left effusion." must not negate the effusion); without
+   it a scope would run to the end of the section.
 2. ``entity_ruler`` - finding phrases from :mod:`medcf.text.lexicon`, each
    labelled with its canonical name; the longest match wins.
 3. ``negex`` twice: once with negation cues (``ent._.negex``), once with
@@ -32,7 +31,6 @@ from medcf.text.schema import Mention
 from medcf.text.sections import split_sections
 from medcf.vocab import ReportFinding
 
-_SENTENCE_ENDS = [".", "!"]
 _DOTS = re.compile(r"\.(?:\s*\.)+")  # "effusion.. Minimal" -> one sentence end
 #: Words inside a finding phrase that negate it ("heart is not enlarged").
 _INNER_NEGATION = frozenset({"not", "no", "without"})
@@ -64,10 +62,9 @@ def build_pipeline():
         {"label": finding.value, "pattern": _token_pattern(phrase)}
         for finding, phrases in FINDING_PHRASES.items() for phrase in phrases
     ])
-    negation = {**NEGATION_TERMSET, "termination": NEGATION_TERMSET["termination"] + _SENTENCE_ENDS + ["?"]}
-    uncertainty = {**UNCERTAINTY_TERMSET, "termination": UNCERTAINTY_TERMSET["termination"] + _SENTENCE_ENDS}
-    nlp.add_pipe("negex", name="negation", config={"neg_termset": negation, "extension_name": "negex"})
-    nlp.add_pipe("negex", name="uncertainty", config={"neg_termset": uncertainty, "extension_name": "uncertain"})
+    nlp.add_pipe("negex", name="negation", config={"neg_termset": NEGATION_TERMSET, "extension_name": "negex"})
+    nlp.add_pipe("negex", name="uncertainty",
+                 config={"neg_termset": UNCERTAINTY_TERMSET, "extension_name": "uncertain"})
     return nlp
 
 
