@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medcf-installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test install system-deps bench clean
+.PHONY: demo test install system-deps bench bench-reports clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: install system-deps
 
 bench: install
 	$(PY) benchmarks/bench_io.py
+
+bench-reports: install
+	$(PY) benchmarks/bench_reports.py
 
 clean:
 	rm -rf build .pytest_cache

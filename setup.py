@@ -33,6 +33,10 @@ setup(
         "pynetdicom==3.0.4",
         "dicomweb-client>=0.59",
         "tqdm>=4.60",
+        # Report reader (medcf.text): blank spaCy pipeline + ConText-style negation. Not medspaCy:
+        # it pins spacy<3.8, which drags numpy back below 2 (docs/reports.md).
+        "spacy>=3.8",
+        "negspacy==1.1.0",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

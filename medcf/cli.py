@@ -17,6 +17,7 @@ from pathlib import Path
 
 import medcf
 from medcf.errors import InputError, MedCFError
+from medcf.text.cli import add_report_parse_parser
 
 EPILOG = (
     "MedCF output is synthetic, for research only, never for diagnosis. "
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--rows", type=int, default=1024, help="image rows (default 1024)")
     sample.add_argument("--columns", type=int, default=896, help="image columns (default 896)")
     sample.set_defaults(func=cmd_sample_study)
+    add_report_parse_parser(sub)
     return parser
 
 

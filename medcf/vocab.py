@@ -116,3 +116,40 @@ class Severity(StrEnum):
     MILD = "mild"
     MODERATE = "moderate"
     SEVERE = "severe"
+
+
+class ReportFinding(StrEnum):
+    """Every finding name the report reader (:mod:`medcf.text`) can emit.
+
+    The first thirteen are the names issue 8 fixes; the rest are frequent chest
+    radiograph findings that would otherwise be mistaken for one of them (a
+    pericardial effusion is not a pleural effusion, subcutaneous emphysema is not
+    emphysema) or that a user may want to read back. Only the members that are
+    also :class:`Finding` members can be edited; see :mod:`medcf.text.editable`.
+    """
+
+    PLEURAL_EFFUSION = "pleural_effusion"
+    CONSOLIDATION = "consolidation"
+    OPACITY = "opacity"
+    ATELECTASIS = "atelectasis"
+    CARDIOMEGALY = "cardiomegaly"
+    PNEUMOTHORAX = "pneumothorax"
+    NODULE = "nodule"
+    MASS = "mass"
+    EDEMA = "edema"
+    PNEUMONIA = "pneumonia"
+    EMPHYSEMA = "emphysema"
+    GRANULOMA = "granuloma"
+    FRACTURE = "fracture"
+    # Others, documented in docs/reports.md.
+    HYPERINFLATION = "hyperinflation"
+    LOW_LUNG_VOLUMES = "low_lung_volumes"
+    SCARRING = "scarring"
+    CALCIFICATION = "calcification"
+    VASCULAR_CONGESTION = "vascular_congestion"
+    PLEURAL_THICKENING = "pleural_thickening"
+    PERICARDIAL_EFFUSION = "pericardial_effusion"
+    SUBCUTANEOUS_EMPHYSEMA = "subcutaneous_emphysema"
+    HIATAL_HERNIA = "hiatal_hernia"
+    FIBROSIS = "fibrosis"
+    COPD = "copd"

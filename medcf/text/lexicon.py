@@ -1,0 +1,179 @@
+"""Words of chest radiograph reports: finding phrases, modifier words and
+ConText-style cue lists (negation, uncertainty, scope terminators).
+
+Everything here is general radiology language, written from how radiologists
+phrase chest radiograph reports, not from any benchmark report. Phrases are
+space-separated tokens; each token is a regular expression matched against the
+whole lower-cased spaCy token (so ``effusions?`` covers both numbers and
+``-`` matches the hyphen spaCy splits off ``moderate-sized``).
+"""
+
+from __future__ import annotations
+
+from medcf.vocab import ReportFinding as F
+from medcf.vocab import Severity, Side, Zone
+
+_LUNG = r"(lungs?|pulmonary)"
+_HEART = r"(heart|cardiac|cardiomediastinal)"
+_HEART_PART = r"(size|silhouette|shadow|contours?|diameter)"
+_LINK = r"(is|are|appears?|remains?|seems?|was|has|been|become|becomes|now|again|slightly|stably|mildly|" \
+        r"moderately|markedly|severely|minimally|significantly|not|no|longer)"
+
+#: canonical finding -> phrases. The longest phrase wins where two overlap, so
+#: "subcutaneous emphysema" is never read as emphysema nor "pericardial effusion"
+#: as a pleural effusion.
+FINDING_PHRASES: dict[F, tuple[str, ...]] = {
+    F.PLEURAL_EFFUSION: ("effusions?", "pleural effusions?", "pleural fluid", "hydrothorax", "hydropneumothorax"),
+    F.CONSOLIDATION: ("consolidations?", "consolidative", "consolidated", "air space (disease|process|consolidation)",
+                      "airspace (disease|process|consolidation)", "air - space (disease|process|consolidation)",
+                      "alveolar (consolidation|disease)"),
+    F.OPACITY: ("opacity", "opacities", "opacification", "opacified", "densit(y|ies)", "infiltrates?",
+                "infiltration", "infiltrative"),
+    F.ATELECTASIS: ("atelectasis", "atelectases", "atelectatic"),
+    F.CARDIOMEGALY: (
+        "cardiomegaly",
+        f"{_HEART} {_HEART_PART}? {_LINK}? {_LINK}? {_LINK}? (enlarged|enlargement|large)",
+        f"enlarged {_HEART} {_HEART_PART}?",
+        f"enlargement of the {_HEART} {_HEART_PART}?",
+        f"{_HEART} enlargement",
+        f"borderline {_HEART}? {_HEART_PART}",
+        f"borderline (cardiomegaly|enlarged)",
+        f"{_HEART} {_HEART_PART} {_LINK}? {_LINK}? borderline",
+    ),
+    F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
+    F.NODULE: ("nodules?",),
+    F.MASS: ("mass", "masses", "mass - like"),
+    F.EDEMA: ("edema", "oedema", "pulmonary edema", "interstitial edema"),
+    F.PNEUMONIA: ("pneumonias?", "bronchopneumonia", "pneumonitis"),
+    F.EMPHYSEMA: ("emphysema", "emphysematous", "bullous emphysema", "bullae", "bullous (changes?|disease)"),
+    F.GRANULOMA: ("granulomas?", "granulomata", "granulomatous", "granulomatous (disease|changes?|process)",
+                  "calcified granulomas?"),
+    F.FRACTURE: ("fractures?", "fractured", "fx"),
+    F.HYPERINFLATION: ("hyperinflat(ed|ion)", "hyperexpan(ded|sion)", "hyper - (inflated|inflation|expanded|"
+                       "expansion)", "overinflat(ed|ion)", "hyperaerat(ed|ion)", "(hyperlucent|hyperlucency)"),
+    F.LOW_LUNG_VOLUMES: ("(low|decreased|diminished|reduced) lung volumes?", "hypoinflat(ed|ion)",
+                         "hypoventilat(ory|ion)", "(poor|poorly) inspiratory (effort|inflated)", "poor inspiration",
+                         "shallow inspiration"),
+    F.SCARRING: ("scar", "scars", "scarring", "cicatrix", "fibrotic scarring", "parenchymal scarring"),
+    F.CALCIFICATION: ("calcifications?", "calcified lymph nodes?", "calcified (nodes?|plaques?)", "calcinosis"),
+    F.VASCULAR_CONGESTION: ("(vascular|venous|pulmonary) congestion", "congestion", "cephalization",
+                            "pulmonary venous hypertension"),
+    F.PLEURAL_THICKENING: ("pleural thickening", "pleural - parenchymal thickening", "pleural plaques?"),
+    F.PERICARDIAL_EFFUSION: ("pericardial effusions?",),
+    F.SUBCUTANEOUS_EMPHYSEMA: ("subcutaneous (emphysema|air|gas)", "soft tissue emphysema"),
+    F.HIATAL_HERNIA: ("hiatal hernias?", "hiatus hernias?"),
+    F.FIBROSIS: ("fibrosis", "fibrotic (changes?)", "interstitial fibrosis", "pulmonary fibrosis"),
+    F.COPD: ("copd", "chronic obstructive (pulmonary|lung|airways?) disease"),
+}
+
+#: Findings that have no side or lung zone (side words near them describe something else).
+NO_LOCATION = frozenset({F.CARDIOMEGALY, F.HYPERINFLATION, F.LOW_LUNG_VOLUMES, F.COPD, F.HIATAL_HERNIA,
+                         F.PERICARDIAL_EFFUSION})
+
+# --- modifiers: token (lower case) -> value -------------------------------------------------
+
+SIDE_WORDS: dict[str, Side] = {
+    "left": Side.LEFT, "right": Side.RIGHT, "bilateral": Side.BILATERAL, "bilaterally": Side.BILATERAL,
+    "both": Side.BILATERAL, "bibasilar": Side.BILATERAL, "bibasal": Side.BILATERAL,
+    "biapical": Side.BILATERAL, "bibasally": Side.BILATERAL,
+    "rul": Side.RIGHT, "rml": Side.RIGHT, "rll": Side.RIGHT, "lul": Side.LEFT, "lll": Side.LEFT,
+    "lingula": Side.LEFT, "lingular": Side.LEFT,
+}
+#: Side words that only hint (used when no explicit side word is near): the
+#: retrocardiac lung is the left lower lobe.
+SIDE_HINTS: dict[str, Side] = {"retrocardiac": Side.LEFT}
+
+ZONE_WORDS: dict[str, Zone] = {
+    "upper": Zone.UPPER, "apex": Zone.UPPER, "apices": Zone.UPPER, "apical": Zone.UPPER,
+    "biapical": Zone.UPPER, "apically": Zone.UPPER, "rul": Zone.UPPER, "lul": Zone.UPPER,
+    "middle": Zone.MIDDLE, "mid": Zone.MIDDLE, "midlung": Zone.MIDDLE, "lingula": Zone.MIDDLE,
+    "lingular": Zone.MIDDLE, "rml": Zone.MIDDLE, "perihilar": Zone.MIDDLE, "hilar": Zone.MIDDLE,
+    "hilum": Zone.MIDDLE, "hila": Zone.MIDDLE, "parahilar": Zone.MIDDLE, "suprahilar": Zone.MIDDLE,
+    "lower": Zone.LOWER, "base": Zone.LOWER, "bases": Zone.LOWER, "basal": Zone.LOWER,
+    "basilar": Zone.LOWER, "bibasilar": Zone.LOWER, "bibasal": Zone.LOWER, "bibasally": Zone.LOWER,
+    "basally": Zone.LOWER, "rll": Zone.LOWER, "lll": Zone.LOWER, "retrocardiac": Zone.LOWER,
+    "infrahilar": Zone.LOWER, "costophrenic": Zone.LOWER,
+}
+
+SEVERITY_WORDS: dict[str, Severity] = {
+    **dict.fromkeys(("mild", "mildly", "minimal", "minimally", "small", "smaller", "trace", "tiny",
+                     "borderline", "slight", "slightly", "minor", "subtle", "little"), Severity.MILD),
+    **dict.fromkeys(("moderate", "moderately"), Severity.MODERATE),
+    **dict.fromkeys(("large", "larger", "severe", "severely", "massive", "marked", "markedly", "extensive",
+                     "huge", "substantial", "gross", "grossly"), Severity.SEVERE),
+}
+
+#: Tokens that end a modifier's reach after a finding ("effusion on the left, with ...").
+POST_STOP = frozenset({",", ";", ":", "but", "however", "with", "which", "without", "whereas", "while",
+                       "and", "or", "versus", "vs"})
+#: Words between two findings that make the second describe the first ("left basilar
+#: opacity, likely atelectasis"; "atelectasis versus pneumonia"), so it inherits the location.
+LINKING = frozenset({"likely", "represent", "represents", "representing", "consistent", "compatible",
+                     "suggest", "suggests", "suggestive", "suggesting", "reflect", "reflects", "reflecting",
+                     "due", "may", "could", "concerning", "suspicious", "or", "versus", "vs", "probably",
+                     "possibly", "possible", "favor", "favored", "favoring", "either", "from", "secondary",
+                     "related", "which", "with", "and", "/"})
+
+# --- ConText cue lists (negspacy termsets) ---------------------------------------------------
+
+NEGATION_TERMSET: dict[str, list[str]] = {
+    "pseudo_negations": [
+        "no change", "no significant change", "no interval change", "no definite change", "not change",
+        "no increase", "not only", "no new", "without change", "not significantly changed",
+        "cannot exclude", "can not exclude", "cannot be excluded", "can not be excluded", "not excluded",
+        "not be excluded", "cannot rule out", "can not rule out", "cannot be ruled out", "not ruled out",
+        "not be ruled out", "not entirely excluded", "difficult to exclude", "no longer", "not well",
+        "not clearly", "not certain", "not definitely",
+    ],
+    "preceding_negations": [
+        "no", "not", "without", "absent", "absence of", "negative for", "free of", "clear of",
+        "no evidence of", "no evidence for", "no signs of", "no sign of", "no findings of",
+        "no radiographic evidence of", "without evidence of", "without radiographic evidence of",
+        "resolution of", "resolved", "interval resolution of", "removal of", "rule out", "ruled out",
+        "negative", "none", "nor", "neither", "clear", "no definite", "no convincing", "no suspicious",
+        "no focal", "no acute", "no visible", "no obvious", "not identified", "no residual",
+        "nothing to suggest", "no typical findings of", "no findings to suggest",
+    ],
+    "following_negations": [
+        "not seen", "not identified", "not present", "not visualized", "not demonstrated", "not evident",
+        "not appreciated", "not noted", "not detected", "not visible", "is absent", "are absent",
+        "has resolved", "have resolved", "resolved", "no longer seen", "no longer visualized",
+        "no longer present", "no longer identified", "no longer evident", "no longer apparent",
+        "is gone", "have cleared", "has cleared", "has been removed", "ruled out", "is not enlarged",
+        "are not enlarged",
+    ],
+    "termination": [
+        "but", "however", "although", "though", "except", "aside from", "apart from", "other than",
+        "which", "whereas", "while", "yet", "otherwise", "nevertheless", "there is", "there are", "with",
+        ";", "consistent with", "likely", "probably",
+    ],
+}
+
+UNCERTAINTY_TERMSET: dict[str, list[str]] = {
+    "pseudo_negations": ["no change", "not change", "not certain whether", "without"],
+    "preceding_negations": [
+        "possible", "possibly", "probable", "probably", "likely", "most likely", "may", "might", "could",
+        "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
+        "suggestive of", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
+        "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "difficult to exclude",
+        "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
+        "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
+        "favor", "favored", "favors", "could represent", "may represent", "may reflect", "might represent",
+        "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
+        "rule out", "?",
+    ],
+    "following_negations": [
+        "cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
+        "cannot be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
+        "is likely", "are likely", "is suspected", "are suspected", "not entirely excluded", "?",
+        "versus", "vs", "or", "is questioned", "not certain", "less likely", "unlikely",
+    ],
+    "termination": [
+        "but", "however", "although", "though", "which", "whereas", "while", "yet", "no", "without",
+        "there is", "there are", ";", "and",
+        # a characterisation opens its own scope: "left opacity, likely atelectasis versus pneumonia"
+        # leaves the opacity certain.
+        "likely", "probably", "possibly", "may", "could", "concerning", "suspicious", "suggestive",
+        "consistent with", "compatible with", "representing", "represents",
+    ],
+}
