@@ -18,6 +18,7 @@ from pathlib import Path
 import medcf
 from medcf.errors import InputError, MedCFError
 from medcf.text.cli import add_report_parse_parser
+from medcf.world.cli import add_world_parsers
 
 EPILOG = (
     "MedCF output is synthetic, for research only, never for diagnosis. "
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--columns", type=int, default=896, help="image columns (default 896)")
     sample.set_defaults(func=cmd_sample_study)
     add_report_parse_parser(sub)
+    add_world_parsers(sub)
     return parser
 
 

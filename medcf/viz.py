@@ -97,3 +97,33 @@ def contact_sheet_tiles(inspection: StudyInspection) -> list[Tile]:
                 image, detail = np.zeros((64, 64), np.float32), str(error)[:48]
         tiles.append(Tile(image, f"{label}\n{detail}", highlight=instance is inspection.selected))
     return tiles
+
+
+# Colours of overlaid masks, by structure name (RGB in [0, 1]).
+MASK_COLOURS: dict[str, tuple[float, float, float]] = {
+    "lung_right": (0.2, 0.6, 1.0), "lung_left": (0.2, 1.0, 0.5), "heart": (1.0, 0.3, 0.3),
+    "mediastinum": (0.8, 0.5, 1.0), "lesion": (1.0, 0.85, 0.0),
+}
+
+
+def overlay(display: np.ndarray, masks: dict[str, np.ndarray], alpha: float = 0.35) -> np.ndarray:
+    """RGB picture of ``display`` with each mask tinted in its colour and the
+    lesion outlined, for panels (masks need not be disjoint)."""
+    from scipy.ndimage import binary_erosion
+
+    base = np.clip(np.asarray(display, np.float32), 0.0, 1.0)
+    rgb = np.repeat(base[..., None], 3, axis=2)
+    for name, mask in masks.items():
+        colour = np.asarray(MASK_COLOURS.get(name, (1.0, 1.0, 1.0)), np.float32)
+        mask = np.asarray(mask, bool)
+        if name == "lesion":
+            mask = mask & ~binary_erosion(mask, iterations=2)
+            rgb[mask] = colour
+        else:
+            rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colour
+    return rgb
+
+
+def difference(after: np.ndarray, before: np.ndarray, gain: float = 2.0) -> np.ndarray:
+    """Signed difference shown around mid-grey: brighter = denser after the change."""
+    return np.clip(0.5 + gain * (np.asarray(after, np.float32) - np.asarray(before, np.float32)), 0.0, 1.0)

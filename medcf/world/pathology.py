@@ -231,8 +231,11 @@ def _atelectasis(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     region = lung & plate
     if elevation > 0 and spec.zone is Zone.LOWER:
         zc = frame.z[0, 0]
-        has = lung.any(axis=2)
-        bottom = np.where(has, zc[np.argmax(lung, axis=2)], np.inf)[:, :, None]
+        lowest = np.argmax(lung, axis=2)
+        # Only where the lung rests on the diaphragm, not on the heart or the mediastinum.
+        under = np.take_along_axis(frame.crop(ct.labels), np.maximum(lowest - 1, 0)[:, :, None], axis=2)[:, :, 0]
+        on_diaphragm = lung.any(axis=2) & (under == int(Structure.OTHER)) & (lowest > 0)
+        bottom = np.where(on_diaphragm, zc[lowest], np.inf)[:, :, None]
         region |= lung & (frame.z - bottom < elevation)
     return frame, region
 

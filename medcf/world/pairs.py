@@ -1,0 +1,204 @@
+"""Datasets of factual/counterfactual pairs from the simulated world (``medcf phantom``).
+
+Layout of an output folder::
+
+    pairs.jsonl                 one JSON record per pair (paths relative to the folder)
+    images/<id>_factual.png     16-bit PNG, display values (bright = dense)
+    images/<id>_counterfactual.png
+    images/<id>_<severity>.png  the severity ladder (with --ladder)
+    masks/<id>_lesion.png       8-bit label map, legend in the record
+    masks/<id>_anatomy.png      8-bit bit-coded anatomy of the factual image
+    masks/<id>_anatomy_counterfactual.png
+    dicom/<id>/{factual,counterfactual}/series-*/IM0001.dcm   (with --dicom)
+    panel.png                   factual | counterfactual | difference | masks for the first pairs
+
+Sample ``i`` of a run with ``--seed K`` uses seed ``K + i``: any single record
+can be re-rendered from its seed alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import medcf
+from medcf.errors import InputError, OutputError
+from medcf.io.atomic import write_new_text
+from medcf.io.images import write_label_png, write_png16
+from medcf.text.prompts import prompt
+from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
+from medcf.world.ct import ChestCT
+from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LesionSpec
+from medcf.world.render import ANATOMY_BITS, LESION_LEGEND, Rendering, World, anatomy_channel, draw_acquisition
+
+SIMULATION_NOTICE = ("Simulated radiograph rendered from one chest CT with a simulated finding; "
+                     "not a patient. For research only, never for diagnosis.")
+DEFAULT_VIEWS = (ViewPosition.PA, ViewPosition.AP)
+VIEW_WEIGHTS = {ViewPosition.PA: 0.7, ViewPosition.AP: 0.3}
+
+
+@dataclass(frozen=True)
+class PhantomRequest:
+    """What ``medcf phantom`` was asked for. Unset side/zone/severity are drawn per sample."""
+
+    n: int
+    size: int = 256
+    seed: int = 0
+    findings: tuple[Finding, ...] = tuple(Finding)
+    views: tuple[ViewPosition, ...] = DEFAULT_VIEWS
+    side: Side | None = None
+    zone: Zone | None = None
+    severity: Severity | None = None
+    count: int = 1
+    ladder: bool = False
+    dicom: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise InputError("--n must be at least 1")
+        if not 64 <= self.size <= 4096:
+            raise InputError(f"--size {self.size} is outside 64..4096")
+        if not self.findings:
+            raise InputError("--findings is empty")
+        for view in self.views:
+            if not view.is_frontal:
+                raise InputError(f"view {view.value}: pairs are frontal (PA or AP); --dicom adds the lateral")
+        # With one finding a side or zone it cannot take is an error; with several, each
+        # finding takes the side/zone where it applies and draws its own elsewhere.
+        for option, value, table in (("--side", self.side, FINDING_SIDES), ("--zone", self.zone, FINDING_ZONES)):
+            if value is None:
+                continue
+            fits = [f for f in self.findings if table[f] is not None and value in table[f]]
+            if not fits:
+                allowed = "; ".join(f"{f.value}: {', '.join(v.value for v in table[f]) if table[f] else 'none'}"
+                                    for f in self.findings)
+                raise InputError(f"{option} {value.value} applies to none of the requested findings ({allowed})")
+        if self.count > 1 and set(self.findings) != {Finding.NODULE}:
+            raise InputError("--count applies to nodules only: use it with --findings nodule")
+
+
+def plan_sample(request: PhantomRequest, index: int) -> tuple[int, ViewPosition, LesionSpec]:
+    """Seed, view and finding of sample ``index``: findings cycle so classes stay balanced."""
+    seed = request.seed + index
+    rng = np.random.default_rng([seed, 0])
+    finding = request.findings[index % len(request.findings)]
+    weights = np.array([VIEW_WEIGHTS.get(v, 1.0) for v in request.views])
+    view = request.views[int(rng.choice(len(request.views), p=weights / weights.sum()))]
+    sides, zones = FINDING_SIDES[finding], FINDING_ZONES[finding]
+    side = None if sides is None else (request.side if request.side in sides else sides[int(rng.integers(len(sides)))])
+    zone = None if zones is None else (request.zone if request.zone in zones else zones[int(rng.integers(len(zones)))])
+    severity = request.severity or list(Severity)[int(rng.integers(3))]
+    count = request.count if finding is Finding.NODULE else 1
+    return seed, view, LesionSpec(finding, side, zone, severity, seed=seed, count=count)
+
+
+@dataclass
+class PhantomResult:
+    out_dir: Path
+    records: list[dict] = field(default_factory=list)
+    panel: Path | None = None
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise OutputError(f"{out_dir} exists and is not empty: choose a new folder (MedCF never overwrites)")
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    (out_dir / "masks").mkdir(exist_ok=True)
+
+
+def write_phantom(out_dir: str | Path, request: PhantomRequest, ct: ChestCT, progress: bool = True) -> PhantomResult:
+    """Render ``request.n`` pairs into ``out_dir`` (new or empty) and return their records."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    _prepare_out_dir(out)
+    world = World(ct)
+    result = PhantomResult(out)
+    renderings: list[tuple[dict, Rendering, Severity]] = []
+    for index in tqdm(range(request.n), desc="rendering pairs", unit="pair", disable=not progress):
+        seed, view, lesion = plan_sample(request, index)
+        acquisition = draw_acquisition(seed, view, request.size)
+        severities = tuple(Severity) if request.ladder else (lesion.severity,)
+        rendering = world.render(acquisition, lesion, severities)
+        record = _write_sample(out, f"{index:06d}", seed, lesion, rendering, acquisition.view, request.ladder)
+        if request.dicom:
+            from medcf.world.dicom import write_pair_studies
+
+            record["dicom"] = write_pair_studies(out, record["id"], seed, acquisition.view, lesion, rendering, world)
+        result.records.append(record)
+        if len(renderings) < 4:
+            renderings.append((record, rendering, lesion.severity))
+    lines = "".join(json.dumps(record, sort_keys=False) + "\n" for record in result.records)
+    write_new_text(out / "pairs.jsonl", lines)
+    result.panel = write_panel(out / "panel.png", renderings)
+    return result
+
+
+def _write_sample(out: Path, sample_id: str, seed: int, lesion: LesionSpec, rendering: Rendering,
+                  view: ViewPosition, ladder: bool) -> dict:
+    severity = lesion.severity
+    paths = {
+        "factual": f"images/{sample_id}_factual.png",
+        "counterfactual": f"images/{sample_id}_counterfactual.png",
+        "lesion_mask": f"masks/{sample_id}_lesion.png",
+        "anatomy_mask": f"masks/{sample_id}_anatomy.png",
+        "anatomy_mask_counterfactual": f"masks/{sample_id}_anatomy_counterfactual.png",
+    }
+    write_png16(out / paths["factual"], rendering.factual[severity])
+    write_png16(out / paths["counterfactual"], rendering.counterfactual)
+    write_label_png(out / paths["lesion_mask"], rendering.lesion_masks[severity].astype(np.uint8))
+    write_label_png(out / paths["anatomy_mask"], rendering.anatomy_factual[severity])
+    write_label_png(out / paths["anatomy_mask_counterfactual"], rendering.anatomy)
+    record = {
+        "id": sample_id, "seed": seed, "finding": lesion.finding.value,
+        "side": lesion.side.value if lesion.side else None,
+        "zone": lesion.zone.value if lesion.zone else None,
+        "severity": severity.value, "count": lesion.count, "view": view.value,
+        **{key: paths[key] for key in ("factual", "counterfactual", "lesion_mask", "anatomy_mask")},
+        "anatomy_mask_counterfactual": paths["anatomy_mask_counterfactual"],
+        "prompt_factual": prompt(view, lesion.finding, lesion.side, lesion.zone, severity, lesion.count),
+        "prompt_counterfactual": prompt(view),
+        "lesion_legend": LESION_LEGEND,
+        "anatomy_legend": {"encoding": "bitmask", **ANATOMY_BITS},
+        "pixel_spacing_mm": round(rendering.isocentre_pixel_mm, 5),
+        "imager_pixel_spacing_mm": round(rendering.pixel_mm, 5),
+        "size": int(rendering.counterfactual.shape[0]),
+        "generator": f"medcf {medcf.__version__} simulated world",
+        "notice": SIMULATION_NOTICE,
+    }
+    if ladder:
+        record["ladder"] = {}
+        for step, image in rendering.factual.items():
+            path = f"images/{sample_id}_{step.value}.png"
+            write_png16(out / path, image)
+            record["ladder"][step.value] = path
+    return record
+
+
+def panel_tiles(record: dict, rendering: Rendering, severity: Severity):
+    """factual | counterfactual | difference | masks of one pair, as captioned tiles."""
+    from medcf.viz import Tile, difference, overlay
+
+    factual, counterfactual = rendering.factual[severity], rendering.counterfactual
+    bits = rendering.anatomy_factual[severity]
+    masks = {name: anatomy_channel(bits, name) for name in ("lung_right", "lung_left", "heart")}
+    masks["lesion"] = rendering.lesion_masks[severity]
+    what = record["prompt_factual"].split(". ", 1)[1]
+    return [
+        Tile(factual, f"factual #{record['id']} seed {record['seed']}\n{what}"),
+        Tile(counterfactual, f"counterfactual\n{record['prompt_counterfactual'].split('. ', 1)[1]}"),
+        Tile(difference(factual, counterfactual), "difference (factual - counterfactual)\nbrighter = denser"),
+        Tile(overlay(factual, masks), "masks: lungs R blue, L green,\nheart red, lesion yellow outline"),
+    ]
+
+
+def write_panel(path: Path, renderings: Sequence[tuple[dict, Rendering, Severity]]) -> Path:
+    from medcf.viz import render_grid, save_png
+
+    tiles = [tile for record, rendering, severity in renderings for tile in panel_tiles(record, rendering, severity)]
+    title = "MedCF simulated world: factual | counterfactual | difference | masks (simulated, not patients)"
+    return save_png(render_grid(tiles, title, tile_size=300, columns=4), path)
