@@ -17,7 +17,7 @@ _LUNG = r"(lungs?|pulmonary)"
 _HEART = r"(heart|cardiac|cardiomediastinal)"
 _HEART_PART = r"(size|silhouette|shadow|contours?|diameter)"
 _LINK = r"(is|are|appears?|remains?|seems?|was|has|been|become|becomes|now|again|slightly|stably|mildly|" \
-        r"moderately|markedly|severely|minimally|significantly|not|no|longer)"
+        r"moderately|markedly|severely|minimally|significantly|not|no|longer|xxxx)"
 
 #: canonical finding -> phrases. The longest phrase wins where two overlap, so
 #: "subcutaneous emphysema" is never read as emphysema nor "pericardial effusion"
@@ -40,12 +40,13 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
         f"borderline (cardiomegaly|enlarged)",
         f"{_HEART} {_HEART_PART} {_LINK}? {_LINK}? borderline",
     ),
-    F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
+    F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air (collections?)?",
+                     "air in the pleural space"),
     F.NODULE: ("nodules?",),
     F.MASS: ("mass", "masses", "mass - like"),
     F.EDEMA: ("edema", "oedema", "pulmonary edema", "interstitial edema"),
     F.PNEUMONIA: ("pneumonias?", "bronchopneumonia", "pneumonitis"),
-    F.EMPHYSEMA: ("emphysema", "emphysematous", "bullous emphysema", "bullae", "bullous (changes?|disease)"),
+    F.EMPHYSEMA: ("emphysema", "emphysematous", "bullous emphysema", "bullous emphysematous (changes?)?"),
     F.GRANULOMA: ("granulomas?", "granulomata", "granulomatous", "granulomatous (disease|changes?|process)",
                   "calcified granulomas?"),
     F.FRACTURE: ("fractures?", "fractured", "fx"),
@@ -63,12 +64,24 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
     F.SUBCUTANEOUS_EMPHYSEMA: ("subcutaneous (emphysema|air|gas)", "soft tissue emphysema"),
     F.HIATAL_HERNIA: ("hiatal hernias?", "hiatus hernias?"),
     F.FIBROSIS: ("fibrosis", "fibrotic (changes?)", "interstitial fibrosis", "pulmonary fibrosis"),
+    # A bulla is an air space in the lung; bullous emphysema is emphysema, bullae alone are not.
+    F.BULLA: ("bulla", "bullae", "bullous (lung)? (changes?|disease)", "blebs?"),
     F.COPD: ("copd", "chronic obstructive (pulmonary|lung|airways?) disease"),
 }
 
 #: Findings that have no side or lung zone (side words near them describe something else).
 NO_LOCATION = frozenset({F.CARDIOMEGALY, F.HYPERINFLATION, F.LOW_LUNG_VOLUMES, F.COPD, F.HIATAL_HERNIA,
                          F.PERICARDIAL_EFFUSION})
+
+#: Words that place a finding in the lung. "Density" is an opacity only with one of them in its
+#: sentence: radiologists also call a rib callus, a stent, fat or a hernia a "density"
+#: ("density overlying the left 4th rib", "densities over the heart").
+LUNG_PLACE_WORDS = frozenset({
+    "lung", "lungs", "pulmonary", "lobe", "lobes", "lobar", "base", "bases", "basilar", "bibasilar", "basal",
+    "bibasal", "apex", "apices", "apical", "biapical", "lingula", "lingular", "hilum", "hila", "hilar",
+    "perihilar", "parahilar", "infrahilar", "suprahilar", "midlung", "retrocardiac", "costophrenic",
+    "airspace", "parenchyma", "parenchymal", "rul", "rml", "rll", "lul", "lll",
+})
 
 # --- modifiers: token (lower case) -> value -------------------------------------------------
 
@@ -137,6 +150,8 @@ NEGATION_TERMSET: dict[str, list[str]] = {
     "following_negations": [
         "not seen", "not identified", "not present", "not visualized", "not demonstrated", "not evident",
         "not appreciated", "not noted", "not detected", "not visible", "is absent", "are absent",
+        "not be demonstrated", "not be seen", "not be visualized", "not be detected", "not be identified",
+        "not be evident", "not be appreciated",
         "has resolved", "have resolved", "resolved", "no longer seen", "no longer visualized",
         "no longer present", "no longer identified", "no longer evident", "no longer apparent",
         "is gone", "have cleared", "has cleared", "has been removed", "ruled out", "is not enlarged",
@@ -150,7 +165,9 @@ NEGATION_TERMSET: dict[str, list[str]] = {
 }
 
 UNCERTAINTY_TERMSET: dict[str, list[str]] = {
-    "pseudo_negations": ["no change", "not change", "not certain whether", "without"],
+    # "age-indeterminate fracture": the age is uncertain, not the fracture.
+    "pseudo_negations": ["no change", "not change", "not certain whether", "without", "age-indeterminate",
+                         "age indeterminate", "indeterminate age", "of indeterminate age"],
     "preceding_negations": [
         "possible", "possibly", "probable", "probably", "likely", "most likely", "may", "might", "could",
         "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
@@ -159,20 +176,24 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
         "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
         "favor", "favored", "favors", "could represent", "may represent", "may reflect", "might represent",
+        "may be compatible with", "may be consistent with", "could be compatible with",
+        "could be consistent with", "might be compatible with", "might be consistent with",
+        "possibly compatible with", "possibly consistent with", "probably consistent with",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
-        "rule out", "?",
+        "rule out", "question", "?",
     ],
     "following_negations": [
         "cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
         "cannot be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
         "is likely", "are likely", "is suspected", "are suspected", "not entirely excluded", "?",
-        "versus", "vs", "or", "is questioned", "not certain", "less likely", "unlikely",
+        "versus", "vs", "is questioned", "not certain", "less likely", "unlikely",
     ],
     "termination": [
         "but", "however", "although", "though", "which", "whereas", "while", "yet", "no", "without",
-        "there is", "there are", ";", "and",
-        # a characterisation opens its own scope: "left opacity, likely atelectasis versus pneumonia"
-        # leaves the opacity certain.
+        "there is", "there are", ";",
+        # "and" does not end a hedge ("differential includes pneumonia and mass" hedges both, as
+        # one negation cue covers a list). A characterisation opens its own scope: "left opacity,
+        # likely atelectasis versus pneumonia" leaves the opacity certain.
         "likely", "probably", "possibly", "may", "could", "concerning", "suspicious", "suggestive",
         "consistent with", "compatible with", "representing", "represents",
     ],
