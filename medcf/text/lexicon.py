@@ -93,8 +93,9 @@ SIDE_WORDS: dict[str, Side] = {
     "lingula": Side.LEFT, "lingular": Side.LEFT,
 }
 #: Side words that only hint (used when no explicit side word is near): the
-#: retrocardiac lung is the left lower lobe.
-SIDE_HINTS: dict[str, Side] = {"retrocardiac": Side.LEFT}
+#: retrocardiac lung is the left lower lobe; "the lungs", "the bases", "the apices" are both.
+SIDE_HINTS: dict[str, Side] = {"retrocardiac": Side.LEFT, "lungs": Side.BILATERAL, "bases": Side.BILATERAL,
+                                "apices": Side.BILATERAL}
 
 ZONE_WORDS: dict[str, Zone] = {
     "upper": Zone.UPPER, "apex": Zone.UPPER, "apices": Zone.UPPER, "apical": Zone.UPPER,
@@ -119,13 +120,24 @@ SEVERITY_WORDS: dict[str, Severity] = {
 #: Tokens that end a modifier's reach after a finding ("effusion on the left, with ...").
 POST_STOP = frozenset({",", ";", ":", "but", "however", "with", "which", "without", "whereas", "while",
                        "and", "or", "versus", "vs"})
+#: Sentence openings that point back to the previous sentence's finding ("These opacities have
+#: increased", "The appearance suggests atelectasis"): its findings without a place take that place.
+ANAPHORA_WORDS = frozenset({"this", "these", "that", "those", "it", "they", "which"})
+ANAPHORA_PHRASES = frozenset({"the appearance", "the finding", "the findings", "the opacity", "the opacities",
+                              "this finding", "these findings"})
+#: Tokens that end the phrase directly before a finding: "small effusions, small on the left,
+#: with left basilar atelectasis" - the atelectasis is read from "left basilar" first.
+PRE_BREAK = frozenset({",", ";", ":", "with", "without", "but", "however", "which", "while", "whereas"})
+#: Words that join two findings into one list that shares a place after it
+#: ("atelectasis or infiltrate in the right base"; "atelectasis and/or infiltrate").
+COORDINATION = frozenset({"and", "or", "and/or", "/", ",", "versus", "vs"})
 #: Words between two findings that make the second describe the first ("left basilar
 #: opacity, likely atelectasis"; "atelectasis versus pneumonia"), so it inherits the location.
 LINKING = frozenset({"likely", "represent", "represents", "representing", "consistent", "compatible",
                      "suggest", "suggests", "suggestive", "suggesting", "reflect", "reflects", "reflecting",
                      "due", "may", "could", "concerning", "suspicious", "or", "versus", "vs", "probably",
                      "possibly", "possible", "favor", "favored", "favoring", "either", "from", "secondary",
-                     "related", "which", "with", "and", "/"})
+                     "related", "which", "with", "and", "/", "and/or"})
 
 # --- ConText cue lists (negspacy termsets) ---------------------------------------------------
 

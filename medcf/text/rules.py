@@ -25,8 +25,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from medcf.text.lexicon import FINDING_PHRASES, LUNG_PLACE_WORDS, NEGATION_TERMSET, UNCERTAINTY_TERMSET
-from medcf.text.modifiers import sentence_attributes
+from medcf.text.lexicon import (ANAPHORA_PHRASES, ANAPHORA_WORDS, FINDING_PHRASES, LUNG_PLACE_WORDS, NEGATION_TERMSET,
+                                NO_LOCATION, UNCERTAINTY_TERMSET)
+from medcf.text.modifiers import Attributes, sentence_attributes
 from medcf.text.schema import Mention
 from medcf.text.sections import split_sections
 from medcf.vocab import ReportFinding
@@ -92,17 +93,32 @@ def build_pipeline():
     return nlp
 
 
+def _anaphoric(words: list[str]) -> bool:
+    """The sentence opens by pointing back ("These opacities ...", "The appearance suggests ...")."""
+    return bool(words) and (words[0] in ANAPHORA_WORDS or " ".join(words[:2]) in ANAPHORA_PHRASES)
+
+
 def _doc_mentions(doc) -> list[Mention]:
     mentions = []
+    antecedent: Attributes | None = None  # the last placed finding of the previous sentence
     for sent in doc.sents:
         ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
         if not ents:
+            antecedent = None
             continue
         words = [t.lower_ for t in sent]
         spans = [(e.start - sent.start, e.end - sent.start, ReportFinding(e.label_)) for e in ents]
         evidence = " ".join(sent.text.split())
         lung_sentence = not LUNG_PLACE_WORDS.isdisjoint(words)
-        for ent, attrs in zip(ents, sentence_attributes(words, spans)):
+        found = sentence_attributes(words, spans)
+        if antecedent is not None and _anaphoric(words):
+            for (_, _, finding), attrs in zip(spans, found):
+                if finding not in NO_LOCATION and not attrs.located:
+                    attrs.laterality, attrs.zone, attrs.extra = (antecedent.laterality, antecedent.zone,
+                                                                 list(antecedent.extra))
+        placed = [a for (_, _, f), a in zip(spans, found) if f not in NO_LOCATION and a.located]
+        antecedent = placed[-1] if placed else None
+        for ent, attrs in zip(ents, found):
             if _DENSITY.match(ent.text) and not lung_sentence:
                 continue  # "density over the heart / a rib": not a lung opacity
             negated = bool(ent._.negex) or any(t.lower_ in _INNER_NEGATION for t in ent)
@@ -113,11 +129,11 @@ def _doc_mentions(doc) -> list[Mention]:
                 finding=name,
                 present=not negated,
                 uncertain=bool(ent._.uncertain) and not negated,
-                laterality=attrs.laterality.value if attrs.laterality else None,
-                zone=attrs.zone.value if attrs.zone else None,
+                laterality=side.value if side else None,
+                zone=zone.value if zone else None,
                 severity=attrs.severity.value if attrs.severity else None,
                 evidence=evidence,
-            ) for name in names)
+            ) for name in names for side, zone in attrs.places())
     return mentions
 
 
