@@ -158,6 +158,8 @@ NEGATION_TERMSET: dict[str, list[str]] = {
         "negative", "none", "nor", "neither", "clear", "no definite", "no convincing", "no suspicious",
         "no focal", "no acute", "no visible", "no obvious", "not identified", "no residual",
         "nothing to suggest", "no typical findings of", "no findings to suggest",
+        # historical: "On the previous CT, the right upper lobe was consolidated." is not this image
+        *(f"on {a}{b}" for a in ("", "a ", "the ") for b in ("previous", "prior", "old", "outside", "earlier")),
     ],
     "following_negations": [
         "not seen", "not identified", "not present", "not visualized", "not demonstrated", "not evident",

@@ -28,8 +28,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from medcf.text.lexicon import (COORDINATION, LINKING, NO_LOCATION, POST_STOP, PRE_BREAK, SEVERITY_WORDS,
-                                SIDE_HINTS, SIDE_WORDS, ZONE_WORDS)
+from medcf.text.lexicon import (
+    COORDINATION,
+    LINKING,
+    NO_LOCATION,
+    POST_STOP,
+    PRE_BREAK,
+    SEVERITY_WORDS,
+    SIDE_HINTS,
+    SIDE_WORDS,
+    ZONE_WORDS,
+)
 from medcf.vocab import ReportFinding, Severity, Side, Zone
 
 
@@ -47,6 +56,10 @@ class Attributes:
 
     def places(self) -> list[tuple[Side | None, Zone | None]]:
         return [(self.laterality, self.zone), *self.extra]
+
+    def take_place(self, other: Attributes) -> None:
+        """Take the side, zone and further places of ``other`` (a linked finding)."""
+        self.laterality, self.zone, self.extra = other.laterality, other.zone, list(other.extra)
 
 
 def _first(words: Sequence[str], table: dict) -> object | None:
@@ -137,8 +150,12 @@ def _compared_sides(words: Sequence[str]) -> bool:
 
 def _linked(between: Sequence[str]) -> bool:
     """Words between two findings that make them one thing or one list: nothing, a
-    comma, a conjunction, a characterisation ("likely", "versus")."""
-    return not between or not set(between).isdisjoint(LINKING) or all(w in ("," , "xxxx") for w in between)
+    conjunction, a characterisation ("likely", "versus"), or an appositive comma
+    followed by at most two words ("opacity, subsegmental atelectasis"), or only
+    ``XXXX``, the de-identification placeholder of a redacted word ("opacity XXXX
+    atelectasis", where a word like "likely" was removed)."""
+    return (not between or not set(between).isdisjoint(LINKING) or (between[0] == "," and len(between) <= 3)
+            or all(w == "xxxx" for w in between))
 
 
 def sentence_attributes(words: Sequence[str], spans: Sequence[tuple[int, int, ReportFinding]]) -> list[Attributes]:
@@ -166,16 +183,14 @@ def sentence_attributes(words: Sequence[str], spans: Sequence[tuple[int, int, Re
                 attrs.laterality = Side.BILATERAL
             else:
                 attrs.laterality = _hint(near + own) or _hint(before) or _hint(post)
-        if finding not in NO_LOCATION:
-            if not attrs.located and index and _linked(before):
-                for k in range(index - 1, -1, -1):  # the nearest previous finding that has a place
-                    if spans[k][2] not in NO_LOCATION:
-                        if result[k].located:
-                            attrs.laterality, attrs.zone, attrs.extra = (result[k].laterality, result[k].zone,
-                                                                         list(result[k].extra))
-                        break
-                    if not _linked(words[spans[k - 1][1] if k else 0:spans[k][0]]):
-                        break
+        if finding not in NO_LOCATION and not attrs.located and index and _linked(before):
+            for k in range(index - 1, -1, -1):  # the nearest previous finding that has a place
+                if spans[k][2] not in NO_LOCATION:
+                    if result[k].located:
+                        attrs.take_place(result[k])
+                    break
+                if not _linked(words[spans[k - 1][1] if k else 0:spans[k][0]]):
+                    break
         result.append(attrs)
     # backwards: "atelectasis or infiltrate in the right base"
     for index in range(len(spans) - 2, -1, -1):
@@ -185,5 +200,5 @@ def sentence_attributes(words: Sequence[str], spans: Sequence[tuple[int, int, Re
         nxt = result[index + 1]
         if spans[index + 1][2] not in NO_LOCATION and nxt.located \
                 and set(words[spans[index][1]:spans[index + 1][0]]) <= COORDINATION:
-            result[index].laterality, result[index].zone, result[index].extra = nxt.laterality, nxt.zone, list(nxt.extra)
+            result[index].take_place(nxt)
     return result

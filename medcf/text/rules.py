@@ -25,8 +25,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from medcf.text.lexicon import (ANAPHORA_PHRASES, ANAPHORA_WORDS, FINDING_PHRASES, LUNG_PLACE_WORDS, NEGATION_TERMSET,
-                                NO_LOCATION, UNCERTAINTY_TERMSET)
+from medcf.text.lexicon import (
+    ANAPHORA_PHRASES,
+    ANAPHORA_WORDS,
+    FINDING_PHRASES,
+    LUNG_PLACE_WORDS,
+    NEGATION_TERMSET,
+    NO_LOCATION,
+    UNCERTAINTY_TERMSET,
+)
 from medcf.text.modifiers import Attributes, sentence_attributes
 from medcf.text.schema import Mention
 from medcf.text.sections import split_sections
@@ -114,8 +121,7 @@ def _doc_mentions(doc) -> list[Mention]:
         if antecedent is not None and _anaphoric(words):
             for (_, _, finding), attrs in zip(spans, found):
                 if finding not in NO_LOCATION and not attrs.located:
-                    attrs.laterality, attrs.zone, attrs.extra = (antecedent.laterality, antecedent.zone,
-                                                                 list(antecedent.extra))
+                    attrs.take_place(antecedent)
         placed = [a for (_, _, f), a in zip(spans, found) if f not in NO_LOCATION and a.located]
         antecedent = placed[-1] if placed else None
         for ent, attrs in zip(ents, found):
