@@ -6,7 +6,7 @@ zone >= 0.85 (a keyword + simple NegEx baseline scores about 0.89 presence).
 Only IU reports 1-1000 are ever extracted or read (see medcf/text/iu.py); how
 each figure is computed is in medcf/text/scoring.py.
 
-    python benchmarks/bench_reports.py                  # rules vs baseline
+    python benchmarks/bench_reports.py                  # rules vs baseline (and the naive first baseline)
     python benchmarks/bench_reports.py --errors 40      # also list misses
     python benchmarks/bench_reports.py --cache-dir DIR --wheel torchxrayvision-1.5.7-py3-none-any.whl
 """
@@ -32,7 +32,8 @@ def main() -> None:
 
     reports = load_reports(fetch_reports(args.cache_dir, args.wheel))
     rules = RuleReader()
-    results = {"rules": score(reports, rules.parse_many), "baseline": score(reports, BaselineReader().parse_many)}
+    results = {"rules": score(reports, rules.parse_many), "baseline": score(reports, BaselineReader().parse_many),
+               "naive": score(reports, BaselineReader(naive=True).parse_many)}
     print(f"IU reports 1-1000: {len(reports)} files; {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}")
     print(format_scores(results))

@@ -153,3 +153,4 @@ class ReportFinding(StrEnum):
     HIATAL_HERNIA = "hiatal_hernia"
     FIBROSIS = "fibrosis"
     COPD = "copd"
+    BULLA = "bulla"

@@ -31,7 +31,10 @@ Fractures, Bone                                    fracture
 =================================================  ================
 
 ``Density`` counts only with a lung qualifier (``lung``, a lobe, base, apex,
-lingula, hilum): "density at the cardiophrenic angle" is not a lung opacity.
+lingula, hilum, costophrenic angle): "density at the cardiophrenic angle" is not a
+lung opacity. The costophrenic angle is the lowest lung base: ``Opacity/costophrenic
+angle`` counts and the angle maps to the lower zone, so ``Density/costophrenic
+angle`` counts as well.
 Qualifiers: ``left``/``right``/``bilateral`` -> side; ``upper lobe``/``apex`` ->
 upper, ``middle lobe``/``lingula``/``hilum`` -> middle, ``lower lobe``/``base``/
 ``retrocardiac``/``costophrenic angle`` -> lower; ``mild``/``small``/
@@ -88,7 +91,7 @@ MESH_HEADS: dict[str, F] = {
 SCORED: tuple[F, ...] = tuple(dict.fromkeys(MESH_HEADS.values()))
 
 _LUNG_PLACES = {"lung", "upper lobe", "middle lobe", "lower lobe", "base", "apex", "lingula", "hilum",
-                "retrocardiac", "pulmonary alveoli"}
+                "retrocardiac", "pulmonary alveoli", "costophrenic angle"}
 _SIDE = {"left": "left", "right": "right", "bilateral": "bilateral"}
 _ZONE = {"upper lobe": "upper", "apex": "upper", "middle lobe": "middle", "lingula": "middle",
          "hilum": "middle", "lower lobe": "lower", "base": "lower", "retrocardiac": "lower",

@@ -17,7 +17,7 @@ _LUNG = r"(lungs?|pulmonary)"
 _HEART = r"(heart|cardiac|cardiomediastinal)"
 _HEART_PART = r"(size|silhouette|shadow|contours?|diameter)"
 _LINK = r"(is|are|appears?|remains?|seems?|was|has|been|become|becomes|now|again|slightly|stably|mildly|" \
-        r"moderately|markedly|severely|minimally|significantly|not|no|longer)"
+        r"moderately|markedly|severely|minimally|significantly|not|no|longer|xxxx)"
 
 #: canonical finding -> phrases. The longest phrase wins where two overlap, so
 #: "subcutaneous emphysema" is never read as emphysema nor "pericardial effusion"
@@ -40,12 +40,13 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
         f"borderline (cardiomegaly|enlarged)",
         f"{_HEART} {_HEART_PART} {_LINK}? {_LINK}? borderline",
     ),
-    F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes"),
+    F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air (collections?)?",
+                     "air in the pleural space"),
     F.NODULE: ("nodules?",),
     F.MASS: ("mass", "masses", "mass - like"),
     F.EDEMA: ("edema", "oedema", "pulmonary edema", "interstitial edema"),
     F.PNEUMONIA: ("pneumonias?", "bronchopneumonia", "pneumonitis"),
-    F.EMPHYSEMA: ("emphysema", "emphysematous", "bullous emphysema", "bullae", "bullous (changes?|disease)"),
+    F.EMPHYSEMA: ("emphysema", "emphysematous", "bullous emphysema", "bullous emphysematous (changes?)?"),
     F.GRANULOMA: ("granulomas?", "granulomata", "granulomatous", "granulomatous (disease|changes?|process)",
                   "calcified granulomas?"),
     F.FRACTURE: ("fractures?", "fractured", "fx"),
@@ -63,12 +64,24 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
     F.SUBCUTANEOUS_EMPHYSEMA: ("subcutaneous (emphysema|air|gas)", "soft tissue emphysema"),
     F.HIATAL_HERNIA: ("hiatal hernias?", "hiatus hernias?"),
     F.FIBROSIS: ("fibrosis", "fibrotic (changes?)", "interstitial fibrosis", "pulmonary fibrosis"),
+    # A bulla is an air space in the lung; bullous emphysema is emphysema, bullae alone are not.
+    F.BULLA: ("bulla", "bullae", "bullous (lung)? (changes?|disease)", "blebs?"),
     F.COPD: ("copd", "chronic obstructive (pulmonary|lung|airways?) disease"),
 }
 
 #: Findings that have no side or lung zone (side words near them describe something else).
 NO_LOCATION = frozenset({F.CARDIOMEGALY, F.HYPERINFLATION, F.LOW_LUNG_VOLUMES, F.COPD, F.HIATAL_HERNIA,
                          F.PERICARDIAL_EFFUSION})
+
+#: Words that place a finding in the lung. "Density" is an opacity only with one of them in its
+#: sentence: radiologists also call a rib callus, a stent, fat or a hernia a "density"
+#: ("density overlying the left 4th rib", "densities over the heart").
+LUNG_PLACE_WORDS = frozenset({
+    "lung", "lungs", "pulmonary", "lobe", "lobes", "lobar", "base", "bases", "basilar", "bibasilar", "basal",
+    "bibasal", "apex", "apices", "apical", "biapical", "lingula", "lingular", "hilum", "hila", "hilar",
+    "perihilar", "parahilar", "infrahilar", "suprahilar", "midlung", "retrocardiac", "costophrenic",
+    "airspace", "parenchyma", "parenchymal", "rul", "rml", "rll", "lul", "lll",
+})
 
 # --- modifiers: token (lower case) -> value -------------------------------------------------
 
@@ -80,8 +93,9 @@ SIDE_WORDS: dict[str, Side] = {
     "lingula": Side.LEFT, "lingular": Side.LEFT,
 }
 #: Side words that only hint (used when no explicit side word is near): the
-#: retrocardiac lung is the left lower lobe.
-SIDE_HINTS: dict[str, Side] = {"retrocardiac": Side.LEFT}
+#: retrocardiac lung is the left lower lobe; "the lungs", "the bases", "the apices" are both.
+SIDE_HINTS: dict[str, Side] = {"retrocardiac": Side.LEFT, "lungs": Side.BILATERAL, "bases": Side.BILATERAL,
+                                "apices": Side.BILATERAL}
 
 ZONE_WORDS: dict[str, Zone] = {
     "upper": Zone.UPPER, "apex": Zone.UPPER, "apices": Zone.UPPER, "apical": Zone.UPPER,
@@ -106,13 +120,24 @@ SEVERITY_WORDS: dict[str, Severity] = {
 #: Tokens that end a modifier's reach after a finding ("effusion on the left, with ...").
 POST_STOP = frozenset({",", ";", ":", "but", "however", "with", "which", "without", "whereas", "while",
                        "and", "or", "versus", "vs"})
+#: Sentence openings that point back to the previous sentence's finding ("These opacities have
+#: increased", "The appearance suggests atelectasis"): its findings without a place take that place.
+ANAPHORA_WORDS = frozenset({"this", "these", "that", "those", "it", "they", "which"})
+ANAPHORA_PHRASES = frozenset({"the appearance", "the finding", "the findings", "the opacity", "the opacities",
+                              "this finding", "these findings"})
+#: Tokens that end the phrase directly before a finding: "small effusions, small on the left,
+#: with left basilar atelectasis" - the atelectasis is read from "left basilar" first.
+PRE_BREAK = frozenset({",", ";", ":", "with", "without", "but", "however", "which", "while", "whereas"})
+#: Words that join two findings into one list that shares a place after it
+#: ("atelectasis or infiltrate in the right base"; "atelectasis and/or infiltrate").
+COORDINATION = frozenset({"and", "or", "and/or", "/", ",", "versus", "vs"})
 #: Words between two findings that make the second describe the first ("left basilar
 #: opacity, likely atelectasis"; "atelectasis versus pneumonia"), so it inherits the location.
 LINKING = frozenset({"likely", "represent", "represents", "representing", "consistent", "compatible",
                      "suggest", "suggests", "suggestive", "suggesting", "reflect", "reflects", "reflecting",
                      "due", "may", "could", "concerning", "suspicious", "or", "versus", "vs", "probably",
                      "possibly", "possible", "favor", "favored", "favoring", "either", "from", "secondary",
-                     "related", "which", "with", "and", "/"})
+                     "related", "which", "with", "and", "/", "and/or"})
 
 # --- ConText cue lists (negspacy termsets) ---------------------------------------------------
 
@@ -133,10 +158,14 @@ NEGATION_TERMSET: dict[str, list[str]] = {
         "negative", "none", "nor", "neither", "clear", "no definite", "no convincing", "no suspicious",
         "no focal", "no acute", "no visible", "no obvious", "not identified", "no residual",
         "nothing to suggest", "no typical findings of", "no findings to suggest",
+        # historical: "On the previous CT, the right upper lobe was consolidated." is not this image
+        *(f"on {a}{b}" for a in ("", "a ", "the ") for b in ("previous", "prior", "old", "outside", "earlier")),
     ],
     "following_negations": [
         "not seen", "not identified", "not present", "not visualized", "not demonstrated", "not evident",
         "not appreciated", "not noted", "not detected", "not visible", "is absent", "are absent",
+        "not be demonstrated", "not be seen", "not be visualized", "not be detected", "not be identified",
+        "not be evident", "not be appreciated",
         "has resolved", "have resolved", "resolved", "no longer seen", "no longer visualized",
         "no longer present", "no longer identified", "no longer evident", "no longer apparent",
         "is gone", "have cleared", "has cleared", "has been removed", "ruled out", "is not enlarged",
@@ -150,7 +179,9 @@ NEGATION_TERMSET: dict[str, list[str]] = {
 }
 
 UNCERTAINTY_TERMSET: dict[str, list[str]] = {
-    "pseudo_negations": ["no change", "not change", "not certain whether", "without"],
+    # "age-indeterminate fracture": the age is uncertain, not the fracture.
+    "pseudo_negations": ["no change", "not change", "not certain whether", "without", "age-indeterminate",
+                         "age indeterminate", "indeterminate age", "of indeterminate age"],
     "preceding_negations": [
         "possible", "possibly", "probable", "probably", "likely", "most likely", "may", "might", "could",
         "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
@@ -159,20 +190,24 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
         "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
         "favor", "favored", "favors", "could represent", "may represent", "may reflect", "might represent",
+        "may be compatible with", "may be consistent with", "could be compatible with",
+        "could be consistent with", "might be compatible with", "might be consistent with",
+        "possibly compatible with", "possibly consistent with", "probably consistent with",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
-        "rule out", "?",
+        "rule out", "question", "?",
     ],
     "following_negations": [
         "cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
         "cannot be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
         "is likely", "are likely", "is suspected", "are suspected", "not entirely excluded", "?",
-        "versus", "vs", "or", "is questioned", "not certain", "less likely", "unlikely",
+        "versus", "vs", "is questioned", "not certain", "less likely", "unlikely",
     ],
     "termination": [
         "but", "however", "although", "though", "which", "whereas", "while", "yet", "no", "without",
-        "there is", "there are", ";", "and",
-        # a characterisation opens its own scope: "left opacity, likely atelectasis versus pneumonia"
-        # leaves the opacity certain.
+        "there is", "there are", ";",
+        # "and" does not end a hedge ("differential includes pneumonia and mass" hedges both, as
+        # one negation cue covers a list). A characterisation opens its own scope: "left opacity,
+        # likely atelectasis versus pneumonia" leaves the opacity certain.
         "likely", "probably", "possibly", "may", "could", "concerning", "suspicious", "suggestive",
         "consistent with", "compatible with", "representing", "represents",
     ],

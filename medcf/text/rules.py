@@ -25,12 +25,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
-from medcf.text.lexicon import FINDING_PHRASES, NEGATION_TERMSET, UNCERTAINTY_TERMSET
-from medcf.text.modifiers import sentence_attributes
+from medcf.text.lexicon import (
+    ANAPHORA_PHRASES,
+    ANAPHORA_WORDS,
+    FINDING_PHRASES,
+    LUNG_PLACE_WORDS,
+    NEGATION_TERMSET,
+    NO_LOCATION,
+    UNCERTAINTY_TERMSET,
+)
+from medcf.text.modifiers import Attributes, sentence_attributes
 from medcf.text.schema import Mention
 from medcf.text.sections import split_sections
 from medcf.vocab import ReportFinding
 
+_DENSITY = re.compile(r"densit(?:y|ies)$", re.IGNORECASE)
 _DOTS = re.compile(r"\.(?:\s*\.)+")  # "effusion.. Minimal" -> one sentence end
 #: Words inside a finding phrase that negate it ("heart is not enlarged").
 _INNER_NEGATION = frozenset({"not", "no", "without"})
@@ -50,11 +59,33 @@ def _token_pattern(phrase: str) -> list[dict]:
     return pattern
 
 
+def _register_context_component() -> None:
+    """Register ``medcf_context``: negspacy's ``negex`` where a terminator inside a
+    longer cue does not end that cue's scope (ConText: the longest cue wins). In
+    "opacity which may be compatible with pneumonia" the hedge "may be compatible
+    with" reaches pneumonia; the terminator "compatible with" alone would cut it."""
+    from negspacy.negation import Negex, default_ts
+    from spacy.language import Language
+
+    if Language.has_factory("medcf_context"):
+        return
+
+    @Language.factory("medcf_context", default_config={"neg_termset": default_ts, "ent_types": None,
+                                                       "extension_name": "negex", "chunk_prefix": None,
+                                                       "span_keys": None})
+    class ContextCues(Negex):
+        def process_negations(self, doc):
+            preceding, following, terminating = super().process_negations(doc)
+            cues = preceding + following
+            terminating = [t for t in terminating if not any(c[1] < t[1] < c[2] for c in cues)]
+            return preceding, following, terminating
+
+
 def build_pipeline():
     """The spaCy pipeline described in the module docstring."""
     import spacy
-    from negspacy.negation import Negex  # noqa: F401  (registers the "negex" factory)
 
+    _register_context_component()
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     ruler = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER"})
@@ -62,32 +93,53 @@ def build_pipeline():
         {"label": finding.value, "pattern": _token_pattern(phrase)}
         for finding, phrases in FINDING_PHRASES.items() for phrase in phrases
     ])
-    nlp.add_pipe("negex", name="negation", config={"neg_termset": NEGATION_TERMSET, "extension_name": "negex"})
-    nlp.add_pipe("negex", name="uncertainty",
+    nlp.add_pipe("medcf_context", name="negation",
+                 config={"neg_termset": NEGATION_TERMSET, "extension_name": "negex"})
+    nlp.add_pipe("medcf_context", name="uncertainty",
                  config={"neg_termset": UNCERTAINTY_TERMSET, "extension_name": "uncertain"})
     return nlp
 
 
+def _anaphoric(words: list[str]) -> bool:
+    """The sentence opens by pointing back ("These opacities ...", "The appearance suggests ...")."""
+    return bool(words) and (words[0] in ANAPHORA_WORDS or " ".join(words[:2]) in ANAPHORA_PHRASES)
+
+
 def _doc_mentions(doc) -> list[Mention]:
     mentions = []
+    antecedent: Attributes | None = None  # the last placed finding of the previous sentence
     for sent in doc.sents:
         ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
         if not ents:
+            antecedent = None
             continue
         words = [t.lower_ for t in sent]
         spans = [(e.start - sent.start, e.end - sent.start, ReportFinding(e.label_)) for e in ents]
         evidence = " ".join(sent.text.split())
-        for ent, attrs in zip(ents, sentence_attributes(words, spans)):
+        lung_sentence = not LUNG_PLACE_WORDS.isdisjoint(words)
+        found = sentence_attributes(words, spans)
+        if antecedent is not None and _anaphoric(words):
+            for (_, _, finding), attrs in zip(spans, found):
+                if finding not in NO_LOCATION and not attrs.located:
+                    attrs.take_place(antecedent)
+        placed = [a for (_, _, f), a in zip(spans, found) if f not in NO_LOCATION and a.located]
+        antecedent = placed[-1] if placed else None
+        for ent, attrs in zip(ents, found):
+            if _DENSITY.match(ent.text) and not lung_sentence:
+                continue  # "density over the heart / a rib": not a lung opacity
             negated = bool(ent._.negex) or any(t.lower_ in _INNER_NEGATION for t in ent)
-            mentions.append(Mention(
-                finding=ent.label_,
+            names = [ent.label_]
+            if ent.label_ == ReportFinding.OPACITY and ent.start > sent.start and doc[ent.start - 1].lower_ == "nodular":
+                names.append(ReportFinding.NODULE.value)  # a nodular opacity is a nodule
+            mentions.extend(Mention(
+                finding=name,
                 present=not negated,
                 uncertain=bool(ent._.uncertain) and not negated,
-                laterality=attrs.laterality.value if attrs.laterality else None,
-                zone=attrs.zone.value if attrs.zone else None,
+                laterality=side.value if side else None,
+                zone=zone.value if zone else None,
                 severity=attrs.severity.value if attrs.severity else None,
                 evidence=evidence,
-            ))
+            ) for name in names for side, zone in attrs.places())
     return mentions
 
 

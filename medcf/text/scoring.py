@@ -2,9 +2,10 @@
 
 Presence: per report, the reference set is the scored findings its MeSH terms
 map to (:data:`medcf.text.iu.SCORED`, mapping in :mod:`medcf.text.iu`); the
-predicted set is the scored findings the reader calls present (uncertain
-mentions included: the indexers indexed hedged findings - "probably scarring",
-"could represent a cavitary lesion" - as findings). Each (report, finding) is a
+predicted set is the scored findings the reader calls present and certain
+(hedged mentions are not counted: the indexers index the observed finding -
+"opacity" - and only sometimes the differential - "may represent pneumonia";
+counting hedges lowers precision more than it raises recall). Each (report, finding) is a
 TP, FP or FN; reports with reference ``normal`` and no findings count for
 precision. Reports indexed "No Indexing" are left out.
 
