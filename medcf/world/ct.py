@@ -251,13 +251,16 @@ CONTRAST_FREE_BLOOD_HU = 45.0
 def _without_contrast(hu: np.ndarray, source_labels: np.ndarray, bone_ids: list[int]) -> np.ndarray:
     """Undo the iodinated contrast of this CT: chest radiographs are taken without it.
 
-    Anything denser than 200 HU that is not (or not next to) a labelled bone is
-    contrast-filled blood and becomes unenhanced blood.
+    Anything denser than 200 HU that is not (or not next to) a labelled bone, and
+    anything denser than cortical bone outside a bone, is contrast-filled blood
+    and becomes unenhanced blood.
     """
     from scipy.ndimage import binary_dilation
 
-    bone = binary_dilation(np.isin(source_labels, bone_ids), iterations=2)
-    enhanced = (hu > 200) & ~bone
+    bone = np.isin(source_labels, bone_ids)
+    near_bone = binary_dilation(bone, iterations=2)
+    # Undiluted contrast next to the clavicle (the injected subclavian vein) is denser than bone.
+    enhanced = ((hu > 200) & ~near_bone) | ((hu > 1900) & ~bone) | (hu > 2000)
     hu = hu.copy()
     hu[enhanced] = CONTRAST_FREE_BLOOD_HU
     return hu

@@ -57,7 +57,7 @@ def draw_acquisition(seed: int, view: ViewPosition, size: int) -> Acquisition:
     )
     exposure = Exposure(
         kvp=float(rng.uniform(100, 125)) if view is not ViewPosition.AP else float(rng.uniform(85, 105)),
-        quanta_per_mm2=float(np.exp(rng.uniform(np.log(8e3), np.log(4e4)))),
+        quanta_per_mm2=float(np.exp(rng.uniform(np.log(4e4), np.log(2e5)))),
         scatter_fraction=float(rng.uniform(0.2, 0.4)) if view is not ViewPosition.AP else float(rng.uniform(0.35, 0.5)),
         blur_mm=float(rng.uniform(0.25, 0.5)),
     )
