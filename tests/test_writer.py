@@ -218,3 +218,18 @@ def test_input_is_never_touched(tmp_path: Path) -> None:
 def test_provenance_rejects_bad_image_type_value() -> None:
     with pytest.raises(ValueError, match="1-16 characters"):
         Provenance(method="x", image_type_value="remove pleural effusion")
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    """Atomic writes go through a 0600 temp file; the published file must not stay private."""
+    import os
+    import stat
+
+    from medcf.io.atomic import write_new_text
+
+    old = os.umask(0o022)
+    try:
+        path = write_new_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

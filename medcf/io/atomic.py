@@ -32,6 +32,8 @@ def write_new_file(path: Path, write: Callable[[Path], None]) -> Path:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        # mkstemp creates 0600; outputs get the permissions any new file would get.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         try:
@@ -45,6 +47,12 @@ def write_new_file(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_new_dataset(path: Path, ds) -> Path:

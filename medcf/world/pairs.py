@@ -10,7 +10,7 @@ Layout of an output folder::
     masks/<id>_anatomy.png      8-bit bit-coded anatomy of the factual image
     masks/<id>_anatomy_counterfactual.png
     dicom/<id>/{factual,counterfactual}/series-*/IM0001.dcm   (with --dicom)
-    panel.png                   factual | counterfactual | difference | masks for the first pairs
+    panel.png                   factual | counterfactual | difference | masks for the first 8 pairs
 
 Sample ``i`` of a run with ``--seed K`` uses seed ``K + i``: any single record
 can be re-rendered from its seed alone.
@@ -130,7 +130,7 @@ def write_phantom(out_dir: str | Path, request: PhantomRequest, ct: ChestCT, pro
 
             record["dicom"] = write_pair_studies(out, record["id"], seed, acquisition.view, lesion, rendering, world)
         result.records.append(record)
-        if len(renderings) < 4:
+        if len(renderings) < 8:
             renderings.append((record, rendering, lesion.severity))
     lines = "".join(json.dumps(record, sort_keys=False) + "\n" for record in result.records)
     write_new_text(out / "pairs.jsonl", lines)

@@ -234,9 +234,11 @@ def _atelectasis(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
         lowest = np.argmax(lung, axis=2)
         # Only where the lung rests on the diaphragm, not on the heart or the mediastinum.
         under = np.take_along_axis(frame.crop(ct.labels), np.maximum(lowest - 1, 0)[:, :, None], axis=2)[:, :, 0]
-        on_diaphragm = lung.any(axis=2) & (under == int(Structure.OTHER)) & (lowest > 0)
+        base, apex = ct.lung_z_range(side)
+        on_diaphragm = (lung.any(axis=2) & (under == int(Structure.OTHER)) & (lowest > 0)
+                        & (zc[lowest] < base + 0.35 * (apex - base)))
         bottom = np.where(on_diaphragm, zc[lowest], np.inf)[:, :, None]
-        region |= lung & (frame.z - bottom < elevation)
+        region |= lung & (frame.z - bottom < elevation) & frame.crop(ct.zone(side, Zone.LOWER))
     return frame, region
 
 
@@ -253,17 +255,21 @@ def _cardiomegaly(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     # The projected ratio grows more slowly than the 3D one (the lungs' widest span is
     # lower and more posterior than the heart's): exponent fitted on PA renderings.
     grow_x = max((CARDIOTHORACIC_TARGET[spec.severity] / base_ratio) ** 1.45, 1.03)
-    grow_yz = 1.0 + 0.45 * (grow_x - 1.0)
+    grow_y = 1.0 + 0.45 * (grow_x - 1.0)  # dilated ventricles push left and back more than up
+    grow_z = 1.0 + 0.25 * (grow_x - 1.0)
     hy = y[np.flatnonzero(heart.any(axis=(0, 2)))]
     hz = z[np.flatnonzero(heart.any(axis=(0, 1)))]
     centre = np.array([hx.max() - 0.15 * (hx.max() - hx.min()), hy.mean(), hz.min()])
-    grow = (grow_x, grow_yz, grow_yz)
+    grow = (grow_x, grow_y, grow_z)
     frame = Frame.around(ct, heart, margin_mm=(max(grow) - 1.0) * float(np.ptp(hx)) + 10.0)
     grid = (frame.x, frame.y, frame.z)
     index = [(centre[a] + (grid[a] - centre[a]) / grow[a] - axis_mm[0]) / ct.spacing[a]
              for a, axis_mm in enumerate((x, y, z))]
     grown = map_coordinates(heart.astype(np.float32), np.broadcast_arrays(*index), order=1, mode="constant") > 0.5
-    return frame, grown & ~frame.crop(heart) & frame.crop(ct.lung(Side.BILATERAL))
+    # The dilated heart displaces lung and the unlabelled pericardial fat and soft tissue
+    # around it, never bone (ribs, sternum, spine keep their place).
+    displaceable = frame.crop(ct.lung(Side.BILATERAL) | ((ct.labels == int(Structure.OTHER)) & (ct.hu < 150)))
+    return frame, grown & ~frame.crop(heart) & displaceable
 
 
 def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
