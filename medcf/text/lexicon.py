@@ -37,7 +37,7 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
         f"enlargement of the {_HEART} {_HEART_PART}?",
         f"{_HEART} enlargement",
         f"borderline {_HEART}? {_HEART_PART}",
-        f"borderline (cardiomegaly|enlarged)",
+        "borderline (cardiomegaly|enlarged)",
         f"{_HEART} {_HEART_PART} {_LINK}? {_LINK}? borderline",
     ),
     F.PNEUMOTHORAX: ("pneumothorax", "pneumothoraces", "pneumothoraxes", "pleural air (collections?)?",

