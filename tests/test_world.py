@@ -293,6 +293,10 @@ def test_simulated_study_command_and_portable_ap_as_dx(tmp_path, capsys):
     assert {i.modality for i in pa.instances} == {"CR"} and pa.selected.photometric == "MONOCHROME1"
     assert {i.modality for i in ap.instances} == {"DX"} and ap.selected.view is ViewPosition.AP
     assert len(pa.instances) == 2 and len({i.series_instance_uid for i in pa.instances}) == 2
+    from tests.dicom_validation import assert_valid_dicom
+
+    for instance in [*pa.instances, *ap.instances]:
+        assert_valid_dicom(instance.path)
     import pydicom
 
     assert len({pydicom.dcmread(i.path, stop_before_pixels=True).StudyInstanceUID for i in pa.instances}) == 1

@@ -233,6 +233,10 @@ def make_sample(spec: SampleSpec, image: np.ndarray | None = None) -> tuple[Data
     if spec.spacing is not SpacingSource.NONE:
         setattr(ds, spec.spacing.value, [spec.spacing_mm, spec.spacing_mm])
 
+    if spec.modality in ("DX", "DXP"):
+        from medcf.io.dx import complete_dx_modules
+
+        complete_dx_modules(ds, view)
     dtype = (np.int8 if spec.signed else np.uint8) if ds.BitsAllocated == 8 else (np.int16 if spec.signed else np.uint16)
     pixels = stored.astype(dtype)
     _encode(ds, pixels, spec.transfer_syntax)

@@ -25,19 +25,15 @@ import medcf
 from medcf.errors import OutputError
 from medcf.io.atomic import sha256_of_file, write_new_dataset, write_new_text
 from medcf.io.checks import DX_FOR_PRESENTATION
+from medcf.io.dx import complete_dx_modules
 from medcf.io.provenance import Provenance
 from medcf.io.reader import Radiograph
-from medcf.vocab import OutputSOPClass, SpacingSource
+from medcf.vocab import OutputSOPClass, SpacingSource, ViewPosition
 
 MANUFACTURER = "MedCF project"
 MODEL_NAME = "MedCF"
 _LEVELS = 65535  # output is stored as 16-bit MONOCHROME2, full range
 _LO_MAX = 64
-# CID 4010 DX View codes (SNOMED CT).
-_VIEW_CODES = {
-    "PA": ("272479007", "SCT", "postero-anterior"),
-    "AP": ("399348003", "SCT", "antero-posterior"),
-}
 
 # Compression the writer can apply (highdicom/pydicom encoders; lossless only by default).
 WRITABLE_TRANSFER_SYNTAXES = {
@@ -229,12 +225,7 @@ def _build_dx(radiograph, stored, common, equipment, transfer_syntax) -> Dataset
     )
     ds.ContributingEquipmentSequence = DicomSequence(equipment)
     ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageLaterality = str(source.get("ImageLaterality") or "U")
-    ds.AnatomicRegionSequence = [hd.sr.CodedConcept("43799004", "SCT", "Chest")]
     ds.ViewPosition = radiograph.view.value if radiograph.view.is_frontal else ""
-    if radiograph.view.value in _VIEW_CODES:
-        ds.ViewCodeSequence = [hd.sr.CodedConcept(*_VIEW_CODES[radiograph.view.value])]
-    ds.PositionerType = ""
     ds.PatientOrientation = list(_orientation(radiograph))
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -243,14 +234,9 @@ def _build_dx(radiograph, stored, common, equipment, transfer_syntax) -> Dataset
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = -1  # bright (high) = less x-ray intensity
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
-    ds.RescaleType = "US"
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.AcquisitionContextSequence = []
-    ds.DetectorType = ""
+    complete_dx_modules(ds, radiograph.view if radiograph.view.is_frontal else ViewPosition.UNKNOWN,
+                        laterality=str(source.get("ImageLaterality") or "U"))
     ds.ImagerPixelSpacing = spacing.get(
         SpacingSource.IMAGER_PIXEL_SPACING.value, next(iter(spacing.values()))
     )

@@ -54,7 +54,8 @@ def write_study(folder: Path, seed: int, images: list[tuple[ViewPosition, np.nda
         ds.ImageComments = comment[:10240]
         ds.DistanceSourceToDetector = f"{geometry.sid_mm:.1f}"
         ds.DistanceSourceToPatient = f"{geometry.sod_mm:.1f}"
-        ds.EstimatedRadiographicMagnificationFactor = f"{geometry.magnification:.4f}"
+        if portable:  # the CR IOD has no magnification factor; DX does
+            ds.EstimatedRadiographicMagnificationFactor = f"{geometry.magnification:.4f}"
         folder_name = f"series-{number:03d}-{'lateral' if view.is_lateral else view.value.lower()}"
         written.append(save_sample(ds, folder / folder_name / "IM0001.dcm"))
     return written
