@@ -127,11 +127,11 @@ class Frame:
     def crop(self, volume: np.ndarray) -> np.ndarray:
         return volume[self.box]
 
-    def sub(self, inner: "Frame") -> tuple[slice, slice, slice]:
-        """Where ``inner`` (clipped to this frame) lies inside this frame's arrays,
-        and the clipped inner frame's box."""
-        return tuple(slice(max(i.start, o.start) - o.start, min(i.stop, o.stop) - o.start)
-                     for i, o in zip(inner.box, self.box))
+    def clip(self, inner: "Frame") -> tuple[tuple[slice, slice, slice], "Frame"]:
+        """``inner`` clipped to this frame: where it lies in this frame's arrays, and the clipped frame."""
+        box = tuple(slice(max(i.start, o.start), min(i.stop, o.stop)) for i, o in zip(inner.box, self.box))
+        local = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, self.box))
+        return local, Frame(self.ct, box)
 
 
 def water_density(ct: ChestCT) -> np.ndarray:
@@ -203,9 +203,7 @@ def _consolidation(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
         centre = _pick_voxel(rng, ct.zone(side, spec.zone) & (ct.lung_depth(side) > 12.0), ct)
         offsets = np.vstack([np.zeros(3), rng.normal(0.0, 12.0, size=(3, 3))])
         # The bump stays below the 0.45 threshold beyond ~1.3 sigma of the farthest offset.
-        local = Frame.ball(ct, centre, 2.0 * 32.0 + 40.0)
-        inner = frame.sub(local)
-        local = Frame(ct, tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, frame.box)))
+        inner, local = frame.clip(Frame.ball(ct, centre, 2.0 * 32.0 + 40.0))
         alpha = np.clip((_blob(local, centre, sigma, offsets) - 0.45) / 0.25, 0.0, 1.0)
         parenchyma = local.crop(ct.lung(side) & (ct.hu > PARENCHYMA_HU))
         fill[inner] = np.maximum(fill[inner], np.where(parenchyma, alpha, 0.0))
@@ -343,8 +341,7 @@ def _edema(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
             centre = _pick_voxel(line_rng, candidates, ct)
             if index >= lines_per_side:
                 continue
-            inner = frame.sub(Frame.ball(ct, centre, 12.0))
-            local = Frame(ct, tuple(slice(i.start + o.start, i.stop + o.start) for i, o in zip(inner, frame.box)))
+            inner, local = frame.clip(Frame.ball(ct, centre, 12.0))
             disc = (((local.x - centre[0]) ** 2 + (local.y - centre[1]) ** 2 < 10.0 ** 2)
                     & (np.abs(local.z - centre[2]) < 1.3))
             lines[inner] |= disc & local.crop(ct.lung(side) & (wall < 14.0))

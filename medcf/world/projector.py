@@ -121,6 +121,15 @@ class SlabStack:
     beam_axis: int
 
 
+def slab_centres(ct: ChestCT, beam_axis: int, slab_voxels: int) -> np.ndarray:
+    """Mid-plane coordinate (mm on the beam axis) of every slab; the last slab may overhang."""
+    n = ct.shape[beam_axis]
+    count = -(-n // slab_voxels)
+    coords = ct.axis_mm(beam_axis).astype(np.float64)
+    coords = np.concatenate([coords, coords[-1] + ct.spacing[beam_axis] * np.arange(1, count * slab_voxels - n + 1)])
+    return coords.reshape(count, slab_voxels).mean(axis=1)
+
+
 def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int = 4,
               box: tuple[slice, slice, slice] | None = None) -> SlabStack:
     """Cut (C, X, Y, Z) ``volumes`` into slabs of ``slab_voxels`` along ``beam_axis`` and integrate each.
@@ -131,46 +140,21 @@ def slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int
     volumes = np.asarray(volumes, dtype=np.float32)
     if volumes.ndim == 3:
         volumes = volumes[None]
-    if box is not None:
-        return _boxed_slab_sums(volumes, ct, beam_axis, slab_voxels, box)
-    n = volumes.shape[1 + beam_axis]
-    k = -(-n // slab_voxels)
-    pad = k * slab_voxels - n
-    moved = np.moveaxis(volumes, 1 + beam_axis, 1)  # (C, N, T, Z)
-    if pad:
-        moved = np.concatenate([moved, np.zeros((moved.shape[0], pad, *moved.shape[2:]), np.float32)], axis=1)
-    sums = moved.reshape(moved.shape[0], k, slab_voxels, *moved.shape[2:]).sum(axis=2) * ct.spacing[beam_axis]
-    coords = ct.axis_mm(beam_axis)
-    coords = np.concatenate([coords, coords[-1] + ct.spacing[beam_axis] * np.arange(1, pad + 1)])
-    centres = coords.reshape(k, slab_voxels).mean(axis=1)
-    # (C, K, T, Z) -> (K, C, Z, T)
-    tensor = torch.from_numpy(np.ascontiguousarray(np.transpose(sums, (1, 0, 3, 2))))
-    return SlabStack(tensor, centres.astype(np.float64), beam_axis)
-
-
-def _boxed_slab_sums(volumes: np.ndarray, ct: ChestCT, beam_axis: int, slab_voxels: int,
-                     box: tuple[slice, slice, slice]) -> SlabStack:
+    if box is None:
+        box = tuple(slice(0, n) for n in ct.shape)
     beam = box[beam_axis]
     start = beam.start // slab_voxels * slab_voxels  # align the box with the global slabs
-    stop = min(ct.shape[beam_axis], -(-beam.stop // slab_voxels) * slab_voxels)
+    stop = -(-beam.stop // slab_voxels) * slab_voxels
     widths = [(0, 0)] * 4
     widths[1 + beam_axis] = (beam.start - start, stop - beam.stop)
-    padded = np.pad(volumes, widths)
-    n = ct.shape[beam_axis]
-    k_total = -(-n // slab_voxels)
-    first = start // slab_voxels
-    moved = np.moveaxis(padded, 1 + beam_axis, 1)  # (C, N, T, Z)
-    count = moved.shape[1]
-    pad = -(-count // slab_voxels) * slab_voxels - count
-    if pad:
-        moved = np.concatenate([moved, np.zeros((moved.shape[0], pad, *moved.shape[2:]), np.float32)], axis=1)
+    moved = np.moveaxis(np.pad(volumes, widths), 1 + beam_axis, 1)  # (C, N, T, Z)
     sums = moved.reshape(moved.shape[0], -1, slab_voxels, *moved.shape[2:]).sum(axis=2) * ct.spacing[beam_axis]
+    centres = slab_centres(ct, beam_axis, slab_voxels)
     transverse = 1 - beam_axis
-    full = np.zeros((k_total, volumes.shape[0], ct.shape[2], ct.shape[transverse]), np.float32)
+    full = np.zeros((centres.size, volumes.shape[0], ct.shape[2], ct.shape[transverse]), np.float32)
+    first = start // slab_voxels
     full[first:first + sums.shape[1], :, box[2], box[transverse]] = np.transpose(sums, (1, 0, 3, 2))
-    coords = ct.axis_mm(beam_axis)
-    coords = np.concatenate([coords, coords[-1] + ct.spacing[beam_axis] * np.arange(1, k_total * slab_voxels - n + 1)])
-    return SlabStack(torch.from_numpy(full), coords.reshape(k_total, slab_voxels).mean(axis=1), beam_axis)
+    return SlabStack(torch.from_numpy(full), centres, beam_axis)
 
 
 @dataclass

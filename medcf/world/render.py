@@ -8,7 +8,7 @@ exactly by its seed (and the MedCF version).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -150,7 +150,7 @@ class World:
         if lesion is None:
             return rendering
         for severity in severities or (lesion.severity,):
-            volume = build_lesion(self.ct, _with_severity(lesion, severity))
+            volume = build_lesion(self.ct, replace(lesion, severity=severity))
             stack = slab_sums(np.stack([volume.delta, volume.mask.astype(np.float32)]), self.ct,
                               geometry.beam_axis, self.slab_voxels, box=volume.box)
             delta, thickness = full_size(projector.project(stack))
@@ -172,12 +172,6 @@ class World:
         for channel, value in enumerate(ANATOMY_BITS.values()):
             bits[thickness[channel] > MASK_THRESHOLD_MM] |= value
         return bits
-
-
-def _with_severity(spec: LesionSpec, severity: Severity) -> LesionSpec:
-    from dataclasses import replace
-
-    return replace(spec, severity=severity)
 
 
 def anatomy_channel(bits: np.ndarray, name: str) -> np.ndarray:
