@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from medcf.vocab import Severity, ViewPosition
+from medcf.vocab import Finding, Severity, ViewPosition
 from medcf.world.ct import ChestCT, Structure
 from medcf.world.pathology import LesionSpec, build_lesion
 from medcf.world.physics import DisplayProcessing, Exposure, basis_densities, basis_weights, detect
@@ -159,7 +159,7 @@ class World:
             lesion_mask = thickness > MASK_THRESHOLD_MM
             rendering.lesion_masks[severity] = lesion_mask
             factual_bits = anatomy_bits.copy()
-            if lesion.finding.value == "cardiomegaly":
+            if lesion.finding is Finding.CARDIOMEGALY:
                 factual_bits[lesion_mask] |= ANATOMY_BITS["heart"]
             rendering.anatomy_factual[severity] = factual_bits
             if keep_line_integrals:
