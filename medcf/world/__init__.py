@@ -3,7 +3,7 @@ CT, with findings built in 3D, so that every factual image has its exact
 counterfactual. Training data, test data and ground truth for MedCF.
 
 Pipeline: :mod:`~medcf.world.ct` (CT + labels) -> :mod:`~medcf.world.pathology`
-(3D findings) -> :mod:`~medcf.world.projector` (cone-beam slabs) ->
+(3D findings), :mod:`~medcf.world.habitus` (breasts, body fat) -> :mod:`~medcf.world.projector` (cone-beam slabs) ->
 :mod:`~medcf.world.physics` (detection, display) -> :mod:`~medcf.world.render`
 (one sample) -> :mod:`~medcf.world.pairs` (datasets) / :mod:`~medcf.world.dicom`.
 """

@@ -138,7 +138,7 @@ def water_density(ct: ChestCT) -> np.ndarray:
     return ct.memo("bases", lambda: basis_densities(ct.hu))[0]
 
 
-def _midline_mm(ct: ChestCT) -> float:
+def midline_mm(ct: ChestCT) -> float:
     def compute():
         x = ct.axis_mm(0)
         lungs = ct.lung(Side.BILATERAL).any(axis=(1, 2))
@@ -147,9 +147,9 @@ def _midline_mm(ct: ChestCT) -> float:
     return ct.memo("midline", compute)
 
 
-def _half_width_mm(ct: ChestCT, side: Side) -> float:
+def half_width_mm(ct: ChestCT, side: Side) -> float:
     x = ct.axis_mm(0)[np.flatnonzero(ct.lung(side).any(axis=(1, 2)))]
-    return float(np.max(np.abs(x - _midline_mm(ct))))
+    return float(np.max(np.abs(x - midline_mm(ct))))
 
 
 def _pick_voxel(rng: np.random.Generator, candidates: np.ndarray, ct: ChestCT) -> np.ndarray:
@@ -176,7 +176,7 @@ def _effusion(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     for side in _sides(spec.side):
         base, apex = ct.lung_z_range(side)
         height = apex - base
-        lateral = np.clip(np.abs(x - _midline_mm(ct)) / _half_width_mm(ct, side), 0.0, 1.0)
+        lateral = np.clip(np.abs(x - midline_mm(ct)) / half_width_mm(ct, side), 0.0, 1.0)
         level = base + fraction * height + 0.35 * height * np.sqrt(fraction) * lateral ** 3
         fill = np.maximum(fill, np.where(frame.crop(ct.lung(side)), np.clip((level - z) / 8.0 + 0.5, 0.0, 1.0), 0.0))
     return frame, fill > 0, fill.astype(np.float32)
@@ -281,8 +281,8 @@ def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     frame = Frame.around(ct, ct.lung(side))
     base, apex = ct.lung_z_range(side)
     height_weight = np.clip(0.25 + 0.75 * (frame.z - base) / (apex - base), 0.0, 1.0)
-    half = _half_width_mm(ct, side)
-    lateral_weight = np.clip((np.abs(frame.x - _midline_mm(ct)) - 0.2 * half) / (0.4 * half), 0.0, 1.0)
+    half = half_width_mm(ct, side)
+    lateral_weight = np.clip((np.abs(frame.x - midline_mm(ct)) - 0.2 * half) / (0.4 * half), 0.0, 1.0)
     reach = depth * height_weight * lateral_weight
     wall = frame.crop(ct.wall_distance())
     lung = frame.crop(ct.lung(side))
@@ -326,9 +326,9 @@ def _edema(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
         lung = frame.crop(ct.lung(side))
         middle = ct.zone(side, Zone.MIDDLE)
         where = np.nonzero(middle)
-        medial = np.percentile(np.abs(ct.axis_mm(0)[where[0]] - _midline_mm(ct)), 5)
+        medial = np.percentile(np.abs(ct.axis_mm(0)[where[0]] - midline_mm(ct)), 5)
         sign = -1.0 if side is Side.LEFT else 1.0  # RAS: the patient's left is -x
-        hilum = np.array([_midline_mm(ct) + sign * (medial + 15.0), ct.axis_mm(1)[where[1]].mean(),
+        hilum = np.array([midline_mm(ct) + sign * (medial + 15.0), ct.axis_mm(1)[where[1]].mean(),
                           ct.axis_mm(2)[where[2]].mean()])
         d2 = (x - hilum[0]) ** 2 + (y - hilum[1]) ** 2 + (z - hilum[2]) ** 2
         # The Gaussian is cut at 15% of its peak so the haze has an edge the lesion mask can hold.

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from medcf.vocab import Finding, Severity, ViewPosition
+from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
 from medcf.world.ct import ChestCT, Structure
+from medcf.world.habitus import Habitus, body, breast_volume, draw_habitus
 from medcf.world.pathology import LesionSpec, build_lesion
 from medcf.world.physics import DisplayProcessing, Exposure, basis_densities, basis_weights, detect
 from medcf.world.projector import Pose, Projector, SlabStack, geometry_for, slab_sums
-from medcf.vocab import Side, Zone
 
 # Anatomy label map: one bit per structure, so overlapping structures (the
 # heart over the lungs) survive in one 8-bit image. Zones combine with the
@@ -43,6 +43,7 @@ class Acquisition:
     noise_seed: int
     unsharp_amount: float = 0.6
     contrast: float = 3.0
+    habitus: Habitus = Habitus()
 
 
 def draw_acquisition(seed: int, view: ViewPosition, size: int) -> Acquisition:
@@ -62,7 +63,8 @@ def draw_acquisition(seed: int, view: ViewPosition, size: int) -> Acquisition:
         blur_mm=float(rng.uniform(0.25, 0.5)),
     )
     return Acquisition(view=view, size=size, pose=pose, exposure=exposure, noise_seed=int(rng.integers(2**31)),
-                       unsharp_amount=float(rng.uniform(0.3, 0.9)), contrast=float(rng.uniform(2.2, 3.6)))
+                       unsharp_amount=float(rng.uniform(0.3, 0.9)), contrast=float(rng.uniform(2.2, 3.6)),
+                       habitus=draw_habitus(seed))
 
 
 @dataclass
@@ -96,7 +98,7 @@ class World:
         channels = [ct.lung(Side.RIGHT), ct.lung(Side.LEFT), ct.structure(Structure.HEART),
                     ct.structure(Structure.MEDIASTINUM),
                     ct.zone(Side.BILATERAL, Zone.UPPER), ct.zone(Side.BILATERAL, Zone.MIDDLE),
-                    ct.zone(Side.BILATERAL, Zone.LOWER)]
+                    ct.zone(Side.BILATERAL, Zone.LOWER), body(ct)]  # body last: not a label bit
         return np.stack(channels).astype(np.float32)
 
     def stacks(self, beam_axis: int) -> tuple[SlabStack, SlabStack]:
@@ -130,7 +132,10 @@ class World:
         mu_sums = torch.einsum("c,kchw->khw", torch.from_numpy(weights), base_stack.sums)[:, None]
         mu_stack = SlabStack(mu_sums, base_stack.centres_mm, base_stack.beam_axis)
         base_integral = full_size(projector.project(mu_stack))[0] / 10.0  # mu [1/cm] x mm / 10
-        anatomy_bits = self._bits(full_size(projector.project(anatomy_stack), nearest=True))
+        anatomy = projector.project(anatomy_stack)
+        anatomy_bits = self._bits(full_size(anatomy[:-1], nearest=True))
+        base_integral += weights[0] / 10.0 * self._habitus_water_mm(acquisition.habitus, projector, geometry.beam_axis,
+                                                                    full_size(anatomy[-1:])[0])
         noise = np.random.default_rng(acquisition.noise_seed).standard_normal(base_integral.shape).astype(np.float32)
         pixel = projector.pixel_mm * projector.size / size
 
@@ -165,6 +170,22 @@ class World:
             if keep_line_integrals:
                 rendering.line_integrals[severity.value] = integral
         return rendering
+
+    def _habitus_water_mm(self, habitus: Habitus, projector: Projector, beam_axis: int,
+                          body_mm: np.ndarray) -> np.ndarray:
+        """Water-equivalent mm the patient's habitus adds along each ray: breast tissue,
+        and a subcutaneous layer that tapers to nothing at the body's edge."""
+        extra = habitus.soft_tissue_mm * np.clip((body_mm - 20.0) / 80.0, 0.0, 1.0)
+        breasts = breast_volume(self.ct, habitus)
+        if breasts is not None:
+            stack = slab_sums(breasts.delta, self.ct, beam_axis, self.slab_voxels, box=breasts.box)
+            projected = projector.project(stack)
+            size = body_mm.shape[-1]
+            if projected.shape[-1] != size:
+                projected = torch.nn.functional.interpolate(torch.from_numpy(projected)[None], size=(size, size),
+                                                            mode="bicubic", align_corners=False)[0].numpy()
+            extra = extra + projected[0]
+        return extra.astype(np.float32)
 
     @staticmethod
     def _bits(thickness: np.ndarray) -> np.ndarray:
