@@ -96,7 +96,7 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
         description="Render N pairs: the same simulated patient (one chest CT, randomly deformed, posed and "
                     "exposed) with a finding (factual) and without it (counterfactual), plus lesion and anatomy "
                     "masks, the prompts, and a panel PNG. Writes DIR/pairs.jsonl (one record per pair), "
-                    "DIR/images, DIR/masks, DIR/panel.png and, with --dicom, CR studies (frontal + lateral) under "
+                    "DIR/images, DIR/masks, DIR/panel.png and, with --dicom, CR (PA) or DX (AP) studies (frontal + lateral) under "
                     "DIR/dicom. Sample i uses seed SEED+i. Needs the chest CT: run `medcf data fetch-ct` once.",
         epilog=EPILOG,
     )
@@ -117,7 +117,7 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
     phantom.add_argument("--ladder", action="store_true",
                          help="also write the factual image at every severity (same lesion, growing)")
     phantom.add_argument("--dicom", action="store_true",
-                         help="also write factual and counterfactual CR studies (frontal + lateral) per pair")
+                         help="also write factual and counterfactual studies (frontal + lateral; CR for PA, DX for AP) per pair")
     phantom.add_argument("--quiet", action="store_true", help="no progress bar")
     _ct_option(phantom)
     phantom.set_defaults(func=cmd_phantom)
@@ -144,9 +144,10 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
     _ct_option(fixture)
     fixture.set_defaults(func=cmd_ct_fixture)
     study = data_sub.add_parser(
-        "simulated-study", help="write one simulated patient without findings as a CR study (PA + lateral)",
-        description="Render one simulated patient (no finding) as a frontal and a lateral CR image "
-                    "(MONOCHROME1, 12-bit, JPEG-LS) in one study: the input of `make demo`.", epilog=EPILOG)
+        "simulated-study", help="write one simulated patient without findings as a study (frontal + lateral)",
+        description="Render one simulated patient (no finding) as a frontal and a lateral image in one "
+                    "study (PA: CR MONOCHROME1; AP: DX MONOCHROME2; 12-bit, JPEG-LS): the committed "
+                    "sample study that `make demo` starts from is one.", epilog=EPILOG)
     study.add_argument("--out", type=Path, required=True, help="folder to create")
     study.add_argument("--seed", type=int, default=7, help="patient seed (default 7)")
     study.add_argument("--size", type=int, default=1024, help="image size in pixels (default 1024)")
