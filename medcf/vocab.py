@@ -112,6 +112,20 @@ class Zone(StrEnum):
     LOWER = "lower"
 
 
+class Lobe(StrEnum):
+    """Lung lobes (the lingula belongs to the left upper lobe)."""
+
+    RIGHT_UPPER = "right_upper_lobe"
+    RIGHT_MIDDLE = "right_middle_lobe"
+    RIGHT_LOWER = "right_lower_lobe"
+    LEFT_UPPER = "left_upper_lobe"
+    LEFT_LOWER = "left_lower_lobe"
+
+    @property
+    def side(self) -> "Side":
+        return Side.RIGHT if self.value.startswith("right") else Side.LEFT
+
+
 class Severity(StrEnum):
     MILD = "mild"
     MODERATE = "moderate"

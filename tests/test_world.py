@@ -173,12 +173,14 @@ def test_cardiomegaly_reaches_the_cardiothoracic_targets(world):
 
 
 def test_consolidation_keeps_air_bronchograms(ct):
-    """Airways (below -950 HU) inside the consolidated region are not filled."""
+    """Airways (3x3x3 mean at or below -950 HU) inside the consolidated region are not filled."""
+    from scipy.ndimage import uniform_filter
+
     spec = default_spec(Finding.CONSOLIDATION, Severity.SEVERE)
     volume = build_lesion(ct, spec)
     delta, mask = volume.full(ct.shape)
-    airways = (ct.hu <= -950) & ct.lung(spec.side)
-    assert (delta[airways] == 0).all()
+    airways = (uniform_filter(ct.hu.astype(np.float32), size=3) <= -950) & ct.lung(spec.side)
+    assert (delta[airways] == 0).all() and (delta[ct.lung(spec.side) & ~airways] > 0).any()
 
 
 def test_nodule_count(ct):
@@ -337,3 +339,37 @@ def test_habitus_breasts_overlie_the_lower_lungs_and_fat_thickens_the_body(world
     spec = default_spec(Finding.PLEURAL_EFFUSION)
     pair = world.render(replace(base, habitus=Habitus(breasts=True)), spec)
     assert np.array_equal(pair.counterfactual, world.render(replace(base, habitus=Habitus(breasts=True))).counterfactual)
+
+
+def test_lobar_consolidation_respects_the_fissures(ct, world):
+    from medcf.vocab import Lobe
+    from medcf.world.ct import LOBE_LABELS
+
+    lobe = ct.structure(LOBE_LABELS[Lobe.RIGHT_LOWER])
+    volumes = {s: build_lesion(ct, LesionSpec(Finding.CONSOLIDATION, Side.RIGHT, None, s, seed=4, lobe=Lobe.RIGHT_LOWER))
+               for s in Severity}
+    masks = {s: v.full(ct.shape)[1] for s, v in volumes.items()}
+    for mask in masks.values():
+        assert mask.any() and not (mask & ~lobe).any()
+    assert masks[Severity.MILD].sum() < masks[Severity.MODERATE].sum() < masks[Severity.SEVERE].sum()
+    from medcf.world.pathology import airways
+
+    assert np.array_equal(masks[Severity.SEVERE], lobe & ~airways(ct))
+    with pytest.raises(ValueError, match="lobe"):
+        LesionSpec(Finding.CONSOLIDATION, Side.LEFT, None, Severity.MILD, seed=0, lobe=Lobe.RIGHT_LOWER)
+    with pytest.raises(ValueError, match="lobe"):
+        LesionSpec(Finding.NODULE, Side.RIGHT, None, Severity.MILD, seed=0, lobe=Lobe.RIGHT_LOWER)
+    assert prompt(ViewPosition.PA, Finding.CONSOLIDATION, Side.RIGHT, None, Severity.SEVERE, lobe=Lobe.RIGHT_LOWER) == \
+        "PA chest radiograph. Severe right lower lobe consolidation."
+
+
+def test_phantom_lobe_option(tmp_path, capsys):
+    out = tmp_path / "lobar"
+    assert main(["phantom", "--n", "2", "--size", "64", "--out", str(out), "--ct", str(FIXTURE), "--quiet",
+                 "--findings", "consolidation", "--lobe", "left_upper_lobe"]) == 0
+    records = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert {(r["lobe"], r["side"], r["zone"]) for r in records} == {("left_upper_lobe", "left", None)}
+    assert "left upper lobe consolidation" in records[0]["prompt_factual"]
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "x"), "--ct", str(FIXTURE),
+                 "--findings", "nodule", "--lobe", "left_upper_lobe"]) == 2
+    assert "--lobe applies to consolidation" in capsys.readouterr().err

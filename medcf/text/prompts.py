@@ -8,7 +8,7 @@ effusion." / "PA chest radiograph. Normal chest radiograph."
 
 from __future__ import annotations
 
-from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
+from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
 
 NORMAL_PHRASE = "Normal chest radiograph."
 
@@ -32,8 +32,9 @@ def view_phrase(view: ViewPosition) -> str:
 
 
 def finding_phrase(finding: Finding, side: Side | None = None, zone: Zone | None = None,
-                   severity: Severity | None = None, count: int = 1) -> str:
-    """One sentence for one finding, e.g. "Moderate left lower zone consolidation."."""
+                   severity: Severity | None = None, count: int = 1, lobe: Lobe | None = None) -> str:
+    """One sentence for one finding, e.g. "Moderate left lower zone consolidation." or,
+    with a lobe, "Severe right lower lobe consolidation."."""
     noun = _NOUNS[finding]
     if finding is Finding.NODULE and severity is Severity.SEVERE:
         noun = "mass"
@@ -42,9 +43,11 @@ def finding_phrase(finding: Finding, side: Side | None = None, zone: Zone | None
     words: list[str] = []
     if severity is not None:
         words.append(_NODULE_WORDS[severity] if finding is Finding.NODULE else severity.value)
-    if side is not None:
+    if lobe is not None:
+        words.append(lobe.value.replace("_", " "))
+    elif side is not None:
         words.append(side.value)
-    if zone is not None and finding not in (Finding.PLEURAL_EFFUSION, Finding.PNEUMOTHORAX):
+    if zone is not None and lobe is None and finding not in (Finding.PLEURAL_EFFUSION, Finding.PNEUMOTHORAX):
         words.append(f"{zone.value} zone")
     words.append(noun)
     text = " ".join(w for w in words if w)
@@ -52,7 +55,8 @@ def finding_phrase(finding: Finding, side: Side | None = None, zone: Zone | None
 
 
 def prompt(view: ViewPosition, finding: Finding | None = None, side: Side | None = None,
-           zone: Zone | None = None, severity: Severity | None = None, count: int = 1) -> str:
+           zone: Zone | None = None, severity: Severity | None = None, count: int = 1,
+           lobe: Lobe | None = None) -> str:
     """The full prompt: view sentence plus the finding sentence, or the normal sentence."""
-    body = NORMAL_PHRASE if finding is None else finding_phrase(finding, side, zone, severity, count)
+    body = NORMAL_PHRASE if finding is None else finding_phrase(finding, side, zone, severity, count, lobe)
     return f"{view_phrase(view)} {body}"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from medcf.errors import InputError
-from medcf.vocab import Finding, Severity, Side, StrEnum, ViewPosition, Zone
+from medcf.vocab import Finding, Lobe, Severity, Side, StrEnum, ViewPosition, Zone
 
 EPILOG = (
     "Simulated radiographs are rendered from one chest CT with simulated findings: they are not patients. "
@@ -44,7 +44,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
     from medcf.world.pairs import PhantomRequest, write_phantom
 
     request = PhantomRequest(n=args.n, size=args.size, seed=args.seed, findings=args.findings, views=args.views,
-                             side=args.side, zone=args.zone, severity=args.severity, count=args.count,
+                             side=args.side, zone=args.zone, severity=args.severity, count=args.count, lobe=args.lobe,
                              ladder=args.ladder, dicom=args.dicom)
     result = write_phantom(args.out, request, load_chest_ct(args.ct), progress=not args.quiet)
     print(f"{len(result.records)} pair(s): {result.out_dir / 'pairs.jsonl'}")
@@ -114,6 +114,10 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
     phantom.add_argument("--severity", type=_enum(Severity), default=None,
                          help="mild, moderate or severe (default: drawn)")
     phantom.add_argument("--count", type=int, default=1, help="nodules per image (nodules only, default 1)")
+    phantom.add_argument("--lobe", type=_enum(Lobe), default=None,
+                         help="lobar consolidation in this lobe (consolidation only; "
+                              f"{', '.join(lobe.value for lobe in Lobe)}; default: a third of consolidations "
+                              "are lobar, in a drawn lobe, unless --zone is given)")
     phantom.add_argument("--ladder", action="store_true",
                          help="also write the factual image at every severity (same lesion, growing)")
     phantom.add_argument("--dicom", action="store_true",

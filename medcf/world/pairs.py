@@ -30,15 +30,16 @@ from medcf.errors import InputError, OutputError
 from medcf.io.atomic import write_new_text
 from medcf.io.images import write_label_png, write_png16
 from medcf.text.prompts import prompt
-from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
+from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
 from medcf.world.ct import ChestCT
-from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LesionSpec
+from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LOBAR_FINDINGS, LesionSpec
 from medcf.world.render import ANATOMY_BITS, LESION_LEGEND, Rendering, World, anatomy_channel, draw_acquisition
 
 SIMULATION_NOTICE = ("Simulated radiograph rendered from one chest CT with a simulated finding; "
                      "not a patient. For research only, never for diagnosis.")
 DEFAULT_VIEWS = (ViewPosition.PA, ViewPosition.AP)
 VIEW_WEIGHTS = {ViewPosition.PA: 0.7, ViewPosition.AP: 0.3}
+LOBAR_SHARE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class PhantomRequest:
     zone: Zone | None = None
     severity: Severity | None = None
     count: int = 1
+    lobe: Lobe | None = None
     ladder: bool = False
     dicom: bool = False
 
@@ -77,6 +79,11 @@ class PhantomRequest:
                 allowed = "; ".join(f"{f.value}: {', '.join(v.value for v in table[f]) if table[f] else 'none'}"
                                     for f in self.findings)
                 raise InputError(f"{option} {value.value} applies to none of the requested findings ({allowed})")
+        if self.lobe is not None:
+            if not set(self.findings) <= set(LOBAR_FINDINGS):
+                raise InputError(f"--lobe applies to {', '.join(f.value for f in LOBAR_FINDINGS)} only")
+            if self.zone is not None or (self.side is not None and self.side is not self.lobe.side):
+                raise InputError(f"--lobe {self.lobe.value} takes no --zone and lies in the {self.lobe.side.value} lung")
         if self.count > 1 and set(self.findings) != {Finding.NODULE}:
             raise InputError("--count applies to nodules only: use it with --findings nodule")
 
@@ -93,7 +100,18 @@ def plan_sample(request: PhantomRequest, index: int) -> tuple[int, ViewPosition,
     zone = None if zones is None else (request.zone if request.zone in zones else zones[int(rng.integers(len(zones)))])
     severity = request.severity or list(Severity)[int(rng.integers(3))]
     count = request.count if finding is Finding.NODULE else 1
-    return seed, view, LesionSpec(finding, side, zone, severity, seed=seed, count=count)
+    lobe = None
+    if finding in LOBAR_FINDINGS:
+        # A third of consolidations are lobar unless a zone was asked for.
+        lobar = rng.random() < LOBAR_SHARE
+        if request.lobe is not None:
+            lobe = request.lobe
+        elif lobar and request.zone is None and request.side is not Side.BILATERAL:
+            lobes = [candidate for candidate in Lobe if request.side in (None, candidate.side)]
+            lobe = lobes[int(rng.integers(len(lobes)))]
+        if lobe is not None:
+            side, zone = lobe.side, None
+    return seed, view, LesionSpec(finding, side, zone, severity, seed=seed, count=count, lobe=lobe)
 
 
 @dataclass
@@ -157,10 +175,11 @@ def _write_sample(out: Path, sample_id: str, seed: int, lesion: LesionSpec, rend
         "id": sample_id, "seed": seed, "finding": lesion.finding.value,
         "side": lesion.side.value if lesion.side else None,
         "zone": lesion.zone.value if lesion.zone else None,
+        "lobe": lesion.lobe.value if lesion.lobe else None,
         "severity": severity.value, "count": lesion.count, "view": view.value,
         **{key: paths[key] for key in ("factual", "counterfactual", "lesion_mask", "anatomy_mask")},
         "anatomy_mask_counterfactual": paths["anatomy_mask_counterfactual"],
-        "prompt_factual": prompt(view, lesion.finding, lesion.side, lesion.zone, severity, lesion.count),
+        "prompt_factual": prompt(view, lesion.finding, lesion.side, lesion.zone, severity, lesion.count, lesion.lobe),
         "prompt_counterfactual": prompt(view),
         "lesion_legend": LESION_LEGEND,
         "anatomy_legend": {"encoding": "bitmask", **ANATOMY_BITS},

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medcf.vocab import Finding, Severity, Side, Zone
-from medcf.world.ct import ChestCT, Structure
+from medcf.vocab import Finding, Lobe, Severity, Side, Zone
+from medcf.world.ct import LOBE_LABELS, ChestCT, Structure
 from medcf.world.physics import basis_densities
 
 FLUID = 1.0
 SOFT_TISSUE = 1.04
-PARENCHYMA_HU = -950  # lung denser than this is parenchyma; below it airways (which stay aerated)
+AIRWAY_HU = -950  # lung whose 3x3x3 mean is below this is an airway and stays aerated
 
 # Which sides and zones make sense per finding (None: the attribute does not apply).
 FINDING_SIDES: dict[Finding, tuple[Side, ...] | None] = {
@@ -48,6 +48,7 @@ FINDING_ZONES: dict[Finding, tuple[Zone, ...] | None] = {
     Finding.EDEMA: None,
 }
 
+LOBAR_FINDINGS = (Finding.CONSOLIDATION,)
 CARDIOTHORACIC_TARGET = {Severity.MILD: 0.55, Severity.MODERATE: 0.62, Severity.SEVERE: 0.70}
 
 
@@ -61,8 +62,15 @@ class LesionSpec:
     severity: Severity
     seed: int
     count: int = 1  # nodules only
+    lobe: Lobe | None = None  # consolidation only: lobar instead of zonal (zone is then None)
 
     def __post_init__(self) -> None:
+        if self.lobe is not None:
+            if self.finding not in LOBAR_FINDINGS:
+                raise ValueError(f"{self.finding.value}: a lobe applies to {', '.join(f.value for f in LOBAR_FINDINGS)} only")
+            if self.side is not self.lobe.side or self.zone is not None:
+                raise ValueError(f"{self.lobe.value} lies in the {self.lobe.side.value} lung and takes no zone")
+            return
         sides, zones = FINDING_SIDES[self.finding], FINDING_ZONES[self.finding]
         if (sides is None) != (self.side is None) or (sides is not None and self.side not in sides):
             allowed = "none" if sides is None else ", ".join(s.value for s in sides)
@@ -138,6 +146,18 @@ def water_density(ct: ChestCT) -> np.ndarray:
     return ct.memo("bases", lambda: basis_densities(ct.hu))[0]
 
 
+def airways(ct: ChestCT) -> np.ndarray:
+    """Airways inside the lungs: where the local (3x3x3) mean density is that of air.
+
+    Averaging first keeps the bronchi and drops single dark voxels of CT noise,
+    which would otherwise pepper every consolidation with holes."""
+    def compute():
+        from scipy.ndimage import uniform_filter
+
+        return (uniform_filter(ct.hu.astype(np.float32), size=3) <= AIRWAY_HU) & ct.lung(Side.BILATERAL)
+    return ct.memo("airways", compute)
+
+
 def midline_mm(ct: ChestCT) -> float:
     def compute():
         x = ct.axis_mm(0)
@@ -196,6 +216,8 @@ def _blob(frame: Frame, centre: np.ndarray, sigma: float, offsets: np.ndarray) -
 def _consolidation(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     """Airspace filling around a point in the zone; airways stay aerated, which
     draws air bronchograms through the opacity. Returns (frame, region, fill fraction)."""
+    if spec.lobe is not None:
+        return _lobar_consolidation(ct, spec, rng)
     sigma = {Severity.MILD: 12.0, Severity.MODERATE: 20.0, Severity.SEVERE: 32.0}[spec.severity]
     frame = Frame.around(ct, ct.lung(spec.side))
     fill = np.zeros(frame.shape, np.float32)
@@ -205,8 +227,27 @@ def _consolidation(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
         # The bump stays below the 0.45 threshold beyond ~1.3 sigma of the farthest offset.
         inner, local = frame.clip(Frame.ball(ct, centre, 2.0 * 32.0 + 40.0))
         alpha = np.clip((_blob(local, centre, sigma, offsets) - 0.45) / 0.25, 0.0, 1.0)
-        parenchyma = local.crop(ct.lung(side) & (ct.hu > PARENCHYMA_HU))
+        parenchyma = local.crop(ct.lung(side) & ~airways(ct))
         fill[inner] = np.maximum(fill[inner], np.where(parenchyma, alpha, 0.0))
+    return frame, fill > 0, fill
+
+
+def _lobar_consolidation(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
+    """Consolidation confined to one lobe: the fissures stop it (a straight edge on
+    the film), the airways stay aerated. Mild and moderate fill part of the lobe
+    around a point deep in it; severe fills the whole lobe (lobar pneumonia)."""
+    lobe = ct.structure(LOBE_LABELS[spec.lobe])
+    frame = Frame.around(ct, lobe)
+    parenchyma = frame.crop(lobe & ~airways(ct))
+    if spec.severity is Severity.SEVERE:
+        fill = parenchyma.astype(np.float32)
+        return frame, fill > 0, fill
+    depth = ct.depth(("lobe", spec.lobe), lobe)
+    centre = _pick_voxel(rng, lobe & (depth > 0.5 * depth.max()), ct)
+    offsets = np.vstack([np.zeros(3), rng.normal(0.0, 15.0, size=(3, 3))])
+    sigma = {Severity.MILD: 22.0, Severity.MODERATE: 38.0}[spec.severity]
+    alpha = np.clip((_blob(frame, centre, sigma, offsets) - 0.45) / 0.25, 0.0, 1.0)
+    fill = np.where(parenchyma, alpha, 0.0).astype(np.float32)
     return frame, fill > 0, fill
 
 
