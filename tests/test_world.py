@@ -373,3 +373,16 @@ def test_phantom_lobe_option(tmp_path, capsys):
     assert main(["phantom", "--n", "1", "--out", str(tmp_path / "x"), "--ct", str(FIXTURE),
                  "--findings", "nodule", "--lobe", "left_upper_lobe"]) == 2
     assert "--lobe applies to consolidation" in capsys.readouterr().err
+
+
+def test_bone_density_changes_only_bone(world):
+    from dataclasses import replace
+
+    from medcf.world.habitus import Habitus
+
+    base = draw_acquisition(22, ViewPosition.PA, SIZE)
+    dense = world.render(replace(base, habitus=Habitus(bone_density=1.1)), keep_line_integrals=True)
+    thin = world.render(replace(base, habitus=Habitus(bone_density=0.7)), keep_line_integrals=True)
+    change = dense.line_integrals["counterfactual"] - thin.line_integrals["counterfactual"]
+    spine = change[:, SIZE // 2 - 2:SIZE // 2 + 2].mean()
+    assert change.min() >= -1e-6 and spine > 0.05 and spine > 3 * np.median(change)

@@ -1,4 +1,4 @@
-"""Who the simulated patient is, beyond the one CT's anatomy: breasts and body fat.
+"""Who the simulated patient is, beyond the one CT's anatomy: breasts, body fat, bone density.
 
 Both matter for what a model learns: breast shadows overlie the lung bases
 like an effusion or consolidation would, and a thick soft-tissue envelope
@@ -27,12 +27,14 @@ class Habitus:
     breast_radius_mm: float = 65.0  # lateral radius; depth and height follow
     breast_ptosis_mm: float = 20.0  # how far the breast hangs below its base
     soft_tissue_mm: float = 0.0  # extra subcutaneous tissue along every ray through the body
+    bone_density: float = 1.0  # bone mineral relative to the CT's patient (osteopenia < 1)
 
 
 def draw_habitus(seed: int) -> Habitus:
     rng = np.random.default_rng([seed, 5])
     return Habitus(breasts=bool(rng.random() < 0.5), breast_radius_mm=float(rng.uniform(45.0, 75.0)),
-                   breast_ptosis_mm=float(rng.uniform(5.0, 40.0)), soft_tissue_mm=float(rng.gamma(2.0, 10.0)))
+                   breast_ptosis_mm=float(rng.uniform(5.0, 40.0)), soft_tissue_mm=float(rng.gamma(2.0, 10.0)),
+                   bone_density=float(rng.uniform(0.7, 1.15)))
 
 
 def body(ct: ChestCT) -> np.ndarray:

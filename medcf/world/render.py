@@ -128,6 +128,7 @@ class World:
 
         base_stack, anatomy_stack = self.stacks(geometry.beam_axis)
         weights = basis_weights(acquisition.exposure.energy_kev)
+        weights[2] *= acquisition.habitus.bone_density  # the bone basis is the mineral fraction
         # Attenuation is linear in the bases: weigh the slabs first, project one channel.
         mu_sums = torch.einsum("c,kchw->khw", torch.from_numpy(weights), base_stack.sums)[:, None]
         mu_stack = SlabStack(mu_sums, base_stack.centres_mm, base_stack.beam_axis)
