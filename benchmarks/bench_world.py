@@ -26,7 +26,7 @@ from medcf.world.render import World, draw_acquisition
 
 def measure(world: World, size: int, n: int, write_to: Path | None) -> float:
     request = PhantomRequest(n=n, size=size)
-    for index in range(7):  # warm the per-CT caches (slab stacks, distance maps) once per finding
+    for index in range(n):  # warm the per-CT caches (slab stacks, distance maps of lungs and lobes) first
         seed, view, lesion = plan_sample(request, index)
         world.render(draw_acquisition(seed, view, 64), lesion)
     start = time.perf_counter()
