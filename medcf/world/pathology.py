@@ -49,6 +49,8 @@ FINDING_ZONES: dict[Finding, tuple[Zone, ...] | None] = {
 }
 
 LOBAR_FINDINGS = (Finding.CONSOLIDATION,)
+COLLAPSED_BAND_MM = 10.0  # pneumothorax: depth of compressed lung under the visceral pleura
+COLLAPSED_SHARE = 0.5  # share of the displaced lung mass that densifies that band
 CARDIOTHORACIC_TARGET = {Severity.MILD: 0.55, Severity.MODERATE: 0.62, Severity.SEVERE: 0.70}
 
 
@@ -316,7 +318,8 @@ def _cardiomegaly(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
 def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     """Air between the chest wall and the collapsing lung, deepest at the apex and
     laterally (upright patient), with no lung markings in it; the visceral
-    pleura shows as a thin line at the lung edge. Returns (air, pleural line)."""
+    pleura shows as a thin line at the lung edge, and the lung just inside it is
+    compressed. Returns (air, pleural line, compressed band)."""
     depth = {Severity.MILD: 8.0, Severity.MODERATE: 20.0, Severity.SEVERE: 38.0}[spec.severity]
     side = spec.side
     frame = Frame.around(ct, ct.lung(side))
@@ -329,7 +332,8 @@ def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
     lung = frame.crop(ct.lung(side))
     air = lung & (wall < reach)
     line = lung & ~air & (wall < reach + 1.5) & (reach > 1.0)
-    return frame, air, line
+    band = lung & ~air & ~line & (wall < reach + 1.5 + COLLAPSED_BAND_MM) & (reach > 1.0)
+    return frame, air, line, band
 
 
 def _nodule(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
@@ -409,10 +413,14 @@ def build_lesion(ct: ChestCT, spec: LesionSpec) -> LesionVolume:
         frame, region = _nodule(ct, spec, rng)
         fill, target = region, SOFT_TISSUE
     elif finding is Finding.PNEUMOTHORAX:
-        frame, air, line = _pneumothorax(ct, spec, rng)
+        frame, air, line, band = _pneumothorax(ct, spec, rng)
         water = frame.crop(water_density(ct))
-        delta = np.where(air, -water, 0.0) + np.where(line, 0.25, 0.0)
-        return LesionVolume(np.asarray(delta, np.float32), air | line, frame.box)
+        # Lung tissue is not lost, it collapses: part of the mass the air displaced
+        # densifies the band of lung under the pleural line (capped at airless lung).
+        moved = COLLAPSED_SHARE * float(water[air].sum()) / max(float(water[band].sum()), 1e-6)
+        compressed = np.minimum(water * (1.0 + moved), FLUID) - water
+        delta = np.where(air, -water, 0.0) + np.where(line, 0.25, 0.0) + np.where(band, compressed, 0.0)
+        return LesionVolume(np.asarray(delta, np.float32), air | line | band, frame.box)
     elif finding is Finding.EDEMA:
         frame, haze, lines = _edema(ct, spec, rng)
         water = frame.crop(water_density(ct))

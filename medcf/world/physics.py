@@ -108,6 +108,10 @@ def detect(line_integral: np.ndarray, exposure: Exposure, pixel_mm: float, noise
     return (-np.log(np.maximum(counts, 1.0) / (i0 * (1.0 + ratio)))).astype(np.float32)
 
 
+PATIENT_LOG_SIGNAL = 0.25
+LUNG_MARGIN = 0.12
+
+
 @dataclass(frozen=True)
 class DisplayProcessing:
     """A CR-style rendering of log signal to display values in [0, 1] (bright = dense).
@@ -124,12 +128,23 @@ class DisplayProcessing:
     contrast: float = 3.0
 
     @classmethod
-    def fit(cls, log_signal: np.ndarray, low_percentile: float = 1.0, high_percentile: float = 99.7,
-            **knobs) -> "DisplayProcessing":
-        """Window from percentiles of the body (the darkest 20% are air beside the patient)."""
-        body = log_signal[log_signal > np.percentile(log_signal, 20)]
-        low, high = np.percentile(body, [low_percentile, high_percentile])
-        return cls(low=float(low), high=float(max(high, low + 1e-3)), **knobs)
+    def fit(cls, log_signal: np.ndarray, lungs: np.ndarray | None = None, low_percentile: float = 1.0,
+            high_percentile: float = 99.7, **knobs) -> "DisplayProcessing":
+        """Window like a CR reader's anatomy-based histogram analysis: the dark end a margin
+        below the aerated lung (lungs dark grey with their markings, not black), the bright
+        end at the densest part of the patient.
+
+        ``lungs`` marks aerated lung pixels; without it the dark end comes from the whole
+        patient, i.e. where the log signal exceeds 0.25 (air beside the patient is ~0).
+        """
+        patient = log_signal[log_signal > PATIENT_LOG_SIGNAL]
+        if patient.size < 16:
+            patient = log_signal.ravel()
+        high = float(np.percentile(patient, high_percentile))
+        dark = log_signal[lungs] if lungs is not None and lungs.sum() >= 16 else patient
+        low = float(np.percentile(dark, low_percentile))
+        low -= LUNG_MARGIN * (high - low)
+        return cls(low=low, high=max(high, low + 1e-3), **knobs)
 
     def apply(self, log_signal: np.ndarray, pixel_mm: float) -> np.ndarray:
         x = (log_signal - self.low) / (self.high - self.low)

@@ -59,7 +59,7 @@ def draw_acquisition(seed: int, view: ViewPosition, size: int) -> Acquisition:
     exposure = Exposure(
         kvp=float(rng.uniform(100, 125)) if view is not ViewPosition.AP else float(rng.uniform(85, 105)),
         quanta_per_mm2=float(np.exp(rng.uniform(np.log(4e4), np.log(2e5)))),
-        scatter_fraction=float(rng.uniform(0.2, 0.4)) if view is not ViewPosition.AP else float(rng.uniform(0.35, 0.5)),
+        scatter_fraction=float(rng.uniform(0.2, 0.4)) if view is not ViewPosition.AP else float(rng.uniform(0.3, 0.45)),
         blur_mm=float(rng.uniform(0.25, 0.5)),
     )
     return Acquisition(view=view, size=size, pose=pose, exposure=exposure, noise_seed=int(rng.integers(2**31)),
@@ -144,7 +144,9 @@ class World:
             return detect(integral, acquisition.exposure, pixel, noise)
 
         cf_log = to_log(base_integral)
-        display = DisplayProcessing.fit(cf_log, unsharp_amount=acquisition.unsharp_amount,
+        aerated = ((anatomy_bits & (ANATOMY_BITS["lung_left"] | ANATOMY_BITS["lung_right"])) > 0) & \
+            ((anatomy_bits & (ANATOMY_BITS["heart"] | ANATOMY_BITS["mediastinum"])) == 0)
+        display = DisplayProcessing.fit(cf_log, lungs=aerated, unsharp_amount=acquisition.unsharp_amount,
                                         contrast=acquisition.contrast)
         rendering = Rendering(
             counterfactual=display.apply(cf_log, pixel), factual={}, lesion_masks={}, anatomy=anatomy_bits,
