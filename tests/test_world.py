@@ -79,7 +79,7 @@ def test_fetch_and_prepare_the_real_ct(tmp_path):
     x = real.axis_mm(0)
     assert x[np.nonzero(real.lung(Side.LEFT))[0]].mean() < 0 < x[np.nonzero(real.lung(Side.RIGHT))[0]].mean()
     assert real.hu.max() < 3072 and (real.hu[real.labels == int(Structure.HEART)] < 200).all(), "contrast removed"
-    assert (folder / "prepared-v1-x2.npz").is_file()
+    assert (folder / "prepared-v2-x2.npz").is_file()
 
 
 # --- projection geometry ------------------------------------------------------

