@@ -8,9 +8,19 @@ Pipeline: :mod:`~medcf.world.ct` (CT + labels) -> :mod:`~medcf.world.pathology`
 (one sample) -> :mod:`~medcf.world.pairs` (datasets) / :mod:`~medcf.world.dicom`.
 """
 
-from medcf.world.ct import ChestCT, fetch_ct, load_chest_ct
-from medcf.world.pathology import LesionSpec, build_lesion
-from medcf.world.render import Acquisition, Rendering, World, draw_acquisition
+from importlib import import_module
 
-__all__ = ["Acquisition", "ChestCT", "LesionSpec", "Rendering", "World", "build_lesion", "draw_acquisition",
-           "fetch_ct", "load_chest_ct"]
+# Names resolve on first use, so that `medcf --help` (which registers the world's
+# sub-commands) does not import torch and scipy.
+_EXPORTS = {
+    "ChestCT": "ct", "fetch_ct": "ct", "load_chest_ct": "ct",
+    "LesionSpec": "pathology", "build_lesion": "pathology",
+    "Acquisition": "render", "Rendering": "render", "World": "render", "draw_acquisition": "render",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'medcf.world' has no attribute {name!r}")
+    return getattr(import_module(f"medcf.world.{_EXPORTS[name]}"), name)

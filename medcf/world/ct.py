@@ -323,6 +323,11 @@ def prepare_ct(ct_dir: Path, inplane_factor: int = 2) -> ChestCT:
     return full
 
 
+def prepared_path(ct_dir: Path, inplane_factor: int = 2) -> Path:
+    """Where the working grid prepared from ``ct_dir`` is cached."""
+    return Path(ct_dir) / f"prepared-v{PREPARED_VERSION}-x{inplane_factor}.npz"
+
+
 @functools.lru_cache(maxsize=2)
 def load_chest_ct(ct_dir: str | Path | None = None, inplane_factor: int = 2) -> ChestCT:
     """The working chest CT: from a prepared ``.npz`` (a file path, e.g. the test
@@ -333,7 +338,7 @@ def load_chest_ct(ct_dir: str | Path | None = None, inplane_factor: int = 2) -> 
         return ChestCT.load(path)
     if not all((path / name).is_file() for name in CT_FILES):
         raise InputError(f"no chest CT in {path}: run `medcf data fetch-ct` first (or pass --ct)")
-    prepared = path / f"prepared-v{PREPARED_VERSION}-x{inplane_factor}.npz"
+    prepared = prepared_path(path, inplane_factor)
     if prepared.is_file():
         return ChestCT.load(prepared)
     ct = prepare_ct(path, inplane_factor)
