@@ -386,3 +386,35 @@ def test_bone_density_changes_only_bone(world):
     change = dense.line_integrals["counterfactual"] - thin.line_integrals["counterfactual"]
     spine = change[:, SIZE // 2 - 2:SIZE // 2 + 2].mean()
     assert change.min() >= -1e-6 and spine > 0.05 and spine > 3 * np.median(change)
+
+
+def test_comorbid_findings_stay_in_the_counterfactual(tmp_path, world, ct):
+    """--comorbidity: other findings belong to the patient; the pair differs only by the requested one."""
+    from medcf.world.pairs import PhantomRequest, plan_background, plan_sample
+    from medcf.world.pathology import lesions_overlap
+
+    request = PhantomRequest(n=6, size=64, seed=50, findings=(Finding.PLEURAL_EFFUSION,), comorbidity=1.0)
+    found = 0
+    for index in range(request.n):
+        seed, view, lesion = plan_sample(request, index)
+        background = plan_background(request, seed, lesion, ct)
+        assert len(background) <= 2 and all(b.finding is not lesion.finding for b in background)
+        assert not any(lesions_overlap(ct, lesion, b) for b in background)
+        if background:
+            found += 1
+            acquisition = draw_acquisition(seed, view, 64)
+            with_others = world.render(acquisition, lesion, background=background)
+            alone = world.render(acquisition, lesion)
+            assert not np.array_equal(with_others.counterfactual, alone.counterfactual)
+            assert np.array_equal(with_others.lesion_masks[lesion.severity], alone.lesion_masks[lesion.severity])
+    assert found >= 3
+    out = tmp_path / "comorbid"
+    assert main(["phantom", "--n", "3", "--size", "64", "--seed", "50", "--out", str(out), "--ct", str(FIXTURE),
+                 "--findings", "pleural_effusion", "--comorbidity", "1", "--quiet"]) == 0
+    records = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    with_background = [r for r in records if r["background"]]
+    assert with_background
+    record = with_background[0]
+    assert record["prompt_counterfactual"] != "PA chest radiograph. Normal chest radiograph."
+    assert record["prompt_factual"].startswith(record["prompt_counterfactual"].split(". ")[0])
+    assert main(["phantom", "--n", "1", "--out", str(tmp_path / "bad"), "--ct", str(FIXTURE), "--comorbidity", "2"]) == 2

@@ -8,6 +8,9 @@ effusion." / "PA chest radiograph. Normal chest radiograph."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
 
 NORMAL_PHRASE = "Normal chest radiograph."
@@ -60,3 +63,22 @@ def prompt(view: ViewPosition, finding: Finding | None = None, side: Side | None
     """The full prompt: view sentence plus the finding sentence, or the normal sentence."""
     body = NORMAL_PHRASE if finding is None else finding_phrase(finding, side, zone, severity, count, lobe)
     return f"{view_phrase(view)} {body}"
+
+
+class FindingLike(Protocol):
+    """Anything that names a finding the way the world and the editor do."""
+
+    finding: Finding
+    side: Side | None
+    zone: Zone | None
+    severity: Severity | None
+    count: int
+    lobe: Lobe | None
+
+
+def prompt_for(view: ViewPosition, findings: Sequence[FindingLike]) -> str:
+    """View sentence plus one sentence per finding, or the normal sentence when there is none."""
+    if not findings:
+        return prompt(view)
+    sentences = [finding_phrase(f.finding, f.side, f.zone, f.severity, f.count, f.lobe) for f in findings]
+    return f"{view_phrase(view)} {' '.join(sentences)}"

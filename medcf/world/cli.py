@@ -45,6 +45,7 @@ def cmd_phantom(args: argparse.Namespace) -> int:
 
     request = PhantomRequest(n=args.n, size=args.size, seed=args.seed, findings=args.findings, views=args.views,
                              side=args.side, zone=args.zone, severity=args.severity, count=args.count, lobe=args.lobe,
+                             comorbidity=args.comorbidity,
                              ladder=args.ladder, dicom=args.dicom)
     result = write_phantom(args.out, request, load_chest_ct(args.ct), progress=not args.quiet)
     print(f"{len(result.records)} pair(s): {result.out_dir / 'pairs.jsonl'}")
@@ -120,6 +121,9 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
                          help="lobar consolidation in this lobe (consolidation only; "
                               f"{', '.join(lobe.value for lobe in Lobe)}; default: a third of consolidations "
                               "are lobar, in a drawn lobe, unless --zone is given)")
+    phantom.add_argument("--comorbidity", type=float, default=0.0, metavar="P",
+                         help="chance (0..1) of each of up to two other findings the patient also has; they "
+                              "stay in the counterfactual, which removes only the requested finding (default 0)")
     phantom.add_argument("--ladder", action="store_true",
                          help="also write the factual image at every severity (same lesion, growing)")
     phantom.add_argument("--dicom", action="store_true",

@@ -61,15 +61,16 @@ def write_study(folder: Path, seed: int, images: list[tuple[ViewPosition, np.nda
     return written
 
 
-def _lateral(world: World, seed: int, size: int, lesion: LesionSpec | None) -> Rendering:
-    return world.render(draw_acquisition(seed, ViewPosition.LL, size), lesion)
+def _lateral(world: World, seed: int, size: int, lesion: LesionSpec | None,
+             background: tuple[LesionSpec, ...] = ()) -> Rendering:
+    return world.render(draw_acquisition(seed, ViewPosition.LL, size), lesion, background=background)
 
 
 def write_pair_studies(out: Path, sample_id: str, seed: int, view: ViewPosition, lesion: LesionSpec,
-                       frontal: Rendering, world: World) -> dict[str, str]:
+                       frontal: Rendering, world: World, background: tuple[LesionSpec, ...] = ()) -> dict[str, str]:
     """The factual and the counterfactual patient of one pair, each as a frontal + lateral study."""
     size = frontal.counterfactual.shape[0]
-    lateral = _lateral(world, seed, size, lesion)
+    lateral = _lateral(world, seed, size, lesion, background)
     severity: Severity = lesion.severity
     folders = {"factual": out / "dicom" / sample_id / "factual",
                "counterfactual": out / "dicom" / sample_id / "counterfactual"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,16 +29,17 @@ import medcf
 from medcf.errors import InputError, OutputError
 from medcf.io.atomic import write_new_text
 from medcf.io.images import write_label_png, write_png16
-from medcf.text.prompts import prompt
+from medcf.text.prompts import prompt_for
 from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
 from medcf.world.ct import ChestCT
-from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LOBAR_FINDINGS, LesionSpec
+from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LOBAR_FINDINGS, LesionSpec, lesions_overlap
 from medcf.world.render import ANATOMY_BITS, LESION_LEGEND, Rendering, World, anatomy_channel, draw_acquisition
 
 SIMULATION_NOTICE = ("Simulated radiograph rendered from one chest CT with a simulated finding; "
                      "not a patient. For research only, never for diagnosis.")
 DEFAULT_VIEWS = (ViewPosition.PA, ViewPosition.AP)
 VIEW_WEIGHTS = {ViewPosition.PA: 0.7, ViewPosition.AP: 0.3}
+MAX_BACKGROUND = 2  # co-occurring findings per patient at most
 LOBAR_SHARE = 1 / 3
 
 
@@ -56,6 +57,7 @@ class PhantomRequest:
     severity: Severity | None = None
     count: int = 1
     lobe: Lobe | None = None
+    comorbidity: float = 0.0  # chance of each of up to two other findings that stay in the counterfactual
     ladder: bool = False
     dicom: bool = False
 
@@ -84,8 +86,33 @@ class PhantomRequest:
                 raise InputError(f"--lobe applies to {', '.join(f.value for f in LOBAR_FINDINGS)} only")
             if self.zone is not None or (self.side is not None and self.side is not self.lobe.side):
                 raise InputError(f"--lobe {self.lobe.value} takes no --zone and lies in the {self.lobe.side.value} lung")
+        if not 0.0 <= self.comorbidity <= 1.0:
+            raise InputError(f"--comorbidity {self.comorbidity} is not a probability (0..1)")
         if self.count > 1 and set(self.findings) != {Finding.NODULE}:
             raise InputError("--count applies to nodules only: use it with --findings nodule")
+
+
+def draw_lesion(rng: np.random.Generator, finding: Finding, seed: int, side: Side | None = None,
+                zone: Zone | None = None, severity: Severity | None = None, lobe: Lobe | None = None,
+                count: int = 1) -> LesionSpec:
+    """One finding with the attributes not given drawn from ``rng`` (where they apply)."""
+    sides, zones = FINDING_SIDES[finding], FINDING_ZONES[finding]
+    drawn_side = None if sides is None else (side if side in sides else sides[int(rng.integers(len(sides)))])
+    drawn_zone = None if zones is None else (zone if zone in zones else zones[int(rng.integers(len(zones)))])
+    severity = severity or list(Severity)[int(rng.integers(3))]
+    chosen_lobe = None
+    if finding in LOBAR_FINDINGS:
+        # A third of consolidations are lobar unless a zone was asked for.
+        lobar = rng.random() < LOBAR_SHARE
+        if lobe is not None:
+            chosen_lobe = lobe
+        elif lobar and zone is None and side is not Side.BILATERAL:
+            lobes = [candidate for candidate in Lobe if side in (None, candidate.side)]
+            chosen_lobe = lobes[int(rng.integers(len(lobes)))]
+        if chosen_lobe is not None:
+            drawn_side, drawn_zone = chosen_lobe.side, None
+    count = count if finding is Finding.NODULE else 1
+    return LesionSpec(finding, drawn_side, drawn_zone, severity, seed=seed, count=count, lobe=chosen_lobe)
 
 
 def plan_sample(request: PhantomRequest, index: int) -> tuple[int, ViewPosition, LesionSpec]:
@@ -95,23 +122,26 @@ def plan_sample(request: PhantomRequest, index: int) -> tuple[int, ViewPosition,
     finding = request.findings[index % len(request.findings)]
     weights = np.array([VIEW_WEIGHTS.get(v, 1.0) for v in request.views])
     view = request.views[int(rng.choice(len(request.views), p=weights / weights.sum()))]
-    sides, zones = FINDING_SIDES[finding], FINDING_ZONES[finding]
-    side = None if sides is None else (request.side if request.side in sides else sides[int(rng.integers(len(sides)))])
-    zone = None if zones is None else (request.zone if request.zone in zones else zones[int(rng.integers(len(zones)))])
-    severity = request.severity or list(Severity)[int(rng.integers(3))]
-    count = request.count if finding is Finding.NODULE else 1
-    lobe = None
-    if finding in LOBAR_FINDINGS:
-        # A third of consolidations are lobar unless a zone was asked for.
-        lobar = rng.random() < LOBAR_SHARE
-        if request.lobe is not None:
-            lobe = request.lobe
-        elif lobar and request.zone is None and request.side is not Side.BILATERAL:
-            lobes = [candidate for candidate in Lobe if request.side in (None, candidate.side)]
-            lobe = lobes[int(rng.integers(len(lobes)))]
-        if lobe is not None:
-            side, zone = lobe.side, None
-    return seed, view, LesionSpec(finding, side, zone, severity, seed=seed, count=count, lobe=lobe)
+    lesion = draw_lesion(rng, finding, seed, request.side, request.zone, request.severity, request.lobe, request.count)
+    return seed, view, lesion
+
+
+def plan_background(request: PhantomRequest, seed: int, lesion: LesionSpec, ct: ChestCT) -> tuple[LesionSpec, ...]:
+    """Other findings this patient has besides ``lesion`` (0-2, each with probability
+    ``request.comorbidity``): different kinds, placed where they do not touch ``lesion``
+    or each other. They stay in the counterfactual."""
+    if request.comorbidity <= 0:
+        return ()
+    rng = np.random.default_rng([seed, 9])
+    chosen: list[LesionSpec] = []
+    for slot in range(int(rng.binomial(MAX_BACKGROUND, request.comorbidity))):
+        kinds = [f for f in Finding if f is not lesion.finding and f not in {c.finding for c in chosen}]
+        for _ in range(4):  # a few placements; give the slot up if none fits
+            candidate = draw_lesion(rng, kinds[int(rng.integers(len(kinds)))], seed * 10 + slot + 1)
+            if not any(lesions_overlap(ct, candidate, other) for other in (lesion, *chosen)):
+                chosen.append(candidate)
+                break
+    return tuple(chosen)
 
 
 @dataclass
@@ -141,12 +171,15 @@ def write_phantom(out_dir: str | Path, request: PhantomRequest, ct: ChestCT, pro
         seed, view, lesion = plan_sample(request, index)
         acquisition = draw_acquisition(seed, view, request.size)
         severities = tuple(Severity) if request.ladder else (lesion.severity,)
-        rendering = world.render(acquisition, lesion, severities)
-        record = _write_sample(out, f"{index:06d}", seed, lesion, rendering, acquisition.view, request.ladder)
+        background = plan_background(request, seed, lesion, ct)
+        rendering = world.render(acquisition, lesion, severities, background=background)
+        record = _write_sample(out, f"{index:06d}", seed, lesion, rendering, acquisition.view, request.ladder,
+                               background)
         if request.dicom:
             from medcf.world.dicom import write_pair_studies
 
-            record["dicom"] = write_pair_studies(out, record["id"], seed, acquisition.view, lesion, rendering, world)
+            record["dicom"] = write_pair_studies(out, record["id"], seed, acquisition.view, lesion, rendering, world,
+                                                 background)
         result.records.append(record)
         if len(renderings) < 8:
             renderings.append((record, rendering, lesion.severity))
@@ -156,8 +189,14 @@ def write_phantom(out_dir: str | Path, request: PhantomRequest, ct: ChestCT, pro
     return result
 
 
+def _finding_record(spec: LesionSpec) -> dict:
+    return {"finding": spec.finding.value, "side": spec.side.value if spec.side else None,
+            "zone": spec.zone.value if spec.zone else None, "lobe": spec.lobe.value if spec.lobe else None,
+            "severity": spec.severity.value, "count": spec.count}
+
+
 def _write_sample(out: Path, sample_id: str, seed: int, lesion: LesionSpec, rendering: Rendering,
-                  view: ViewPosition, ladder: bool) -> dict:
+                  view: ViewPosition, ladder: bool, background: tuple[LesionSpec, ...] = ()) -> dict:
     severity = lesion.severity
     paths = {
         "factual": f"images/{sample_id}_factual.png",
@@ -172,15 +211,12 @@ def _write_sample(out: Path, sample_id: str, seed: int, lesion: LesionSpec, rend
     write_label_png(out / paths["anatomy_mask"], rendering.anatomy_factual[severity])
     write_label_png(out / paths["anatomy_mask_counterfactual"], rendering.anatomy)
     record = {
-        "id": sample_id, "seed": seed, "finding": lesion.finding.value,
-        "side": lesion.side.value if lesion.side else None,
-        "zone": lesion.zone.value if lesion.zone else None,
-        "lobe": lesion.lobe.value if lesion.lobe else None,
-        "severity": severity.value, "count": lesion.count, "view": view.value,
+        "id": sample_id, "seed": seed, **_finding_record(replace(lesion, severity=severity)), "view": view.value,
         **{key: paths[key] for key in ("factual", "counterfactual", "lesion_mask", "anatomy_mask")},
         "anatomy_mask_counterfactual": paths["anatomy_mask_counterfactual"],
-        "prompt_factual": prompt(view, lesion.finding, lesion.side, lesion.zone, severity, lesion.count, lesion.lobe),
-        "prompt_counterfactual": prompt(view),
+        "prompt_factual": prompt_for(view, [replace(lesion, severity=severity), *background]),
+        "prompt_counterfactual": prompt_for(view, background),
+        "background": [_finding_record(other) for other in background],
         "lesion_legend": LESION_LEGEND,
         "anatomy_legend": {"encoding": "bitmask", **ANATOMY_BITS},
         "pixel_spacing_mm": round(rendering.isocentre_pixel_mm, 5),

@@ -16,7 +16,7 @@ blood 1.04-1.05, aerated lung ~0.15-0.25 (from the CT), air 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -432,3 +432,18 @@ def build_lesion(ct: ChestCT, spec: LesionSpec) -> LesionVolume:
     water = frame.crop(water_density(ct))
     delta = np.asarray(fill, np.float32) * (target - water)
     return LesionVolume(delta.astype(np.float32), np.asarray(region, bool), frame.box)
+
+
+def lesions_overlap(ct: ChestCT, first: LesionSpec, second: LesionSpec) -> bool:
+    """Whether two findings, each at its severe extent, would share any voxel.
+
+    Findings add density on one basis; where two overlap the sum would exceed
+    airless lung, so co-occurring findings are only placed apart."""
+    a = build_lesion(ct, replace(first, severity=Severity.SEVERE))
+    b = build_lesion(ct, replace(second, severity=Severity.SEVERE))
+    common = tuple(slice(max(p.start, q.start), min(p.stop, q.stop)) for p, q in zip(a.box, b.box))
+    if any(c.start >= c.stop for c in common):
+        return False
+    local_a = tuple(slice(c.start - p.start, c.stop - p.start) for c, p in zip(common, a.box))
+    local_b = tuple(slice(c.start - q.start, c.stop - q.start) for c, q in zip(common, b.box))
+    return bool((a.mask[local_a] & b.mask[local_b]).any())

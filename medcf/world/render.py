@@ -109,9 +109,14 @@ class World:
         return self._stacks[beam_axis]
 
     def render(self, acquisition: Acquisition, lesion: LesionSpec | None = None,
-               severities: tuple[Severity, ...] | None = None, keep_line_integrals: bool = False) -> Rendering:
+               severities: tuple[Severity, ...] | None = None, keep_line_integrals: bool = False,
+               background: tuple[LesionSpec, ...] = ()) -> Rendering:
         """Render the counterfactual and, if ``lesion`` is given, the factual image at each
-        of ``severities`` (default: the lesion's own severity)."""
+        of ``severities`` (default: the lesion's own severity).
+
+        ``background`` findings belong to the patient: they are in the counterfactual
+        and in every factual image alike (the counterfactual removes only ``lesion``).
+        """
         geometry = geometry_for(acquisition.view)
         # Above 512 pixels the CT (1.4 x 1.4 x 2.5 mm) has no more detail to give: project
         # at 512 and interpolate the smooth line integrals; blur and noise are added at full size.
@@ -137,6 +142,11 @@ class World:
         anatomy_bits = self._bits(full_size(anatomy[:-1], nearest=True))
         base_integral += weights[0] / 10.0 * self._habitus_water_mm(acquisition.habitus, projector, geometry.beam_axis,
                                                                     full_size(anatomy[-1:])[0])
+        for other in background:
+            delta, extent = self._project_lesion(other, projector, geometry.beam_axis, full_size)
+            base_integral += weights[0] * delta / 10.0
+            if other.finding is Finding.CARDIOMEGALY:
+                anatomy_bits[extent] |= ANATOMY_BITS["heart"]
         noise = np.random.default_rng(acquisition.noise_seed).standard_normal(base_integral.shape).astype(np.float32)
         pixel = projector.pixel_mm * projector.size / size
 
@@ -158,13 +168,10 @@ class World:
         if lesion is None:
             return rendering
         for severity in severities or (lesion.severity,):
-            volume = build_lesion(self.ct, replace(lesion, severity=severity))
-            stack = slab_sums(np.stack([volume.delta, volume.mask.astype(np.float32)]), self.ct,
-                              geometry.beam_axis, self.slab_voxels, box=volume.box)
-            delta, thickness = full_size(projector.project(stack))
+            delta, lesion_mask = self._project_lesion(replace(lesion, severity=severity), projector,
+                                                      geometry.beam_axis, full_size)
             integral = base_integral + weights[0] * delta / 10.0
             rendering.factual[severity] = display.apply(to_log(integral), pixel)
-            lesion_mask = thickness > MASK_THRESHOLD_MM
             rendering.lesion_masks[severity] = lesion_mask
             factual_bits = anatomy_bits.copy()
             if lesion.finding is Finding.CARDIOMEGALY:
@@ -173,6 +180,14 @@ class World:
             if keep_line_integrals:
                 rendering.line_integrals[severity.value] = integral
         return rendering
+
+    def _project_lesion(self, spec: LesionSpec, projector: Projector, beam_axis: int, full_size):
+        """Projected density change (water-equivalent mm) and projected extent of one finding."""
+        volume = build_lesion(self.ct, spec)
+        stack = slab_sums(np.stack([volume.delta, volume.mask.astype(np.float32)]), self.ct, beam_axis,
+                          self.slab_voxels, box=volume.box)
+        delta, thickness = full_size(projector.project(stack))
+        return delta, thickness > MASK_THRESHOLD_MM
 
     def _habitus_water_mm(self, habitus: Habitus, projector: Projector, beam_axis: int,
                           body_mm: np.ndarray) -> np.ndarray:
