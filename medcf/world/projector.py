@@ -174,11 +174,6 @@ class Projector:
         """Detector pixel pitch (Imager Pixel Spacing)."""
         return self.geometry.field_mm * self.geometry.magnification / self.size
 
-    @property
-    def isocentre_pixel_mm(self) -> float:
-        """Pixel pitch at the isocentre plane (Pixel Spacing, calibrated)."""
-        return self.geometry.field_mm / self.size
-
     def _source_and_detector(self) -> tuple[np.ndarray, np.ndarray]:
         """Source point (3,) and detector pixel centres (H, W, 3) in the patient frame (mm, RAS)."""
         g = self.geometry

@@ -18,7 +18,7 @@ from medcf.world.ct import ChestCT, Structure
 from medcf.world.habitus import Habitus, body, breast_volume, draw_habitus
 from medcf.world.pathology import LesionSpec, build_lesion
 from medcf.world.physics import DisplayProcessing, Exposure, basis_densities, basis_weights, detect
-from medcf.world.projector import Pose, Projector, SlabStack, geometry_for, slab_sums
+from medcf.world.projector import MM_PER_CM, Pose, Projector, SlabStack, geometry_for, slab_sums
 
 # Anatomy label map: one bit per structure, so overlapping structures (the
 # heart over the lungs) survive in one 8-bit image. Zones combine with the
@@ -137,14 +137,14 @@ class World:
         # Attenuation is linear in the bases: weigh the slabs first, project one channel.
         mu_sums = torch.einsum("c,kchw->khw", torch.from_numpy(weights), base_stack.sums)[:, None]
         mu_stack = SlabStack(mu_sums, base_stack.centres_mm, base_stack.beam_axis)
-        base_integral = full_size(projector.project(mu_stack))[0] / 10.0  # mu [1/cm] x mm / 10
+        base_integral = full_size(projector.project(mu_stack))[0] / MM_PER_CM  # mu [1/cm] x path [mm]
         anatomy = projector.project(anatomy_stack)
         anatomy_bits = self._bits(full_size(anatomy[:-1], nearest=True))
-        base_integral += weights[0] / 10.0 * self._habitus_water_mm(acquisition.habitus, projector, geometry.beam_axis,
+        base_integral += weights[0] / MM_PER_CM * self._habitus_water_mm(acquisition.habitus, projector, geometry.beam_axis,
                                                                     full_size(anatomy[-1:])[0])
         for other in background:
             delta, extent = self._project_lesion(other, projector, geometry.beam_axis, full_size)
-            base_integral += weights[0] * delta / 10.0
+            base_integral += weights[0] * delta / MM_PER_CM
             if other.finding is Finding.CARDIOMEGALY:
                 anatomy_bits[extent] |= ANATOMY_BITS["heart"]
         noise = np.random.default_rng(acquisition.noise_seed).standard_normal(base_integral.shape).astype(np.float32)
@@ -154,8 +154,8 @@ class World:
             return detect(integral, acquisition.exposure, pixel, noise)
 
         cf_log = to_log(base_integral)
-        aerated = ((anatomy_bits & (ANATOMY_BITS["lung_left"] | ANATOMY_BITS["lung_right"])) > 0) & \
-            ((anatomy_bits & (ANATOMY_BITS["heart"] | ANATOMY_BITS["mediastinum"])) == 0)
+        aerated = ((anatomy_channel(anatomy_bits, "lung_left") | anatomy_channel(anatomy_bits, "lung_right"))
+                   & ~anatomy_channel(anatomy_bits, "heart") & ~anatomy_channel(anatomy_bits, "mediastinum"))
         display = DisplayProcessing.fit(cf_log, lungs=aerated, unsharp_amount=acquisition.unsharp_amount,
                                         contrast=acquisition.contrast)
         rendering = Rendering(
@@ -170,7 +170,7 @@ class World:
         for severity in severities or (lesion.severity,):
             delta, lesion_mask = self._project_lesion(replace(lesion, severity=severity), projector,
                                                       geometry.beam_axis, full_size)
-            integral = base_integral + weights[0] * delta / 10.0
+            integral = base_integral + weights[0] * delta / MM_PER_CM
             rendering.factual[severity] = display.apply(to_log(integral), pixel)
             rendering.lesion_masks[severity] = lesion_mask
             factual_bits = anatomy_bits.copy()
