@@ -24,9 +24,10 @@ system-deps:
 demo: install
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(PY) -m medcf inspect medcf/data/sample_study --png $(DEMO_DIR)/sample-study.png
+	$(PY) -m medcf segment medcf/data/sample_study --out $(DEMO_DIR)/anatomy
 	$(PY) -m medcf data fetch-ct
 	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
-	@echo "demo outputs in $(DEMO_DIR): sample-study.png, phantom/pairs.jsonl, phantom/panel.png"
+	@echo "demo outputs in $(DEMO_DIR): sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), phantom/pairs.jsonl, phantom/panel.png"
 
 test: install system-deps
 	$(PY) -m pytest -n 2 -q tests
@@ -35,6 +36,7 @@ bench: install
 	$(PY) benchmarks/bench_io.py
 	$(PY) -m medcf data fetch-ct
 	$(PY) benchmarks/bench_world.py
+	$(PY) benchmarks/bench_anatomy.py
 
 bench-reports: install
 	$(PY) benchmarks/bench_reports.py

@@ -93,6 +93,20 @@ class Finding(StrEnum):
     EDEMA = "edema"
 
 
+class Organ(StrEnum):
+    """Anatomical regions of a frontal chest radiograph that MedCF segments. Lungs are the
+    whole projected lung, including the parts behind the heart and below the dome of the
+    diaphragm (docs/anatomy.md), so the masks overlap."""
+
+    LUNG_RIGHT = "lung_right"
+    LUNG_LEFT = "lung_left"
+    HEART = "heart"
+
+    @property
+    def side(self) -> "Side | None":
+        return {"lung_right": Side.RIGHT, "lung_left": Side.LEFT}.get(self.value)
+
+
 class Action(StrEnum):
     ADD = "add"
     REMOVE = "remove"

@@ -49,6 +49,16 @@ def write_new_file(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def new_output_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` for a command's outputs; it must be new or empty (MedCF never
+    mixes its outputs into a folder that holds other files)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise OutputError(f"{out_dir} exists and is not empty: choose a new folder (MedCF never overwrites)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

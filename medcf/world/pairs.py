@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 import medcf
-from medcf.errors import InputError, OutputError
-from medcf.io.atomic import write_new_text
+from medcf.errors import InputError
+from medcf.io.atomic import new_output_dir, write_new_text
 from medcf.io.images import write_label_png, write_png16
 from medcf.text.prompts import prompt_for
 from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
@@ -152,9 +152,8 @@ class PhantomResult:
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise OutputError(f"{out_dir} exists and is not empty: choose a new folder (MedCF never overwrites)")
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    new_output_dir(out_dir)
+    (out_dir / "images").mkdir()
     (out_dir / "masks").mkdir(exist_ok=True)
 
 

@@ -1,0 +1,26 @@
+"""Anatomy of a frontal chest radiograph: lungs and heart from a MONAI network (or a
+segmenter a site registers), lung zones and costophrenic regions derived geometrically,
+written as NIfTI label maps, DICOM SEG and an overlay picture.
+
+Pipeline: :mod:`~medcf.anatomy.network` (network, letterbox) -> :mod:`~medcf.anatomy.segment`
+(segmenters, registry, post-processing) -> :mod:`~medcf.anatomy.masks` (``AnatomyMasks``,
+zones) -> :mod:`~medcf.anatomy.outputs` / :mod:`~medcf.anatomy.dicom_seg`. Training:
+:mod:`~medcf.anatomy.dataset`, :mod:`~medcf.anatomy.augment`, :mod:`~medcf.anatomy.train`.
+"""
+
+from importlib import import_module
+
+# Resolved on first use, so that `medcf --help` does not import torch or MONAI.
+_EXPORTS = {
+    "AnatomyMasks": "masks", "SegmentationError": "masks",
+    "Segmenter": "segment", "get_segmenter": "segment", "register_segmenter": "segment",
+    "available_segmenters": "segment", "segment": "segment", "NetworkSegmenter": "segment",
+    "segment_input": "outputs", "load_segmenter": "outputs",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'medcf.anatomy' has no attribute {name!r}")
+    return getattr(import_module(f"medcf.anatomy.{_EXPORTS[name]}"), name)

@@ -1,0 +1,76 @@
+"""``medcf segment`` and ``medcf train segmenter``: argument parsing only."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EPILOG = ("The default anatomy model learned from simulated radiographs only. MedCF output is for "
+          "research only, never for diagnosis.")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from medcf.anatomy.outputs import load_segmenter, segment_input
+
+    segmenter = load_segmenter(args.segmenter, args.weights)
+    result = segment_input(args.input, args.out, segmenter)
+    masks = result.masks
+    print(f"segmented {args.input} ({masks.shape[0]}x{masks.shape[1]}) with {masks.segmenter} "
+          f"in {result.seconds:.2f} s")
+    for name, path in result.files.items():
+        print(f"  {name}: {path}")
+    return 0
+
+
+def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from medcf.anatomy.train import TrainConfig, train_segmenter
+
+    config = TrainConfig(out_dir=args.out, patients=args.patients, steps=args.steps, batch=args.batch,
+                         learning_rate=args.lr, seed=args.seed, eval_patients=args.eval_patients,
+                         checkpoint_every=args.checkpoint_every)
+    weights = train_segmenter(config, resume=args.resume, progress=not args.quiet)
+    print(f"weights: {weights}", file=sys.stderr)
+    print(f"record: {weights.parent / 'training.json'}", file=sys.stderr)
+    return 0
+
+
+def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    segment = sub.add_parser(
+        "segment",
+        help="lungs, heart, lung zones and costophrenic regions of a frontal chest radiograph",
+        description="Segment the right lung, left lung and heart of a frontal chest radiograph (DICOM file, "
+                    "series or study folder, PNG, or 2D NIfTI) at its native size, and derive the upper, middle "
+                    "and lower zone of each lung and the costophrenic regions. Lungs are the whole projected lung, "
+                    "behind the heart too. Writes into OUT (new or empty): anatomy.nii.gz and zones.nii.gz (label "
+                    "maps), anatomy-seg.dcm (DICOM SEG referencing the source, DICOM input only), overlay.png, and "
+                    "anatomy.json (legends, areas, cardiothoracic ratio, segmenter, weights checksum).",
+        epilog=EPILOG,
+    )
+    segment.add_argument("input", type=Path, metavar="INPUT", help="DICOM file or folder, .png, or .nii/.nii.gz")
+    segment.add_argument("--out", type=Path, required=True, help="new or empty output folder")
+    segment.add_argument("--segmenter", default=None,
+                         help="registered segmenter name (default: segmenter_name in monai_bundle/configs/anatomy.json)")
+    segment.add_argument("--weights", type=Path, default=None, help="weights file for the segmenter (default: the bundle's)")
+    segment.set_defaults(func=cmd_segment)
+
+    train = train_sub.add_parser(
+        "segmenter",
+        help="train the anatomy network on the simulated world",
+        description="Render training images from the simulated world (cached in $MEDCF_CACHE/anatomy), train the "
+                    "MONAI UNet of monai_bundle/configs/anatomy.json with augmentation aimed at real radiographs, "
+                    "check Dice on held-out seeds, and write OUT/anatomy_unet.safetensors and OUT/training.json. "
+                    "A checkpoint is kept every --checkpoint-every steps; --resume continues an interrupted run.",
+        epilog=EPILOG,
+    )
+    train.add_argument("--out", type=Path, required=True, help="run folder (new or empty, or the run to --resume)")
+    train.add_argument("--patients", type=int, default=800, help="simulated patients, 2 images each (default 800)")
+    train.add_argument("--steps", type=int, default=2500, help="optimiser steps (default 2500)")
+    train.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
+    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, one-cycle schedule (default 3e-3)")
+    train.add_argument("--seed", type=int, default=0, help="seed of initialisation and augmentation (default 0)")
+    train.add_argument("--eval-patients", type=int, default=40, help="held-out patients checked during training")
+    train.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train_segmenter)

@@ -1,0 +1,337 @@
+"""Anatomy: the trained segmenter on held-out simulated radiographs, sides on mirrored and
+AP films, zones and costophrenic regions, the registry and its output contract,
+``medcf segment`` outputs (NIfTI, DICOM SEG checked by dciodvfy, overlay), bad inputs,
+and reproducible, resumable training.
+
+``tests/data/anatomy_heldout.npz`` holds 6 images (PA and AP) from seeds the training
+never saw, with their exact masks (``scripts/make_anatomy_fixture.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from medcf.anatomy.augment import mirror_sides
+from medcf.anatomy.dataset import AnatomySet
+from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks, SegmentationError, lung_zone
+from medcf.anatomy.network import Letterbox, normalize_intensity
+from medcf.anatomy.segment import assign_lungs, get_segmenter, register_segmenter, segment
+from medcf.anatomy.train import dice
+from medcf.cli import main
+from medcf.vocab import Organ, Side, Zone, ViewPosition
+from tests.dicom_validation import assert_valid_dicom
+
+DATA = Path(__file__).parent / "data"
+HELD_OUT = DATA / "anatomy_heldout.npz"
+SAMPLE_STUDY = Path(__file__).resolve().parents[1] / "medcf" / "data" / "sample_study"
+LEFT, RIGHT, HEART = (list(Organ).index(o) for o in (Organ.LUNG_LEFT, Organ.LUNG_RIGHT, Organ.HEART))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> AnatomySet:
+    return AnatomySet.load(HELD_OUT)
+
+
+@pytest.fixture(scope="module")
+def segmenter():
+    from medcf.anatomy.outputs import load_segmenter
+
+    return load_segmenter()
+
+
+def _centre_col(mask: np.ndarray) -> float:
+    return float(np.nonzero(mask)[1].mean())
+
+
+# --- the trained network -------------------------------------------------------------
+
+
+def test_held_out_dice(held_out, segmenter):
+    assert {ViewPosition.PA, ViewPosition.AP} <= set(held_out.views)
+    scores = {organ: [] for organ in Organ}
+    for image, truth in zip(held_out.images, held_out.masks):
+        masks = segment(image, segmenter)
+        for channel, organ in enumerate(Organ):
+            scores[organ].append(dice(masks.organs[organ], truth[channel]))
+    # Regression guards on six images; benchmarks/bench_anatomy.py measures the targets on 200.
+    assert min(scores[Organ.LUNG_LEFT] + scores[Organ.LUNG_RIGHT]) >= 0.95, scores
+    assert min(scores[Organ.HEART]) >= 0.88, scores
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_sides_never_swapped(held_out, segmenter, mirrored):
+    """PA and AP, as acquired and mirrored: the patient's left lung is labelled left
+    wherever it lies on the image."""
+    for image, truth, view in zip(held_out.images, held_out.masks, held_out.views):
+        image_t, truth_t = torch.from_numpy(image[None]), torch.from_numpy(truth.astype(np.float32))
+        if mirrored:
+            image_t, truth_t = mirror_sides(image_t, truth_t)
+        masks = segment(image_t[0].numpy(), segmenter)
+        truth_left, truth_right = truth_t[LEFT].numpy() > 0.5, truth_t[RIGHT].numpy() > 0.5
+        assert dice(masks.organs[Organ.LUNG_LEFT], truth_left) > 0.9, (view, mirrored)
+        assert dice(masks.organs[Organ.LUNG_RIGHT], truth_right) > 0.9, (view, mirrored)
+        left_on_image_right = bool(_centre_col(masks.organs[Organ.LUNG_LEFT]) > _centre_col(masks.organs[Organ.LUNG_RIGHT]))
+        assert left_on_image_right is (not mirrored), view
+
+
+def test_any_size_and_window(held_out, segmenter):
+    """A non-square, larger input with another window gives masks at its own size that
+    match the truth resized to it."""
+    image, truth = held_out.images[0], held_out.masks[0]
+    crop = (slice(0, 256), slice(24, 232))  # 256 x 208: a portrait detector
+    big = torch.nn.functional.interpolate(torch.from_numpy(image[crop])[None, None], size=(700, 569),
+                                          mode="bilinear", align_corners=False)[0, 0].numpy()
+    windowed = 0.2 + 0.5 * big ** 1.3
+    masks = segment(windowed, segmenter)
+    assert masks.shape == (700, 569)
+    truth_big = torch.nn.functional.interpolate(torch.from_numpy(truth[(slice(None), *crop)].astype(np.float32))[None],
+                                                size=(700, 569), mode="nearest")[0].numpy() > 0.5
+    assert dice(masks.organs[Organ.LUNG_LEFT], truth_big[LEFT]) > 0.93
+    assert dice(masks.organs[Organ.HEART], truth_big[HEART]) > 0.85
+
+
+def test_polarity_mistake_is_tolerated(held_out, segmenter):
+    """An image shown inverted (MONOCHROME1 read as MONOCHROME2) still finds the lungs."""
+    masks = segment(1.0 - held_out.images[2], segmenter)
+    both = held_out.masks[2][LEFT] | held_out.masks[2][RIGHT]
+    assert dice(masks.lung(Side.BILATERAL), both) > 0.85
+
+
+# --- geometry: zones, costophrenic regions, label maps -------------------------------
+
+
+def _toy_masks() -> AnatomyMasks:
+    shape = (120, 100)
+    rows, cols = np.ogrid[:shape[0], :shape[1]]
+    right = ((rows - 60) / 45) ** 2 + ((cols - 25) / 18) ** 2 <= 1  # image left = patient right (PA)
+    left = ((rows - 60) / 45) ** 2 + ((cols - 75) / 18) ** 2 <= 1
+    heart = ((rows - 85) / 18) ** 2 + ((cols - 55) / 20) ** 2 <= 1
+    return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, "toy")
+
+
+def test_zones_are_thirds_that_partition_each_lung():
+    masks = _toy_masks()
+    for side in (Side.RIGHT, Side.LEFT):
+        zones = [masks.zone(side, zone) for zone in Zone]
+        assert not (zones[0] & zones[1]).any() and not (zones[1] & zones[2]).any()
+        assert np.array_equal(zones[0] | zones[1] | zones[2], masks.lung(side))
+        tops = [np.flatnonzero(z.any(axis=1))[0] for z in zones]
+        assert tops == sorted(tops)
+        heights = [np.ptp(np.flatnonzero(z.any(axis=1))) + 1 for z in zones]
+        assert max(heights) - min(heights) <= 1
+    assert np.array_equal(masks.zone(Side.BILATERAL, Zone.LOWER),
+                          masks.zone(Side.RIGHT, Zone.LOWER) | masks.zone(Side.LEFT, Zone.LOWER))
+    assert not lung_zone(np.zeros((5, 5), bool), Zone.UPPER).any()
+
+
+def test_costophrenic_region_is_low_and_lateral():
+    masks = _toy_masks()
+    for side, lateral_is_left in ((Side.RIGHT, True), (Side.LEFT, False)):
+        region, lung = masks.costophrenic(side), masks.lung(side)
+        assert region.any()
+        rows, cols = np.nonzero(region)
+        lung_rows, lung_cols = np.nonzero(lung)
+        assert rows.mean() > np.percentile(lung_rows, 75)
+        assert bool(cols.mean() < lung_cols.mean()) is lateral_is_left
+        assert (region & ~lung).any(), "the region reaches into the pleural space beyond the lung edge"
+
+
+def test_label_maps_follow_their_legends():
+    masks = _toy_masks()
+    labels = masks.label_map()
+    assert set(np.unique(labels)) == set(LABEL_LEGEND.values())
+    assert (labels[masks.organs[Organ.HEART]] == LABEL_LEGEND["heart"]).all()
+    zones = masks.zone_map()
+    assert set(np.unique(zones)) == {0, *ZONE_LEGEND.values()}
+    assert (zones[masks.costophrenic(Side.LEFT)] == ZONE_LEGEND["left_costophrenic"]).all()
+
+
+# --- post-processing and the network's input -----------------------------------------
+
+
+def test_each_lung_field_takes_one_side():
+    shape = (60, 80)
+    probabilities = np.zeros((len(Organ), *shape), np.float32)
+    probabilities[RIGHT, 10:50, 5:30] = 0.9
+    probabilities[LEFT, 10:50, 45:75] = 0.7
+    probabilities[LEFT, 10:30, 5:30] = 0.95  # a confused part of the right field
+    right, left = assign_lungs(probabilities)
+    assert right[10:50, 5:30].all() and not right[:, 40:].any()
+    assert left[10:50, 45:75].all() and not left[:, :35].any()
+    # Both fields voting left: the weaker voter becomes the right lung.
+    probabilities = np.zeros((len(Organ), *shape), np.float32)
+    probabilities[LEFT, 10:50, 5:30] = 0.6
+    probabilities[RIGHT, 10:50, 5:30] = 0.5
+    probabilities[LEFT, 10:50, 45:75] = 0.9
+    right, left = assign_lungs(probabilities)
+    assert right[10:50, 5:30].all() and left[10:50, 45:75].all()
+
+
+def test_letterbox_round_trip_and_window_invariance():
+    image = np.random.default_rng(0).random((300, 180)).astype(np.float32)
+    box = Letterbox(image.shape, 64)
+    packed = box.pack(image)
+    assert packed.shape == (1, 1, 64, 64)
+    top, left = box.offset
+    assert packed[0, 0, :, :left].abs().max() == 0 and left > 0 and top == 0
+    assert torch.allclose(packed, box.pack(0.1 + 0.6 * image), atol=1e-5)  # window does not matter
+    logits = torch.randn(1, 3, 64, 64)
+    assert box.unpack(logits).shape == (3, 300, 180)
+    assert float(normalize_intensity(np.linspace(0, 1, 1000)).max()) == 1.0
+
+
+def test_mirror_keeps_labels_anatomical():
+    image = torch.arange(12.0).reshape(1, 3, 4)
+    label = torch.zeros(len(Organ), 3, 4)
+    label[RIGHT, :, 0] = 1  # PA: the right lung on the image's left
+    flipped_image, flipped = mirror_sides(image, label)
+    assert torch.equal(flipped_image[0, :, 0], image[0, :, 3])
+    assert flipped[RIGHT, :, 3].all() and not flipped[LEFT].any()  # still the right lung, now on the image's right
+
+
+# --- registry and contract ------------------------------------------------------------
+
+
+class _ThresholdSegmenter:
+    """A stand-in site segmenter: bright lungs in the wrong place, to test the contract."""
+
+    def __init__(self, shape_offset: int = 0):
+        self.name, self.shape_offset = "test-threshold", shape_offset
+
+    def segment_image(self, image):
+        rows, cols = image.shape[0] + self.shape_offset, image.shape[1]
+        half = np.zeros((rows, cols), bool)
+        half[rows // 4: 3 * rows // 4, : cols // 3] = True
+        return AnatomyMasks({Organ.LUNG_RIGHT: half, Organ.LUNG_LEFT: half[:, ::-1].copy(),
+                             Organ.HEART: np.roll(half, cols // 3, axis=1)}, self.name)
+
+
+register_segmenter("test-threshold")(_ThresholdSegmenter)
+
+
+def test_registry_selects_by_name_and_checks_the_contract(held_out):
+    chosen = get_segmenter("test-threshold")
+    assert segment(held_out.images[0], chosen).segmenter == "test-threshold"
+    with pytest.raises(SegmentationError, match="native size"):
+        segment(held_out.images[0], get_segmenter("test-threshold", shape_offset=3))
+    with pytest.raises(Exception, match="no segmenter named 'nope'.*medcf-unet"):
+        get_segmenter("nope")
+    with pytest.raises(SegmentationError, match="no mask for heart"):
+        AnatomyMasks({Organ.LUNG_LEFT: np.zeros((2, 2), bool), Organ.LUNG_RIGHT: np.zeros((2, 2), bool)}, "x")
+
+
+# --- medcf segment ---------------------------------------------------------------------
+
+
+def test_segment_dicom_study_writes_every_output(tmp_path):
+    out = tmp_path / "seg"
+    assert main(["segment", str(SAMPLE_STUDY), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["anatomy-seg.dcm", "anatomy.json", "anatomy.nii.gz",
+                                                     "overlay.png", "zones.nii.gz"]
+    record = json.loads((out / "anatomy.json").read_text())
+    assert record["segmenter"] == "medcf-unet" and len(record["weights"]["sha256"]) == 64
+    assert 0.4 < record["cardiothoracic_ratio"] < 0.6  # the sample patient is normal
+    assert "simulated" in record["notice"] and "never for diagnosis" in record["notice"]
+    labels = np.asarray(nib.load(out / "anatomy.nii.gz").dataobj)[:, :, 0].T  # stored x = column
+    rows, cols = record["shape"]
+    assert labels.shape == (rows, cols) and set(np.unique(labels)) == set(LABEL_LEGEND.values())
+    # PA: the patient's left lung on the image's right.
+    assert _centre_col(labels == LABEL_LEGEND["lung_left"]) > _centre_col(labels == LABEL_LEGEND["lung_right"])
+    seg = pydicom.dcmread(out / "anatomy-seg.dcm")
+    source = pydicom.dcmread(record["input"])
+    assert seg.Modality == "SEG" and seg.StudyInstanceUID == source.StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence][:3] == ["lung_right", "lung_left", "heart"]
+    assert len(seg.SegmentSequence) == 3 + 6 + 2
+    assert_valid_seg(out / "anatomy-seg.dcm")
+
+
+def assert_valid_seg(path: Path) -> None:
+    """A SEG carries no Synthetic Data attribute, so dciodvfy must be silent about it."""
+    from tests.dicom_validation import dciodvfy_report
+
+    errors, warnings = dciodvfy_report(path)
+    assert errors == [] and warnings == [], (errors, warnings)
+
+
+def test_segment_png_and_nifti_keep_their_format(tmp_path, held_out):
+    from medcf.io.images import write_png16
+    from medcf.io.inputs import radiograph_affine, write_nifti_2d
+
+    png = write_png16(tmp_path / "film.png", held_out.images[1][:, 20:236])
+    assert main(["segment", str(png), "--out", str(tmp_path / "a")]) == 0
+    assert not (tmp_path / "a" / "anatomy-seg.dcm").exists()
+    labels = np.asarray(nib.load(tmp_path / "a" / "anatomy.nii.gz").dataobj)[:, :, 0].T
+    assert labels.shape == (256, 216)
+    affine = radiograph_affine((0.5, 0.7))
+    nifti = write_nifti_2d(tmp_path / "film.nii.gz", held_out.images[1], affine)
+    assert main(["segment", str(nifti), "--out", str(tmp_path / "b")]) == 0
+    written = nib.load(tmp_path / "b" / "zones.nii.gz")
+    assert np.allclose(written.affine, affine)
+
+
+def test_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert main(["segment", str(text), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    assert main(["segment", str(SAMPLE_STUDY), "--out", str(occupied)]) == 2
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    blank = tmp_path / "blank.png"
+    from medcf.io.images import write_png16
+    write_png16(blank, np.full((64, 64), 0.5))
+    assert main(["segment", str(blank), "--out", str(tmp_path / "y")]) == 2
+    wrong = tmp_path / "wrong.safetensors"
+    from safetensors.torch import save_file
+    save_file({"weight": torch.zeros(3)}, str(wrong))
+    assert main(["segment", str(SAMPLE_STUDY), "--out", str(tmp_path / "z"), "--weights", str(wrong)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medcf: ")]
+    assert len(errors) == 4 and all(line.startswith("medcf: error: ") for line in errors), errors
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out):
+    """Four steps straight through equal two steps, an interruption, and two more."""
+    from safetensors.torch import load_file
+
+    import medcf.anatomy.train as train_module
+
+    monkeypatch.setattr(train_module, "rendered_chunks", lambda first, n, size: held_out)
+    small = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
+             "channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}
+
+    def config(out, steps):
+        return train_module.TrainConfig(out_dir=out, steps=steps, batch=2, eval_patients=1, checkpoint_every=2,
+                                        network=small, seed=3)
+
+    straight = train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
+    real_save = train_module._save_checkpoint
+
+    def save_then_interrupt(out_dir, state):
+        real_save(out_dir, state)
+        raise KeyboardInterrupt  # Ctrl-C right after the first checkpoint
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_segmenter(config(tmp_path / "b", 4), progress=False)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    assert not (tmp_path / "b" / "anatomy_unet.safetensors").exists()
+    resumed = train_module.train_segmenter(config(tmp_path / "b", 4), resume=True, progress=False)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    record = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert [h["step"] for h in record["history"]] == [2, 4]
+    with pytest.raises(Exception, match="not empty"):
+        train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
