@@ -17,6 +17,7 @@ from pathlib import Path
 
 import medcf
 from medcf.errors import InputError, MedCFError
+from medcf.models.cli import add_model_parsers
 from medcf.text.cli import add_report_parse_parser
 from medcf.world.cli import add_world_parsers
 
@@ -192,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(func=cmd_sample_study)
     add_report_parse_parser(sub)
     add_world_parsers(sub)
+    train = sub.add_parser("train", help="train MedCF's networks on the simulated world",
+                           description="Train one of MedCF's networks on simulated radiographs.", epilog=EPILOG)
+    train_sub = train.add_subparsers(dest="train_command", metavar="MODEL")
+    train_sub.required = True
+    add_model_parsers(sub, train_sub)
     return parser
 
 
