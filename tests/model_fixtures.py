@@ -15,6 +15,18 @@ import torch
 TINY_IMAGE = 64
 
 
+def randomize_zero_init(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give zero-initialised tensors (output convolutions, adaLN) small random values, so
+    that a random model's output depends on its input and attention (MONAI and diffusers
+    zero some layers at construction, which would make tests pass trivially)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if parameter.numel() > 1 and torch.count_nonzero(parameter) == 0:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return module
+
+
 def _tokenizer(max_length: int):
     from transformers import AutoTokenizer
 
@@ -58,7 +70,8 @@ def make_sd_pipeline(folder: Path) -> Path:
                                 cross_attention_dim=32, norm_num_groups=8)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
                               steps_offset=1)
-    pipe = StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=_tiny_clip(), tokenizer=_tokenizer(77), unet=unet,
+    pipe = StableDiffusionPipeline(vae=_tiny_vae(), text_encoder=_tiny_clip(), tokenizer=_tokenizer(77),
+                                   unet=randomize_zero_init(unet),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(folder))
@@ -77,7 +90,7 @@ def make_pixart_pipeline(folder: Path) -> Path:
     text_encoder = T5EncoderModel(T5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=2,
                                            num_heads=4, pad_token_id=0, decoder_start_token_id=0)).eval()
     pipe = PixArtAlphaPipeline(tokenizer=_tokenizer(120), text_encoder=text_encoder, vae=_tiny_vae(),
-                               transformer=transformer, scheduler=DPMSolverMultistepScheduler())
+                               transformer=randomize_zero_init(transformer), scheduler=DPMSolverMultistepScheduler())
     pipe.save_pretrained(str(folder))
     return folder
 
@@ -128,7 +141,8 @@ def make_monai_bundle(folder: Path) -> Path:
     parser = ConfigParser(config)
     torch.manual_seed(4)
     torch.save(parser.get_parsed_content("autoencoder_def").state_dict(), folder / "models" / "autoencoder.pth")
-    torch.save(parser.get_parsed_content("network_def").state_dict(), folder / "models" / "model.pt")
+    unet = randomize_zero_init(parser.get_parsed_content("network_def"))
+    torch.save(unet.state_dict(), folder / "models" / "model.pt")
     _tiny_clip().save_pretrained(str(folder / "models" / "text_encoder"))
     _tokenizer(77).save_pretrained(str(folder / "models" / "tokenizer"))
     return folder
@@ -140,5 +154,6 @@ def make_default_model(folder: Path) -> Path:
 
     torch.manual_seed(5)
     generator = DefaultGenerator.build(tiny_config())
+    randomize_zero_init(generator.unet)
     save_default_model(folder, generator.config, generator.unet, generator.vae, half=True)
     return folder

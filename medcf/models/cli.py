@@ -58,7 +58,8 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
         out=str(args.out), data=str(args.data) if args.data else None, n_pairs=args.n_pairs, size=args.size,
         data_seed=args.data_seed, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
-        resume=args.resume, progress=not args.quiet, tiny=args.tiny, heldout_pairs=args.heldout_pairs))
+        resume=args.resume, progress=not args.quiet, tiny=args.tiny, heldout_pairs=args.heldout_pairs,
+        heldout_data=str(args.heldout_data) if args.heldout_data else None))
     print(json.dumps(result))
     return 0
 
@@ -126,6 +127,8 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     _common_training(ae, steps=3000, batch=8, lr=2e-4)
     ae.add_argument("--crop", type=_positive(int), default=128, help="training crop size in pixels (default 128)")
     ae.add_argument("--heldout-pairs", type=_positive(int), default=32, help="held-out pairs for PSNR (default 32)")
+    ae.add_argument("--heldout-data", type=Path, default=None,
+                    help="a held-out world set .npz for PSNR (default: render seeds from 1000000 into the cache)")
     ae.add_argument("--tiny", action="store_true", help="a miniature architecture (smoke tests)")
     ae.set_defaults(func=cmd_train_autoencoder)
 

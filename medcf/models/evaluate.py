@@ -80,8 +80,9 @@ def evaluate_model(model: str | Path | None, per_finding: int = 8, steps: int = 
     from medcf.models.train import psnr
 
     generator = load_generator(resolve_model_dir(model))
-    heldout = load_world_set(render_world_set(WorldSetSpec(n_pairs=heldout_pairs, seed=HELD_OUT_SEED_START,
-                                                          split="heldout"), progress=progress))
+    heldout = load_world_set(render_world_set(WorldSetSpec(n_pairs=heldout_pairs, size=generator.image_size[0],
+                                                          seed=HELD_OUT_SEED_START, split="heldout"),
+                                             progress=progress))
     images = heldout.float_images()
     labels = [r["finding"] for r in heldout.records]
     # 1. autoencoder

@@ -150,6 +150,7 @@ class AutoencoderOptions:
     checkpoint_every: int = 250
     log_every: int = 10
     heldout_pairs: int = 32
+    heldout_data: str | None = None
     threads: int = 1
     max_minutes: float = 0.0
     resume: bool = False
@@ -171,7 +172,12 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
     run = RunFolder(options.out, options.resume)
     device = _setup(options.seed, options.threads)
     data_path, world = _world_set(options.data, options.n_pairs, options.size, options.data_seed, options.progress)
-    heldout_path, heldout = _heldout(options.heldout_pairs, world.images.shape[-1], options.progress)
+    if options.heldout_data:
+        from medcf.models.data import load_world_set
+
+        heldout_path, heldout = Path(options.heldout_data), load_world_set(options.heldout_data)
+    else:
+        heldout_path, heldout = _heldout(options.heldout_pairs, world.images.shape[-1], options.progress)
     config = tiny_config() if options.tiny else default_config()
     vae = build_autoencoder(config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=options.lr, weight_decay=0.0)
@@ -218,9 +224,9 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         window.append(time.perf_counter() - tick)
         bar.update(1)
         if step % options.log_every == 0 or step == options.steps:
-            run.log(step=step, loss=float(loss), l1=float(recon), edges=float(edges), kl=float(kl),
+            run.log(step=step, loss=loss.item(), l1=recon.item(), edges=edges.item(), kl=kl.item(),
                     lr=optimizer.param_groups[0]["lr"], s_per_step=float(np.mean(window)))
-            bar.set_postfix(loss=f"{float(loss):.4f}", s_step=f"{np.mean(window):.2f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", s_step=f"{np.mean(window):.2f}")
             window = []
         over_time = options.max_minutes and (time.perf_counter() - started) > 60 * options.max_minutes
         if step % options.checkpoint_every == 0 or step == options.steps or over_time:
@@ -397,8 +403,8 @@ def train_generator(options: GeneratorOptions) -> dict:
         window.append(time.perf_counter() - tick)
         bar.update(1)
         if step % options.log_every == 0 or step == options.steps:
-            run.log(step=step, loss=float(loss), lr=optimizer.param_groups[0]["lr"], s_per_step=float(np.mean(window)))
-            bar.set_postfix(loss=f"{float(loss):.4f}", s_step=f"{np.mean(window):.2f}")
+            run.log(step=step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"], s_per_step=float(np.mean(window)))
+            bar.set_postfix(loss=f"{loss.item():.4f}", s_step=f"{np.mean(window):.2f}")
             window = []
         over_time = options.max_minutes and (time.perf_counter() - started) > 60 * options.max_minutes
         if step % options.checkpoint_every == 0 or step == options.steps or over_time:
