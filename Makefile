@@ -35,6 +35,7 @@ bench: install
 	$(PY) benchmarks/bench_io.py
 	$(PY) -m medcf data fetch-ct
 	$(PY) benchmarks/bench_world.py
+	$(PY) benchmarks/bench_generator.py --threads 1
 
 bench-reports: install
 	$(PY) benchmarks/bench_reports.py
