@@ -379,6 +379,26 @@ def test_world_set_renders_pairs_with_prompts(tmp_path):
     assert render_world_set(WorldSetSpec(n_pairs=2, size=64, seed=0), path, ct=ct) == path  # cached
 
 
+def test_evaluate_reports_psnr_and_per_finding_rates(tmp_path, folders):
+    from medcf.models.data import HELD_OUT_SEED_START, WorldSetSpec, render_world_set
+    from medcf.models.evaluate import evaluate_model
+    from medcf.world.ct import load_chest_ct
+
+    ct = load_chest_ct(Path(__file__).parent / "data" / "ct_fixture.npz")
+    heldout = render_world_set(WorldSetSpec(n_pairs=14, size=64, seed=HELD_OUT_SEED_START, split="heldout"),
+                               tmp_path / "heldout.npz", ct=ct, progress=False)
+    report = evaluate_model(folders["medcf-default"], per_finding=1, steps=2, heldout_data=heldout,
+                            progress=False, out=tmp_path / "figures")
+    assert 0 < report["autoencoder_psnr_db"]["mean"] < 60 and report["autoencoder_psnr_db"]["images"] == 28
+    assert set(report["samples_carrying_prompted_finding"]["per_finding"]) == {
+        "pleural_effusion", "consolidation", "atelectasis", "cardiomegaly", "pneumothorax", "nodule", "edema"}
+    assert report["samples"]["count"] == 8 and Path(report["panel"]).is_file()
+    training = render_world_set(WorldSetSpec(n_pairs=1, size=64, seed=0), tmp_path / "train.npz", ct=ct,
+                                progress=False)
+    with pytest.raises(InputError, match="holds training seeds"):
+        evaluate_model(folders["medcf-default"], heldout_data=training, progress=False)
+
+
 def test_finding_probe_separates_classes():
     from medcf.models.evaluate import FindingProbe
 

@@ -110,7 +110,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medcf.models.evaluate import evaluate_model
 
     report = evaluate_model(args.model, per_finding=args.per_finding, steps=args.steps, out=args.out,
-                            heldout_pairs=args.heldout_pairs, progress=not args.quiet)
+                            heldout_pairs=args.heldout_pairs, progress=not args.quiet,
+                            heldout_data=args.heldout_data)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -189,6 +190,8 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     evaluate.add_argument("--steps", type=_positive(int), default=25, help="DDIM steps (default 25)")
     evaluate.add_argument("--heldout-pairs", type=_positive(int), default=280,
                           help="held-out pairs for PSNR and for fitting the probe (default 280)")
+    evaluate.add_argument("--heldout-data", type=Path, default=None,
+                          help="a held-out world set .npz (seeds >= 1000000; default: render it into the cache)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write a sample panel PNG into this folder")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(func=cmd_evaluate)
