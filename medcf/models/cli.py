@@ -1,0 +1,201 @@
+"""``medcf train autoencoder|generator``, ``medcf generate`` and ``medcf model ...``.
+
+Registered from medcf/cli.py with :func:`add_model_parsers`; parsing only, each command
+calls one library function. Nothing heavy is imported until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EPILOG = (
+    "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
+    "MedCF output is synthetic, for research only, never for diagnosis. Documentation: monai_bundle/docs/README.md."
+)
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be positive")
+        return value
+    return parse
+
+
+def _common_training(parser: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, run.json")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a world set .npz (default: render the default set into $MEDCF_CACHE/models once)")
+    parser.add_argument("--n-pairs", type=_positive(int), default=2400,
+                        help="pairs in the default training set (2 images each; default 2400)")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the first training pair (default 0)")
+    parser.add_argument("--size", type=_positive(int), default=256, help="image size of the rendered set (default 256)")
+    parser.add_argument("--steps", type=_positive(int), default=steps, help=f"total optimizer steps (default {steps})")
+    parser.add_argument("--batch", type=_positive(int), default=batch, help=f"batch size (default {batch})")
+    parser.add_argument("--lr", type=_positive(float), default=lr, help=f"peak learning rate (default {lr:g})")
+    parser.add_argument("--seed", type=int, default=0, help="training seed: weights, batches, noise (default 0)")
+    parser.add_argument("--checkpoint-every", type=_positive(int), default=250, help="steps between checkpoints (default 250)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a shared 2-core machine one thread ran 2-3x faster "
+                             "per step than two; 0 = torch's default)")
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="stop (with a checkpoint) after this many minutes; --resume continues (default: no limit)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_train_autoencoder(args: argparse.Namespace) -> int:
+    from medcf.models.train import AutoencoderOptions, train_autoencoder
+
+    result = train_autoencoder(AutoencoderOptions(
+        out=str(args.out), data=str(args.data) if args.data else None, n_pairs=args.n_pairs, size=args.size,
+        data_seed=args.data_seed, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
+        resume=args.resume, progress=not args.quiet, tiny=args.tiny, heldout_pairs=args.heldout_pairs,
+        heldout_data=str(args.heldout_data) if args.heldout_data else None))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_train_generator(args: argparse.Namespace) -> int:
+    from medcf.models.train import GeneratorOptions, train_generator
+
+    result = train_generator(GeneratorOptions(
+        out=str(args.out), autoencoder=str(args.autoencoder), data=str(args.data) if args.data else None,
+        n_pairs=args.n_pairs, size=args.size, data_seed=args.data_seed, steps=args.steps, batch=args.batch,
+        lr=args.lr, prompt_dropout=args.prompt_dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        threads=args.threads, max_minutes=args.max_minutes, resume=args.resume, progress=not args.quiet))
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from medcf.models.train import export_default_model
+
+    for path in export_default_model(args.autoencoder, args.generator, args.out, half=not args.fp32):
+        print(path)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from medcf.models.bundle import generate_to_folder
+
+    for path in generate_to_folder(args.model, args.prompt, args.out, seed=args.seed, steps=args.steps,
+                                   guidance_scale=args.guidance_scale, num_images=args.n,
+                                   text_encoder=args.text_encoder, progress=not args.quiet):
+        print(path)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from medcf.models.loaders import load_generator
+
+    generator = load_generator(args.model, text_encoder=args.text_encoder)
+    info = generator.describe()
+    if args.sites:
+        info["sites"] = [{"name": s.name, "kind": s.kind, "grid": list(s.grid), "heads": s.heads}
+                         for s in generator.attention_sites()]
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medcf.models.evaluate import evaluate_model
+
+    report = evaluate_model(args.model, per_finding=args.per_finding, steps=args.steps, out=args.out,
+                            heldout_pairs=args.heldout_pairs, progress=not args.quiet,
+                            heldout_data=args.heldout_data)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    """``medcf train autoencoder|generator`` under ``train_sub``; ``medcf generate`` and
+    ``medcf model export|info|evaluate`` under ``sub``."""
+    ae = train_sub.add_parser(
+        "autoencoder", help="train the default model's KL autoencoder on the simulated world",
+        description="Train the default model's autoencoder (1 channel, 256x256 -> 32x32x4) on random crops of "
+                    "simulated radiographs (rendered once into the cache, training seeds 0..999999). Reports "
+                    "reconstruction PSNR on held-out images (seeds from 1000000). Checkpoints every "
+                    "--checkpoint-every steps; --resume continues.", epilog=EPILOG)
+    _common_training(ae, steps=3000, batch=8, lr=2e-4)
+    ae.add_argument("--crop", type=_positive(int), default=128, help="training crop size in pixels (default 128)")
+    ae.add_argument("--heldout-pairs", type=_positive(int), default=32, help="held-out pairs for PSNR (default 32)")
+    ae.add_argument("--heldout-data", type=Path, default=None,
+                    help="a held-out world set .npz for PSNR (default: render seeds from 1000000 into the cache)")
+    ae.add_argument("--tiny", action="store_true", help="a miniature architecture (smoke tests)")
+    ae.set_defaults(func=cmd_train_autoencoder)
+
+    gen = train_sub.add_parser(
+        "generator", help="train the default model's text-conditioned UNet (after the autoencoder)",
+        description="Train the default model's denoiser (diffusers UNet2DConditionModel, cross-attention to frozen "
+                    "MiniLM token embeddings of the world prompts, 10%% prompt dropout for classifier-free "
+                    "guidance) on the autoencoder's latents of the simulated world. Keeps an EMA of the weights; "
+                    "checkpoints every --checkpoint-every steps; --resume continues.", epilog=EPILOG)
+    _common_training(gen, steps=20000, batch=16, lr=2e-4)
+    gen.add_argument("--autoencoder", type=Path, required=True, help="run folder of `medcf train autoencoder`")
+    gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")
+    gen.set_defaults(func=cmd_train_generator)
+
+    generate = sub.add_parser(
+        "generate", help="generate synthetic chest radiographs from a prompt",
+        description="Sample images from a generative model in a local folder (MedCF bundle, diffusers SD or "
+                    "PixArt pipeline, MONAI LDM bundle): DDIM, classifier-free guidance. Writes 16-bit PNGs and "
+                    "a JSON record per image into OUT (new files only).", epilog=EPILOG)
+    generate.add_argument("--prompt", required=True, help='e.g. "PA chest radiograph. Moderate left pleural effusion."')
+    generate.add_argument("--out", type=Path, required=True, help="output folder")
+    generate.add_argument("--model", type=Path, default=None, help="model folder (default: the MedCF bundle)")
+    generate.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
+    generate.add_argument("--n", type=_positive(int), default=1, help="number of images (seeds SEED..SEED+N-1)")
+    generate.add_argument("--steps", type=_positive(int), default=25, help="DDIM steps (default 25)")
+    generate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
+    generate.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.set_defaults(func=cmd_generate)
+
+    model = sub.add_parser("model", help="export, inspect and evaluate generative models",
+                           description="Generative-model utilities.", epilog=EPILOG)
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION")
+    model_sub.required = True
+    export = model_sub.add_parser(
+        "export", help="write the bundle's models/ folder from training runs",
+        description="Take the newest checkpoints of an autoencoder run and a generator run (EMA weights) and "
+                    "write medcf_generator.json + fp16 safetensors into OUT (never over existing files).",
+        epilog=EPILOG)
+    export.add_argument("--autoencoder", type=Path, required=True, help="run folder of `medcf train autoencoder`")
+    export.add_argument("--generator", type=Path, required=True, help="run folder of `medcf train generator`")
+    export.add_argument("--out", type=Path, required=True, help="e.g. monai_bundle/models")
+    export.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16)")
+    export.set_defaults(func=cmd_export)
+    info = model_sub.add_parser("info", help="what a model folder holds: format, sizes, attention sites",
+                                description="Load a model folder and describe it as MedCF sees it.", epilog=EPILOG)
+    info.add_argument("model", type=Path, help="model folder")
+    info.add_argument("--sites", action="store_true", help="list every attention site")
+    info.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    info.set_defaults(func=cmd_info)
+    evaluate = model_sub.add_parser(
+        "evaluate", help="figures of the default model: autoencoder PSNR, how often samples carry the prompted finding",
+        description="Autoencoder reconstruction PSNR on held-out simulated images, and the share of samples whose "
+                    "prompted finding a simple probe (logistic regression on coarse regional intensities, fitted "
+                    "on held-out renders) detects. A stand-in until the [bench] judge exists.", epilog=EPILOG)
+    evaluate.add_argument("model", type=Path, help="model folder (MedCF bundle)")
+    evaluate.add_argument("--per-finding", type=_positive(int), default=8, help="samples per prompt (default 8)")
+    evaluate.add_argument("--steps", type=_positive(int), default=25, help="DDIM steps (default 25)")
+    evaluate.add_argument("--heldout-pairs", type=_positive(int), default=280,
+                          help="held-out pairs for PSNR and for fitting the probe (default 280)")
+    evaluate.add_argument("--heldout-data", type=Path, default=None,
+                          help="a held-out world set .npz (seeds >= 1000000; default: render it into the cache)")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write a sample panel PNG into this folder")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: medcf train ... | medcf generate ... | medcf model ...")

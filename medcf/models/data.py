@@ -1,0 +1,132 @@
+"""Training and evaluation images for the default model, rendered from the simulated world.
+
+A set is ``n_pairs`` factual/counterfactual pairs (sample ``i`` uses seed ``seed + i``,
+exactly as ``medcf phantom --seed SEED`` would render it), kept as one ``.npz`` under
+``$MEDCF_CACHE/models/``: uint16 display images ``(2n, H, W)`` (bright = dense), their
+prompts (``medcf.text.prompts``: the factual prompt names the finding, the
+counterfactual one is the normal sentence or the co-occurring findings), and labels.
+
+Seed ranges never overlap: training sets use seeds in ``[0, 1_000_000)``, held-out
+evaluation sets seeds ``>= 1_000_000`` (:data:`HELD_OUT_SEED_START`). The builder
+refuses a set that would cross the boundary.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medcf.cache import cache_dir
+from medcf.errors import InputError
+
+HELD_OUT_SEED_START = 1_000_000
+DATA_VERSION = 1
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class WorldSetSpec:
+    n_pairs: int
+    size: int = 256
+    seed: int = 0
+    comorbidity: float = 0.0
+    split: str = "train"  # or "heldout"
+
+    def __post_init__(self) -> None:
+        if self.n_pairs < 1:
+            raise InputError("a training set needs at least one pair")
+        if self.split not in ("train", "heldout"):
+            raise InputError(f"split {self.split!r}: use train or heldout")
+        last = self.seed + self.n_pairs - 1
+        if self.split == "train" and not (0 <= self.seed and last < HELD_OUT_SEED_START):
+            raise InputError(f"training seeds {self.seed}..{last} must lie in 0..{HELD_OUT_SEED_START - 1} "
+                             "(seeds from 1000000 on are held out for evaluation)")
+        if self.split == "heldout" and self.seed < HELD_OUT_SEED_START:
+            raise InputError(f"held-out seeds start at {HELD_OUT_SEED_START}, not {self.seed}")
+
+    @property
+    def filename(self) -> str:
+        return (f"worldset-v{DATA_VERSION}-{self.split}-{self.n_pairs}x{self.size}-seed{self.seed}"
+                f"-c{self.comorbidity:g}.npz")
+
+
+def default_path(spec: WorldSetSpec) -> Path:
+    return cache_dir("models") / spec.filename
+
+
+def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None, progress: bool = True) -> Path:
+    """Render ``spec`` into ``path`` (default: the cache) unless it is there already; its path."""
+    from tqdm import tqdm
+
+    from medcf.io.atomic import write_new_file
+    from medcf.text.prompts import prompt_for
+    from medcf.world.ct import load_chest_ct
+    from medcf.world.pairs import PhantomRequest, plan_background, plan_sample
+    from medcf.world.render import World, draw_acquisition
+
+    path = Path(path) if path else default_path(spec)
+    if path.is_file():
+        return path
+    ct = ct or load_chest_ct()
+    world = World(ct)
+    request = PhantomRequest(n=spec.n_pairs, size=spec.size, seed=spec.seed, comorbidity=spec.comorbidity)
+    images = np.empty((2 * spec.n_pairs, spec.size, spec.size), np.uint16)
+    records: list[dict] = []
+    for index in tqdm(range(spec.n_pairs), desc=f"rendering {spec.split} pairs", unit="pair", disable=not progress):
+        seed, view, lesion = plan_sample(request, index)
+        background = plan_background(request, seed, lesion, ct)
+        rendering = world.render(draw_acquisition(seed, view, spec.size), lesion, background=background)
+        for offset, (image, findings, kind) in enumerate((
+                (rendering.factual[lesion.severity], [lesion, *background], "factual"),
+                (rendering.counterfactual, list(background), "counterfactual"))):
+            images[2 * index + offset] = np.rint(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
+            main = lesion if kind == "factual" else None
+            records.append({
+                "seed": seed, "kind": kind, "view": view.value, "prompt": prompt_for(view, findings),
+                "finding": main.finding.value if main else NONE,
+                "side": main.side.value if main and main.side else None,
+                "zone": main.zone.value if main and main.zone else None,
+                "severity": main.severity.value if main else None,
+                "background": [b.finding.value for b in background],
+            })
+            if kind == "factual":
+                records[-1]["lesion"] = {k: getattr(v, "value", v) for k, v in asdict(lesion).items()}
+
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, images=images, records=np.array(json.dumps(records)),
+                            spec=np.array(json.dumps(asdict(spec))))
+        tmp.write_bytes(buffer.getvalue())
+
+    return write_new_file(path, write)
+
+
+@dataclass
+class WorldSet:
+    images: np.ndarray  # uint16 (N, H, W)
+    records: list[dict]
+    spec: dict
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r["prompt"] for r in self.records]
+
+    def float_images(self, indices=None) -> np.ndarray:
+        chosen = self.images if indices is None else self.images[indices]
+        return chosen.astype(np.float32) / 65535.0
+
+
+def load_world_set(path: str | Path) -> WorldSet:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"training set {path} does not exist (render it with `medcf train autoencoder`, which "
+                         "renders the default set, or pass --data)")
+    try:
+        with np.load(path) as data:
+            return WorldSet(data["images"], json.loads(str(data["records"])), json.loads(str(data["spec"])))
+    except (KeyError, ValueError, OSError) as error:
+        raise InputError(f"{path} is not a MedCF world set ({error})") from None
