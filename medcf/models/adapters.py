@@ -60,7 +60,25 @@ class DiffusersVAEMixin:
         return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-class DiffusersUNetGenerator(DiffusersVAEMixin, Generator):
+class TextConditionedGenerator(Generator):
+    """What the three loaded formats share: a text function, the training scheduler's
+    configuration and the prediction type it implies, a guidance scale."""
+
+    def _condition_on(self, text: TextFn, scheduler_config: dict, guidance_scale: float) -> None:
+        self.text = text
+        self._scheduler_config = dict(scheduler_config)
+        self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
+        self.guidance_scale = guidance_scale
+
+    @property
+    def scheduler_config(self) -> dict:
+        return self._scheduler_config
+
+    def encode_text(self, prompts):
+        return self.text(prompts)
+
+
+class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
     format = "diffusers-sd"
 
     def __init__(self, unet, vae, text: TextFn, scheduler_config: dict, source: str,
@@ -73,21 +91,11 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, Generator):
         super().__init__(source, image_size, int(unet.config.in_channels), factor, device, dtype)
         self.unet = _to(unet, self.device, dtype)
         self.vae = vae.to(self.device).eval().requires_grad_(False)  # fp32 by default (methods.md §4)
-        self.text = text
-        self._scheduler_config = dict(scheduler_config)
-        self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
-        self.guidance_scale = guidance_scale
+        self._condition_on(text, scheduler_config, guidance_scale)
 
     @property
     def denoiser(self):
         return self.unet
-
-    @property
-    def scheduler_config(self) -> dict:
-        return self._scheduler_config
-
-    def encode_text(self, prompts):
-        return self.text(prompts)
 
     def denoise(self, latents, timesteps, text):
         return self.unet(latents, timesteps, encoder_hidden_states=text.embeddings.to(self.device, self.dtype)).sample
@@ -96,7 +104,7 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, Generator):
         return diffusers_attention_modules(self.unet, DiffusersBackend())
 
 
-class PixArtGenerator(DiffusersVAEMixin, Generator):
+class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
     format = "diffusers-pixart"
 
     def __init__(self, transformer, vae, text: TextFn, scheduler_config: dict, source: str,
@@ -109,22 +117,12 @@ class PixArtGenerator(DiffusersVAEMixin, Generator):
         super().__init__(source, image_size, latent_channels, factor, device, dtype)
         self.transformer = _to(transformer, self.device, dtype)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
-        self.text = text
-        self._scheduler_config = dict(scheduler_config)
-        self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
-        self.guidance_scale = guidance_scale
+        self._condition_on(text, scheduler_config, guidance_scale)
         self.learned_sigma = int(transformer.config.out_channels or latent_channels) == 2 * latent_channels
 
     @property
     def denoiser(self):
         return self.transformer
-
-    @property
-    def scheduler_config(self) -> dict:
-        return self._scheduler_config
-
-    def encode_text(self, prompts):
-        return self.text(prompts)
 
     def denoise(self, latents, timesteps, text):
         conditions = {"resolution": None, "aspect_ratio": None}
@@ -144,7 +142,7 @@ class PixArtGenerator(DiffusersVAEMixin, Generator):
         return diffusers_attention_modules(self.transformer, DiffusersBackend())
 
 
-class MonaiLDMGenerator(Generator):
+class MonaiLDMGenerator(TextConditionedGenerator):
     format = "monai-ldm"
 
     def __init__(self, unet, autoencoder, text: TextFn, scheduler_config: dict, scale_factor: float, source: str,
@@ -154,22 +152,12 @@ class MonaiLDMGenerator(Generator):
         super().__init__(source, image_size, int(unet.in_channels), factor, device, dtype)
         self.unet = _to(unet, self.device, dtype)
         self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
-        self.text = text
+        self._condition_on(text, scheduler_config, guidance_scale)
         self.scale_factor = float(scale_factor)
-        self._scheduler_config = dict(scheduler_config)
-        self.prediction_type = self._scheduler_config.get("prediction_type", "epsilon")
-        self.guidance_scale = guidance_scale
 
     @property
     def denoiser(self):
         return self.unet
-
-    @property
-    def scheduler_config(self) -> dict:
-        return self._scheduler_config
-
-    def encode_text(self, prompts):
-        return self.text(prompts)
 
     def encode(self, images):
         z_mu, _ = self.autoencoder.encode(images.to(self.device, torch.float32))
