@@ -20,6 +20,7 @@ import torch
 
 from medcf.anatomy.augment import mirror_sides
 from medcf.anatomy.dataset import AnatomySet
+from medcf.anatomy.masks import SegmentationError
 from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks, SegmentationError, lung_zone
 from medcf.anatomy.network import Letterbox, normalize_intensity
 from medcf.anatomy.segment import assign_lungs, get_segmenter, register_segmenter, segment
@@ -335,3 +336,19 @@ def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out)
     assert [h["step"] for h in record["history"]] == [2, 4]
     with pytest.raises(Exception, match="not empty"):
         train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
+
+
+def test_segmenter_refuses_what_is_not_a_frontal_chest_radiograph(segmenter, held_out):
+    """Junk draws organs hesitantly; real (simulated) radiographs in any pose pass."""
+    from medcf.anatomy.segment import segment
+
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:256, 0:256]
+    junk = {"noise": rng.random((256, 256)), "disc": ((rows - 128) ** 2 + (cols - 128) ** 2 < 80 ** 2) * 1.0,
+            "rotated": np.rot90(held_out.images[0]).copy()}
+    for name, image in junk.items():
+        with pytest.raises(SegmentationError, match="unsure"):
+            segment(image, segmenter)
+    for image in held_out.images[:3]:
+        assert segment(image, segmenter).confidence() > 0.93
+        assert segment(1.0 - image[:, ::-1], segmenter).confidence() > 0.93

@@ -22,6 +22,7 @@ from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.vocab import Finding, Organ, ViewPosition
 
+DATASET_VERSION = 1  # bump when the world's rendering or this sampling changes: cached sets are redone
 TRAIN_SEED = 100_000
 HELD_OUT_SEED = 900_000
 SEED_SPAN = 100_000  # a set may use at most this many seeds from its start

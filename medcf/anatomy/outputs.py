@@ -87,16 +87,18 @@ def overlay_panel(image: InputImage, masks: AnatomyMasks, title: str):
     return render_grid(tiles, title, columns=3, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})")
 
 
-def segment_input(path: str | Path, out_dir: str | Path, segmenter=None) -> SegmentationResult:
+def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
+                  min_confidence: float | None = None) -> SegmentationResult:
     """Segment the radiograph at ``path`` and write every output into ``out_dir`` (new or empty)."""
     from medcf.anatomy.dicom_seg import write_anatomy_seg
+    from medcf.anatomy.masks import MIN_CONFIDENCE
     from medcf.anatomy.segment import segment
     from medcf.viz import save_png
 
     image = read_input(path)  # errors about the input come before anything is created
     segmenter = segmenter or load_segmenter()
     started = time.perf_counter()
-    masks = segment(image.display, segmenter)
+    masks = segment(image.display, segmenter, MIN_CONFIDENCE if min_confidence is None else min_confidence)
     seconds = time.perf_counter() - started
     out = new_output_dir(out_dir)
     result = SegmentationResult(masks, seconds=seconds)
@@ -117,6 +119,7 @@ def segment_input(path: str | Path, out_dir: str | Path, segmenter=None) -> Segm
         "labels": LABEL_LEGEND, "zones": ZONE_LEGEND,
         "areas_px": {name: int(mask.sum()) for name, mask in masks.regions().items()},
         "cardiothoracic_ratio": round(cardiothoracic_ratio(masks), 4),
+        "confidence": None if masks.confidence() is None else round(masks.confidence(), 4),
         "seconds": round(seconds, 3), "medcf_version": medcf.__version__,
         "notice": f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})",
     }

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from medcf.anatomy.masks import AnatomyMasks, SegmentationError, lateral_direction
+from medcf.anatomy.masks import MIN_CONFIDENCE, AnatomyMasks, SegmentationError, lateral_direction
 from medcf.anatomy.network import DEFAULT_INPUT_SIZE, Letterbox, build_network
 from medcf.errors import InputError
 from medcf.vocab import Organ
@@ -64,23 +64,29 @@ def get_segmenter(name: str, **options) -> Segmenter:
     return _REGISTRY[name](**options)
 
 
-def checked(masks: AnatomyMasks, shape: tuple[int, ...]) -> AnatomyMasks:
-    """Apply the output contract: masks at the input's size, each organ found."""
+def checked(masks: AnatomyMasks, shape: tuple[int, ...], min_confidence: float = MIN_CONFIDENCE) -> AnatomyMasks:
+    """Apply the output contract: masks at the input's size, each organ found, and (for
+    segmenters that give probabilities) drawn with at least ``min_confidence``."""
     if masks.shape != tuple(shape):
         raise SegmentationError(f"segmenter {masks.segmenter!r} returned masks of {masks.shape} for an image "
                                 f"of {tuple(shape)}; masks must be at the input's native size")
     empty = [organ.value for organ in Organ if not masks.organs[organ].any()]
     if empty:
         raise SegmentationError(f"no {', '.join(empty)} found in the image: is it a frontal chest radiograph?")
+    confidence = masks.confidence()
+    if confidence is not None and confidence < min_confidence:
+        raise SegmentationError(f"segmenter {masks.segmenter!r} is unsure of this image (confidence {confidence:.2f} "
+                                f"< {min_confidence:.2f}): is it a frontal chest radiograph? "
+                                "(--min-confidence lowers the bar)")
     return masks
 
 
-def segment(image: np.ndarray, segmenter: Segmenter) -> AnatomyMasks:
+def segment(image: np.ndarray, segmenter: Segmenter, min_confidence: float = MIN_CONFIDENCE) -> AnatomyMasks:
     """Run ``segmenter`` on a display image and check its output."""
     image = np.asarray(image)
     if image.ndim != 2:
         raise InputError(f"expected a single-channel 2D image, got shape {image.shape}")
-    return checked(segmenter.segment_image(image.astype(np.float32, copy=False)), image.shape)
+    return checked(segmenter.segment_image(image.astype(np.float32, copy=False)), image.shape, min_confidence)
 
 
 def _largest(mask: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.dataset import HELD_OUT_SEED, TRAIN_SEED, AnatomySet, render_set
+from medcf.anatomy.dataset import DATASET_VERSION, HELD_OUT_SEED, TRAIN_SEED, AnatomySet, render_set
 from medcf.anatomy.network import build_network, network_definition
 from medcf.cache import cache_dir
 from medcf.errors import InputError
@@ -50,7 +50,7 @@ def rendered_chunks(first_seed: int, patients: int, size: int) -> AnatomySet:
     sets = []
     for start in range(first_seed, first_seed + patients, CHUNK):
         count = min(CHUNK, first_seed + patients - start)
-        path = folder / f"anatomy-s{size}-{start}-{count}.npz"
+        path = folder / f"anatomy-v{DATASET_VERSION}-s{size}-{start}-{count}.npz"
         if not path.exists():
             render_set(count, start, size).save(path)
         sets.append(AnatomySet.load(path))
