@@ -28,7 +28,7 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 
     config = TrainConfig(out_dir=args.out, patients=args.patients, steps=args.steps, batch=args.batch,
                          learning_rate=args.lr, seed=args.seed, eval_patients=args.eval_patients,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, init_weights=args.init)
     weights = train_segmenter(config, resume=args.resume, progress=not args.quiet)
     print(f"weights: {weights}", file=sys.stderr)
     print(f"record: {weights.parent / 'training.json'}", file=sys.stderr)
@@ -77,6 +77,8 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation and augmentation (default 0)")
     train.add_argument("--eval-patients", type=int, default=40, help="held-out patients checked during training")
     train.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
+    train.add_argument("--init", type=Path, default=None,
+                       help="start from these weights (.safetensors) instead of random ones: fine-tuning")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train_segmenter)

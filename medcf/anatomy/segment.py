@@ -24,6 +24,7 @@ from medcf.vocab import Organ
 
 ENTRY_POINT_GROUP = "medcf.segmenters"
 MIN_COMPONENT_SHARE = 0.002  # of the image: smaller specks are dropped
+LUNG_FIELD_SHARE = 0.25  # of the largest lung field: a smaller field is not a lung of its own
 _REGISTRY: dict[str, Callable[..., "Segmenter"]] = {}
 
 
@@ -111,7 +112,10 @@ def assign_lungs(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return lungs, lungs.copy()
     index = np.arange(1, count + 1)
     sizes = ndimage.sum_labels(lungs, labels, index)
-    keep = [i for i in index[np.argsort(sizes)[::-1]] if sizes[i - 1] >= MIN_COMPONENT_SHARE * lungs.size][:2]
+    # A field far smaller than the largest is a speck, not a lung: when the lungs touch they
+    # form one field, and a speck must not then be taken for the other lung.
+    floor = max(MIN_COMPONENT_SHARE * lungs.size, LUNG_FIELD_SHARE * sizes.max())
+    keep = [i for i in index[np.argsort(sizes)[::-1]] if sizes[i - 1] >= floor][:2]
     if len(keep) == 1:
         # Both lungs in one field (they touch): split it by the per-pixel vote.
         field_mask = labels == keep[0]

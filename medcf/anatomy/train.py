@@ -22,7 +22,7 @@ from medcf.anatomy.dataset import DATASET_VERSION, HELD_OUT_SEED, TRAIN_SEED, An
 from medcf.anatomy.network import build_network, network_definition
 from medcf.cache import cache_dir
 from medcf.errors import InputError
-from medcf.io.atomic import write_new_file
+from medcf.io.atomic import sha256_of_file, write_new_file
 from medcf.vocab import Organ
 
 CHUNK = 200  # patients per cached rendered chunk
@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 0
     eval_patients: int = 40
     checkpoint_every: int = 250
+    init_weights: Path | None = None  # start from these weights (fine-tuning) instead of a random draw
     network: dict = field(default_factory=network_definition)
 
 
@@ -121,6 +122,12 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
     render_seconds = time.time() - started
 
     network = build_network(config.network)
+    if config.init_weights is not None:
+        from safetensors.torch import load_file
+
+        if not Path(config.init_weights).is_file():
+            raise InputError(f"--init weights not found: {config.init_weights}")
+        network.load_state_dict(load_file(str(config.init_weights)))
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.learning_rate, total_steps=config.steps,
                                                    pct_start=0.1)
@@ -181,6 +188,7 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
         "data": {"train_seeds": [TRAIN_SEED, TRAIN_SEED + config.patients - 1],
                  "held_out_seeds": [HELD_OUT_SEED, HELD_OUT_SEED + config.eval_patients - 1],
                  "images_per_patient": 2, "size": config.size},
+        "init_sha256": sha256_of_file(config.init_weights) if config.init_weights else None,
         "history": history, "train_seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "torch": torch.__version__,
