@@ -368,7 +368,8 @@ def test_segmenter_refuses_what_is_not_a_frontal_chest_radiograph(segmenter, hel
     junk = {"noise": rng.random((256, 256)), "disc": ((rows - 128) ** 2 + (cols - 128) ** 2 < 80 ** 2) * 1.0,
             "rotated": np.rot90(held_out.images[0]).copy()}
     for name, image in junk.items():
-        with pytest.raises(SegmentationError, match="unsure"):
+        # refused either as unsure or because an organ is missing altogether (the speck rule can drop a lung)
+        with pytest.raises(SegmentationError, match="is it a frontal chest radiograph"):
             segment(image, segmenter)
     for image in held_out.images[:3]:
         assert segment(image, segmenter).confidence() > 0.93
