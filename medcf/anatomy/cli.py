@@ -71,7 +71,7 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     )
     train.add_argument("--out", type=Path, required=True, help="run folder (new or empty, or the run to --resume)")
     train.add_argument("--patients", type=int, default=800, help="simulated patients, 2 images each (default 800)")
-    train.add_argument("--steps", type=int, default=2500, help="optimiser steps (default 2500)")
+    train.add_argument("--steps", type=int, default=4000, help="optimiser steps (default 4000)")
     train.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
     train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, one-cycle schedule (default 3e-3)")
     train.add_argument("--seed", type=int, default=0, help="seed of initialisation and augmentation (default 0)")

@@ -33,7 +33,7 @@ class TrainConfig:
     out_dir: Path
     patients: int = 800
     size: int = 256
-    steps: int = 2500
+    steps: int = 4000
     batch: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
