@@ -13,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from tests import model_fixtures
 
@@ -126,3 +128,32 @@ def test_missing_weights_are_named_clearly(tmp_path):
 
     with pytest.raises(InputError, match="holds no trained default model yet"):
         trained_model_dir(tmp_path)
+
+
+def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
+    """The shipped weights sample films in which the anatomy segmenter confidently finds both
+    lungs and the heart where a frontal chest radiograph has them (a check on the trained
+    model, not on the code: random or broken weights draw nothing the segmenter accepts)."""
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.anatomy.segment import segment
+    from medcf.errors import InputError
+    from medcf.models.bundle import trained_model_dir
+    from medcf.models.default import DefaultGenerator
+    from medcf.models.sampling import sample
+    from medcf.vocab import Organ
+
+    try:
+        folder = trained_model_dir(BUNDLE)
+    except InputError as error:  # weights land with the training run that made them
+        pytest.skip(f"no trained default model committed: {error}")
+    torch.set_num_threads(1)
+    generator = DefaultGenerator.from_folder(folder)
+    prompts = ["PA chest radiograph. Normal chest radiograph.", "PA chest radiograph. Moderate right pleural effusion."]
+    images = sample(generator, prompts, seed=1_000_000, steps=25, progress=False).images
+    assert images.shape == (2, 256, 256) and 0.0 <= images.min() and images.max() <= 1.0
+    segmenter = load_segmenter()
+    for image in images:
+        masks = segment(image, segmenter, 0.9)  # raises when the segmenter is unsure
+        columns = {organ: np.nonzero(masks.organs[organ])[1].mean() for organ in Organ}
+        # patient's right lung on the viewer's left; the heart between the lungs' centres
+        assert columns[Organ.LUNG_RIGHT] < columns[Organ.HEART] < columns[Organ.LUNG_LEFT]

@@ -139,7 +139,7 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
                     "MiniLM token embeddings of the world prompts, 10%% prompt dropout for classifier-free "
                     "guidance) on the autoencoder's latents of the simulated world. Keeps an EMA of the weights; "
                     "checkpoints every --checkpoint-every steps; --resume continues.", epilog=EPILOG)
-    _common_training(gen, steps=20000, batch=16, lr=2e-4)
+    _common_training(gen, steps=8000, batch=16, lr=2e-4)
     gen.add_argument("--autoencoder", type=Path, required=True, help="run folder of `medcf train autoencoder`")
     gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")
     gen.set_defaults(func=cmd_train_generator)

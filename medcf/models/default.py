@@ -46,8 +46,8 @@ UNET = {
     "sample_size": IMAGE_SIZE // 8, "in_channels": 4, "out_channels": 4,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "block_out_channels": [64, 128, 256], "layers_per_block": 1, "attention_head_dim": 8,
-    "cross_attention_dim": 384, "norm_num_groups": 32,
+    "block_out_channels": [32, 64, 128], "layers_per_block": 1, "attention_head_dim": 8,
+    "cross_attention_dim": 384, "norm_num_groups": 16,
 }
 SCHEDULER = {
     "num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,

@@ -259,7 +259,7 @@ class GeneratorOptions:
     n_pairs: int = 2400
     size: int = 256
     data_seed: int = 0
-    steps: int = 20000
+    steps: int = 8000
     batch: int = 16
     lr: float = 2e-4
     warmup: int = 200
