@@ -324,9 +324,18 @@ def test_training_resumes_exactly_and_exports_a_loadable_bundle(tmp_path):
     recipe = json.loads((tmp_path / "ae_a" / "run.json").read_text())
     assert recipe["options"]["seed"] == 0 and recipe["hardware"]["cpu_count"] >= 1
 
+    # an autoencoder run that started before the denoiser's default changed must not impose the old one
+    ae_last = tmp_path / "ae_a" / "checkpoints" / "step-0000004.pt"
+    stale = load_checkpoint(ae_last)
+    stale["config"]["unet"]["block_out_channels"] = [64, 64, 64]
+    torch.save(stale, ae_last)
     gen = dict(autoencoder=str(tmp_path / "ae_a"), data=str(data), batch=2, checkpoint_every=2, progress=False,
                log_every=1)
     train_generator(GeneratorOptions(out=str(tmp_path / "gen"), steps=3, **gen))
+    from medcf.models.default import tiny_config
+
+    architecture = json.loads((tmp_path / "gen" / "run.json").read_text())["architecture"]
+    assert architecture["block_out_channels"] == tiny_config()["unet"]["block_out_channels"]
     log = [json.loads(line) for line in (tmp_path / "gen" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log if "loss" in entry] == [1, 2, 3]
     assert all(np.isfinite(entry["loss"]) for entry in log if "loss" in entry)

@@ -326,6 +326,17 @@ def train_generator(options: GeneratorOptions) -> dict:
     device = _setup(options.seed, options.threads)
     vae, config, ae_checkpoint, ae_step = autoencoder_from_run(options.autoencoder)
     vae.to(device)
+    resumed = load_checkpoint(run.latest()) if options.resume else None
+    # The denoiser's architecture is the one this run started with when resuming, else
+    # today's default (the miniature for a miniature autoencoder) -- never the copy the
+    # autoencoder run wrote into its checkpoint when *it* started, which may be older.
+    if resumed is not None:
+        config["unet"] = resumed["config"]["unet"]
+    else:
+        from medcf.models.default import default_config, tiny_config
+
+        tiny = config["autoencoder"]["block_out_channels"] == tiny_config()["autoencoder"]["block_out_channels"]
+        config["unet"] = (tiny_config() if tiny else default_config())["unet"]
     data_path, world = _world_set(options.data, options.n_pairs, options.size, options.data_seed, options.progress)
     size = int(world.images.shape[-1])
     factor = 2 ** (len(config["autoencoder"]["block_out_channels"]) - 1)
@@ -355,12 +366,11 @@ def train_generator(options: GeneratorOptions) -> dict:
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
     step = 0
-    if options.resume:
-        state = load_checkpoint(run.latest())
-        unet.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
+    if resumed is not None:
+        unet.load_state_dict(resumed["model"])
+        ema.load_state_dict(resumed["ema"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        step = int(resumed["step"])
     config["prompt_dropout"] = options.prompt_dropout
     run.write_recipe({
         "what": "MedCF default model: text-conditioned UNet", "options": {k: v for k, v in vars(options).items() if k != "extra"},
