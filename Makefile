@@ -25,9 +25,10 @@ demo: install
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
 	$(PY) -m medcf inspect medcf/data/sample_study --png $(DEMO_DIR)/sample-study.png
 	$(PY) -m medcf segment medcf/data/sample_study --out $(DEMO_DIR)/anatomy
+	$(PY) -m medcf generate --prompt "PA chest radiograph. Moderate left pleural effusion." --n 2 --quiet --out $(DEMO_DIR)/generated
 	$(PY) -m medcf data fetch-ct
 	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
-	@echo "demo outputs in $(DEMO_DIR): sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), phantom/pairs.jsonl, phantom/panel.png"
+	@echo "demo outputs in $(DEMO_DIR): sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), generated/ (synthetic samples of the default model), phantom/pairs.jsonl, phantom/panel.png"
 
 test: install system-deps
 	$(PY) -m pytest -n 2 -q tests

@@ -145,7 +145,12 @@ def evaluate_model(model: str | Path | None, per_finding: int = 8, steps: int = 
     if out is not None:
         from medcf.viz import Tile, render_grid, save_png
 
-        tiles = [Tile(image, f"{label}\nprobe: {'present' if guess == label else 'absent'}") for image, label, guess in
+        def caption(label: str, guess: str) -> str:
+            if label == NONE:
+                return "normal prompt"
+            return f"{label}\nprobe: {'present' if guess == label else 'absent'}"
+
+        tiles = [Tile(image, caption(label, guess)) for image, label, guess in
                  zip(generated_images[::max(1, per_finding // 2)], truth[::max(1, per_finding // 2)],
                      predicted[::max(1, per_finding // 2)])]
         report["panel"] = str(save_png(render_grid(tiles, "MedCF default model: samples (synthetic)", tile_size=256,
