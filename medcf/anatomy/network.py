@@ -8,8 +8,9 @@ wider than the chest, so a mirrored film is still labelled by anatomy, not by im
 The four coarser levels are wide (48-384 channels) and every level has two residual
 units: the coarse levels are where the hard calls are made from context (posterior
 recesses below the dome, lung behind the heart), and a narrower first version underfitted
-exactly there. The two finest levels stay narrow (8-16 channels), where width costs most. 3.6 M parameters (14.6 MB)
-train on one CPU thread in under an hour and run in well under a second. Attention U-Nets,
+exactly there. The two finest levels stay narrow (8-16 channels), where width costs
+most. 3.6 M parameters (14.6 MB) train on one CPU thread in under an hour and run in well
+under a second. Attention U-Nets,
 SegResNet or transformer networks gave nothing here that a lung field needs.
 
 The network sees a fixed square (``input_size``): any radiograph is shrunk so its longer
