@@ -134,6 +134,7 @@ def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
     """The shipped weights sample films in which the anatomy segmenter confidently finds both
     lungs and the heart where a frontal chest radiograph has them (a check on the trained
     model, not on the code: random or broken weights draw nothing the segmenter accepts)."""
+    from medcf.anatomy.masks import MIN_CONFIDENCE
     from medcf.anatomy.outputs import load_segmenter
     from medcf.anatomy.segment import segment
     from medcf.errors import InputError
@@ -153,7 +154,7 @@ def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
     assert images.shape == (2, 256, 256) and 0.0 <= images.min() and images.max() <= 1.0
     segmenter = load_segmenter()
     for image in images:
-        masks = segment(image, segmenter, 0.9)  # raises when the segmenter is unsure
+        masks = segment(image, segmenter, MIN_CONFIDENCE)  # raises when the segmenter is unsure
         columns = {organ: np.nonzero(masks.organs[organ])[1].mean() for organ in Organ}
         # patient's right lung on the viewer's left; the heart between the lungs' centres
         assert columns[Organ.LUNG_RIGHT] < columns[Organ.HEART] < columns[Organ.LUNG_LEFT]
