@@ -374,6 +374,11 @@ class Generator(ABC):
 
         config = dict(self.scheduler_config)
         config["prediction_type"] = self.prediction_type
+        # Configs written for other samplers (PixArt's DPM-Solver) do not state these, and
+        # DDIM's defaults (clip x0 to [-1, 1], a last step to alpha = 1) are pixel-space
+        # defaults that corrupt latents and leave the last step without noise to invert.
+        config.setdefault("clip_sample", False)
+        config.setdefault("set_alpha_to_one", False)
         cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler}[kind]
         return cls.from_config(config)
 

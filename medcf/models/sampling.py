@@ -29,6 +29,16 @@ class SamplingObserver(Protocol):
     def end_step(self, index: int, timestep: int, latents: torch.Tensor) -> torch.Tensor | None: ...
 
 
+def _prepare(observer, index: int, timestep: int, latents: torch.Tensor) -> torch.Tensor:
+    """An observer may also correct the latents *before* a step (``prepare_latents``:
+    energy-guided latent updates); the hook is optional."""
+    hook = getattr(observer, "prepare_latents", None)
+    if hook is None:
+        return latents
+    replaced = hook(index, timestep, latents)
+    return latents if replaced is None else replaced
+
+
 @dataclass
 class SampleResult:
     """Images ``(B, H, W)`` float32 in [0, 1] (bright = dense), the final latents, and how they were made."""
@@ -74,12 +84,19 @@ def guided_prediction(generator: Generator, latents: torch.Tensor, timestep, tex
 def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Sequence[int] = 0, steps: int = 25,
            guidance_scale: float | None = None, negative_prompt: str = "", height: int | None = None,
            width: int | None = None, eta: float = 0.0, latents: torch.Tensor | None = None,
-           observer: SamplingObserver | None = None, progress: bool = True, decode: bool = True) -> SampleResult:
+           observer: SamplingObserver | None = None, progress: bool = True, decode: bool = True,
+           start_step: int = 0, noise_maps: Sequence[torch.Tensor] | None = None,
+           text: TextEncoding | None = None) -> SampleResult:
     """Generate one image per prompt.
 
     ``seed``: one int (image ``i`` gets ``seed + i``) or one seed per prompt.
     ``guidance_scale``: classifier-free guidance (default: the model's); ``<= 1`` runs
     the conditional branch alone. ``latents``: start from these instead of noise.
+    ``start_step``: skip the first steps; ``latents`` are then the trajectory at that
+    step's timestep (editing from an inverted trajectory). ``noise_maps``: the noise added
+    at each step of an ``eta = 1`` sampler, already scaled (``σ_t z_t``), from the
+    edit-friendly DDPM inversion (methods.md §4).
+    ``text``: an already encoded prompt batch (conditioning that is not plain text).
     """
     from tqdm import tqdm
 
@@ -96,19 +113,33 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     started = time.perf_counter()
     scheduler = generator.make_scheduler("ddim")
     scheduler.set_timesteps(steps, device=generator.device)
-    x = initial_noise(generator, seeds, height, width) if latents is None else latents.to(generator.device, generator.dtype)
-    x = x * scheduler.init_noise_sigma
+    if not 0 <= start_step < steps:
+        raise InputError(f"start step {start_step} is outside 0..{steps - 1}")
+    if noise_maps is not None and len(noise_maps) != steps:
+        raise InputError(f"{len(noise_maps)} noise maps for {steps} steps")
+    if latents is None:
+        x = initial_noise(generator, seeds, height, width) * scheduler.init_noise_sigma
+    else:
+        x = latents.to(generator.device, generator.dtype)
+        x = x * scheduler.init_noise_sigma if start_step == 0 else x
     with torch.no_grad():
-        text = generator.encode_text(prompts)
+        text = generator.encode_text(prompts) if text is None else text
         uncond = generator.unconditional(len(prompts), negative_prompt) if guided else None
     branches = (UNCOND, COND) if guided else (COND,)
-    for index, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", unit="step", disable=not progress)):
+    timesteps = scheduler.timesteps
+    for index in tqdm(range(start_step, steps), desc="sampling", unit="step", disable=not progress):
+        t = timesteps[index]
         if observer is not None:
+            x = _prepare(observer, index, int(t), x)
             observer.begin_step(index, int(t), branches)
         with torch.no_grad():
             model_input = scheduler.scale_model_input(x, t)
             prediction = guided_prediction(generator, model_input, t, text, uncond, guidance)
-            x = scheduler.step(prediction, t, x, eta=eta).prev_sample
+            if noise_maps is None:
+                x = scheduler.step(prediction, t, x, eta=eta).prev_sample
+            else:
+                mean = scheduler.step(prediction, t, x, eta=1.0, variance_noise=torch.zeros_like(x)).prev_sample
+                x = mean + noise_maps[index].to(x.device, x.dtype)
         if observer is not None:
             replaced = observer.end_step(index, int(t), x)
             if replaced is not None:
@@ -117,5 +148,5 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     if images is not None and not np.isfinite(images).all():
         raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output")
     return SampleResult(images, x, prompts, seeds, steps, guidance, time.perf_counter() - started,
-                        {"scheduler": "DDIM", "eta": eta, "negative_prompt": negative_prompt,
+                        {"scheduler": "DDIM", "eta": 1.0 if noise_maps is not None else eta, "start_step": start_step, "negative_prompt": negative_prompt,
                          "timesteps": [int(t) for t in scheduler.timesteps]})

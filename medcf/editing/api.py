@@ -1,0 +1,179 @@
+"""The editor's commands as library functions (``medcf edit``, ``medcf pairs``,
+``medcf steer-vectors``, ``medcf demo``); the CLI and the Slicer module only parse
+arguments and call these."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
+from medcf.editing.spec import EditSpec
+from medcf.editing.steering import VECTORS_FILE, SteeringVectors, denoiser_fingerprint, load_vectors
+from medcf.errors import InputError
+from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+
+
+@dataclass
+class Editor:
+    """A loaded generator, its steering vectors (if any) and the segmenter."""
+
+    generator: object
+    vectors: SteeringVectors | None
+    vectors_path: Path | None
+    segmenter: object
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return ModelInfo.of(self.generator, self.vectors_path)
+
+
+def vectors_cache_path(fingerprint: str) -> Path:
+    from medcf.cache import cache_dir
+
+    return cache_dir("steering") / f"{fingerprint[:16]}.safetensors"
+
+
+def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,
+                segmenter=None) -> Editor:
+    """The model (default: the bundle's), its vectors (``vectors``, else the file shipped
+    beside the weights, else the cache ``medcf steer-vectors`` fills) and the segmenter."""
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.bundle import bundle_root
+    from medcf.models.loaders import load_generator
+
+    generator = load_generator(model or bundle_root())
+    fingerprint = denoiser_fingerprint(generator)
+    if vectors is not None:
+        path = Path(vectors)
+    else:
+        source = Path(generator.source)
+        candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
+        path = next((p for p in candidates if p.is_file()), None)
+    loaded = load_vectors(path, fingerprint=fingerprint) if path is not None else None
+    return Editor(generator, loaded, path, segmenter or load_segmenter())
+
+
+def _view(image) -> ViewPosition:
+    radiograph = getattr(image, "radiograph", None)
+    view = getattr(radiograph, "view", None)
+    return ViewPosition.AP if view is ViewPosition.AP else ViewPosition.PA
+
+
+def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, editor: Editor | None = None,
+              progress: bool = True, command: str | None = None, extras: list[dict] | None = None,
+              sop_class: str = "sc") -> list[EditOutputs]:
+    """Read, segment, edit and write; one output folder per spec (``out_dir`` itself for one
+    spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report)."""
+    from medcf.anatomy.segment import segment
+    from medcf.editing.edit import edit
+    from medcf.io.atomic import new_output_dir
+    from medcf.io.inputs import read_input
+
+    if not specs:
+        raise InputError("nothing to edit: no edit was requested")
+    image = read_input(path)  # input errors come before the model loads
+    editor = editor or load_editor()
+    masks = segment(image.display, editor.segmenter)
+    view = _view(image)
+    outputs = []
+    root = Path(out_dir)
+    if len(specs) > 1:
+        root = new_output_dir(root)
+    for index, spec in enumerate(specs):
+        counterfactual = edit(image.display, masks, spec, editor.generator, editor.vectors, view, progress)
+        target = root if len(specs) == 1 else root / f"{index + 1}-{spec.action.value}-{spec.finding.value}"
+        extra = (extras or [{}] * len(specs))[index]
+        outputs.append(write_edit(image, masks, counterfactual, editor.model_info, target, command, extra, sop_class))
+    return outputs
+
+
+def specs_from_report(text: str, action: Action, base: EditSpec | None = None, backend: str = "rules"
+                      ) -> tuple[list[EditSpec], list[dict]]:
+    """Edit specs for every present, certain, editable finding of a report, and what each
+    came from (goes into the provenance). A finding the report gives no side for is edited
+    on both sides; one it gives no severity for at the base spec's."""
+    from medcf.editing.spec import SIDELESS
+    from medcf.text import editable_findings, get_reader
+
+    mentions = get_reader(backend).parse(text)
+    found = editable_findings(mentions)
+    if not found:
+        raise InputError("the report states no present, certain finding the editor can "
+                         f"{action.value} ({', '.join(f.value for f in Finding)})")
+    base = base or EditSpec(Finding.PLEURAL_EFFUSION, action, Side.LEFT)  # method, strength, seed ... to keep
+    specs, sources = [], []
+    for item in found:
+        side = None if item.finding in SIDELESS else (item.side or Side.BILATERAL)
+        zone = None if item.finding in SIDELESS else item.zone
+        specs.append(replace(base, finding=item.finding, action=action, side=side, zone=zone,
+                             severity=item.severity or base.severity))
+        sources.append({"report": {"evidence": item.evidence, "finding": item.finding.value,
+                                   "side": item.side.value if item.side else None,
+                                   "zone": item.zone.value if item.zone else None,
+                                   "severity": item.severity.value if item.severity else None}})
+    return specs, sources
+
+
+def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, steps: int = 25,
+                       side: Side | None = None, severity: Severity | None = None, model: str | Path | None = None,
+                       out: str | Path | None = None, progress: bool = True) -> Path:
+    """``medcf steer-vectors``: estimate vectors and write them to ``out`` (default: the
+    cache keyed by the model's weights, merged with what is cached there already)."""
+    from medcf.bundle import bundle_root
+    from medcf.editing.steering import estimate_vectors
+    from medcf.models.loaders import load_generator
+
+    generator = load_generator(model or bundle_root())
+    vectors = estimate_vectors(generator, findings, list(range(seed, seed + n_seeds)), steps=steps, side=side,
+                               severity=severity, progress=progress)
+    if out is not None:
+        return vectors.save(out)
+    path = vectors_cache_path(vectors.fingerprint)
+    if path.is_file():
+        cached = load_vectors(path, fingerprint=vectors.fingerprint)
+        if cached.timesteps == vectors.timesteps:
+            vectors = cached.merged(vectors)
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return vectors.save(path)
+
+
+def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | None = None,
+               progress: bool = True) -> Path:
+    from medcf.editing.pairs import write_pairs
+
+    editor = editor or load_editor()
+    return write_pairs(editor.generator, spec, n, out_dir, editor.segmenter, editor.vectors, progress)
+
+
+def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "regulated+steer",
+             progress: bool = True) -> dict[str, Path]:
+    """The main job on the committed sample study: add a moderate left pleural effusion,
+    then remove it again from the counterfactual (read back from its DICOM file)."""
+    from medcf.io.atomic import new_output_dir
+
+    study = Path(study) if study else Path(__file__).resolve().parents[1] / "data" / "sample_study"
+    out = new_output_dir(out_dir)
+    editor = load_editor()
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, severity=Severity.MODERATE, method=method)
+    added = edit_file(study, [spec], out / "add", editor, progress, command="medcf demo")[0]
+    removed = edit_file(added.files["dicom"], [replace(spec, action=Action.REMOVE)], out / "remove", editor,
+                        progress, command="medcf demo")[0]
+    return {"add_panel": added.files["panel"], "add_dicom": added.files["dicom"],
+            "remove_panel": removed.files["panel"], "remove_dicom": removed.files["dicom"]}
+
+
+def parse_seed_range(text: str) -> tuple[int, int]:
+    """``"64"`` → (0, 64) seeds; ``"100-163"`` → (100, 64)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+))?\s*", text)
+    if not match:
+        raise InputError(f"--seeds {text!r}: give a count (64) or a range (100-163)")
+    if match.group(2) is None:
+        return 0, int(match.group(1))
+    low, high = int(match.group(1)), int(match.group(2))
+    if high < low:
+        raise InputError(f"--seeds {text!r}: the range is empty")
+    return low, high - low + 1

@@ -1,0 +1,180 @@
+"""``medcf edit``, ``medcf pairs``, ``medcf steer-vectors`` and ``medcf demo``: parsing
+only, each command calls one function of :mod:`medcf.editing.api`. Nothing heavy is
+imported until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from medcf.editing.spec import DEFAULT_ZONES, Inversion, Method
+from medcf.vocab import Action, Finding, Severity, Side, Zone
+
+EPILOG = (
+    "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
+    "MedCF output is synthetic, for research only, never for diagnosis. Methods: docs/editing.md."
+)
+METHOD_HELP = ("regulated = re-prompt with anatomy-gated attention, pathology enhancement and the "
+               "attention-concentration energy; steer = MedSteer activation steering gated to the region; "
+               "regulated+steer = both (default)")
+
+
+def _values(enum) -> list[str]:
+    return [member.value for member in enum]
+
+
+def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> None:
+    parser.add_argument("--finding", choices=_values(Finding), required=finding_required,
+                        help="the finding to add or remove")
+    parser.add_argument("--action", choices=_values(Action), required=True, help="add or remove the finding")
+    parser.add_argument("--side", choices=_values(Side),
+                        help="patient side (needed except for cardiomegaly; edema defaults to bilateral)")
+    parser.add_argument("--zone", choices=_values(Zone),
+                        help="lung zone of the edit (default: where the finding starts: "
+                             + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
+                             + "; the whole lung otherwise)")
+    parser.add_argument("--severity", choices=_values(Severity), default="moderate", help="default moderate")
+    parser.add_argument("--method", choices=_values(Method), default=Method.REGULATED_STEER.value, help=METHOD_HELP)
+    parser.add_argument("--strength", type=float, default=1.0,
+                        help="scales steering and enhancement (0 < s <= 4; default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
+    parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    parser.add_argument("--depth", type=float, default=0.7,
+                        help="how much of the trajectory is re-sampled: 1 = from noise (default 0.7)")
+    parser.add_argument("--inversion", choices=_values(Inversion), default="ddpm",
+                        help="ddpm = edit-friendly DDPM inversion, exact (default); ddim = DDIM inversion")
+    parser.add_argument("--no-energy", action="store_true", help="skip the attention-concentration latent correction")
+    parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
+    parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
+    """The spec the options ask for (``finding``/``side``: a base the report's findings replace)."""
+    from medcf.editing.spec import EditSpec
+
+    return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
+                    args.severity, args.method,
+                    args.strength, args.seed, args.steps, args.depth, args.inversion, not args.no_energy)
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from medcf.editing.api import edit_file, load_editor, specs_from_report
+    from medcf.errors import InputError
+    from medcf.io.inputs import read_input
+
+    command = "medcf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    extras = None
+    if args.from_report is not None:
+        if args.finding:
+            raise InputError("--finding and --from-report exclude each other: the report names the findings")
+        if not args.from_report.is_file():
+            raise InputError(f"--from-report {args.from_report}: no such file")
+        text = args.from_report.read_text(encoding="utf-8", errors="replace")
+        specs, extras = specs_from_report(text, Action(args.action), _spec(args, Finding.PLEURAL_EFFUSION.value,
+                                                                           Side.LEFT.value))
+    elif not args.finding:
+        raise InputError("--finding (or --from-report REPORT.txt) is required")
+    else:
+        specs = [_spec(args)]
+    read_input(args.input)  # a bad input fails before the model loads
+    editor = load_editor(args.model, args.vectors)
+    outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
+                        extras=extras, sop_class=args.sop_class)
+    for output in outputs:
+        for name in ("dicom", "image", "panel", "provenance"):
+            if name in output.files:
+                print(output.files[name])
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    from medcf.editing.api import load_editor, make_pairs
+
+    out = make_pairs(_spec(args), args.n, args.out, load_editor(args.model, args.vectors), progress=not args.quiet)
+    print(out / "pairs.jsonl")
+    print(out / "panel.png")
+    return 0
+
+
+def cmd_steer_vectors(args: argparse.Namespace) -> int:
+    from medcf.editing.api import estimate_and_cache, parse_seed_range
+
+    findings = list(Finding) if args.finding == ["all"] else [Finding(f) for f in args.finding]
+    start, count = parse_seed_range(args.seeds)
+    path = estimate_and_cache(findings, count, start, args.steps, Side(args.side) if args.side else None,
+                              Severity(args.severity) if args.severity else None, args.model, args.out,
+                              progress=not args.quiet)
+    print(path)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from medcf.editing.api import run_demo
+
+    for name, path in run_demo(args.out, progress=not args.quiet).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
+    edit = sub.add_parser(
+        "edit", help="add or remove a finding on a chest radiograph (counterfactual)",
+        description="Edit a frontal chest radiograph so that one finding appears or disappears in a chosen side "
+                    "and zone, and nothing else changes: MedCF segments lungs and heart, builds the edit region, "
+                    "inverts the image into the diffusion model, re-samples it under anatomy-aware attention "
+                    "control and/or activation steering, and transfers only the change inside the region back to "
+                    "the original pixels. DICOM in gives a new synthetic DICOM series out (the source is never "
+                    "changed); PNG and NIfTI inputs give the same format out. Also writes panel.png "
+                    "(input | counterfactual | difference | region), masks/ and edit.json (provenance).",
+        epilog=EPILOG)
+    edit.add_argument("input", type=Path, metavar="INPUT", help="DICOM file or folder, PNG, or NIfTI radiograph")
+    _edit_options(edit, finding_required=False)
+    edit.add_argument("--from-report", type=Path, metavar="REPORT.txt",
+                      help="take the findings (side, zone, severity) from a free-text report: one output folder "
+                           "per present, certain, editable finding")
+    edit.add_argument("--sop-class", choices=["sc", "dx"], default="sc",
+                      help="DICOM output: Secondary Capture (default) or DX For Presentation")
+    edit.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    edit.set_defaults(func=cmd_edit)
+
+    pairs = sub.add_parser(
+        "pairs", help="generate factual/counterfactual pairs from scratch (augmentation)",
+        description="Sample N films from the model and, from the same noise, their counterfactuals with the "
+                    "finding added or removed inside the segmented region (MedSteer-style; no inversion). "
+                    "Writes pairs.jsonl in the simulated world's layout, images/, masks/ and panel.png.",
+        epilog=EPILOG)
+    _edit_options(pairs, finding_required=True)
+    pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
+    pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    pairs.set_defaults(func=cmd_pairs)
+
+    vectors = sub.add_parser(
+        "steer-vectors", help="estimate MedSteer steering vectors for a model",
+        description="Estimate a pathology direction per cross-attention layer and step: mean layer output with "
+                    "prompts naming the finding minus with the normal prompt, over the same seeds. Written to "
+                    "--out, or cached per model weights ($MEDCF_CACHE/steering) where `medcf edit` finds them. "
+                    "The default model ships its vectors (monai_bundle/models/steering_vectors.safetensors).",
+        epilog=EPILOG)
+    vectors.add_argument("--finding", nargs="+", required=True, choices=_values(Finding) + ["all"],
+                         help="finding(s), or all")
+    vectors.add_argument("--side", choices=_values(Side), help="only this side in the prompts (default: every side)")
+    vectors.add_argument("--severity", choices=_values(Severity), help="only this severity (default: every one)")
+    vectors.add_argument("--seeds", default="64", help="a count (64, from seed 0) or a range (100-163); default 64")
+    vectors.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, as the editor)")
+    vectors.add_argument("--model", type=Path, help="model folder (default: the bundle's)")
+    vectors.add_argument("--out", type=Path, help="vectors file to write (default: the cache)")
+    vectors.add_argument("--quiet", action="store_true", help="no progress bar")
+    vectors.set_defaults(func=cmd_steer_vectors)
+
+    demo = sub.add_parser(
+        "demo", help="the main job on the committed sample study: add, then remove, a left pleural effusion",
+        description="On medcf/data/sample_study: segment, add a moderate left pleural effusion, write a new "
+                    "synthetic DICOM series and a panel; then read that series back and remove the effusion "
+                    "again. Prints where everything is.",
+        epilog=EPILOG)
+    demo.add_argument("--out", type=Path, default=Path("build/demo/edit"), help="output folder (default build/demo/edit)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)

@@ -1,0 +1,108 @@
+"""What an edit asks for: :class:`EditSpec`, validated before any pixel is touched."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from medcf.errors import InputError
+from medcf.vocab import Action, Finding, Severity, Side, StrEnum, Zone
+
+
+class Method(StrEnum):
+    """Editing methods (methods.md §1–3); they compose through one attention controller."""
+
+    REGULATED = "regulated"  # re-prompt with anatomy regulation, pathology enhancement, concentration energy
+    STEER = "steer"  # MedSteer activation steering, anatomy-gated
+    REGULATED_STEER = "regulated+steer"
+
+    @property
+    def regulated(self) -> bool:
+        return self in (Method.REGULATED, Method.REGULATED_STEER)
+
+    @property
+    def steered(self) -> bool:
+        return self in (Method.STEER, Method.REGULATED_STEER)
+
+
+class Inversion(StrEnum):
+    """How a given radiograph's latent is turned back into a sampling trajectory (§4)."""
+
+    DDPM = "ddpm"  # edit-friendly DDPM inversion: exact reconstruction by construction
+    DDIM = "ddim"  # deterministic DDIM inversion: approximate
+
+
+# Findings that have no side (the editor takes the region from the organ instead).
+SIDELESS = (Finding.CARDIOMEGALY,)
+# Findings that are a whole-pleural-space process: a zone narrows only where they start.
+DEFAULT_ZONES = {
+    Finding.PLEURAL_EFFUSION: Zone.LOWER, Finding.ATELECTASIS: Zone.LOWER, Finding.PNEUMOTHORAX: Zone.UPPER,
+}
+
+
+@dataclass(frozen=True)
+class EditSpec:
+    """One requested change: add or remove ``finding`` on ``side`` (and ``zone``) at ``severity``.
+
+    ``strength`` scales every method's push (1 = the documented defaults); ``steps`` is
+    the number of sampling steps; ``depth`` how far back the trajectory is re-sampled
+    (1 = from pure noise, 0.6 = the last 60 % of the steps).
+    """
+
+    finding: Finding
+    action: Action
+    side: Side | None = None
+    zone: Zone | None = None
+    severity: Severity = Severity.MODERATE
+    method: Method = Method.REGULATED_STEER
+    strength: float = 1.0
+    seed: int = 0
+    steps: int = 25
+    depth: float = 0.7
+    inversion: Inversion = Inversion.DDPM
+    energy: bool = True
+
+    def __post_init__(self) -> None:
+        for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),
+                          ("inversion", Inversion)):
+            object.__setattr__(self, name, _parse(cls, getattr(self, name), name))
+        for name, cls in (("side", Side), ("zone", Zone)):
+            value = getattr(self, name)
+            object.__setattr__(self, name, None if value is None else _parse(cls, value, name))
+        if self.finding in SIDELESS:
+            if self.side not in (None, Side.BILATERAL):
+                raise InputError(f"--side {self.side.value}: {self.finding.value} has no side (leave --side out)")
+            if self.zone is not None:
+                raise InputError(f"--zone {self.zone.value}: {self.finding.value} has no zone (leave --zone out)")
+        elif self.side is None:
+            if self.finding is Finding.EDEMA:
+                object.__setattr__(self, "side", Side.BILATERAL)
+            else:
+                raise InputError(f"--side is needed for {self.finding.value} (left, right or bilateral)")
+        if not 0.0 < self.strength <= 4.0:
+            raise InputError(f"--strength {self.strength:g} is outside (0, 4]")
+        if not 2 <= self.steps <= 1000:
+            raise InputError(f"--steps {self.steps} is outside 2..1000")
+        if not 0.1 <= self.depth <= 1.0:
+            raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
+
+    @property
+    def region_zone(self) -> Zone | None:
+        """The zone the edit region is built from (the finding's usual start when none is given)."""
+        return self.zone or DEFAULT_ZONES.get(self.finding)
+
+    def describe(self) -> str:
+        words = [self.action.value, self.severity.value, self.side.value if self.side else None,
+                 f"{self.zone.value} zone" if self.zone else None, self.finding.value.replace("_", " ")]
+        return " ".join(w for w in words if w)
+
+    def to_dict(self) -> dict:
+        return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
+
+
+def _parse(cls, value, name: str):
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls.parse(str(value))
+    except ValueError as error:
+        raise InputError(f"--{name}: {error}") from None

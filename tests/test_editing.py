@@ -1,0 +1,394 @@
+"""The editor: one attention controller on every architecture, regulation, steering,
+energy, inversion, edits that leave everything outside the region untouched, and the
+commands (edit, pairs, steer-vectors, demo) end to end on the committed default model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medcf.anatomy.masks import AnatomyMasks
+from medcf.editing.control import AttentionController, ControlMethod
+from medcf.editing.edit import edit
+from medcf.editing.energy import ConcentrationEnergy
+from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
+from medcf.editing.regions import EditRegion
+from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
+from medcf.editing.spec import EditSpec
+from medcf.editing.steering import Steering, SteeringVectors, estimate_vectors, load_vectors
+from medcf.errors import InputError
+from medcf.models.base import CROSS, SELF
+from medcf.models.loaders import load_generator
+from medcf.models.sampling import sample
+from medcf.vocab import Action, Finding, Organ, Severity, Side
+from tests import model_fixtures
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_STUDY = ROOT / "medcf" / "data" / "sample_study"
+BUNDLE_MODELS = ROOT / "monai_bundle" / "models"
+PROMPT = "PA chest radiograph. Moderate left pleural effusion."
+BUILDERS = {
+    "diffusers-sd": model_fixtures.make_sd_pipeline,
+    "diffusers-pixart": model_fixtures.make_pixart_pipeline,
+    "monai-ldm": model_fixtures.make_monai_bundle,
+    "medcf-default": model_fixtures.make_default_model,
+}
+needs_weights = pytest.mark.skipif(not (BUNDLE_MODELS / "unet.safetensors").is_file(),
+                                   reason="the default model's weights are not committed in this checkout")
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory):
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("models")
+    return {name: load_generator(build(root / name.replace("-", "_"))) for name, build in BUILDERS.items()}
+
+
+def phantom_masks(shape=(64, 64)) -> AnatomyMasks:
+    """Boxes where a frontal film has its organs: right lung on the image left."""
+    rows, cols = shape
+    right, left, heart = (np.zeros(shape, bool) for _ in range(3))
+    right[rows // 8: 7 * rows // 8, cols // 10: 9 * cols // 20] = True
+    left[rows // 8: 7 * rows // 8, 11 * cols // 20: 9 * cols // 10] = True
+    heart[rows // 2: 6 * rows // 8, 2 * cols // 5: 7 * cols // 10] = True
+    return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, "boxes")
+
+
+class Probe(ControlMethod):
+    """Records probabilities and outputs per site kind."""
+
+    needs_maps = True
+
+    def __init__(self):
+        self.maps, self.outputs = {SELF: [], CROSS: []}, []
+
+    def observe(self, call, probabilities):
+        self.maps[call.site.kind].append((call.grid, probabilities))
+
+    def steer(self, call, hidden):
+        self.outputs.append(hidden)
+        return hidden
+
+
+# --- the controller --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_controller_without_methods_is_the_model_and_reaches_every_site(generators, name):
+    generator = generators[name]
+    plain = sample(generator, [PROMPT], seed=1, steps=3, progress=False, decode=False).latents
+    with AttentionController(generator, [], steps=3) as controller:
+        routed = sample(generator, [PROMPT], seed=1, steps=3, progress=False, decode=False, observer=controller).latents
+    assert torch.allclose(plain, routed, atol=1e-5)
+    sites = generator.attention_sites()
+    assert controller.calls == 3 * len(sites)  # every site, every step, one guided batch
+    assert all(site.processor is None for site in sites)  # the context restored the model's own attention
+    probe = Probe()
+    with AttentionController(generator, [probe], steps=2) as controller:
+        sample(generator, [PROMPT], seed=1, steps=2, progress=False, decode=False, observer=controller)
+    assert probe.maps[CROSS], f"{name}: no cross-attention reached the controller"
+    assert len(probe.outputs) == 2 * len(sites)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_regulation_stops_self_attention_crossing_organ_borders(generators, name):
+    generator = generators[name]
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
+    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
+    text = generator.encode_text([PROMPT])
+
+    def leak(methods):
+        probe = Probe()
+        with AttentionController(generator, [*methods, probe], steps=2) as controller:
+            sample(generator, [PROMPT], seed=2, steps=2, progress=False, decode=False, observer=controller)
+        shares = []
+        for grid, probabilities in probe.maps[SELF]:
+            labels = region.label_tokens(grid)
+            if probabilities.shape[-1] != labels.numel() or not (labels > 0).any():
+                continue
+            other = (labels[:, None] != labels[None, :]) & (labels > 0)[:, None]
+            shares.append(float((probabilities.mean(dim=(0, 1)) * other).sum() / (labels > 0).sum()))
+        return np.mean(shares) if shares else None
+
+    before, after = leak([]), leak([AnatomyRegulation(region, text, beta_self=6.0)])
+    if before is None:
+        pytest.skip(f"{name}: no self-attention on a grid fine enough to hold the organs")
+    assert after < 0.25 * before
+
+
+def test_anatomy_words_and_pathology_words_are_gated_to_their_regions(generators):
+    generator = generators["medcf-default"]
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
+    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
+    text = generator.encode_text([PROMPT])
+    tokens = word_tokens(text, PATHOLOGY_WORDS[Finding.PLEURAL_EFFUSION])
+    assert tokens
+    probe = Probe()
+    methods = [AnatomyRegulation(region, text), PathologyEnhancement(region, tokens, gamma=4.0, gamma_out=4.0), probe]
+    with AttentionController(generator, methods, steps=2) as controller:
+        sample(generator, [PROMPT], seed=2, steps=2, progress=False, decode=False, observer=controller)
+    grid, probabilities = probe.maps[CROSS][0]
+    conditional = probabilities[1].mean(0)  # guided batch: [uncond, cond]
+    target = region.target_tokens(grid).bool()
+    share_in = conditional[target][:, tokens].sum(-1).mean()
+    share_out = conditional[~target][:, tokens].sum(-1).mean()
+    assert share_in > 5 * share_out
+    left_word = text.token_indices("left")
+    lung_left = region.organ_tokens(Organ.LUNG_LEFT, grid).bool()
+    assert conditional[~lung_left][:, left_word].max() < 0.05
+
+
+# --- steering ---------------------------------------------------------------------------
+
+
+def _call_for(generator, steps=4):
+    site = next(s for s in generator.attention_sites() if s.kind == CROSS)
+    controller = AttentionController(generator, [], steps=steps)
+    controller.begin_step(0, 999, ("cond",))
+    return controller._call(site, 1), site
+
+
+def test_steering_removes_and_adds_only_inside_the_gate(generators):
+    generator = generators["medcf-default"]
+    call, site = _call_for(generator)
+    tokens = call.grid[0] * call.grid[1]
+    channels = 16
+    v = torch.zeros(channels)
+    v[0] = 1.0
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.REMOVE, Side.LEFT)
+    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
+    gate = region.target_tokens(call.grid).bool()
+    assert gate.any() and (~gate).any()
+    hidden = torch.randn(1, tokens, channels, generator=torch.Generator().manual_seed(0))
+    hidden[..., 0] = hidden[..., 0].abs() + 1  # every token carries the concept
+    vectors = {site.name: v[None].repeat(1, 1)}
+    remove = Steering(vectors, [999], Action.REMOVE, alpha=2.0, region=region)
+    out = remove.steer(call, hidden)
+    assert torch.equal(out[0, ~gate], hidden[0, ~gate])
+    assert (out[0, gate] @ v < hidden[0, gate] @ v).all()
+    assert torch.allclose(out.norm(dim=-1), hidden.norm(dim=-1), atol=1e-5)  # rescaled to the old norm
+    plain = hidden.clone()
+    plain[..., 0] = -1.0
+    add = Steering(vectors, [999], Action.ADD, alpha=2.0, region=region)
+    added = add.steer(call, plain)
+    assert torch.equal(added[0, ~gate], plain[0, ~gate])
+    assert (added[0, gate] @ v > plain[0, gate] @ v).all()
+
+
+def test_vectors_estimate_save_load_and_refuse_other_weights(generators, tmp_path):
+    generator = generators["medcf-default"]
+    vectors = estimate_vectors(generator, [Finding.PLEURAL_EFFUSION, Finding.NODULE], [0, 1, 2], steps=3,
+                               progress=False)
+    crosses = [s.name for s in generator.attention_sites() if s.kind == CROSS]
+    assert set(vectors.vectors["nodule"]) == set(crosses)
+    stack = vectors.vectors["pleural_effusion"][crosses[0]]
+    assert stack.shape[0] == 3 and torch.allclose(stack.norm(dim=-1), torch.ones(3), atol=1e-4)
+    path = vectors.save(tmp_path / "v.safetensors")
+    again = load_vectors(path, generator)
+    assert torch.equal(again.vectors["nodule"][crosses[0]], vectors.vectors["nodule"][crosses[0]])
+    assert again.timesteps == vectors.timesteps
+    other = generators["diffusers-sd"]
+    with pytest.raises(InputError, match="other model weights"):
+        load_vectors(path, other)
+    with pytest.raises(InputError, match="steer-vectors --finding edema"):
+        again.for_finding(Finding.EDEMA)
+    with pytest.raises(InputError, match="not a readable"):
+        load_vectors((tmp_path / "junk.safetensors").write_bytes(b"junk") and tmp_path / "junk.safetensors")
+
+
+# --- energy and inversion ---------------------------------------------------------------
+
+
+def test_energy_gradient_step_lowers_the_concentration_energy(generators):
+    generator = generators["medcf-default"]
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
+    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
+    text = generator.encode_text([PROMPT])
+    tokens = word_tokens(text, PATHOLOGY_WORDS[Finding.PLEURAL_EFFUSION])
+    energy = ConcentrationEnergy(generator, region, text, tokens, step_size=0.02, max_refinements=0)
+    with AttentionController(generator, [energy], steps=10) as controller:
+        z = torch.randn(1, generator.latent_channels, *generator.latent_size, generator=torch.Generator().manual_seed(3))
+        before = float(energy.energy(z, 800))
+        corrected = controller.prepare_latents(0, 800, z)
+        after = float(energy.energy(corrected, 800))
+    assert 0.0 <= after < before <= 1.0
+    assert not torch.equal(corrected, z)
+
+
+@pytest.mark.parametrize("name", ["medcf-default", "diffusers-pixart", "monai-ldm"])
+def test_edit_friendly_inversion_reconstructs_exactly_ddim_approximately(generators, name):
+    generator = generators[name]
+    z0 = torch.randn(1, generator.latent_channels, *generator.latent_size, generator=torch.Generator().manual_seed(4))
+    text, uncond = generator.encode_text([PROMPT]), generator.unconditional(1)
+    for start in (0, 4):
+        path = edit_friendly_inversion(generator, z0, text, uncond, 10, 3.0, seed=1, start_step=start)
+        again = sample(generator, [PROMPT], steps=10, guidance_scale=3.0, latents=path.latents[start], start_step=start,
+                       noise_maps=path.noise_maps, progress=False, decode=False).latents
+        assert (again - z0).abs().max() < 1e-3
+    ddim = ddim_inversion(generator, z0, text, uncond, 10, 3.0)
+    rebuilt = sample(generator, [PROMPT], steps=10, guidance_scale=3.0, latents=ddim.latents[0], progress=False,
+                     decode=False).latents
+    assert len(ddim.latents) == 11 and torch.isfinite(rebuilt).all()
+
+
+# --- edits --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["regulated", "steer", "regulated+steer"])
+def test_edit_changes_only_the_region_at_native_geometry(generators, method):
+    generator = generators["medcf-default"]
+    shape = (90, 70)  # not the model's size, not square
+    rng = np.random.default_rng(0)
+    image = np.clip(0.5 + 0.1 * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    masks = phantom_masks(shape)
+    vectors = estimate_vectors(generator, [Finding.PLEURAL_EFFUSION], [0, 1], steps=4, progress=False)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method=method, steps=4, strength=3.0)
+    result = edit(image, masks, spec, generator, vectors, progress=False)
+    assert result.image.shape == shape and result.image.dtype == np.float32
+    outside = ~result.region.native_region
+    assert outside.any() and np.array_equal(result.image[outside], image[outside])
+    assert np.abs(result.image - image)[result.region.native_region].max() > 1e-4
+    # left lung is on the image right: the edit may not reach the right lung's columns
+    assert not result.region.native_region[:, : shape[1] // 3].any()
+    again = edit(image, masks, spec, generator, vectors, progress=False)
+    assert np.array_equal(again.image, result.image)  # seeded
+
+
+def test_spec_validation_is_precise():
+    with pytest.raises(InputError, match="--side is needed"):
+        EditSpec(Finding.NODULE, Action.ADD)
+    with pytest.raises(InputError, match="has no side"):
+        EditSpec(Finding.CARDIOMEGALY, Action.ADD, Side.LEFT)
+    with pytest.raises(InputError, match="--strength"):
+        EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, strength=0)
+    with pytest.raises(InputError, match="not a valid Method"):
+        EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, method="magic")
+    assert EditSpec(Finding.EDEMA, "add").side is Side.BILATERAL
+
+
+def test_report_becomes_one_spec_per_present_certain_finding():
+    from medcf.editing.api import specs_from_report
+
+    specs, sources = specs_from_report("FINDINGS: Small left pleural effusion. No pneumothorax. "
+                                       "Possible right upper lobe nodule. IMPRESSION: Cardiomegaly.", Action.REMOVE)
+    assert [(s.finding, s.side, s.severity) for s in specs] == [
+        (Finding.PLEURAL_EFFUSION, Side.LEFT, Severity.MILD), (Finding.CARDIOMEGALY, None, Severity.MODERATE)]
+    assert "effusion" in sources[0]["report"]["evidence"].lower()
+    with pytest.raises(InputError, match="no present, certain finding"):
+        specs_from_report("No acute cardiopulmonary abnormality.", Action.ADD)
+
+
+# --- the committed model end to end ---------------------------------------------------------
+
+
+def _medcf(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "medcf", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@needs_weights
+def test_shipped_vectors_match_the_committed_weights_and_cover_every_finding():
+    from medcf.editing.api import load_editor
+
+    editor = load_editor()
+    assert editor.vectors is not None and editor.vectors_path.name == "steering_vectors.safetensors"
+    assert set(editor.vectors.vectors) == {f.value for f in Finding}
+
+
+@needs_weights
+def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input(tmp_path):
+    import pydicom
+
+    from tests.dicom_validation import assert_valid_dicom
+
+    sources = sorted(SAMPLE_STUDY.rglob("*.dcm"))
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources}
+    done = _medcf("edit", SAMPLE_STUDY, "--finding", "pleural_effusion", "--action", "add", "--side", "left",
+                  "--quiet", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "out"
+    written = sorted((out / "dicom").glob("*.dcm"))
+    assert len(written) == 1 and (out / "panel.png").is_file() and (out / "masks" / "edit_region.nii.gz").is_file()
+    ds = pydicom.dcmread(written[0])
+    source = pydicom.dcmread(next(p for p in sources if pydicom.dcmread(p, stop_before_pixels=True).ViewPosition == "PA"))
+    assert ds.SeriesInstanceUID != source.SeriesInstanceUID and ds.SOPInstanceUID != source.SOPInstanceUID
+    assert (ds.Rows, ds.Columns) == (source.Rows, source.Columns)
+    assert ds.BurnedInAnnotation == "YES" or "SYNTHETIC" in str(ds.SeriesDescription).upper()
+    assert_valid_dicom(written[0])
+    record = json.loads((out / "edit.json").read_text())
+    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] == "regulated+steer"
+    assert record["extra"]["model"]["vectors_sha256"]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
+    again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",
+                   "--out", tmp_path / "out")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "Traceback" not in again.stderr
+
+
+@needs_weights
+def test_edit_cli_png_in_png_out_and_bad_inputs(tmp_path):
+    from medcf.io.images import read_png, write_png16
+    from medcf.io.inputs import read_input
+
+    film = read_input(SAMPLE_STUDY).display
+    png = write_png16(tmp_path / "film.png", film[::2, ::2])
+    done = _medcf("edit", png, "--finding", "cardiomegaly", "--action", "add", "--method", "regulated", "--quiet",
+                  "--out", tmp_path / "png")
+    assert done.returncode == 0, done.stderr
+    out = read_png(tmp_path / "png" / "counterfactual.png")
+    assert out.shape == film[::2, ::2].shape and (tmp_path / "png" / "panel.png").is_file()
+    assert not np.array_equal(out, read_png(png))
+    for args, message in (
+        (["edit", tmp_path / "missing.png", "--finding", "nodule", "--action", "add", "--side", "left"], "no such file"),
+        (["edit", png, "--finding", "nodule", "--action", "add"], "--side is needed"),
+        (["edit", png, "--action", "add"], "--finding"),
+        (["edit", png, "--finding", "cardiomegaly", "--action", "add", "--vectors", tmp_path / "none.safetensors"],
+         "is missing"),
+    ):
+        done = _medcf(*args, "--out", tmp_path / "bad")
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr and not (tmp_path / "bad").exists()
+
+
+@needs_weights
+def test_pairs_from_scratch_differ_only_inside_the_region(tmp_path):
+    from medcf.io.images import read_label_png, read_png
+
+    done = _medcf("pairs", "--finding", "pleural_effusion", "--action", "add", "--side", "right", "--n", "2",
+                  "--method", "regulated", "--quiet", "--out", tmp_path / "pairs")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (tmp_path / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and records[0]["prompt_factual"].endswith("Normal chest radiograph.")
+    for record in records:
+        factual = read_png(tmp_path / "pairs" / record["factual"])
+        counterfactual = read_png(tmp_path / "pairs" / record["counterfactual"])
+        region = read_label_png(tmp_path / "pairs" / record["lesion_mask"]) > 0
+        assert np.array_equal(factual[~region], counterfactual[~region])
+        assert np.abs(factual - counterfactual)[region].max() > 0
+    assert (tmp_path / "pairs" / "panel.png").is_file()
+
+
+@needs_weights
+def test_demo_adds_then_removes_and_says_where(tmp_path):
+    done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")
+    assert done.returncode == 0, done.stderr
+    lines = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
+    assert set(lines) == {"add_panel", "add_dicom", "remove_panel", "remove_dicom"}
+    assert all(Path(p).is_file() for p in lines.values())
+
+
+def test_steer_vectors_cli_writes_a_file(tmp_path):
+    folder = model_fixtures.make_default_model(tmp_path / "tiny")
+    done = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "2", "--steps", "3", "--model", folder,
+                  "--quiet", "--out", tmp_path / "v.safetensors")
+    assert done.returncode == 0, done.stderr
+    vectors = load_vectors(tmp_path / "v.safetensors", load_generator(folder))
+    assert set(vectors.vectors) == {"nodule"}
+    bad = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "9-3", "--model", folder, "--out", tmp_path / "w")
+    assert bad.returncode == 2 and "empty" in bad.stderr
