@@ -19,16 +19,19 @@ install: $(STAMP)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-# The demo: the committed simulated study, then the simulated world rendering
-# factual/counterfactual pairs of every finding (the chest CT is fetched once with pip).
+# The demo: the main job first (add, then remove, a moderate left pleural effusion on the
+# committed simulated study: DICOM series + panels), then the pieces it is made of, and the
+# simulated world rendering factual/counterfactual pairs of every finding (the chest CT is
+# fetched once with pip).
 demo: install
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR)
+	$(PY) -m medcf demo --out $(DEMO_DIR)/edit
 	$(PY) -m medcf inspect medcf/data/sample_study --png $(DEMO_DIR)/sample-study.png
 	$(PY) -m medcf segment medcf/data/sample_study --out $(DEMO_DIR)/anatomy
 	$(PY) -m medcf generate --prompt "PA chest radiograph. Moderate left pleural effusion." --n 2 --quiet --out $(DEMO_DIR)/generated
 	$(PY) -m medcf data fetch-ct
 	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
-	@echo "demo outputs in $(DEMO_DIR): sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), generated/ (synthetic samples of the default model), phantom/pairs.jsonl, phantom/panel.png"
+	@echo "demo outputs in $(DEMO_DIR): edit/add and edit/remove (synthetic DICOM series, panel.png, masks, edit.json), sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), generated/ (synthetic samples of the default model), phantom/pairs.jsonl, phantom/panel.png"
 
 test: install system-deps
 	$(PY) -m pytest -n 2 -q tests
@@ -38,6 +41,7 @@ bench: install
 	$(PY) -m medcf data fetch-ct
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_anatomy.py
+	$(PY) benchmarks/bench_editor.py
 	$(PY) benchmarks/bench_generator.py --threads 1
 
 bench-reports: install

@@ -53,6 +53,8 @@ setup(
         "einops>=0.7",
         # `python -m monai.bundle run` (the bundle's command line) needs fire.
         "fire>=0.5",
+        # Editor and benchmark measures (SSIM outside the edit region).
+        "scikit-image>=0.22",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

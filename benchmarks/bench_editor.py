@@ -35,7 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BENCH_SEED = 1_100_000  # held out: the generator trained on 0..2399, the segmenter on 100000.. / 9x0000..
+# Held out from every training set (generator 0..2399, segmenter 100000.., 9x0000..). Defaults
+# were chosen on TUNING_SEED; the figures in docs/editing.md are on BENCH_SEED, seen by nothing else.
+TUNING_SEED = 1_100_000
+BENCH_SEED = 1_200_000
 
 
 def _ssim_outside(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
@@ -55,7 +58,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
 
 
-def quality(patients: int, methods: list[str], size: int, out: Path | None) -> list[dict]:
+def quality(patients: int, methods: list[str], size: int, out: Path | None, depth: float = 0.5,
+            strength: float = 1.0, first_seed: int = BENCH_SEED) -> list[dict]:
     from medcf.anatomy.segment import segment
     from medcf.editing.api import load_editor
     from medcf.editing.edit import edit
@@ -70,7 +74,7 @@ def quality(patients: int, methods: list[str], size: int, out: Path | None) -> l
     world = World(load_chest_ct())
     rows, tiles = [], []
     for finding in Finding:
-        request = PhantomRequest(n=patients, size=size, seed=BENCH_SEED + 1000 * list(Finding).index(finding),
+        request = PhantomRequest(n=patients, size=size, seed=first_seed + 1000 * list(Finding).index(finding),
                                  findings=(finding,))
         for index in range(patients):
             seed, view, lesion = plan_sample(request, index)
@@ -81,8 +85,12 @@ def quality(patients: int, methods: list[str], size: int, out: Path | None) -> l
             for action in Action:
                 source, truth = (without, with_finding) if action is Action.ADD else (with_finding, without)
                 masks_in = segment(source, editor.segmenter)
+                if index == 0:
+                    tiles += [Tile(source, f"{action.value} {finding.value}\ninput"),
+                              Tile(truth, "true counterfactual"), Tile(difference(truth, source, 4.0), "true change x4")]
                 for method in methods:
-                    spec = EditSpec(finding, action, side, zone, lesion.severity, method, seed=seed)
+                    spec = EditSpec(finding, action, side, zone, lesion.severity, method, seed=seed, depth=depth,
+                                    strength=strength)
                     tick = time.perf_counter()
                     cf = edit(source, masks_in, spec, editor.generator, editor.vectors, view, progress=False)
                     seconds = time.perf_counter() - tick
@@ -99,35 +107,38 @@ def quality(patients: int, methods: list[str], size: int, out: Path | None) -> l
                         "dice_heart": _dice(masks_in.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
                         "toward_truth": 1 - after / before if before > 0 else 0.0,
                         "fidelity_psnr": _psnr(cf.image, truth), "input_psnr": _psnr(source, truth),
+                        "psnr_gain": _psnr(cf.image, truth) - _psnr(source, truth),
                         "seconds": seconds,
                     })
-                    if index == 0 and out is not None:
-                        tiles += [Tile(source, f"{action.value} {finding.value}: input"),
-                                  Tile(cf.image, f"{method}"), Tile(truth, "true counterfactual"),
-                                  Tile(difference(cf.image, source, 4.0), "edit x4"),
-                                  Tile(difference(truth, source, 4.0), "true change x4")]
+                    if index == 0:
+                        tiles.append(Tile(difference(cf.image, source, 4.0), f"{method}: change x4"))
         print(f"  {finding.value}: done", file=sys.stderr, flush=True)
     if out is not None and tiles:
         out.mkdir(parents=True, exist_ok=True)
         (out / "quality.png").unlink(missing_ok=True)
-        save_png(render_grid(tiles, "MedCF editor on held-out simulated films (first patient per finding)",
-                             tile_size=200, columns=5), out / "quality.png")
+        save_png(render_grid(tiles, "MedCF editor on held-out simulated films: input, truth, true change, "
+                             "each method's change (first patient per finding)", tile_size=160,
+                             columns=3 + len(methods)), out / "quality.png")
         (out / "quality.json").write_text(json.dumps(rows, indent=1))
     return rows
 
 
-def summarize(rows: list[dict]) -> None:
-    keys = ("outside_max", "ssim_out", "dice_lungs", "dice_heart", "toward_truth", "fidelity_psnr", "input_psnr",
-            "seconds")
+def summarize(rows: list[dict], overall_only: bool = False) -> None:
+    """Means per (method, action, finding); ``outside_max`` is the largest, ``toward_truth``
+    the median (a finding the input barely shows makes its ratio explode either way)."""
+    keys = ("outside_max", "ssim_out", "dice_lungs", "dice_heart", "toward_truth", "psnr_gain", "fidelity_psnr",
+            "input_psnr", "seconds")
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups.setdefault((row["method"], row["action"], row["finding"]), []).append(row)
+        if not overall_only:
+            groups.setdefault((row["method"], row["action"], row["finding"]), []).append(row)
         groups.setdefault((row["method"], row["action"], "ALL"), []).append(row)
     print("| method | action | finding | n | " + " | ".join(keys) + " |")
     print("|---" * (4 + len(keys)) + "|")
     for (method, action, finding), members in sorted(groups.items()):
         values = [statistics.mean(m[k] for m in members) for k in keys]
         values[0] = max(m["outside_max"] for m in members)
+        values[4] = statistics.median(m["toward_truth"] for m in members)
         print(f"| {method} | {action} | {finding} | {len(members)} | " + " | ".join(f"{v:.4g}" for v in values) + " |")
 
 
@@ -215,20 +226,26 @@ def end_to_end(method: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--patients", type=int, default=3, help="held-out patients per finding (default 3)")
-    parser.add_argument("--size", type=int, default=512, help="rendered film size (default 512)")
+    parser.add_argument("--size", type=int, default=256, help="rendered film size (default 256, the model's own)")
     parser.add_argument("--methods", nargs="+", default=["regulated", "steer", "regulated+steer"])
     parser.add_argument("--repeats", type=int, default=5, help="speed repeats (default 5)")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--quality-only", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("build/bench-editor"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--depth", type=float, default=0.5, help="edit depth (default 0.5, as medcf edit)")
+    parser.add_argument("--seed", type=int, default=BENCH_SEED,
+                        help=f"first patient seed (default {BENCH_SEED}; defaults were tuned on {TUNING_SEED})")
+    parser.add_argument("--strength", type=float, default=1.0, help="edit strength (default 1, as medcf edit)")
+    parser.add_argument("--overall-only", action="store_true", help="one summary row per method and action")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.speed_only:
-        summarize(quality(args.patients, args.methods, args.size, args.out))
+        summarize(quality(args.patients, args.methods, args.size, args.out, args.depth, args.strength, args.seed),
+                  args.overall_only)
     if not args.quality_only:
         speed(args.repeats)
-        for method in ("regulated+steer",):
+        for method in ("steer", "regulated+steer"):
             end_to_end(method)
 
 

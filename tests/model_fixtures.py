@@ -157,3 +157,12 @@ def make_default_model(folder: Path) -> Path:
     randomize_zero_init(generator.unet)
     save_default_model(folder, generator.config, generator.unet, generator.vae, half=True)
     return folder
+
+
+#: one builder per model format MedCF loads (tests of the models and of the editor share it)
+BUILDERS = {
+    "diffusers-sd": make_sd_pipeline,
+    "diffusers-pixart": make_pixart_pipeline,
+    "monai-ldm": make_monai_bundle,
+    "medcf-default": make_default_model,
+}

@@ -35,12 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_STUDY = ROOT / "medcf" / "data" / "sample_study"
 BUNDLE_MODELS = ROOT / "monai_bundle" / "models"
 PROMPT = "PA chest radiograph. Moderate left pleural effusion."
-BUILDERS = {
-    "diffusers-sd": model_fixtures.make_sd_pipeline,
-    "diffusers-pixart": model_fixtures.make_pixart_pipeline,
-    "monai-ldm": model_fixtures.make_monai_bundle,
-    "medcf-default": model_fixtures.make_default_model,
-}
+BUILDERS = model_fixtures.BUILDERS
 needs_weights = pytest.mark.skipif(not (BUNDLE_MODELS / "unet.safetensors").is_file(),
                                    reason="the default model's weights are not committed in this checkout")
 
@@ -60,6 +55,14 @@ def phantom_masks(shape=(64, 64)) -> AnatomyMasks:
     left[rows // 8: 7 * rows // 8, 11 * cols // 20: 9 * cols // 10] = True
     heart[rows // 2: 6 * rows // 8, 2 * cols // 5: 7 * cols // 10] = True
     return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, "boxes")
+
+
+def effusion_setup(generator):
+    """A left effusion edit's region on the phantom masks, the prompt and its finding tokens."""
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
+    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
+    text = generator.encode_text([PROMPT])
+    return region, text, word_tokens(text, PATHOLOGY_WORDS[Finding.PLEURAL_EFFUSION])
 
 
 class Probe(ControlMethod):
@@ -101,9 +104,7 @@ def test_controller_without_methods_is_the_model_and_reaches_every_site(generato
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_regulation_stops_self_attention_crossing_organ_borders(generators, name):
     generator = generators[name]
-    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
-    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
-    text = generator.encode_text([PROMPT])
+    region, text, _ = effusion_setup(generator)
 
     def leak(methods):
         probe = Probe()
@@ -126,10 +127,7 @@ def test_regulation_stops_self_attention_crossing_organ_borders(generators, name
 
 def test_anatomy_words_and_pathology_words_are_gated_to_their_regions(generators):
     generator = generators["medcf-default"]
-    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
-    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
-    text = generator.encode_text([PROMPT])
-    tokens = word_tokens(text, PATHOLOGY_WORDS[Finding.PLEURAL_EFFUSION])
+    region, text, tokens = effusion_setup(generator)
     assert tokens
     probe = Probe()
     methods = [AnatomyRegulation(region, text), PathologyEnhancement(region, tokens, gamma=4.0, gamma_out=4.0), probe]
@@ -209,10 +207,7 @@ def test_vectors_estimate_save_load_and_refuse_other_weights(generators, tmp_pat
 
 def test_energy_gradient_step_lowers_the_concentration_energy(generators):
     generator = generators["medcf-default"]
-    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
-    region = EditRegion.build(phantom_masks(generator.image_size), spec, generator.image_size)
-    text = generator.encode_text([PROMPT])
-    tokens = word_tokens(text, PATHOLOGY_WORDS[Finding.PLEURAL_EFFUSION])
+    region, text, tokens = effusion_setup(generator)
     energy = ConcentrationEnergy(generator, region, text, tokens, step_size=0.02, max_refinements=0)
     with AttentionController(generator, [energy], steps=10) as controller:
         z = torch.randn(1, generator.latent_channels, *generator.latent_size, generator=torch.Generator().manual_seed(3))
@@ -323,7 +318,7 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     assert ds.BurnedInAnnotation == "YES" or "SYNTHETIC" in str(ds.SeriesDescription).upper()
     assert_valid_dicom(written[0])
     record = json.loads((out / "edit.json").read_text())
-    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] == "regulated+steer"
+    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] == "steer"
     assert record["extra"]["model"]["vectors_sha256"]
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
     again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",
@@ -392,3 +387,27 @@ def test_steer_vectors_cli_writes_a_file(tmp_path):
     assert set(vectors.vectors) == {"nodule"}
     bad = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "9-3", "--model", folder, "--out", tmp_path / "w")
     assert bad.returncode == 2 and "empty" in bad.stderr
+
+
+@needs_weights
+def test_edit_from_report_on_nifti_writes_one_folder_per_finding(tmp_path):
+    import nibabel as nib
+
+    from medcf.io.inputs import radiograph_affine, read_input, write_nifti_2d
+
+    film = read_input(SAMPLE_STUDY).display[::4, ::4]
+    nifti = write_nifti_2d(tmp_path / "film.nii.gz", film, radiograph_affine((0.6, 0.6)))
+    report = tmp_path / "report.txt"
+    report.write_text("FINDINGS: Small left pleural effusion. No pneumothorax.\nIMPRESSION: Mild cardiomegaly.\n")
+    done = _medcf("edit", nifti, "--from-report", report, "--action", "add", "--quiet", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    folders = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert folders == ["1-add-pleural_effusion", "2-add-cardiomegaly"]
+    record = json.loads((tmp_path / "out" / folders[0] / "edit.json").read_text())
+    assert record["side"] == "left" and record["severity"] == "mild"
+    assert "effusion" in record["extra"]["report"]["evidence"].lower()
+    written = nib.load(str(tmp_path / "out" / folders[1] / "counterfactual.nii.gz"))
+    assert np.allclose(written.affine, nib.load(str(nifti)).affine) and written.shape[:2] == film.T.shape
+    refused = _medcf("edit", nifti, "--from-report", report, "--finding", "nodule", "--action", "add",
+                     "--out", tmp_path / "both")
+    assert refused.returncode == 2 and "exclude each other" in refused.stderr

@@ -24,12 +24,7 @@ from tests import model_fixtures
 
 PROMPT = "PA chest radiograph. Moderate left pleural effusion."
 NORMAL = "PA chest radiograph. Normal chest radiograph."
-BUILDERS = {
-    "diffusers-sd": model_fixtures.make_sd_pipeline,
-    "diffusers-pixart": model_fixtures.make_pixart_pipeline,
-    "monai-ldm": model_fixtures.make_monai_bundle,
-    "medcf-default": model_fixtures.make_default_model,
-}
+BUILDERS = model_fixtures.BUILDERS
 
 
 @pytest.fixture(scope="module")

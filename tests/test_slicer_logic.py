@@ -20,6 +20,7 @@ sys.path.insert(0, str(MODULE_DIR))
 from MedCFLib.logic import (  # noqa: E402
     CORONAL_IJK_TO_RAS,
     DEFAULT_SPACING_MM,
+    EDIT_CHOICES,
     radiograph_to_volume_arrays,
 )
 
@@ -87,3 +88,13 @@ def test_importing_logic_does_not_import_slicer_or_qt():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr + result.stdout
     assert result.stdout.strip() == "[]"
+
+
+def test_edit_choices_are_the_library_vocabularies():
+    from medcf.editing.spec import Method
+    from medcf.vocab import Action, Finding, Severity, Side, Zone
+
+    expected = {"finding": Finding, "action": Action, "side": Side, "zone": Zone, "severity": Severity,
+                "method": Method}
+    for name, enum in expected.items():
+        assert set(EDIT_CHOICES[name]) - {"-"} == {m.value for m in enum}, name

@@ -20,7 +20,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-from MedCFLib import load_into_scene
+from MedCFLib import EDIT_CHOICES, load_into_scene
 
 RESEARCH_ONLY_LABEL = "Synthetic outputs: research only, never for diagnosis."
 
@@ -82,7 +82,9 @@ of a MedCF source checkout instead of the name), then restart Slicer or reload t
 <p>Now: choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances
 found and which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i>
 loads that radiograph (display-space pixels, window 1 / level 0.5) as a single-slice volume,
-shown in the coronal view. Editing controls arrive with the MedCF editor.</p>
+shown in the coronal view. <i>Edit</i> adds or removes one finding (side, zone, severity,
+method) with <code>medcf edit</code>, loads the counterfactual next to the input and writes
+a new synthetic DICOM series, the panel, the masks and the provenance into the output folder.</p>
 """
         self.parent.acknowledgementText = """
 Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and for research only.
@@ -139,9 +141,32 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         self.reportBox.setPlaceholderText("Inspection report appears here.")
         form.addRow(self.reportBox)
 
+        editButton = ctk.ctkCollapsibleButton()
+        editButton.text = "Counterfactual edit"
+        self.layout.addWidget(editButton)
+        editForm = qt.QFormLayout(editButton)
+        self.editCombos = {}
+        for name, values in EDIT_CHOICES.items():
+            combo = qt.QComboBox()
+            combo.addItems(values)
+            editForm.addRow(f"{name.capitalize()}:", combo)
+            self.editCombos[name] = combo
+        self.editCombos["severity"].setCurrentText("moderate")
+        self.editCombos["method"].setCurrentText("steer")
+        self.outputEdit = ctk.ctkPathLineEdit()
+        self.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.outputEdit.settingKey = "MedCF/OutputPath"
+        self.outputEdit.toolTip = "A new or empty folder for the synthetic series, panel, masks and provenance."
+        editForm.addRow("Output folder:", self.outputEdit)
+        self.editButton = qt.QPushButton("Edit")
+        self.editButton.toolTip = "Run medcf edit on the selected radiograph and load the counterfactual."
+        editForm.addRow(self.editButton)
+
         self.pathEdit.connect("currentPathChanged(QString)", self.updateButtons)
+        self.outputEdit.connect("currentPathChanged(QString)", self.updateButtons)
         self.inspectButton.connect("clicked(bool)", self.onInspect)
         self.loadButton.connect("clicked(bool)", self.onLoad)
+        self.editButton.connect("clicked(bool)", self.onEdit)
 
         self.layout.addStretch(1)
         self.updateButtons()
@@ -156,6 +181,8 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         hasPath = bool(self.currentPath())
         self.inspectButton.enabled = hasPath
         self.loadButton.enabled = hasPath
+        if hasattr(self, "editButton"):
+            self.editButton.enabled = hasPath and bool(self.outputEdit.currentPath.strip())
 
     def _run(self, action):
         """Run ``action``; show MedCF errors as one line, unexpected ones with a console pointer."""
@@ -188,6 +215,19 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpGreenSliceView)
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         self.reportBox.appendPlainText("\n" + MedCFLogic.describeLoaded(node, radiograph))
+
+
+    def onEdit(self):
+        options = {name: combo.currentText for name, combo in self.editCombos.items()}
+        path, out = self.currentPath(), self.outputEdit.currentPath.strip()
+        with _WaitCursor():
+            result = self._run(lambda: self.logic.editRadiograph(path, options, out))
+        if result is None:
+            return
+        node, files = result
+        slicer.util.setSliceViewerLayers(background=node, fit=True)
+        self.reportBox.appendPlainText("\nCounterfactual (synthetic, research only): "
+                                       + ", ".join(f"{k}: {v}" for k, v in files.items()))
 
 
 class _WaitCursor:
@@ -223,6 +263,22 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
             stem = radiograph.path.stem if radiograph.path is not None else os.path.basename(path)
             name = slicer.mrmlScene.GenerateUniqueName(f"MedCF {stem}")
         return load_into_scene(radiograph, name), radiograph
+
+    def editRadiograph(self, path, options, out_dir):
+        """``medcf edit`` on ``path`` with ``options`` (finding, action, side, zone, severity,
+        method; "-" = not given); loads the counterfactual; returns (volume node, files)."""
+        medcf = _import_medcf()
+        from medcf.editing.api import edit_file
+        from medcf.editing.spec import EditSpec
+
+        given = {k: (None if v in ("", "-") else v) for k, v in options.items()}
+        spec = EditSpec(given["finding"], given["action"], given["side"], given["zone"],
+                        given["severity"] or "moderate", given["method"] or "steer")
+        written = edit_file(path, [spec], out_dir, progress=False, command="3D Slicer MedCF module")[0]
+        files = {name: str(p) for name, p in written.files.items()}
+        radiograph = medcf.io.load_radiograph(written.files["dicom"])
+        name = slicer.mrmlScene.GenerateUniqueName(f"MedCF counterfactual {spec.describe()}")
+        return load_into_scene(radiograph, name), files
 
     @staticmethod
     def describeLoaded(node, radiograph):

@@ -16,9 +16,9 @@ EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
     "MedCF output is synthetic, for research only, never for diagnosis. Methods: docs/editing.md."
 )
-METHOD_HELP = ("regulated = re-prompt with anatomy-gated attention, pathology enhancement and the "
-               "attention-concentration energy; steer = MedSteer activation steering gated to the region; "
-               "regulated+steer = both (default)")
+METHOD_HELP = ("steer = MedSteer activation steering gated to the edit region (default: the best on the "
+               "default model in the editor benchmark); regulated = re-prompt with anatomy-gated attention and "
+               "pathology enhancement (+ --energy); regulated+steer = both")
 
 
 def _values(enum) -> list[str]:
@@ -36,16 +36,18 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
                              + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
                              + "; the whole lung otherwise)")
     parser.add_argument("--severity", choices=_values(Severity), default="moderate", help="default moderate")
-    parser.add_argument("--method", choices=_values(Method), default=Method.REGULATED_STEER.value, help=METHOD_HELP)
+    parser.add_argument("--method", choices=_values(Method), default=Method.STEER.value, help=METHOD_HELP)
     parser.add_argument("--strength", type=float, default=1.0,
                         help="scales steering and enhancement (0 < s <= 4; default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
-    parser.add_argument("--depth", type=float, default=0.7,
-                        help="how much of the trajectory is re-sampled: 1 = from noise (default 0.7)")
+    parser.add_argument("--depth", type=float, default=0.5,
+                        help="how much of the trajectory is re-sampled: 1 = from noise (default 0.5)")
     parser.add_argument("--inversion", choices=_values(Inversion), default="ddpm",
                         help="ddpm = edit-friendly DDPM inversion, exact (default); ddim = DDIM inversion")
-    parser.add_argument("--no-energy", action="store_true", help="skip the attention-concentration latent correction")
+    parser.add_argument("--energy", action="store_true",
+                        help="add the attention-concentration latent correction to regulated additions (off by "
+                             "default: it lowered fidelity on the default model, docs/editing.md)")
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -57,7 +59,7 @@ def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None
 
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
                     args.severity, args.method,
-                    args.strength, args.seed, args.steps, args.depth, args.inversion, not args.no_energy)
+                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -71,6 +71,10 @@ class ControlMethod:
     #: compute attention probabilities explicitly and pass them to :meth:`observe`
     needs_maps: bool = False
 
+    def maps_wanted(self, call: "AttentionCall") -> bool:
+        """Whether this call's probabilities are wanted (default: ``needs_maps``)."""
+        return self.needs_maps
+
     def attach(self, controller: "AttentionController") -> None:
         """Called when a controller takes the method (methods that call the denoiser keep it)."""
 
@@ -164,11 +168,11 @@ class AttentionController(AttentionProcessor):
             if extra is not None:
                 extra = extra.to(query.device, query.dtype)
                 total = extra if total is None else total + extra
-        if any(m.needs_maps for m in self.methods):
+        observers = [m for m in self.methods if m.needs_maps and m.maps_wanted(call)]
+        if observers:
             probabilities = attention_probabilities(query, key, scale, total)
-            for method in self.methods:
-                if method.needs_maps:
-                    method.observe(call, probabilities)
+            for method in observers:
+                method.observe(call, probabilities)
             return torch.einsum("bhqk,bhkd->bhqd", probabilities.to(value.dtype), value)
         if total is not None:
             total = total.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])

@@ -31,6 +31,7 @@ from medcf.vocab import Action, Severity, ViewPosition
 SEVERITY_SCALE = {Severity.MILD: 0.6, Severity.MODERATE: 1.0, Severity.SEVERE: 1.5}
 ALPHA = 2.0  # MedSteer's reference steering strength
 GAMMA, GAMMA_OUT = 2.0, 1.0  # pathology enhancement inside / outside the target
+ENERGY_STEP = 0.08  # normalised latent step of the concentration-energy correction
 
 
 @dataclass
@@ -99,7 +100,7 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
             tokens = word_tokens(text, words)
             methods.append(PathologyEnhancement(region, tokens, gamma=GAMMA * scale, gamma_out=GAMMA_OUT * scale))
             if spec.energy:
-                methods.append(ConcentrationEnergy(generator, region, text, tokens))
+                methods.append(ConcentrationEnergy(generator, region, text, tokens, step_size=ENERGY_STEP))
         else:  # the finding lives in the negative prompt: make it attend to the region it must leave
             tokens = word_tokens(generator.encode_text([negative]), words)
             methods.append(PathologyEnhancement(region, tokens, gamma=GAMMA * scale, gamma_out=GAMMA_OUT * scale,

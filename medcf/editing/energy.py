@@ -45,9 +45,9 @@ class ConcentrationEnergy(ControlMethod):
     text: TextEncoding  # conditional prompt(s), one per batch row
     tokens: list[int]
     step_size: float = 0.08
-    window: tuple[float, float] = (0.0, 0.25)
-    refine_at: tuple[int, ...] = (0, 2)
-    max_refinements: int = 4
+    window: tuple[float, float] = (0.0, 0.2)
+    refine_at: tuple[int, ...] = (0,)
+    max_refinements: int = 3
     threshold: float = 0.2
     controller: object = None
     history: list[tuple[int, float]] = field(default_factory=list)
@@ -57,9 +57,11 @@ class ConcentrationEnergy(ControlMethod):
     def attach(self, controller) -> None:
         self.controller = controller
 
+    def maps_wanted(self, call: AttentionCall) -> bool:
+        return self.needs_maps and call.site.kind == CROSS and call.grid == self._grid
+
     def observe(self, call: AttentionCall, probabilities: torch.Tensor) -> None:
-        if call.site.kind == CROSS and call.grid == self._grid:
-            self._maps.append(probabilities[call.rows(COND)])
+        self._maps.append(probabilities[call.rows(COND)])
 
     def _finest_grid(self) -> tuple[int, int]:
         hw = self.controller.latent_hw

@@ -64,8 +64,10 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
     edge |= cf.region.native_region & ~np.roll(cf.region.native_region, 3, axis=1)
     roi[cf.region.native_region] = 0.75 * roi[cf.region.native_region] + 0.25 * np.array([1.0, 0.85, 0.0])
     roi[edge] = (1.0, 0.85, 0.0)
-    tiles = [Tile(cf.source, "input"), Tile(cf.image, f"counterfactual: {cf.spec.describe()}"),
-             Tile(difference(cf.image, cf.source, gain=4.0), "difference x4 (bright = denser after)"),
+    change = float(np.abs(cf.difference).max())
+    gain = float(np.clip(0.45 / change, 1.0, 50.0)) if change > 0 else 1.0  # the largest change near full scale
+    tiles = [Tile(cf.source, "input"), Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}"),
+             Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
              Tile(roi, "edit region (yellow), lungs, heart")]
     return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})")
 

@@ -45,7 +45,10 @@ class EditSpec:
 
     ``strength`` scales every method's push (1 = the documented defaults); ``steps`` is
     the number of sampling steps; ``depth`` how far back the trajectory is re-sampled
-    (1 = from pure noise, 0.6 = the last 60 % of the steps).
+    (1 = from pure noise, 0.5 = the last half of the steps); ``energy`` adds the
+    concentration-energy latent correction to ``regulated`` additions. Defaults
+    (``steer``, depth 0.5, no energy) are the editor benchmark's best on the default
+    model (docs/editing.md).
     """
 
     finding: Finding
@@ -53,13 +56,13 @@ class EditSpec:
     side: Side | None = None
     zone: Zone | None = None
     severity: Severity = Severity.MODERATE
-    method: Method = Method.REGULATED_STEER
+    method: Method = Method.STEER
     strength: float = 1.0
     seed: int = 0
     steps: int = 25
-    depth: float = 0.7
+    depth: float = 0.5
     inversion: Inversion = Inversion.DDPM
-    energy: bool = True
+    energy: bool = False
 
     def __post_init__(self) -> None:
         for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),

@@ -226,16 +226,21 @@ class Steering(ControlMethod):
         v = self._vector(call)
         if v is None:
             return hidden
-        v = v.to(hidden.device)
+        key = ("gate", call.grid, hidden.shape[1], hidden.device)
+        if key not in self._cache:
+            self._cache[key] = self._gate(call, hidden.shape[1]).to(hidden.device, torch.float32)[None, :]
+        gate = self._cache[key]
         h = hidden.float()
-        gate = self._gate(call, h.shape[1]).to(h.device)[None, :, None]
-        norms = h.norm(dim=-1, keepdim=True)
-        projection = h @ v  # (batch, tokens)
+        v = v.to(h.device)
+        projection = h @ v  # (batch, tokens); v is a unit vector
+        squared = (h * h).sum(-1)
         if self.action is Action.REMOVE:
-            s = projection.clamp_min(0)[..., None] * gate
-            steered = h - self.alpha * s * v
-            steered = steered * (norms / steered.norm(dim=-1, keepdim=True).clamp_min(1e-8))
+            shift = self.alpha * projection.clamp_min(0) * gate  # a_i = α s_i g_i
+            # ‖h − a v‖² = ‖h‖² − 2 a (h·v) + a²: rescaling needs no second pass over channels
+            rescale = (squared / (squared - 2 * shift * projection + shift * shift).clamp_min(1e-12)).sqrt()
+            steered = (h - shift[..., None] * v) * rescale[..., None]
         else:
-            cosine = (projection[..., None] / norms.clamp_min(1e-8)).clamp_min(0)
-            steered = h + self.alpha * gate * (1 - cosine) * norms * v
-        return steered.to(hidden.dtype)
+            norms = squared.sqrt()
+            carried = (projection / norms.clamp_min(1e-8)).clamp_min(0)
+            steered = h + (self.alpha * gate * (1 - carried) * norms)[..., None] * v
+        return steered if steered.dtype == hidden.dtype else steered.to(hidden.dtype)

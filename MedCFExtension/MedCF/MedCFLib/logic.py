@@ -24,6 +24,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+# The edit controls' choices, spelled as medcf.vocab / medcf.editing.spec spell them ("-" = not
+# given); written out here so that the module loads without the library (a test keeps them equal).
+EDIT_CHOICES = {
+    "finding": ["pleural_effusion", "consolidation", "atelectasis", "cardiomegaly", "pneumothorax", "nodule",
+                "edema"],
+    "action": ["add", "remove"],
+    "side": ["left", "right", "bilateral", "-"],
+    "zone": ["-", "upper", "middle", "lower"],
+    "severity": ["mild", "moderate", "severe"],
+    "method": ["steer", "regulated", "regulated+steer"],
+}
+
 DEFAULT_SPACING_MM = 1.0
 DISPLAY_WINDOW = 1.0
 DISPLAY_LEVEL = 0.5
