@@ -411,3 +411,17 @@ def test_edit_from_report_on_nifti_writes_one_folder_per_finding(tmp_path):
     refused = _medcf("edit", nifti, "--from-report", report, "--finding", "nodule", "--action", "add",
                      "--out", tmp_path / "both")
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
+
+
+def test_blank_or_broken_inputs_are_refused_before_any_sampling(generators):
+    generator = generators["medcf-default"]
+    masks = phantom_masks((64, 64))
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method="regulated", steps=3)
+    with pytest.raises(InputError, match="blank"):
+        edit(np.full((64, 64), 0.4, np.float32), masks, spec, generator, progress=False)
+    broken = np.full((64, 64), 0.4, np.float32)
+    broken[3, 3] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        edit(broken, masks, spec, generator, progress=False)
+    with pytest.raises(InputError, match="differ in size"):
+        edit(np.random.default_rng(0).random((60, 64), np.float32), masks, spec, generator, progress=False)

@@ -22,7 +22,7 @@ from medcf.editing.regions import EditRegion, resize_image
 from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
 from medcf.editing.spec import SIDELESS, EditSpec, Inversion
 from medcf.editing.steering import Steering, SteeringVectors
-from medcf.errors import InputError, OutputError
+from medcf.errors import InputError, MedCFError, OutputError
 from medcf.models.base import Generator
 from medcf.models.sampling import UNCOND, sample
 from medcf.text.prompts import prompt
@@ -75,14 +75,15 @@ def edit_prompts(spec: EditSpec, view: ViewPosition) -> dict[str, str]:
     return {"source": finding, "target": normal, "finding": finding}
 
 
-def check_image(image: np.ndarray, what: str) -> None:
+def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputError) -> None:
     """Refuse NaN/inf, blank or saturated images (known failure modes of CXR editors)."""
+    refuse = "; refusing to write it" if error is OutputError else "; nothing to edit"
     if not np.isfinite(image).all():
-        raise OutputError(f"{what} has NaN/inf pixels; refusing to write it")
+        raise error(f"{what} has NaN/inf pixels{refuse}")
     if float(image.std()) < 1e-3:
-        raise OutputError(f"{what} is blank (every pixel ≈ {float(image.mean()):.3f}); refusing to write it")
+        raise error(f"{what} is blank (every pixel ≈ {float(image.mean()):.3f}){refuse}")
     if float((image >= 0.999).mean()) > 0.5 or float((image <= 0.001).mean()) > 0.9:
-        raise OutputError(f"{what} is saturated; refusing to write it")
+        raise error(f"{what} is saturated{refuse}")
 
 
 def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, prompts: dict[str, str],
@@ -123,7 +124,7 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     display = np.asarray(display, dtype=np.float32)
     if display.ndim != 2 or display.shape != tuple(masks.shape):
         raise InputError(f"image {display.shape} and anatomy masks {tuple(masks.shape)} differ in size")
-    check_image(display, "the input image")
+    check_image(display, "the input image", InputError)
     working_size = tuple(generator.image_size)
     region = EditRegion.build(masks, spec, working_size)
     small = resize_image(display, working_size)
