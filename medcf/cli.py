@@ -19,6 +19,7 @@ import medcf
 from medcf.anatomy.cli import add_anatomy_parsers
 from medcf.editing.cli import add_editing_parsers
 from medcf.errors import InputError, MedCFError
+from medcf.eval.cli import add_eval_parsers
 from medcf.models.cli import add_model_parsers
 from medcf.text.cli import add_report_parse_parser
 from medcf.world.cli import add_world_parsers
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub.required = True
     add_anatomy_parsers(sub, train_sub)
     add_model_parsers(sub, train_sub)
+    add_eval_parsers(sub, train_sub)
     return parser
 
 

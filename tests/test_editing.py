@@ -425,3 +425,36 @@ def test_blank_or_broken_inputs_are_refused_before_any_sampling(generators):
         edit(broken, masks, spec, generator, progress=False)
     with pytest.raises(InputError, match="differ in size"):
         edit(np.random.default_rng(0).random((60, 64), np.float32), masks, spec, generator, progress=False)
+
+
+@pytest.mark.parametrize("name", ["reprompt", "sdedit", "ddim+p2p", "pnp"])
+def test_baselines_run_through_the_engine_and_touch_the_whole_image(generators, name):
+    from medcf.editing.baselines import BASELINE_SETTINGS, baseline_edit
+
+    generator = generators["medcf-default"]
+    shape = (64, 64)
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(1).standard_normal(shape), 0, 1).astype(np.float32)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, seed=2)
+    result = baseline_edit(name, image, phantom_masks(shape), spec, generator)
+    assert result.image.shape == shape and np.isfinite(result.image).all()
+    assert result.settings["baseline"] == name and result.settings["steps"] == BASELINE_SETTINGS[name]["steps"]
+    outside = ~result.region.native_region
+    assert np.abs(result.image - image)[outside].max() > 0  # no region: baselines change the whole film
+
+
+def test_attention_injection_replaces_the_maps_of_another_run(generators):
+    """Maps recorded in one run and injected into a run from other noise change that run:
+    the controller hands the stored probabilities to the attention."""
+    from medcf.editing.baselines import AttentionStore
+
+    generator = generators["medcf-default"]
+    store = AttentionStore((CROSS, SELF))
+    with AttentionController(generator, [store], steps=3) as controller:
+        sample(generator, [PROMPT], seed=5, steps=3, progress=False, decode=False, observer=controller)
+    assert len(store.maps) == 3 * len(generator.attention_sites())  # every site, every step
+    plain = sample(generator, [PROMPT], seed=6, steps=3, progress=False, decode=False).latents
+    store.inject = True
+    with AttentionController(generator, [store], steps=3) as controller:
+        injected = sample(generator, [PROMPT], seed=6, steps=3, progress=False, decode=False,
+                          observer=controller).latents
+    assert not torch.allclose(plain, injected, atol=1e-4)

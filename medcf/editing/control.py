@@ -82,8 +82,9 @@ class ControlMethod:
         """Additive logit bias broadcastable to ``(batch, heads, queries, keys)``, or None."""
         return None
 
-    def observe(self, call: AttentionCall, probabilities: torch.Tensor) -> None:
-        """Probabilities ``(batch, heads, queries, keys)`` of this call (only if ``needs_maps``)."""
+    def observe(self, call: AttentionCall, probabilities: torch.Tensor) -> torch.Tensor | None:
+        """Probabilities ``(batch, heads, queries, keys)`` of this call (only if ``needs_maps``);
+        return a tensor of the same shape to replace them (attention injection, Prompt-to-Prompt)."""
 
     def steer(self, call: AttentionCall, hidden: torch.Tensor) -> torch.Tensor:
         """The layer output ``(batch, tokens, channels)``; return it changed or as is."""
@@ -172,7 +173,8 @@ class AttentionController(AttentionProcessor):
         if observers:
             probabilities = attention_probabilities(query, key, scale, total)
             for method in observers:
-                method.observe(call, probabilities)
+                replaced = method.observe(call, probabilities)
+                probabilities = probabilities if replaced is None else replaced
             return torch.einsum("bhqk,bhkd->bhqd", probabilities.to(value.dtype), value)
         if total is not None:
             total = total.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])

@@ -116,10 +116,28 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
     return methods, edit_prompt, negative
 
 
-def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
-         vectors: SteeringVectors | None = None, view: ViewPosition = ViewPosition.PA,
-         progress: bool = True) -> Counterfactual:
-    """Edit ``display`` (``(rows, cols)`` in [0, 1], bright = dense) as ``spec`` asks."""
+@dataclass
+class EditInputs:
+    """What every editing pipeline starts from: the input at native and working size, its
+    latent, the region, the prompts and their encodings."""
+
+    display: np.ndarray
+    small: np.ndarray
+    z0: torch.Tensor
+    region: EditRegion
+    prompts: dict[str, str]
+    source_text: object
+    uncond: object
+    started: float
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        return tuple(self.z0.shape[-2:])
+
+
+def prepare(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
+            view: ViewPosition = ViewPosition.PA) -> EditInputs:
+    """Validate the input, build the region, resize to the model's size and encode (fp32)."""
     started = time.perf_counter()
     display = np.asarray(display, dtype=np.float32)
     if display.ndim != 2 or display.shape != tuple(masks.shape):
@@ -129,38 +147,54 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     region = EditRegion.build(masks, spec, working_size)
     small = resize_image(display, working_size)
     prompts = edit_prompts(spec, view)
-    guidance = generator.guidance_scale
     with torch.no_grad():
         z0 = generator.encode_images(small)
         source_text = generator.encode_text([prompts["source"]])
         uncond = generator.unconditional(1)
+    return EditInputs(display, small, z0, region, prompts, source_text, uncond, started)
+
+
+def finish(inputs: EditInputs, spec: EditSpec, generator: Generator, latents: torch.Tensor, settings: dict,
+           weight: np.ndarray | None = None) -> Counterfactual:
+    """Decode, transfer ``decode(edited) − decode(z0)`` onto the native input with ``weight``
+    (default: the region's feathered weight; baselines pass 1 everywhere), guard, record."""
+    edited_small = generator.decode_images(latents)[0]
+    reconstruction = generator.decode_images(inputs.z0)[0]
+    check_image(edited_small, "the model's counterfactual")
+    delta = resize_image(edited_small - reconstruction, inputs.display.shape)
+    weight = inputs.region.native_weight if weight is None else weight
+    image = np.clip(inputs.display + weight * delta, 0.0, 1.0).astype(np.float32)
+    check_image(image, "the counterfactual")
+    settings = {"working_size": list(generator.image_size), "guidance_scale": generator.guidance_scale,
+                "region_fraction": round(float(inputs.region.native_region.mean()), 5), **settings}
+    working = {"input": inputs.small, "reconstruction": reconstruction, "edited": edited_small,
+               "target": inputs.region.target.numpy()}
+    return Counterfactual(image, inputs.display, spec, inputs.region, inputs.prompts, working, settings,
+                          time.perf_counter() - inputs.started)
+
+
+def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
+         vectors: SteeringVectors | None = None, view: ViewPosition = ViewPosition.PA,
+         progress: bool = True) -> Counterfactual:
+    """Edit ``display`` (``(rows, cols)`` in [0, 1], bright = dense) as ``spec`` asks."""
+    inputs = prepare(display, masks, spec, generator, view)
+    guidance = generator.guidance_scale
     start = spec.steps - max(1, round(spec.depth * spec.steps))
     if spec.inversion is Inversion.DDPM:
-        trajectory = edit_friendly_inversion(generator, z0, source_text, uncond, spec.steps, guidance, spec.seed, start)
+        trajectory = edit_friendly_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps,
+                                             guidance, spec.seed, start)
     else:
-        trajectory = ddim_inversion(generator, z0, source_text, uncond, spec.steps, guidance)
-    methods, edit_prompt, negative = control_methods(generator, spec, region, prompts, vectors)
-    latent_mask = region.latent_mask(tuple(z0.shape[-2:]))[None, None]
-    methods.append(LatentBlend(trajectory, latent_mask))
+        trajectory = ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps, guidance)
+    methods, edit_prompt, negative = control_methods(generator, spec, inputs.region, inputs.prompts, vectors)
+    methods.append(LatentBlend(trajectory, inputs.region.latent_mask(inputs.latent_hw)[None, None]))
     with AttentionController(generator, methods, steps=spec.steps, first_step=start,
-                             latent_hw=tuple(z0.shape[-2:])) as controller:
+                             latent_hw=inputs.latent_hw) as controller:
         result = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, guidance_scale=guidance,
                         negative_prompt=negative, latents=trajectory.latents[start], start_step=start,
                         noise_maps=trajectory.noise_maps, observer=controller, progress=progress, decode=False)
-    edited_small = generator.decode_images(result.latents)[0]
-    reconstruction = generator.decode_images(z0)[0]
-    check_image(edited_small, "the model's counterfactual")
-    delta = resize_image(edited_small - reconstruction, display.shape)
-    image = np.clip(display + region.native_weight * delta, 0.0, 1.0).astype(np.float32)
-    check_image(image, "the counterfactual")
     energy = [m for m in methods if isinstance(m, ConcentrationEnergy)]
-    settings = {
-        "working_size": list(working_size), "start_step": start, "guidance_scale": guidance,
-        "edit_prompt": edit_prompt, "negative_prompt": negative, "inversion": spec.inversion.value,
-        "methods": [type(m).__name__ for m in methods], "timesteps": result.settings["timesteps"],
-        "region_fraction": round(float(region.native_region.mean()), 5),
-        "energy": [[s, round(e, 4)] for s, e in energy[0].history] if energy else None,
-    }
-    working = {"input": small, "reconstruction": reconstruction, "edited": edited_small,
-               "target": region.target.numpy()}
-    return Counterfactual(image, display, spec, region, prompts, working, settings, time.perf_counter() - started)
+    return finish(inputs, spec, generator, result.latents, {
+        "start_step": start, "edit_prompt": edit_prompt, "negative_prompt": negative,
+        "inversion": spec.inversion.value, "methods": [type(m).__name__ for m in methods],
+        "timesteps": result.settings["timesteps"],
+        "energy": [[s, round(e, 4)] for s, e in energy[0].history] if energy else None})

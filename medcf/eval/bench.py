@@ -1,0 +1,221 @@
+"""``medcf bench --suite counterfactual``: MedCF's methods against the baselines on
+held-out films of the simulated world, where the true counterfactual is known
+(methods.md §7, issue 7).
+
+For every finding, ``n`` patients are rendered with and without it from the same CT, pose
+and anatomy; ``add`` edits the film without it, ``remove`` the film with it, and every
+method edits the same film with the same seed. Per (concept, action, method):
+
+- ``flip_rate``: share of edits the judge (:mod:`medcf.eval.judge`, trained on renders only)
+  assigns to the target state (add: present, on the asked side; remove: absent);
+- ``ssim_out`` / ``psnr_out``: output vs input outside the edit region (MedCF's region from
+  the input's anatomy, the same for every method);
+- ``dice_lungs`` / ``dice_heart``: masks segmented on input and output;
+- ``fidelity_psnr`` / ``fidelity_ssim``: output vs the true counterfactual;
+- ``fid``: Fréchet distance (diagonal covariances: a handful of films cannot estimate a
+  full covariance) between the judge's features of the outputs and of the true
+  counterfactual renders;
+- ``sec_per_edit``.
+
+Seeds: patients from :data:`BENCH_SEED` (apart from every training range and from the
+editor benchmark's tuning and report ranges).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medcf.editing.baselines import BASELINE_SETTINGS, BASELINES
+from medcf.editing.spec import Method
+from medcf.errors import InputError
+from medcf.vocab import Action, Finding, Organ, Side
+
+BENCH_SEED = 1_400_000
+OURS = tuple(m.value for m in Method)
+METHODS = BASELINES + OURS
+JUDGE_FOLDER = "judge"  # under the bundle's models/
+
+
+def _ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    from skimage.metrics import structural_similarity
+
+    _, ssim_map = structural_similarity(a, b, data_range=1.0, full=True)
+    return float(ssim_map.mean() if where is None else ssim_map[where].mean())
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
+    return 100.0 if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def frechet_diagonal(a: np.ndarray, b: np.ndarray) -> float:
+    """‖μa − μb‖² + Σ(σa² + σb² − 2σaσb): the Fréchet distance of diagonal Gaussians."""
+    mean = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+    sa, sb = a.std(0), b.std(0)
+    return mean + float((sa ** 2 + sb ** 2 - 2 * sa * sb).sum())
+
+
+@dataclass
+class Case:
+    finding: Finding
+    action: Action
+    side: Side | None
+    zone: object
+    severity: object
+    seed: int
+    view: object
+    source: np.ndarray
+    truth: np.ndarray
+    masks: object
+
+
+def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=None) -> list[Case]:
+    from medcf.anatomy.segment import segment
+    from medcf.world.ct import load_chest_ct
+    from medcf.world.pairs import PhantomRequest, plan_sample
+    from medcf.world.render import World, draw_acquisition
+
+    world = World(ct or load_chest_ct())
+    cases = []
+    for finding in findings:
+        request = PhantomRequest(n=n, size=size, seed=first_seed + 1000 * list(Finding).index(finding),
+                                 findings=(finding,))
+        for index in range(n):
+            seed, view, lesion = plan_sample(request, index)
+            rendering = world.render(draw_acquisition(seed, view, size), lesion)
+            with_finding, without = rendering.factual[lesion.severity], rendering.counterfactual
+            side = None if finding is Finding.CARDIOMEGALY else (lesion.side or Side.BILATERAL)
+            zone = None if finding is Finding.CARDIOMEGALY else lesion.zone
+            for action in Action:
+                source, truth = (without, with_finding) if action is Action.ADD else (with_finding, without)
+                cases.append(Case(finding, action, side, zone, lesion.severity, seed, view, source, truth,
+                                  segment(source, segmenter)))
+    return cases
+
+
+def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
+                             first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
+                             progress: bool = True) -> dict:
+    """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``."""
+    from tqdm import tqdm
+
+    from medcf.anatomy.segment import segment
+    from medcf.editing.api import load_editor
+    from medcf.editing.baselines import baseline_edit
+    from medcf.editing.edit import edit
+    from medcf.editing.spec import EditSpec
+    from medcf.eval.judge import Judge
+    from medcf.io.atomic import new_output_dir
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    editor = editor or load_editor()
+    if judge is None:
+        from medcf.bundle import bundle_path
+
+        judge = Judge.load(bundle_path("models", JUDGE_FOLDER))
+    out = new_output_dir(out_dir)
+    cases = render_cases(findings, n, size, first_seed, editor.segmenter, ct)
+    outputs: dict[tuple, list] = {}
+    for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
+        for method in methods:
+            spec = EditSpec(case.finding, case.action, case.side, case.zone, case.severity,
+                            method if method in OURS else Method.STEER, seed=case.seed)
+            tick = time.perf_counter()
+            if method in OURS:
+                result = edit(case.source, case.masks, spec, editor.generator, editor.vectors, case.view, False)
+            else:
+                result = baseline_edit(method, case.source, case.masks, spec, editor.generator, case.view)
+            seconds = time.perf_counter() - tick
+            outputs.setdefault((case.finding, case.action, method), []).append((case, result, seconds))
+    rows, tiles = [], []
+    for (finding, action, method), items in outputs.items():
+        images = np.stack([r.image for _, r, _ in items])
+        probabilities = judge.probabilities(images)
+        flips = []
+        for (case, result, _), p in zip(items, probabilities):
+            present = bool(judge.present(p[None], finding, case.side)[0])
+            anywhere = bool(judge.present(p[None], finding)[0])
+            flips.append(present if action is Action.ADD else not anywhere)
+        measures = []
+        for case, result, seconds in items:
+            outside = ~result.region.native_region
+            masks_out = segment(result.image, editor.segmenter, min_confidence=0.0)
+            measures.append({
+                "ssim_out": _ssim(case.source, result.image, outside),
+                "psnr_out": _psnr(case.source[outside], result.image[outside]),
+                "dice_lungs": _dice(case.masks.lung(Side.BILATERAL), masks_out.lung(Side.BILATERAL)),
+                "dice_heart": _dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
+                "fidelity_psnr": _psnr(result.image, case.truth), "fidelity_ssim": _ssim(result.image, case.truth),
+                "sec_per_edit": seconds,
+            })
+        truths = np.stack([case.truth for case, _, _ in items])
+        row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
+               "flip_rate": float(np.mean(flips)),
+               **{k: float(np.mean([m[k] for m in measures])) for k in measures[0]},
+               "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
+        rows.append(row)
+    rows.sort(key=lambda r: (r["concept"], r["action"], METHODS.index(r["method"])))
+    settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
+                "findings": [f.value for f in findings], "baselines": {m: BASELINE_SETTINGS[m] for m in methods
+                                                                       if m in BASELINES},
+                "ours": "medcf edit defaults per method (depth 0.5, strength 1, no energy)",
+                "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
+    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
+    (out / "results.md").write_text(results_table(rows, settings))
+    _figure(outputs, methods, out / "examples.png")
+    return {"rows": rows, "settings": settings, "out": str(out)}
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Means over concepts per (action, method)."""
+    keys = ("flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
+            "sec_per_edit")
+    grouped: dict[tuple, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault((row["action"], row["method"]), []).append(row)
+    return [{"concept": "ALL", "action": action, "method": method, "n": sum(r["n"] for r in members),
+             **{k: float(np.mean([r[k] for r in members])) for k in keys}}
+            for (action, method), members in sorted(grouped.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1])))]
+
+
+def results_table(rows: list[dict], settings: dict) -> str:
+    head = ("concept", "action", "method", "n", "flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")
+    lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
+             f"{settings['first_seed']})", "",
+             "Simulated films; the judge was trained on renders only. Research only, never for diagnosis.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary_rows(rows) + rows:
+        lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in head)
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(outputs: dict, methods, path: Path) -> None:
+    from medcf.viz import Tile, difference, render_grid, save_png
+
+    tiles = []
+    firsts: dict[tuple, dict] = {}
+    for (finding, action, method), items in outputs.items():
+        case, result, _ = items[0]
+        firsts.setdefault((finding, action), {"case": case})[method] = result
+    for (finding, action), entry in firsts.items():
+        case = entry["case"]
+        tiles += [Tile(case.source, f"{action.value} {finding.value}\ninput"), Tile(case.truth, "true counterfactual")]
+        tiles += [Tile(difference(entry[m].image, case.source, 4.0), f"{m}: change x4") for m in methods if m in entry]
+    save_png(render_grid(tiles, "MedCF counterfactual benchmark: first patient per concept", tile_size=150,
+                         columns=2 + len(methods)), path)

@@ -1,0 +1,80 @@
+"""``medcf train judge`` and ``medcf bench``: parsing only; each calls one function of
+:mod:`medcf.eval`. Nothing heavy is imported until a command runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from medcf.vocab import Finding
+
+EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfactual is known. "
+          "MedCF output is synthetic, for research only, never for diagnosis. Details: docs/bench.md.")
+
+
+def cmd_train_judge(args: argparse.Namespace) -> int:
+    import json
+
+    from medcf.eval.judge import JudgeOptions, train_judge
+
+    report = train_judge(JudgeOptions(out=args.out, n_pairs=args.pairs, steps=args.steps, batch=args.batch,
+                                      seed=args.seed, threads=args.threads, resume=args.resume,
+                                      max_minutes=args.max_minutes, progress=not args.quiet))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from medcf.eval.bench import run_counterfactual_suite, summary_rows
+    from medcf.eval.judge import Judge
+
+    judge = Judge.load(args.judge) if args.judge else None
+    findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
+    result = run_counterfactual_suite(args.n, args.out, methods=args.methods, findings=findings, size=args.size,
+                                      judge=judge, progress=not args.quiet)
+    for row in summary_rows(result["rows"]):
+        print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
+              f"lungs {row['dice_lungs']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB  fid {row['fid']:.3g}  "
+              f"{row['sec_per_edit']:.2f} s")
+    out = Path(result["out"])
+    for name in ("results.json", "results.md", "examples.png"):
+        print(out / name)
+    return 0
+
+
+def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    from medcf.eval.bench import METHODS
+
+    judge = train_sub.add_parser(
+        "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",
+        description="Train the finding judge of `medcf bench`: presence of every finding and the side of the "
+                    "main one, from simulated renders only (never generated films). Resumable (--resume), "
+                    "stops cleanly with --max-minutes; writes OUT/run (checkpoints) and OUT/judge (weights, "
+                    "held-out AUC per finding, calibrated thresholds).", epilog=EPILOG)
+    judge.add_argument("--out", type=Path, required=True, help="run folder")
+    judge.add_argument("--pairs", type=int, default=3000, help="training pairs rendered (default 3000)")
+    judge.add_argument("--steps", type=int, default=2500, help="training steps (default 2500)")
+    judge.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
+    judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    judge.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    judge.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/run")
+    judge.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    judge.add_argument("--quiet", action="store_true", help="no progress bar")
+    judge.set_defaults(func=cmd_train_judge)
+
+    bench = sub.add_parser(
+        "bench", help="benchmark counterfactual methods against baselines on the simulated world",
+        description="--suite counterfactual: every finding, add and remove, every method (baselines "
+                    f"{', '.join(METHODS[:4])}; MedCF's {', '.join(METHODS[4:])}) on N held-out simulated patients "
+                    "per finding: flip rate (judge), SSIM/PSNR outside the edit region, lung and heart Dice, "
+                    "fidelity to the true counterfactual, FID-style distance, seconds per edit. Writes "
+                    "results.json, results.md and examples.png.", epilog=EPILOG)
+    bench.add_argument("--suite", choices=["counterfactual"], default="counterfactual", help="the suite to run")
+    bench.add_argument("--n", type=int, default=2, help="patients per finding (default 2; docs/bench.md has the full run)")
+    bench.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="default: all")
+    bench.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
+    bench.add_argument("--size", type=int, default=256, help="film size (default 256)")
+    bench.add_argument("--judge", type=Path, help="judge folder (default: the bundle's models/judge)")
+    bench.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    bench.set_defaults(func=cmd_bench)

@@ -1,0 +1,288 @@
+"""The finding judge of the counterfactual benchmark (methods.md §7, issue 7): a MONAI
+DenseNet that reads a frontal film and says, per finding, whether it is present and on
+which side — trained on rendered films of the simulated world only, never on generated
+ones, so that it cannot have learned the generator's habits.
+
+Outputs (logits, :data:`LABELS`): one presence label per finding, then a left and a right
+label per lateralised finding (bilateral = both). Side labels are known only for a film's
+main finding; the loss ignores them elsewhere. A calibrated threshold per finding
+(Youden's J on held-out films) turns probabilities into decisions; the penultimate
+features are the space of the benchmark's FID-style distance.
+
+Data: ``medcf.models.data`` world sets — training seeds from :data:`TRAIN_SEED`, held-out
+seeds from :data:`HELDOUT_SEED`, both apart from every other training and benchmark range.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medcf.errors import InputError
+from medcf.vocab import Finding, Side
+
+TRAIN_SEED = 500_000
+HELDOUT_SEED = 1_300_000
+SIDED = [f for f in Finding if f is not Finding.CARDIOMEGALY]
+LABELS = [f.value for f in Finding] + [f"{f.value}_{s}" for f in SIDED for s in ("left", "right")]
+WEIGHTS_FILE = "judge.safetensors"
+RECORD_FILE = "judge.json"
+
+
+def network_definition() -> dict:
+    """MONAI DenseNet sized for CPU training at 256² (about 1 M parameters)."""
+    return {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 24,
+            "growth_rate": 16, "block_config": [4, 6, 8, 6], "bn_size": 4}
+
+
+def build_network(definition: dict | None = None) -> torch.nn.Module:
+    from monai.networks.nets import DenseNet
+
+    return DenseNet(**(definition or network_definition()))
+
+
+def labels_of(record: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and a mask of known targets for one world-set record."""
+    target = np.zeros(len(LABELS), np.float32)
+    known = np.ones(len(LABELS), np.float32)
+    present = set(record.get("background", []))
+    if record["finding"] != "none":
+        present.add(record["finding"])
+    for finding in Finding:
+        target[LABELS.index(finding.value)] = float(finding.value in present)
+    for finding in SIDED:
+        for side in ("left", "right"):
+            index = LABELS.index(f"{finding.value}_{side}")
+            if finding.value == record["finding"]:
+                target[index] = float(record.get("side") in (side, Side.BILATERAL.value))
+            elif finding.value in present:
+                known[index] = 0.0  # a co-occurring finding's side is not recorded
+    return target, known
+
+
+def _features(network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The DenseNet's pooled penultimate features (the space of the FID-style distance)."""
+    x = network.features(images)
+    return network.class_layers[:-1](x)  # relu, pool, flatten
+
+
+def _prepare(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(images, np.float32))
+    if x.ndim == 2:
+        x = x[None]
+    x = x[:, None] if x.ndim == 3 else x
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="area")
+    return (x - 0.5) / 0.25
+
+
+@dataclass
+class Judge:
+    """A trained judge: network, input size and per-finding decision thresholds."""
+
+    network: torch.nn.Module
+    size: int = 256
+    thresholds: dict[str, float] = field(default_factory=dict)
+    record: dict = field(default_factory=dict)
+
+    @torch.no_grad()
+    def probabilities(self, images, batch: int = 32) -> np.ndarray:
+        """``(N, len(LABELS))`` probabilities for films ``(N, H, W)`` (or one ``(H, W)``) in [0, 1]."""
+        self.network.eval()
+        x = _prepare(images, self.size)
+        return torch.cat([torch.sigmoid(self.network(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
+
+    @torch.no_grad()
+    def features(self, images, batch: int = 32) -> np.ndarray:
+        self.network.eval()
+        x = _prepare(images, self.size)
+        return torch.cat([_features(self.network, x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+
+    def present(self, probabilities: np.ndarray, finding: Finding, side: Side | None = None) -> np.ndarray:
+        """Decisions for ``finding`` (and, if given, on ``side``; bilateral = both sides)."""
+        decision = probabilities[:, LABELS.index(finding.value)] >= self.thresholds.get(finding.value, 0.5)
+        if side is None or finding is Finding.CARDIOMEGALY:
+            return decision
+        sides = ("left", "right") if side is Side.BILATERAL else (side.value,)
+        for name in sides:
+            decision &= probabilities[:, LABELS.index(f"{finding.value}_{name}")] >= 0.5
+        return decision
+
+    def save(self, folder: str | Path) -> list[Path]:
+        from safetensors.torch import save_file
+
+        from medcf.io.atomic import write_new_file, write_new_text
+
+        folder = Path(folder)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        weights = write_new_file(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+        record = {**self.record, "labels": LABELS, "size": self.size, "thresholds": self.thresholds}
+        return [weights, write_new_text(folder / RECORD_FILE, json.dumps(record, indent=2) + "\n")]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Judge":
+        from medcf.models.default import load_weights
+
+        folder = Path(folder)
+        path = folder / RECORD_FILE
+        if not path.is_file():
+            raise InputError(f"{folder} holds no finding judge ({RECORD_FILE} is missing; train one with "
+                             "`medcf train judge`)")
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("labels") != LABELS:
+            raise InputError(f"{path}: the judge was trained on other labels than this MedCF's")
+        network = build_network(record.get("network"))
+        load_weights(network, folder / WEIGHTS_FILE)
+        return cls(network.eval(), int(record["size"]), record["thresholds"], record)
+
+
+def auc(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the ROC curve (rank form; ties count half); NaN with one class only."""
+    truth = truth.astype(bool)
+    positives, negatives = scores[truth], scores[~truth]
+    if len(positives) == 0 or len(negatives) == 0:
+        return float("nan")
+    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
+    ranks = np.empty(len(order))
+    ranks[order] = np.arange(1, len(order) + 1)
+    values = np.concatenate([positives, negatives])
+    for value in np.unique(values):  # average ranks of ties
+        tied = values == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return float((ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
+                 / (len(positives) * len(negatives)))
+
+
+def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold maximising sensitivity + specificity − 1."""
+    truth = truth.astype(bool)
+    best, chosen = -1.0, 0.5
+    for threshold in np.unique(scores):
+        predicted = scores >= threshold
+        j = predicted[truth].mean() + (~predicted[~truth]).mean() - 1 if truth.any() and (~truth).any() else 0
+        if j > best:
+            best, chosen = j, float(threshold)
+    return chosen
+
+
+def _rounded(value: float) -> float | None:
+    return None if np.isnan(value) else round(value, 4)
+
+
+def evaluate_judge(judge: Judge, images: np.ndarray, records: list[dict]) -> dict:
+    """AUC per finding and side label on held-out films; sets ``judge.thresholds``."""
+    probabilities = judge.probabilities(images)
+    targets = np.stack([labels_of(r)[0] for r in records])
+    known = np.stack([labels_of(r)[1] for r in records])
+    report = {"n_images": len(images), "auc": {}, "threshold": {}}
+    for index, name in enumerate(LABELS):
+        use = known[:, index] > 0
+        if name in {f.value for f in Finding}:
+            report["auc"][name] = _rounded(auc(probabilities[use, index], targets[use, index]))
+            judge.thresholds[name] = youden_threshold(probabilities[use, index], targets[use, index])
+            report["threshold"][name] = round(judge.thresholds[name], 4)
+        else:  # side labels: among films whose main finding is this one
+            finding = name.rsplit("_", 1)[0]
+            main = np.array([r["finding"] == finding for r in records]) & use
+            report["auc"][name] = _rounded(auc(probabilities[main, index], targets[main, index]))
+    return report
+
+
+@dataclass
+class JudgeOptions:
+    out: Path
+    n_pairs: int = 3000
+    heldout_pairs: int = 300
+    size: int = 256
+    steps: int = 2500
+    batch: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 0
+    threads: int = 1
+    checkpoint_every: int = 250
+    resume: bool = False
+    max_minutes: float | None = None
+    comorbidity: float = 0.3
+    progress: bool = True
+    data: Path | None = None  # a world set .npz instead of the default rendered one
+    heldout_data: Path | None = None
+    network: dict | None = None  # default: network_definition()
+
+
+def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Brightness/contrast jitter and small shifts: the judge should read findings, not one
+    renderer's exact grey levels. No flips: sides matter."""
+    batch = x.shape[0]
+    gain = 1 + 0.15 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
+    bias = 0.1 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
+    shift = torch.randint(-8, 9, (2,), generator=generator)
+    return torch.roll(x * gain + bias, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+
+
+def train_judge(options: JudgeOptions) -> dict:
+    """Train, checkpoint (resumable), evaluate on held-out films and save the judge into ``out``."""
+    from tqdm import tqdm
+
+    from medcf.io.atomic import new_output_dir
+    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set
+    from medcf.models.train import RunFolder, _setup, hardware, load_checkpoint
+
+    device = _setup(options.seed, options.threads)
+    run = RunFolder(Path(options.out) / "run", options.resume)
+    train_spec = WorldSetSpec(options.n_pairs, options.size, TRAIN_SEED, options.comorbidity)
+    heldout_spec = WorldSetSpec(options.heldout_pairs, options.size, HELDOUT_SEED, options.comorbidity, "heldout")
+    train = load_world_set(options.data or render_world_set(train_spec, progress=options.progress))
+    targets = np.stack([labels_of(r)[0] for r in train.records])
+    known = np.stack([labels_of(r)[1] for r in train.records])
+    definition = options.network or network_definition()
+    network = build_network(definition).to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
+    step = 0
+    if options.resume:
+        state = load_checkpoint(run.latest())
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        step = state["step"]
+    run.write_recipe({"options": {k: str(v) for k, v in asdict(options).items()}, "network": definition,
+                      "labels": LABELS, "train": asdict(train_spec), "heldout": asdict(heldout_spec),
+                      "hardware": hardware()})
+    started = time.perf_counter()
+    network.train()
+    with tqdm(total=options.steps, initial=step, desc="judge", unit="step", disable=not options.progress) as bar:
+        while step < options.steps:
+            generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)  # batch s depends on (seed, s)
+            index = torch.randint(0, len(train.images), (options.batch,), generator=generator).numpy()
+            x = _augment(_prepare(train.float_images(index), options.size), generator).to(device)
+            y, m = torch.from_numpy(targets[index]).to(device), torch.from_numpy(known[index]).to(device)
+            for group in optimiser.param_groups:
+                group["lr"] = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / options.steps))
+            loss = (F.binary_cross_entropy_with_logits(network(x), y, reduction="none") * m).sum() / m.sum()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            step += 1
+            bar.update(1)
+            if step % 50 == 0:
+                run.log(step=step, loss=round(float(loss.detach()), 5))
+            stop = options.max_minutes is not None and time.perf_counter() - started > 60 * options.max_minutes
+            if step % options.checkpoint_every == 0 or step == options.steps or stop:
+                run.save(step, {"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": step})
+            if stop:
+                return {"stopped_at": step, "resume": "run again with --resume"}
+    heldout = load_world_set(options.heldout_data or render_world_set(heldout_spec, progress=options.progress))
+    judge = Judge(network.cpu().eval(), options.size)
+    report = evaluate_judge(judge, heldout.float_images(), heldout.records)
+    judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
+                    "train": asdict(train_spec), "heldout": asdict(heldout_spec), "heldout_report": report,
+                    "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
+                    "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
+    out = new_output_dir(Path(options.out) / "judge")
+    judge.save(out)
+    return report

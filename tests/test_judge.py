@@ -1,0 +1,100 @@
+"""The benchmark's finding judge: labels, AUC, thresholds, training and saving."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcf.vocab import Finding
+from medcf.eval.judge import LABELS, Judge, JudgeOptions, auc, labels_of, train_judge, youden_threshold
+
+
+def test_labels_know_presence_and_the_main_finding_side_only():
+    target, known = labels_of({"finding": "pleural_effusion", "side": "left", "background": ["nodule"]})
+    on = {LABELS[i] for i in np.flatnonzero(target)}
+    assert on == {"pleural_effusion", "nodule", "pleural_effusion_left"}
+    assert known[LABELS.index("nodule_left")] == 0 and known[LABELS.index("pleural_effusion_right")] == 1
+    target, _ = labels_of({"finding": "edema", "side": "bilateral", "background": []})
+    assert target[LABELS.index("edema_left")] == 1 and target[LABELS.index("edema_right")] == 1
+    target, known = labels_of({"finding": "none", "side": None, "background": []})
+    assert target.sum() == 0 and known.all()
+
+
+def test_auc_and_threshold():
+    assert auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([1, 1, 0, 0])) == 1.0
+    assert auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([1, 1, 0, 0])) == 0.0
+    assert auc(np.array([0.5, 0.5, 0.5, 0.5]), np.array([1, 0, 1, 0])) == 0.5
+    assert np.isnan(auc(np.array([0.3, 0.4]), np.array([1, 1])))
+    assert youden_threshold(np.array([0.9, 0.7, 0.4, 0.1]), np.array([1, 1, 0, 0])) == 0.7
+
+
+def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
+    """Films with a bright blob low on the image right (the patient's left) for 'effusion'."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images, records = [], []
+    for i in range(n):
+        image = 0.3 + 0.05 * rng.standard_normal((size, size))
+        effusion = i % 2 == 1
+        if effusion:
+            image += 0.5 * np.exp(-((xx - 0.75) ** 2 + (yy - 0.75) ** 2) / 0.01)
+        images.append(np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
+        records.append({"finding": "pleural_effusion" if effusion else "none", "side": "left" if effusion else None,
+                        "background": []})
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=np.stack(images), records=np.array(json.dumps(records)),
+                        spec=np.array(json.dumps({"synthetic": True})))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
+    small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=60, batch=16, learning_rate=3e-3, threads=1,
+                   checkpoint_every=20, progress=False, data=_blob_set(tmp_path / "train.npz", 80, 0),
+                   heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1), network=small)
+    stopped = train_judge(JudgeOptions(out=tmp_path / "run", max_minutes=0.0, **options))
+    assert stopped["stopped_at"] == 1
+    report = train_judge(JudgeOptions(out=tmp_path / "run", resume=True, **options))
+    assert report["auc"]["pleural_effusion"] > 0.9
+    assert report["auc"]["pleural_effusion_left"] is None  # every effusion is left: no negatives to rank
+    judge = Judge.load(tmp_path / "run" / "judge")
+    assert judge.thresholds["pleural_effusion"] == pytest.approx(report["threshold"]["pleural_effusion"], abs=1e-4)
+    films = np.load(tmp_path / "heldout.npz")["images"].astype(np.float32) / 65535
+    decided = judge.present(judge.probabilities(films), Finding.PLEURAL_EFFUSION)
+    truth = np.arange(len(films)) % 2 == 1
+    assert (decided == truth).mean() > 0.85
+    assert judge.features(films[:3]).shape[0] == 3
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
+                    reason="the default model's weights are not committed in this checkout")
+def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
+    from medcf.eval.bench import run_counterfactual_suite
+    from medcf.eval.judge import build_network
+    from medcf.world.ct import load_chest_ct
+
+    small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    judge = Judge(build_network(small).eval(), 64)  # an untrained judge: the test is about the pipeline
+    ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
+    result = run_counterfactual_suite(1, tmp_path / "bench", methods=["sdedit", "steer"],
+                                      findings=(Finding.PLEURAL_EFFUSION,), judge=judge, ct=ct, progress=False)
+    data = json.loads((tmp_path / "bench" / "results.json").read_text())
+    keys = {"concept", "action", "method", "flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit"}
+    assert len(data["rows"]) == 4 and all(keys <= set(row) for row in data["rows"])
+    by = {(r["action"], r["method"]): r for r in data["rows"]}
+    assert by[("add", "steer")]["psnr_out"] == 100.0  # MedCF leaves the outside exactly as it was
+    assert by[("add", "sdedit")]["psnr_out"] < 100.0  # a baseline without a region does not
+    assert all(0.0 <= r["flip_rate"] <= 1.0 and r["fid"] >= 0 for r in data["rows"])
+    assert "| ALL | add | steer |" in (tmp_path / "bench" / "results.md").read_text()
+    assert (tmp_path / "bench" / "examples.png").is_file() and result["settings"]["baselines"]["sdedit"]
