@@ -166,3 +166,16 @@ BUILDERS = {
     "monai-ldm": make_monai_bundle,
     "medcf-default": make_default_model,
 }
+
+
+def write_world_set(path: Path, images: list, records: list[dict]) -> Path:
+    """A world-set .npz (medcf.models.data layout) from uint16 images and their records."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=np.stack(images), records=np.array(json.dumps(records)),
+                        spec=np.array(json.dumps({"synthetic": True})))
+    path.write_bytes(buffer.getvalue())
+    return path

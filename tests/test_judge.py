@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 
 from medcf.vocab import Finding
+from tests import model_fixtures
 from medcf.eval.judge import LABELS, Judge, JudgeOptions, auc, labels_of, train_judge, youden_threshold
 
 
@@ -45,11 +45,7 @@ def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
         images.append(np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
         records.append({"finding": "pleural_effusion" if effusion else "none", "side": "left" if effusion else None,
                         "background": []})
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=np.stack(images), records=np.array(json.dumps(records)),
-                        spec=np.array(json.dumps({"synthetic": True})))
-    path.write_bytes(buffer.getvalue())
-    return path
+    return model_fixtures.write_world_set(path, images, records)
 
 
 def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):

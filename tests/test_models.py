@@ -6,7 +6,6 @@ loader errors, training/resume/export, world training sets.
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -292,11 +291,7 @@ def _synthetic_world_set(path: Path, n: int = 12, size: int = 64) -> Path:
         image = 0.3 + 0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.05)
         images.append(np.rint(image * 65535).astype(np.uint16))
         records.append({"prompt": PROMPT if i % 2 else NORMAL, "finding": "pleural_effusion" if i % 2 else "none"})
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=np.stack(images), records=np.array(json.dumps(records)),
-                        spec=np.array(json.dumps({"synthetic": True})))
-    path.write_bytes(buffer.getvalue())
-    return path
+    return model_fixtures.write_world_set(path, images, records)
 
 
 def test_training_resumes_exactly_and_exports_a_loadable_bundle(tmp_path):

@@ -41,21 +41,19 @@ METHODS = BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
 
 
-def _ssim(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+def ssim_mean(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Mean of scikit-image's SSIM map, over ``where`` if given (e.g. outside the edit region)."""
     from skimage.metrics import structural_similarity
 
     _, ssim_map = structural_similarity(a, b, data_range=1.0, full=True)
     return float(ssim_map.mean() if where is None else ssim_map[where].mean())
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - b) ** 2))
-    return 100.0 if mse == 0 else float(10 * np.log10(1.0 / mse))
+def psnr_capped(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB, 100 for identical images (JSON has no infinity)."""
+    from medcf.models.train import psnr
 
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+    return min(100.0, psnr(np.asarray(a), np.asarray(b)))
 
 
 def frechet_diagonal(a: np.ndarray, b: np.ndarray) -> float:
@@ -110,6 +108,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     from tqdm import tqdm
 
     from medcf.anatomy.segment import segment
+    from medcf.anatomy.train import dice
     from medcf.editing.api import load_editor
     from medcf.editing.baselines import baseline_edit
     from medcf.editing.edit import edit
@@ -155,11 +154,12 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
             outside = ~result.region.native_region
             masks_out = segment(result.image, editor.segmenter, min_confidence=0.0)
             measures.append({
-                "ssim_out": _ssim(case.source, result.image, outside),
-                "psnr_out": _psnr(case.source[outside], result.image[outside]),
-                "dice_lungs": _dice(case.masks.lung(Side.BILATERAL), masks_out.lung(Side.BILATERAL)),
-                "dice_heart": _dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
-                "fidelity_psnr": _psnr(result.image, case.truth), "fidelity_ssim": _ssim(result.image, case.truth),
+                "ssim_out": ssim_mean(case.source, result.image, outside),
+                "psnr_out": psnr_capped(case.source[outside], result.image[outside]),
+                "dice_lungs": dice(case.masks.lung(Side.BILATERAL), masks_out.lung(Side.BILATERAL)),
+                "dice_heart": dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
+                "fidelity_psnr": psnr_capped(result.image, case.truth),
+                "fidelity_ssim": ssim_mean(result.image, case.truth),
                 "sec_per_edit": seconds,
             })
         truths = np.stack([case.truth for case, _, _ in items])
