@@ -42,6 +42,8 @@ bench: install
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_anatomy.py
 	$(PY) benchmarks/bench_editor.py
+	rm -rf build/bench-counterfactual
+	$(PY) -m medcf bench --suite counterfactual --n 3 --out build/bench-counterfactual
 	$(PY) benchmarks/bench_generator.py --threads 1
 
 bench-reports: install

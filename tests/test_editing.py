@@ -8,7 +8,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import EditRegion
 from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
 from medcf.editing.spec import EditSpec
-from medcf.editing.steering import Steering, SteeringVectors, estimate_vectors, load_vectors
+from medcf.editing.steering import Steering, estimate_vectors, load_vectors
 from medcf.errors import InputError
 from medcf.models.base import CROSS, SELF
 from medcf.models.loaders import load_generator

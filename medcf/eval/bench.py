@@ -140,7 +140,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
                 result = baseline_edit(method, case.source, case.masks, spec, editor.generator, case.view)
             seconds = time.perf_counter() - tick
             outputs.setdefault((case.finding, case.action, method), []).append((case, result, seconds))
-    rows, tiles = [], []
+    rows = []
     for (finding, action, method), items in outputs.items():
         images = np.stack([r.image for _, r, _ in items])
         probabilities = judge.probabilities(images)
