@@ -5,7 +5,8 @@ arguments and call these."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
@@ -23,10 +24,10 @@ class Editor:
     vectors: SteeringVectors | None
     vectors_path: Path | None
     segmenter: object
-    notes: list[str] = field(default_factory=list)
 
-    @property
+    @cached_property
     def model_info(self) -> ModelInfo:
+        """Names and SHA-256 of the weights and vectors (hashed once per editor, not per edit)."""
         return ModelInfo.of(self.generator, self.vectors_path)
 
 

@@ -28,7 +28,7 @@ import torch
 
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
-from medcf.editing.edit import Counterfactual, EditInputs, finish, prepare
+from medcf.editing.edit import Counterfactual, finish, prepare
 from medcf.editing.inversion import ddim_inversion
 from medcf.editing.spec import EditSpec
 from medcf.errors import InputError
@@ -63,7 +63,7 @@ class AttentionStore(ControlMethod):
     hidden: dict = field(default_factory=dict, repr=False)
 
     def maps_wanted(self, call: AttentionCall) -> bool:
-        return call.site.kind in self.kinds and (not self.inject or self.window[0] <= call.progress < self.window[1])
+        return call.site.kind in self.kinds and (not self.inject or call.within(self.window))
 
     def observe(self, call, probabilities):
         key = (call.site.name, call.step)
@@ -86,7 +86,7 @@ class AttentionStore(ControlMethod):
         if not self.inject:
             self.hidden[key] = hidden.detach().clone()
             return hidden
-        if self.output_window[0] <= call.progress < self.output_window[1] and key in self.hidden:
+        if call.within(self.output_window) and key in self.hidden:
             return self.hidden[key]
         return hidden
 
@@ -108,10 +108,6 @@ def _finest_decoder_self_sites(generator: Generator, latent_hw: tuple[int, int])
     return {s.name for s in decoder}
 
 
-def _ddim_path(generator: Generator, inputs: EditInputs, steps: int):
-    return ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, steps, generator.guidance_scale)
-
-
 def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
                   view: ViewPosition = ViewPosition.PA, progress: bool = False) -> Counterfactual:
     """Run baseline ``name`` on ``display`` for the change ``spec`` asks (its method is ignored)."""
@@ -131,7 +127,7 @@ def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: Edi
         noised = scheduler.add_noise(inputs.z0, noise, scheduler.timesteps[start:start + 1])
         latents = sample(generator, [target], latents=noised, start_step=start, **common).latents
         return finish(inputs, spec, generator, latents, {"baseline": name, **settings}, everywhere)
-    path = _ddim_path(generator, inputs, steps)
+    path = ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, steps, generator.guidance_scale)
     if name == "reprompt":
         latents = sample(generator, [target], latents=path.latents[0], **common).latents
         return finish(inputs, spec, generator, latents, {"baseline": name, **settings}, everywhere)

@@ -49,6 +49,10 @@ class AttentionCall:
         (a run that starts part-way down an inverted trajectory counts from where it starts)."""
         return (self.step - self.first_step) / max(1, self.steps - self.first_step)
 
+    def within(self, window: tuple[float, float]) -> bool:
+        """Whether this step lies in ``window`` (fractions of the run, start inclusive)."""
+        return window[0] <= self.progress < window[1]
+
     def rows(self, branch: str) -> slice:
         """The batch rows of one branch (``[uncond..., cond...]`` when guided)."""
         if branch not in self.branches:

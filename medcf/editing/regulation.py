@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from medcf.editing.control import AttentionCall, ControlMethod, rows_bias
+from medcf.editing.control import ControlMethod, rows_bias
 from medcf.editing.regions import EditRegion
 from medcf.models.base import CROSS, SELF, TextEncoding
 from medcf.models.sampling import COND, UNCOND
@@ -40,10 +40,6 @@ EPSILON = 1e-3
 def word_tokens(text: TextEncoding, words: Sequence[str], prompt_index: int = 0) -> list[int]:
     """Token indices of every word of ``words`` present in one prompt (sorted, unique)."""
     return sorted({i for word in words for i in text.token_indices(word, prompt_index)})
-
-
-def in_window(call: AttentionCall, window: tuple[float, float]) -> bool:
-    return window[0] <= call.progress < window[1]
 
 
 @dataclass
@@ -86,7 +82,7 @@ class AnatomyRegulation(ControlMethod):
         return self._cache[key]
 
     def bias(self, call, queries, keys):
-        if not in_window(call, self.window) or queries != call.grid[0] * call.grid[1]:
+        if not call.within(self.window) or queries != call.grid[0] * call.grid[1]:
             return None
         if call.site.kind == SELF:
             if keys != queries:
@@ -109,7 +105,7 @@ class PathologyEnhancement(ControlMethod):
     _cache: dict = field(default_factory=dict, repr=False)
 
     def bias(self, call, queries, keys):
-        if (call.site.kind != CROSS or not self.tokens or not in_window(call, self.window)
+        if (call.site.kind != CROSS or not self.tokens or not call.within(self.window)
                 or queries != call.grid[0] * call.grid[1]):
             return None
         key = (call.grid, keys)

@@ -32,6 +32,11 @@ FORMAT = "medcf-steering-vectors"
 VERSION = 1
 
 
+def nearest_step(timesteps: Sequence[int], timestep: int) -> int:
+    """Index of the estimation timestep nearest ``timestep`` (an edit may run other step counts)."""
+    return int(np.argmin([abs(t - timestep) for t in timesteps]))
+
+
 def denoiser_fingerprint(generator: Generator) -> str:
     """SHA-256 of the denoiser's parameters (names, shapes and float32 values): what the
     vectors depend on, whatever file format the weights came from."""
@@ -58,10 +63,6 @@ class SteeringVectors:
             raise InputError(f"no steering vectors for {finding.value} (have: {', '.join(sorted(self.vectors)) or 'none'}); "
                              f"estimate them with `medcf steer-vectors --finding {finding.value}`")
         return self.vectors[finding.value]
-
-    def step_index(self, timestep: int) -> int:
-        """The estimation step whose timestep is nearest ``timestep``."""
-        return int(np.argmin([abs(t - timestep) for t in self.timesteps]))
 
     def merged(self, other: "SteeringVectors") -> "SteeringVectors":
         if other.fingerprint != self.fingerprint or other.timesteps != self.timesteps:
@@ -209,12 +210,11 @@ class Steering(ControlMethod):
             return None
         if self.sites is not None and call.site.name not in self.sites:
             return None
-        if not self.window[0] <= call.progress < self.window[1]:
+        if not call.within(self.window):
             return None
         key = ("v", call.site.name, call.timestep)
         if key not in self._cache:
-            index = int(np.argmin([abs(t - call.timestep) for t in self.timesteps]))
-            self._cache[key] = self.vectors[call.site.name][index].float()
+            self._cache[key] = self.vectors[call.site.name][nearest_step(self.timesteps, call.timestep)].float()
         return self._cache[key]
 
     def _gate(self, call: AttentionCall, tokens: int) -> torch.Tensor:
