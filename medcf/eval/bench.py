@@ -8,6 +8,8 @@ method edits the same film with the same seed. Per (concept, action, method):
 
 - ``flip_rate``: share of edits the judge (:mod:`medcf.eval.judge`, trained on renders only)
   assigns to the target state (add: present, on the asked side; remove: absent);
+  ``flip_rate_unedited``: the same for the unedited inputs (the judge's own error, the floor
+  an edit must beat);
 - ``ssim_out`` / ``psnr_out``: output vs input outside the edit region (MedCF's region from
   the input's anatomy, the same for every method);
 - ``dice_lungs`` / ``dice_heart``: masks segmented on input and output;
@@ -141,14 +143,22 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
             seconds = time.perf_counter() - tick
             outputs.setdefault((case.finding, case.action, method), []).append((case, result, seconds))
     rows = []
+    def in_target_state(films: np.ndarray, cases: list[Case]) -> list[bool]:
+        """Judge: add → present on the asked side; remove → absent anywhere."""
+        found = []
+        for case, p in zip(cases, judge.probabilities(films)):
+            if case.action is Action.ADD:
+                found.append(bool(judge.present(p[None], case.finding, case.side)[0]))
+            else:
+                found.append(not bool(judge.present(p[None], case.finding)[0]))
+        return found
+
     for (finding, action, method), items in outputs.items():
         images = np.stack([r.image for _, r, _ in items])
-        probabilities = judge.probabilities(images)
-        flips = []
-        for (case, result, _), p in zip(items, probabilities):
-            present = bool(judge.present(p[None], finding, case.side)[0])
-            anywhere = bool(judge.present(p[None], finding)[0])
-            flips.append(present if action is Action.ADD else not anywhere)
+        cases_here = [case for case, _, _ in items]
+        flips = in_target_state(images, cases_here)
+        # the same question asked of the unedited inputs: how often the judge already says "done"
+        unedited = in_target_state(np.stack([case.source for case in cases_here]), cases_here)
         measures = []
         for case, result, seconds in items:
             outside = ~result.region.native_region
@@ -164,7 +174,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
             })
         truths = np.stack([case.truth for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
-               "flip_rate": float(np.mean(flips)),
+               "flip_rate": float(np.mean(flips)), "flip_rate_unedited": float(np.mean(unedited)),
                **{k: float(np.mean([m[k] for m in measures])) for k in measures[0]},
                "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
         rows.append(row)
@@ -182,7 +192,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
 
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Means over concepts per (action, method)."""
-    keys = ("flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
+    keys = ("flip_rate", "flip_rate_unedited", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
             "sec_per_edit")
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -193,7 +203,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 
 def results_table(rows: list[dict], settings: dict) -> str:
-    head = ("concept", "action", "method", "n", "flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+    head = ("concept", "action", "method", "n", "flip_rate", "flip_rate_unedited", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")
     lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
              f"{settings['first_seed']})", "",
