@@ -143,21 +143,18 @@ class Judge:
 
 
 def auc(scores: np.ndarray, truth: np.ndarray) -> float:
-    """Area under the ROC curve (rank form; ties count half); NaN with one class only."""
-    truth = truth.astype(bool)
-    positives, negatives = scores[truth], scores[~truth]
-    if len(positives) == 0 or len(negatives) == 0:
+    """Area under the ROC curve (MONAI's ``compute_roc_auc``: rank form, ties count half);
+    NaN, silently, when only one class is present."""
+    import warnings
+
+    from monai.metrics import compute_roc_auc
+
+    truth = np.asarray(truth).astype(bool)
+    if truth.all() or not truth.any():
         return float("nan")
-    order = np.argsort(np.concatenate([positives, negatives]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    values = np.concatenate([positives, negatives])
-    for value in np.unique(values):  # average ranks of ties
-        tied = values == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    return float((ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2)
-                 / (len(positives) * len(negatives)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(compute_roc_auc(torch.as_tensor(np.asarray(scores, np.float64)), torch.as_tensor(truth)))
 
 
 def youden_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
