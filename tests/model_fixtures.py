@@ -170,12 +170,8 @@ BUILDERS = {
 
 def write_world_set(path: Path, images: list, records: list[dict]) -> Path:
     """A world-set .npz (medcf.models.data layout) from uint16 images and their records."""
-    import io
-
     import numpy as np
 
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=np.stack(images), records=np.array(json.dumps(records)),
-                        spec=np.array(json.dumps({"synthetic": True})))
-    path.write_bytes(buffer.getvalue())
-    return path
+    from medcf.models.data import save_world_set
+
+    return save_world_set(path, np.stack(images), records, {"synthetic": True})

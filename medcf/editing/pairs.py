@@ -10,7 +10,9 @@ world's bit code).
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -86,6 +88,30 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     return Pair(factual, counterfactual, region, bits, prompts, spec)
 
 
+def generate_pair_retrying(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
+                           spare_seeds: Iterator[int], max_tries: int = 3, what: str = "pair",
+                           view: ViewPosition = ViewPosition.PA) -> Pair:
+    """:func:`generate_pair` from ``spec.seed``; a factual sample the segmenter refuses is
+    replaced by one from the next of ``spare_seeds`` (at most ``max_tries`` samples)."""
+    seed = spec.seed
+    for _ in range(max_tries):
+        try:
+            return generate_pair(generator, replace(spec, seed=seed), segmenter, vectors, view)
+        except MedCFError:
+            seed = next(spare_seeds)
+    raise InputError(f"{what}: {max_tries} samples in a row were not read as frontal chest films; "
+                     "is the model a chest radiograph model?")
+
+
+def reprompted(generator: Generator, pair: Pair) -> np.ndarray:
+    """The re-prompting baseline from scratch: the counterfactual prompt sampled from the
+    factual's own initial noise (same seed, same steps), nothing held — the pair a user of
+    a plain text-to-image model would make."""
+    result = sample(generator, [pair.prompts["target"]], seed=pair.spec.seed, steps=pair.spec.steps, progress=False)
+    check_image(result.images[0], "the re-prompted sample")
+    return result.images[0]
+
+
 def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Path, segmenter,
                 vectors: SteeringVectors | None, progress: bool = True, max_tries: int = 3) -> Path:
     """``n`` pairs with seeds ``spec.seed + i``; a factual sample the segmenter refuses is
@@ -99,18 +125,11 @@ def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Pat
     out = new_output_dir(out_dir)
     (out / "images").mkdir()
     (out / "masks").mkdir()
-    records, tiles, spare = [], [], spec.seed + n
+    records, tiles, spare = [], [], itertools.count(spec.seed + n)
     for index in tqdm(range(n), desc="pairs", unit="pair", disable=not progress):
-        seed = spec.seed + index
-        for _ in range(max_tries):
-            try:
-                pair = generate_pair(generator, replace(spec, seed=seed), segmenter, vectors)
-                break
-            except MedCFError:
-                seed, spare = spare, spare + 1
-        else:
-            raise InputError(f"pair {index}: {max_tries} samples in a row were not read as frontal chest films; "
-                             "is the model a chest radiograph model?")
+        pair = generate_pair_retrying(generator, replace(spec, seed=spec.seed + index), segmenter, vectors, spare,
+                                      max_tries, f"pair {index}")
+        seed = pair.spec.seed
         sample_id = f"{index:05d}"
         paths = {"factual": f"images/{sample_id}_factual.png", "counterfactual": f"images/{sample_id}_counterfactual.png",
                  "lesion_mask": f"masks/{sample_id}_lesion.png", "anatomy_mask": f"masks/{sample_id}_anatomy.png"}

@@ -105,8 +105,11 @@ def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=Non
 
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
-                             progress: bool = True) -> dict:
-    """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``."""
+                             progress: bool = True, ours: dict | None = None) -> dict:
+    """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``.
+
+    ``ours``: :class:`EditSpec` fields (``depth``, ``strength``, ``energy``) for MedCF's
+    methods instead of ``medcf edit``'s defaults; the baselines keep their settings."""
     from tqdm import tqdm
 
     from medcf.anatomy.segment import segment
@@ -123,6 +126,11 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
     if n < 1:
         raise InputError("--n must be at least 1")
+    ours = dict(ours or {})
+    unknown = sorted(set(ours) - {"depth", "strength", "energy"})
+    if unknown:
+        raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here (depth, strength, energy)")
+    EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validate before any work
     editor = editor or load_editor()
     if judge is None:
         from medcf.bundle import bundle_path
@@ -134,7 +142,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
         for method in methods:
             spec = EditSpec(case.finding, case.action, case.side, case.zone, case.severity,
-                            method if method in OURS else Method.STEER, seed=case.seed)
+                            method if method in OURS else Method.STEER, seed=case.seed, **ours)
             tick = time.perf_counter()
             if method in OURS:
                 result = edit(case.source, case.masks, spec, editor.generator, editor.vectors, case.view, False)
@@ -182,7 +190,8 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
                 "findings": [f.value for f in findings], "baselines": {m: BASELINE_SETTINGS[m] for m in methods
                                                                        if m in BASELINES},
-                "ours": "medcf edit defaults per method (depth 0.5, strength 1, no energy)",
+                "ours": {**{k: getattr(EditSpec(Finding.EDEMA, Action.ADD), k) for k in ("depth", "strength", "energy")},
+                         **ours},
                 "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
     (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
     (out / "results.md").write_text(results_table(rows, settings))
@@ -208,6 +217,7 @@ def results_table(rows: list[dict], settings: dict) -> str:
     lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
              f"{settings['first_seed']})", "",
              "Simulated films; the judge was trained on renders only. Research only, never for diagnosis.", "",
+             "MedCF's methods: " + ", ".join(f"{k} {v}" for k, v in settings["ours"].items()) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary_rows(rows) + rows:
         lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in head)

@@ -25,20 +25,44 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "augmentation":
+        return _bench_augmentation(args)
     from medcf.eval.bench import run_counterfactual_suite, summary_rows
     from medcf.eval.judge import Judge
 
     judge = Judge.load(args.judge) if args.judge else None
     findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
-    result = run_counterfactual_suite(args.n, args.out, methods=args.methods, findings=findings, size=args.size,
-                                      judge=judge, progress=not args.quiet)
+    result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
+                                      size=_or(args.size, 256), judge=judge, progress=not args.quiet,
+                                      ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength))
+                                            if v is not None})
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
               f"lungs {row['dice_lungs']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB  fid {row['fid']:.3g}  "
               f"{row['sec_per_edit']:.2f} s")
-    out = Path(result["out"])
+    return _print_outputs(result["out"])
+
+
+def _bench_augmentation(args: argparse.Namespace) -> int:
+    from medcf.eval.augment import AugmentOptions, run_augmentation_suite
+
+    options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
+                             steps=args.steps, size=_or(args.size, 128), repeats=args.repeats, method=args.method,
+                             threads=args.threads, progress=not args.quiet)
+    result = run_augmentation_suite(options)
+    for arm, entry in result["summary"].items():
+        print(f"{arm:18s} macro AUC {entry['macro_auc']:.3f} (sd {entry['macro_auc_sd']:.3f} over seeds)")
+    return _print_outputs(result["out"])
+
+
+def _or(value, default):
+    """The suite's default where an option was not given (0 is an answer, not a gap)."""
+    return default if value is None else value
+
+
+def _print_outputs(folder: str) -> int:
     for name in ("results.json", "results.md", "examples.png"):
-        print(out / name)
+        print(Path(folder) / name)
     return 0
 
 
@@ -62,19 +86,42 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge.add_argument("--quiet", action="store_true", help="no progress bar")
     judge.set_defaults(func=cmd_train_judge)
 
+    from medcf.editing.spec import Method
+
     bench = sub.add_parser(
         "bench", help="benchmark counterfactual methods against baselines on the simulated world",
         description="--suite counterfactual: every finding, add and remove, every method (baselines "
                     f"{', '.join(METHODS[:4])}; MedCF's {', '.join(METHODS[4:])}) on N held-out simulated patients "
                     "per finding: flip rate (judge), SSIM/PSNR outside the edit region, lung and heart Dice, "
-                    "fidelity to the true counterfactual, FID-style distance, seconds per edit. Writes "
+                    "fidelity to the true counterfactual, FID-style distance, seconds per edit. "
+                    "--suite augmentation: a finding classifier trained on N rendered pairs alone, plus MedCF "
+                    "pairs, or plus as many re-prompted pairs; presence AUC on held-out renders. Both write "
                     "results.json, results.md and examples.png.", epilog=EPILOG)
-    bench.add_argument("--suite", choices=["counterfactual"], default="counterfactual", help="the suite to run")
-    bench.add_argument("--n", type=int, default=2, help="patients per finding (default 2; docs/bench.md has the full run)")
-    bench.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="default: all")
-    bench.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
-    bench.add_argument("--size", type=int, default=256, help="film size (default 256)")
-    bench.add_argument("--judge", type=Path, help="judge folder (default: the bundle's models/judge)")
+    bench.add_argument("--suite", choices=["counterfactual", "augmentation"], default="counterfactual",
+                       help="the suite to run (default counterfactual)")
+    bench.add_argument("--n", type=int, default=None,
+                       help="counterfactual: patients per finding (default 2); augmentation: rendered training "
+                            "pairs (default 100). docs/bench.md has the full runs")
+    bench.add_argument("--size", type=int, default=None,
+                       help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
     bench.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    counterfactual = bench.add_argument_group("counterfactual suite")
+    counterfactual.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                                help="default: all")
+    counterfactual.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
+    counterfactual.add_argument("--judge", type=Path, help="judge folder (default: the bundle's models/judge)")
+    counterfactual.add_argument("--depth", type=float, default=None,
+                                help="MedCF methods: share of the trajectory re-sampled (default: medcf edit's, 0.5)")
+    counterfactual.add_argument("--strength", type=float, default=None,
+                                help="MedCF methods: scale of every push (default: medcf edit's, 1)")
+    augmentation = bench.add_argument_group("augmentation suite")
+    augmentation.add_argument("--generated", type=int, default=None,
+                              help="generated pairs added per arm (default: --n)")
+    augmentation.add_argument("--heldout", type=int, default=300, help="held-out rendered pairs (default 300)")
+    augmentation.add_argument("--steps", type=int, default=2000, help="classifier steps per arm (default 2000)")
+    augmentation.add_argument("--repeats", type=int, default=2, help="classifier seeds per arm (default 2)")
+    augmentation.add_argument("--method", choices=[m.value for m in Method], default=Method.STEER.value,
+                              help="MedCF method for the pairs (default steer)")
+    augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     bench.set_defaults(func=cmd_bench)

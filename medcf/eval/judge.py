@@ -208,7 +208,7 @@ class JudgeOptions:
     max_minutes: float | None = None
     comorbidity: float = 0.3
     progress: bool = True
-    data: Path | None = None  # a world set .npz instead of the default rendered one
+    data: Path | list[Path] | None = None  # world set .npz file(s) instead of the default rendered one
     heldout_data: Path | None = None
     network: dict | None = None  # default: network_definition()
 
@@ -228,14 +228,16 @@ def train_judge(options: JudgeOptions) -> dict:
     from tqdm import tqdm
 
     from medcf.io.atomic import new_output_dir
-    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set
+    from medcf.models.data import WorldSet, WorldSetSpec, load_world_set, render_world_set
     from medcf.models.train import RunFolder, _setup, hardware, load_checkpoint
 
     device = _setup(options.seed, options.threads)
     run = RunFolder(Path(options.out) / "run", options.resume)
     train_spec = WorldSetSpec(options.n_pairs, options.size, TRAIN_SEED, options.comorbidity)
     heldout_spec = WorldSetSpec(options.heldout_pairs, options.size, HELDOUT_SEED, options.comorbidity, "heldout")
-    train = load_world_set(options.data or render_world_set(train_spec, progress=options.progress))
+    sources = options.data if isinstance(options.data, (list, tuple)) else [options.data] if options.data else []
+    train = (WorldSet.join([load_world_set(path) for path in sources]) if sources
+             else load_world_set(render_world_set(train_spec, progress=options.progress)))
     targets = np.stack([labels_of(r)[0] for r in train.records])
     known = np.stack([labels_of(r)[1] for r in train.records])
     definition = options.network or network_definition()
@@ -247,9 +249,10 @@ def train_judge(options: JudgeOptions) -> dict:
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
+    train_source = [str(path) for path in sources] if sources else asdict(train_spec)
+    heldout_source = str(options.heldout_data) if options.heldout_data else asdict(heldout_spec)
     run.write_recipe({"options": {k: str(v) for k, v in asdict(options).items()}, "network": definition,
-                      "labels": LABELS, "train": asdict(train_spec), "heldout": asdict(heldout_spec),
-                      "hardware": hardware()})
+                      "labels": LABELS, "train": train_source, "heldout": heldout_source, "hardware": hardware()})
     started = time.perf_counter()
     network.train()
     with tqdm(total=options.steps, initial=step, desc="judge", unit="step", disable=not options.progress) as bar:
@@ -277,7 +280,7 @@ def train_judge(options: JudgeOptions) -> dict:
     judge = Judge(network.cpu().eval(), options.size)
     report = evaluate_judge(judge, heldout.float_images(), heldout.records)
     judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
-                    "train": asdict(train_spec), "heldout": asdict(heldout_spec), "heldout_report": report,
+                    "train": train_source, "heldout": heldout_source, "heldout_report": report,
                     "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
                     "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
     out = new_output_dir(Path(options.out) / "judge")

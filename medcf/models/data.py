@@ -62,7 +62,6 @@ def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None
     """Render ``spec`` into ``path`` (default: the cache) unless it is there already; its path."""
     from tqdm import tqdm
 
-    from medcf.io.atomic import write_new_file
     from medcf.text.prompts import prompt_for
     from medcf.world.ct import load_chest_ct
     from medcf.world.pairs import PhantomRequest, plan_background, plan_sample
@@ -96,13 +95,27 @@ def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None
             if kind == "factual":
                 records[-1]["lesion"] = {k: getattr(v, "value", v) for k, v in asdict(lesion).items()}
 
+    return save_world_set(path, images, records, asdict(spec))
+
+
+def save_world_set(path: str | Path, images: np.ndarray, records: list[dict], spec: dict) -> Path:
+    """Write films ``(N, H, W)`` (uint16, or float in [0, 1]) and one record per film as a
+    new world-set ``.npz`` — the one layout every MedCF trainer reads."""
+    from medcf.io.atomic import write_new_file
+
+    images = np.asarray(images)
+    if images.dtype != np.uint16:
+        images = np.rint(np.clip(images, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    if len(images) != len(records):
+        raise ValueError(f"{len(images)} films but {len(records)} records")
+
     def write(tmp: Path) -> None:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, images=images, records=np.array(json.dumps(records)),
-                            spec=np.array(json.dumps(asdict(spec))))
+                            spec=np.array(json.dumps(spec)))
         tmp.write_bytes(buffer.getvalue())
 
-    return write_new_file(path, write)
+    return write_new_file(Path(path), write)
 
 
 @dataclass
@@ -114,6 +127,15 @@ class WorldSet:
     @property
     def prompts(self) -> list[str]:
         return [r["prompt"] for r in self.records]
+
+    @classmethod
+    def join(cls, parts: list["WorldSet"]) -> "WorldSet":
+        """One set holding every film of ``parts`` (same film size), in order."""
+        sizes = {part.images.shape[1:] for part in parts}
+        if len(sizes) != 1:
+            raise InputError(f"world sets of different film sizes cannot be joined: {sorted(sizes)}")
+        return cls(np.concatenate([part.images for part in parts]), [r for part in parts for r in part.records],
+                   {"joined": [part.spec for part in parts]})
 
     def float_images(self, indices=None) -> np.ndarray:
         chosen = self.images if indices is None else self.images[indices]

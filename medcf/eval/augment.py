@@ -1,0 +1,240 @@
+"""``medcf bench --suite augmentation``: does adding MedCF's counterfactual pairs to a small
+training set help a finding classifier more than adding the same number of re-prompted
+images? (The MedSteer paper's third experiment, on the simulated world; issue 7.)
+
+Three training sets, one classifier recipe, AUC on the same held-out renders:
+
+- ``rendered``: ``n`` rendered pairs of the simulated world (a film with one finding and the
+  same patient without it; seeds from :data:`TRAIN_SEED`);
+- ``rendered+medcf``: the same plus ``generated`` pairs made from scratch by
+  :func:`medcf.editing.pairs.generate_pair` (a sample, then the same initial noise steered to
+  the counterfactual with everything outside the edit region held);
+- ``rendered+reprompt``: the same plus the same factual samples, each with its counterfactual
+  re-prompted from the same seed (:func:`medcf.editing.pairs.reprompted`).
+
+The generated films are labelled by their prompts (what a user of the pairs would do): an
+``add`` pair is "no finding" → "finding on side", a ``remove`` pair the reverse. Pair specs
+(finding, side, severity, action, view) are drawn once from :data:`PAIR_SEED` and shared by
+both generated arms, whose factual films are therefore identical: only the counterfactual
+method differs. The classifier is the judge's recipe (:func:`medcf.eval.judge.train_judge`,
+MONAI DenseNet) with the same steps and seed for every arm, repeated with ``repeats`` seeds;
+presence AUC per finding on ``heldout`` held-out rendered pairs (seeds from
+:data:`HELDOUT_SEED`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medcf.editing.spec import SIDELESS, EditSpec, Method
+from medcf.errors import InputError
+from medcf.models.data import NONE
+from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+
+TRAIN_SEED = 600_000  # rendered training pairs (apart from the model's, segmenter's and judge's ranges)
+HELDOUT_SEED = 1_500_000  # held-out rendered pairs (apart from every other evaluation range)
+PAIR_SEED = 1_600_000  # the generator's noise seeds and the pair specs
+ARMS = ("rendered", "rendered+medcf", "rendered+reprompt")
+FILM_SIZE = 256  # rendered films are made at the default model's size; generated ones are resized to it
+
+
+@dataclass
+class AugmentOptions:
+    """Settings of the augmentation suite (defaults: the documented full run, docs/bench.md)."""
+
+    out: Path
+    n: int = 100  # rendered training pairs (2 films each)
+    generated: int | None = None  # generated pairs added per arm (default: n)
+    heldout: int = 300  # held-out rendered pairs
+    steps: int = 2000  # classifier training steps, every arm
+    size: int = 128  # classifier input size
+    batch: int = 16
+    repeats: int = 2  # classifier seeds 0..repeats-1
+    method: Method = Method.STEER  # MedCF's method for the pairs
+    threads: int = 1
+    network: dict | None = None  # default: the judge's network_definition()
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.generated = self.n if self.generated is None else self.generated
+        for name in ("n", "generated", "heldout", "steps", "repeats", "batch"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name} must be at least 1, not {getattr(self, name)}")
+        if not 32 <= self.size <= 1024:
+            raise InputError(f"--size {self.size} is outside 32..1024")
+        self.method = Method(self.method)
+
+
+def plan_pair_specs(count: int, method: Method, first_seed: int = PAIR_SEED) -> list[tuple[EditSpec, ViewPosition]]:
+    """``count`` pair requests: findings in turn (so every finding is equally represented),
+    add and remove alternating per round, side, severity and view drawn from ``first_seed``."""
+    rng = np.random.default_rng(first_seed)
+    findings = list(Finding)
+    plans = []
+    for index in range(count):
+        finding = findings[index % len(findings)]
+        action = Action.ADD if (index // len(findings)) % 2 == 0 else Action.REMOVE
+        if finding in SIDELESS:
+            side = None
+        elif finding is Finding.EDEMA:
+            side = Side.BILATERAL
+        else:
+            side = (Side.LEFT, Side.RIGHT, Side.BILATERAL)[rng.integers(3)]
+        severity = list(Severity)[rng.integers(len(Severity))]
+        view = (ViewPosition.PA, ViewPosition.AP)[rng.integers(2)]
+        plans.append((EditSpec(finding, action, side, None, severity, method, seed=first_seed + index), view))
+    return plans
+
+
+def film_record(spec: EditSpec, view: ViewPosition, finding_present: bool, kind: str) -> dict:
+    """A world-set record for a generated film, labelled by its prompt."""
+    return {"seed": spec.seed, "kind": kind, "view": view.value, "generated": True,
+            "finding": spec.finding.value if finding_present else NONE,
+            "side": spec.side.value if finding_present and spec.side else None, "background": []}
+
+
+def _to_size(films: np.ndarray, size: int) -> np.ndarray:
+    if films.shape[-2:] == (size, size):
+        return films
+    import torch
+    import torch.nn.functional as F
+
+    return F.interpolate(torch.from_numpy(films[:, None]), size=(size, size), mode="area")[:, 0].numpy()
+
+
+def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], progress: bool = True) -> dict:
+    """Films and records of both generated arms (factual films shared) and a few examples."""
+    from tqdm import tqdm
+
+    from medcf.editing.pairs import generate_pair_retrying, reprompted
+
+    spare = itertools.count(PAIR_SEED + len(plans))
+    factual, medcf, reprompt, records = [], [], [], {"medcf": [], "reprompt": []}
+    for index, (spec, view) in enumerate(tqdm(plans, desc="generating pairs", unit="pair", disable=not progress)):
+        pair = generate_pair_retrying(editor.generator, spec, editor.segmenter, editor.vectors, spare,
+                                      what=f"generated pair {index}", view=view)
+        factual.append(pair.factual)
+        medcf.append(pair.counterfactual)
+        reprompt.append(reprompted(editor.generator, pair))
+        removing = spec.action is Action.REMOVE
+        for arm in records:
+            records[arm] += [film_record(pair.spec, view, removing, "factual"),
+                             film_record(pair.spec, view, not removing, f"counterfactual ({arm})")]
+    factual, medcf, reprompt = (_to_size(np.stack(films).astype(np.float32), FILM_SIZE)
+                                for films in (factual, medcf, reprompt))
+    interleave = lambda cf: np.stack([factual, cf], 1).reshape(-1, FILM_SIZE, FILM_SIZE)  # noqa: E731
+    return {"medcf": (interleave(medcf), records["medcf"]), "reprompt": (interleave(reprompt), records["reprompt"]),
+            "examples": (factual[:4], medcf[:4], reprompt[:4], [p for p, _ in plans[:4]])}
+
+
+def _summary(rows: list[dict]) -> dict:
+    """Per arm: mean AUC per finding over repeats, their mean (macro AUC) and the spread of
+    the macro AUC over repeats."""
+    summary = {}
+    for arm in ARMS:
+        mine = [r for r in rows if r["arm"] == arm and r["auc"] is not None]
+        per_finding = {f.value: float(np.mean([r["auc"] for r in mine if r["finding"] == f.value]))
+                       for f in Finding if any(r["finding"] == f.value for r in mine)}
+        macros = [float(np.mean([r["auc"] for r in mine if r["repeat"] == k]))
+                  for k in sorted({r["repeat"] for r in mine})]
+        summary[arm] = {"auc": per_finding, "macro_auc": float(np.mean(macros)) if macros else float("nan"),
+                        "macro_auc_sd": float(np.std(macros)) if macros else float("nan"), "macro_per_repeat": macros}
+    return summary
+
+
+def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dict:
+    """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
+    ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
+    from medcf.editing.api import load_editor
+    from medcf.eval.judge import JudgeOptions, train_judge
+    from medcf.io.atomic import new_output_dir
+    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set, save_world_set
+    from medcf.world.ct import load_chest_ct
+
+    out = new_output_dir(options.out)
+    (out / "data").mkdir()
+    editor = editor or load_editor()
+    ct = ct or load_chest_ct()
+    timings = {}
+    tick = time.perf_counter()
+    train_spec = WorldSetSpec(options.n, FILM_SIZE, TRAIN_SEED)
+    heldout_spec = WorldSetSpec(options.heldout, FILM_SIZE, HELDOUT_SEED, split="heldout")
+    render_world_set(train_spec, out / "data" / "rendered-train.npz", ct, options.progress)
+    heldout_path = render_world_set(heldout_spec, out / "data" / "rendered-heldout.npz", ct, options.progress)
+    timings["render_s"] = round(time.perf_counter() - tick, 1)
+    tick = time.perf_counter()
+    plans = plan_pair_specs(options.generated, options.method)
+    generated = generate_arms(editor, plans, options.progress)
+    timings["generate_s"] = round(time.perf_counter() - tick, 1)
+    rendered_path = out / "data" / "rendered-train.npz"
+    sets = {"rendered": [rendered_path]}
+    for arm, key in (("rendered+medcf", "medcf"), ("rendered+reprompt", "reprompt")):
+        films, records = generated[key]
+        sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{key}.npz", films, records,
+                                                   {"pairs": len(plans), "arm": key})]
+    rows = []
+    tick = time.perf_counter()
+    for repeat in range(options.repeats):
+        for arm in ARMS:
+            report = train_judge(JudgeOptions(
+                out=out / "classifiers" / f"{arm.replace('+', '-')}-seed{repeat}", size=options.size,
+                steps=options.steps, batch=options.batch, seed=repeat, threads=options.threads,
+                progress=options.progress, data=sets[arm], heldout_data=heldout_path, network=options.network,
+                checkpoint_every=max(options.steps, 1)))
+            rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
+                     for f in Finding]
+    timings["train_s"] = round(time.perf_counter() - tick, 1)
+    settings = {**{k: (v.value if isinstance(v, Method) else v) for k, v in asdict(options).items() if k != "out"},
+                "train_films": {arm: sum(len(load_world_set(path).records) for path in paths)
+                                for arm, paths in sets.items()},
+                "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
+                                                                 "rendered_heldout": HELDOUT_SEED,
+                                                                 "pairs": PAIR_SEED},
+                "labels": "generated films are labelled by their prompts", **timings}
+    summary = _summary(rows)
+    (out / "results.json").write_text(json.dumps({"rows": rows, "summary": summary, "settings": settings},
+                                                 indent=1) + "\n")
+    (out / "results.md").write_text(augmentation_table(summary, settings))
+    _examples(generated["examples"], out / "examples.png")
+    return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
+
+
+def augmentation_table(summary: dict, settings: dict) -> str:
+    findings = [f.value for f in Finding]
+    lines = [f"# MedCF augmentation benchmark ({settings['n']} rendered pairs + {settings['generated']} generated "
+             f"pairs; classifier {settings['steps']} steps at {settings['size']}², {settings['repeats']} seeds)", "",
+             f"Presence AUC on {settings['heldout_films']} held-out rendered films, mean over classifier seeds. "
+             "Simulated films; generated films are labelled by their prompts. Research only, never for diagnosis.",
+             "", "| arm | macro AUC | sd over seeds | " + " | ".join(findings) + " |",
+             "|" + "---|" * (3 + len(findings))]
+    for arm, entry in summary.items():
+        cells = [f"{entry['auc'][f]:.3f}" if f in entry["auc"] else "–" for f in findings]
+        lines.append(f"| {arm} | {entry['macro_auc']:.3f} | {entry['macro_auc_sd']:.3f} | " + " | ".join(cells) + " |")
+    base = summary["rendered"]["macro_auc"]
+    lines += ["", "Macro AUC relative to the rendered set alone: "
+              + ", ".join(f"{arm} {summary[arm]['macro_auc'] - base:+.3f}" for arm in ARMS[1:]) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _examples(examples, path: Path) -> None:
+    from medcf.viz import Tile, difference, render_grid, save_png
+
+    factual, medcf, reprompt, specs = examples
+    tiles = []
+    for index, spec in enumerate(specs):
+        words = spec.describe().split()
+        tiles += [Tile(factual[index], "factual: " + " ".join(words[:2]) + "\n" + " ".join(words[2:])),
+                  Tile(medcf[index], "MedCF counterfactual"), Tile(difference(medcf[index], factual[index], 4.0),
+                                                                   "MedCF change x4"),
+                  Tile(reprompt[index], "re-prompted"), Tile(difference(reprompt[index], factual[index], 4.0),
+                                                             "re-prompt change x4")]
+    save_png(render_grid(tiles, "Augmentation suite: generated pairs (same factual, two counterfactual methods)",
+                         tile_size=200, columns=5,
+                         footer="Default model learned from simulated radiographs only. Research only, never for "
+                                "diagnosis."), path)

@@ -1,0 +1,86 @@
+"""The augmentation suite of `medcf bench` (issue 7): pair planning, prompt labels, and a
+small end-to-end run on the test CT with the committed default model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medcf.editing.spec import Method
+from medcf.errors import InputError
+from medcf.eval.augment import ARMS, AugmentOptions, film_record, plan_pair_specs
+from medcf.eval.judge import LABELS, labels_of
+from medcf.vocab import Action, Finding, Side
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pair_plans_cover_every_finding_alternate_actions_and_are_seeded():
+    plans = plan_pair_specs(28, Method.STEER)
+    assert [spec.finding for spec, _ in plans[:7]] == list(Finding)
+    assert {spec.action for spec, _ in plans[:7]} == {Action.ADD}
+    assert {spec.action for spec, _ in plans[7:14]} == {Action.REMOVE}
+    assert len({spec.seed for spec, _ in plans}) == 28
+    assert [(s.side, s.severity, v) for s, v in plans] == [(s.side, s.severity, v)
+                                                           for s, v in plan_pair_specs(28, Method.STEER)]
+    assert all(spec.side is None for spec, _ in plans if spec.finding is Finding.CARDIOMEGALY)
+
+
+def test_generated_films_are_labelled_by_their_prompts():
+    spec, view = plan_pair_specs(1, Method.STEER)[0]  # add a pleural effusion
+    present = film_record(spec, view, True, "counterfactual")
+    target, known = labels_of(present)
+    assert target[LABELS.index("pleural_effusion")] == 1 and target.sum() == 1 + (2 if spec.side is Side.BILATERAL else 1)
+    assert known.all()
+    absent, _ = labels_of(film_record(spec, view, False, "factual"))
+    assert absent.sum() == 0
+
+
+def test_options_fail_early():
+    with pytest.raises(InputError, match="--generated must be at least 1"):
+        AugmentOptions(out=Path("x"), generated=0)
+    with pytest.raises(InputError, match="--size"):
+        AugmentOptions(out=Path("x"), size=8)
+    assert AugmentOptions(out=Path("x"), n=5).generated == 5
+
+
+def test_cli_bad_option_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "medcf", "bench", "--suite", "augmentation", "--n", "0",
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "--n must be at least 1" in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
+                    reason="the default model's weights are not committed in this checkout")
+def test_augmentation_suite_end_to_end(tmp_path):
+    from medcf.eval.augment import run_augmentation_suite
+    from medcf.world.ct import load_chest_ct
+
+    small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    options = AugmentOptions(out=tmp_path / "aug", n=4, generated=3, heldout=7, steps=3, size=32, repeats=1,
+                             network=small, progress=False)
+    result = run_augmentation_suite(options, ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
+    out = tmp_path / "aug"
+    data = json.loads((out / "results.json").read_text())
+    assert {r["arm"] for r in data["rows"]} == set(ARMS) and len(data["rows"]) == len(ARMS) * len(Finding)
+    assert data["settings"]["train_films"] == {"rendered": 8, "rendered+medcf": 14, "rendered+reprompt": 14}
+    assert set(result["summary"]) == set(ARMS)
+    medcf, reprompt = (np.load(out / "data" / f"generated-{k}.npz") for k in ("medcf", "reprompt"))
+    assert np.array_equal(medcf["images"][0::2], reprompt["images"][0::2])  # the same factual films
+    factual = medcf["images"][0::2].astype(np.float32) / 65535
+    change = {k: np.abs(d["images"][1::2].astype(np.float32) / 65535 - factual) for k, d in
+              (("medcf", medcf), ("reprompt", reprompt))}
+    # MedCF holds everything outside the edit region; re-prompting redraws the film
+    assert (change["medcf"] > 1e-3).mean() < 0.5 * (change["reprompt"] > 1e-3).mean()
+    records = json.loads(str(medcf["records"]))
+    assert [r["finding"] for r in records[:2]] == ["none", "pleural_effusion"]  # add: factual without it
+    assert "| rendered+medcf |" in (out / "results.md").read_text() and (out / "examples.png").is_file()
+    assert (out / "classifiers" / "rendered-medcf-seed0" / "judge" / "judge.json").is_file()
