@@ -91,8 +91,9 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     by = {(r["action"], r["method"]): r for r in data["rows"]}
     assert by[("add", "steer")]["psnr_out"] == 100.0  # MedCF leaves the outside exactly as it was
     assert by[("add", "sdedit")]["psnr_out"] < 100.0  # a baseline without a region does not
-    assert all(0.0 <= r["flip_rate"] <= 1.0 and 0.0 <= r["flip_rate_unedited"] <= 1.0 and r["fid"] >= 0
-               for r in data["rows"])
+    assert all(0.0 <= r[k] <= 1.0 for r in data["rows"] for k in ("flip_rate", "flip_rate_unedited",
+                                                                     "model_target_rate"))
+    assert all(r["fid"] >= 0 for r in data["rows"])
     assert by[("add", "steer")]["flip_rate_unedited"] == by[("add", "sdedit")]["flip_rate_unedited"]  # same inputs
     assert "| ALL | add | steer |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "examples.png").is_file() and result["settings"]["baselines"]["sdedit"]

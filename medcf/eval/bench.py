@@ -9,7 +9,9 @@ method edits the same film with the same seed. Per (concept, action, method):
 - ``flip_rate``: share of edits the judge (:mod:`medcf.eval.judge`, trained on renders only)
   assigns to the target state (add: present, on the asked side; remove: absent);
   ``flip_rate_unedited``: the same for the unedited inputs (the judge's own error, the floor
-  an edit must beat);
+  an edit must beat); ``model_target_rate``: the same for films the model samples from
+  scratch with the counterfactual prompt (same seed) — how often the model draws the target
+  state at all, the ceiling an edit that only steers the model can hope for;
 - ``ssim_out`` / ``psnr_out``: output vs input outside the edit region (MedCF's region from
   the input's anatomy, the same for every method);
 - ``dice_lungs`` / ``dice_heart``: masks segmented on input and output;
@@ -103,6 +105,12 @@ def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=Non
     return cases
 
 
+def _spec(case: Case, method: Method, ours: dict):
+    from medcf.editing.spec import EditSpec
+
+    return EditSpec(case.finding, case.action, case.side, case.zone, case.severity, method, seed=case.seed, **ours)
+
+
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
                              progress: bool = True, ours: dict | None = None) -> dict:
@@ -116,10 +124,11 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     from medcf.anatomy.train import dice
     from medcf.editing.api import load_editor
     from medcf.editing.baselines import baseline_edit
-    from medcf.editing.edit import edit
+    from medcf.editing.edit import edit, edit_prompts
     from medcf.editing.spec import EditSpec
     from medcf.eval.judge import Judge
     from medcf.io.atomic import new_output_dir
+    from medcf.models.sampling import sample
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -141,8 +150,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     outputs: dict[tuple, list] = {}
     for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
         for method in methods:
-            spec = EditSpec(case.finding, case.action, case.side, case.zone, case.severity,
-                            method if method in OURS else Method.STEER, seed=case.seed, **ours)
+            spec = _spec(case, method if method in OURS else Method.STEER, ours)
             tick = time.perf_counter()
             if method in OURS:
                 result = edit(case.source, case.masks, spec, editor.generator, editor.vectors, case.view, False)
@@ -161,6 +169,14 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
                 found.append(not bool(judge.present(p[None], case.finding)[0]))
         return found
 
+    # the model's own ceiling: films sampled from scratch with the counterfactual prompt (the
+    # case's seed), judged like the edits — how often the model draws the target state at all
+    ceiling = {}
+    for key in {(case.finding, case.action) for case in cases}:
+        mine = [case for case in cases if (case.finding, case.action) == key]
+        drawn = np.stack([sample(editor.generator, [edit_prompts(_spec(case, Method.STEER, {}), case.view)["target"]],
+                                 seed=case.seed, progress=False).images[0] for case in mine])
+        ceiling[key] = float(np.mean(in_target_state(drawn, mine)))
     for (finding, action, method), items in outputs.items():
         images = np.stack([r.image for _, r, _ in items])
         cases_here = [case for case, _, _ in items]
@@ -183,6 +199,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
         truths = np.stack([case.truth for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
                "flip_rate": float(np.mean(flips)), "flip_rate_unedited": float(np.mean(unedited)),
+               "model_target_rate": ceiling[(finding, action)],
                **{k: float(np.mean([m[k] for m in measures])) for k in measures[0]},
                "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
         rows.append(row)
@@ -201,7 +218,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
 
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Means over concepts per (action, method)."""
-    keys = ("flip_rate", "flip_rate_unedited", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
+    keys = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
             "sec_per_edit")
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
@@ -212,7 +229,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
 
 
 def results_table(rows: list[dict], settings: dict) -> str:
-    head = ("concept", "action", "method", "n", "flip_rate", "flip_rate_unedited", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+    head = ("concept", "action", "method", "n", "flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")
     lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
              f"{settings['first_seed']})", "",
