@@ -44,6 +44,8 @@ bench: install
 	$(PY) benchmarks/bench_editor.py
 	rm -rf build/bench-counterfactual
 	$(PY) -m medcf bench --suite counterfactual --n 3 --out build/bench-counterfactual
+	rm -rf build/bench-augmentation
+	$(PY) -m medcf bench --suite augmentation --n 50 --heldout 150 --steps 1000 --repeats 1 --threads 2 --out build/bench-augmentation
 	$(PY) benchmarks/bench_generator.py --threads 1
 
 bench-reports: install
