@@ -128,7 +128,10 @@ def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], progress: 
                              film_record(pair.spec, view, not removing, f"counterfactual ({arm})")]
     factual, medcf, reprompt = (_to_size(np.stack(films).astype(np.float32), FILM_SIZE)
                                 for films in (factual, medcf, reprompt))
-    interleave = lambda cf: np.stack([factual, cf], 1).reshape(-1, FILM_SIZE, FILM_SIZE)  # noqa: E731
+
+    def interleave(counterfactual: np.ndarray) -> np.ndarray:  # factual 0, its counterfactual 0, factual 1, …
+        return np.stack([factual, counterfactual], 1).reshape(-1, FILM_SIZE, FILM_SIZE)
+
     return {"medcf": (interleave(medcf), records["medcf"]), "reprompt": (interleave(reprompt), records["reprompt"]),
             "examples": (factual[:4], medcf[:4], reprompt[:4], [p for p, _ in plans[:4]])}
 
