@@ -13,7 +13,7 @@ import pytest
 
 from medcf.editing.spec import Method
 from medcf.errors import InputError
-from medcf.eval.augment import ARMS, AugmentOptions, film_record, plan_pair_specs
+from medcf.eval.augment import AugmentOptions, arm_folder, film_record, plan_pair_specs
 from medcf.eval.judge import LABELS, labels_of
 from medcf.vocab import Action, Finding, Side
 
@@ -46,7 +46,12 @@ def test_options_fail_early():
         AugmentOptions(out=Path("x"), generated=0)
     with pytest.raises(InputError, match="--size"):
         AugmentOptions(out=Path("x"), size=8)
-    assert AugmentOptions(out=Path("x"), n=5).generated == 5
+    with pytest.raises(InputError, match="--pair-methods is empty"):
+        AugmentOptions(out=Path("x"), methods=())
+    options = AugmentOptions(out=Path("x"), n=5, methods=("steer", "regulated+steer", "steer"))
+    assert options.generated == 5
+    assert options.arms == ("rendered", "+medcf/steer", "+medcf/regulated+steer", "+reprompt")
+    assert arm_folder("+medcf/regulated+steer") == "medcf-regulated-steer"
 
 
 def test_cli_bad_option_is_one_line(tmp_path):
@@ -66,15 +71,20 @@ def test_augmentation_suite_end_to_end(tmp_path):
     small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
              "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
     options = AugmentOptions(out=tmp_path / "aug", n=4, generated=3, heldout=7, steps=3, size=32, repeats=1,
-                             network=small, progress=False)
+                             methods=("steer", "regulated"), network=small, progress=False)
     result = run_augmentation_suite(options, ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
     out = tmp_path / "aug"
     data = json.loads((out / "results.json").read_text())
-    assert {r["arm"] for r in data["rows"]} == set(ARMS) and len(data["rows"]) == len(ARMS) * len(Finding)
-    assert data["settings"]["train_films"] == {"rendered": 8, "rendered+medcf": 14, "rendered+reprompt": 14}
-    assert set(result["summary"]) == set(ARMS)
-    medcf, reprompt = (np.load(out / "data" / f"generated-{k}.npz") for k in ("medcf", "reprompt"))
+    arms = options.arms
+    assert {r["arm"] for r in data["rows"]} == set(arms) and len(data["rows"]) == len(arms) * len(Finding)
+    assert data["settings"]["train_films"] == {"rendered": 8, "+medcf/steer": 14, "+medcf/regulated": 14,
+                                               "+reprompt": 14}
+    assert list(result["summary"]) == list(arms)
+    medcf, regulated, reprompt = (np.load(out / "data" / f"generated-{k}.npz")
+                                  for k in ("medcf-steer", "medcf-regulated", "reprompt"))
     assert np.array_equal(medcf["images"][0::2], reprompt["images"][0::2])  # the same factual films
+    assert np.array_equal(medcf["images"][0::2], regulated["images"][0::2])
+    assert not np.array_equal(medcf["images"][1::2], regulated["images"][1::2])  # two methods, two edits
     factual = medcf["images"][0::2].astype(np.float32) / 65535
     change = {k: np.abs(d["images"][1::2].astype(np.float32) / 65535 - factual) for k, d in
               (("medcf", medcf), ("reprompt", reprompt))}
@@ -82,5 +92,5 @@ def test_augmentation_suite_end_to_end(tmp_path):
     assert (change["medcf"] > 1e-3).mean() < 0.5 * (change["reprompt"] > 1e-3).mean()
     records = json.loads(str(medcf["records"]))
     assert [r["finding"] for r in records[:2]] == ["none", "pleural_effusion"]  # add: factual without it
-    assert "| rendered+medcf |" in (out / "results.md").read_text() and (out / "examples.png").is_file()
-    assert (out / "classifiers" / "rendered-medcf-seed0" / "judge" / "judge.json").is_file()
+    assert "| +medcf/regulated |" in (out / "results.md").read_text() and (out / "examples.png").is_file()
+    assert (out / "classifiers" / "medcf-regulated-seed0" / "judge" / "judge.json").is_file()

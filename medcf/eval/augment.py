@@ -6,16 +6,16 @@ Three training sets, one classifier recipe, AUC on the same held-out renders:
 
 - ``rendered``: ``n`` rendered pairs of the simulated world (a film with one finding and the
   same patient without it; seeds from :data:`TRAIN_SEED`);
-- ``rendered+medcf``: the same plus ``generated`` pairs made from scratch by
-  :func:`medcf.editing.pairs.generate_pair` (a sample, then the same initial noise steered to
-  the counterfactual with everything outside the edit region held);
-- ``rendered+reprompt``: the same plus the same factual samples, each with its counterfactual
+- ``+medcf/<method>`` (one arm per MedCF method asked for): the same plus ``generated``
+  pairs made from scratch by :func:`medcf.editing.pairs.generate_pair` (a sample, then the
+  same initial noise re-sampled with the method, everything outside the edit region held);
+- ``+reprompt``: the same plus the same factual samples, each with its counterfactual
   re-prompted from the same seed (:func:`medcf.editing.pairs.reprompted`).
 
 The generated films are labelled by their prompts (what a user of the pairs would do): an
 ``add`` pair is "no finding" → "finding on side", a ``remove`` pair the reverse. Pair specs
 (finding, side, severity, action, view) are drawn once from :data:`PAIR_SEED` and shared by
-both generated arms, whose factual films are therefore identical: only the counterfactual
+every generated arm, whose factual films are therefore identical: only the counterfactual
 method differs. The classifier is the judge's recipe (:func:`medcf.eval.judge.train_judge`,
 MONAI DenseNet) with the same steps and seed for every arm, repeated with ``repeats`` seeds;
 presence AUC per finding on ``heldout`` held-out rendered pairs (seeds from
@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,8 @@ from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
 TRAIN_SEED = 600_000  # rendered training pairs (apart from the model's, segmenter's and judge's ranges)
 HELDOUT_SEED = 1_500_000  # held-out rendered pairs (apart from every other evaluation range)
 PAIR_SEED = 1_600_000  # the generator's noise seeds and the pair specs
-ARMS = ("rendered", "rendered+medcf", "rendered+reprompt")
+RENDERED, REPROMPT = "rendered", "+reprompt"
+DEFAULT_PAIR_METHODS = (Method.STEER, Method.REGULATED_STEER)
 FILM_SIZE = 256  # rendered films are made at the default model's size; generated ones are resized to it
 
 
@@ -56,7 +57,7 @@ class AugmentOptions:
     size: int = 128  # classifier input size
     batch: int = 16
     repeats: int = 2  # classifier seeds 0..repeats-1
-    method: Method = Method.STEER  # MedCF's method for the pairs
+    methods: tuple[Method, ...] = DEFAULT_PAIR_METHODS  # MedCF's methods for the pairs, one arm each
     threads: int = 1
     network: dict | None = None  # default: the judge's network_definition()
     progress: bool = True
@@ -68,7 +69,17 @@ class AugmentOptions:
                 raise InputError(f"--{name} must be at least 1, not {getattr(self, name)}")
         if not 32 <= self.size <= 1024:
             raise InputError(f"--size {self.size} is outside 32..1024")
-        self.method = Method(self.method)
+        self.methods = tuple(dict.fromkeys(Method(m) for m in self.methods))
+        if not self.methods:
+            raise InputError("--pair-methods is empty")
+
+    @property
+    def arms(self) -> tuple[str, ...]:
+        return (RENDERED, *(medcf_arm(m) for m in self.methods), REPROMPT)
+
+
+def medcf_arm(method: Method) -> str:
+    return f"+medcf/{method.value}"
 
 
 def plan_pair_specs(count: int, method: Method, first_seed: int = PAIR_SEED) -> list[tuple[EditSpec, ViewPosition]]:
@@ -108,39 +119,45 @@ def _to_size(films: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(torch.from_numpy(films[:, None]), size=(size, size), mode="area")[:, 0].numpy()
 
 
-def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], progress: bool = True) -> dict:
-    """Films and records of both generated arms (factual films shared) and a few examples."""
+def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], methods: tuple[Method, ...],
+                  progress: bool = True) -> dict:
+    """Films and records of every generated arm (factual films shared) and a few examples:
+    ``{arm: (films, records)}`` plus ``"examples"``."""
     from tqdm import tqdm
 
-    from medcf.editing.pairs import generate_pair_retrying, reprompted
+    from medcf.editing.pairs import generate_pair, generate_pair_retrying, reprompted
 
     spare = itertools.count(PAIR_SEED + len(plans))
-    factual, medcf, reprompt, records = [], [], [], {"medcf": [], "reprompt": []}
+    arms = [*(medcf_arm(m) for m in methods), REPROMPT]
+    factual, counterfactual, records = [], {arm: [] for arm in arms}, {arm: [] for arm in arms}
     for index, (spec, view) in enumerate(tqdm(plans, desc="generating pairs", unit="pair", disable=not progress)):
-        pair = generate_pair_retrying(editor.generator, spec, editor.segmenter, editor.vectors, spare,
-                                      what=f"generated pair {index}", view=view)
-        factual.append(pair.factual)
-        medcf.append(pair.counterfactual)
-        reprompt.append(reprompted(editor.generator, pair))
+        first = generate_pair_retrying(editor.generator, replace(spec, method=methods[0]), editor.segmenter,
+                                       editor.vectors, spare, what=f"generated pair {index}", view=view)
+        factual.append(first.factual)
+        for method in methods:  # the same accepted seed: the same factual film, re-sampled by each method
+            pair = first if method is methods[0] else generate_pair(
+                editor.generator, replace(first.spec, method=method), editor.segmenter, editor.vectors, view)
+            counterfactual[medcf_arm(method)].append(pair.counterfactual)
+        counterfactual[REPROMPT].append(reprompted(editor.generator, first))
         removing = spec.action is Action.REMOVE
-        for arm in records:
-            records[arm] += [film_record(pair.spec, view, removing, "factual"),
-                             film_record(pair.spec, view, not removing, f"counterfactual ({arm})")]
-    factual, medcf, reprompt = (_to_size(np.stack(films).astype(np.float32), FILM_SIZE)
-                                for films in (factual, medcf, reprompt))
+        for arm in arms:
+            records[arm] += [film_record(first.spec, view, removing, "factual"),
+                             film_record(first.spec, view, not removing, f"counterfactual ({arm})")]
+    factual = _to_size(np.stack(factual).astype(np.float32), FILM_SIZE)
+    result = {"examples": {"factual": factual[:4], "specs": [p for p, _ in plans[:4]]}}
+    for arm in arms:
+        films = _to_size(np.stack(counterfactual[arm]).astype(np.float32), FILM_SIZE)
+        # factual 0, its counterfactual 0, factual 1, …
+        result[arm] = (np.stack([factual, films], 1).reshape(-1, FILM_SIZE, FILM_SIZE), records[arm])
+        result["examples"][arm] = films[:4]
+    return result
 
-    def interleave(counterfactual: np.ndarray) -> np.ndarray:  # factual 0, its counterfactual 0, factual 1, …
-        return np.stack([factual, counterfactual], 1).reshape(-1, FILM_SIZE, FILM_SIZE)
 
-    return {"medcf": (interleave(medcf), records["medcf"]), "reprompt": (interleave(reprompt), records["reprompt"]),
-            "examples": (factual[:4], medcf[:4], reprompt[:4], [p for p, _ in plans[:4]])}
-
-
-def _summary(rows: list[dict]) -> dict:
+def _summary(rows: list[dict], arms: tuple[str, ...]) -> dict:
     """Per arm: mean AUC per finding over repeats, their mean (macro AUC) and the spread of
     the macro AUC over repeats."""
     summary = {}
-    for arm in ARMS:
+    for arm in arms:
         mine = [r for r in rows if r["arm"] == arm and r["auc"] is not None]
         per_finding = {f.value: float(np.mean([r["auc"] for r in mine if r["finding"] == f.value]))
                        for f in Finding if any(r["finding"] == f.value for r in mine)}
@@ -156,7 +173,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
     from medcf.eval.judge import JudgeOptions, train_judge
-    from medcf.io.atomic import new_output_dir
+    from medcf.io.atomic import new_output_dir, write_new_text
     from medcf.models.data import WorldSetSpec, load_world_set, render_world_set, save_world_set
     from medcf.world.ct import load_chest_ct
 
@@ -172,38 +189,39 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
     heldout_path = render_world_set(heldout_spec, out / "data" / "rendered-heldout.npz", ct, options.progress)
     timings["render_s"] = round(time.perf_counter() - tick, 1)
     tick = time.perf_counter()
-    plans = plan_pair_specs(options.generated, options.method)
-    generated = generate_arms(editor, plans, options.progress)
+    plans = plan_pair_specs(options.generated, options.methods[0])
+    generated = generate_arms(editor, plans, options.methods, options.progress)
     timings["generate_s"] = round(time.perf_counter() - tick, 1)
     rendered_path = out / "data" / "rendered-train.npz"
-    sets = {"rendered": [rendered_path]}
-    for arm, key in (("rendered+medcf", "medcf"), ("rendered+reprompt", "reprompt")):
-        films, records = generated[key]
-        sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{key}.npz", films, records,
-                                                   {"pairs": len(plans), "arm": key})]
+    sets = {RENDERED: [rendered_path]}
+    for arm in options.arms[1:]:
+        films, records = generated[arm]
+        sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{arm_folder(arm)}.npz", films,
+                                                   records, {"pairs": len(plans), "arm": arm})]
     rows = []
     tick = time.perf_counter()
     for repeat in range(options.repeats):
-        for arm in ARMS:
+        for arm in options.arms:
             report = train_judge(JudgeOptions(
-                out=out / "classifiers" / f"{arm.replace('+', '-')}-seed{repeat}", size=options.size,
+                out=out / "classifiers" / f"{arm_folder(arm)}-seed{repeat}", size=options.size,
                 steps=options.steps, batch=options.batch, seed=repeat, threads=options.threads,
                 progress=options.progress, data=sets[arm], heldout_data=heldout_path, network=options.network,
                 checkpoint_every=max(options.steps, 1)))
             rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
                      for f in Finding]
     timings["train_s"] = round(time.perf_counter() - tick, 1)
-    settings = {**{k: (v.value if isinstance(v, Method) else v) for k, v in asdict(options).items() if k != "out"},
+    settings = {**{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
+                "methods": [m.value for m in options.methods], "arms": list(options.arms),
                 "train_films": {arm: sum(len(load_world_set(path).records) for path in paths)
                                 for arm, paths in sets.items()},
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},
                 "labels": "generated films are labelled by their prompts", **timings}
-    summary = _summary(rows)
-    (out / "results.json").write_text(json.dumps({"rows": rows, "summary": summary, "settings": settings},
+    summary = _summary(rows, options.arms)
+    write_new_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": settings},
                                                  indent=1) + "\n")
-    (out / "results.md").write_text(augmentation_table(summary, settings))
+    write_new_text(out / "results.md", augmentation_table(summary, settings))
     _examples(generated["examples"], out / "examples.png")
     return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
 
@@ -219,25 +237,31 @@ def augmentation_table(summary: dict, settings: dict) -> str:
     for arm, entry in summary.items():
         cells = [f"{entry['auc'][f]:.3f}" if f in entry["auc"] else "–" for f in findings]
         lines.append(f"| {arm} | {entry['macro_auc']:.3f} | {entry['macro_auc_sd']:.3f} | " + " | ".join(cells) + " |")
-    base = summary["rendered"]["macro_auc"]
+    base = summary[RENDERED]["macro_auc"]
     lines += ["", "Macro AUC relative to the rendered set alone: "
-              + ", ".join(f"{arm} {summary[arm]['macro_auc'] - base:+.3f}" for arm in ARMS[1:]) + "."]
+              + ", ".join(f"{arm} {summary[arm]['macro_auc'] - base:+.3f}" for arm in list(summary)[1:]) + "."]
     return "\n".join(lines) + "\n"
 
 
-def _examples(examples, path: Path) -> None:
+def arm_folder(arm: str) -> str:
+    """``+medcf/regulated+steer`` → ``medcf-regulated-steer`` (a file-system name)."""
+    return arm.strip("+").replace("/", "-").replace("+", "-")
+
+
+def _examples(examples: dict, path: Path) -> None:
     from medcf.viz import Tile, difference, render_grid, save_png
 
-    factual, medcf, reprompt, specs = examples
+    factual, specs = examples["factual"], examples["specs"]
+    arms = [arm for arm in examples if arm not in ("factual", "specs")]
     tiles = []
     for index, spec in enumerate(specs):
         words = spec.describe().split()
-        tiles += [Tile(factual[index], "factual: " + " ".join(words[:2]) + "\n" + " ".join(words[2:])),
-                  Tile(medcf[index], "MedCF counterfactual"), Tile(difference(medcf[index], factual[index], 4.0),
-                                                                   "MedCF change x4"),
-                  Tile(reprompt[index], "re-prompted"), Tile(difference(reprompt[index], factual[index], 4.0),
-                                                             "re-prompt change x4")]
-    save_png(render_grid(tiles, "Augmentation suite: generated pairs (same factual, two counterfactual methods)",
-                         tile_size=200, columns=5,
+        tiles.append(Tile(factual[index], "factual: " + " ".join(words[:2]) + "\n" + " ".join(words[2:])))
+        for arm in arms:
+            name = arm.strip("+")
+            tiles += [Tile(examples[arm][index], name), Tile(difference(examples[arm][index], factual[index], 4.0),
+                                                             f"{name}: change x4")]
+    save_png(render_grid(tiles, "Augmentation suite: generated pairs (one factual film, each counterfactual method)",
+                         tile_size=200, columns=1 + 2 * len(arms),
                          footer="Default model learned from simulated radiographs only. Research only, never for "
                                 "diagnosis."), path)

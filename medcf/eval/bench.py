@@ -127,7 +127,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     from medcf.editing.edit import edit, edit_prompts
     from medcf.editing.spec import EditSpec
     from medcf.eval.judge import Judge
-    from medcf.io.atomic import new_output_dir
+    from medcf.io.atomic import new_output_dir, write_new_text
     from medcf.models.sampling import sample
 
     unknown = [m for m in methods if m not in METHODS]
@@ -210,8 +210,8 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
                 "ours": {**{k: getattr(EditSpec(Finding.EDEMA, Action.ADD), k) for k in ("depth", "strength", "energy")},
                          **ours},
                 "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
-    (out / "results.json").write_text(json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
-    (out / "results.md").write_text(results_table(rows, settings))
+    write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
+    write_new_text(out / "results.md", results_table(rows, settings))
     _figure(outputs, methods, out / "examples.png")
     return {"rows": rows, "settings": settings, "out": str(out)}
 

@@ -47,11 +47,12 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     from medcf.eval.augment import AugmentOptions, run_augmentation_suite
 
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
-                             steps=args.steps, size=_or(args.size, 128), repeats=args.repeats, method=args.method,
+                             steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
+                             methods=tuple(args.pair_methods),
                              threads=args.threads, progress=not args.quiet)
     result = run_augmentation_suite(options)
     for arm, entry in result["summary"].items():
-        print(f"{arm:18s} macro AUC {entry['macro_auc']:.3f} (sd {entry['macro_auc_sd']:.3f} over seeds)")
+        print(f"{arm:24s} macro AUC {entry['macro_auc']:.3f} (sd {entry['macro_auc_sd']:.3f} over seeds)")
     return _print_outputs(result["out"])
 
 
@@ -87,6 +88,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge.set_defaults(func=cmd_train_judge)
 
     from medcf.editing.spec import Method
+    from medcf.eval.augment import DEFAULT_PAIR_METHODS
 
     bench = sub.add_parser(
         "bench", help="benchmark counterfactual methods against baselines on the simulated world",
@@ -121,7 +123,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     augmentation.add_argument("--heldout", type=int, default=300, help="held-out rendered pairs (default 300)")
     augmentation.add_argument("--steps", type=int, default=2000, help="classifier steps per arm (default 2000)")
     augmentation.add_argument("--repeats", type=int, default=2, help="classifier seeds per arm (default 2)")
-    augmentation.add_argument("--method", choices=[m.value for m in Method], default=Method.STEER.value,
-                              help="MedCF method for the pairs (default steer)")
+    augmentation.add_argument("--pair-methods", nargs="+", choices=[m.value for m in Method],
+                              default=[m.value for m in DEFAULT_PAIR_METHODS],
+                              help="MedCF methods for the pairs, one arm each (default: "
+                                   f"{' '.join(m.value for m in DEFAULT_PAIR_METHODS)})")
     augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     bench.set_defaults(func=cmd_bench)
