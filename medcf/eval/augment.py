@@ -259,8 +259,8 @@ def _examples(examples: dict, path: Path) -> None:
         tiles.append(Tile(factual[index], "factual: " + " ".join(words[:2]) + "\n" + " ".join(words[2:])))
         for arm in arms:
             name = arm.strip("+")
-            tiles += [Tile(examples[arm][index], name), Tile(difference(examples[arm][index], factual[index], 4.0),
-                                                             f"{name}: change x4")]
+            tiles += [Tile(examples[arm][index], name),
+                      Tile(difference(examples[arm][index], factual[index], 4.0), "its change x4")]
     save_png(render_grid(tiles, "Augmentation suite: generated pairs (one factual film, each counterfactual method)",
                          tile_size=200, columns=1 + 2 * len(arms),
                          footer="Default model learned from simulated radiographs only. Research only, never for "
