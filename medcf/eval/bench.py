@@ -105,6 +105,24 @@ def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=Non
     return cases
 
 
+def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]:
+    """Preservation, anatomy and fidelity of one edit (``result``: a ``Counterfactual``)."""
+    from medcf.anatomy.segment import segment
+    from medcf.anatomy.train import dice
+
+    outside = ~result.region.native_region
+    masks_out = segment(result.image, segmenter, min_confidence=0.0)
+    return {
+        "ssim_out": ssim_mean(case.source, result.image, outside),
+        "psnr_out": psnr_capped(case.source[outside], result.image[outside]),
+        "dice_lungs": dice(case.masks.lung(Side.BILATERAL), masks_out.lung(Side.BILATERAL)),
+        "dice_heart": dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
+        "fidelity_psnr": psnr_capped(result.image, case.truth),
+        "fidelity_ssim": ssim_mean(result.image, case.truth),
+        "sec_per_edit": seconds,
+    }
+
+
 def _spec(case: Case, method: Method, ours: dict):
     from medcf.editing.spec import EditSpec
 
@@ -120,8 +138,6 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     methods instead of ``medcf edit``'s defaults; the baselines keep their settings."""
     from tqdm import tqdm
 
-    from medcf.anatomy.segment import segment
-    from medcf.anatomy.train import dice
     from medcf.editing.api import load_editor
     from medcf.editing.baselines import baseline_edit
     from medcf.editing.edit import edit, edit_prompts
@@ -157,8 +173,11 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
             else:
                 result = baseline_edit(method, case.source, case.masks, spec, editor.generator, case.view)
             seconds = time.perf_counter() - tick
-            outputs.setdefault((case.finding, case.action, method), []).append((case, result, seconds))
+            # measure now and keep only the output film: a full run holds ~1000 edits
+            outputs.setdefault((case.finding, case.action, method), []).append(
+                (case, result.image, _measures(case, result, seconds, editor.segmenter)))
     rows = []
+
     def in_target_state(films: np.ndarray, cases: list[Case]) -> list[bool]:
         """Judge: add → present on the asked side; remove → absent anywhere."""
         found = []
@@ -178,24 +197,12 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
                                  seed=case.seed, progress=False).images[0] for case in mine])
         ceiling[key] = float(np.mean(in_target_state(drawn, mine)))
     for (finding, action, method), items in outputs.items():
-        images = np.stack([r.image for _, r, _ in items])
+        images = np.stack([image for _, image, _ in items])
         cases_here = [case for case, _, _ in items]
         flips = in_target_state(images, cases_here)
         # the same question asked of the unedited inputs: how often the judge already says "done"
         unedited = in_target_state(np.stack([case.source for case in cases_here]), cases_here)
-        measures = []
-        for case, result, seconds in items:
-            outside = ~result.region.native_region
-            masks_out = segment(result.image, editor.segmenter, min_confidence=0.0)
-            measures.append({
-                "ssim_out": ssim_mean(case.source, result.image, outside),
-                "psnr_out": psnr_capped(case.source[outside], result.image[outside]),
-                "dice_lungs": dice(case.masks.lung(Side.BILATERAL), masks_out.lung(Side.BILATERAL)),
-                "dice_heart": dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
-                "fidelity_psnr": psnr_capped(result.image, case.truth),
-                "fidelity_ssim": ssim_mean(result.image, case.truth),
-                "sec_per_edit": seconds,
-            })
+        measures = [m for _, _, m in items]
         truths = np.stack([case.truth for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
                "flip_rate": float(np.mean(flips)), "flip_rate_unedited": float(np.mean(unedited)),
@@ -248,11 +255,11 @@ def _figure(outputs: dict, methods, path: Path) -> None:
     tiles = []
     firsts: dict[tuple, dict] = {}
     for (finding, action, method), items in outputs.items():
-        case, result, _ = items[0]
-        firsts.setdefault((finding, action), {"case": case})[method] = result
+        case, image, _ = items[0]
+        firsts.setdefault((finding, action), {"case": case})[method] = image
     for (finding, action), entry in firsts.items():
         case = entry["case"]
         tiles += [Tile(case.source, f"{action.value} {finding.value}\ninput"), Tile(case.truth, "true counterfactual")]
-        tiles += [Tile(difference(entry[m].image, case.source, 4.0), f"{m}: change x4") for m in methods if m in entry]
+        tiles += [Tile(difference(entry[m], case.source, 4.0), f"{m}: change x4") for m in methods if m in entry]
     save_png(render_grid(tiles, "MedCF counterfactual benchmark: first patient per concept", tile_size=150,
                          columns=2 + len(methods)), path)
