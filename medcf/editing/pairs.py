@@ -25,7 +25,7 @@ from medcf.editing.control import AttentionController, ControlMethod
 from medcf.editing.edit import LatentBlend, check_image, control_methods, edit_prompts
 from medcf.editing.inversion import Trajectory
 from medcf.editing.regions import EditRegion
-from medcf.editing.spec import EditSpec
+from medcf.editing.spec import EditSpec, Method
 from medcf.editing.steering import SteeringVectors
 from medcf.errors import InputError, MedCFError
 from medcf.io.atomic import new_output_dir, write_new_text
@@ -58,6 +58,7 @@ class Pair:
     anatomy: np.ndarray
     prompts: dict[str, str]
     spec: EditSpec
+    trajectory: Trajectory  # the factual's sampling path: another method can re-sample from it
 
 
 def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
@@ -74,18 +75,28 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     region = EditRegion.build(masks, spec, tuple(factual.shape))
     start_noise = initial_noise(generator, [spec.seed])  # what the factual run started from
     trajectory = Trajectory([start_noise, *trace.latents], factual_run.settings["timesteps"])
-    methods, edit_prompt, negative = control_methods(generator, spec, region, prompts, vectors)
-    methods.append(LatentBlend(trajectory, region.latent_mask(tuple(start_noise.shape[-2:]))[None, None]))
+    bits = np.zeros(factual.shape, np.uint8)
+    for organ in Organ:
+        bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
+    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory), spec.method,
+                         vectors)
+
+
+def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: SteeringVectors | None) -> Pair:
+    """The counterfactual of ``pair``'s factual film by ``method``: the factual's initial noise
+    re-sampled with the method's controls, latents outside the edit region held on the
+    factual trajectory. Lets several methods share one factual sample."""
+    spec = replace(pair.spec, method=method)
+    methods, edit_prompt, negative = control_methods(generator, spec, pair.region, pair.prompts, vectors)
+    start_noise = pair.trajectory.latents[0]
+    methods.append(LatentBlend(pair.trajectory, pair.region.latent_mask(tuple(start_noise.shape[-2:]))[None, None]))
     with AttentionController(generator, methods, steps=spec.steps) as controller:
         edited = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, negative_prompt=negative,
                         observer=controller, progress=False, decode=False)
     decoded = generator.decode_images(edited.latents)[0]
     check_image(decoded, "the counterfactual sample")
-    counterfactual = np.clip(factual + region.native_weight * (decoded - factual), 0, 1).astype(np.float32)
-    bits = np.zeros(factual.shape, np.uint8)
-    for organ in Organ:
-        bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
-    return Pair(factual, counterfactual, region, bits, prompts, spec)
+    counterfactual = np.clip(pair.factual + pair.region.native_weight * (decoded - pair.factual), 0, 1)
+    return replace(pair, counterfactual=counterfactual.astype(np.float32), spec=spec)
 
 
 def generate_pair_retrying(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,

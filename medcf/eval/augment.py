@@ -125,7 +125,7 @@ def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], methods: t
     ``{arm: (films, records)}`` plus ``"examples"``."""
     from tqdm import tqdm
 
-    from medcf.editing.pairs import generate_pair, generate_pair_retrying, reprompted
+    from medcf.editing.pairs import generate_pair_retrying, reprompted, resample_pair
 
     spare = itertools.count(PAIR_SEED + len(plans))
     arms = [*(medcf_arm(m) for m in methods), REPROMPT]
@@ -135,8 +135,7 @@ def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], methods: t
                                        editor.vectors, spare, what=f"generated pair {index}", view=view)
         factual.append(first.factual)
         for method in methods:  # the same accepted seed: the same factual film, re-sampled by each method
-            pair = first if method is methods[0] else generate_pair(
-                editor.generator, replace(first.spec, method=method), editor.segmenter, editor.vectors, view)
+            pair = first if method is methods[0] else resample_pair(editor.generator, first, method, editor.vectors)
             counterfactual[medcf_arm(method)].append(pair.counterfactual)
         counterfactual[REPROMPT].append(reprompted(editor.generator, first))
         removing = spec.action is Action.REMOVE
