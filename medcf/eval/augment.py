@@ -173,7 +173,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
     from medcf.editing.api import load_editor
     from medcf.eval.judge import JudgeOptions, train_judge
     from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set, save_world_set
+    from medcf.models.data import WorldSetSpec, render_world_set, save_world_set
     from medcf.world.ct import load_chest_ct
 
     out = new_output_dir(options.out)
@@ -184,17 +184,18 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
     tick = time.perf_counter()
     train_spec = WorldSetSpec(options.n, FILM_SIZE, TRAIN_SEED)
     heldout_spec = WorldSetSpec(options.heldout, FILM_SIZE, HELDOUT_SEED, split="heldout")
-    render_world_set(train_spec, out / "data" / "rendered-train.npz", ct, options.progress)
+    rendered_path = render_world_set(train_spec, out / "data" / "rendered-train.npz", ct, options.progress)
     heldout_path = render_world_set(heldout_spec, out / "data" / "rendered-heldout.npz", ct, options.progress)
     timings["render_s"] = round(time.perf_counter() - tick, 1)
     tick = time.perf_counter()
     plans = plan_pair_specs(options.generated, options.methods[0])
     generated = generate_arms(editor, plans, options.methods, options.progress)
     timings["generate_s"] = round(time.perf_counter() - tick, 1)
-    rendered_path = out / "data" / "rendered-train.npz"
     sets = {RENDERED: [rendered_path]}
+    train_films = {RENDERED: 2 * options.n}  # a rendered pair is two films
     for arm in options.arms[1:]:
         films, records = generated[arm]
+        train_films[arm] = train_films[RENDERED] + len(records)
         sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{arm_folder(arm)}.npz", films,
                                                    records, {"pairs": len(plans), "arm": arm})]
     rows = []
@@ -211,8 +212,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
     timings["train_s"] = round(time.perf_counter() - tick, 1)
     settings = {**{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
                 "methods": [m.value for m in options.methods], "arms": list(options.arms),
-                "train_films": {arm: sum(len(load_world_set(path).records) for path in paths)
-                                for arm, paths in sets.items()},
+                "train_films": train_films,
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},

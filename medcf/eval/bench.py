@@ -43,6 +43,9 @@ BENCH_SEED = 1_400_000
 OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
+OUR_SETTINGS = ("depth", "strength", "energy")  # EditSpec fields the suite may set for MedCF's methods
+MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")  # the columns of every row, in order
 
 
 def ssim_mean(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -152,10 +155,10 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     if n < 1:
         raise InputError("--n must be at least 1")
     ours = dict(ours or {})
-    unknown = sorted(set(ours) - {"depth", "strength", "energy"})
+    unknown = sorted(set(ours) - set(OUR_SETTINGS))
     if unknown:
-        raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here (depth, strength, energy)")
-    EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validate before any work
+        raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here ({', '.join(OUR_SETTINGS)})")
+    chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validates before any work; defaults where not set
     editor = editor or load_editor()
     if judge is None:
         from medcf.bundle import bundle_path
@@ -188,24 +191,23 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
                 found.append(not bool(judge.present(p[None], case.finding)[0]))
         return found
 
-    # the model's own ceiling: films sampled from scratch with the counterfactual prompt (the
-    # case's seed), judged like the edits — how often the model draws the target state at all
-    ceiling = {}
+    # per concept, the same question asked of the unedited inputs (how often the judge already
+    # says "done": the floor) and of films sampled from scratch with the counterfactual prompt
+    # and the case's seed (how often the model draws the target state at all: the ceiling)
+    floor, ceiling = {}, {}
     for key in {(case.finding, case.action) for case in cases}:
         mine = [case for case in cases if (case.finding, case.action) == key]
+        floor[key] = float(np.mean(in_target_state(np.stack([case.source for case in mine]), mine)))
         drawn = np.stack([sample(editor.generator, [edit_prompts(_spec(case, Method.STEER, {}), case.view)["target"]],
                                  seed=case.seed, progress=False).images[0] for case in mine])
         ceiling[key] = float(np.mean(in_target_state(drawn, mine)))
     for (finding, action, method), items in outputs.items():
         images = np.stack([image for _, image, _ in items])
-        cases_here = [case for case, _, _ in items]
-        flips = in_target_state(images, cases_here)
-        # the same question asked of the unedited inputs: how often the judge already says "done"
-        unedited = in_target_state(np.stack([case.source for case in cases_here]), cases_here)
+        flips = in_target_state(images, [case for case, _, _ in items])
         measures = [m for _, _, m in items]
         truths = np.stack([case.truth for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
-               "flip_rate": float(np.mean(flips)), "flip_rate_unedited": float(np.mean(unedited)),
+               "flip_rate": float(np.mean(flips)), "flip_rate_unedited": floor[(finding, action)],
                "model_target_rate": ceiling[(finding, action)],
                **{k: float(np.mean([m[k] for m in measures])) for k in measures[0]},
                "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
@@ -214,8 +216,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
                 "findings": [f.value for f in findings], "baselines": {m: BASELINE_SETTINGS[m] for m in methods
                                                                        if m in BASELINES},
-                "ours": {**{k: getattr(EditSpec(Finding.EDEMA, Action.ADD), k) for k in ("depth", "strength", "energy")},
-                         **ours},
+                "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS},
                 "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
     write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
     write_new_text(out / "results.md", results_table(rows, settings))
@@ -225,19 +226,16 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
 
 def summary_rows(rows: list[dict]) -> list[dict]:
     """Means over concepts per (action, method)."""
-    keys = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart", "fidelity_psnr", "fidelity_ssim", "fid",
-            "sec_per_edit")
     grouped: dict[tuple, list[dict]] = {}
     for row in rows:
         grouped.setdefault((row["action"], row["method"]), []).append(row)
     return [{"concept": "ALL", "action": action, "method": method, "n": sum(r["n"] for r in members),
-             **{k: float(np.mean([r[k] for r in members])) for k in keys}}
+             **{k: float(np.mean([r[k] for r in members])) for k in MEASURES}}
             for (action, method), members in sorted(grouped.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1])))]
 
 
 def results_table(rows: list[dict], settings: dict) -> str:
-    head = ("concept", "action", "method", "n", "flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
-            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")
+    head = ("concept", "action", "method", "n", *MEASURES)
     lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
              f"{settings['first_seed']})", "",
              "Simulated films; the judge was trained on renders only. Research only, never for diagnosis.", "",
