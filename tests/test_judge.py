@@ -49,11 +49,12 @@ def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
 
 
 def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
-    small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
+    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
              "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=60, batch=16, learning_rate=3e-3, threads=1,
                    checkpoint_every=20, progress=False, data=_blob_set(tmp_path / "train.npz", 80, 0),
-                   heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1), network=small)
+                   heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1), network=small,
+                   autoencoded=False, reports=False)
     stopped = train_judge(JudgeOptions(out=tmp_path / "run", max_minutes=0.0, **options))
     assert stopped["stopped_at"] == 1
     report = train_judge(JudgeOptions(out=tmp_path / "run", resume=True, **options))
@@ -66,6 +67,19 @@ def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
     truth = np.arange(len(films)) % 2 == 1
     assert (decided == truth).mean() > 0.85
     assert judge.features(films[:3]).shape[0] == 3
+
+
+def test_coordinate_channels_tell_left_from_right():
+    import torch
+
+    from medcf.eval.judge import _prepare
+
+    films = np.zeros((2, 32, 32), np.float32)
+    x = _prepare(films, 16, channels=3)
+    assert x.shape == (2, 3, 16, 16)
+    assert float(x[0, 1, 0, 0]) == -1.0 and float(x[0, 1, 0, -1]) == 1.0  # columns: image left to right
+    assert float(x[0, 2, 0, 0]) == -1.0 and float(x[0, 2, -1, 0]) == 1.0  # rows: top to bottom
+    assert torch.equal(_prepare(films, 16), x[:, :1])  # one-channel judges see the film alone
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,18 +96,108 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
              "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
     judge = Judge(build_network(small).eval(), 64)  # an untrained judge: the test is about the pipeline
     ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
-    result = run_counterfactual_suite(1, tmp_path / "bench", methods=["sdedit", "steer"],
+    result = run_counterfactual_suite(1, tmp_path / "bench", methods=["sdedit", "sdedit+mask", "steer"],
                                       findings=(Finding.PLEURAL_EFFUSION,), judge=judge, ct=ct, progress=False)
     data = json.loads((tmp_path / "bench" / "results.json").read_text())
     keys = {"concept", "action", "method", "flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
-            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit"}
-    assert len(data["rows"]) == 4 and all(keys <= set(row) for row in data["rows"])
+            "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit"}
+    assert len(data["rows"]) == 6 and all(keys <= set(row) for row in data["rows"])
     by = {(r["action"], r["method"]): r for r in data["rows"]}
     assert by[("add", "steer")]["psnr_out"] == 100.0  # MedCF leaves the outside exactly as it was
     assert by[("add", "sdedit")]["psnr_out"] < 100.0  # a baseline without a region does not
+    assert by[("add", "sdedit+mask")]["psnr_out"] == 100.0  # ... until it is composited into MedCF's region
+    assert by[("add", "sdedit+mask")]["sec_per_edit"] == by[("add", "sdedit")]["sec_per_edit"]  # one sampling
+    assert by[("add", "sdedit+mask")]["fidelity_psnr"] != by[("add", "sdedit")]["fidelity_psnr"]
+    assert all(r["truth_gain"] <= 1.0 for r in data["rows"])
+    assert data["settings"]["baselines"]["sdedit+mask"]["region"] is True
     assert all(0.0 <= r[k] <= 1.0 for r in data["rows"] for k in ("flip_rate", "flip_rate_unedited",
                                                                      "model_target_rate"))
     assert all(r["fid"] >= 0 for r in data["rows"])
     assert by[("add", "steer")]["flip_rate_unedited"] == by[("add", "sdedit")]["flip_rate_unedited"]  # same inputs
     assert "| ALL | add | steer |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "examples.png").is_file() and result["settings"]["baselines"]["sdedit"]
+
+
+def test_truth_gain_measures_the_share_of_the_true_change():
+    from medcf.eval.bench import truth_gain
+
+    source = np.zeros((8, 8), np.float32)
+    truth = source.copy()
+    truth[2:4, 2:4] = 1.0
+    region = truth > 0
+    assert truth_gain(source, truth, truth, region) == 1.0  # the whole true change
+    assert truth_gain(source, source, truth, region) == 0.0  # nothing
+    assert truth_gain(source, source + 0.5 * truth, truth, region) == pytest.approx(0.75)  # half the step: 1 - 1/4
+    assert truth_gain(source, source - truth, truth, region) == pytest.approx(-3.0)  # away from the truth
+    assert np.isnan(truth_gain(source, source, source, region))  # no true change to reproduce
+
+
+def test_look_augmentation_changes_the_look_not_the_layout():
+    import torch
+
+    from medcf.eval.judge import _look
+
+    yy = torch.linspace(0, 1, 64)[None, None, :, None].expand(16, 1, 64, 64)
+    x = 0.2 + 0.6 * yy
+    changed = _look(x.clone(), torch.Generator().manual_seed(0))
+    assert changed.shape == x.shape and 0.0 <= float(changed.min()) and float(changed.max()) <= 1.0
+    differs = (changed - x).abs().flatten(1).amax(1) > 1e-4
+    assert 0 < int(differs.sum()) < 16  # some films change, not all
+    # the layout stays: each film's row means still rise top to bottom
+    rows = changed.mean(dim=3)[:, 0]
+    assert bool((rows[:, -8:].mean(1) > rows[:, :8].mean(1) + 0.3).all())
+
+
+def test_sham_films_change_only_the_region():
+    from medcf.eval.judge_report import SHAMS, sham_film
+    from medcf.models.loaders import load_generator
+    from tests.model_fixtures import make_default_model
+
+    rng = np.random.default_rng(0)
+    source = (0.3 + 0.2 * rng.random((64, 64))).astype(np.float32)
+    weight = np.zeros((64, 64), np.float32)
+    weight[20:40, 10:30] = 1.0
+
+    class Tiny:  # only the autoencoder sham uses the generator
+        image_size = (64, 64)
+
+    for sham in SHAMS:
+        if sham.name == "autoencoder":
+            continue
+        film = sham_film(sham.name, source, weight, Tiny(), seed=1)
+        assert np.array_equal(film[weight == 0], source[weight == 0]), sham.name
+        assert np.abs(film - source)[weight == 1].mean() > 1e-3, sham.name
+
+
+@pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
+                    reason="the default model's weights are not committed in this checkout")
+def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.bundle import bundle_root
+    from medcf.eval.bench import BENCH_SEED, render_cases
+    from medcf.eval.judge import build_network
+    from medcf.eval.judge_report import (SHAMS, normal_sample_false_alarms, report_markdown, sham_flip_rates,
+                                         targets_met)
+    from medcf.models.loaders import load_generator
+    from medcf.world.ct import load_chest_ct
+
+    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    judge = Judge(build_network(small).eval(), 64, thresholds={f.value: 0.0 for f in Finding})  # says "present"
+    generator = load_generator(bundle_root())
+    alarms = normal_sample_false_alarms(judge, generator, n=2, progress=False)
+    assert alarms["n"] == 2 and alarms["guidance"] == generator.guidance_scale
+    assert all(rate == 1.0 for rate in alarms["rates"].values())  # threshold 0: every normal film alarms
+    ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
+    cases = render_cases((Finding.PLEURAL_EFFUSION,), 1, 256, BENCH_SEED, load_segmenter(), ct)
+    shams = sham_flip_rates(judge, generator, cases=cases, progress=False)
+    assert set(shams["rates"]) == {s.name for s in SHAMS}
+    for sham in shams["rates"].values():
+        entry = sham["pleural_effusion"]
+        assert entry["remove"] == {"flip": 0.0, "n": 1}  # an always-present judge never calls "removed"
+        assert entry["add"]["n"] in (0, 1)  # add counts only inputs the judge did not already call done
+    record = {"heldout_report": {"auc": {"pleural_effusion": 0.99, "nodule": 0.9, "nodule_left": 0.95}},
+              "normal_sample_false_alarms": alarms, "sham_flip_rate": shams}
+    misses = targets_met(record)
+    assert misses["heldout_report"] == ["nodule 0.9"] and len(misses["normal_sample_false_alarms"]) == 7
+    assert "| pleural_effusion |" in report_markdown(record)

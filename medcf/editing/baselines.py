@@ -2,9 +2,14 @@
 engine as MedCF's methods (one sampler, one attention controller, the same prompts,
 encoding, guard and native-resolution transfer) so that only the method differs.
 
-None of them knows the edit region: their change is transferred onto the whole image,
-as a user of these methods would get it. Names and settings (:data:`BASELINE_SETTINGS`)
-are recorded with every result.
+Each runs in two forms from one sampling run. As published, none of them knows the edit
+region: the change is transferred onto the whole image, as a user of these methods would
+get it. The ``+mask`` form (:data:`MASKED_BASELINES`) transfers the same change into
+MedCF's edit region exactly as MedCF's own methods are transferred (same region, same
+feathering, same native-resolution difference transfer): it separates what the attention
+methods add from what the compositing alone gives (RadEdit, the closest published CXR
+editor, masks too). Names and settings (:data:`BASELINE_SETTINGS`) are recorded with
+every result.
 
 - ``reprompt``: DDIM-invert the film to its initial noise (the film's "seed") under the
   factual prompt, sample again from it with the counterfactual prompt.
@@ -28,7 +33,7 @@ import torch
 
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
-from medcf.editing.edit import Counterfactual, finish, prepare
+from medcf.editing.edit import Counterfactual, EditInputs, finish, prepare
 from medcf.editing.inversion import ddim_inversion
 from medcf.editing.spec import EditSpec
 from medcf.errors import InputError
@@ -37,6 +42,8 @@ from medcf.models.sampling import sample
 from medcf.vocab import ViewPosition
 
 BASELINES = ("reprompt", "sdedit", "ddim+p2p", "pnp")
+MASK_SUFFIX = "+mask"
+MASKED_BASELINES = tuple(name + MASK_SUFFIX for name in BASELINES)
 BASELINE_SETTINGS = {
     "reprompt": {"inversion": "ddim", "steps": 25},
     "sdedit": {"strength": 0.6, "steps": 25},
@@ -108,16 +115,45 @@ def _finest_decoder_self_sites(generator: Generator, latent_hw: tuple[int, int])
     return {s.name for s in decoder}
 
 
+def unmasked_name(name: str) -> str:
+    """``reprompt+mask`` → ``reprompt``; names without the suffix unchanged."""
+    return name[:-len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else name
+
+
 def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
                   view: ViewPosition = ViewPosition.PA, progress: bool = False) -> Counterfactual:
-    """Run baseline ``name`` on ``display`` for the change ``spec`` asks (its method is ignored)."""
+    """Run baseline ``name`` (``+mask``: composited into MedCF's region) on ``display`` for the
+    change ``spec`` asks (its method is ignored)."""
+    return baseline_edits(unmasked_name(name), display, masks, spec, generator, view, progress,
+                          forms=(name,))[name]
+
+
+def baseline_edits(name: str, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
+                   view: ViewPosition = ViewPosition.PA, progress: bool = False,
+                   forms: tuple[str, ...] | None = None) -> dict[str, Counterfactual]:
+    """Baseline ``name`` sampled once and finished in each of ``forms`` (default: the
+    whole-film form and the ``+mask`` form), keyed by form name."""
     if name not in BASELINES:
         raise InputError(f"unknown baseline {name!r}; choose one of: {', '.join(BASELINES)}")
+    forms = forms or (name, name + MASK_SUFFIX)
+    wrong = [form for form in forms if unmasked_name(form) != name]
+    if wrong:
+        raise InputError(f"{', '.join(wrong)} is not a form of baseline {name}")
+    settings = {"baseline": name, **BASELINE_SETTINGS[name]}
+    inputs = prepare(display, masks, spec, generator, view)
+    latents = _baseline_latents(name, inputs, spec, generator, progress)
+    everywhere = np.ones(inputs.display.shape, np.float32)
+    return {form: finish(inputs, spec, generator, latents, {**settings, "region": form.endswith(MASK_SUFFIX)},
+                         None if form.endswith(MASK_SUFFIX) else everywhere)
+            for form in forms}
+
+
+def _baseline_latents(name: str, inputs: EditInputs, spec: EditSpec, generator: Generator,
+                      progress: bool) -> torch.Tensor:
+    """The edited latent of baseline ``name`` (no region anywhere in the sampling)."""
     settings = BASELINE_SETTINGS[name]
     steps = settings["steps"]
-    inputs = prepare(display, masks, spec, generator, view)
     target = inputs.prompts["target"]
-    everywhere = np.ones(inputs.display.shape, np.float32)
     common = dict(steps=steps, seed=spec.seed, progress=progress, decode=False)
     if name == "sdedit":
         scheduler = generator.make_scheduler("ddim")
@@ -125,12 +161,10 @@ def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: Edi
         start = steps - max(1, round(settings["strength"] * steps))
         noise = torch.randn(inputs.z0.shape, generator=torch.Generator().manual_seed(spec.seed)).to(inputs.z0)
         noised = scheduler.add_noise(inputs.z0, noise, scheduler.timesteps[start:start + 1])
-        latents = sample(generator, [target], latents=noised, start_step=start, **common).latents
-        return finish(inputs, spec, generator, latents, {"baseline": name, **settings}, everywhere)
+        return sample(generator, [target], latents=noised, start_step=start, **common).latents
     path = ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, steps, generator.guidance_scale)
     if name == "reprompt":
-        latents = sample(generator, [target], latents=path.latents[0], **common).latents
-        return finish(inputs, spec, generator, latents, {"baseline": name, **settings}, everywhere)
+        return sample(generator, [target], latents=path.latents[0], **common).latents
     if name == "ddim+p2p":
         store = AttentionStore((CROSS, SELF))
         windows = {CROSS: (0.0, settings["cross_replace"]), SELF: (0.0, settings["self_replace"])}
@@ -149,5 +183,4 @@ def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: Edi
         self_store = AttentionStore((SELF,), window=windows[SELF], inject=True, maps=store.maps)
         methods.append(self_store)
     with AttentionController(generator, methods, steps=steps, latent_hw=inputs.latent_hw) as controller:
-        latents = sample(generator, [target], latents=path.latents[0], observer=controller, **common).latents
-    return finish(inputs, spec, generator, latents, {"baseline": name, **settings}, everywhere)
+        return sample(generator, [target], latents=path.latents[0], observer=controller, **common).latents

@@ -17,7 +17,10 @@ The generated films are labelled by their prompts (what a user of the pairs woul
 (finding, side, severity, action, view) are drawn once from :data:`PAIR_SEED` and shared by
 every generated arm, whose factual films are therefore identical: only the counterfactual
 method differs. The classifier is the judge's recipe (:func:`medcf.eval.judge.train_judge`,
-MONAI DenseNet) with the same steps and seed for every arm, repeated with ``repeats`` seeds;
+MONAI DenseNet) with the same steps and seed for every arm, repeated with ``repeats`` seeds
+— without the judge's autoencoded copies and look augmentation (:data:`CLASSIFIER_RECIPE`):
+those would give the rendered arm the generator's look and blur the very difference
+between arms the suite measures;
 presence AUC per finding on ``heldout`` held-out rendered pairs (seeds from
 :data:`HELDOUT_SEED`).
 """
@@ -42,6 +45,7 @@ HELDOUT_SEED = 1_500_000  # held-out rendered pairs (apart from every other eval
 PAIR_SEED = 1_600_000  # the generator's noise seeds and the pair specs
 RENDERED, REPROMPT = "rendered", "+reprompt"
 DEFAULT_PAIR_METHODS = (Method.STEER, Method.REGULATED_STEER)
+CLASSIFIER_RECIPE = {"autoencoded": False, "look": False, "reports": False}  # the classifier learns from its arm only
 FILM_SIZE = 256  # rendered films are made at the default model's size; generated ones are resized to it
 
 
@@ -206,7 +210,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
                 out=out / "classifiers" / f"{arm_folder(arm)}-seed{repeat}", size=options.size,
                 steps=options.steps, batch=options.batch, seed=repeat, threads=options.threads,
                 progress=options.progress, data=sets[arm], heldout_data=heldout_path, network=options.network,
-                checkpoint_every=max(options.steps, 1)))
+                checkpoint_every=max(options.steps, 1), **CLASSIFIER_RECIPE))
             rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
                      for f in Finding]
     timings["train_s"] = round(time.perf_counter() - tick, 1)

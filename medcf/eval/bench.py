@@ -4,7 +4,9 @@ held-out films of the simulated world, where the true counterfactual is known
 
 For every finding, ``n`` patients are rendered with and without it from the same CT, pose
 and anatomy; ``add`` edits the film without it, ``remove`` the film with it, and every
-method edits the same film with the same seed. Per (concept, action, method):
+method edits the same film with the same seed. Every baseline also runs as ``+mask``: the
+same sampling, its change transferred into MedCF's edit region as MedCF's own are — does
+the attention method help beyond the compositing? Per (concept, action, method):
 
 - ``flip_rate``: share of edits the judge (:mod:`medcf.eval.judge`, trained on renders only)
   assigns to the target state (add: present, on the asked side; remove: absent);
@@ -16,6 +18,9 @@ method edits the same film with the same seed. Per (concept, action, method):
   the input's anatomy, the same for every method);
 - ``dice_lungs`` / ``dice_heart``: masks segmented on input and output;
 - ``fidelity_psnr`` / ``fidelity_ssim``: output vs the true counterfactual;
+- ``truth_gain``: inside the true lesion region, 1 − ‖out − truth‖² / ‖in − truth‖² (median
+  over films): how much of the true change the edit reproduces (1: all of it, 0: none,
+  below 0: it moved away from the truth). It needs no judge;
 - ``fid``: Fréchet distance (diagonal covariances: a handful of films cannot estimate a
   full covariance) between the judge's features of the outputs and of the true
   counterfactual renders;
@@ -34,18 +39,19 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.editing.baselines import BASELINE_SETTINGS, BASELINES
+from medcf.editing.baselines import BASELINE_SETTINGS, BASELINES, MASKED_BASELINES, unmasked_name
 from medcf.editing.spec import Method
 from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Organ, Side
 
 BENCH_SEED = 1_400_000
 OURS = tuple(m.value for m in Method)
-METHODS = BASELINES + OURS
+METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
 OUR_SETTINGS = ("depth", "strength", "energy")  # EditSpec fields the suite may set for MedCF's methods
 MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
-            "fidelity_psnr", "fidelity_ssim", "fid", "sec_per_edit")  # the columns of every row, in order
+            "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
+MEDIAN_MEASURES = ("truth_gain",)  # a ratio with a small denominator on faint lesions: the median, not the mean
 
 
 def ssim_mean(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -82,6 +88,7 @@ class Case:
     source: np.ndarray
     truth: np.ndarray
     masks: object
+    lesion: np.ndarray  # the true lesion region (bool), where truth and source differ by design
 
 
 def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=None) -> list[Case]:
@@ -104,8 +111,17 @@ def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=Non
             for action in Action:
                 source, truth = (without, with_finding) if action is Action.ADD else (with_finding, without)
                 cases.append(Case(finding, action, side, zone, lesion.severity, seed, view, source, truth,
-                                  segment(source, segmenter)))
+                                  segment(source, segmenter), rendering.lesion_masks[lesion.severity] > 0))
     return cases
+
+
+def truth_gain(source: np.ndarray, output: np.ndarray, truth: np.ndarray, region: np.ndarray) -> float:
+    """1 − ‖out − truth‖² / ‖in − truth‖² inside ``region``; NaN where the truth does not
+    differ from the input there (nothing to reproduce)."""
+    before = float(((source[region] - truth[region]) ** 2).sum())
+    if before <= 1e-12:
+        return float("nan")
+    return 1.0 - float(((output[region] - truth[region]) ** 2).sum()) / before
 
 
 def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]:
@@ -122,6 +138,7 @@ def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]
         "dice_heart": dice(case.masks.organs[Organ.HEART], masks_out.organs[Organ.HEART]),
         "fidelity_psnr": psnr_capped(result.image, case.truth),
         "fidelity_ssim": ssim_mean(result.image, case.truth),
+        "truth_gain": truth_gain(case.source, result.image, case.truth, case.lesion),
         "sec_per_edit": seconds,
     }
 
@@ -132,6 +149,135 @@ def _spec(case: Case, method: Method, ours: dict):
     return EditSpec(case.finding, case.action, case.side, case.zone, case.severity, method, seed=case.seed, **ours)
 
 
+@dataclass
+class SuiteFilms:
+    """What the suite's edits produced, before any judge looks at them: per (finding,
+    action, method) the cases, output films and judge-free measures; per (finding, action)
+    the films the model samples from scratch with the counterfactual prompt."""
+
+    cases: list[Case]
+    outputs: dict[tuple, list]  # (finding, action, method) -> [(case, image, measures)]
+    drawn: dict[tuple, np.ndarray]  # (finding, action) -> sampled films, one per case
+    methods: tuple[str, ...]
+    settings: dict
+
+
+def _check_suite_options(n: int, methods, ours: dict) -> None:
+    from medcf.editing.spec import EditSpec
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    unknown = sorted(set(ours) - set(OUR_SETTINGS))
+    if unknown:
+        raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here ({', '.join(OUR_SETTINGS)})")
+    EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validates before any work
+
+
+def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int = 256, first_seed: int = BENCH_SEED,
+                     editor=None, ct=None, progress: bool = True, ours: dict | None = None) -> SuiteFilms:
+    """Every method's edit of every case, measured as it is made (only the output film is
+    kept), and the model's own films from the counterfactual prompts. A baseline asked for
+    in both forms is sampled once and finished twice."""
+    from tqdm import tqdm
+
+    from medcf.editing.api import load_editor
+    from medcf.editing.baselines import baseline_edits
+    from medcf.editing.edit import edit, edit_prompts
+    from medcf.editing.spec import EditSpec
+    from medcf.models.sampling import sample
+
+    ours = dict(ours or {})
+    _check_suite_options(n, methods, ours)
+    chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # defaults where not set
+    editor = editor or load_editor()
+    cases = render_cases(findings, n, size, first_seed, editor.segmenter, ct)
+    baselines = {base: tuple(m for m in methods if unmasked_name(m) == base) for base in BASELINES}
+    outputs: dict[tuple, list] = {}
+    for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
+        for method in methods:
+            spec = _spec(case, method if method in OURS else Method.STEER, ours)
+            tick = time.perf_counter()
+            if method in OURS:
+                results = {method: edit(case.source, case.masks, spec, editor.generator, editor.vectors, case.view,
+                                        False)}
+            elif method == baselines[unmasked_name(method)][0]:  # the first form asked runs the sampling
+                results = baseline_edits(unmasked_name(method), case.source, case.masks, spec, editor.generator,
+                                         case.view, forms=baselines[unmasked_name(method)])
+            else:
+                continue
+            seconds = time.perf_counter() - tick
+            for name, result in results.items():  # measure now and keep only the output film
+                outputs.setdefault((case.finding, case.action, name), []).append(
+                    (case, result.image, _measures(case, result, seconds, editor.segmenter)))
+    drawn = {}
+    for key in dict.fromkeys((case.finding, case.action) for case in cases):
+        mine = [case for case in cases if (case.finding, case.action) == key]
+        drawn[key] = np.stack([sample(editor.generator, [edit_prompts(_spec(case, Method.STEER, {}), case.view)["target"]],
+                                      seed=case.seed, progress=False).images[0] for case in mine])
+    settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
+                "findings": [f.value for f in findings],
+                "baselines": {m: {**BASELINE_SETTINGS[unmasked_name(m)], "region": m in MASKED_BASELINES}
+                              for m in methods if m not in OURS},
+                "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}}
+    return SuiteFilms(cases, outputs, drawn, tuple(methods), settings)
+
+
+def in_target_state(judge, films: np.ndarray, cases: list[Case]) -> list[bool]:
+    """Judge: add → present on the asked side; remove → absent anywhere."""
+    found = []
+    for case, p in zip(cases, judge.probabilities(films)):
+        if case.action is Action.ADD:
+            found.append(bool(judge.present(p[None], case.finding, case.side)[0]))
+        else:
+            found.append(not bool(judge.present(p[None], case.finding)[0]))
+    return found
+
+
+def _aggregate(values: list[float], median: bool) -> float:
+    values = np.asarray(values, np.float64)
+    if np.isnan(values).all():
+        return float("nan")
+    return float(np.nanmedian(values) if median else np.nanmean(values))
+
+
+def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> dict:
+    """The judge's verdicts on ``films`` and one row per (concept, action, method); writes
+    ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir`` if given."""
+    from medcf.io.atomic import new_output_dir, write_new_text
+
+    out = new_output_dir(out_dir) if out_dir is not None else None
+    rows = []
+    # per concept, the same question asked of the unedited inputs (how often the judge already
+    # says "done": the floor) and of the model's own films (the ceiling)
+    floor, ceiling = {}, {}
+    for key, drawn in films.drawn.items():
+        mine = [case for case in films.cases if (case.finding, case.action) == key]
+        floor[key] = float(np.mean(in_target_state(judge, np.stack([case.source for case in mine]), mine)))
+        ceiling[key] = float(np.mean(in_target_state(judge, drawn, mine)))
+    for (finding, action, method), items in films.outputs.items():
+        images = np.stack([image for _, image, _ in items])
+        flips = in_target_state(judge, images, [case for case, _, _ in items])
+        measures = [m for _, _, m in items]
+        truths = np.stack([case.truth for case, _, _ in items])
+        row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
+               "flip_rate": float(np.mean(flips)), "flip_rate_unedited": floor[(finding, action)],
+               "model_target_rate": ceiling[(finding, action)],
+               **{k: _aggregate([m[k] for m in measures], k in MEDIAN_MEASURES) for k in measures[0]},
+               "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
+        rows.append(row)
+    rows.sort(key=lambda r: (r["concept"], r["action"], METHODS.index(r["method"])))
+    settings = {**films.settings,
+                "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
+    if out is not None:
+        write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
+        write_new_text(out / "results.md", results_table(rows, settings))
+        _figure(films.outputs, films.methods, out / "examples.png")
+    return {"rows": rows, "settings": settings, "out": str(out) if out is not None else None}
+
+
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
                              progress: bool = True, ours: dict | None = None) -> dict:
@@ -139,89 +285,17 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
 
     ``ours``: :class:`EditSpec` fields (``depth``, ``strength``, ``energy``) for MedCF's
     methods instead of ``medcf edit``'s defaults; the baselines keep their settings."""
-    from tqdm import tqdm
-
-    from medcf.editing.api import load_editor
-    from medcf.editing.baselines import baseline_edit
-    from medcf.editing.edit import edit, edit_prompts
-    from medcf.editing.spec import EditSpec
     from medcf.eval.judge import Judge
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.models.sampling import sample
+    from medcf.io.atomic import new_output_dir
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
-    if n < 1:
-        raise InputError("--n must be at least 1")
-    ours = dict(ours or {})
-    unknown = sorted(set(ours) - set(OUR_SETTINGS))
-    if unknown:
-        raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here ({', '.join(OUR_SETTINGS)})")
-    chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validates before any work; defaults where not set
-    editor = editor or load_editor()
+    _check_suite_options(n, methods, dict(ours or {}))
+    new_output_dir(out_dir)  # fails early, before any work, if the folder is not new or empty
     if judge is None:
         from medcf.bundle import bundle_path
 
         judge = Judge.load(bundle_path("models", JUDGE_FOLDER))
-    out = new_output_dir(out_dir)
-    cases = render_cases(findings, n, size, first_seed, editor.segmenter, ct)
-    outputs: dict[tuple, list] = {}
-    for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
-        for method in methods:
-            spec = _spec(case, method if method in OURS else Method.STEER, ours)
-            tick = time.perf_counter()
-            if method in OURS:
-                result = edit(case.source, case.masks, spec, editor.generator, editor.vectors, case.view, False)
-            else:
-                result = baseline_edit(method, case.source, case.masks, spec, editor.generator, case.view)
-            seconds = time.perf_counter() - tick
-            # measure now and keep only the output film: a full run holds ~1000 edits
-            outputs.setdefault((case.finding, case.action, method), []).append(
-                (case, result.image, _measures(case, result, seconds, editor.segmenter)))
-    rows = []
-
-    def in_target_state(films: np.ndarray, cases: list[Case]) -> list[bool]:
-        """Judge: add → present on the asked side; remove → absent anywhere."""
-        found = []
-        for case, p in zip(cases, judge.probabilities(films)):
-            if case.action is Action.ADD:
-                found.append(bool(judge.present(p[None], case.finding, case.side)[0]))
-            else:
-                found.append(not bool(judge.present(p[None], case.finding)[0]))
-        return found
-
-    # per concept, the same question asked of the unedited inputs (how often the judge already
-    # says "done": the floor) and of films sampled from scratch with the counterfactual prompt
-    # and the case's seed (how often the model draws the target state at all: the ceiling)
-    floor, ceiling = {}, {}
-    for key in {(case.finding, case.action) for case in cases}:
-        mine = [case for case in cases if (case.finding, case.action) == key]
-        floor[key] = float(np.mean(in_target_state(np.stack([case.source for case in mine]), mine)))
-        drawn = np.stack([sample(editor.generator, [edit_prompts(_spec(case, Method.STEER, {}), case.view)["target"]],
-                                 seed=case.seed, progress=False).images[0] for case in mine])
-        ceiling[key] = float(np.mean(in_target_state(drawn, mine)))
-    for (finding, action, method), items in outputs.items():
-        images = np.stack([image for _, image, _ in items])
-        flips = in_target_state(images, [case for case, _, _ in items])
-        measures = [m for _, _, m in items]
-        truths = np.stack([case.truth for case, _, _ in items])
-        row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
-               "flip_rate": float(np.mean(flips)), "flip_rate_unedited": floor[(finding, action)],
-               "model_target_rate": ceiling[(finding, action)],
-               **{k: float(np.mean([m[k] for m in measures])) for k in measures[0]},
-               "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
-        rows.append(row)
-    rows.sort(key=lambda r: (r["concept"], r["action"], METHODS.index(r["method"])))
-    settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
-                "findings": [f.value for f in findings], "baselines": {m: BASELINE_SETTINGS[m] for m in methods
-                                                                       if m in BASELINES},
-                "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS},
-                "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds}}
-    write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
-    write_new_text(out / "results.md", results_table(rows, settings))
-    _figure(outputs, methods, out / "examples.png")
-    return {"rows": rows, "settings": settings, "out": str(out)}
+    films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours)
+    return score_suite(films, judge, out_dir)
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:
@@ -230,7 +304,7 @@ def summary_rows(rows: list[dict]) -> list[dict]:
     for row in rows:
         grouped.setdefault((row["action"], row["method"]), []).append(row)
     return [{"concept": "ALL", "action": action, "method": method, "n": sum(r["n"] for r in members),
-             **{k: float(np.mean([r[k] for r in members])) for k in MEASURES}}
+             **{k: _aggregate([r[k] for r in members], k in MEDIAN_MEASURES) for k in MEASURES}}
             for (action, method), members in sorted(grouped.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1])))]
 
 

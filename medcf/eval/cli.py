@@ -19,7 +19,9 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
 
     report = train_judge(JudgeOptions(out=args.out, n_pairs=args.pairs, steps=args.steps, batch=args.batch,
                                       seed=args.seed, threads=args.threads, resume=args.resume,
-                                      max_minutes=args.max_minutes, progress=not args.quiet))
+                                      max_minutes=args.max_minutes, progress=not args.quiet,
+                                      autoencoded=not args.renders_only, look=not args.renders_only,
+                                      model=args.model, reports=not args.no_reports))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -27,6 +29,8 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "augmentation":
         return _bench_augmentation(args)
+    if args.suite == "judge":
+        return _bench_judge(args)
     from medcf.eval.bench import run_counterfactual_suite, summary_rows
     from medcf.eval.judge import Judge
 
@@ -56,6 +60,16 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     return _print_outputs(result["out"])
 
 
+def _bench_judge(args: argparse.Namespace) -> int:
+    from medcf.eval.judge_report import run_judge_suite
+
+    result = run_judge_suite(args.out, judge_folder=args.judge, model=args.model, n=_or(args.n, None),
+                             progress=not args.quiet)
+    for report, misses in result["misses"].items():
+        print(f"{report:28s} " + ("targets met" if not misses else "misses: " + ", ".join(misses)))
+    return _print_outputs(result["out"])
+
+
 def _or(value, default):
     """The suite's default where an option was not given (0 is an answer, not a gap)."""
     return default if value is None else value
@@ -68,7 +82,8 @@ def _print_outputs(folder: str) -> int:
 
 
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
-    from medcf.eval.bench import METHODS
+    from medcf.eval.bench import METHODS, OURS
+    from medcf.editing.baselines import BASELINES
 
     judge = train_sub.add_parser(
         "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",
@@ -84,6 +99,14 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     judge.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/run")
     judge.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    judge.add_argument("--renders-only", action="store_true",
+                       help="train on sharp renders alone, without the autoencoded copies and look augmentation "
+                            "(the first judge's recipe; it reads the generator's films as findings)")
+    judge.add_argument("--model", type=Path, default=None,
+                       help="generator whose autoencoder gives the films' look and whose normal samples are judged "
+                            "(default: the bundle's)")
+    judge.add_argument("--no-reports", action="store_true",
+                       help="skip the normal-sample false alarms and sham flips after training")
     judge.add_argument("--quiet", action="store_true", help="no progress bar")
     judge.set_defaults(func=cmd_train_judge)
 
@@ -93,17 +116,23 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     bench = sub.add_parser(
         "bench", help="benchmark counterfactual methods against baselines on the simulated world",
         description="--suite counterfactual: every finding, add and remove, every method (baselines "
-                    f"{', '.join(METHODS[:4])}; MedCF's {', '.join(METHODS[4:])}) on N held-out simulated patients "
+                    f"{', '.join(BASELINES)}, each also +mask: composited into MedCF's edit region; MedCF's "
+                    f"{', '.join(OURS)}) on N held-out simulated patients "
                     "per finding: flip rate (judge), SSIM/PSNR outside the edit region, lung and heart Dice, "
-                    "fidelity to the true counterfactual, FID-style distance, seconds per edit. "
+                    "fidelity to the true counterfactual, truth gain (share of the true change reproduced), "
+                    "FID-style distance, seconds per edit. "
                     "--suite augmentation: a finding classifier trained on N rendered pairs alone, plus MedCF "
-                    "pairs, or plus as many re-prompted pairs; presence AUC on held-out renders. Both write "
-                    "results.json, results.md and examples.png.", epilog=EPILOG)
-    bench.add_argument("--suite", choices=["counterfactual", "augmentation"], default="counterfactual",
+                    "pairs, or plus as many re-prompted pairs; presence AUC on held-out renders. "
+                    "--suite judge: can the judge be trusted on the films it judges? False alarms on films the "
+                    "model samples from the normal prompt, and flips it declares for sham edits (blur, noise, "
+                    "contrast, autoencoder) in the edit region of benchmark inputs; re-run it whenever the model "
+                    "changes. All write results.json, results.md and examples.png.", epilog=EPILOG)
+    bench.add_argument("--suite", choices=["counterfactual", "augmentation", "judge"], default="counterfactual",
                        help="the suite to run (default counterfactual)")
     bench.add_argument("--n", type=int, default=None,
                        help="counterfactual: patients per finding (default 2); augmentation: rendered training "
-                            "pairs (default 100). docs/bench.md has the full runs")
+                            "pairs (default 100); judge: benchmark patients per finding for the shams (default 10). "
+                            "docs/bench.md has the full runs")
     bench.add_argument("--size", type=int, default=None,
                        help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
     bench.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
@@ -112,7 +141,10 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     counterfactual.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                                 help="default: all")
     counterfactual.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
-    counterfactual.add_argument("--judge", type=Path, help="judge folder (default: the bundle's models/judge)")
+    counterfactual.add_argument("--judge", type=Path,
+                                help="judge folder (default: the bundle's models/judge); also for --suite judge")
+    counterfactual.add_argument("--model", type=Path, default=None,
+                                help="--suite judge: the generator to sample from (default: the bundle's)")
     counterfactual.add_argument("--depth", type=float, default=None,
                                 help="MedCF methods: share of the trajectory re-sampled (default: medcf edit's, 0.5)")
     counterfactual.add_argument("--strength", type=float, default=None,

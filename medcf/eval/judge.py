@@ -11,6 +11,12 @@ features are the space of the benchmark's FID-style distance.
 
 Data: ``medcf.models.data`` world sets — training seeds from :data:`TRAIN_SEED`, held-out
 seeds from :data:`HELDOUT_SEED`, both apart from every other training and benchmark range.
+Every rendered film is also seen as the bundle's autoencoder returns it (encode → decode:
+same content and labels, the generator's softer look), and training augments that look
+(blur, noise texture, contrast curves, over the whole film or a random patch of it), so
+that the judge reads findings, not the renderer's sharpness: the first judge, trained on
+sharp renders alone, called most films the model samples from the normal prompt
+"consolidation" or "nodule" (issue 15). It still never sees a sampled film.
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ RECORD_FILE = "judge.json"
 
 
 def network_definition() -> dict:
-    """MONAI DenseNet sized for CPU training at 256² (about 1 M parameters)."""
-    return {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 24,
+    """MONAI DenseNet sized for CPU training at 256² (about 0.43 M parameters). Three input
+    channels: the film and its column and row coordinates (CoordConv). A pooled DenseNet
+    forgets *where* a feature was; the first judge's side outputs for small lesions were
+    worse than chance (consolidation-left 0.36, nodule-right 0.40), and the coordinates let
+    the features carry the side."""
+    return {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 24,
             "growth_rate": 16, "block_config": [4, 6, 8, 6], "bn_size": 4}
 
 
@@ -72,14 +82,39 @@ def _features(network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return network.class_layers[:-1](x)  # relu, pool, flatten
 
 
-def _prepare(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+def _resized(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+    """Films ``(N, 1, size, size)`` in [0, 1] from ``(H, W)``, ``(N, H, W)`` or ``(N, 1, H, W)``."""
     x = torch.as_tensor(np.asarray(images, np.float32))
     if x.ndim == 2:
         x = x[None]
     x = x[:, None] if x.ndim == 3 else x
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="area")
+    return x
+
+
+def _normalised(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) / 0.25
+
+
+def _with_coordinates(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """``x`` (normalised films, one channel) with column and row coordinates in [−1, 1] as
+    channels 2 and 3 when the network takes three channels (judges before them took one)."""
+    if channels == 1:
+        return x
+    batch, _, height, width = x.shape
+    columns = torch.linspace(-1, 1, width, dtype=x.dtype).view(1, 1, 1, width).expand(batch, 1, height, width)
+    rows = torch.linspace(-1, 1, height, dtype=x.dtype).view(1, 1, height, 1).expand(batch, 1, height, width)
+    return torch.cat([x, columns, rows], dim=1)
+
+
+def _input_channels(network: torch.nn.Module) -> int:
+    first = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
+    return first.in_channels
+
+
+def _prepare(images: np.ndarray | torch.Tensor, size: int, channels: int = 1) -> torch.Tensor:
+    return _with_coordinates(_normalised(_resized(images, size)), channels)
 
 
 @dataclass
@@ -95,13 +130,13 @@ class Judge:
     def probabilities(self, images, batch: int = 32) -> np.ndarray:
         """``(N, len(LABELS))`` probabilities for films ``(N, H, W)`` (or one ``(H, W)``) in [0, 1]."""
         self.network.eval()
-        x = _prepare(images, self.size)
+        x = _prepare(images, self.size, _input_channels(self.network))
         return torch.cat([torch.sigmoid(self.network(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
 
     @torch.no_grad()
     def features(self, images, batch: int = 32) -> np.ndarray:
         self.network.eval()
-        x = _prepare(images, self.size)
+        x = _prepare(images, self.size, _input_channels(self.network))
         return torch.cat([_features(self.network, x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
     def present(self, probabilities: np.ndarray, finding: Finding, side: Side | None = None) -> np.ndarray:
@@ -211,6 +246,47 @@ class JudgeOptions:
     data: Path | list[Path] | None = None  # world set .npz file(s) instead of the default rendered one
     heldout_data: Path | None = None
     network: dict | None = None  # default: network_definition()
+    autoencoded: bool = True  # also train (and evaluate) on the films through the generator's autoencoder
+    look: bool = True  # look augmentation (_look): blur, noise texture, contrast curves
+    model: Path | None = None  # generator whose autoencoder gives the look (default: the bundle's)
+    reports: bool = True  # after training: normal-sample false alarms and sham flips (medcf.eval.judge_report)
+
+
+def _chance(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(batch, 1, 1, 1, generator=generator) < p).float()
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    from monai.networks.layers import GaussianFilter
+
+    return GaussianFilter(2, sigma)(x)
+
+
+def _patch_weight(batch: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+    """Per film 1 everywhere (half the films) or a smooth random patch (the other half):
+    look changes happen to a whole film or to part of it, and neither is a finding."""
+    field = torch.rand(batch, 1, 6, 6, generator=generator)
+    field = F.interpolate(field, size=size, mode="bicubic", align_corners=False)
+    patch = ((field - 0.6) / 0.15).clamp(0, 1)
+    return torch.where(_chance(batch, 0.5, generator) > 0, torch.ones_like(patch), patch)
+
+
+def _look(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Augment the *look* of films ``(B, 1, H, W)`` in [0, 1] without touching their content:
+    a contrast curve (gamma 0.75–1.35), a blur (σ 0.5–1.5 px) and a noise texture (σ up to
+    0.03, slightly correlated), each on a random share of films, over the whole film or a
+    random patch. These are the ways the generator's films differ from renders — and the
+    ways a sham edit would try to pass for a finding."""
+    batch, size = x.shape[0], tuple(x.shape[-2:])
+    gamma = 0.75 + 0.6 * torch.rand(batch, 1, 1, 1, generator=generator)
+    curved = x.clamp(0, 1) ** gamma
+    x = x + _chance(batch, 0.5, generator) * _patch_weight(batch, size, generator) * (curved - x)
+    sigma = float(0.5 + torch.rand(1, generator=generator))
+    x = x + _chance(batch, 0.3, generator) * _patch_weight(batch, size, generator) * (_gaussian_blur(x, sigma) - x)
+    texture = _gaussian_blur(torch.randn(x.shape, generator=generator), 0.7) * 1.6  # unit sd after the blur
+    level = 0.03 * torch.rand(batch, 1, 1, 1, generator=generator)
+    x = x + _chance(batch, 0.3, generator) * _patch_weight(batch, size, generator) * level * texture
+    return x.clamp(0, 1)
 
 
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -223,8 +299,34 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.roll(x * gain + bias, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
 
 
+def _with_autoencoded(paths: list[Path], generator, progress: bool) -> list[Path]:
+    from medcf.models.data import autoencoded_world_set
+
+    return [*paths, *(autoencoded_world_set(path, generator, progress=progress) for path in paths)]
+
+
+def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
+    """AUC per label on each held-out set (``{report name: world set path}``); thresholds
+    (Youden) on all of them together, since the judge is asked about both looks."""
+    from medcf.models.data import WorldSet, load_world_set
+
+    sets = {name: load_world_set(path) for name, path in heldout.items()}
+    joined = WorldSet.join(list(sets.values()))
+    evaluate_judge(judge, joined.float_images(), joined.records)  # sets judge.thresholds
+    reports = {}
+    for name, world in sets.items():
+        report = evaluate_judge(Judge(judge.network, judge.size), world.float_images(), world.records)
+        report["threshold"] = {k: round(v, 4) for k, v in judge.thresholds.items()}
+        reports[name] = report
+    return reports
+
+
 def train_judge(options: JudgeOptions) -> dict:
-    """Train, checkpoint (resumable), evaluate on held-out films and save the judge into ``out``."""
+    """Train, checkpoint (resumable), evaluate on held-out films and save the judge into ``out``.
+
+    Returns the held-out report on renders (``heldout_report``), and with ``autoencoded``
+    the same on the autoencoded held-out films; with ``reports`` the judge's record also
+    carries its normal-sample false alarms and sham flip rates."""
     from tqdm import tqdm
 
     from medcf.io.atomic import new_output_dir
@@ -236,8 +338,16 @@ def train_judge(options: JudgeOptions) -> dict:
     train_spec = WorldSetSpec(options.n_pairs, options.size, TRAIN_SEED, options.comorbidity)
     heldout_spec = WorldSetSpec(options.heldout_pairs, options.size, HELDOUT_SEED, options.comorbidity, "heldout")
     sources = options.data if isinstance(options.data, (list, tuple)) else [options.data] if options.data else []
-    train = (WorldSet.join([load_world_set(path) for path in sources]) if sources
-             else load_world_set(render_world_set(train_spec, progress=options.progress)))
+    sources = [Path(path) for path in sources] or [render_world_set(train_spec, progress=options.progress)]
+    generator = None
+    if options.autoencoded or options.reports:
+        from medcf.bundle import bundle_root
+        from medcf.models.loaders import load_generator
+
+        generator = load_generator(options.model or bundle_root())
+    if options.autoencoded:
+        sources = _with_autoencoded(sources, generator, options.progress)
+    train = WorldSet.join([load_world_set(path) for path in sources])
     targets = np.stack([labels_of(r)[0] for r in train.records])
     known = np.stack([labels_of(r)[1] for r in train.records])
     definition = options.network or network_definition()
@@ -249,17 +359,21 @@ def train_judge(options: JudgeOptions) -> dict:
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         step = state["step"]
-    train_source = [str(path) for path in sources] if sources else asdict(train_spec)
-    heldout_source = str(options.heldout_data) if options.heldout_data else asdict(heldout_spec)
+    train_source = [str(path) for path in sources]
+    heldout_path = Path(options.heldout_data) if options.heldout_data else None
+    heldout_source = str(heldout_path) if heldout_path else asdict(heldout_spec)
     run.write_recipe({"options": {k: str(v) for k, v in asdict(options).items()}, "network": definition,
                       "labels": LABELS, "train": train_source, "heldout": heldout_source, "hardware": hardware()})
     started = time.perf_counter()
     network.train()
     with tqdm(total=options.steps, initial=step, desc="judge", unit="step", disable=not options.progress) as bar:
         while step < options.steps:
-            generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)  # batch s depends on (seed, s)
-            index = torch.randint(0, len(train.images), (options.batch,), generator=generator).numpy()
-            x = _augment(_prepare(train.float_images(index), options.size), generator).to(device)
+            generator_ = torch.Generator().manual_seed(options.seed * 1_000_003 + step)  # batch s depends on (seed, s)
+            index = torch.randint(0, len(train.images), (options.batch,), generator=generator_).numpy()
+            x = _resized(train.float_images(index), options.size)
+            if options.look:
+                x = _look(x, generator_)
+            x = _with_coordinates(_augment(_normalised(x), generator_), definition["in_channels"]).to(device)
             y, m = torch.from_numpy(targets[index]).to(device), torch.from_numpy(known[index]).to(device)
             for group in optimiser.param_groups:
                 group["lr"] = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / options.steps))
@@ -276,13 +390,21 @@ def train_judge(options: JudgeOptions) -> dict:
                 run.save(step, {"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": step})
             if stop:
                 return {"stopped_at": step, "resume": "run again with --resume"}
-    heldout = load_world_set(options.heldout_data or render_world_set(heldout_spec, progress=options.progress))
+    heldout_path = heldout_path or render_world_set(heldout_spec, progress=options.progress)
+    heldout = {"heldout_report": heldout_path}
+    if options.autoencoded:
+        heldout["heldout_report_autoencoded"] = _with_autoencoded([heldout_path], generator, options.progress)[1]
     judge = Judge(network.cpu().eval(), options.size)
-    report = evaluate_judge(judge, heldout.float_images(), heldout.records)
+    reports = evaluate_looks(judge, heldout)
     judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
-                    "train": train_source, "heldout": heldout_source, "heldout_report": report,
+                    "train": train_source, "heldout": heldout_source, **reports,
                     "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
+                    "recipe": {"autoencoded": options.autoencoded, "look_augmentation": options.look},
                     "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
+    if options.reports:
+        from medcf.eval.judge_report import judge_field_reports
+
+        judge.record.update(judge_field_reports(judge, generator, progress=options.progress))
     out = new_output_dir(Path(options.out) / "judge")
     judge.save(out)
-    return report
+    return reports["heldout_report"]

@@ -24,7 +24,7 @@ from medcf.cache import cache_dir
 from medcf.errors import InputError
 
 HELD_OUT_SEED_START = 1_000_000
-DATA_VERSION = 1
+DATA_VERSION = 2  # 2: nodules 12 mm across at least (world v2)
 NONE = "none"
 
 
@@ -152,3 +152,46 @@ def load_world_set(path: str | Path) -> WorldSet:
             return WorldSet(data["images"], json.loads(str(data["records"])), json.loads(str(data["spec"])))
     except (KeyError, ValueError, OSError) as error:
         raise InputError(f"{path} is not a MedCF world set ({error})") from None
+
+
+def autoencoded_world_set(path: str | Path, generator, batch: int = 16, progress: bool = True) -> Path:
+    """The films of world set ``path`` passed once through ``generator``'s autoencoder
+    (encode → decode at its working size, back to the set's size): the same content and
+    labels with the generator's look. Written beside ``path`` (``…-ae<sha>.npz``, keyed by
+    the autoencoder's weights) unless it is there already; its path.
+
+    Why: a classifier trained on sharp renders only reads the autoencoder's softer films
+    as findings (the benchmark's judge did, issue 15); this set teaches it that look
+    without ever showing it a film the generator sampled."""
+    import hashlib
+
+    import torch
+    from tqdm import tqdm
+
+    from medcf.editing.regions import resize_image
+
+    digest = hashlib.sha256()
+    autoencoder = getattr(generator, "vae", None) or generator.autoencoder  # diffusers / MONAI adapters
+    for name, tensor in sorted(autoencoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    path = Path(path)
+    target = path.with_name(f"{path.stem}-ae{digest.hexdigest()[:12]}.npz")
+    if target.is_file():
+        return target
+    source = load_world_set(path)
+    size = tuple(source.images.shape[1:])
+    working = tuple(generator.image_size)
+    out = np.empty_like(source.images)
+    for start in tqdm(range(0, len(source.images), batch), desc="autoencoding films", unit="batch",
+                      disable=not progress):
+        films = source.float_images(slice(start, start + batch))
+        if size != working:
+            films = np.stack([resize_image(film, working) for film in films])
+        with torch.no_grad():
+            decoded = generator.decode_images(generator.encode_images(films))
+        if size != working:
+            decoded = np.stack([resize_image(film, size) for film in decoded])
+        out[start:start + batch] = np.rint(np.clip(decoded, 0.0, 1.0) * 65535.0).astype(np.uint16)
+    spec = {**source.spec, "autoencoded": {"from": path.name, "autoencoder_sha256": digest.hexdigest()}}
+    return save_world_set(target, out, source.records, spec)

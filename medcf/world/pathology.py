@@ -337,8 +337,13 @@ def _pneumothorax(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
 
 
 def _nodule(ct: ChestCT, spec: LesionSpec, rng: np.random.Generator):
-    """Solid round lesions (severe: a mass), lobulated, wholly inside the lung."""
-    radius = {Severity.MILD: 4.0, Severity.MODERATE: 8.0, Severity.SEVERE: 16.0}[spec.severity]
+    """Solid round lesions (severe: a mass), lobulated, wholly inside the lung.
+
+    The smallest is 12 mm across: nodules under about a centimetre are rarely seen on a
+    chest radiograph, and at the 256² working size of the default model and judge an
+    8 mm nodule had a contrast-to-texture ratio of 1.2 (0.8 after the autoencoder), too
+    faint to draw or to judge (docs/world.md)."""
+    radius = {Severity.MILD: 6.0, Severity.MODERATE: 9.0, Severity.SEVERE: 16.0}[spec.severity]
     side = spec.side
     depth = ct.lung_depth(side)
     room = ct.zone(side, spec.zone) & (depth > 18.0)
