@@ -42,6 +42,8 @@ bench: install
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_anatomy.py
 	$(PY) benchmarks/bench_editor.py
+	rm -rf build/bench-judge
+	$(PY) -m medcf bench --suite judge --out build/bench-judge
 	rm -rf build/bench-counterfactual
 	$(PY) -m medcf bench --suite counterfactual --n 3 --out build/bench-counterfactual
 	rm -rf build/bench-augmentation

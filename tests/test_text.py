@@ -306,3 +306,14 @@ def test_scorer_on_synthetic_reports(tmp_path: Path, reader) -> None:
     assert result.attribute["laterality"] == [2, 2]
     assert result.attribute["zone"] == [1, 1]
     assert result.attribute["severity"] == [1, 1]
+
+
+def test_report_halves_are_fixed_balanced_and_not_by_order():
+    from medcf.text.iu import HALVES, half_of
+
+    halves = [half_of(i) for i in range(1, 1001)]
+    assert set(halves) == set(HALVES)
+    assert 450 <= halves.count("dev") <= 550  # about half each
+    assert halves == [half_of(i) for i in range(1, 1001)]  # the same split every time
+    first, second = halves[:500], halves[500:]
+    assert 200 <= first.count("dev") <= 300 and 200 <= second.count("dev") <= 300  # not the first/second 500

@@ -93,7 +93,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                     "held-out AUC per finding, calibrated thresholds).", epilog=EPILOG)
     judge.add_argument("--out", type=Path, required=True, help="run folder")
     judge.add_argument("--pairs", type=int, default=3000, help="training pairs rendered (default 3000)")
-    judge.add_argument("--steps", type=int, default=7500, help="training steps (default 7500)")
+    judge.add_argument("--steps", type=int, default=8000, help="training steps (default 8000)")
     judge.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
     judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     judge.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

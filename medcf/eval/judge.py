@@ -233,7 +233,7 @@ class JudgeOptions:
     n_pairs: int = 3000
     heldout_pairs: int = 300
     size: int = 256
-    steps: int = 7500
+    steps: int = 8000
     batch: int = 16
     learning_rate: float = 1e-3
     seed: int = 0

@@ -201,6 +201,19 @@ def parse_report_xml(data: bytes | str, report_id: int) -> IUReport:
     return IUReport(report_id, sections, mesh)
 
 
+HALVES = ("dev", "val")
+
+
+def half_of(report_id: int) -> str:
+    """``dev`` or ``val``: a fixed split of reports 1–1000 by a hash of the id (not by the
+    id's order, which may follow time or site). Rules are developed on ``dev``; ``val`` is
+    only ever scored as a whole, never read, so its figure says how the reader does on
+    reports it was not tuned on (issue 23)."""
+    import hashlib
+
+    return HALVES[hashlib.sha256(f"iu-report-{report_id}".encode()).digest()[0] & 1]
+
+
 def load_reports(folder: Path, max_id: int = MAX_ID) -> list[IUReport]:
     """Reports with id <= max_id (and <= :data:`MAX_ID`) from an extracted folder, by id."""
     max_id = min(max_id, MAX_ID)
