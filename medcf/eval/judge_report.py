@@ -147,6 +147,9 @@ def targets_met(record: dict) -> dict[str, list[str]]:
     misses: dict[str, list[str]] = {}
     for name in ("heldout_report", "heldout_report_autoencoded"):
         aucs = record.get(name, {}).get("auc", {})
+        if not aucs:
+            misses[name] = ["not measured"]
+            continue
         misses[name] = [f"{label} {value}" for label, value in aucs.items() if value is not None and value <
                         (TARGETS["auc"] if label in {f.value for f in Finding} else TARGETS["side_auc"])]
     alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
