@@ -252,21 +252,23 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
     rows = []
     # per concept, the same question asked of the unedited inputs (how often the judge already
     # says "done": the floor) and of the model's own films (the ceiling)
-    floor, ceiling = {}, {}
+    # and the judge's features of the true counterfactuals, shared by every method of a concept
+    floor, ceiling, truth_features = {}, {}, {}
     for key, drawn in films.drawn.items():
         mine = [case for case in films.cases if (case.finding, case.action) == key]
         floor[key] = float(np.mean(in_target_state(judge, np.stack([case.source for case in mine]), mine)))
         ceiling[key] = float(np.mean(in_target_state(judge, drawn, mine)))
+        truth_features[key] = {id(case): f for case, f in zip(mine, judge.features(np.stack([c.truth for c in mine])))}
     for (finding, action, method), items in films.outputs.items():
         images = np.stack([image for _, image, _ in items])
         flips = in_target_state(judge, images, [case for case, _, _ in items])
         measures = [m for _, _, m in items]
-        truths = np.stack([case.truth for case, _, _ in items])
+        truths = np.stack([truth_features[(finding, action)][id(case)] for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
                "flip_rate": float(np.mean(flips)), "flip_rate_unedited": floor[(finding, action)],
                "model_target_rate": ceiling[(finding, action)],
                **{k: _aggregate([m[k] for m in measures], k in MEDIAN_MEASURES) for k in measures[0]},
-               "fid": frechet_diagonal(judge.features(images), judge.features(truths))}
+               "fid": frechet_diagonal(judge.features(images), truths)}
         rows.append(row)
     rows.sort(key=lambda r: (r["concept"], r["action"], METHODS.index(r["method"])))
     settings = {**films.settings,

@@ -394,7 +394,10 @@ def train_judge(options: JudgeOptions) -> dict:
     heldout_path = heldout_path or render_world_set(heldout_spec, progress=options.progress)
     heldout = {"heldout_report": heldout_path}
     if options.autoencoded:
-        heldout["heldout_report_autoencoded"] = _with_autoencoded([heldout_path], generator, options.progress)[1]
+        from medcf.models.data import autoencoded_world_set
+
+        heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, generator,
+                                                                      progress=options.progress)
     judge = Judge(network.cpu().eval(), options.size)
     reports = evaluate_looks(judge, heldout)
     judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,

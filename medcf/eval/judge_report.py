@@ -96,6 +96,15 @@ def sham_film(sham: str, source: np.ndarray, weight: np.ndarray, generator, seed
     return np.clip(source + weight * (changed - source), 0.0, 1.0).astype(np.float32)
 
 
+def region_weight(case, generator) -> np.ndarray:
+    """The feathered native-size weight of the region the editor would use for ``case``."""
+    from medcf.editing.regions import EditRegion
+    from medcf.editing.spec import Method
+    from medcf.eval.bench import _spec
+
+    return EditRegion.build(case.masks, _spec(case, Method.STEER, {}), tuple(generator.image_size)).native_weight
+
+
 def sham_flip_rates(judge, generator, segmenter=None, n: int = SHAM_PATIENTS, cases=None,
                     progress: bool = True) -> dict:
     """Per sham, finding and action: the share of benchmark inputs not in the target state
@@ -103,21 +112,18 @@ def sham_flip_rates(judge, generator, segmenter=None, n: int = SHAM_PATIENTS, ca
     flip (``n``). The region is the editor's for that concept."""
     from tqdm import tqdm
 
-    from medcf.editing.regions import EditRegion
-    from medcf.eval.bench import BENCH_SEED, _spec, in_target_state, render_cases
-    from medcf.editing.spec import Method
+    from medcf.eval.bench import BENCH_SEED, in_target_state, render_cases
 
     if cases is None:
         from medcf.anatomy.outputs import load_segmenter
 
         cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, segmenter or load_segmenter())
     before = in_target_state(judge, np.stack([case.source for case in cases]), cases)
+    weights = [region_weight(case, generator) for case in cases]
     counts: dict[str, dict[str, dict[str, list[int]]]] = {}
     for sham in tqdm(SHAMS, desc="sham edits", unit="sham", disable=not progress):
-        films = []
-        for case in cases:
-            region = EditRegion.build(case.masks, _spec(case, Method.STEER, {}), tuple(generator.image_size))
-            films.append(sham_film(sham.name, case.source, region.native_weight, generator, case.seed))
+        films = [sham_film(sham.name, case.source, weight, generator, case.seed)
+                 for case, weight in zip(cases, weights)]
         after = in_target_state(judge, np.stack(films), cases)
         for case, was, now in zip(cases, before, after):
             entry = counts.setdefault(sham.name, {}).setdefault(case.finding.value, {}).setdefault(
@@ -229,17 +235,14 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
 
 
 def _sham_figure(cases, generator, path) -> None:
-    from medcf.editing.regions import EditRegion
-    from medcf.editing.spec import Method
-    from medcf.eval.bench import _spec
     from medcf.viz import Tile, render_grid, save_png
 
     tiles = []
     for finding in Finding:
         case = next(c for c in cases if c.finding is finding and c.action is Action.ADD)
-        region = EditRegion.build(case.masks, _spec(case, Method.STEER, {}), tuple(generator.image_size))
+        weight = region_weight(case, generator)
         tiles.append(Tile(case.source, f"{finding.value}\ninput"))
-        tiles += [Tile(sham_film(s.name, case.source, region.native_weight, generator, case.seed), f"sham: {s.name}")
+        tiles += [Tile(sham_film(s.name, case.source, weight, generator, case.seed), f"sham: {s.name}")
                   for s in SHAMS]
     save_png(render_grid(tiles, "Sham edits in the edit region (no finding added): the judge must not call them done",
                          tile_size=150, columns=1 + len(SHAMS)), path)
