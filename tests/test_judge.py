@@ -88,7 +88,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
 def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
-    from medcf.eval.bench import run_counterfactual_suite
+    from medcf.errors import InputError
+    from medcf.eval.bench import rescore_suite, run_counterfactual_suite
     from medcf.eval.judge import build_network
     from medcf.world.ct import load_chest_ct
 
@@ -97,7 +98,8 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     judge = Judge(build_network(small).eval(), 64)  # an untrained judge: the test is about the pipeline
     ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
     result = run_counterfactual_suite(1, tmp_path / "bench", methods=["sdedit", "sdedit+mask", "steer"],
-                                      findings=(Finding.PLEURAL_EFFUSION,), judge=judge, ct=ct, progress=False)
+                                      findings=(Finding.PLEURAL_EFFUSION,), judge=judge, ct=ct, progress=False,
+                                      keep_films=tmp_path / "films")
     data = json.loads((tmp_path / "bench" / "results.json").read_text())
     keys = {"concept", "action", "method", "flip_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit"}
@@ -116,6 +118,13 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     assert by[("add", "steer")]["flip_rate_unedited"] == by[("add", "sdedit")]["flip_rate_unedited"]  # same inputs
     assert "| ALL | add | steer |" in (tmp_path / "bench" / "results.md").read_text()
     assert (tmp_path / "bench" / "examples.png").is_file() and result["settings"]["baselines"]["sdedit"]
+    # the kept films, scored again by the same judge without editing, give the same rows
+    again = rescore_suite(tmp_path / "films", tmp_path / "again", judge)
+    assert json.dumps(again["rows"]) == json.dumps(data["rows"]) and again["settings"] == data["settings"]
+    with pytest.raises(InputError, match="no suite-films.npz"):
+        rescore_suite(tmp_path / "bench", tmp_path / "third", judge)
+    with pytest.raises(InputError, match="folder of its own"):
+        run_counterfactual_suite(1, tmp_path / "same", keep_films=tmp_path / "same", judge=judge, ct=ct)
 
 
 def test_truth_gain_measures_the_share_of_the_true_change():

@@ -162,6 +162,72 @@ class SuiteFilms:
     settings: dict
 
 
+FILMS_FILE = "suite-films.npz"  # what --keep-films writes and --films reads
+FILMS_FORMAT = 1
+
+
+def _enum_value(member) -> str | None:
+    return None if member is None else member.value
+
+
+def save_suite_films(films: SuiteFilms, folder: str | Path) -> Path:
+    """Keep the suite's films, judge-free, in ``folder/suite-films.npz``, so that another
+    judge can score the same edits: an n = 10 run's edits take about 45 min on two CPU
+    cores, scoring them about one minute. Films are kept exactly as made (the judge sees what
+    the run made); the cases' anatomy masks are not kept (scoring does not use them)."""
+    from medcf.io.atomic import new_output_dir, write_new_file
+
+    out = new_output_dir(folder)
+    position = {id(case): i for i, case in enumerate(films.cases)}
+    arrays = {name: np.stack([getattr(case, name) for case in films.cases]) for name in ("source", "truth", "lesion")}
+    outputs, drawn = [], []
+    for k, ((finding, action, method), items) in enumerate(films.outputs.items()):
+        arrays[f"output_{k}"] = np.stack([image for _, image, _ in items])
+        outputs.append({"finding": finding.value, "action": action.value, "method": method,
+                        "cases": [position[id(case)] for case, _, _ in items], "measures": [m for _, _, m in items]})
+    for k, ((finding, action), images) in enumerate(films.drawn.items()):
+        arrays[f"drawn_{k}"] = np.asarray(images)
+        drawn.append({"finding": finding.value, "action": action.value})
+    cases = [{"finding": c.finding.value, "action": c.action.value, "side": _enum_value(c.side),
+              "zone": _enum_value(c.zone), "severity": _enum_value(c.severity), "seed": c.seed,
+              "view": _enum_value(c.view)} for c in films.cases]
+    record = {"format": FILMS_FORMAT, "cases": cases, "outputs": outputs, "drawn": drawn,
+              "methods": list(films.methods), "settings": films.settings}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, record=np.array(json.dumps(record)), **arrays)
+
+    return write_new_file(out / FILMS_FILE, write)
+
+
+def load_suite_films(folder: str | Path) -> SuiteFilms:
+    """The films :func:`save_suite_films` kept (``masks`` of every case is ``None``)."""
+    from medcf.vocab import Severity, ViewPosition, Zone
+
+    path = Path(folder) / FILMS_FILE
+    if not path.is_file():
+        raise InputError(f"{folder}: no {FILMS_FILE} (make one with medcf bench --keep-films)")
+    with np.load(path) as data:
+        record = json.loads(str(data["record"]))
+        if record.get("format") != FILMS_FORMAT:
+            raise InputError(f"{path}: format {record.get('format')}, this MedCF reads {FILMS_FORMAT}")
+        arrays = {name: data[name] for name in data.files if name != "record"}
+
+    def member(kind, value):
+        return None if value is None else kind(value)
+
+    cases = [Case(Finding(c["finding"]), Action(c["action"]), member(Side, c["side"]), member(Zone, c["zone"]),
+                  member(Severity, c["severity"]), c["seed"], member(ViewPosition, c["view"]),
+                  arrays["source"][i], arrays["truth"][i], None, arrays["lesion"][i])
+             for i, c in enumerate(record["cases"])]
+    outputs = {(Finding(o["finding"]), Action(o["action"]), o["method"]):
+               [(cases[i], image, measures) for i, image, measures in zip(o["cases"], arrays[f"output_{k}"], o["measures"])]
+               for k, o in enumerate(record["outputs"])}
+    drawn = {(Finding(d["finding"]), Action(d["action"])): arrays[f"drawn_{k}"] for k, d in enumerate(record["drawn"])}
+    return SuiteFilms(cases, outputs, drawn, tuple(record["methods"]), record["settings"])
+
+
 def _check_suite_options(n: int, methods, ours: dict) -> None:
     from medcf.editing.spec import EditSpec
 
@@ -282,22 +348,43 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
 
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
-                             progress: bool = True, ours: dict | None = None) -> dict:
+                             progress: bool = True, ours: dict | None = None,
+                             keep_films: str | Path | None = None) -> dict:
     """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``.
 
     ``ours``: :class:`EditSpec` fields (``depth``, ``strength``, ``energy``) for MedCF's
-    methods instead of ``medcf edit``'s defaults; the baselines keep their settings."""
-    from medcf.eval.judge import Judge
+    methods instead of ``medcf edit``'s defaults; the baselines keep their settings.
+    ``keep_films``: a folder where the films are also kept for :func:`rescore_suite`."""
     from medcf.io.atomic import new_output_dir
 
     _check_suite_options(n, methods, dict(ours or {}))
-    new_output_dir(out_dir)  # fails early, before any work, if the folder is not new or empty
-    if judge is None:
-        from medcf.bundle import bundle_path
-
-        judge = Judge.load(bundle_path("models", JUDGE_FOLDER))
+    if keep_films is not None and Path(keep_films).resolve() == Path(out_dir).resolve():
+        raise InputError("--keep-films needs a folder of its own, not --out")
+    for folder in (out_dir, keep_films):  # fail early, before any work, if a folder is not new or empty
+        if folder is not None:
+            new_output_dir(folder)
+    judge = judge or _bundle_judge()
     films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours)
+    if keep_films is not None:
+        save_suite_films(films, keep_films)
     return score_suite(films, judge, out_dir)
+
+
+def rescore_suite(films_dir: str | Path, out_dir: str | Path, judge=None) -> dict:
+    """Score films kept by ``--keep-films`` with ``judge`` (default: the bundle's), without
+    editing again; writes the same three files as :func:`run_counterfactual_suite`."""
+    from medcf.io.atomic import new_output_dir
+
+    new_output_dir(out_dir)
+    films = load_suite_films(films_dir)
+    return score_suite(films, judge or _bundle_judge(), out_dir)
+
+
+def _bundle_judge():
+    from medcf.bundle import bundle_path
+    from medcf.eval.judge import Judge
+
+    return Judge.load(bundle_path("models", JUDGE_FOLDER))
 
 
 def summary_rows(rows: list[dict]) -> list[dict]:

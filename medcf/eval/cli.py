@@ -31,15 +31,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_augmentation(args)
     if args.suite == "judge":
         return _bench_judge(args)
-    from medcf.eval.bench import run_counterfactual_suite, summary_rows
+    from medcf.eval.bench import rescore_suite, run_counterfactual_suite, summary_rows
     from medcf.eval.judge import Judge
 
     judge = Judge.load(args.judge) if args.judge else None
-    findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
-    result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
-                                      size=_or(args.size, 256), judge=judge, progress=not args.quiet,
-                                      ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength))
-                                            if v is not None})
+    if args.films:
+        result = rescore_suite(args.films, args.out, judge)
+    else:
+        findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
+        result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
+                                          size=_or(args.size, 256), judge=judge, progress=not args.quiet,
+                                          ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength))
+                                                if v is not None}, keep_films=args.keep_films)
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
               f"lungs {row['dice_lungs']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB  fid {row['fid']:.3g}  "
@@ -143,6 +146,12 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     counterfactual.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
     counterfactual.add_argument("--judge", type=Path,
                                 help="judge folder (default: the bundle's models/judge); also for --suite judge")
+    counterfactual.add_argument("--keep-films", type=Path, default=None,
+                                help="also keep every edit's film (judge-free) in this new folder, so that another "
+                                     "judge can score them later with --films (an n = 10 run: about 0.5 GB)")
+    counterfactual.add_argument("--films", type=Path, default=None,
+                                help="score films kept by --keep-films with --judge instead of editing again "
+                                     "(--n, --methods, --findings and --size come from the kept run)")
     counterfactual.add_argument("--model", type=Path, default=None,
                                 help="--suite judge: the generator to sample from (default: the bundle's)")
     counterfactual.add_argument("--depth", type=float, default=None,
