@@ -117,6 +117,7 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     assert all(r["fid"] >= 0 for r in data["rows"])
     assert by[("add", "steer")]["flip_rate_unedited"] == by[("add", "sdedit")]["flip_rate_unedited"]  # same inputs
     assert "| ALL | add | steer |" in (tmp_path / "bench" / "results.md").read_text()
+    assert "AUC not measured" in data["rows"][0]["judge_caveats"]  # an untrained judge is not trusted
     assert (tmp_path / "bench" / "examples.png").is_file() and result["settings"]["baselines"]["sdedit"]
     # the kept films, scored again by the same judge without editing, give the same rows
     again = rescore_suite(tmp_path / "films", tmp_path / "again", judge)
@@ -210,3 +211,20 @@ def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
     misses = targets_met(record)
     assert misses["heldout_report"] == ["nodule 0.9"] and len(misses["normal_sample_false_alarms"]) == 7
     assert "| pleural_effusion |" in report_markdown(record)
+
+
+def test_concept_misses_name_what_the_judge_misses_for_one_row():
+    from medcf.eval.judge_report import concept_misses
+    from medcf.vocab import Action
+
+    auc = {"pleural_effusion": 0.99, "pleural_effusion_left": 0.95, "pleural_effusion_right": 0.85, "nodule": 0.6}
+    record = {"heldout_report": {"auc": auc}, "heldout_report_autoencoded": {"auc": dict(auc, pleural_effusion=0.97)},
+              "normal_sample_false_alarms": {"rates": {"pleural_effusion": 0.03, "nodule": 0.6}},
+              "sham_flip_rate": {"rates": {"noise": {"pleural_effusion": {"add": {"flip": 0.0},
+                                                                          "remove": {"flip": 0.2}}}}}}
+    assert concept_misses(record, Finding.PLEURAL_EFFUSION, Action.ADD) == ["side AUC 0.85",
+                                                                            "side AUC autoencoded 0.85"]
+    assert concept_misses(record, Finding.PLEURAL_EFFUSION, Action.REMOVE) == ["noise sham 0.20"]
+    assert concept_misses(record, Finding.NODULE, Action.REMOVE) == ["AUC 0.60", "AUC autoencoded 0.60",
+                                                                     "false alarms 0.60"]
+    assert concept_misses({}, Finding.NODULE, Action.ADD)[0] == "AUC not measured"

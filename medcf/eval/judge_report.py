@@ -168,6 +168,39 @@ def targets_met(record: dict) -> dict[str, list[str]]:
     return misses
 
 
+def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
+    """The judge's missed targets that bear on one (finding, action) row of the
+    counterfactual suite: its AUCs (and side AUCs, for a sided finding's add), its false
+    alarms on normal samples, its sham flips for that action. Empty: the row's flip rate
+    can be read as the judge's verdict; otherwise as the judge's, with these caveats."""
+    misses = []
+    for name, short in (("heldout_report", "AUC"), ("heldout_report_autoencoded", "AUC autoencoded")):
+        aucs = record.get(name, {}).get("auc", {})
+        if finding.value not in aucs:
+            misses.append(f"{short} not measured")
+            continue
+        if aucs[finding.value] < TARGETS["auc"]:
+            misses.append(f"{short} {aucs[finding.value]:.2f}")
+        if action is Action.ADD:
+            sides = [aucs.get(f"{finding.value}_{side}") for side in ("left", "right")]
+            sides = [value for value in sides if value is not None]
+            if sides and min(sides) < TARGETS["side_auc"]:
+                misses.append(f"side {short} {min(sides):.2f}")
+    alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
+    if finding.value not in alarms:
+        misses.append("false alarms not measured")
+    elif alarms[finding.value] > TARGETS["false_alarms"]:
+        misses.append(f"false alarms {alarms[finding.value]:.2f}")
+    shams = record.get("sham_flip_rate", {}).get("rates", {})
+    if not shams:
+        misses.append("shams not measured")
+    for sham, findings in shams.items():
+        flip = findings.get(finding.value, {}).get(action.value, {}).get("flip")
+        if flip is not None and flip > TARGETS["sham_flip_rate"]:
+            misses.append(f"{sham} sham {flip:.2f}")
+    return misses
+
+
 def report_markdown(record: dict) -> str:
     """The judge's reports as Markdown tables (monai_bundle/docs/judge.md, ``medcf bench --suite judge``)."""
     lines = ["| finding | AUC renders | AUC autoencoded | left / right AUC renders | left / right AUC autoencoded "
