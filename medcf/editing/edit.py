@@ -213,9 +213,18 @@ def pass_spec(spec: EditSpec, index: int) -> EditSpec:
 
 
 def in_target_state(action: Action, score: float) -> bool:
-    """The check's verdict: add → the finding prompt explains the film better (score > 0);
-    remove → it does not."""
+    """The check's verdict on one film: add → the finding prompt explains the film better
+    (score > 0); remove → it does not."""
     return score > 0 if action is Action.ADD else score <= 0
+
+
+def target_reached(action: Action, input_score: float, output_score: float) -> bool:
+    """An edit reached its target when the output is in the target state *and* moved there
+    from the input: on a normal film that already scores above 0 for a finding (the
+    check's threshold is not fitted per finding), an added finding must raise the score
+    further, not merely keep it."""
+    moved = output_score > input_score if action is Action.ADD else output_score < input_score
+    return in_target_state(action, output_score) and moved
 
 
 @dataclass(frozen=True)
@@ -239,7 +248,7 @@ class TargetCheck:
 
     @property
     def reached(self) -> bool:
-        return in_target_state(self.action, self.output_score)
+        return target_reached(self.action, self.input_score, self.output_score)
 
     def remark(self) -> str:
         """One honest line for the panel and the log."""
@@ -258,7 +267,7 @@ class TargetCheck:
                 "input_in_target_state": self.input_in_target, "target_reached": self.reached,
                 "reliable": self.reliable, "passes": self.passes, "strength": self.strength, "depth": self.depth,
                 "rule": "score = (e_normal - e_finding) / e_normal of the model's noise prediction in the edit "
-                        "region; add: reached when > 0, remove: when <= 0"}
+                        "region; add: reached when > 0 and above the input's, remove: when <= 0 and below it"}
 
 
 class EvidenceChecker:
@@ -311,7 +320,7 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
         score = checker.score_image(result.image)
         if best is None or sign * score > sign * best_score:
             best, best_score, best_index = result, score, index
-        if in_target_state(spec.action, score):
+        if target_reached(spec.action, input_score, score):
             break
     used = pass_spec(spec, best_index)
     best.check = TargetCheck(spec.action, input_score, best_score, checker.reliable, index + 1, used.strength,
