@@ -319,6 +319,10 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     record = json.loads((out / "edit.json").read_text())
     assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] == "steer"
     assert record["extra"]["model"]["vectors_sha256"]
+    check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
+    assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)
+    assert check["passes"] == 1
+    assert check["target_reached"] == (check["output_score"] > max(0.0, check["input_score"]))
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
     again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",
                    "--out", tmp_path / "out")
@@ -410,6 +414,64 @@ def test_edit_from_report_on_nifti_writes_one_folder_per_finding(tmp_path):
     refused = _medcf("edit", nifti, "--from-report", report, "--finding", "nodule", "--action", "add",
                      "--out", tmp_path / "both")
     assert refused.returncode == 2 and "exclude each other" in refused.stderr
+
+
+# --- the model's own check and further passes ---------------------------------------------
+
+
+def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(generators, monkeypatch):
+    import medcf.editing.evidence as evidence
+    from medcf.editing.edit import pass_spec
+
+    generator = generators["medcf-default"]
+    shape = (64, 64)
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(1).standard_normal(shape), 0, 1).astype(np.float32)
+    masks = phantom_masks(shape)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method="regulated", steps=4, passes=4)
+    assert [(s.strength, s.depth) for s in map(lambda i: pass_spec(spec, i), range(4))] == \
+        [(1.0, 0.5), (1.5, 0.65), (2.25, 0.8), (3.375, 0.9)]
+    reliable = evidence.EvidenceReliability({"pleural_effusion": 0.99}, 4, {})
+    monkeypatch.setattr(evidence, "find_reliability", lambda generator: reliable)
+    scripted = iter([-0.2, -0.1, -0.03, 0.02, 0.5])  # input, then one score per pass: the third pass gets there
+    monkeypatch.setattr(evidence, "evidence_score", lambda *args, **kwargs: next(scripted))
+    result = edit(image, masks, spec, generator, progress=False)
+    assert (result.check.passes, result.check.reached, result.check.input_in_target) == (3, True, False)
+    assert (result.spec.strength, result.spec.depth) == (2.25, 0.8) and result.settings["check"]["strength"] == 2.25
+    assert "target reached after 3 passes" in result.check.remark()
+    # never reached: the pass closest to the target is kept and labelled so
+    scripted = iter([0.3, -0.2, -0.05, -0.1])
+    result = edit(image, masks, replace_spec(spec, passes=3), generator, progress=False)
+    assert (result.check.passes, result.check.reached, result.spec.strength) == (3, False, 1.5)
+    assert "NOT reached" in result.check.remark() and "the input already shows it" in result.check.remark()
+    # a finding the check cannot separate: reported, one pass only
+    monkeypatch.setattr(evidence, "find_reliability", lambda generator: None)
+    scripted = iter([-0.2, -0.1])
+    result = edit(image, masks, spec, generator, progress=False)
+    assert result.check.passes == 1 and "check unreliable" in result.check.remark()
+
+
+def replace_spec(spec, **changes):
+    from dataclasses import replace
+
+    return replace(spec, **changes)
+
+
+@needs_weights
+def test_the_models_own_check_tells_a_film_with_the_finding_from_one_without():
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.editing.edit import EvidenceChecker, prepare
+    from medcf.eval.bench import render_cases
+    from medcf.world.ct import load_chest_ct
+
+    generator = load_generator(ROOT / "monai_bundle")
+    ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
+    for finding in (Finding.PLEURAL_EFFUSION, Finding.CARDIOMEGALY):
+        add, remove = render_cases((finding,), 1, 256, 3_400_000, load_segmenter(), ct)  # seeds no other use has
+        spec = EditSpec(finding, Action.ADD, add.side, add.zone, add.severity)
+        inputs = prepare(add.source, add.masks, spec, generator, add.view)
+        checker = EvidenceChecker(inputs, spec, generator)
+        without, with_it = checker.score_image(add.source), checker.score_image(add.truth)
+        assert with_it > without, (finding, with_it, without)
 
 
 def test_blank_or_broken_inputs_are_refused_before_any_sampling(generators):

@@ -48,6 +48,10 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
     parser.add_argument("--energy", action="store_true",
                         help="add the attention-concentration latent correction to regulated additions (off by "
                              "default: it lowered fidelity on the default model, docs/editing.md)")
+    parser.add_argument("--passes", type=int, default=1,
+                        help="passes the editor may make until the model's own check finds the target state, each "
+                             "stronger (x1.5) and deeper (+0.15) than the last (1..5; default 1). The check of the "
+                             "input and of the output is reported in edit.json and on the panel either way")
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,7 +63,7 @@ def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None
 
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
                     args.severity, args.method,
-                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy)
+                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy, args.passes)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ class Inversion(StrEnum):
     DDIM = "ddim"  # deterministic DDIM inversion: approximate
 
 
+MAX_PASSES = 5
 # Findings that have no side (the editor takes the region from the organ instead).
 SIDELESS = (Finding.CARDIOMEGALY,)
 # Findings that are a whole-pleural-space process: a zone narrows only where they start.
@@ -46,7 +47,9 @@ class EditSpec:
     ``strength`` scales every method's push (1 = the documented defaults); ``steps`` is
     the number of sampling steps; ``depth`` how far back the trajectory is re-sampled
     (1 = from pure noise, 0.5 = the last half of the steps); ``energy`` adds the
-    concentration-energy latent correction to ``regulated`` additions. Defaults
+    concentration-energy latent correction to ``regulated`` additions; ``passes`` how many
+    passes the editor may make, each stronger and deeper than the last, until the model's
+    own check (:mod:`medcf.editing.evidence`) finds the target state. Defaults
     (``steer``, depth 0.5, no energy) are the editor benchmark's best on the default
     model (docs/editing.md).
     """
@@ -63,6 +66,7 @@ class EditSpec:
     depth: float = 0.5
     inversion: Inversion = Inversion.DDPM
     energy: bool = False
+    passes: int = 1
 
     def __post_init__(self) -> None:
         for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),
@@ -87,6 +91,8 @@ class EditSpec:
             raise InputError(f"--steps {self.steps} is outside 2..1000")
         if not 0.1 <= self.depth <= 1.0:
             raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
+        if not 1 <= self.passes <= MAX_PASSES:
+            raise InputError(f"--passes {self.passes} is outside 1..{MAX_PASSES}")
 
     @property
     def region_zone(self) -> Zone | None:

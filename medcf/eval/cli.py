@@ -41,7 +41,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
         result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
                                           size=_or(args.size, 256), judge=judge, progress=not args.quiet,
-                                          ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength))
+                                          ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
+                                                                ("passes", args.passes))
                                                 if v is not None}, keep_films=args.keep_films)
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
@@ -156,6 +157,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                 help="--suite judge: the generator to sample from (default: the bundle's)")
     counterfactual.add_argument("--depth", type=float, default=None,
                                 help="MedCF methods: share of the trajectory re-sampled (default: medcf edit's, 0.5)")
+    counterfactual.add_argument("--passes", type=int, default=None,
+                                help="MedCF methods: passes until the model's own check finds the target "
+                                     "(default: medcf edit's, 1)")
     counterfactual.add_argument("--strength", type=float, default=None,
                                 help="MedCF methods: scale of every push (default: medcf edit's, 1)")
     augmentation = bench.add_argument_group("augmentation suite")

@@ -1,0 +1,110 @@
+"""The model's own evidence that a film shows a finding (issue 16): the diffusion model
+used as a zero-shot classifier of two prompts.
+
+Why this check: the editor must know whether an edit reached its target — and whether
+the input was already there — without the benchmark's judge (which is an instrument for
+measuring the editor, and must never steer it). A text-conditioned diffusion model already
+holds that knowledge: noised copies of a film are denoised better under the prompt that
+describes the film (Li et al., "Your Diffusion Model is Secretly a Zero-Shot Classifier",
+ICCV 2023). MedCF compares the finding prompt ("... moderate left pleural effusion") with
+the normal prompt, on the same noise draws, inside the edit region's latent cells.
+
+``score = (e_normal − e_finding) / e_normal`` where ``e`` is the mean squared error of the
+predicted noise: above 0 the finding prompt explains the film better. The decision
+threshold is 0 — no threshold is fitted — and how far the check can be trusted per finding
+is measured on the editor's tuning patients by ``benchmarks/bench_evidence.py`` and shipped
+beside the model (``evidence.json``): a finding the model cannot draw (a small nodule at
+256²) cannot be recognised by it either, and the editor says so instead of pretending.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from medcf.models.base import Generator, TextEncoding
+from medcf.vocab import Finding
+
+EVIDENCE_FILE = "evidence.json"  # beside the model's weights: how far the check can be trusted per finding
+MIN_RELIABLE_AUC = 0.85  # below this the check's verdict is reported, not acted upon
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    """Noise levels and draws of the check. Mid-range noise levels carry the layout a
+    finding changes (high ones erase the film, low ones only its texture); four draws
+    per level keep the check's cost about that of one edit pass at depth 0.5."""
+
+    timesteps: tuple[int, ...] = (100, 250, 400, 550)
+    draws: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.timesteps or self.draws < 1:
+            raise ValueError("the evidence check needs at least one timestep and one draw")
+
+
+def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEncoding, finding: TextEncoding,
+                   mask: torch.Tensor, settings: EvidenceSettings = EvidenceSettings()) -> float:
+    """``(e_normal − e_finding) / e_normal`` inside ``mask`` (``(1, 1, h, w)`` on the latent
+    grid) for one film's latents ``(1, C, h, w)``: > 0 when the finding prompt explains the
+    film better than the normal prompt. Same noise for both prompts (a paired comparison)."""
+    from medcf.editing.inversion import _epsilon
+
+    timesteps = torch.tensor([t for t in settings.timesteps for _ in range(settings.draws)], device=latents.device)
+    count = len(timesteps)
+    noise = torch.randn((count,) + tuple(latents.shape[1:]), generator=torch.Generator().manual_seed(settings.seed))
+    noise = noise.to(latents.device, latents.dtype)
+    alphas = generator.make_scheduler("ddim").alphas_cumprod.to(latents.device, latents.dtype)[timesteps]
+    alphas = alphas.view(-1, 1, 1, 1)
+    noisy = alphas.sqrt() * latents + (1 - alphas).sqrt() * noise
+    with torch.no_grad():
+        prediction = generator.denoise(torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]),
+                                       TextEncoding.cat([normal.repeat(count), finding.repeat(count)]))
+    epsilon = _epsilon(generator, prediction, torch.cat([noisy, noisy]), torch.cat([alphas, alphas]))
+    weight = mask.to(latents.device, latents.dtype).expand_as(latents)
+    errors = (((epsilon - torch.cat([noise, noise])) ** 2) * weight).sum(dim=(1, 2, 3)) / weight.sum().clamp_min(1e-6)
+    e_normal, e_finding = errors[:count].mean(), errors[count:].mean()
+    return float((e_normal - e_finding) / e_normal.clamp_min(1e-12))
+
+
+@dataclass(frozen=True)
+class EvidenceReliability:
+    """How well the check separates films with and without each finding, measured on
+    rendered tuning patients for one model (``benchmarks/bench_evidence.py``)."""
+
+    auc: dict[str, float]
+    n: int
+    settings: dict
+    weights_sha256: str | None = None
+
+    def reliable(self, finding: Finding) -> bool:
+        return self.auc.get(finding.value, 0.0) >= MIN_RELIABLE_AUC
+
+    def save(self, path: str | Path) -> Path:
+        from medcf.io.atomic import write_new_text
+
+        return write_new_text(Path(path), json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EvidenceReliability":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls(data["auc"], data["n"], data["settings"], data.get("weights_sha256"))
+
+
+def find_reliability(generator: Generator) -> EvidenceReliability | None:
+    """The reliability shipped beside ``generator``'s weights, if it was measured for
+    these weights (a retrained model must be measured again before its check drives passes)."""
+    from medcf.editing.outputs import ModelInfo
+
+    source = Path(generator.source)
+    for path in (source / EVIDENCE_FILE, source / "models" / EVIDENCE_FILE):
+        if path.is_file():
+            reliability = EvidenceReliability.load(path)
+            if reliability.weights_sha256 != ModelInfo.of(generator, None).weights_sha256:
+                return None
+            return reliability
+    return None
