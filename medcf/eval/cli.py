@@ -92,9 +92,10 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge = train_sub.add_parser(
         "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",
         description="Train the finding judge of `medcf bench`: presence of every finding and the side of the "
-                    "main one, from simulated renders only (never generated films). Resumable (--resume), "
-                    "stops cleanly with --max-minutes; writes OUT/run (checkpoints) and OUT/judge (weights, "
-                    "held-out AUC per finding, calibrated thresholds).", epilog=EPILOG)
+                    "main one, from simulated renders and their copies through the model's autoencoder (never "
+                    "sampled or edited films). Resumable (--resume), stops cleanly with --max-minutes; writes "
+                    "OUT/run (checkpoints) and OUT/judge (weights, held-out AUC per finding, calibrated thresholds, "
+                    "false alarms on normal samples, sham flips).", epilog=EPILOG)
     judge.add_argument("--out", type=Path, required=True, help="run folder")
     judge.add_argument("--pairs", type=int, default=3000, help="training pairs rendered (default 3000)")
     judge.add_argument("--steps", type=int, default=8000, help="training steps (default 8000)")
