@@ -20,7 +20,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-TUNING_SEED = 1_100_000  # the editor's tuning patients (benchmarks/bench_editor.py)
+from medcf.eval.bench import TUNING_SEED  # the editor's tuning patients
+
 
 
 def main() -> None:

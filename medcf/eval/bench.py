@@ -45,6 +45,7 @@ from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Organ, Side
 
 BENCH_SEED = 1_400_000
+TUNING_SEED = 1_100_000  # the editor's tuning patients: where its settings are chosen (never BENCH_SEED)
 OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/

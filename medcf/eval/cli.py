@@ -41,6 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
         result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
                                           size=_or(args.size, 256), judge=judge, progress=not args.quiet,
+                                          first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
                                                                 ("passes", args.passes))
                                                 if v is not None}, keep_films=args.keep_films)
@@ -86,7 +87,7 @@ def _print_outputs(folder: str) -> int:
 
 
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
-    from medcf.eval.bench import METHODS, OURS
+    from medcf.eval.bench import BENCH_SEED, METHODS, OURS, TUNING_SEED
     from medcf.editing.baselines import BASELINES
 
     judge = train_sub.add_parser(
@@ -148,6 +149,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     counterfactual.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
     counterfactual.add_argument("--judge", type=Path,
                                 help="judge folder (default: the bundle's models/judge); also for --suite judge")
+    counterfactual.add_argument("--first-seed", type=int, default=BENCH_SEED,
+                                help=f"first patient seed (default {BENCH_SEED}, the benchmark's own patients, for "
+                                     f"reporting; choose settings on the editor's tuning patients, {TUNING_SEED})")
     counterfactual.add_argument("--keep-films", type=Path, default=None,
                                 help="also keep every edit's film (judge-free) in this new folder, so that another "
                                      "judge can score them later with --films (an n = 10 run: about 0.5 GB)")
