@@ -377,8 +377,9 @@ def test_demo_adds_then_removes_and_says_where(tmp_path):
     done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
     lines = dict(line.split(": ", 1) for line in done.stdout.strip().splitlines())
-    assert set(lines) == {"add_panel", "add_dicom", "remove_panel", "remove_dicom"}
-    assert all(Path(p).is_file() for p in lines.values())
+    assert set(lines) == {"add_panel", "add_dicom", "add_check", "remove_panel", "remove_dicom", "remove_check"}
+    assert all(Path(lines[k]).is_file() for k in lines if not k.endswith("_check"))
+    assert all(lines[k].startswith("model check: target ") for k in ("add_check", "remove_check"))
 
 
 def test_steer_vectors_cli_writes_a_file(tmp_path):

@@ -151,9 +151,10 @@ def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | Non
 
 
 def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "steer",
-             progress: bool = True) -> dict[str, Path]:
+             progress: bool = True) -> dict[str, Path | str]:
     """The main job on the committed sample study: add a moderate left pleural effusion,
-    then remove it again from the counterfactual (read back from its DICOM file)."""
+    then remove it again from the counterfactual (read back from its DICOM file). Returns
+    the panels and DICOM files, and the model's own verdict on each edit."""
     from medcf.io.atomic import new_output_dir
 
     study = Path(study) if study else Path(__file__).resolve().parents[1] / "data" / "sample_study"
@@ -163,8 +164,9 @@ def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str =
     added = edit_file(study, [spec], out / "add", editor, progress, command="medcf demo")[0]
     removed = edit_file(added.files["dicom"], [replace(spec, action=Action.REMOVE)], out / "remove", editor,
                         progress, command="medcf demo")[0]
-    return {"add_panel": added.files["panel"], "add_dicom": added.files["dicom"],
-            "remove_panel": removed.files["panel"], "remove_dicom": removed.files["dicom"]}
+    return {"add_panel": added.files["panel"], "add_dicom": added.files["dicom"], "add_check": added.check,
+            "remove_panel": removed.files["panel"], "remove_dicom": removed.files["dicom"],
+            "remove_check": removed.check}
 
 
 def parse_seed_range(text: str) -> tuple[int, int]:

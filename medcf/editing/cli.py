@@ -93,6 +93,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         for name in ("dicom", "image", "panel", "provenance"):
             if name in output.files:
                 print(output.files[name])
+        if output.check:
+            print(output.check)
     return 0
 
 
@@ -120,8 +122,8 @@ def cmd_steer_vectors(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from medcf.editing.api import run_demo
 
-    for name, path in run_demo(args.out, progress=not args.quiet).items():
-        print(f"{name}: {path}")
+    for name, value in run_demo(args.out, progress=not args.quiet).items():
+        print(f"{name}: {value}")
     return 0
 
 

@@ -53,6 +53,7 @@ class ModelInfo:
 class EditOutputs:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
+    check: str | None = None  # the model's own verdict, one line (TargetCheck.remark)
 
 
 def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
@@ -95,7 +96,7 @@ def write_edit(image: InputImage, masks: AnatomyMasks, counterfactual: Counterfa
     from medcf.viz import save_png
 
     out = new_output_dir(out_dir)
-    result = EditOutputs(out)
+    result = EditOutputs(out, check=counterfactual.check.remark() if counterfactual.check is not None else None)
     provenance = provenance_for(counterfactual, model, command, extra)
     affine = image.affine if image.affine is not None else radiograph_affine(image.spacing_mm)
     if image.format is InputFormat.DICOM:
