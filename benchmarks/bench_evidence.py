@@ -52,7 +52,7 @@ def main() -> None:
         inputs = prepare(case.source, case.masks, spec, editor.generator, case.view)
         checker = EvidenceChecker(inputs, spec, editor.generator)
         tick = time.perf_counter()
-        score = checker.score(inputs.z0)
+        score = checker.score(inputs.z0).value
         seconds.append(time.perf_counter() - tick)
         scores.setdefault(case.finding.value, []).append((case.action is Action.REMOVE, score))  # remove: has it
     aucs = {}

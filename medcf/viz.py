@@ -41,8 +41,9 @@ def _thumbnail(image: np.ndarray, size: int) -> "Image.Image":  # noqa: F821
 
 
 def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns: int = 4,
-                footer: str = RESEARCH_ONLY_NOTICE) -> "Image.Image":  # noqa: F821
-    """Lay ``tiles`` out on a dark sheet with a title, captions and a footer."""
+                footer: str = RESEARCH_ONLY_NOTICE, note: str | None = None) -> "Image.Image":  # noqa: F821
+    """Lay ``tiles`` out on a dark sheet with a title, captions, an optional one-line
+    ``note`` (e.g. whether an edit reached its target) and a footer."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not tiles:
@@ -53,7 +54,8 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
     rows = (len(tiles) + columns - 1) // columns
     pad, caption_h, header_h, footer_h = 10, 40, 36, 28
     width = columns * (tile_size + pad) + pad
-    height = header_h + rows * (tile_size + caption_h + pad) + footer_h
+    note_h = 22 if note else 0
+    height = header_h + rows * (tile_size + caption_h + pad) + note_h + footer_h
     sheet = Image.new("RGB", (width, height), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
     draw.text((pad, 8), title, fill=(235, 235, 235), font=title_font)
@@ -69,6 +71,8 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
                            outline=(255, 196, 0), width=3)
         for line_no, line in enumerate(tile.caption.splitlines()[:2]):
             draw.text((x, y + tile_size + 4 + 17 * line_no), line, fill=(220, 220, 220), font=font)
+    if note:
+        draw.text((pad, height - footer_h - note_h + 6), note, fill=(255, 214, 90), font=font)
     draw.text((pad, height - footer_h + 6), footer, fill=(255, 140, 120), font=font)
     return sheet
 

@@ -322,7 +322,7 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
     assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)
     assert check["passes"] == 1
-    assert check["target_reached"] == (check["output_score"] > max(0.0, check["input_score"]))
+    assert check["target_reached"] == (check["output_score"] > max(2 * check["output_stderr"], check["input_score"]))
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
     again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",
                    "--out", tmp_path / "out")
@@ -434,7 +434,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     reliable = evidence.EvidenceReliability({"pleural_effusion": 0.99}, 4, {})
     monkeypatch.setattr(evidence, "find_reliability", lambda generator: reliable)
     scripted = iter([-0.2, -0.1, -0.03, 0.02, 0.5])  # input, then one score per pass: the third pass gets there
-    monkeypatch.setattr(evidence, "evidence_score", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(evidence, "evidence_score", lambda *args, **kwargs: evidence.EvidenceScore(next(scripted), 0.0))
     result = edit(image, masks, spec, generator, progress=False)
     assert (result.check.passes, result.check.reached, result.check.input_in_target) == (3, True, False)
     assert (result.spec.strength, result.spec.depth) == (2.25, 0.8) and result.settings["check"]["strength"] == 2.25
@@ -444,6 +444,8 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     result = edit(image, masks, replace_spec(spec, passes=3), generator, progress=False)
     assert (result.check.passes, result.check.reached, result.spec.strength) == (3, False, 1.5)
     assert "NOT reached" in result.check.remark() and "the input already shows it" in result.check.remark()
+    # a score within the check's own noise is not a finding
+    assert not evidence.EvidenceScore(6e-5, 1e-3).finding_like and evidence.EvidenceScore(0.03, 0.01).finding_like
     # a finding the check cannot separate: reported, one pass only
     monkeypatch.setattr(evidence, "find_reliability", lambda generator: None)
     scripted = iter([-0.2, -0.1])
@@ -472,7 +474,8 @@ def test_the_models_own_check_tells_a_film_with_the_finding_from_one_without():
         inputs = prepare(add.source, add.masks, spec, generator, add.view)
         checker = EvidenceChecker(inputs, spec, generator)
         without, with_it = checker.score_image(add.source), checker.score_image(add.truth)
-        assert with_it > without, (finding, with_it, without)
+        assert with_it.value > without.value and with_it.finding_like, (finding, with_it, without)
+        assert not without.finding_like, (finding, without)
 
 
 def test_blank_or_broken_inputs_are_refused_before_any_sampling(generators):

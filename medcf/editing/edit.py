@@ -17,6 +17,7 @@ import torch
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.control import AttentionController, ControlMethod
 from medcf.editing.energy import ConcentrationEnergy
+from medcf.editing.evidence import EvidenceScore
 from medcf.editing.inversion import Trajectory, ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import EditRegion, resize_image
 from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
@@ -212,18 +213,19 @@ def pass_spec(spec: EditSpec, index: int) -> EditSpec:
                    depth=max(spec.depth, min(MAX_DEPTH, spec.depth + PASS_DEPTH * index)))
 
 
-def in_target_state(action: Action, score: float) -> bool:
-    """The check's verdict on one film: add → the finding prompt explains the film better
-    (score > 0); remove → it does not."""
-    return score > 0 if action is Action.ADD else score <= 0
+def in_target_state(action: Action, score: EvidenceScore) -> bool:
+    """The check's verdict on one film: add → the finding prompt explains the film better,
+    beyond the check's own noise; remove → it does not."""
+    return score.finding_like if action is Action.ADD else not score.finding_like
 
 
-def target_reached(action: Action, input_score: float, output_score: float) -> bool:
+def target_reached(action: Action, input_score: EvidenceScore, output_score: EvidenceScore) -> bool:
     """An edit reached its target when the output is in the target state *and* moved there
     from the input: on a normal film that already scores above 0 for a finding (the
     check's threshold is not fitted per finding), an added finding must raise the score
     further, not merely keep it."""
-    moved = output_score > input_score if action is Action.ADD else output_score < input_score
+    moved = (output_score.value > input_score.value if action is Action.ADD
+             else output_score.value < input_score.value)
     return in_target_state(action, output_score) and moved
 
 
@@ -235,8 +237,8 @@ class TargetCheck:
     MIN_RELIABLE_AUC); when it does not, the verdicts are reported but do not drive passes."""
 
     action: Action
-    input_score: float
-    output_score: float
+    input_score: EvidenceScore
+    output_score: EvidenceScore
     reliable: bool
     passes: int
     strength: float
@@ -252,22 +254,24 @@ class TargetCheck:
 
     def remark(self) -> str:
         """One honest line for the panel and the log."""
-        state = "shows" if self.action is Action.ADD else "is without"
         words = [f"model check: target {'reached' if self.reached else 'NOT reached'} "
                  f"after {self.passes} pass{'es' if self.passes > 1 else ''} (strength {self.strength:g}, "
                  f"depth {self.depth:g})"]
         if self.input_in_target:
-            words.append(f"the input already {state} it")
+            words.append("the input already shows it" if self.action is Action.ADD
+                         else "the input is already without it")
         if not self.reliable:
             words.append("check unreliable for this finding")
         return "; ".join(words)
 
     def to_dict(self) -> dict:
-        return {"input_score": round(self.input_score, 5), "output_score": round(self.output_score, 5),
+        return {"input_score": round(self.input_score.value, 5), "input_stderr": round(self.input_score.stderr, 5),
+                "output_score": round(self.output_score.value, 5), "output_stderr": round(self.output_score.stderr, 5),
                 "input_in_target_state": self.input_in_target, "target_reached": self.reached,
                 "reliable": self.reliable, "passes": self.passes, "strength": self.strength, "depth": self.depth,
                 "rule": "score = (e_normal - e_finding) / e_normal of the model's noise prediction in the edit "
-                        "region; add: reached when > 0 and above the input's, remove: when <= 0 and below it"}
+                        "region, over 16 noise draws; add: reached when above 2 standard errors and above the "
+                        "input's, remove: when not above 2 standard errors and below the input's"}
 
 
 class EvidenceChecker:
@@ -286,10 +290,10 @@ class EvidenceChecker:
         reliability = find_reliability(generator)
         self.reliable = reliability is not None and reliability.reliable(spec.finding)
 
-    def score(self, latents: torch.Tensor) -> float:
+    def score(self, latents: torch.Tensor) -> EvidenceScore:
         return self._score(self.generator, latents, self.normal, self.finding, self.mask)
 
-    def score_image(self, image: np.ndarray) -> float:
+    def score_image(self, image: np.ndarray) -> EvidenceScore:
         """The check on what is written: the native output, at the model's working size."""
         with torch.no_grad():
             latents = self.generator.encode_images(resize_image(image, self.inputs.small.shape))
@@ -313,12 +317,12 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     checker = EvidenceChecker(inputs, spec, generator)
     input_score = checker.score(inputs.z0)
     sign = 1.0 if spec.action is Action.ADD else -1.0
-    best, best_score, best_index = None, -np.inf, 0
+    best, best_score, best_index = None, None, 0
     passes = spec.passes if checker.reliable else 1
     for index in range(passes):
         result = _edit_pass(inputs, pass_spec(spec, index), generator, vectors, progress)
         score = checker.score_image(result.image)
-        if best is None or sign * score > sign * best_score:
+        if best is None or sign * score.value > sign * best_score.value:
             best, best_score, best_index = result, score, index
         if target_reached(spec.action, input_score, score):
             break

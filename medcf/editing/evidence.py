@@ -47,11 +47,29 @@ class EvidenceSettings:
             raise ValueError("the evidence check needs at least one timestep and one draw")
 
 
+SIGNIFICANCE = 2.0  # standard errors over the noise draws: a score within them is the draws' noise
+
+
+@dataclass(frozen=True)
+class EvidenceScore:
+    """The check's score and its standard error over the noise draws."""
+
+    value: float
+    stderr: float
+
+    @property
+    def finding_like(self) -> bool:
+        """The finding prompt explains the film better, beyond the check's own noise (on the
+        demo's film an added effusion scored 6e-5 ± 1e-3: not evidence of anything)."""
+        return self.value > SIGNIFICANCE * self.stderr
+
+
 def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEncoding, finding: TextEncoding,
-                   mask: torch.Tensor, settings: EvidenceSettings = EvidenceSettings()) -> float:
+                   mask: torch.Tensor, settings: EvidenceSettings = EvidenceSettings()) -> EvidenceScore:
     """``(e_normal − e_finding) / e_normal`` inside ``mask`` (``(1, 1, h, w)`` on the latent
-    grid) for one film's latents ``(1, C, h, w)``: > 0 when the finding prompt explains the
-    film better than the normal prompt. Same noise for both prompts (a paired comparison)."""
+    grid) for one film's latents ``(1, C, h, w)``, with its standard error over the draws:
+    > 0 when the finding prompt explains the film better than the normal prompt. Same
+    noise for both prompts (a paired comparison)."""
     from medcf.editing.inversion import _epsilon
 
     timesteps = torch.tensor([t for t in settings.timesteps for _ in range(settings.draws)], device=latents.device)
@@ -67,8 +85,9 @@ def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEnco
     epsilon = _epsilon(generator, prediction, torch.cat([noisy, noisy]), torch.cat([alphas, alphas]))
     weight = mask.to(latents.device, latents.dtype).expand_as(latents)
     errors = (((epsilon - torch.cat([noise, noise])) ** 2) * weight).sum(dim=(1, 2, 3)) / weight.sum().clamp_min(1e-6)
-    e_normal, e_finding = errors[:count].mean(), errors[count:].mean()
-    return float((e_normal - e_finding) / e_normal.clamp_min(1e-12))
+    drops = (errors[:count] - errors[count:]) / errors[:count].mean().clamp_min(1e-12)  # one per draw
+    stderr = float(drops.std() / count ** 0.5) if count > 1 else 0.0
+    return EvidenceScore(float(drops.mean()), stderr)
 
 
 @dataclass(frozen=True)

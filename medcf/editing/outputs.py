@@ -67,12 +67,11 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
     roi[edge] = (1.0, 0.85, 0.0)
     change = float(np.abs(cf.difference).max())
     gain = float(np.clip(0.45 / change, 1.0, 50.0)) if change > 0 else 1.0  # the largest change near full scale
-    checked = "\n" + cf.check.remark().replace("; ", "\n") if cf.check is not None else ""
-    tiles = [Tile(cf.source, "input"),
-             Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}{checked}"),
+    tiles = [Tile(cf.source, "input"), Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}"),
              Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
              Tile(roi, "edit region (yellow), lungs, heart")]
-    return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})")
+    note = cf.check.remark() if cf.check is not None else None
+    return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})", note=note)
 
 
 def provenance_for(counterfactual: Counterfactual, model: ModelInfo, command: str | None = None,

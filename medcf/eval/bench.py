@@ -225,7 +225,8 @@ def load_suite_films(folder: str | Path) -> SuiteFilms:
                   arrays["source"][i], arrays["truth"][i], None, arrays["lesion"][i])
              for i, c in enumerate(record["cases"])]
     outputs = {(Finding(o["finding"]), Action(o["action"]), o["method"]):
-               [(cases[i], image, measures) for i, image, measures in zip(o["cases"], arrays[f"output_{k}"], o["measures"])]
+               [(cases[i], image, measures)
+                for i, image, measures in zip(o["cases"], arrays[f"output_{k}"], o["measures"])]
                for k, o in enumerate(record["outputs"])}
     drawn = {(Finding(d["finding"]), Action(d["action"])): arrays[f"drawn_{k}"] for k, d in enumerate(record["drawn"])}
     return SuiteFilms(cases, outputs, drawn, tuple(record["methods"]), record["settings"])
