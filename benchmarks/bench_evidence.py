@@ -23,7 +23,6 @@ import torch
 from medcf.eval.bench import TUNING_SEED  # the editor's tuning patients
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=8, help="patients per finding (default 8)")
@@ -39,8 +38,8 @@ def main() -> None:
     from medcf.editing.evidence import MIN_RELIABLE_AUC, EvidenceReliability, EvidenceSettings
     from medcf.eval.bench import _spec, render_cases
     from medcf.eval.judge import auc
-    from medcf.editing.outputs import ModelInfo
     from medcf.editing.spec import Method
+    from medcf.editing.steering import denoiser_fingerprint
     from medcf.vocab import Action, Finding
 
     editor = load_editor()
@@ -67,7 +66,7 @@ def main() -> None:
     if args.write:
         record = EvidenceReliability(aucs, args.n, {**asdict(EvidenceSettings()), "patients_seed": TUNING_SEED,
                                                     "films_per_finding": 2 * args.n},
-                                     ModelInfo.of(editor.generator, None).weights_sha256)
+                                     denoiser_fingerprint(editor.generator))
         print(record.save(args.write))
 
 

@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -431,7 +432,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method="regulated", steps=4, passes=4)
     assert [(s.strength, s.depth) for s in map(lambda i: pass_spec(spec, i), range(4))] == \
         [(1.0, 0.5), (1.5, 0.65), (2.25, 0.8), (3.375, 0.9)]
-    reliable = evidence.EvidenceReliability({"pleural_effusion": 0.99}, 4, {})
+    reliable = evidence.EvidenceReliability({"pleural_effusion": 0.99}, 4, {}, "any denoiser")
     monkeypatch.setattr(evidence, "find_reliability", lambda generator: reliable)
     scripted = iter([-0.2, -0.1, -0.03, 0.02, 0.5])  # input, then one score per pass: the third pass gets there
     monkeypatch.setattr(evidence, "evidence_score", lambda *args, **kwargs: evidence.EvidenceScore(next(scripted), 0.0))
@@ -441,7 +442,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     assert "target reached after 3 passes" in result.check.remark()
     # never reached: the pass closest to the target is kept and labelled so
     scripted = iter([0.3, -0.2, -0.05, -0.1])
-    result = edit(image, masks, replace_spec(spec, passes=3), generator, progress=False)
+    result = edit(image, masks, replace(spec, passes=3), generator, progress=False)
     assert (result.check.passes, result.check.reached, result.spec.strength) == (3, False, 1.5)
     assert "NOT reached" in result.check.remark() and "the input already shows it" in result.check.remark()
     # a score within the check's own noise is not a finding
@@ -451,12 +452,6 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     scripted = iter([-0.2, -0.1])
     result = edit(image, masks, spec, generator, progress=False)
     assert result.check.passes == 1 and "check unreliable" in result.check.remark()
-
-
-def replace_spec(spec, **changes):
-    from dataclasses import replace
-
-    return replace(spec, **changes)
 
 
 @needs_weights

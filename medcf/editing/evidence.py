@@ -20,6 +20,7 @@ beside the model (``evidence.json``): a finding the model cannot draw (a small n
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,12 +94,14 @@ def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEnco
 @dataclass(frozen=True)
 class EvidenceReliability:
     """How well the check separates films with and without each finding, measured on
-    rendered tuning patients for one model (``benchmarks/bench_evidence.py``)."""
+    rendered tuning patients for one denoiser (``benchmarks/bench_evidence.py``);
+    ``denoiser_sha256`` is :func:`medcf.editing.steering.denoiser_fingerprint`, the same
+    identity the steering vectors are tied to."""
 
     auc: dict[str, float]
     n: int
     settings: dict
-    weights_sha256: str | None = None
+    denoiser_sha256: str
 
     def reliable(self, finding: Finding) -> bool:
         return self.auc.get(finding.value, 0.0) >= MIN_RELIABLE_AUC
@@ -111,19 +114,23 @@ class EvidenceReliability:
     @classmethod
     def load(cls, path: str | Path) -> "EvidenceReliability":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(data["auc"], data["n"], data["settings"], data.get("weights_sha256"))
+        return cls(data["auc"], data["n"], data["settings"], data["denoiser_sha256"])
+
+
+_RELIABILITY: "weakref.WeakKeyDictionary[Generator, EvidenceReliability | None]" = weakref.WeakKeyDictionary()
 
 
 def find_reliability(generator: Generator) -> EvidenceReliability | None:
-    """The reliability shipped beside ``generator``'s weights, if it was measured for
-    these weights (a retrained model must be measured again before its check drives passes)."""
-    from medcf.editing.outputs import ModelInfo
+    """The reliability shipped beside ``generator``'s weights, if it was measured for this
+    denoiser (a retrained model must be measured again before its check drives passes).
+    Looked up once per loaded generator: the fingerprint hashes every parameter."""
+    if generator not in _RELIABILITY:
+        from medcf.editing.steering import denoiser_fingerprint
 
-    source = Path(generator.source)
-    for path in (source / EVIDENCE_FILE, source / "models" / EVIDENCE_FILE):
-        if path.is_file():
-            reliability = EvidenceReliability.load(path)
-            if reliability.weights_sha256 != ModelInfo.of(generator, None).weights_sha256:
-                return None
-            return reliability
-    return None
+        source = Path(generator.source)
+        path = next((p for p in (source / EVIDENCE_FILE, source / "models" / EVIDENCE_FILE) if p.is_file()), None)
+        reliability = EvidenceReliability.load(path) if path is not None else None
+        if reliability is not None and reliability.denoiser_sha256 != denoiser_fingerprint(generator):
+            reliability = None
+        _RELIABILITY[generator] = reliability
+    return _RELIABILITY[generator]

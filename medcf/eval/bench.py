@@ -371,7 +371,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     for folder in (out_dir, keep_films):  # fail early, before any work, if a folder is not new or empty
         if folder is not None:
             new_output_dir(folder)
-    judge = judge or _bundle_judge()
+    judge = judge or bundle_judge()
     films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours)
     if keep_films is not None:
         save_suite_films(films, keep_films)
@@ -385,10 +385,10 @@ def rescore_suite(films_dir: str | Path, out_dir: str | Path, judge=None) -> dic
 
     new_output_dir(out_dir)
     films = load_suite_films(films_dir)
-    return score_suite(films, judge or _bundle_judge(), out_dir)
+    return score_suite(films, judge or bundle_judge(), out_dir)
 
 
-def _bundle_judge():
+def bundle_judge():
     from medcf.bundle import bundle_path
     from medcf.eval.judge import Judge
 

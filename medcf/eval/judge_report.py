@@ -238,9 +238,9 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
     from pathlib import Path
 
     from medcf.anatomy.outputs import load_segmenter
-    from medcf.bundle import bundle_path, bundle_root
+    from medcf.bundle import bundle_root
     from medcf.errors import InputError
-    from medcf.eval.bench import BENCH_SEED, JUDGE_FOLDER, render_cases
+    from medcf.eval.bench import BENCH_SEED, bundle_judge, render_cases
     from medcf.eval.judge import Judge
     from medcf.io.atomic import new_output_dir, write_new_text
     from medcf.models.loaders import load_generator
@@ -249,7 +249,7 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
     if n < 1:
         raise InputError("--n must be at least 1")
     out = new_output_dir(out_dir)
-    judge = Judge.load(judge_folder or bundle_path("models", JUDGE_FOLDER))
+    judge = Judge.load(judge_folder) if judge_folder else bundle_judge()
     generator = load_generator(model or bundle_root())
     cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, load_segmenter())
     record = {"heldout_report": judge.record.get("heldout_report", {}),
