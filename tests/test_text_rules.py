@@ -136,6 +136,28 @@ def test_a_hedge_that_contains_a_terminator_still_hedges(reader, text, finding) 
     assert [(m.present, m.uncertain) for m in found(reader, text, finding)] == [(True, True)]
 
 
+@pytest.mark.parametrize("text,finding", [
+    # every form of a hedge verb hedges (issue 23: "suggests" did, "suggest" did not)
+    ("Hilar calcifications suggest prior granulomatous disease.", "granuloma"),
+    # an adverb inside an exclusion hedge leaves it a hedge
+    ("A small left pleural effusion cannot be entirely excluded.", "pleural_effusion"),
+    ("Early pneumonia cannot be completely ruled out.", "pneumonia"),
+    ("A tiny right effusion would be difficult to exclude.", "pleural_effusion"),
+    # a possibility, a doubt, a consideration
+    ("Findings raise the possibility of mild pulmonary edema.", "edema"),
+    ("A left pleural effusion is doubtful.", "pleural_effusion"),
+    ("Considerations include atelectasis or pneumonia.", "pneumonia"),
+    ("Right basilar atelectasis is favored.", "atelectasis"),
+])
+def test_hedge_variants_hedge(reader, text, finding) -> None:
+    assert [(m.present, m.uncertain) for m in found(reader, text, finding)] == [(True, True)]
+
+
+def test_partial_resolution_is_still_present(reader) -> None:
+    text = "Partial resolution of the left pleural effusion."
+    assert [(m.present, m.uncertain) for m in found(reader, text, "pleural_effusion")] == [(True, False)]
+
+
 def test_age_indeterminate_fracture_is_certain(reader) -> None:
     assert [(m.present, m.uncertain) for m in found(reader, "Age-indeterminate fracture of the right 9th rib.",
                                                     "fracture")] == [(True, False)]

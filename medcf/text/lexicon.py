@@ -141,14 +141,39 @@ LINKING = frozenset({"likely", "represent", "represents", "representing", "consi
 
 # --- ConText cue lists (negspacy termsets) ---------------------------------------------------
 
+#: Adverbs radiologists put inside an exclusion hedge ("cannot be entirely excluded"). The hedge
+#: is the same with or without them; a cue list that only has the bare form reads the longer one
+#: as certain, or even as absent ("cannot be completely ruled out" ends in the negation "ruled out").
+_HEDGE_ADVERBS = ("entirely", "completely", "totally", "definitely", "definitively", "fully", "absolutely")
+
+
+def _with_adverbs(phrases: tuple[str, ...]) -> list[str]:
+    """Each "cannot be excluded"-style phrase, bare and with an adverb before its last word."""
+    out = []
+    for phrase in phrases:
+        head, last = phrase.rsplit(" ", 1)
+        if last == "out":  # "ruled out": the adverb goes before the verb
+            head, last = phrase.rsplit(" ", 2)[0], " ".join(phrase.split()[-2:])
+        out += [phrase, *(f"{head} {adverb} {last}" for adverb in _HEDGE_ADVERBS)]
+    return out
+
+
+#: "X cannot be excluded" and its kin, hedges that follow the finding. In the negation table they
+#: are pseudo-negations (the "not"/"ruled out" inside them does not negate); in the uncertainty
+#: table they hedge.
+_EXCLUSION_HEDGES = _with_adverbs(("cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
+                                   "cannot be ruled out", "can not be ruled out", "not ruled out",
+                                   "not be ruled out"))
+
 NEGATION_TERMSET: dict[str, list[str]] = {
     "pseudo_negations": [
         "no change", "no significant change", "no interval change", "no definite change", "not change",
         "no increase", "not only", "no new", "without change", "not significantly changed",
-        "cannot exclude", "can not exclude", "cannot be excluded", "can not be excluded", "not excluded",
-        "not be excluded", "cannot rule out", "can not rule out", "cannot be ruled out", "not ruled out",
-        "not be ruled out", "not entirely excluded", "difficult to exclude", "no longer", "not well",
+        "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
+        *_EXCLUSION_HEDGES, "difficult to exclude", "no longer", "not well",
         "not clearly", "not certain", "not definitely",
+        # partly gone is still there: "partial resolution of the effusion" is an effusion
+        "partial resolution of", "partially resolved", "incomplete resolution of",
     ],
     "preceding_negations": [
         "no", "not", "without", "absent", "absence of", "negative for", "free of", "clear of",
@@ -185,7 +210,9 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
     "preceding_negations": [
         "possible", "possibly", "probable", "probably", "likely", "most likely", "may", "might", "could",
         "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
-        "suggestive of", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
+        # every form of the verb: "calcifications suggest a previous granulomatous process" hedges
+        # as "suggests" does
+        "suggestive of", "suggest", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
         "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "difficult to exclude",
         "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
         "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
@@ -195,11 +222,15 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "possibly compatible with", "possibly consistent with", "probably consistent with",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
         "rule out", "question", "?",
+        # a possibility, a doubt or a consideration is not an observation
+        "possibility of", "the possibility", "doubtful for", "consider", "considerations include",
+        "considerations would include", "consideration of",
     ],
     "following_negations": [
-        "cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
-        "cannot be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
-        "is likely", "are likely", "is suspected", "are suspected", "not entirely excluded", "?",
+        *_EXCLUSION_HEDGES, "difficult to exclude", "hard to exclude", "difficult to rule out",
+        "is doubtful", "are doubtful", "is a consideration", "is favored", "are favored",
+        "is possible", "are possible",
+        "is likely", "are likely", "is suspected", "are suspected", "?",
         "versus", "vs", "is questioned", "not certain", "less likely", "unlikely",
     ],
     "termination": [
