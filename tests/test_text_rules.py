@@ -200,6 +200,16 @@ def test_vocabulary(reader, text, finding) -> None:
     assert [m.finding for m in reader.parse(text)] == [finding]
 
 
+@pytest.mark.parametrize("text,present", [
+    ("Impacted subcapital fracture of the left hip.", False),
+    ("Pelvis: no acute fracture; old fracture of the right femur.", False),
+    ("Old healed fractures of the right 5th and 6th ribs.", True),
+    ("Fracture of the left humeral neck.", True),  # the shoulder is on the chest film
+])
+def test_a_fracture_outside_the_chest_is_not_a_chest_finding(reader, text, present) -> None:
+    assert any(m.present for m in found(reader, text, "fracture")) is present
+
+
 # --- baseline and scorer ---------------------------------------------------------------------
 
 def test_baseline_reads_synonyms_and_skips_the_indication() -> None:

@@ -83,6 +83,23 @@ LUNG_PLACE_WORDS = frozenset({
     "airspace", "parenchyma", "parenchymal", "rul", "rml", "rll", "lul", "lll",
 })
 
+#: Bones a chest radiograph does not show. Reports sometimes cover several exams ("Pelvis and left
+#: hip: ... fracture"); a fracture whose sentence names only such a bone is not a finding of the
+#: chest image (issue 23). Shoulder, humerus, clavicle, scapula, ribs, sternum and spine are in
+#: the chest film and stay.
+NON_CHEST_BONE_WORDS = frozenset({
+    "hip", "hips", "femur", "femoral", "femoris", "subcapital", "intertrochanteric", "trochanteric", "pelvis",
+    "pelvic", "acetabulum", "acetabular", "pubic", "ischial", "iliac", "sacrum", "sacral", "coccyx", "knee",
+    "patella", "tibia", "tibial", "fibula", "fibular", "ankle", "foot", "feet", "toe", "calcaneus", "wrist",
+    "hand", "finger", "radius", "radial", "ulna", "ulnar", "elbow", "forearm", "skull", "mandible", "facial",
+    "nasal", "orbital",
+})
+CHEST_BONE_WORDS = frozenset({
+    "rib", "ribs", "clavicle", "clavicles", "clavicular", "scapula", "scapulae", "scapular", "sternum",
+    "sternal", "humerus", "humeral", "shoulder", "shoulders", "spine", "spinal", "vertebra", "vertebrae",
+    "vertebral", "thoracic", "costal", "chest",
+})
+
 # --- modifiers: token (lower case) -> value -------------------------------------------------
 
 SIDE_WORDS: dict[str, Side] = {

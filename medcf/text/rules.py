@@ -28,10 +28,12 @@ from collections.abc import Iterable, Iterator
 from medcf.text.lexicon import (
     ANAPHORA_PHRASES,
     ANAPHORA_WORDS,
+    CHEST_BONE_WORDS,
     FINDING_PHRASES,
     LUNG_PLACE_WORDS,
     NEGATION_TERMSET,
     NO_LOCATION,
+    NON_CHEST_BONE_WORDS,
     UNCERTAINTY_TERMSET,
 )
 from medcf.text.modifiers import Attributes, sentence_attributes
@@ -105,6 +107,12 @@ def _anaphoric(words: list[str]) -> bool:
     return bool(words) and (words[0] in ANAPHORA_WORDS or " ".join(words[:2]) in ANAPHORA_PHRASES)
 
 
+def _outside_the_chest(words: list[str]) -> bool:
+    """The sentence names only bones a chest radiograph does not show ("subcapital fracture of the
+    left hip"): its fracture belongs to another exam of the same report, not to this image."""
+    return not NON_CHEST_BONE_WORDS.isdisjoint(words) and CHEST_BONE_WORDS.isdisjoint(words)
+
+
 def _doc_mentions(doc) -> list[Mention]:
     mentions = []
     antecedent: Attributes | None = None  # the last placed finding of the previous sentence
@@ -127,6 +135,8 @@ def _doc_mentions(doc) -> list[Mention]:
         for ent, attrs in zip(ents, found):
             if _DENSITY.match(ent.text) and not lung_sentence:
                 continue  # "density over the heart / a rib": not a lung opacity
+            if ent.label_ == ReportFinding.FRACTURE and _outside_the_chest(words):
+                continue  # "fracture of the left hip": another exam, not this chest image
             negated = bool(ent._.negex) or any(t.lower_ in _INNER_NEGATION for t in ent)
             names = [ent.label_]
             if ent.label_ == ReportFinding.OPACITY and ent.start > sent.start and doc[ent.start - 1].lower_ == "nodular":
