@@ -69,6 +69,16 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
     F.COPD: ("copd", "chronic obstructive (pulmonary|lung|airways?) disease"),
 }
 
+#: Label of phrases that contain a finding word but name something else. They are matched (the
+#: longest match wins, as for "pericardial effusion") only so that their finding word is not read:
+#: "mass effect" is a push on a structure, not a mass; edema of the soft tissues or chest wall is
+#: not pulmonary edema, which is what "edema" means in a chest report (issue 23).
+NOT_A_FINDING = "not_a_finding"
+NOT_A_FINDING_PHRASES: tuple[str, ...] = (
+    "mass effect", "(soft|subcutaneous) (tissue|tissues)? edema", "soft - tissue edema",
+    "chest wall edema",
+)
+
 #: Findings that have no side or lung zone (side words near them describe something else).
 NO_LOCATION = frozenset({F.CARDIOMEGALY, F.HYPERINFLATION, F.LOW_LUNG_VOLUMES, F.COPD, F.HIATAL_HERNIA,
                          F.PERICARDIAL_EFFUSION})
@@ -200,6 +210,10 @@ NEGATION_TERMSET: dict[str, list[str]] = {
         "negative", "none", "nor", "neither", "clear", "no definite", "no convincing", "no suspicious",
         "no focal", "no acute", "no visible", "no obvious", "not identified", "no residual",
         "nothing to suggest", "no typical findings of", "no findings to suggest",
+        # the rejected side of a comparison: "atelectasis rather than pneumonia" names no pneumonia
+        "rather than", "instead of", "as opposed to",
+        # the patient's history is not this image: "history of pneumonia" (ConText's historical cue)
+        "history of", "hx of", "h/o",
         # historical: "On the previous CT, the right upper lobe was consolidated." is not this image
         *(f"on {a}{b}" for a in ("", "a ", "the ") for b in ("previous", "prior", "old", "outside", "earlier")),
     ],
@@ -239,6 +253,11 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "possibly compatible with", "possibly consistent with", "probably consistent with",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
         "rule out", "question", "?",
+        # "represents" ends a hedge's scope (it opens a characterisation); inside these longer cues
+        # it does not, so "opacity likely represents atelectasis" hedges the atelectasis as
+        # "likely represent" already did
+        *(f"{h} {v}" for h in ("likely", "most likely", "probably", "possibly")
+          for v in ("represents", "representing")),
         # a possibility, a doubt or a consideration is not an observation
         "possibility of", "the possibility", "doubtful for", "consider", "considerations include",
         "considerations would include", "consideration of",

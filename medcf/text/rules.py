@@ -34,6 +34,8 @@ from medcf.text.lexicon import (
     NEGATION_TERMSET,
     NO_LOCATION,
     NON_CHEST_BONE_WORDS,
+    NOT_A_FINDING,
+    NOT_A_FINDING_PHRASES,
     UNCERTAINTY_TERMSET,
 )
 from medcf.text.modifiers import Attributes, sentence_attributes
@@ -94,7 +96,7 @@ def build_pipeline():
     ruler.add_patterns([
         {"label": finding.value, "pattern": _token_pattern(phrase)}
         for finding, phrases in FINDING_PHRASES.items() for phrase in phrases
-    ])
+    ] + [{"label": NOT_A_FINDING, "pattern": _token_pattern(phrase)} for phrase in NOT_A_FINDING_PHRASES])
     nlp.add_pipe("medcf_context", name="negation",
                  config={"neg_termset": NEGATION_TERMSET, "extension_name": "negex"})
     nlp.add_pipe("medcf_context", name="uncertainty",
@@ -117,7 +119,7 @@ def _doc_mentions(doc) -> list[Mention]:
     mentions = []
     antecedent: Attributes | None = None  # the last placed finding of the previous sentence
     for sent in doc.sents:
-        ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
+        ents = [e for e in doc.ents if sent.start <= e.start < sent.end and e.label_ != NOT_A_FINDING]
         if not ents:
             antecedent = None
             continue
