@@ -142,6 +142,16 @@ def test_split_sections_inline_headers() -> None:
     assert split_sections("Mild cardiomegaly.")[0].name == "BODY"
 
 
+def test_a_header_word_inside_a_sentence_is_not_a_section(reader) -> None:
+    # issue 23: "Chest Comparison:" inside FINDINGS made the rest of the findings context
+    text = "FINDINGS: Chest Comparison: There is a small left pleural effusion.\nIMPRESSION: Effusion."
+    assert [s.name for s in split_sections(text)] == ["FINDINGS", "IMPRESSION"]
+    assert [s.name for s in split_sections("FINDINGS: clear lungs IMPRESSION: normal")] == ["FINDINGS", "IMPRESSION"]
+    effusion = [m for m in reader.parse("FINDINGS: Chest Comparison: Small left pleural effusion.")
+                if m.finding == "pleural_effusion"]
+    assert [(m.present, m.laterality) for m in effusion] == [(True, "left")]
+
+
 def test_schema_exact_keys_and_values(reader) -> None:
     report = parse_report("FINDINGS: Possible small right pleural effusion. No pneumothorax. Mild cardiomegaly. "
                           "Healed left rib fracture. Calcified granuloma in the RUL.")

@@ -136,6 +136,30 @@ def test_a_hedge_that_contains_a_terminator_still_hedges(reader, text, finding) 
     assert [(m.present, m.uncertain) for m in found(reader, text, finding)] == [(True, True)]
 
 
+@pytest.mark.parametrize("text,finding", [
+    # every form of a hedge verb hedges (issue 23: "suggests" did, "suggest" did not)
+    ("Hilar calcifications suggest prior granulomatous disease.", "granuloma"),
+    # an adverb inside an exclusion hedge leaves it a hedge
+    ("A small left pleural effusion cannot be entirely excluded.", "pleural_effusion"),
+    ("Early pneumonia cannot be completely ruled out.", "pneumonia"),
+    ("A tiny right effusion would be difficult to exclude.", "pleural_effusion"),
+    # a possibility, a doubt, a consideration
+    ("Findings raise the possibility of mild pulmonary edema.", "edema"),
+    ("A left pleural effusion is doubtful.", "pleural_effusion"),
+    ("Considerations include atelectasis or pneumonia.", "pneumonia"),
+    ("Right basilar atelectasis is favored.", "atelectasis"),
+    # "represents" ends a scope, but not inside "likely represents"
+    ("Left basilar opacity likely represents atelectasis.", "atelectasis"),
+])
+def test_hedge_variants_hedge(reader, text, finding) -> None:
+    assert [(m.present, m.uncertain) for m in found(reader, text, finding)] == [(True, True)]
+
+
+def test_partial_resolution_is_still_present(reader) -> None:
+    text = "Partial resolution of the left pleural effusion."
+    assert [(m.present, m.uncertain) for m in found(reader, text, "pleural_effusion")] == [(True, False)]
+
+
 def test_age_indeterminate_fracture_is_certain(reader) -> None:
     assert [(m.present, m.uncertain) for m in found(reader, "Age-indeterminate fracture of the right 9th rib.",
                                                     "fracture")] == [(True, False)]
@@ -149,6 +173,16 @@ def test_a_disclaimer_is_not_a_finding(reader) -> None:
 def test_a_finding_of_an_earlier_exam_is_not_present(reader) -> None:
     text = "On the previous CT, the right upper lobe was consolidated."
     assert not any(m.present for m in found(reader, text, "consolidation"))
+
+
+@pytest.mark.parametrize("text,finding", [
+    ("Findings favor atelectasis rather than pneumonia.", "pneumonia"),
+    ("Right basilar opacity, atelectasis as opposed to pneumonia.", "pneumonia"),
+    ("History of pneumonia.", "pneumonia"),
+    ("Patient with hx of right lung nodule.", "nodule"),
+])
+def test_a_rejected_alternative_or_the_history_is_not_present(reader, text, finding) -> None:
+    assert not any(m.present for m in found(reader, text, finding))
 
 
 # --- vocabulary ------------------------------------------------------------------------------
@@ -176,6 +210,31 @@ def test_nodular_opacity_is_also_a_nodule(reader) -> None:
 ])
 def test_vocabulary(reader, text, finding) -> None:
     assert [m.finding for m in reader.parse(text)] == [finding]
+
+
+@pytest.mark.parametrize("text,present", [
+    ("Impacted subcapital fracture of the left hip.", False),
+    ("Pelvis: no acute fracture; old fracture of the right femur.", False),
+    ("Old healed fractures of the right 5th and 6th ribs.", True),
+    ("Fracture of the left humeral neck.", True),  # the shoulder is on the chest film
+])
+def test_a_fracture_outside_the_chest_is_not_a_chest_finding(reader, text, present) -> None:
+    assert any(m.present for m in found(reader, text, "fracture")) is present
+
+
+@pytest.mark.parametrize("text,finding", [
+    ("No mass effect on the trachea.", "mass"),
+    ("There is mass effect on the trachea.", "mass"),
+    ("Soft tissue edema of the left chest wall.", "edema"),
+    ("Subcutaneous edema over the flanks.", "edema"),
+])
+def test_a_phrase_that_names_something_else_is_not_the_finding(reader, text, finding) -> None:
+    assert found(reader, text, finding) == []
+
+
+def test_pulmonary_edema_beside_soft_tissue_edema_is_read(reader) -> None:
+    mentions = found(reader, "Chest wall edema. Mild pulmonary edema.", "edema")
+    assert [(m.present, m.severity) for m in mentions] == [(True, "mild")]
 
 
 # --- baseline and scorer ---------------------------------------------------------------------

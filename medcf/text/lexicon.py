@@ -69,6 +69,16 @@ FINDING_PHRASES: dict[F, tuple[str, ...]] = {
     F.COPD: ("copd", "chronic obstructive (pulmonary|lung|airways?) disease"),
 }
 
+#: Label of phrases that contain a finding word but name something else. They are matched (the
+#: longest match wins, as for "pericardial effusion") only so that their finding word is not read:
+#: "mass effect" is a push on a structure, not a mass; edema of the soft tissues or chest wall is
+#: not pulmonary edema, which is what "edema" means in a chest report (issue 23).
+NOT_A_FINDING = "not_a_finding"
+NOT_A_FINDING_PHRASES: tuple[str, ...] = (
+    "mass effect", "(soft|subcutaneous) (tissue|tissues)? edema", "soft - tissue edema",
+    "chest wall edema",
+)
+
 #: Findings that have no side or lung zone (side words near them describe something else).
 NO_LOCATION = frozenset({F.CARDIOMEGALY, F.HYPERINFLATION, F.LOW_LUNG_VOLUMES, F.COPD, F.HIATAL_HERNIA,
                          F.PERICARDIAL_EFFUSION})
@@ -81,6 +91,23 @@ LUNG_PLACE_WORDS = frozenset({
     "bibasal", "apex", "apices", "apical", "biapical", "lingula", "lingular", "hilum", "hila", "hilar",
     "perihilar", "parahilar", "infrahilar", "suprahilar", "midlung", "retrocardiac", "costophrenic",
     "airspace", "parenchyma", "parenchymal", "rul", "rml", "rll", "lul", "lll",
+})
+
+#: Bones a chest radiograph does not show. Reports sometimes cover several exams ("Pelvis and left
+#: hip: ... fracture"); a fracture whose sentence names only such a bone is not a finding of the
+#: chest image (issue 23). Shoulder, humerus, clavicle, scapula, ribs, sternum and spine are in
+#: the chest film and stay.
+NON_CHEST_BONE_WORDS = frozenset({
+    "hip", "hips", "femur", "femoral", "femoris", "subcapital", "intertrochanteric", "trochanteric", "pelvis",
+    "pelvic", "acetabulum", "acetabular", "pubic", "ischial", "iliac", "sacrum", "sacral", "coccyx", "knee",
+    "patella", "tibia", "tibial", "fibula", "fibular", "ankle", "foot", "feet", "toe", "calcaneus", "wrist",
+    "hand", "finger", "radius", "radial", "ulna", "ulnar", "elbow", "forearm", "skull", "mandible", "facial",
+    "nasal", "orbital",
+})
+CHEST_BONE_WORDS = frozenset({
+    "rib", "ribs", "clavicle", "clavicles", "clavicular", "scapula", "scapulae", "scapular", "sternum",
+    "sternal", "humerus", "humeral", "shoulder", "shoulders", "spine", "spinal", "vertebra", "vertebrae",
+    "vertebral", "thoracic", "costal", "chest",
 })
 
 # --- modifiers: token (lower case) -> value -------------------------------------------------
@@ -141,14 +168,39 @@ LINKING = frozenset({"likely", "represent", "represents", "representing", "consi
 
 # --- ConText cue lists (negspacy termsets) ---------------------------------------------------
 
+#: Adverbs radiologists put inside an exclusion hedge ("cannot be entirely excluded"). The hedge
+#: is the same with or without them; a cue list that only has the bare form reads the longer one
+#: as certain, or even as absent ("cannot be completely ruled out" ends in the negation "ruled out").
+_HEDGE_ADVERBS = ("entirely", "completely", "totally", "definitely", "definitively", "fully", "absolutely")
+
+
+def _with_adverbs(phrases: tuple[str, ...]) -> list[str]:
+    """Each "cannot be excluded"-style phrase, bare and with an adverb before its last word."""
+    out = []
+    for phrase in phrases:
+        head, last = phrase.rsplit(" ", 1)
+        if last == "out":  # "ruled out": the adverb goes before the verb
+            head, last = phrase.rsplit(" ", 2)[0], " ".join(phrase.split()[-2:])
+        out += [phrase, *(f"{head} {adverb} {last}" for adverb in _HEDGE_ADVERBS)]
+    return out
+
+
+#: "X cannot be excluded" and its kin, hedges that follow the finding. In the negation table they
+#: are pseudo-negations (the "not"/"ruled out" inside them does not negate); in the uncertainty
+#: table they hedge.
+_EXCLUSION_HEDGES = _with_adverbs(("cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
+                                   "cannot be ruled out", "can not be ruled out", "not ruled out",
+                                   "not be ruled out"))
+
 NEGATION_TERMSET: dict[str, list[str]] = {
     "pseudo_negations": [
         "no change", "no significant change", "no interval change", "no definite change", "not change",
         "no increase", "not only", "no new", "without change", "not significantly changed",
-        "cannot exclude", "can not exclude", "cannot be excluded", "can not be excluded", "not excluded",
-        "not be excluded", "cannot rule out", "can not rule out", "cannot be ruled out", "not ruled out",
-        "not be ruled out", "not entirely excluded", "difficult to exclude", "no longer", "not well",
+        "cannot exclude", "can not exclude", "cannot rule out", "can not rule out",
+        *_EXCLUSION_HEDGES, "difficult to exclude", "no longer", "not well",
         "not clearly", "not certain", "not definitely",
+        # partly gone is still there: "partial resolution of the effusion" is an effusion
+        "partial resolution of", "partially resolved", "incomplete resolution of",
     ],
     "preceding_negations": [
         "no", "not", "without", "absent", "absence of", "negative for", "free of", "clear of",
@@ -158,6 +210,10 @@ NEGATION_TERMSET: dict[str, list[str]] = {
         "negative", "none", "nor", "neither", "clear", "no definite", "no convincing", "no suspicious",
         "no focal", "no acute", "no visible", "no obvious", "not identified", "no residual",
         "nothing to suggest", "no typical findings of", "no findings to suggest",
+        # the rejected side of a comparison: "atelectasis rather than pneumonia" names no pneumonia
+        "rather than", "instead of", "as opposed to",
+        # the patient's history is not this image: "history of pneumonia" (ConText's historical cue)
+        "history of", "hx of", "h/o",
         # historical: "On the previous CT, the right upper lobe was consolidated." is not this image
         *(f"on {a}{b}" for a in ("", "a ", "the ") for b in ("previous", "prior", "old", "outside", "earlier")),
     ],
@@ -185,7 +241,9 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
     "preceding_negations": [
         "possible", "possibly", "probable", "probably", "likely", "most likely", "may", "might", "could",
         "question of", "questionable", "questionably", "suspicious for", "suspected", "suspect",
-        "suggestive of", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
+        # every form of the verb: "calcifications suggest a previous granulomatous process" hedges
+        # as "suggests" does
+        "suggestive of", "suggest", "suggests", "suggesting", "concerning for", "concern for", "worrisome for",
         "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "difficult to exclude",
         "not excluded", "differential", "differential diagnosis", "versus", "vs", "either",
         "presumably", "presumed", "equivocal", "indeterminate", "borderline for", "suggestion of",
@@ -195,11 +253,20 @@ UNCERTAINTY_TERMSET: dict[str, list[str]] = {
         "possibly compatible with", "possibly consistent with", "probably consistent with",
         "uncertain", "not certain", "questioned", "evaluate for", "to exclude", "to rule out",
         "rule out", "question", "?",
+        # "represents" ends a hedge's scope (it opens a characterisation); inside these longer cues
+        # it does not, so "opacity likely represents atelectasis" hedges the atelectasis as
+        # "likely represent" already did
+        *(f"{h} {v}" for h in ("likely", "most likely", "probably", "possibly")
+          for v in ("represents", "representing")),
+        # a possibility, a doubt or a consideration is not an observation
+        "possibility of", "the possibility", "doubtful for", "consider", "considerations include",
+        "considerations would include", "consideration of",
     ],
     "following_negations": [
-        "cannot be excluded", "can not be excluded", "not excluded", "not be excluded",
-        "cannot be ruled out", "not ruled out", "not be ruled out", "is possible", "are possible",
-        "is likely", "are likely", "is suspected", "are suspected", "not entirely excluded", "?",
+        *_EXCLUSION_HEDGES, "difficult to exclude", "hard to exclude", "difficult to rule out",
+        "is doubtful", "are doubtful", "is a consideration", "is favored", "are favored",
+        "is possible", "are possible",
+        "is likely", "are likely", "is suspected", "are suspected", "?",
         "versus", "vs", "is questioned", "not certain", "less likely", "unlikely",
     ],
     "termination": [

@@ -28,10 +28,14 @@ from collections.abc import Iterable, Iterator
 from medcf.text.lexicon import (
     ANAPHORA_PHRASES,
     ANAPHORA_WORDS,
+    CHEST_BONE_WORDS,
     FINDING_PHRASES,
     LUNG_PLACE_WORDS,
     NEGATION_TERMSET,
     NO_LOCATION,
+    NON_CHEST_BONE_WORDS,
+    NOT_A_FINDING,
+    NOT_A_FINDING_PHRASES,
     UNCERTAINTY_TERMSET,
 )
 from medcf.text.modifiers import Attributes, sentence_attributes
@@ -92,7 +96,7 @@ def build_pipeline():
     ruler.add_patterns([
         {"label": finding.value, "pattern": _token_pattern(phrase)}
         for finding, phrases in FINDING_PHRASES.items() for phrase in phrases
-    ])
+    ] + [{"label": NOT_A_FINDING, "pattern": _token_pattern(phrase)} for phrase in NOT_A_FINDING_PHRASES])
     nlp.add_pipe("medcf_context", name="negation",
                  config={"neg_termset": NEGATION_TERMSET, "extension_name": "negex"})
     nlp.add_pipe("medcf_context", name="uncertainty",
@@ -105,11 +109,17 @@ def _anaphoric(words: list[str]) -> bool:
     return bool(words) and (words[0] in ANAPHORA_WORDS or " ".join(words[:2]) in ANAPHORA_PHRASES)
 
 
+def _outside_the_chest(words: list[str]) -> bool:
+    """The sentence names only bones a chest radiograph does not show ("subcapital fracture of the
+    left hip"): its fracture belongs to another exam of the same report, not to this image."""
+    return not NON_CHEST_BONE_WORDS.isdisjoint(words) and CHEST_BONE_WORDS.isdisjoint(words)
+
+
 def _doc_mentions(doc) -> list[Mention]:
     mentions = []
     antecedent: Attributes | None = None  # the last placed finding of the previous sentence
     for sent in doc.sents:
-        ents = [e for e in doc.ents if sent.start <= e.start < sent.end]
+        ents = [e for e in doc.ents if sent.start <= e.start < sent.end and e.label_ != NOT_A_FINDING]
         if not ents:
             antecedent = None
             continue
@@ -127,6 +137,8 @@ def _doc_mentions(doc) -> list[Mention]:
         for ent, attrs in zip(ents, found):
             if _DENSITY.match(ent.text) and not lung_sentence:
                 continue  # "density over the heart / a rib": not a lung opacity
+            if ent.label_ == ReportFinding.FRACTURE and _outside_the_chest(words):
+                continue  # "fracture of the left hip": another exam, not this chest image
             negated = bool(ent._.negex) or any(t.lower_ in _INNER_NEGATION for t in ent)
             names = [ent.label_]
             if ent.label_ == ReportFinding.OPACITY and ent.start > sent.start and doc[ent.start - 1].lower_ == "nodular":

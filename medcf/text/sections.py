@@ -37,11 +37,22 @@ class Section:
         return self.name not in CONTEXT
 
 
+def _starts_a_section(text: str, match: re.Match) -> bool:
+    """A header opens a section at the start of the text or of a line, after a sentence end, or
+    when written in capitals ("... no effusion IMPRESSION: ..."). A title-case word inside a
+    sentence ("FINDINGS: Chest Comparison: There is ...") is a label within the section: reading
+    it as a header would drop the rest of the findings as context (issue 23)."""
+    before = text[:match.start()].rstrip(" \t")
+    return not before or before[-1] in "\n." or match.group(1).isupper()
+
+
 def split_sections(text: str) -> list[Section]:
     """Sections in reading order; empty sections are dropped."""
     sections: list[Section] = []
     name, start = "BODY", 0
     for match in _HEADER.finditer(text):
+        if not _starts_a_section(text, match):
+            continue
         body = text[start:match.start()].strip()
         if body:
             sections.append(Section(name, body))
