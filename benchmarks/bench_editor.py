@@ -218,7 +218,7 @@ def main() -> None:
                   args.overall_only)
     if not args.quality_only:
         speed(args.repeats)
-        for method in ("steer", "regulated+steer"):
+        for method in ("auto", "steer", "regulated+steer"):
             end_to_end(method)
 
 

@@ -22,7 +22,8 @@ from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import EditRegion
 from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
-from medcf.editing.spec import EditSpec
+from medcf.editing.defaults import DEFAULTS_FILE, Choice, EditDefaults, resolve
+from medcf.editing.spec import EditSpec, Method
 from medcf.editing.steering import Steering, estimate_vectors, load_vectors
 from medcf.errors import InputError
 from medcf.models.base import CROSS, SELF
@@ -255,6 +256,40 @@ def test_edit_changes_only_the_region_at_native_geometry(generators, method):
     assert not result.region.native_region[:, : shape[1] // 3].any()
     again = edit(image, masks, spec, generator, vectors, progress=False)
     assert np.array_equal(again.image, result.image)  # seeded
+    # stronger guidance inside the region: a different edit there, still nothing outside
+    guided = edit(image, masks, replace(spec, guidance=12.0), generator, vectors, progress=False)
+    assert np.array_equal(guided.image[outside], image[outside])
+    assert not np.allclose(guided.image, result.image) and guided.settings["region_guidance"] == 12.0
+
+
+def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generators):
+    from medcf.editing import records
+    from medcf.editing.steering import denoiser_fingerprint
+
+    generator = generators["medcf-default"]
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
+    path = Path(generator.source) / DEFAULTS_FILE
+    assert spec.method is Method.AUTO and not path.exists()
+
+    def settle(spec):
+        records._FOUND.pop(generator, None)  # looked up once per generator: forget between files
+        settled, origin = resolve(spec, generator)
+        return (settled.method, settled.depth, settled.guidance), origin
+
+    assert settle(spec) == ((Method.STEER, 0.5, None), "auto: generic defaults (no measured choice for this model)")
+    choice = Choice("regulated", 0.7, 8.0, 1.0, 20.0)
+    try:
+        EditDefaults({"pleural_effusion": {"add": choice}}, "rule", {}, "other weights").save(path)
+        assert settle(spec)[0] == (Method.STEER, 0.5, None)  # measured on other weights: ignored
+        path.unlink()
+        EditDefaults({"pleural_effusion": {"add": choice}}, "rule", {}, denoiser_fingerprint(generator)).save(path)
+        assert settle(spec) == ((Method.REGULATED, 0.7, 8.0), f"auto: {DEFAULTS_FILE} (measured on tuning patients)")
+        assert settle(replace(spec, depth=0.3, guidance=5.0))[0] == (Method.REGULATED, 0.3, 5.0)  # asked for: kept
+        assert settle(replace(spec, action=Action.REMOVE))[0] == (Method.STEER, 0.5, None)  # nothing measured
+        assert settle(replace(spec, method="regulated+steer")) == ((Method.REGULATED_STEER, 0.5, None), "as asked")
+    finally:
+        path.unlink(missing_ok=True)
+        records._FOUND.pop(generator, None)
 
 
 def test_spec_validation_is_precise():
@@ -264,6 +299,8 @@ def test_spec_validation_is_precise():
         EditSpec(Finding.CARDIOMEGALY, Action.ADD, Side.LEFT)
     with pytest.raises(InputError, match="--strength"):
         EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, strength=0)
+    with pytest.raises(InputError, match="--guidance 0.5 is outside"):
+        EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, guidance=0.5)
     with pytest.raises(InputError, match="not a valid Method"):
         EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, method="magic")
     assert EditSpec(Finding.EDEMA, "add").side is Side.BILATERAL
@@ -318,7 +355,11 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     assert ds.BurnedInAnnotation == "YES" or "SYNTHETIC" in str(ds.SeriesDescription).upper()
     assert_valid_dicom(written[0])
     record = json.loads((out / "edit.json").read_text())
-    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] == "steer"
+    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["method"] != "auto"
+    # auto took the committed model's measured choice for an added effusion, and says so
+    chosen = EditDefaults.load(BUNDLE_MODELS / DEFAULTS_FILE).choice(Finding.PLEURAL_EFFUSION, Action.ADD)
+    assert (record["extra"]["spec"]["method"], record["extra"]["spec"]["guidance"]) == (chosen.method, chosen.guidance)
+    assert DEFAULTS_FILE in record["extra"]["settings"]["settings_from"]
     assert record["extra"]["model"]["vectors_sha256"]
     check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
     assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)
@@ -429,7 +470,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     shape = (64, 64)
     image = np.clip(0.5 + 0.1 * np.random.default_rng(1).standard_normal(shape), 0, 1).astype(np.float32)
     masks = phantom_masks(shape)
-    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method="regulated", steps=4, passes=4)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method="regulated", steps=4, passes=4, depth=0.5)
     assert [(s.strength, s.depth) for s in map(lambda i: pass_spec(spec, i), range(4))] == \
         [(1.0, 0.5), (1.5, 0.65), (2.25, 0.8), (3.375, 0.9)]
     reliable = evidence.EvidenceReliability({"pleural_effusion": 0.99}, 4, {}, "any denoiser")

@@ -152,7 +152,7 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
             editForm.addRow(f"{name.capitalize()}:", combo)
             self.editCombos[name] = combo
         self.editCombos["severity"].setCurrentText("moderate")
-        self.editCombos["method"].setCurrentText("steer")
+        self.editCombos["method"].setCurrentText("auto")
         self.outputEdit = ctk.ctkPathLineEdit()
         self.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.outputEdit.settingKey = "MedCF/OutputPath"
@@ -273,7 +273,7 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
 
         given = {k: (None if v in ("", "-") else v) for k, v in options.items()}
         spec = EditSpec(given["finding"], given["action"], given["side"], given["zone"],
-                        given["severity"] or "moderate", given["method"] or "steer")
+                        given["severity"] or "moderate", given["method"] or "auto")
         written = edit_file(path, [spec], out_dir, progress=False, command="3D Slicer MedCF module")[0]
         files = {name: str(p) for name, p in written.files.items()}
         radiograph = medcf.io.load_radiograph(written.files["dicom"])

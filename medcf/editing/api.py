@@ -150,7 +150,7 @@ def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | Non
     return write_pairs(editor.generator, spec, n, out_dir, editor.segmenter, editor.vectors, progress)
 
 
-def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "steer",
+def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "auto",
              progress: bool = True) -> dict[str, Path | str]:
     """The main job on the committed sample study: add a moderate left pleural effusion,
     then remove it again from the counterfactual (read back from its DICOM file). Returns

@@ -16,8 +16,9 @@ EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
     "MedCF output is synthetic, for research only, never for diagnosis. Methods: docs/editing.md."
 )
-METHOD_HELP = ("steer = MedSteer activation steering gated to the edit region (default: the best on the "
-               "default model in the editor benchmark); regulated = re-prompt with anatomy-gated attention and "
+METHOD_HELP = ("auto (default) = the method, depth and region guidance measured best for this finding and "
+               "action on the model in use (edit_defaults.json beside its weights; steer at depth 0.5 when the model "
+               "has none); steer = MedSteer activation steering gated to the edit region; regulated = re-prompt with anatomy-gated attention and "
                "pathology enhancement (+ --energy); regulated+steer = both")
 
 
@@ -36,13 +37,14 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
                              + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
                              + "; the whole lung otherwise)")
     parser.add_argument("--severity", choices=_values(Severity), default="moderate", help="default moderate")
-    parser.add_argument("--method", choices=_values(Method), default=Method.STEER.value, help=METHOD_HELP)
+    parser.add_argument("--method", choices=_values(Method), default=Method.AUTO.value, help=METHOD_HELP)
     parser.add_argument("--strength", type=float, default=1.0,
                         help="scales steering and enhancement (0 < s <= 4; default 1)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
-    parser.add_argument("--depth", type=float, default=0.5,
-                        help="how much of the trajectory is re-sampled: 1 = from noise (default 0.5)")
+    parser.add_argument("--depth", type=float, default=None,
+                        help="how much of the trajectory is re-sampled: 1 = from noise (default: auto's choice for "
+                             "the finding, else 0.5)")
     parser.add_argument("--inversion", choices=_values(Inversion), default="ddpm",
                         help="ddpm = edit-friendly DDPM inversion, exact (default); ddim = DDIM inversion")
     parser.add_argument("--energy", action="store_true",
@@ -52,6 +54,9 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
                         help="passes the editor may make until the model's own check finds the target state, each "
                              "stronger (x1.5) and deeper (+0.15) than the last (1..5; default 1). The check of the "
                              "input and of the output is reported in edit.json and on the panel either way")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help="classifier-free guidance scale inside the edit region (1..30; default: auto's choice "
+                             "for the finding, else the model's own); outside the region the model's own applies")
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -63,7 +68,8 @@ def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None
 
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
                     args.severity, args.method,
-                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy, args.passes)
+                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy, args.passes,
+                    args.guidance)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -178,7 +178,7 @@ def finish(inputs: EditInputs, spec: EditSpec, generator: Generator, latents: to
 def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,
                progress: bool) -> Counterfactual:
     """One pass: invert to ``spec.depth``, re-sample under the controller, transfer."""
-    guidance = generator.guidance_scale
+    guidance = generator.guidance_scale  # the inversion's, and the re-sampling's outside the region
     start = spec.steps - max(1, round(spec.depth * spec.steps))
     if spec.inversion is Inversion.DDPM:
         trajectory = edit_friendly_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps,
@@ -189,15 +189,26 @@ def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors
     methods.append(LatentBlend(trajectory, inputs.region.latent_mask(inputs.latent_hw)[None, None]))
     with AttentionController(generator, methods, steps=spec.steps, first_step=start,
                              latent_hw=inputs.latent_hw) as controller:
-        result = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, guidance_scale=guidance,
+        result = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps,
+                        guidance_scale=region_guidance(inputs.region, inputs.latent_hw, spec, guidance),
                         negative_prompt=negative, latents=trajectory.latents[start], start_step=start,
                         noise_maps=trajectory.noise_maps, observer=controller, progress=progress, decode=False)
     energy = [m for m in methods if isinstance(m, ConcentrationEnergy)]
     return finish(inputs, spec, generator, result.latents, {
-        "start_step": start, "edit_prompt": edit_prompt, "negative_prompt": negative,
+        "start_step": start, "region_guidance": spec.guidance or guidance, "edit_prompt": edit_prompt, "negative_prompt": negative,
         "inversion": spec.inversion.value, "methods": [type(m).__name__ for m in methods],
         "timesteps": result.settings["timesteps"],
         "energy": [[s, round(e, 4)] for s, e in energy[0].history] if energy else None})
+
+
+def region_guidance(region: EditRegion, latent_hw: tuple[int, int], spec: EditSpec,
+                    base: float) -> float | torch.Tensor:
+    """The guidance scale as a latent map: ``spec.guidance`` inside the edit region, the
+    model's own outside (where the latents are held on the input's trajectory anyway), so
+    the prompt is pushed hard only where the finding goes."""
+    if spec.guidance is None or spec.guidance == base:
+        return base
+    return base + (spec.guidance - base) * region.latent_mask(latent_hw)[None, None]
 
 
 PASS_STRENGTH, PASS_DEPTH, MAX_DEPTH = 1.5, 0.15, 0.9  # each further pass: strength x1.5, depth +0.15 (at most 0.9)
@@ -311,9 +322,14 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     reaches the target, else the one closest to it; ``Counterfactual.check`` says which
     and whether it got there. Without ``check`` (the benchmark's one-pass rows) one pass
     runs and nothing is claimed."""
+    from medcf.editing.defaults import resolve
+
+    spec, chosen_by = resolve(spec, generator)
     inputs = prepare(display, masks, spec, generator, view)
     if not check:
-        return _edit_pass(inputs, spec, generator, vectors, progress)
+        result = _edit_pass(inputs, spec, generator, vectors, progress)
+        result.settings["settings_from"] = chosen_by
+        return result
     checker = EvidenceChecker(inputs, spec, generator)
     input_score = checker.score(inputs.z0)
     sign = 1.0 if spec.action is Action.ADD else -1.0
@@ -330,5 +346,6 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     best.check = TargetCheck(spec.action, input_score, best_score, checker.reliable, index + 1, used.strength,
                              used.depth)
     best.settings["check"] = best.check.to_dict()
+    best.settings["settings_from"] = chosen_by
     best.seconds = time.perf_counter() - inputs.started
     return best

@@ -20,7 +20,6 @@ beside the model (``evidence.json``): a finding the model cannot draw (a small n
 from __future__ import annotations
 
 import json
-import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,20 +116,9 @@ class EvidenceReliability:
         return cls(data["auc"], data["n"], data["settings"], data["denoiser_sha256"])
 
 
-_RELIABILITY: "weakref.WeakKeyDictionary[Generator, EvidenceReliability | None]" = weakref.WeakKeyDictionary()
-
-
 def find_reliability(generator: Generator) -> EvidenceReliability | None:
     """The reliability shipped beside ``generator``'s weights, if it was measured for this
-    denoiser (a retrained model must be measured again before its check drives passes).
-    Looked up once per loaded generator: the fingerprint hashes every parameter."""
-    if generator not in _RELIABILITY:
-        from medcf.editing.steering import denoiser_fingerprint
+    denoiser (a retrained model must be measured again before its check drives passes)."""
+    from medcf.editing.records import find_beside
 
-        source = Path(generator.source)
-        path = next((p for p in (source / EVIDENCE_FILE, source / "models" / EVIDENCE_FILE) if p.is_file()), None)
-        reliability = EvidenceReliability.load(path) if path is not None else None
-        if reliability is not None and reliability.denoiser_sha256 != denoiser_fingerprint(generator):
-            reliability = None
-        _RELIABILITY[generator] = reliability
-    return _RELIABILITY[generator]
+    return find_beside(generator, EVIDENCE_FILE, EvidenceReliability.load)

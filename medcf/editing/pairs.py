@@ -22,7 +22,7 @@ import torch
 import medcf
 from medcf.anatomy.segment import segment
 from medcf.editing.control import AttentionController, ControlMethod
-from medcf.editing.edit import LatentBlend, check_image, control_methods, edit_prompts
+from medcf.editing.edit import LatentBlend, check_image, control_methods, edit_prompts, region_guidance
 from medcf.editing.inversion import Trajectory
 from medcf.editing.regions import EditRegion
 from medcf.editing.spec import EditSpec, Method
@@ -92,6 +92,8 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     methods.append(LatentBlend(pair.trajectory, pair.region.latent_mask(tuple(start_noise.shape[-2:]))[None, None]))
     with AttentionController(generator, methods, steps=spec.steps) as controller:
         edited = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, negative_prompt=negative,
+                        guidance_scale=region_guidance(pair.region, tuple(start_noise.shape[-2:]), spec,
+                                                       generator.guidance_scale),
                         observer=controller, progress=False, decode=False)
     decoded = generator.decode_images(edited.latents)[0]
     check_image(decoded, "the counterfactual sample")
@@ -131,8 +133,11 @@ def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Pat
 
     from medcf.viz import Tile, difference, render_grid, save_png
 
+    from medcf.editing.defaults import resolve
+
     if n < 1:
         raise InputError("--n must be at least 1")
+    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
     out = new_output_dir(out_dir)
     (out / "images").mkdir()
     (out / "masks").mkdir()

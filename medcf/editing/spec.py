@@ -11,6 +11,7 @@ from medcf.vocab import Action, Finding, Severity, Side, StrEnum, Zone
 class Method(StrEnum):
     """Editing methods (methods.md §1–3); they compose through one attention controller."""
 
+    AUTO = "auto"  # the method (and depth, guidance) measured best for the finding on this model
     REGULATED = "regulated"  # re-prompt with anatomy regulation, pathology enhancement, concentration energy
     STEER = "steer"  # MedSteer activation steering, anatomy-gated
     REGULATED_STEER = "regulated+steer"
@@ -31,7 +32,9 @@ class Inversion(StrEnum):
     DDIM = "ddim"  # deterministic DDIM inversion: approximate
 
 
+GENERIC_DEPTH = 0.5  # an explicit method's depth when none is asked (the editor benchmark's best, docs/editing.md)
 MAX_PASSES = 5
+MAX_GUIDANCE = 30.0  # beyond this a CFG sampler leaves the data manifold (saturated, blotchy films)
 # Findings that have no side (the editor takes the region from the organ instead).
 SIDELESS = (Finding.CARDIOMEGALY,)
 # Findings that are a whole-pleural-space process: a zone narrows only where they start.
@@ -44,14 +47,18 @@ DEFAULT_ZONES = {
 class EditSpec:
     """One requested change: add or remove ``finding`` on ``side`` (and ``zone``) at ``severity``.
 
-    ``strength`` scales every method's push (1 = the documented defaults); ``steps`` is
-    the number of sampling steps; ``depth`` how far back the trajectory is re-sampled
-    (1 = from pure noise, 0.5 = the last half of the steps); ``energy`` adds the
-    concentration-energy latent correction to ``regulated`` additions; ``passes`` how many
-    passes the editor may make, each stronger and deeper than the last, until the model's
-    own check (:mod:`medcf.editing.evidence`) finds the target state. Defaults
-    (``steer``, depth 0.5, no energy) are the editor benchmark's best on the default
-    model (docs/editing.md).
+    ``method`` (default ``auto``: the method, depth and guidance measured best for this
+    finding and action on the model in use, :mod:`medcf.editing.defaults`); ``strength``
+    scales every method's push (1 = the documented defaults); ``steps`` is the number of
+    sampling steps; ``depth`` how far back the trajectory is re-sampled (1 = from pure
+    noise, 0.5 = the last half of the steps; ``None``: ``auto``'s choice, else 0.5);
+    ``guidance`` the classifier-free guidance scale inside the edit region (``None``:
+    ``auto``'s choice, else the model's own; outside the region the model's own always
+    applies); ``energy`` adds the concentration-energy latent correction to ``regulated``
+    additions; ``passes`` how many passes the editor may make, each stronger and deeper
+    than the last, until the model's own check (:mod:`medcf.editing.evidence`) finds the
+    target state. ``None`` and ``auto`` are settled by
+    :func:`medcf.editing.defaults.resolve` before an edit runs.
     """
 
     finding: Finding
@@ -59,14 +66,15 @@ class EditSpec:
     side: Side | None = None
     zone: Zone | None = None
     severity: Severity = Severity.MODERATE
-    method: Method = Method.STEER
+    method: Method = Method.AUTO
     strength: float = 1.0
     seed: int = 0
     steps: int = 25
-    depth: float = 0.5
+    depth: float | None = None
     inversion: Inversion = Inversion.DDPM
     energy: bool = False
     passes: int = 1
+    guidance: float | None = None
 
     def __post_init__(self) -> None:
         for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),
@@ -89,8 +97,10 @@ class EditSpec:
             raise InputError(f"--strength {self.strength:g} is outside (0, 4]")
         if not 2 <= self.steps <= 1000:
             raise InputError(f"--steps {self.steps} is outside 2..1000")
-        if not 0.1 <= self.depth <= 1.0:
+        if self.depth is not None and not 0.1 <= self.depth <= 1.0:
             raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
+        if self.guidance is not None and not 1.0 <= self.guidance <= MAX_GUIDANCE:
+            raise InputError(f"--guidance {self.guidance:g} is outside 1..{MAX_GUIDANCE:g}")
         if not 1 <= self.passes <= MAX_PASSES:
             raise InputError(f"--passes {self.passes} is outside 1..{MAX_PASSES}")
 

@@ -49,7 +49,7 @@ TUNING_SEED = 1_100_000  # the editor's tuning patients: where its settings are 
 OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
-OUR_SETTINGS = ("depth", "strength", "energy", "passes")  # EditSpec fields the suite may set for MedCF's methods
+OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance")  # EditSpec fields the suite may set for MedCF's methods
 MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
 MEDIAN_MEASURES = ("truth_gain",)  # a ratio with a small denominator on faint lesions: the median, not the mean
@@ -405,6 +405,14 @@ def summary_rows(rows: list[dict]) -> list[dict]:
             for (action, method), members in sorted(grouped.items(), key=lambda kv: (kv[0][0], METHODS.index(kv[0][1])))]
 
 
+def _our_setting(name: str, value) -> str:
+    """One of MedCF's settings for the table's header; ``None`` is settled per edit."""
+    if value is not None:
+        return f"{name} {value}"
+    generic = {"depth": "0.5", "guidance": "the model's"}.get(name, "default")
+    return f"{name} per finding for auto (edit_defaults.json), {generic} for the named methods"
+
+
 def results_table(rows: list[dict], settings: dict) -> str:
     head = ("concept", "action", "method", "n", *MEASURES)
     recipe = settings.get("judge", {}).get("recipe") or {}
@@ -413,7 +421,7 @@ def results_table(rows: list[dict], settings: dict) -> str:
     lines = [f"# MedCF counterfactual benchmark (n = {settings['n']} held-out patients per finding, seeds from "
              f"{settings['first_seed']})", "",
              f"Simulated films; the judge was trained on {trained_on}. Research only, never for diagnosis.", "",
-             "MedCF's methods: " + ", ".join(f"{k} {v}" for k, v in settings["ours"].items()) + ".", "",
+             "MedCF's methods: " + ", ".join(_our_setting(k, v) for k, v in settings["ours"].items()) + ".", "",
              "Judge caveats: the targets of issue 15 the judge misses for that concept and action "
              "(AUC < 0.95, side AUC < 0.90, false alarms on normal samples > 0.10, sham flips > 0.05); "
              "a flip rate with caveats is the judge's verdict, not a fact about the film.", "",

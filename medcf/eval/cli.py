@@ -43,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           size=_or(args.size, 256), judge=judge, progress=not args.quiet,
                                           first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
-                                                                ("passes", args.passes))
+                                                                ("passes", args.passes), ("guidance", args.guidance))
                                                 if v is not None}, keep_films=args.keep_films)
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
@@ -167,6 +167,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                      "(default: medcf edit's, 1)")
     counterfactual.add_argument("--strength", type=float, default=None,
                                 help="MedCF methods: scale of every push (default: medcf edit's, 1)")
+    counterfactual.add_argument("--guidance", type=float, default=None,
+                                help="MedCF methods: guidance scale inside the edit region (default: medcf edit's)")
     augmentation = bench.add_argument_group("augmentation suite")
     augmentation.add_argument("--generated", type=int, default=None,
                               help="generated pairs added per arm (default: --n)")

@@ -68,9 +68,10 @@ def initial_noise(generator: Generator, seeds: Sequence[int], height: int | None
 
 
 def guided_prediction(generator: Generator, latents: torch.Tensor, timestep, text: TextEncoding,
-                      uncond: TextEncoding | None, guidance_scale: float) -> torch.Tensor:
+                      uncond: TextEncoding | None, guidance_scale: float | torch.Tensor) -> torch.Tensor:
     """One denoiser call, with classifier-free guidance when ``uncond`` is given: the
-    batch is ``[uncond..., cond...]`` and the result ``u + g (c - u)``."""
+    batch is ``[uncond..., cond...]`` and the result ``u + g (c - u)``; ``g`` may be a map
+    that broadcasts over the latents (guidance strong only where an edit goes)."""
     batch = latents.shape[0]
     if uncond is None:
         t = torch.full((batch,), int(timestep), device=latents.device, dtype=torch.long)
@@ -82,7 +83,7 @@ def guided_prediction(generator: Generator, latents: torch.Tensor, timestep, tex
 
 
 def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Sequence[int] = 0, steps: int = 25,
-           guidance_scale: float | None = None, negative_prompt: str = "", height: int | None = None,
+           guidance_scale: float | torch.Tensor | None = None, negative_prompt: str = "", height: int | None = None,
            width: int | None = None, eta: float = 0.0, latents: torch.Tensor | None = None,
            observer: SamplingObserver | None = None, progress: bool = True, decode: bool = True,
            start_step: int = 0, noise_maps: Sequence[torch.Tensor] | None = None,
@@ -91,7 +92,8 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
 
     ``seed``: one int (image ``i`` gets ``seed + i``) or one seed per prompt.
     ``guidance_scale``: classifier-free guidance (default: the model's); ``<= 1`` runs
-    the conditional branch alone. ``latents``: start from these instead of noise.
+    the conditional branch alone; a tensor is a guidance map broadcast over the latents
+    (``(1, 1, h, w)``: the editor's region-restricted guidance). ``latents``: start from these instead of noise.
     ``start_step``: skip the first steps; ``latents`` are then the trajectory at that
     step's timestep (editing from an inverted trajectory). ``noise_maps``: the noise added
     at each step of an ``eta = 1`` sampler, already scaled (``σ_t z_t``), from the
@@ -108,8 +110,12 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     seeds = [int(seed) + i for i in range(len(prompts))] if isinstance(seed, int) else [int(s) for s in seed]
     if len(seeds) != len(prompts):
         raise InputError(f"{len(seeds)} seed(s) for {len(prompts)} prompt(s)")
-    guidance = generator.guidance_scale if guidance_scale is None else float(guidance_scale)
-    guided = guidance > 1.0
+    if isinstance(guidance_scale, torch.Tensor):
+        guidance = guidance_scale.to(generator.device, generator.dtype)
+        guided = float(guidance.max()) > 1.0
+    else:
+        guidance = generator.guidance_scale if guidance_scale is None else float(guidance_scale)
+        guided = guidance > 1.0
     started = time.perf_counter()
     scheduler = generator.make_scheduler("ddim")
     scheduler.set_timesteps(steps, device=generator.device)
@@ -147,6 +153,7 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     images = generator.decode_images(x) if decode else None
     if images is not None and not np.isfinite(images).all():
         raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output")
-    return SampleResult(images, x, prompts, seeds, steps, guidance, time.perf_counter() - started,
+    scale = float(guidance.max()) if isinstance(guidance, torch.Tensor) else guidance
+    return SampleResult(images, x, prompts, seeds, steps, scale, time.perf_counter() - started,
                         {"scheduler": "DDIM", "eta": 1.0 if noise_maps is not None else eta, "start_step": start_step, "negative_prompt": negative_prompt,
                          "timesteps": [int(t) for t in scheduler.timesteps]})

@@ -33,7 +33,7 @@ EDIT_CHOICES = {
     "side": ["left", "right", "bilateral", "-"],
     "zone": ["-", "upper", "middle", "lower"],
     "severity": ["mild", "moderate", "severe"],
-    "method": ["steer", "regulated", "regulated+steer"],
+    "method": ["auto", "steer", "regulated", "regulated+steer"],
 }
 
 DEFAULT_SPACING_MM = 1.0

@@ -1,0 +1,95 @@
+"""Choose ``--method auto``'s setting per finding and action from a sweep on the editor's
+tuning patients, and write ``edit_defaults.json`` beside the model's weights.
+
+Rule (no per-case tuning): per (finding, action), the (method, depth, guidance) with the
+highest flip rate by the benchmark's judge; ties go to the higher fidelity PSNR against the
+true counterfactual. Only runs on the tuning patients count (seeds from 1 100 000): the
+benchmark's held-out patients never take part in the choice.
+
+    python benchmarks/sweep_edit_strength.py --out runs/sweep --n 3 --methods steer regulated \\
+        regulated+steer --grid guidance=4 guidance=8 ...
+    python benchmarks/choose_edit_defaults.py runs/sweep --write monai_bundle/models/edit_defaults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+RULE = ("per (finding, action): the highest flip rate by the benchmark's judge on the editor's tuning patients; "
+        "ties to the higher fidelity PSNR against the true counterfactual")
+
+
+def candidates(sweep: Path) -> list[dict]:
+    """Every (setting, method) row of every run under ``sweep``, with its settings."""
+    from medcf.editing.spec import GENERIC_DEPTH
+    from medcf.eval.bench import OURS, TUNING_SEED
+
+    rows = []
+    for path in sorted(sweep.glob("*/results.json")):
+        result = json.loads(path.read_text())
+        settings = result["settings"]
+        if settings["first_seed"] != TUNING_SEED:
+            raise SystemExit(f"{path}: patients from seed {settings['first_seed']}, not the tuning patients")
+        ours = settings["ours"]
+        for row in result["rows"]:
+            if row["method"] in OURS:
+                rows.append({**row, "n": row["n"], "depth": ours.get("depth") or GENERIC_DEPTH,
+                             "guidance": ours.get("guidance"), "run": path.parent.name})
+    return rows
+
+
+def choose(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    best: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["concept"], row["action"])
+        score = (round(row["flip_rate"], 6), row["fidelity_psnr"])
+        if key not in best or score > best[key][0]:
+            best[key] = (score, row)
+    choices: dict[str, dict[str, dict]] = {}
+    for (finding, action), (_, row) in sorted(best.items()):
+        choices.setdefault(finding, {})[action] = {
+            "method": row["method"], "depth": row["depth"], "guidance": row["guidance"],
+            "flip_rate": round(row["flip_rate"], 4), "fidelity_psnr": round(row["fidelity_psnr"], 3)}
+    return choices
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", type=Path, help="the --out folder of benchmarks/sweep_edit_strength.py")
+    parser.add_argument("--model", type=Path, default=None, help="the model the sweep ran on (default: the bundle's)")
+    parser.add_argument("--write", type=Path, default=None, help="write edit_defaults.json here (a new file)")
+    args = parser.parse_args(argv)
+
+    from medcf.editing.defaults import Choice, EditDefaults
+    from medcf.editing.steering import denoiser_fingerprint
+    from medcf.eval.bench import TUNING_SEED
+    from medcf.models.loaders import load_generator
+
+    rows = candidates(args.sweep)
+    if not rows:
+        raise SystemExit(f"{args.sweep}: no */results.json of MedCF methods")
+    choices = choose(rows)
+    for finding, actions in choices.items():
+        for action, c in actions.items():
+            print(f"{finding:17} {action:6} {c['method']:16} depth {c['depth']:<4g} guidance "
+                  f"{c['guidance'] if c['guidance'] is not None else 'model':<5} flip {c['flip_rate']:.2f} "
+                  f"fidelity {c['fidelity_psnr']:.2f} dB")
+    if args.write:
+        from medcf.bundle import bundle_path
+
+        generator = load_generator(args.model or bundle_path())
+        runs = sorted({r["run"] for r in rows})
+        defaults = EditDefaults({f: {a: Choice(**c) for a, c in actions.items()} for f, actions in choices.items()},
+                                RULE, {"runs": runs, "methods": sorted({r["method"] for r in rows}),
+                                       "patients_per_finding": rows[0]["n"], "patients_seed": TUNING_SEED,
+                                       "script": "benchmarks/sweep_edit_strength.py + choose_edit_defaults.py"},
+                                denoiser_fingerprint(generator))
+        print(f"wrote {defaults.save(args.write)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The editor's per-finding choice (``--method auto``): which method, depth and region
+guidance to use for each (finding, action) on a given model.
+
+One setting does not fit every finding: a pleural effusion or cardiomegaly changes the
+film's large structures and needs the finding prompt pushed hard from early steps,
+while a nodule changes a few pixels late. The choice is measured, not guessed: the
+counterfactual suite runs every candidate setting on the editor's *tuning* patients
+(never the benchmark's) and ``benchmarks/choose_edit_defaults.py`` keeps, per finding and
+action, the setting with the highest flip rate, ties broken by fidelity to the true
+counterfactual. The result is stored beside the weights as ``edit_defaults.json``, tied
+to the denoiser like the steering vectors; a model without one (a retrained or foreign
+model) gets the generic defaults (``steer``, depth 0.5, its own guidance).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from medcf.editing.spec import GENERIC_DEPTH, EditSpec, Method
+from medcf.models.base import Generator
+from medcf.vocab import Action, Finding
+
+DEFAULTS_FILE = "edit_defaults.json"  # beside the model's weights
+GENERIC_METHOD = Method.STEER  # auto's method on a model without a measured choice
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One (finding, action)'s setting and what it scored on the tuning patients."""
+
+    method: str
+    depth: float
+    guidance: float | None
+    flip_rate: float
+    fidelity_psnr: float
+
+
+@dataclass(frozen=True)
+class EditDefaults:
+    """Per finding and action, the chosen setting (``choices[finding][action]``), the rule
+    and the tuning run it came from, for one denoiser."""
+
+    choices: dict[str, dict[str, Choice]]
+    rule: str
+    measured: dict
+    denoiser_sha256: str
+
+    def choice(self, finding: Finding, action: Action) -> Choice | None:
+        return self.choices.get(finding.value, {}).get(action.value)
+
+    def save(self, path: str | Path) -> Path:
+        from medcf.io.atomic import write_new_text
+
+        return write_new_text(Path(path), json.dumps(asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "EditDefaults":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        choices = {finding: {action: Choice(**choice) for action, choice in actions.items()}
+                   for finding, actions in data["choices"].items()}
+        return cls(choices, data["rule"], data["measured"], data["denoiser_sha256"])
+
+
+def find_defaults(generator: Generator) -> EditDefaults | None:
+    """The choice measured for ``generator``'s denoiser, if one is shipped beside it."""
+    from medcf.editing.records import find_beside
+
+    return find_beside(generator, DEFAULTS_FILE, EditDefaults.load)
+
+
+def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
+    """``spec`` with ``auto``, ``depth`` and ``guidance`` settled, and where they came from.
+    What the user set explicitly is kept; ``auto`` fills the rest from the model's
+    measured choice, an explicit method from the generic defaults."""
+    defaults = find_defaults(generator) if spec.method is Method.AUTO else None
+    chosen = defaults.choice(spec.finding, spec.action) if defaults is not None else None
+    if spec.method is Method.AUTO and chosen is not None:
+        settled = replace(spec, method=Method(chosen.method),
+                          depth=chosen.depth if spec.depth is None else spec.depth,
+                          guidance=chosen.guidance if spec.guidance is None else spec.guidance)
+        return settled, f"auto: {DEFAULTS_FILE} (measured on tuning patients)"
+    method = GENERIC_METHOD if spec.method is Method.AUTO else spec.method
+    settled = replace(spec, method=method, depth=GENERIC_DEPTH if spec.depth is None else spec.depth)
+    return settled, "auto: generic defaults (no measured choice for this model)" if spec.method is Method.AUTO \
+        else "as asked"

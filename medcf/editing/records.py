@@ -1,0 +1,39 @@
+"""Measurements kept beside a model's weights and valid only for that denoiser.
+
+The editor's own check (``evidence.json``) and its per-finding settings
+(``edit_defaults.json``) were measured on one set of weights; a retrained or foreign
+model must be measured again. Each file carries ``denoiser_sha256``
+(:func:`medcf.editing.steering.denoiser_fingerprint`, the identity the steering vectors
+use); a file made for other weights is ignored. Looked up once per loaded generator: the
+fingerprint hashes every parameter.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from medcf.models.base import Generator
+
+Record = TypeVar("Record")
+
+_FOUND: "weakref.WeakKeyDictionary[Generator, dict[str, object]]" = weakref.WeakKeyDictionary()
+
+
+def find_beside(generator: Generator, filename: str, load: Callable[[Path], Record]) -> Record | None:
+    """``load(path)`` of ``filename`` beside ``generator``'s weights (the folder itself or
+    its ``models/``), if there is one and it was measured for this denoiser; else ``None``.
+    ``load`` returns an object with a ``denoiser_sha256`` attribute."""
+    found = _FOUND.setdefault(generator, {})
+    if filename not in found:
+        from medcf.editing.steering import denoiser_fingerprint
+
+        source = Path(generator.source)
+        path = next((p for p in (source / filename, source / "models" / filename) if p.is_file()), None)
+        record = load(path) if path is not None else None
+        if record is not None and record.denoiser_sha256 != denoiser_fingerprint(generator):
+            record = None
+        found[filename] = record
+    return found[filename]
