@@ -32,6 +32,7 @@ from medcf.errors import InputError
 from medcf.vocab import Organ
 
 GRID = 512
+BANDS = 20  # levels at which lungs and mediastinum are compared (lungs_radiolucent)
 
 # Thresholds. How they were chosen: every measure was computed on 160 held-out renders of
 # the simulated world (80 patients, seeds 1 300 000-1 300 079, 90 PA and 70 AP, every
@@ -55,17 +56,19 @@ THRESHOLDS: dict[str, float] = {
     # heart_size: the heart's area / the image's  [0.064-0.163, severe cardiomegaly included]
     "heart_area_min": 0.03,
     "heart_area_max": 0.25,
-    # heart_shape: solidity [0.836-0.929]; extent [0.547-0.644]: any triangle (a wedge) has
-    # extent 0.5 at most, an ellipse 0.785
+    # heart_shape: solidity [0.836-0.929]; ellipse fit, the area over that of the ellipse of
+    # the same second moments [0.897-0.965]: 1 for an ellipse, 0.827 for any triangle (a
+    # wedge), whatever its tilt. The bound lies halfway between a wedge and the renders.
     "heart_solidity_min": 0.75,
-    "heart_extent_min": 0.50,
+    "heart_ellipse_fit_min": 0.86,
     # heart_position: |heart centre - midline between the lungs| / chest width  [0.013-0.141]
     "heart_offset_max": 0.20,
     # mediastinal_gap: widest gap between the lungs in the upper zones / chest width  [0.049-0.310]
     "mediastinal_gap_min": 0.025,
-    # lungs_radiolucent: share of lung pixels outside the heart darker than the mediastinum's
-    # median  [0.809-0.994; uniform noise gives about 0.5]
-    "lung_darker_share_min": 0.75,
+    # lungs_radiolucent: share of lung pixels outside the heart darker than the median of the
+    # mediastinum at their level  [0.911-0.994; uniform noise about 0.5, an inverted film
+    # or a vertical gradient about 0]
+    "lung_darker_share_min": 0.80,
 }
 
 RULES: dict[str, str] = {
@@ -74,7 +77,7 @@ RULES: dict[str, str] = {
     "lung_size": "each lung covers a plausible share of the image",
     "lung_shape": "each lung is compact (solidity, extent)",
     "heart_size": "the heart covers a plausible share of the image",
-    "heart_shape": "the heart is compact and not a wedge (solidity, extent)",
+    "heart_shape": "the heart is compact and rounded, not a wedge (solidity, ellipse fit)",
     "heart_position": "the heart lies between the lungs and crosses the midline between them",
     "mediastinal_gap": "the lungs do not touch in the upper zones",
     "lungs_radiolucent": "lung pixels are darker than the mediastinum",
@@ -160,6 +163,13 @@ def measure(masks: AnatomyMasks, image: np.ndarray) -> dict[str, float]:
         values[f"{name}_main_region"] = share
         values[f"{name}_solidity"] = float(region.solidity) if region is not None else _nan()
         values[f"{name}_extent"] = float(region.extent) if region is not None else _nan()
+        if name == "heart" and region is None:
+            values["heart_ellipse_fit"] = _nan()
+        elif name == "heart":
+            # Area over that of the ellipse with the same second moments: 1 for any ellipse,
+            # 0.955 for any parallelogram, 0.827 for any triangle (a wedge), at any tilt.
+            ellipse = math.pi / 4 * region.axis_major_length * region.axis_minor_length if region is not None else 0
+            values["heart_ellipse_fit"] = float(region.area) / ellipse if ellipse > 0 else _nan()
         centres[name] = float(np.nonzero(mask)[1].mean()) if mask.any() else _nan()
     lungs = right | left
     if not (right.any() and left.any() and heart.any()):
@@ -201,10 +211,17 @@ def measure(masks: AnatomyMasks, image: np.ndarray) -> dict[str, float]:
     band[rows[0]:rows[-1] + 1, math.ceil(low):math.floor(high) + 1] = True
     mediastinum = band & ~lungs
     aerated = lungs & ~heart
-    if mediastinum.sum() >= 0.001 * size and aerated.any():
-        values["lung_darker_share"] = float((pixels[aerated] < np.median(pixels[mediastinum])).mean())
-    else:
-        values["lung_darker_share"] = _nan()
+    # Compared level by level (bands of 1/BANDS of the lungs' height), so that a film
+    # brighter at the bottom than at the top, or any vertical gradient, proves nothing.
+    darker, counted = 0, 0
+    edges = np.linspace(rows[0], rows[-1] + 1, BANDS + 1).round().astype(int)
+    for start, stop in zip(edges[:-1], edges[1:]):
+        inside = pixels[start:stop][mediastinum[start:stop]]
+        lung = pixels[start:stop][aerated[start:stop]]
+        if inside.size >= 10 and lung.size:
+            darker += int((lung < np.median(inside)).sum())
+            counted += lung.size
+    values["lung_darker_share"] = darker / counted if counted >= 0.2 * aerated.sum() > 0 else _nan()
     return values
 
 
@@ -237,9 +254,10 @@ def check_anatomy(masks: AnatomyMasks, image: np.ndarray) -> PlausibilityResult:
     if not t["heart_area_min"] <= m["heart_area"] <= t["heart_area_max"]:
         reasons["heart_size"] = (f"area {m['heart_area']:.3f} outside {t['heart_area_min']:.3f}-"
                                  f"{t['heart_area_max']:.2f} of the image")
-    if _below(m["heart_solidity"], t["heart_solidity_min"]) or _below(m["heart_extent"], t["heart_extent_min"]):
+    if _below(m["heart_solidity"], t["heart_solidity_min"]) or _below(m["heart_ellipse_fit"], t["heart_ellipse_fit_min"]):
         reasons["heart_shape"] = (f"solidity {m['heart_solidity']:.2f} (min {t['heart_solidity_min']:.2f}), "
-                                  f"extent {m['heart_extent']:.2f} (min {t['heart_extent_min']:.2f})")
+                                  f"ellipse fit {m['heart_ellipse_fit']:.2f} (min {t['heart_ellipse_fit_min']:.2f}; "
+                                  "a wedge has 0.83)")
     if not (m.get("heart_between_lungs") == 1.0 and m["heart_crosses_midline"] == 1.0
             and m["heart_offset"] <= t["heart_offset_max"]):
         reasons["heart_position"] = (f"centre {m['heart_offset']:.2f} of the chest width from the midline "
@@ -248,11 +266,11 @@ def check_anatomy(masks: AnatomyMasks, image: np.ndarray) -> PlausibilityResult:
                                      + " it, " + ("between" if m.get("heart_between_lungs") == 1.0 else "not between")
                                      + " the lungs")
     if _below(m["mediastinal_gap"], t["mediastinal_gap_min"]):
-        reasons["mediastinal_gap"] = (f"narrowest upper-zone gap {m['mediastinal_gap']:.3f} of the chest width "
+        reasons["mediastinal_gap"] = (f"widest upper-zone gap {m['mediastinal_gap']:.3f} of the chest width "
                                       f"(min {t['mediastinal_gap_min']:.2f})")
     if _below(m["lung_darker_share"], t["lung_darker_share_min"]):
         reasons["lungs_radiolucent"] = (f"{m['lung_darker_share']:.2f} of lung pixels darker than the mediastinum "
-                                        f"(min {t['lung_darker_share_min']:.2f}; inverted or not a chest film?)")
+                                        f"(min {t['lung_darker_share_min']:.2f} at the same level; inverted, or not a chest film?)")
     failed = [rule for rule in RULES if rule in reasons]
     return PlausibilityResult(not failed, failed, m, {rule: reasons[rule] for rule in failed})
 
