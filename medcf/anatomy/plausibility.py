@@ -140,6 +140,8 @@ def _nan() -> float:
 
 def measure(masks: AnatomyMasks, image: np.ndarray) -> dict[str, float]:
     """Every value the rules look at (NaN where a value cannot be measured)."""
+    from skimage.morphology import convex_hull_image
+
     right, left, heart = (_grid(masks.organs[o]) for o in (Organ.LUNG_RIGHT, Organ.LUNG_LEFT, Organ.HEART))
     pixels = _grid(np.asarray(image, np.float32))
     if pixels.shape != right.shape:
@@ -152,8 +154,6 @@ def measure(masks: AnatomyMasks, image: np.ndarray) -> dict[str, float]:
             # A lung stopped at the heart border (a label map paints the heart over the lungs,
             # hand-drawn lung fields stop there) is judged with the heart inside its hull given
             # back: the heart may cut the left lung in two, which is no second lung.
-            from skimage.morphology import convex_hull_image
-
             shape_mask = mask | (heart & convex_hull_image(mask))
             region, _ = _props(shape_mask)
             share = float((mask & _largest(shape_mask)).sum()) / float(mask.sum())
