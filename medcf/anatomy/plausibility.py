@@ -283,8 +283,7 @@ def require_plausible(masks: AnatomyMasks, image: np.ndarray, source: str, accep
     if not result.passed:
         if not accept:
             raise AnatomyImplausibleError(
-                f"implausible anatomy on {source} (failed {', '.join(result.failed)}: {result.summary()}); "
-                "nothing written. Check the film, give your own masks (medcf edit --masks), or "
-                "--accept-anatomy to go on anyway")
+                f"implausible anatomy on {source}: {result.summary()}; nothing written. Check the film, give "
+                "your own masks (medcf edit --masks), or --accept-anatomy to go on anyway")
         result.overridden = True
     return result
