@@ -53,8 +53,11 @@ setup(
         "einops>=0.7",
         # `python -m monai.bundle run` (the bundle's command line) needs fire.
         "fire>=0.5",
-        # Editor and benchmark measures (SSIM outside the edit region).
+        # Editor and benchmark measures (SSIM outside the edit region); anatomy plausibility
+        # (regionprops).
         "scikit-image>=0.22",
+        # `medcf edit --masks FILE.seg.nrrd`: 3D Slicer segmentations.
+        "SimpleITK>=2.3",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-xdist>=3"],

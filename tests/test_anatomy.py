@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from scipy import ndimage
 
 from medcf.anatomy.augment import mirror_sides
 from medcf.anatomy.dataset import AnatomySet
@@ -299,7 +300,7 @@ def test_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
     assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
     blank = tmp_path / "blank.png"
     from medcf.io.images import write_png16
-    write_png16(blank, np.full((64, 64), 0.5))
+    write_png16(blank, np.full((160, 160), 0.5))
     assert main(["segment", str(blank), "--out", str(tmp_path / "y")]) == 2
     wrong = tmp_path / "wrong.safetensors"
     from safetensors.torch import save_file
@@ -374,3 +375,150 @@ def test_segmenter_refuses_what_is_not_a_frontal_chest_radiograph(segmenter, hel
     for image in held_out.images[:3]:
         assert segment(image, segmenter).confidence() > 0.95
         assert segment(1.0 - image[:, ::-1], segmenter).confidence() > 0.95
+
+
+# --- anatomy plausibility -------------------------------------------------------------------
+
+
+def _exact(held_out, index: int) -> AnatomyMasks:
+    return AnatomyMasks({organ: held_out.masks[index][i].copy() for i, organ in enumerate(Organ)}, "world")
+
+
+def _with(masks: AnatomyMasks, **organs) -> AnatomyMasks:
+    replaced = dict(masks.organs)
+    replaced.update({Organ(name): mask for name, mask in organs.items()})
+    return AnatomyMasks(replaced, "test")
+
+
+def test_plausible_anatomy_passes(held_out, segmenter):
+    """The committed sample study, held-out films with exact, segmented and label-map masks."""
+    from medcf.anatomy.plausibility import check_anatomy
+    from medcf.io.inputs import read_input
+
+    film = read_input(SAMPLE_STUDY).display
+    result = check_anatomy(segment(film, segmenter), film)
+    assert result.passed, result.reasons
+    for index, image in enumerate(held_out.images):
+        exact = _exact(held_out, index)
+        heart = exact.organs[Organ.HEART]
+        cut = _with(exact, lung_right=exact.organs[Organ.LUNG_RIGHT] & ~heart,
+                    lung_left=exact.organs[Organ.LUNG_LEFT] & ~heart)  # as a label map keeps them
+        for masks in (exact, segment(image, segmenter), cut):
+            result = check_anatomy(masks, image)
+            assert result.passed, (index, result.reasons)
+            assert set(result.to_dict()["measured"]) >= {"mediastinal_gap", "lung_darker_share", "heart_offset"}
+
+
+def _implausible(held_out) -> dict[str, tuple[AnatomyMasks, np.ndarray, str]]:
+    """Implausible anatomy built from a good film: name -> (masks, image, the rule that must fail)."""
+    image = held_out.images[0]
+    masks = _exact(held_out, 0)
+    right, left, heart = (masks.organs[o] for o in (Organ.LUNG_RIGHT, Organ.LUNG_LEFT, Organ.HEART))
+    rows, cols = image.shape
+    cases = {"swapped lungs": (_with(masks, lung_right=left, lung_left=right), image, "lung_sides")}
+    # The heart moved out of the mediastinum, into the right lung field.
+    shift = int(np.nonzero(heart)[1].mean() - np.nonzero(right)[1].mean())
+    cases["heart outside the mediastinum"] = (_with(masks, heart=np.roll(heart, -shift, axis=1)), image,
+                                              "heart_position")
+    # Both lungs widened into the mediastinum over the upper zones: they touch over the spine.
+    top = np.flatnonzero((right | left).any(axis=1))[0]
+    bottom = top + (np.flatnonzero((right | left).any(axis=1))[-1] - top) // 2
+    middle = int((np.nonzero(right)[1].mean() + np.nonzero(left)[1].mean()) / 2)
+    grown_right, grown_left = right.copy(), left.copy()
+    for row in range(top, bottom):
+        if right[row].any() and left[row].any():
+            grown_right[row, np.flatnonzero(right[row])[0]:middle + 1] = True
+            grown_left[row, middle + 1:np.flatnonzero(left[row])[-1] + 1] = True
+    cases["lungs touching over the spine"] = (_with(masks, lung_right=grown_right, lung_left=grown_left), image,
+                                              "mediastinal_gap")
+    # Good masks on what is no chest film.
+    cases["uniform noise"] = (masks, np.random.default_rng(0).random(image.shape).astype(np.float32),
+                              "lungs_radiolucent")
+    cases["gradient"] = (masks, np.tile(np.linspace(0, 1, rows, dtype=np.float32)[:, None], (1, cols)),
+                         "lungs_radiolucent")
+    cases["inverted film"] = (masks, 1.0 - image, "lungs_radiolucent")
+    # A lung in two pieces, a wedge for a heart, lungs too small.
+    # A tenth of the right lung's area again, as a second region where no organ is.
+    free = ndimage.distance_transform_edt(np.pad(~(right | left | heart), 1))[1:-1, 1:-1]  # the border counts
+    centre_r, centre_c = np.unravel_index(np.argmax(free), free.shape)
+    radius = min(np.sqrt(right.sum() / 10 / np.pi), free.max() - 3)
+    r, c = np.mgrid[0:rows, 0:cols]
+    piece = (r - centre_r) ** 2 + (c - centre_c) ** 2 <= radius ** 2
+    assert not (ndimage.binary_dilation(piece, iterations=2) & (right | left | heart)).any()
+    assert piece.sum() > 0.06 * right.sum()
+    cases["right lung in two"] = (_with(masks, lung_right=right | piece), image, "lung_regions")
+    heart_rows, heart_cols = np.flatnonzero(heart.any(axis=1)), np.flatnonzero(heart.any(axis=0))
+    height, width = heart_rows[-1] - heart_rows[0] + 1, heart_cols[-1] - heart_cols[0] + 1
+    wedge = ((r >= heart_rows[0]) & (r <= heart_rows[-1]) & (c >= heart_cols[0])
+             & ((c - heart_cols[0]) <= (r - heart_rows[0]) * width / height))
+    cases["wedge-shaped heart"] = (_with(masks, heart=wedge), image, "heart_shape")
+    cases["tiny lungs"] = (_with(masks, lung_right=ndimage_zoom_to(right, 0.3), lung_left=ndimage_zoom_to(left, 0.3)),
+                           image, "lung_size")
+    return cases
+
+
+def ndimage_zoom_to(mask: np.ndarray, factor: float) -> np.ndarray:
+    """``mask`` shrunk by ``factor`` about its own centre."""
+    rows, cols = np.nonzero(mask)
+    centre_r, centre_c = rows.mean(), cols.mean()
+    out = np.zeros_like(mask)
+    out[np.round(centre_r + (rows - centre_r) * factor).astype(int),
+        np.round(centre_c + (cols - centre_c) * factor).astype(int)] = True
+    return out
+
+
+def test_implausible_anatomy_is_refused_by_the_right_rule(held_out):
+    from medcf.anatomy.plausibility import RULES, AnatomyImplausibleError, check_anatomy, require_plausible
+
+    for name, (masks, image, rule) in _implausible(held_out).items():
+        result = check_anatomy(masks, image)
+        assert not result.passed and rule in result.failed, (name, result.failed, result.reasons)
+        assert set(result.failed) <= set(RULES)
+        with pytest.raises(AnatomyImplausibleError, match=rule) as refused:
+            require_plausible(masks, image, "film.png")
+        assert "\n" not in str(refused.value) and "--accept-anatomy" in str(refused.value)
+        accepted = require_plausible(masks, image, "film.png", accept=True)
+        assert accepted.overridden and accepted.to_dict()["failed"] == result.failed
+
+
+class _SwappedSegmenter:
+    """The default network with its lungs swapped: confident, and wrong."""
+
+    def __init__(self, weights=None, network=None, input_size=256):
+        from medcf.anatomy.segment import default_segmenter
+
+        self.inner, self.name = default_segmenter(weights, network, input_size), "test-swapped"
+
+    def segment_image(self, image):
+        masks = self.inner.segment_image(image)
+        probabilities = masks.probabilities[[LEFT, RIGHT, HEART] if RIGHT == 0 else [0, 1, 2]]
+        assert (RIGHT, LEFT, HEART) == (0, 1, 2)
+        return AnatomyMasks({Organ.LUNG_RIGHT: masks.organs[Organ.LUNG_LEFT], Organ.LUNG_LEFT: masks.organs[Organ.LUNG_RIGHT],
+                             Organ.HEART: masks.organs[Organ.HEART]}, self.name, probabilities=probabilities)
+
+
+register_segmenter("test-swapped")(_SwappedSegmenter)
+
+
+def test_segment_refuses_implausible_anatomy_unless_accepted(tmp_path, capsys, held_out):
+    from medcf.io.images import write_png16
+
+    film = write_png16(tmp_path / "film.png", held_out.images[0])
+    assert main(["segment", str(film), "--out", str(tmp_path / "a"), "--segmenter", "test-swapped"]) == 2
+    assert not (tmp_path / "a").exists()
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medcf: ")]
+    assert len(error) == 1 and "lung_sides" in error[0] and "--accept-anatomy" in error[0], error
+    assert main(["segment", str(film), "--out", str(tmp_path / "b"), "--segmenter", "test-swapped",
+                 "--accept-anatomy"]) == 0
+    record = json.loads((tmp_path / "b" / "anatomy.json").read_text())
+    assert record["plausibility"]["passed"] is False and record["plausibility"]["overridden"] is True
+    assert "lung_sides" in record["plausibility"]["failed"]
+    # Not a chest film, and the confidence bar lowered: the anatomy check still stops it.
+    noise = write_png16(tmp_path / "noise.png", np.random.default_rng(1).random((256, 256)))
+    assert main(["segment", str(noise), "--out", str(tmp_path / "c"), "--min-confidence", "0"]) == 2
+    assert not (tmp_path / "c").exists()
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("medcf: error")]
+    assert len(error) == 1 and "implausible anatomy" in error[0], error
+    # A good film passes and says so.
+    assert main(["segment", str(film), "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "anatomy.json").read_text())["plausibility"]["passed"] is True

@@ -364,6 +364,8 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
     assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)
     assert check["passes"] == 1
+    anatomy = record["extra"]["anatomy"]  # where the anatomy came from, and the plausibility check
+    assert anatomy["source"] == "segmenter" and anatomy["plausibility"]["passed"] is True
     assert check["target_reached"] == (check["output_score"] > max(2 * check["output_stderr"], check["input_score"]))
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
     again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",
@@ -559,3 +561,77 @@ def test_attention_injection_replaces_the_maps_of_another_run(generators):
         injected = sample(generator, [PROMPT], seed=6, steps=3, progress=False, decode=False,
                           observer=controller).latents
     assert not torch.allclose(plain, injected, atol=1e-4)
+
+
+# --- the user's own anatomy (medcf edit --masks) -------------------------------------------
+
+
+def _one_line_refusal(done, out: Path, *words: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    assert all(word in done.stderr for word in words), (words, done.stderr)
+    assert not out.exists()
+
+
+@needs_weights
+def test_edit_with_masks_from_medcf_segment_nifti_and_dicom_seg(tmp_path):
+    import nibabel as nib
+
+    from medcf.io.atomic import sha256_of_file
+
+    assert _medcf("segment", SAMPLE_STUDY, "--out", tmp_path / "seg").returncode == 0
+    labels = np.asarray(nib.load(tmp_path / "seg" / "anatomy.nii.gz").dataobj)
+    for name, kind in (("anatomy.nii.gz", "nifti"), ("anatomy-seg.dcm", "dicom-seg")):
+        masks, out = tmp_path / "seg" / name, tmp_path / f"out-{kind}"
+        done = _medcf("edit", SAMPLE_STUDY, "--masks", masks, "--finding", "cardiomegaly", "--action", "add",
+                      "--steps", "4", "--quiet", "--out", out)
+        assert done.returncode == 0, done.stderr
+        anatomy = json.loads((out / "edit.json").read_text())["extra"]["anatomy"]
+        assert anatomy["source"] == "file" and anatomy["format"] == kind and anatomy["path"] == str(masks)
+        assert anatomy["sha256"] == sha256_of_file(masks)
+        assert set(anatomy["segments"]) == {o.value for o in Organ}
+        assert anatomy["plausibility"]["passed"] is True and anatomy["plausibility"]["overridden"] is False
+        # The edit used these masks, not the segmenter's own (they are the same film's, so equal).
+        used = np.asarray(nib.load(out / "masks" / "anatomy.nii.gz").dataobj)
+        assert np.array_equal(used, labels), kind
+
+
+@needs_weights
+def test_edit_with_a_slicer_seg_nrrd_and_refusals(tmp_path):
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.anatomy.segment import segment
+    from medcf.io.images import write_png16
+    from medcf.io.inputs import read_input
+    from tests.test_inputs import _write_seg_nrrd
+
+    film = read_input(SAMPLE_STUDY).display[::4, ::4]
+    png = write_png16(tmp_path / "film.png", film)
+    masks = segment(film, load_segmenter())
+    right, left, heart = (masks.organs[o] for o in (Organ.LUNG_RIGHT, Organ.LUNG_LEFT, Organ.HEART))
+    layers = np.zeros((*film.shape, 2), np.uint8)
+    layers[..., 0][right], layers[..., 0][left], layers[..., 1][heart] = 1, 2, 1
+    named = [{"name": "Right lung", "label": 1}, {"name": "Left lung", "label": 2},
+             {"name": "Heart", "label": 1, "layer": 1}]
+    nrrd = _write_seg_nrrd(tmp_path / "film.seg.nrrd", layers, named)
+    edit_args = ["--finding", "pleural_effusion", "--action", "add", "--side", "left", "--steps", "4", "--quiet"]
+    done = _medcf("edit", png, "--masks", nrrd, *edit_args, "--out", tmp_path / "ok")
+    assert done.returncode == 0, done.stderr
+    anatomy = json.loads((tmp_path / "ok" / "edit.json").read_text())["extra"]["anatomy"]
+    assert anatomy["format"] == "seg.nrrd" and anatomy["segments"] == {"lung_right": "Right lung",
+                                                                       "lung_left": "Left lung", "heart": "Heart"}
+    # Masks of another size, masks without the heart: one line each, before the model loads.
+    small = write_png16(tmp_path / "small.png", film[::2, ::2])
+    _one_line_refusal(_medcf("edit", small, "--masks", nrrd, *edit_args, "--out", tmp_path / "a"),
+                      tmp_path / "a", "do not fit")
+    no_heart = _write_seg_nrrd(tmp_path / "lungs.seg.nrrd", layers[..., :1], named[:2])
+    _one_line_refusal(_medcf("edit", png, "--masks", no_heart, *edit_args, "--out", tmp_path / "b"),
+                      tmp_path / "b", "has no heart")
+    # The user's masks go through the plausibility check too: sides swapped by the names.
+    swapped = _write_seg_nrrd(tmp_path / "swapped.seg.nrrd", layers, [{**named[0], "name": "Left lung"},
+                                                                       {**named[1], "name": "Right lung"}, named[2]])
+    _one_line_refusal(_medcf("edit", png, "--masks", swapped, *edit_args, "--out", tmp_path / "c"),
+                      tmp_path / "c", "implausible anatomy", "lung_sides", "--accept-anatomy")
+    done = _medcf("edit", png, "--masks", swapped, *edit_args, "--accept-anatomy", "--out", tmp_path / "d")
+    assert done.returncode == 0, done.stderr
+    check = json.loads((tmp_path / "d" / "edit.json").read_text())["extra"]["anatomy"]["plausibility"]
+    assert check["passed"] is False and check["overridden"] is True and check["failed"] == ["lung_sides"]

@@ -4,7 +4,9 @@ written as NIfTI label maps, DICOM SEG and an overlay picture.
 
 Pipeline: :mod:`~medcf.anatomy.network` (network, letterbox) -> :mod:`~medcf.anatomy.segment`
 (segmenters, registry, post-processing) -> :mod:`~medcf.anatomy.masks` (``AnatomyMasks``,
-zones) -> :mod:`~medcf.anatomy.outputs` / :mod:`~medcf.anatomy.dicom_seg`. Training:
+zones) -> :mod:`~medcf.anatomy.plausibility` (rules any chest film meets) ->
+:mod:`~medcf.anatomy.outputs` / :mod:`~medcf.anatomy.dicom_seg`. A user's own masks:
+:mod:`~medcf.anatomy.given`. Training:
 :mod:`~medcf.anatomy.dataset`, :mod:`~medcf.anatomy.augment`, :mod:`~medcf.anatomy.train`.
 """
 
@@ -16,6 +18,7 @@ _EXPORTS = {
     "Segmenter": "segment", "get_segmenter": "segment", "register_segmenter": "segment",
     "available_segmenters": "segment", "segment": "segment", "NetworkSegmenter": "segment",
     "segment_input": "outputs", "load_segmenter": "outputs",
+    "check_anatomy": "plausibility", "PlausibilityResult": "plausibility", "read_masks": "given",
 }
 __all__ = sorted(_EXPORTS)
 

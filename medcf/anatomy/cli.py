@@ -14,10 +14,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from medcf.anatomy.outputs import load_segmenter, segment_input
 
     segmenter = load_segmenter(args.segmenter, args.weights)
-    result = segment_input(args.input, args.out, segmenter, min_confidence=args.min_confidence)
+    result = segment_input(args.input, args.out, segmenter, min_confidence=args.min_confidence,
+                           accept_anatomy=args.accept_anatomy)
     masks = result.masks
     print(f"segmented {args.input} ({masks.shape[0]}x{masks.shape[1]}) with {masks.segmenter} "
           f"in {result.seconds:.2f} s (confidence {masks.confidence() or float('nan'):.2f})")
+    if result.plausibility is not None and result.plausibility.overridden:
+        print(f"medcf: warning: implausible anatomy accepted (--accept-anatomy): {', '.join(result.plausibility.failed)}",
+              file=sys.stderr)
     for name, path in result.files.items():
         print(f"  {name}: {path}")
     return 0
@@ -46,7 +50,8 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
                     "and lower zone of each lung and the costophrenic regions. Lungs are the whole projected lung, "
                     "behind the heart too. Writes into OUT (new or empty): anatomy.nii.gz and zones.nii.gz (label "
                     "maps), anatomy-seg.dcm (DICOM SEG referencing the source, DICOM input only), overlay.png, and "
-                    "anatomy.json (legends, areas, cardiothoracic ratio, segmenter, weights checksum).",
+                    "anatomy.json (legends, areas, cardiothoracic ratio, segmenter, weights checksum, plausibility "
+                    "check). Masks that fail the anatomy plausibility check are refused unless --accept-anatomy.",
         epilog=EPILOG,
     )
     segment.add_argument("input", type=Path, metavar="INPUT", help="DICOM file or folder, .png, or .nii/.nii.gz")
@@ -58,6 +63,9 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
                          help="refuse images the segmenter draws less surely than this (mean organ probability "
                               f"inside the least sure organ; default {MIN_CONFIDENCE}); lower it for real radiographs "
                               "the simulated-world model finds unfamiliar, and check the overlay")
+    segment.add_argument("--accept-anatomy", action="store_true",
+                         help="write the masks even if they fail the anatomy plausibility check (docs/anatomy.md); "
+                              "anatomy.json records that the check failed and was overridden")
     segment.set_defaults(func=cmd_segment)
 
     train = train_sub.add_parser(

@@ -7,7 +7,11 @@
   (overlapping segments), when the input is DICOM.
 - ``overlay.png``: the radiograph, the organs and the zones side by side.
 - ``anatomy.json``: legends, segmenter and weights (SHA-256), areas, cardiothoracic
-  ratio, timing, and the research-only notice.
+  ratio, the plausibility check (:mod:`~medcf.anatomy.plausibility`), timing, and the
+  research-only notice.
+
+Masks that fail the plausibility check are refused (one line, nothing written) unless
+``accept_anatomy`` (``--accept-anatomy``) overrides it; the record then says so.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class SegmentationResult:
     masks: AnatomyMasks
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+    plausibility: object = None  # PlausibilityResult
 
 
 def load_segmenter(name: str | None = None, weights: str | Path | None = None):
@@ -88,10 +93,12 @@ def overlay_panel(image: InputImage, masks: AnatomyMasks, title: str):
 
 
 def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
-                  min_confidence: float | None = None) -> SegmentationResult:
-    """Segment the radiograph at ``path`` and write every output into ``out_dir`` (new or empty)."""
+                  min_confidence: float | None = None, accept_anatomy: bool = False) -> SegmentationResult:
+    """Segment the radiograph at ``path`` and write every output into ``out_dir`` (new or empty).
+    Implausible masks are refused before anything is written, unless ``accept_anatomy``."""
     from medcf.anatomy.dicom_seg import write_anatomy_seg
     from medcf.anatomy.masks import MIN_CONFIDENCE
+    from medcf.anatomy.plausibility import require_plausible
     from medcf.anatomy.segment import segment
     from medcf.viz import save_png
 
@@ -100,8 +107,9 @@ def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
     started = time.perf_counter()
     masks = segment(image.display, segmenter, MIN_CONFIDENCE if min_confidence is None else min_confidence)
     seconds = time.perf_counter() - started
+    plausibility = require_plausible(masks, image.display, str(path), accept_anatomy)
     out = new_output_dir(out_dir)
-    result = SegmentationResult(masks, seconds=seconds)
+    result = SegmentationResult(masks, seconds=seconds, plausibility=plausibility)
     affine = image.affine if image.affine is not None else radiograph_affine(image.spacing_mm)
     result.files["anatomy"] = write_nifti_2d(out / "anatomy.nii.gz", masks.label_map(), affine,
                                              "MedCF anatomy: " + " ".join(f"{v}={k}" for k, v in LABEL_LEGEND.items()))
@@ -120,6 +128,7 @@ def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
         "areas_px": {name: int(mask.sum()) for name, mask in masks.regions().items()},
         "cardiothoracic_ratio": round(cardiothoracic_ratio(masks), 4),
         "confidence": None if masks.confidence() is None else round(masks.confidence(), 4),
+        "plausibility": plausibility.to_dict(),
         "seconds": round(seconds, 3), "medcf_version": medcf.__version__,
         "notice": f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})",
     }

@@ -65,9 +65,15 @@ def _view(image) -> ViewPosition:
 
 def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, editor: Editor | None = None,
               progress: bool = True, command: str | None = None, extras: list[dict] | None = None,
-              sop_class: str = "sc") -> list[EditOutputs]:
-    """Read, segment, edit and write; one output folder per spec (``out_dir`` itself for one
-    spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report)."""
+              sop_class: str = "sc", masks: str | Path | None = None,
+              accept_anatomy: bool = False) -> list[EditOutputs]:
+    """Read, segment (or read the user's ``masks`` file: a label map, a .seg.nrrd or a DICOM
+    SEG, :mod:`medcf.anatomy.given`), check the anatomy's plausibility (refused unless
+    ``accept_anatomy``), edit and write; one output folder per spec (``out_dir`` itself for
+    one spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report). The provenance
+    records where the anatomy came from and the check's verdict."""
+    from medcf.anatomy.given import read_masks
+    from medcf.anatomy.plausibility import require_plausible
     from medcf.anatomy.segment import segment
     from medcf.editing.edit import edit
     from medcf.io.atomic import new_output_dir
@@ -76,8 +82,16 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     if not specs:
         raise InputError("nothing to edit: no edit was requested")
     image = read_input(path)  # input errors come before the model loads
+    given = read_masks(masks, image) if masks is not None else None
     editor = editor or load_editor()
-    masks = segment(image.display, editor.segmenter)
+    if given is not None:
+        anatomy, masks = given.record(), given.masks
+    else:
+        masks = segment(image.display, editor.segmenter)
+        confidence = masks.confidence()
+        anatomy = {"source": "segmenter", "segmenter": masks.segmenter,
+                   "confidence": None if confidence is None else round(confidence, 4)}
+    anatomy["plausibility"] = require_plausible(masks, image.display, str(path), accept_anatomy).to_dict()
     view = _view(image)
     outputs = []
     root = Path(out_dir)
@@ -86,7 +100,7 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     for index, spec in enumerate(specs):
         counterfactual = edit(image.display, masks, spec, editor.generator, editor.vectors, view, progress)
         target = root if len(specs) == 1 else root / f"{index + 1}-{spec.action.value}-{spec.finding.value}"
-        extra = (extras or [{}] * len(specs))[index]
+        extra = {**(extras or [{}] * len(specs))[index], "anatomy": anatomy}
         outputs.append(write_edit(image, masks, counterfactual, editor.model_info, target, command, extra, sop_class))
     return outputs
 

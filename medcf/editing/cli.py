@@ -91,10 +91,14 @@ def cmd_edit(args: argparse.Namespace) -> int:
         raise InputError("--finding (or --from-report REPORT.txt) is required")
     else:
         specs = [_spec(args)]
-    read_input(args.input)  # a bad input fails before the model loads
+    image = read_input(args.input)  # a bad input fails before the model loads
+    if args.masks is not None:  # and so do bad masks
+        from medcf.anatomy.given import read_masks
+        read_masks(args.masks, image)
     editor = load_editor(args.model, args.vectors)
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
-                        extras=extras, sop_class=args.sop_class)
+                        extras=extras, sop_class=args.sop_class,
+                        masks=args.masks, accept_anatomy=args.accept_anatomy)
     for output in outputs:
         for name in ("dicom", "image", "panel", "provenance"):
             if name in output.files:
@@ -152,6 +156,11 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     edit.add_argument("--sop-class", choices=["sc", "dx"], default="sc",
                       help="DICOM output: Secondary Capture (default) or DX For Presentation")
     edit.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    edit.add_argument("--masks", type=Path, metavar="FILE",
+                      help="your own lungs and heart instead of the segmenter's: the anatomy.nii.gz of `medcf "
+                           "segment`, a 3D Slicer .seg.nrrd, or a DICOM SEG (docs/anatomy.md)")
+    edit.add_argument("--accept-anatomy", action="store_true",
+                      help="edit even if the anatomy fails the plausibility check; edit.json records the override")
     edit.set_defaults(func=cmd_edit)
 
     pairs = sub.add_parser(

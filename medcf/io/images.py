@@ -36,15 +36,34 @@ def write_label_png(path: str | Path, labels: np.ndarray) -> Path:
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """A grayscale PNG as float32 in [0, 1] (8- or 16-bit), or a label map as its integers
-    when ``path`` is an 8-bit PNG read with :func:`read_label_png`."""
+    """A grayscale PNG as float32 in [0, 1] (8- or 16-bit).
+
+    Films are often exported as RGB or RGBA (screenshots, viewers, converters): three equal
+    colour channels and an opaque alpha are still a grayscale film and are read as one; a
+    palette PNG is read through its palette. A film with colour in it, or with transparent
+    pixels, is refused (one line): MedCF would have to guess which channel is the film.
+    """
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if image.mode in ("P", "PA"):
+                image = image.convert("RGBA")
             array = np.asarray(image)
     except (OSError, ValueError) as error:
         raise InputError(f"{path} is not a readable PNG: {error}")
+    if array.ndim == 3 and array.shape[2] in (2, 4):  # gray + alpha, RGB + alpha
+        alpha = array[..., -1]
+        if alpha.min() != alpha.max() or int(alpha.max()) == 0:
+            raise InputError(f"{path} has transparent pixels; save the film without an alpha channel")
+        array = array[..., :-1]
+    if array.ndim == 3 and array.shape[2] == 3:
+        if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
+            raise InputError(f"{path} is a colour image (its red, green and blue channels differ); "
+                             "MedCF reads grayscale radiographs")
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
     if array.ndim != 2:
         raise InputError(f"{path} is not a grayscale image (shape {array.shape})")
     scale = 65535.0 if array.dtype == np.uint16 or array.max() > 255 else 255.0

@@ -26,6 +26,12 @@ class InputFormat(StrEnum):
 
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# The smallest film MedCF takes, in pixels on the short side. Why 128: the segmenter sees
+# 256 px, so a smaller film is enlarged more than twofold and its masks are drawn from
+# detail it does not have; at 128 px a lung zone is about 20 px high and a costophrenic
+# region about 10 px across, the least at which the editor's regions still mean something.
+# Real radiographs are 1000-3000 px; anything below 128 is a thumbnail or an icon.
+MIN_MATRIX = 128
 
 
 @dataclass
@@ -71,7 +77,16 @@ def read_nifti_2d(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, floa
 
 
 def read_input(path: str | Path) -> InputImage:
-    """Read a radiograph in any accepted format (DICOM selection rules as ``medcf inspect``)."""
+    """Read a radiograph in any accepted format (DICOM selection rules as ``medcf inspect``);
+    a film smaller than :data:`MIN_MATRIX` on its short side is refused."""
+    image = _read_input(path)
+    if min(image.shape) < MIN_MATRIX:
+        raise InputError(f"{image.path} is {image.shape[0]}x{image.shape[1]} pixels; MedCF needs at least "
+                         f"{MIN_MATRIX} on the short side (a thumbnail? give the full-size film)")
+    return image
+
+
+def _read_input(path: str | Path) -> InputImage:
     from medcf.io.images import read_png
     from medcf.io.reader import load_radiograph
 

@@ -1,0 +1,105 @@
+"""Anatomy plausibility check (medcf.anatomy.plausibility): how often it refuses renders of
+the simulated world, which are chest films by construction, and the range of every
+measure it uses (the thresholds were set from these ranges).
+
+Held-out patients from seed 1 300 000 on (never used in training, 100 000.., nor in the
+other benchmarks), two images each (with and without the patient's main finding; every
+finding at every severity in turn), PA and AP, rendered at --size. Each image is checked
+three ways: with the default network's masks, with those masks cut at the heart border
+(as the NIfTI label map of `medcf segment` stores them, what `medcf edit --masks` reads
+back), and with the world's exact masks. Also the committed sample study.
+
+Usage: python benchmarks/bench_plausibility.py [--patients 80] [--size 512] [--renders FILE.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medcf.anatomy.dataset import AnatomySet, render_set
+from medcf.anatomy.masks import AnatomyMasks
+from medcf.anatomy.outputs import load_segmenter
+from medcf.anatomy.plausibility import THRESHOLDS, check_anatomy
+from medcf.anatomy.segment import segment
+from medcf.io.inputs import read_input
+from medcf.vocab import Organ
+
+FIRST_SEED = 1_300_000
+SAMPLE_STUDY = Path(__file__).resolve().parents[1] / "medcf" / "data" / "sample_study"
+
+
+def label_map_masks(masks: AnatomyMasks) -> AnatomyMasks:
+    """The masks as the label map keeps them: lungs stop at the heart border."""
+    heart = masks.organs[Organ.HEART]
+    return AnatomyMasks({Organ.LUNG_RIGHT: masks.organs[Organ.LUNG_RIGHT] & ~heart,
+                         Organ.LUNG_LEFT: masks.organs[Organ.LUNG_LEFT] & ~heart, Organ.HEART: heart}, "label map")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=80)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--renders", type=Path, help="an AnatomySet .npz already rendered from FIRST_SEED (reused)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.renders and args.renders.is_file():
+        data = AnatomySet.load(args.renders)
+    else:
+        data = render_set(args.patients, FIRST_SEED, args.size)
+        if args.renders:
+            data.save(args.renders)
+    segmenter = load_segmenter()
+    kinds = ("network", "label map", "exact")
+    measured: dict[str, list] = {kind: [] for kind in kinds}
+    refused = {kind: Counter() for kind in kinds}
+    refused_images = Counter()
+    seconds = []
+    mirrored = Counter()
+    for image, truth, view, seed in zip(data.images, data.masks, data.views, data.seeds):
+        network = segment(image, segmenter, min_confidence=0.0)
+        flipped = image[:, ::-1].copy()  # a mirrored film: the segmenter keeps sides anatomical
+        mirrored.update(check_anatomy(segment(flipped, segmenter, min_confidence=0.0), flipped).failed)
+        exact = AnatomyMasks({organ: truth[i].astype(bool) for i, organ in enumerate(Organ)}, "world")
+        for kind, masks in zip(kinds, (network, label_map_masks(network), exact)):
+            tick = time.perf_counter()
+            result = check_anatomy(masks, image)
+            seconds.append(time.perf_counter() - tick)
+            measured[kind].append(result.measured)
+            if not result.passed:
+                refused_images[kind] += 1
+                refused[kind].update(result.failed)
+                print(f"refused ({kind}): seed {seed} {view.value}: {result.summary()}")
+    n = len(data)
+    print(f"\n{n} images ({args.patients} patients, seeds {FIRST_SEED}..{FIRST_SEED + args.patients - 1}) "
+          f"at {data.images.shape[1]}x{data.images.shape[2]}; "
+          f"{sum(v.value == 'PA' for v in data.views)} PA, {sum(v.value == 'AP' for v in data.views)} AP")
+    for kind in kinds:
+        print(f"refused with {kind} masks: {refused_images[kind]}/{n}  {dict(refused[kind])}")
+    print(f"mirrored films (network masks), failed rules: {dict(mirrored)}")
+    print(f"check time: {np.median(seconds) * 1000:.1f} ms median")
+    keys = sorted(measured["network"][0])
+    print("\n| measure | " + " | ".join(f"{k} min | {k} max" for k in kinds) + " |")
+    print("|---|" + "---|---|" * len(kinds))
+    for key in keys:
+        cells = []
+        for kind in kinds:
+            values = np.array([m[key] for m in measured[kind]], float)
+            values = values[~np.isnan(values)]
+            cells += [f"{values.min():.3f}", f"{values.max():.3f}"] if values.size else ["nan", "nan"]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    sample = read_input(SAMPLE_STUDY)
+    result = check_anatomy(segment(sample.display, segmenter), sample.display)
+    print(f"\nsample study: passed={result.passed} failed={result.failed}")
+    print({k: (round(v, 3) if not math.isnan(v) else None) for k, v in result.measured.items()})
+    print("thresholds:", THRESHOLDS)
+
+
+if __name__ == "__main__":
+    main()
