@@ -366,6 +366,7 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     assert check["passes"] == 1
     anatomy = record["extra"]["anatomy"]  # where the anatomy came from, and the plausibility check
     assert anatomy["source"] == "segmenter" and anatomy["plausibility"]["passed"] is True
+    assert anatomy["segmenter"] == "medcf-unet" and len(anatomy["weights"]["sha256"]) == 64
     assert check["target_reached"] == (check["output_score"] > max(2 * check["output_stderr"], check["input_score"]))
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sources} == before
     again = _medcf("edit", SAMPLE_STUDY, "--finding", "nodule", "--action", "add", "--side", "left", "--quiet",

@@ -57,8 +57,10 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     segment.add_argument("input", type=Path, metavar="INPUT", help="DICOM file or folder, .png, or .nii/.nii.gz")
     segment.add_argument("--out", type=Path, required=True, help="new or empty output folder")
     segment.add_argument("--segmenter", default=None,
-                         help="registered segmenter name (default: segmenter_name in monai_bundle/configs/anatomy.json)")
-    segment.add_argument("--weights", type=Path, default=None, help="weights file for the segmenter (default: the bundle's)")
+                         help="segmenter: medcf, torchxrayvision (ChestX-Det PSPNet; needs --weights) or a site's "
+                              "registered name (default: segmenter_name in monai_bundle/configs/anatomy.json)")
+    segment.add_argument("--weights", type=Path, default=None,
+                         help="local weights file for the segmenter (default: the bundle's); nothing is downloaded")
     segment.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
                          help="refuse images the segmenter draws less surely than this (mean organ probability "
                               f"inside the least sure organ; default {MIN_CONFIDENCE}); lower it for real radiographs "

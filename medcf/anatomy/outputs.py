@@ -45,7 +45,8 @@ class SegmentationResult:
 
 def load_segmenter(name: str | None = None, weights: str | Path | None = None):
     """The segmenter the bundle config names (``segmenter_name``), optionally another
-    registered name or other weights."""
+    registered name (``--segmenter``: ``medcf``, ``torchxrayvision``, a site's own) or other
+    weights (``--weights``)."""
     from medcf.bundle import bundle_config
 
     overrides = {}
@@ -54,6 +55,8 @@ def load_segmenter(name: str | None = None, weights: str | Path | None = None):
     if weights:
         overrides["weights"] = str(weights)
     config = bundle_config("anatomy", overrides)
+    if name and not weights and name != bundle_config("anatomy").get("segmenter_name"):
+        config["weights"] = None  # the bundle's weights belong to its own segmenter, not to this one
     try:
         return config.get_parsed_content("segmenter")
     except RuntimeError as error:

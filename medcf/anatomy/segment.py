@@ -56,8 +56,10 @@ def _load_entry_points() -> None:
             _REGISTRY[entry.name] = entry.load()
 
 
-def get_segmenter(name: str, **options) -> Segmenter:
-    """The segmenter registered as ``name``, built with ``options`` (from the bundle config)."""
+def get_segmenter(name: str, options: dict | None = None, **more) -> Segmenter:
+    """The segmenter registered as ``name``, built with ``options`` (the bundle config's
+    ``segmenter_options[name]``) and ``more`` (``weights``, say)."""
+    options = {**(options or {}), **more}
     if name not in _REGISTRY:
         _load_entry_points()
     if name not in _REGISTRY:
@@ -172,3 +174,14 @@ def default_segmenter(weights: str | Path | None = None, network: dict | None = 
     except RuntimeError as error:
         raise InputError(f"{path} does not fit the network definition: {str(error).splitlines()[0]}") from None
     return NetworkSegmenter(model, input_size=input_size, weights_path=path)
+
+
+register_segmenter("medcf")(default_segmenter)  # the name `--segmenter medcf` gives
+
+
+@register_segmenter("torchxrayvision")
+def torchxrayvision_segmenter(weights: str | Path | None = None, **options) -> Segmenter:
+    """TorchXRayVision's ChestX-Det PSPNet from a local weights file (:mod:`medcf.anatomy.adapters`)."""
+    from medcf.anatomy.adapters import xrv_pspnet_segmenter
+
+    return xrv_pspnet_segmenter(weights, **options)

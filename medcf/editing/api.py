@@ -89,7 +89,11 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     else:
         masks = segment(image.display, editor.segmenter)
         confidence = masks.confidence()
+        from medcf.io.atomic import sha256_of_file
+
+        weights = getattr(editor.segmenter, "weights_path", None)
         anatomy = {"source": "segmenter", "segmenter": masks.segmenter,
+                   "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
                    "confidence": None if confidence is None else round(confidence, 4)}
     anatomy["plausibility"] = require_plausible(masks, image.display, str(path), accept_anatomy).to_dict()
     view = _view(image)

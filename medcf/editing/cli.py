@@ -95,7 +95,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
         read_masks(args.masks, image)
-    editor = load_editor(args.model, args.vectors)
+    segmenter = None
+    if (args.segmenter or args.weights) and args.masks is None:  # a wrong segmenter fails before the model loads
+        from medcf.anatomy.outputs import load_segmenter
+        segmenter = load_segmenter(args.segmenter, args.weights)
+    editor = load_editor(args.model, args.vectors, segmenter=segmenter)
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=args.masks, accept_anatomy=args.accept_anatomy)
@@ -161,6 +165,9 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                            "segment`, a 3D Slicer .seg.nrrd, or a DICOM SEG (docs/anatomy.md)")
     edit.add_argument("--accept-anatomy", action="store_true",
                       help="edit even if the anatomy fails the plausibility check; edit.json records the override")
+    edit.add_argument("--segmenter", default=None,
+                      help="anatomy segmenter: medcf (default), torchxrayvision, or a site's registered name")
+    edit.add_argument("--weights", type=Path, default=None, help="local weights file for --segmenter")
     edit.set_defaults(func=cmd_edit)
 
     pairs = sub.add_parser(
