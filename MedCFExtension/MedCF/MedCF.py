@@ -221,7 +221,7 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
             return
         self.editRun = run
         self.ui.editProgressBar.value = 0
-        self.ui.editStatusLabel.text = "Starting medcf edit (loading the model)..."
+        self.ui.editStatusLabel.text = "Starting medcf edit in the background..."
         self.updateButtons()
         self.editTimer.start()
 

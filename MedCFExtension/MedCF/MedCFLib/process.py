@@ -107,7 +107,7 @@ class BackgroundEdit:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._percent = 0.0
-        self._message = "starting"
+        self._message = "starting: loading the model, reading and segmenting the input"
         self._cancelled = False
         self._out_existed = None
         self._out_held_files = False
