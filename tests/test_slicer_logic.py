@@ -98,3 +98,201 @@ def test_edit_choices_are_the_library_vocabularies():
                 "method": Method}
     for name, enum in expected.items():
         assert set(EDIT_CHOICES[name]) - {"-"} == {m.value for m in enum}, name
+
+
+# --- the background edit (MedCFLib/process.py): a real `medcf edit` child process ---------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+import xml.etree.ElementTree as ET  # noqa: E402
+
+from MedCFLib.process import (  # noqa: E402
+    CANCELLED,
+    FINISHED,
+    RUNNING,
+    BackgroundEdit,
+    edit_arguments,
+    parse_progress,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_STUDY = ROOT / "medcf" / "data" / "sample_study"
+needs_weights = pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
+                                   reason="the default model's weights are not committed in this checkout")
+
+
+def _env(extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [str(p) for p in (extra_path, ROOT) if p is not None]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)  # the child led its own process group
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_progress_is_read_from_tqdm_lines():
+    assert parse_progress("sampling:  42%|####2     | 5/12 [00:01<00:01,  4.49step/s]") == pytest.approx(500 / 12)
+    assert parse_progress("sampling: 100%|##########| 12/12 [00:02<00:00,  4.99step/s]") == 100.0
+    assert parse_progress("sampling:  33%|###3") == 33.0  # a bar cut before its count
+    for line in ("/tmp/out/panel.png", "model check: target reached after 1 pass (strength 1, depth 0.5)",
+                 "error: 250% is not a severity", "1.2.826.0.1.3680043.8.498.5677.dcm"):
+        assert parse_progress(line) is None, line
+    assert edit_arguments("in.dcm", {"finding": "nodule", "side": "-", "zone": "", "severity": None}) == [
+        "in.dcm", "--finding", "nodule"]
+
+
+@needs_weights
+def test_background_edit_reports_rising_progress_and_finishes_with_the_files(tmp_path):
+    options = {"finding": "pleural_effusion", "action": "add", "side": "left", "zone": "-", "steps": "40"}
+    run = BackgroundEdit(edit_arguments(SAMPLE_STUDY, options), tmp_path / "out", sys.executable,
+                         env=_env(), cwd=tmp_path).start()
+    seen = []
+    deadline = time.monotonic() + 240
+    while True:
+        state, percent, message = run.poll()
+        seen.append(percent)
+        if state != RUNNING or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert state == FINISHED, (state, message, run.stderr_lines[-3:])
+    assert seen == sorted(seen) and seen[-1] == 100.0
+    partial = sorted({p for p in seen if 0 < p < 100})
+    assert len(partial) >= 3, partial  # progress was seen while it ran, not only at the end
+    files = run.result()
+    assert Path(files["dicom"]).parent == tmp_path / "out" / "dicom" and Path(files["dicom"]).is_file()
+    assert Path(files["panel"]) == tmp_path / "out" / "panel.png" and Path(files["panel"]).is_file()
+    record = json.loads(Path(files["provenance"]).read_text())
+    assert record["finding"] == "pleural_effusion" and record["extra"]["spec"]["steps"] == 40
+    assert files["check"].startswith("model check:")
+
+
+@needs_weights
+def test_cancelled_background_edit_stops_the_process_and_leaves_no_output(tmp_path):
+    options = {"finding": "pleural_effusion", "action": "add", "side": "left", "steps": "100"}
+    out = tmp_path / "out"
+    run = BackgroundEdit(edit_arguments(SAMPLE_STUDY, options), out, sys.executable, env=_env(), cwd=tmp_path).start()
+    deadline = time.monotonic() + 240
+    while run.poll()[1] == 0 and run.poll()[0] == RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state, percent, _ = run.poll()
+    assert state == RUNNING and 0 < percent < 100  # cancelled mid-sampling
+    run.cancel()
+    assert run.poll()[0] == CANCELLED
+    assert run.process.returncode is not None and _process_gone(run.process.pid)
+    assert not out.exists()
+
+
+FAKE_MEDCF = '''
+import sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+(out / "dicom").mkdir(parents=True, exist_ok=True)
+(out / "dicom" / ".partial.dcm.tmp").write_bytes(b"half a file")
+for i in range(1000):
+    sys.stderr.write(f"\\rsampling: {i // 10:3d}%| | {i}/1000 [00:00<00:00]")
+    sys.stderr.flush()
+    time.sleep(0.01)
+'''
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_cancel_removes_what_the_run_wrote_and_only_that(tmp_path, existed):
+    """A run killed mid-write (here a stand-in medcf) leaves no partial output; a folder that was
+    empty before stays, empty; the process group is gone."""
+    fake = tmp_path / "fake"
+    (fake / "medcf").mkdir(parents=True)
+    (fake / "medcf" / "__init__.py").write_text("")
+    (fake / "medcf" / "__main__.py").write_text(FAKE_MEDCF)
+    out = tmp_path / "out"
+    if existed:
+        out.mkdir()
+    run = BackgroundEdit(["input.dcm"], out, sys.executable, env=_env(fake), cwd=tmp_path).start()
+    deadline = time.monotonic() + 30
+    while run.poll()[1] < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (out / "dicom" / ".partial.dcm.tmp").is_file() and run.poll()[0] == RUNNING
+    run.cancel()
+    assert run.poll()[0] == CANCELLED and _process_gone(run.process.pid)
+    assert out.is_dir() == existed and (not existed or not any(out.iterdir()))
+
+
+def test_cancel_never_touches_a_folder_that_held_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier result")
+    run = BackgroundEdit(["-c", "import time; time.sleep(30)"], out, sys.executable, env=_env())
+    run.command = [sys.executable, "-c", "import time; time.sleep(30)"]
+    run.start()
+    run.cancel()
+    assert run.poll()[0] == CANCELLED and (out / "keep.txt").read_text() == "earlier result"
+
+
+# --- the module's layout: .ui, icon, CMake ----------------------------------------------------------
+
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "MedCF.ui"
+
+
+def test_every_widget_the_module_uses_is_in_the_ui_file():
+    names = {w.get("name") for w in ET.parse(UI_FILE).getroot().iter("widget")}
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "MedCF.py").read_text()))
+    assert used and used <= names, used - names
+    # the edit combos are looked up by name (getattr(self.ui, f"{name}ComboBox")), one per EDIT_CHOICES key
+    assert {f"{name}ComboBox" for name in EDIT_CHOICES} <= names
+    assert 'getattr(self.ui, f"{name}ComboBox")' in (MODULE_DIR / "MedCF.py").read_text()
+
+
+def test_ui_file_loads_in_qt_and_holds_the_widgets(tmp_path):
+    """Qt itself (PySide6's QUiLoader, offscreen) reads the .ui; CTK widgets fall back to QWidget.
+    Skipped where PySide6 is not installed (it is not a MedCF dependency)."""
+    code = (
+        "import re, sys\n"
+        "from PySide6.QtWidgets import QApplication, QWidget\n"
+        "from PySide6.QtUiTools import QUiLoader\n"
+        "from PySide6.QtCore import QFile\n"
+        "app = QApplication([])\n"
+        f"f = QFile({str(UI_FILE)!r}); assert f.open(QFile.ReadOnly)\n"
+        "w = QUiLoader().load(f)\n"
+        "assert w is not None and w.objectName() == 'MedCF'\n"
+        f"used = set(re.findall(r'self\\.ui\\.(\\w+)', open({str(MODULE_DIR / 'MedCF.py')!r}).read()))\n"
+        "missing = sorted(n for n in used if w.findChild(QWidget, n) is None)\n"
+        "print(len(used), missing)\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    probe = subprocess.run([sys.executable, "-c", "import PySide6.QtUiTools"], capture_output=True, env=env)
+    if probe.returncode != 0:
+        pytest.skip("PySide6 is not installed")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, missing = done.stdout.split(" ", 1)
+    assert int(count) > 10 and missing.strip() == "[]", done.stdout
+    assert "could not be read" not in done.stderr, done.stderr  # every property parses
+
+
+def test_cmake_installs_the_resources_and_scripts():
+    cmake = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = re.findall(r"(\S*\$\{MODULE_NAME\}\S*\.(?:py|ui|png))\b", cmake)
+    assert listed
+    for name in listed:
+        assert (MODULE_DIR / name.replace("${MODULE_NAME}", "MedCF")).is_file(), name
+    for path in MODULE_DIR.rglob("*"):
+        if path.suffix in (".py", ".ui", ".png") and "Testing" not in path.parts and "__pycache__" not in path.parts:
+            assert path.relative_to(MODULE_DIR).as_posix().replace("MedCF", "${MODULE_NAME}", 1) in cmake, path
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', top)
+    assert re.search(r'set\(EXTENSION_HOMEPAGE\s+"\S+"\)', top)
+    assert "counterfactual" in top.lower()
+
+
+def test_icon_is_a_128_pixel_png():
+    from PIL import Image
+
+    with Image.open(MODULE_DIR / "Resources" / "Icons" / "MedCF.png") as icon:
+        assert icon.format == "PNG" and icon.size == (128, 128)

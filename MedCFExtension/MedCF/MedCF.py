@@ -20,7 +20,16 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
-from MedCFLib import EDIT_CHOICES, load_into_scene
+from MedCFLib import (
+    EDIT_CHOICES,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    BackgroundEdit,
+    default_interpreter,
+    edit_arguments,
+    load_into_scene,
+)
 
 RESEARCH_ONLY_LABEL = "Synthetic outputs: research only, never for diagnosis."
 
@@ -83,8 +92,10 @@ of a MedCF source checkout instead of the name), then restart Slicer or reload t
 found and which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i>
 loads that radiograph (display-space pixels, window 1 / level 0.5) as a single-slice volume,
 shown in the coronal view. <i>Edit</i> adds or removes one finding (side, zone, severity,
-method) with <code>medcf edit</code>, loads the counterfactual next to the input and writes
-a new synthetic DICOM series, the panel, the masks and the provenance into the output folder.</p>
+method) by running <code>medcf edit</code> in a background process (Slicer stays responsive; a
+progress bar follows the sampling, <i>Cancel</i> stops it and removes what it wrote), then loads
+the counterfactual next to the input. The output folder receives a new synthetic DICOM series,
+the panel, the masks and the provenance.</p>
 """
         self.parent.acknowledgementText = """
 Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and for research only.
@@ -97,92 +108,76 @@ Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and
 
 
 class MedCFWidget(ScriptedLoadableModuleWidget):
-    """Path chooser, Inspect and Load buttons, and a read-only report box."""
+    """Path chooser, Inspect and Load buttons, a report box, and the edit controls.
+
+    The widgets come from Resources/UI/MedCF.ui. An edit runs ``medcf edit`` in a background
+    process (``MedCFLib.BackgroundEdit``); a timer polls it, so Slicer stays responsive."""
+
+    POLL_INTERVAL_MS = 200
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         self.logic = None
+        self.ui = None
+        self.editRun = None
+        self.editTimer = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         self.logic = MedCFLogic()
 
-        notice = qt.QLabel(RESEARCH_ONLY_LABEL)
-        notice.setWordWrap(True)
-        notice.setStyleSheet("font-weight: bold; color: #b00000;")
-        self.layout.addWidget(notice)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/MedCF.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
 
-        inputsButton = ctk.ctkCollapsibleButton()
-        inputsButton.text = "Input study"
-        self.layout.addWidget(inputsButton)
-        form = qt.QFormLayout(inputsButton)
-
-        self.pathEdit = ctk.ctkPathLineEdit()
-        self.pathEdit.filters = ctk.ctkPathLineEdit.Dirs
-        self.pathEdit.settingKey = "MedCF/InputPath"
-        self.pathEdit.toolTip = (
-            "A study or series folder (browse), or the path of a single DICOM file (type or paste it)."
-        )
-        form.addRow("DICOM file or folder:", self.pathEdit)
-
-        buttons = qt.QHBoxLayout()
-        self.inspectButton = qt.QPushButton("Inspect")
-        self.inspectButton.toolTip = "List the DICOM instances found and the radiograph MedCF would edit."
-        self.loadButton = qt.QPushButton("Load selected radiograph")
-        self.loadButton.toolTip = "Load the radiograph MedCF would edit as a single-slice volume."
-        buttons.addWidget(self.inspectButton)
-        buttons.addWidget(self.loadButton)
-        form.addRow(buttons)
-
-        self.reportBox = qt.QPlainTextEdit()
-        self.reportBox.setReadOnly(True)
-        self.reportBox.setLineWrapMode(qt.QPlainTextEdit.NoWrap)
-        self.reportBox.setFont(qt.QFontDatabase.systemFont(qt.QFontDatabase.FixedFont))
-        self.reportBox.setPlaceholderText("Inspection report appears here.")
-        form.addRow(self.reportBox)
-
-        editButton = ctk.ctkCollapsibleButton()
-        editButton.text = "Counterfactual edit"
-        self.layout.addWidget(editButton)
-        editForm = qt.QFormLayout(editButton)
+        self.ui.researchOnlyLabel.text = RESEARCH_ONLY_LABEL
+        # folders are browsed; a single DICOM file's path can be typed or pasted (an enum-set
+        # property, set here rather than in the .ui so the .ui also loads without CTK's plugins)
+        self.ui.pathEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.reportBox.setFont(qt.QFontDatabase.systemFont(qt.QFontDatabase.FixedFont))
         self.editCombos = {}
         for name, values in EDIT_CHOICES.items():
-            combo = qt.QComboBox()
+            combo = getattr(self.ui, f"{name}ComboBox")
             combo.addItems(values)
-            editForm.addRow(f"{name.capitalize()}:", combo)
             self.editCombos[name] = combo
-        self.editCombos["severity"].setCurrentText("moderate")
-        self.editCombos["method"].setCurrentText("auto")
-        self.outputEdit = ctk.ctkPathLineEdit()
-        self.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
-        self.outputEdit.settingKey = "MedCF/OutputPath"
-        self.outputEdit.toolTip = "A new or empty folder for the synthetic series, panel, masks and provenance."
-        editForm.addRow("Output folder:", self.outputEdit)
-        self.editButton = qt.QPushButton("Edit")
-        self.editButton.toolTip = "Run medcf edit on the selected radiograph and load the counterfactual."
-        editForm.addRow(self.editButton)
+        self.ui.severityComboBox.setCurrentText("moderate")
+        self.ui.methodComboBox.setCurrentText("auto")
 
-        self.pathEdit.connect("currentPathChanged(QString)", self.updateButtons)
-        self.outputEdit.connect("currentPathChanged(QString)", self.updateButtons)
-        self.inspectButton.connect("clicked(bool)", self.onInspect)
-        self.loadButton.connect("clicked(bool)", self.onLoad)
-        self.editButton.connect("clicked(bool)", self.onEdit)
+        self.editTimer = qt.QTimer()
+        self.editTimer.setInterval(self.POLL_INTERVAL_MS)
+        self.editTimer.connect("timeout()", self.onEditPoll)
 
-        self.layout.addStretch(1)
+        self.ui.pathEdit.connect("currentPathChanged(QString)", self.updateButtons)
+        self.ui.outputEdit.connect("currentPathChanged(QString)", self.updateButtons)
+        self.ui.inspectButton.connect("clicked(bool)", self.onInspect)
+        self.ui.loadButton.connect("clicked(bool)", self.onLoad)
+        self.ui.editButton.connect("clicked(bool)", self.onEdit)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelEdit)
+
         self.updateButtons()
 
     def cleanup(self):
-        pass
+        """Module closed or reloaded: a running edit is cancelled, not orphaned."""
+        if self.editTimer is not None:
+            self.editTimer.stop()
+        if self.editRun is not None:
+            self.editRun.cancel()
+            self.editRun = None
 
     def currentPath(self):
-        return self.pathEdit.currentPath.strip()
+        return self.ui.pathEdit.currentPath.strip()
+
+    def outputPath(self):
+        return self.ui.outputEdit.currentPath.strip()
 
     def updateButtons(self, *_):
         hasPath = bool(self.currentPath())
-        self.inspectButton.enabled = hasPath
-        self.loadButton.enabled = hasPath
-        if hasattr(self, "editButton"):
-            self.editButton.enabled = hasPath and bool(self.outputEdit.currentPath.strip())
+        running = self.editRun is not None
+        self.ui.inspectButton.enabled = hasPath
+        self.ui.loadButton.enabled = hasPath
+        self.ui.editButton.enabled = hasPath and bool(self.outputPath()) and not running
+        self.ui.cancelButton.enabled = running
 
     def _run(self, action):
         """Run ``action``; show MedCF errors as one line, unexpected ones with a console pointer."""
@@ -203,7 +198,7 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         with _WaitCursor():
             text = self._run(lambda: self.logic.inspectText(path))
         if text is not None:
-            self.reportBox.setPlainText(text)
+            self.ui.reportBox.setPlainText(text)
 
     def onLoad(self):
         path = self.currentPath()
@@ -214,20 +209,54 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         node, radiograph = result
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpGreenSliceView)
         slicer.util.setSliceViewerLayers(background=node, fit=True)
-        self.reportBox.appendPlainText("\n" + MedCFLogic.describeLoaded(node, radiograph))
-
+        self.ui.reportBox.appendPlainText("\n" + MedCFLogic.describeLoaded(node, radiograph))
 
     def onEdit(self):
-        options = {name: combo.currentText for name, combo in self.editCombos.items()}
-        path, out = self.currentPath(), self.outputEdit.currentPath.strip()
-        with _WaitCursor():
-            result = self._run(lambda: self.logic.editRadiograph(path, options, out))
-        if result is None:
+        """Start ``medcf edit`` in the background; onEditPoll follows it."""
+        if self.editRun is not None:
             return
-        node, files = result
-        slicer.util.setSliceViewerLayers(background=node, fit=True)
-        self.reportBox.appendPlainText("\nCounterfactual (synthetic, research only): "
-                                       + ", ".join(f"{k}: {v}" for k, v in files.items()))
+        options = {name: combo.currentText for name, combo in self.editCombos.items()}
+        run = self._run(lambda: self.logic.startEdit(self.currentPath(), options, self.outputPath()))
+        if run is None:
+            return
+        self.editRun = run
+        self.ui.editProgressBar.value = 0
+        self.ui.editStatusLabel.text = "Starting medcf edit in the background..."
+        self.updateButtons()
+        self.editTimer.start()
+
+    def onEditPoll(self):
+        if self.editRun is None:
+            self.editTimer.stop()
+            return
+        state, percent, message = self.editRun.poll()
+        self.ui.editProgressBar.value = int(percent)
+        if state == RUNNING:
+            self.ui.editStatusLabel.text = message
+            return
+        self.editTimer.stop()
+        run, self.editRun = self.editRun, None
+        self.updateButtons()
+        if state == FINISHED:
+            self.ui.editStatusLabel.text = "Finished."
+            result = self._run(lambda: self.logic.loadEditResult(run))
+            if result is not None:
+                node, files = result
+                slicer.util.setSliceViewerLayers(background=node, fit=True)
+                self.ui.reportBox.appendPlainText("\nCounterfactual (synthetic, research only): "
+                                                  + ", ".join(f"{k}: {v}" for k, v in files.items()))
+        elif state == FAILED:
+            self.ui.editStatusLabel.text = f"Failed: {message}"
+            slicer.util.errorDisplay(message)
+        else:
+            self.ui.editStatusLabel.text = "Cancelled; nothing was written."
+
+    def onCancelEdit(self):
+        if self.editRun is None:
+            return
+        with _WaitCursor():
+            self.editRun.cancel()
+        self.onEditPoll()
 
 
 class _WaitCursor:
@@ -264,20 +293,21 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
             name = slicer.mrmlScene.GenerateUniqueName(f"MedCF {stem}")
         return load_into_scene(radiograph, name), radiograph
 
-    def editRadiograph(self, path, options, out_dir):
-        """``medcf edit`` on ``path`` with ``options`` (finding, action, side, zone, severity,
-        method; "-" = not given); loads the counterfactual; returns (volume node, files)."""
-        medcf = _import_medcf()
-        from medcf.editing.api import edit_file
-        from medcf.editing.spec import EditSpec
+    def startEdit(self, path, options, out_dir, interpreter=None):
+        """Start ``medcf edit`` on ``path`` with ``options`` (finding, action, side, zone, severity,
+        method; "-" = not given) writing into ``out_dir``, in a background process; return the
+        running ``MedCFLib.BackgroundEdit``. The interpreter is Slicer's PythonSlicer by default."""
+        _import_medcf()  # say what to install now, not after the process fails
+        run = BackgroundEdit(edit_arguments(path, options), out_dir, interpreter or default_interpreter())
+        return run.start()
 
-        given = {k: (None if v in ("", "-") else v) for k, v in options.items()}
-        spec = EditSpec(given["finding"], given["action"], given["side"], given["zone"],
-                        given["severity"] or "moderate", given["method"] or "auto")
-        written = edit_file(path, [spec], out_dir, progress=False, command="3D Slicer MedCF module")[0]
-        files = {name: str(p) for name, p in written.files.items()}
-        radiograph = medcf.io.load_radiograph(written.files["dicom"])
-        name = slicer.mrmlScene.GenerateUniqueName(f"MedCF counterfactual {spec.describe()}")
+    def loadEditResult(self, run):
+        """Load the counterfactual of a finished ``run``; return (volume node, files)."""
+        medcf = _import_medcf()
+        files = run.result()
+        radiograph = medcf.io.load_radiograph(files.get("dicom") or files["image"])
+        stem = os.path.basename(os.path.dirname(os.path.dirname(files["dicom"]))) if "dicom" in files else "image"
+        name = slicer.mrmlScene.GenerateUniqueName(f"MedCF counterfactual {stem}")
         return load_into_scene(radiograph, name), files
 
     @staticmethod

@@ -10,8 +10,26 @@ from .logic import (
     load_into_scene,
     radiograph_to_volume_arrays,
 )
+from .process import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    RUNNING,
+    BackgroundEdit,
+    default_interpreter,
+    edit_arguments,
+    parse_progress,
+)
 
 __all__ = [
+    "BackgroundEdit",
+    "CANCELLED",
+    "FAILED",
+    "FINISHED",
+    "RUNNING",
+    "default_interpreter",
+    "edit_arguments",
+    "parse_progress",
     "CORONAL_IJK_TO_RAS",
     "DEFAULT_SPACING_MM",
     "DISPLAY_LEVEL",
