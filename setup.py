@@ -60,7 +60,7 @@ setup(
         "SimpleITK>=2.3",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
+        "test": ["pytest>=8", "pytest-xdist>=3", "PySide6-Essentials>=6.5"],  # Qt: the Slicer module's .ui loads (tests)
     },
     entry_points={"console_scripts": ["medcf=medcf.cli:main"]},
     classifiers=[
