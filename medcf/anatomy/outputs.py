@@ -95,6 +95,16 @@ def overlay_panel(image: InputImage, masks: AnatomyMasks, title: str):
     return render_grid(tiles, title, columns=3, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})")
 
 
+def segmenter_record(masks: AnatomyMasks, segmenter) -> dict:
+    """Where segmented masks came from, for ``anatomy.json`` and ``edit.json`` alike: the
+    segmenter's name, its weights file (path and SHA-256) and its confidence."""
+    weights = getattr(segmenter, "weights_path", None)
+    confidence = masks.confidence()
+    return {"segmenter": masks.segmenter,
+            "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
+            "confidence": None if confidence is None else round(confidence, 4)}
+
+
 def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
                   min_confidence: float | None = None, accept_anatomy: bool = False) -> SegmentationResult:
     """Segment the radiograph at ``path`` and write every output into ``out_dir`` (new or empty).
@@ -121,16 +131,13 @@ def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
         result.files["seg"] = write_anatomy_seg(out / "anatomy-seg.dcm", masks, image.radiograph.dataset)
     result.files["overlay"] = save_png(overlay_panel(image, masks, f"MedCF segment: {Path(path).name}"),
                                        out / "overlay.png")
-    weights = getattr(segmenter, "weights_path", None)
     record = {
         "input": str(image.path), "format": image.format.value, "shape": list(image.shape),
         "spacing_mm": list(image.spacing_mm) if image.spacing_mm else None,
-        "segmenter": masks.segmenter,
-        "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
+        **segmenter_record(masks, segmenter),
         "labels": LABEL_LEGEND, "zones": ZONE_LEGEND,
         "areas_px": {name: int(mask.sum()) for name, mask in masks.regions().items()},
         "cardiothoracic_ratio": round(cardiothoracic_ratio(masks), 4),
-        "confidence": None if masks.confidence() is None else round(masks.confidence(), 4),
         "plausibility": plausibility.to_dict(),
         "seconds": round(seconds, 3), "medcf_version": medcf.__version__,
         "notice": f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})",

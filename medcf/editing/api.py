@@ -73,6 +73,7 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     one spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report). The provenance
     records where the anatomy came from and the check's verdict."""
     from medcf.anatomy.given import read_masks
+    from medcf.anatomy.outputs import segmenter_record
     from medcf.anatomy.plausibility import require_plausible
     from medcf.anatomy.segment import segment
     from medcf.editing.edit import edit
@@ -88,13 +89,7 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
         anatomy, masks = given.record(), given.masks
     else:
         masks = segment(image.display, editor.segmenter)
-        confidence = masks.confidence()
-        from medcf.io.atomic import sha256_of_file
-
-        weights = getattr(editor.segmenter, "weights_path", None)
-        anatomy = {"source": "segmenter", "segmenter": masks.segmenter,
-                   "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
-                   "confidence": None if confidence is None else round(confidence, 4)}
+        anatomy = {"source": "segmenter", **segmenter_record(masks, editor.segmenter)}
     anatomy["plausibility"] = require_plausible(masks, image.display, str(path), accept_anatomy).to_dict()
     view = _view(image)
     outputs = []

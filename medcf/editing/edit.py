@@ -186,11 +186,12 @@ def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors
     else:
         trajectory = ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps, guidance)
     methods, edit_prompt, negative = control_methods(generator, spec, inputs.region, inputs.prompts, vectors)
-    methods.append(LatentBlend(trajectory, inputs.region.latent_mask(inputs.latent_hw)[None, None]))
+    mask = inputs.region.latent_mask(inputs.latent_hw)[None, None]
+    methods.append(LatentBlend(trajectory, mask))
     with AttentionController(generator, methods, steps=spec.steps, first_step=start,
                              latent_hw=inputs.latent_hw) as controller:
         result = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps,
-                        guidance_scale=region_guidance(inputs.region, inputs.latent_hw, spec, guidance),
+                        guidance_scale=region_guidance(mask, spec, guidance),
                         negative_prompt=negative, latents=trajectory.latents[start], start_step=start,
                         noise_maps=trajectory.noise_maps, observer=controller, progress=progress, decode=False)
     energy = [m for m in methods if isinstance(m, ConcentrationEnergy)]
@@ -201,14 +202,13 @@ def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors
         "energy": [[s, round(e, 4)] for s, e in energy[0].history] if energy else None})
 
 
-def region_guidance(region: EditRegion, latent_hw: tuple[int, int], spec: EditSpec,
-                    base: float) -> float | torch.Tensor:
-    """The guidance scale as a latent map: ``spec.guidance`` inside the edit region, the
-    model's own outside (where the latents are held on the input's trajectory anyway), so
-    the prompt is pushed hard only where the finding goes."""
+def region_guidance(mask: torch.Tensor, spec: EditSpec, base: float) -> float | torch.Tensor:
+    """The guidance scale as a latent map: ``spec.guidance`` on the region's latent cells
+    (``mask``, the latent blend's), the model's own outside (where the latents are held on
+    the input's trajectory anyway), so the prompt is pushed hard only where the finding goes."""
     if spec.guidance is None or spec.guidance == base:
         return base
-    return base + (spec.guidance - base) * region.latent_mask(latent_hw)[None, None]
+    return base + (spec.guidance - base) * mask
 
 
 PASS_STRENGTH, PASS_DEPTH, MAX_DEPTH = 1.5, 0.15, 0.9  # each further pass: strength x1.5, depth +0.15 (at most 0.9)
@@ -326,10 +326,16 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
 
     spec, chosen_by = resolve(spec, generator)
     inputs = prepare(display, masks, spec, generator, view)
-    if not check:
-        result = _edit_pass(inputs, spec, generator, vectors, progress)
-        result.settings["settings_from"] = chosen_by
-        return result
+    result = _checked_edit(inputs, spec, generator, vectors, progress) if check \
+        else _edit_pass(inputs, spec, generator, vectors, progress)
+    result.settings["settings_from"] = chosen_by
+    return result
+
+
+def _checked_edit(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,
+                  progress: bool) -> Counterfactual:
+    """Passes until the model's own check finds the target (at most ``spec.passes``); the
+    pass kept carries the check (:func:`edit`)."""
     checker = EvidenceChecker(inputs, spec, generator)
     input_score = checker.score(inputs.z0)
     sign = 1.0 if spec.action is Action.ADD else -1.0
@@ -346,6 +352,5 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     best.check = TargetCheck(spec.action, input_score, best_score, checker.reliable, index + 1, used.strength,
                              used.depth)
     best.settings["check"] = best.check.to_dict()
-    best.settings["settings_from"] = chosen_by
     best.seconds = time.perf_counter() - inputs.started
     return best

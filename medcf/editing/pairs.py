@@ -88,12 +88,11 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     factual trajectory. Lets several methods share one factual sample."""
     spec = replace(pair.spec, method=method)
     methods, edit_prompt, negative = control_methods(generator, spec, pair.region, pair.prompts, vectors)
-    start_noise = pair.trajectory.latents[0]
-    methods.append(LatentBlend(pair.trajectory, pair.region.latent_mask(tuple(start_noise.shape[-2:]))[None, None]))
+    mask = pair.region.latent_mask(tuple(pair.trajectory.latents[0].shape[-2:]))[None, None]
+    methods.append(LatentBlend(pair.trajectory, mask))
     with AttentionController(generator, methods, steps=spec.steps) as controller:
         edited = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, negative_prompt=negative,
-                        guidance_scale=region_guidance(pair.region, tuple(start_noise.shape[-2:]), spec,
-                                                       generator.guidance_scale),
+                        guidance_scale=region_guidance(mask, spec, generator.guidance_scale),
                         observer=controller, progress=False, decode=False)
     decoded = generator.decode_images(edited.latents)[0]
     check_image(decoded, "the counterfactual sample")
