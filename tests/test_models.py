@@ -358,6 +358,75 @@ def test_training_resumes_exactly_and_exports_a_loadable_bundle(tmp_path):
         export_default_model(tmp_path / "ae_a", tmp_path / "gen", tmp_path / "bundle_models")
 
 
+def _paired_world_set(path: Path, n_pairs: int = 6, size: int = 64) -> Path:
+    """Pairs as render_world_set writes them: a film with a blob, then the same film without."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    images, records = [], []
+    for i in range(n_pairs):
+        base = 0.3 + 0.1 * rng.random() * yy
+        cx, cy = rng.random(2)
+        blob = 0.5 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)
+        for kind, image, prompt in (("factual", base + blob, PROMPT), ("counterfactual", base, NORMAL)):
+            images.append(np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
+            records.append({"seed": 100 + i, "kind": kind, "prompt": prompt})
+    return model_fixtures.write_world_set(path, images, records)
+
+
+def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
+    from medcf.models.data import load_world_set
+    from medcf.models.train import GeneratorOptions, _pair_starts, generator_batch
+
+    world = load_world_set(_paired_world_set(tmp_path / "pairs.npz"))
+    pairs = _pair_starts(world)
+    assert pairs.tolist() == [0, 2, 4, 6, 8, 10]
+    options = GeneratorOptions(out="unused", batch=8, paired=True)
+    index, timesteps, noise, _ = generator_batch(options, 5, len(world.images), (4, 8, 8), 1000, pairs)
+    assert index.shape == (8,) and torch.all(index[0::2] % 2 == 0) and torch.equal(index[1::2], index[0::2] + 1)
+    assert torch.equal(timesteps[0::2], timesteps[1::2]) and torch.equal(noise[0::2], noise[1::2])
+    assert len(set(timesteps[0::2].tolist())) > 1 or len(set(index[0::2].tolist())) > 1  # pairs differ
+    again = generator_batch(options, 5, len(world.images), (4, 8, 8), 1000, pairs)
+    assert torch.equal(again[0], index) and torch.equal(again[2], noise)  # a function of (seed, step)
+    single = generator_batch(GeneratorOptions(out="unused", batch=8), 5, len(world.images), (4, 8, 8), 1000)
+    assert not torch.equal(single[2][0::2], single[2][1::2])
+    unpaired = load_world_set(_synthetic_world_set(tmp_path / "set.npz"))
+    with pytest.raises(InputError, match="--paired needs a world set of factual/counterfactual pairs"):
+        _pair_starts(unpaired)
+
+
+def test_fine_tuning_starts_from_an_exported_model_and_records_it(tmp_path):
+    from medcf.models.default import CONFIG_NAME, UNET_FILE
+    from medcf.models.train import (AutoencoderOptions, GeneratorOptions, export_default_model, train_autoencoder,
+                                    train_generator)
+    from safetensors.torch import load_file
+
+    data = _paired_world_set(tmp_path / "pairs.npz")
+    train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), data=str(data), heldout_data=str(data), batch=2,
+                                         crop=32, steps=2, progress=False, tiny=True))
+    train_generator(GeneratorOptions(out=str(tmp_path / "gen"), autoencoder=str(tmp_path / "ae"), data=str(data),
+                                     batch=2, steps=2, progress=False))
+    first = tmp_path / "first"
+    export_default_model(tmp_path / "ae", tmp_path / "gen", first, half=False)
+    with pytest.raises(InputError, match="even batch"):
+        train_generator(GeneratorOptions(out=str(tmp_path / "odd"), init=str(first), data=str(data), batch=3,
+                                         paired=True, progress=False))
+    # a learning rate of ~0: the fine-tuned weights must be the initial model's
+    train_generator(GeneratorOptions(out=str(tmp_path / "tune"), init=str(first), data=str(data), batch=4, steps=2,
+                                     paired=True, lr=1e-12, progress=False))
+    recipe = json.loads((tmp_path / "tune" / "run.json").read_text())
+    assert recipe["batches"].startswith("paired") and recipe["initialised_from"]["folder"] == str(first)
+    second = tmp_path / "second"
+    export_default_model(first, tmp_path / "tune", second, half=False)
+    before, after = load_file(str(first / UNET_FILE)), load_file(str(second / UNET_FILE))
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-6
+    config = json.loads((second / CONFIG_NAME).read_text())
+    first_config = json.loads((first / CONFIG_NAME).read_text())
+    assert config["autoencoder"]["scaling_factor"] == first_config["autoencoder"]["scaling_factor"]
+    assert config["initialised_from"]["training"]["generator_steps"] == 2
+    assert config["training"]["generator_steps"] == 2 and config["training"]["recipes"]["generator"]["initialised_from"]
+    assert sample(load_generator(second), [PROMPT], steps=2, progress=False).images.shape == (1, 64, 64)
+
+
 def test_resume_without_checkpoint_is_an_input_error(tmp_path):
     from medcf.models.train import AutoencoderOptions, train_autoencoder
 

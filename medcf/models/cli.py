@@ -68,7 +68,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     from medcf.models.train import GeneratorOptions, train_generator
 
     result = train_generator(GeneratorOptions(
-        out=str(args.out), autoencoder=str(args.autoencoder), data=str(args.data) if args.data else None,
+        out=str(args.out), autoencoder=str(args.autoencoder) if args.autoencoder else None,
+        init=str(args.init) if args.init else None, paired=args.paired, data=str(args.data) if args.data else None,
         n_pairs=args.n_pairs, size=args.size, data_seed=args.data_seed, steps=args.steps, batch=args.batch,
         lr=args.lr, prompt_dropout=args.prompt_dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
         threads=args.threads, max_minutes=args.max_minutes, resume=args.resume, progress=not args.quiet))
@@ -140,7 +141,14 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
                     "guidance) on the autoencoder's latents of the simulated world. Keeps an EMA of the weights; "
                     "checkpoints every --checkpoint-every steps; --resume continues.", epilog=EPILOG)
     _common_training(gen, steps=8000, batch=16, lr=2e-4)
-    gen.add_argument("--autoencoder", type=Path, required=True, help="run folder of `medcf train autoencoder`")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--autoencoder", type=Path, help="run folder of `medcf train autoencoder` (a new denoiser)")
+    source.add_argument("--init", type=Path,
+                        help="fine-tune an exported model folder (e.g. monai_bundle/models): its autoencoder, "
+                             "latent scale and denoiser (as both the weights and their EMA) are the start")
+    gen.add_argument("--paired", action="store_true",
+                     help="paired batches: each batch holds whole factual/counterfactual pairs, both films of a "
+                          "pair under the same noise and timestep, so the prompt is all that tells them apart")
     gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")
     gen.set_defaults(func=cmd_train_generator)
 
@@ -169,7 +177,8 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
         description="Take the newest checkpoints of an autoencoder run and a generator run (EMA weights) and "
                     "write medcf_generator.json + fp16 safetensors into OUT (never over existing files).",
         epilog=EPILOG)
-    export.add_argument("--autoencoder", type=Path, required=True, help="run folder of `medcf train autoencoder`")
+    export.add_argument("--autoencoder", type=Path, required=True,
+                        help="run folder of `medcf train autoencoder`, or the model folder a fine-tune started from")
     export.add_argument("--generator", type=Path, required=True, help="run folder of `medcf train generator`")
     export.add_argument("--out", type=Path, required=True, help="e.g. monai_bundle/models")
     export.add_argument("--fp32", action="store_true", help="keep float32 weights (default float16)")

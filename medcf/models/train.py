@@ -254,7 +254,7 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
 @dataclass
 class GeneratorOptions:
     out: str
-    autoencoder: str
+    autoencoder: str | None = None
     data: str | None = None
     n_pairs: int = 2400
     size: int = 256
@@ -273,14 +273,23 @@ class GeneratorOptions:
     max_minutes: float = 0.0
     resume: bool = False
     progress: bool = True
+    init: str | None = None
+    paired: bool = False
     extra: dict = field(default_factory=dict)
 
 
 def autoencoder_from_run(folder: str | Path):
-    """The autoencoder and its config from the newest checkpoint of a ``medcf train autoencoder`` run."""
-    from medcf.models.default import build_autoencoder
+    """The autoencoder and its config from the newest checkpoint of a ``medcf train autoencoder`` run,
+    or from an exported model folder (``medcf_generator.json`` + weights, e.g. ``monai_bundle/models``)."""
+    from medcf.models.default import AUTOENCODER_FILE, CONFIG_NAME, build_autoencoder, load_weights, read_config
 
     folder = Path(folder)
+    if (folder / CONFIG_NAME).is_file():
+        config = read_config(folder)
+        vae = build_autoencoder(config)
+        load_weights(vae, folder / AUTOENCODER_FILE)
+        return (vae.eval().requires_grad_(False), config, folder / AUTOENCODER_FILE,
+                int(config.get("training", {}).get("autoencoder_steps", 0)))
     checkpoints = sorted((folder / "checkpoints").glob("step-*.pt")) if (folder / "checkpoints").is_dir() else []
     if not checkpoints:
         raise InputError(f"{folder} holds no autoencoder checkpoint (checkpoints/step-*.pt); run `medcf train autoencoder` first")
@@ -310,6 +319,41 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             target.lerp_(source, 1.0 - decay)
 
 
+def _pair_starts(world) -> np.ndarray:
+    """Indices ``i`` where films ``i`` and ``i + 1`` are one patient's factual and
+    counterfactual film (as :func:`medcf.models.data.render_world_set` writes them)."""
+    records = world.records
+    starts = [i for i in range(0, len(records) - 1, 2)
+              if records[i].get("kind") == "factual" and records[i + 1].get("kind") == "counterfactual"
+              and records[i].get("seed") == records[i + 1].get("seed")]
+    if not starts:
+        raise InputError("--paired needs a world set of factual/counterfactual pairs; this one has none")
+    return np.asarray(starts, dtype=np.int64)
+
+
+def generator_batch(options: GeneratorOptions, step: int, n_films: int, latent_shape: tuple[int, ...],
+                    num_train_timesteps: int, pairs: np.ndarray | None = None):
+    """The films, timesteps and noise of step ``step`` (a function of (seed, step) only, so a
+    resumed run sees what an uninterrupted one would), and the step's generator for the rest.
+
+    With ``pairs`` (from :func:`_pair_starts`) the batch holds whole pairs, each pair's two
+    films adjacent under one noise and one timestep."""
+    rng = np.random.default_rng([options.seed, step, 1])
+    generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
+    if pairs is None:
+        index = torch.from_numpy(rng.integers(0, n_films, options.batch))
+        timesteps = torch.from_numpy(rng.integers(0, num_train_timesteps, options.batch))
+        noise = torch.randn((options.batch, *latent_shape), generator=generator)
+    else:
+        # Both films of a pair differ only by the finding; under one noise and one
+        # timestep the prompt is all that tells their targets apart.
+        starts = torch.from_numpy(pairs[rng.integers(0, len(pairs), options.batch // 2)])
+        index = torch.stack([starts, starts + 1], dim=1).reshape(-1)
+        timesteps = torch.from_numpy(rng.integers(0, num_train_timesteps, options.batch // 2)).repeat_interleave(2)
+        noise = torch.randn((options.batch // 2, *latent_shape), generator=generator).repeat_interleave(2, 0)
+    return index, timesteps, noise, rng
+
+
 def train_generator(options: GeneratorOptions) -> dict:
     """Train the text-conditioned UNet on the autoencoder's latents of the world set."""
     import copy
@@ -321,25 +365,34 @@ def train_generator(options: GeneratorOptions) -> dict:
     from medcf.models.default import build_unet
     from medcf.models.text import minilm_encoder, offline
 
+    if options.paired and (options.batch < 2 or options.batch % 2):
+        raise InputError(f"--paired needs an even batch of at least 2 (two films a pair), not {options.batch}")
+    if not (options.init or options.autoencoder):
+        raise InputError("name the autoencoder: --autoencoder RUN, or --init MODEL_FOLDER to fine-tune a model")
     offline()
     run = RunFolder(options.out, options.resume)
     device = _setup(options.seed, options.threads)
-    vae, config, ae_checkpoint, ae_step = autoencoder_from_run(options.autoencoder)
+    vae, config, ae_checkpoint, ae_step = autoencoder_from_run(options.init or options.autoencoder)
     vae.to(device)
     resumed = load_checkpoint(run.latest()) if options.resume else None
-    # The denoiser's architecture is the one this run started with when resuming, else
-    # today's default (the miniature for a miniature autoencoder) -- never the copy the
-    # autoencoder run wrote into its checkpoint when *it* started, which may be older.
+    # The denoiser's architecture is the one this run started with when resuming, the
+    # initial model's when fine-tuning one, else today's default (the miniature for a
+    # miniature autoencoder) -- never the copy the autoencoder run wrote into its
+    # checkpoint when *it* started, which may be older.
     if resumed is not None:
         config["unet"] = resumed["config"]["unet"]
-    else:
+    elif not options.init:
         from medcf.models.default import default_config, tiny_config
 
         tiny = config["autoencoder"]["block_out_channels"] == tiny_config()["autoencoder"]["block_out_channels"]
         config["unet"] = (tiny_config() if tiny else default_config())["unet"]
     data_path, world = _world_set(options.data, options.n_pairs, options.size, options.data_seed, options.progress)
+    pairs = _pair_starts(world) if options.paired else None
     size = int(world.images.shape[-1])
     factor = 2 ** (len(config["autoencoder"]["block_out_channels"]) - 1)
+    if options.init and [int(world.images.shape[-2]), size] != list(config["image_size"]):
+        raise InputError(f"--init {options.init} works at {config['image_size']}, the training set's films are "
+                         f"{list(world.images.shape[1:])}")
     config["image_size"] = [int(world.images.shape[-2]), size]
     config["autoencoder"]["sample_size"] = size
     config["unet"]["sample_size"] = size // factor
@@ -349,7 +402,8 @@ def train_generator(options: GeneratorOptions) -> dict:
         latents, scaling = cached["latents"], float(cached["scaling_factor"])
     else:
         latents = encode_world(vae, world, device, progress=options.progress)
-        scaling = float(1.0 / latents.std())
+        # A fine-tuned denoiser keeps the latent scale it learned; a new one takes the set's.
+        scaling = float(config["autoencoder"]["scaling_factor"]) if options.init else float(1.0 / latents.std())
         write_new_file(latents_path, lambda tmp: torch.save({"latents": latents, "scaling_factor": scaling}, tmp))
     latents = latents * scaling
     config["autoencoder"]["scaling_factor"] = scaling
@@ -366,11 +420,22 @@ def train_generator(options: GeneratorOptions) -> dict:
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
     step = 0
+    initial = None
+    if options.init and resumed is None:
+        from medcf.models.default import UNET_FILE, load_weights
+
+        load_weights(unet, Path(options.init) / UNET_FILE)
+        ema.load_state_dict(unet.state_dict())
+    if options.init:
+        initial = {"folder": str(options.init), "training": config.pop("training", None)}
+        config["initialised_from"] = initial
     if resumed is not None:
         unet.load_state_dict(resumed["model"])
         ema.load_state_dict(resumed["ema"])
         optimizer.load_state_dict(resumed["optimizer"])
         step = int(resumed["step"])
+        if "initialised_from" in resumed["config"]:
+            config["initialised_from"] = resumed["config"]["initialised_from"]
     config["prompt_dropout"] = options.prompt_dropout
     run.write_recipe({
         "what": "MedCF default model: text-conditioned UNet", "options": {k: v for k, v in vars(options).items() if k != "extra"},
@@ -381,21 +446,23 @@ def train_generator(options: GeneratorOptions) -> dict:
                  "distinct_prompts": len(unique)},
         "text_encoder": config["text_encoder"],
         "loss": f"MSE on epsilon, min-SNR weighting gamma={options.snr_gamma}; prompt dropout {options.prompt_dropout}",
+        "batches": ("paired: each batch holds whole factual/counterfactual pairs, both films of a pair under the "
+                    "same noise and timestep" if options.paired else "films drawn independently"),
+        "initialised_from": initial,
         "hardware": hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     started, window = time.perf_counter(), []
     bar = tqdm(total=options.steps, initial=step, desc="generator", unit="step", disable=not options.progress)
     unet.train()
     while step < options.steps:
-        rng = np.random.default_rng([options.seed, step, 1])
-        index = torch.from_numpy(rng.integers(0, len(latents), options.batch))
-        timesteps = torch.from_numpy(rng.integers(0, noise_schedule.config.num_train_timesteps, options.batch)).to(device)
-        drop = torch.from_numpy(rng.random(options.batch) < options.prompt_dropout)
+        index, timesteps, noise, rng = generator_batch(options, step, len(latents), tuple(latents.shape[1:]),
+                                                       noise_schedule.config.num_train_timesteps, pairs)
+        timesteps = timesteps.to(device)
+        drop = torch.from_numpy(rng.random(len(index)) < options.prompt_dropout)
         context = table[prompt_index[index]].clone()
         context[drop] = empty[0]
-        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
         x0 = latents[index].to(device)
-        noise = torch.randn(x0.shape, generator=generator).to(device)
+        noise = noise.to(device)
         tick = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, options.lr, options.warmup)
