@@ -49,3 +49,12 @@ def bundle_config(name: str, overrides: dict | None = None):
     for key, value in (overrides or {}).items():
         parser[key] = value
     return parser
+
+
+def required(value, key: str):
+    """A bundle workflow's input that ``monai.bundle run`` must be given (``--<key> ...``):
+    one clear message instead of a failure deep inside the run."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InputError(f"the bundle workflow needs --{key} (e.g. python -m monai.bundle run --config_file "
+                         f"configs/<workflow>.json --{key} VALUE)")
+    return value

@@ -158,3 +158,119 @@ def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
         columns = {organ: np.nonzero(masks.organs[organ])[1].mean() for organ in Organ}
         # patient's right lung on the viewer's left; the heart between the lungs' centres
         assert columns[Organ.LUNG_RIGHT] < columns[Organ.HEART] < columns[Organ.LUNG_LEFT]
+
+
+# --- the three workflows: anatomy, edit (and generation above) ------------------------------
+
+
+def _small_film_png(folder: Path) -> Path:
+    from medcf.io.images import write_png16
+    from medcf.io.inputs import read_input
+
+    film = read_input(REPO / "medcf" / "data" / "sample_study").display
+    return write_png16(folder / "film.png", film[::4, ::4])
+
+
+@pytest.mark.skipif(not (BUNDLE / "models" / "anatomy_unet.safetensors").is_file(), reason="no committed weights")
+def test_anatomy_config_runs_on_an_input_and_asks_for_one(tmp_path):
+    png = _small_film_png(tmp_path)
+    done = _monai_run("--config_file", str(BUNDLE / "configs" / "anatomy.json"), "--input", str(png),
+                      "--output_dir", str(tmp_path / "anatomy"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "anatomy" / "anatomy.json").read_text())
+    assert record["segmenter"] == "medcf-unet" and record["plausibility"]["passed"] is True
+    assert (tmp_path / "anatomy" / "anatomy.nii.gz").is_file() and (tmp_path / "anatomy" / "overlay.png").is_file()
+    missing = _monai_run("--config_file", str(BUNDLE / "configs" / "anatomy.json"), "--output_dir",
+                         str(tmp_path / "none"), cwd=tmp_path)
+    assert missing.returncode != 0 and "needs --input" in missing.stderr and not (tmp_path / "none").exists()
+
+
+@pytest.mark.skipif(not (BUNDLE / "models" / "unet.safetensors").is_file(), reason="no committed weights")
+def test_edit_config_runs_the_editor_and_equals_medcf_edit(tmp_path):
+    from medcf.io.images import read_png
+
+    png = _small_film_png(tmp_path)
+    spec = ["--finding", "pleural_effusion", "--action", "add", "--side", "right", "--seed", "3", "--steps", "10"]
+    done = _monai_run("--config_file", str(BUNDLE / "configs" / "edit.json"), "--input", str(png), *spec,
+                      "--output_dir", str(tmp_path / "bundle"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cli = subprocess.run([sys.executable, "-m", "medcf", "edit", str(png), *spec, "--quiet", "--out",
+                          str(tmp_path / "cli")], capture_output=True, text=True, env=env, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    a, b = (read_png(tmp_path / name / "counterfactual.png") for name in ("bundle", "cli"))
+    assert np.array_equal(a, b) and not np.array_equal(a, read_png(png))
+    record = json.loads((tmp_path / "bundle" / "edit.json").read_text())
+    spec_record = record["extra"]["spec"]
+    assert (spec_record["side"], spec_record["steps"], spec_record["seed"]) == ("right", 10, 3)
+    assert spec_record["constants"]["steering_alpha"] == 2.0
+
+
+def _bundle_copy(tmp_path: Path, **changes) -> Path:
+    """The bundle's configs with edit.json changed, the committed models linked (not copied)."""
+    root = tmp_path / "bundle"
+    shutil.copytree(BUNDLE / "configs", root / "configs")
+    (root / "models").symlink_to(BUNDLE / "models")
+    config = json.loads((root / "configs" / "edit.json").read_text())
+    for key, value in changes.items():
+        if key == "constants":
+            config["constants"].update(value)
+        else:
+            config[key] = value
+    (root / "configs" / "edit.json").write_text(json.dumps(config))
+    return root
+
+
+def test_medcf_edit_takes_its_defaults_from_the_bundle_edit_config(tmp_path, monkeypatch):
+    from medcf.cli import build_parser
+    from medcf.editing.cli import _spec
+    from medcf.errors import InputError
+
+    root = _bundle_copy(tmp_path, steps=12, method="steer", strength=1.5, severity="severe",
+                        constants={"steering_alpha": 3.0})
+    monkeypatch.setenv("MEDCF_BUNDLE", str(root))
+    parser = build_parser()
+    base = ["edit", "x.png", "--finding", "nodule", "--action", "add", "--side", "left", "--out", "o"]
+    spec = _spec(parser.parse_args(base))
+    assert (spec.steps, spec.method.value, spec.strength, spec.severity.value) == (12, "steer", 1.5, "severe")
+    assert spec.constants.steering_alpha == 3.0 and spec.constants.enhancement_gamma == 2.0
+    explicit = _spec(parser.parse_args(base + ["--steps", "20", "--method", "regulated"]))
+    assert (explicit.steps, explicit.method.value) == (20, "regulated")  # the command line wins
+    pairs = _spec(parser.parse_args(["pairs", "--finding", "nodule", "--action", "add", "--side", "left",
+                                     "--out", "o"]))
+    assert pairs.steps == 12 and pairs.constants.steering_alpha == 3.0
+    monkeypatch.setenv("MEDCF_BUNDLE", str(_bundle_copy(tmp_path / "bad", steps=1)))
+    with pytest.raises(InputError, match=r"edit\.json: --steps 1 is outside"):
+        _spec(parser.parse_args(base))
+    monkeypatch.setenv("MEDCF_BUNDLE", str(_bundle_copy(tmp_path / "unknown", constants={"alpha": 1.0})))
+    with pytest.raises(InputError, match="unknown edit constant"):
+        _spec(parser.parse_args(base))
+
+
+def test_edit_constants_reach_the_methods():
+    from medcf.editing.edit import control_methods
+    from medcf.editing.spec import EditConstants, EditSpec
+
+    class Vectors:
+        timesteps = [1]
+
+        def for_finding(self, finding):
+            return {}
+
+    constants = EditConstants(steering_alpha=3.0)
+    spec = EditSpec("nodule", "add", "left", method="steer", severity="severe", strength=2.0, constants=constants)
+    methods, _, _ = control_methods(None, spec, None, {"source": "a", "target": "b", "finding": "b"}, Vectors())
+    assert methods[0].alpha == pytest.approx(3.0 * 2.0 * 1.5)
+    assert EditSpec("nodule", "add", "left").to_dict()["constants"]["steering_alpha"] == 2.0
+    from medcf.errors import InputError
+
+    with pytest.raises(InputError, match="edit constant energy_step"):
+        EditConstants(energy_step=-1)
+
+
+def test_metadata_describes_all_three_workflows():
+    meta = _metadata()
+    workflows = meta["medcf_workflows"]
+    assert set(workflows) == {"inference", "anatomy", "edit"}
+    for name, entry in workflows.items():
+        assert (BUNDLE / entry["config"]).is_file() and entry["run"].startswith("python -m monai.bundle run")

@@ -26,7 +26,19 @@ def _values(enum) -> list[str]:
     return [member.value for member in enum]
 
 
+def _shown_settings():
+    """The config's defaults for ``--help``; a broken config is reported when a command runs."""
+    from medcf.editing.config import EditSettings, load_edit_settings
+    from medcf.errors import InputError
+
+    try:
+        return load_edit_settings()
+    except InputError:
+        return EditSettings()
+
+
 def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> None:
+    shown = _shown_settings().default
     parser.add_argument("--finding", choices=_values(Finding), required=finding_required,
                         help="the finding to add or remove")
     parser.add_argument("--action", choices=_values(Action), required=True, help="add or remove the finding")
@@ -36,23 +48,29 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
                         help="lung zone of the edit (default: where the finding starts: "
                              + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
                              + "; the whole lung otherwise)")
-    parser.add_argument("--severity", choices=_values(Severity), default="moderate", help="default moderate")
-    parser.add_argument("--method", choices=_values(Method), default=Method.AUTO.value, help=METHOD_HELP)
-    parser.add_argument("--strength", type=float, default=1.0,
-                        help="scales steering and enhancement (0 < s <= 4; default 1)")
+    # The editor's settings default to the bundle's configs/edit.json (None here: read when
+    # the command runs, so one config serves medcf edit, medcf pairs and monai.bundle run).
+    parser.add_argument("--severity", choices=_values(Severity), default=None,
+                        help=f"default {shown('severity')} (configs/edit.json)")
+    parser.add_argument("--method", choices=_values(Method), default=None,
+                        help=METHOD_HELP + f" (default {shown('method')}, configs/edit.json)")
+    parser.add_argument("--strength", type=float, default=None,
+                        help=f"scales steering and enhancement (0 < s <= 4; default {shown('strength'):g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
-    parser.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
+    parser.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {shown('steps')})")
     parser.add_argument("--depth", type=float, default=None,
                         help="how much of the trajectory is re-sampled: 1 = from noise (default: auto's choice for "
                              "the finding, else 0.5)")
-    parser.add_argument("--inversion", choices=_values(Inversion), default="ddpm",
-                        help="ddpm = edit-friendly DDPM inversion, exact (default); ddim = DDIM inversion")
-    parser.add_argument("--energy", action="store_true",
+    parser.add_argument("--inversion", choices=_values(Inversion), default=None,
+                        help=f"ddpm = edit-friendly DDPM inversion, exact; ddim = DDIM inversion "
+                             f"(default {shown('inversion')})")
+    parser.add_argument("--energy", action="store_true", default=None,
                         help="add the attention-concentration latent correction to regulated additions (off by "
                              "default: it lowered fidelity on the default model, docs/editing.md)")
-    parser.add_argument("--passes", type=int, default=1,
+    parser.add_argument("--passes", type=int, default=None,
                         help="passes the editor may make until the model's own check finds the target state, each "
-                             "stronger (x1.5) and deeper (+0.15) than the last (1..5; default 1). The check of the "
+                             "stronger (x1.5) and deeper (+0.15) than the last (1..5; default "
+                             f"{shown('passes')}). The check of the "
                              "input and of the output is reported in edit.json and on the panel either way")
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale inside the edit region (1..30; default: auto's choice "
@@ -63,13 +81,16 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
 
 
 def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
-    """The spec the options ask for (``finding``/``side``: a base the report's findings replace)."""
+    """The spec the options ask for, the bundle's configs/edit.json filling what they leave
+    out (``finding``/``side``: a base the report's findings replace)."""
+    from medcf.editing.config import SETTING_KEYS, load_edit_settings
     from medcf.editing.spec import EditSpec
 
+    settings = load_edit_settings()
+    chosen = {key: getattr(args, key) if getattr(args, key) is not None else settings.default(key)
+              for key in SETTING_KEYS}
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    args.severity, args.method,
-                    args.strength, args.seed, args.steps, args.depth, args.inversion, args.energy, args.passes,
-                    args.guidance)
+                    seed=args.seed, constants=settings.constants, **chosen)
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -27,12 +27,8 @@ from medcf.errors import InputError, MedCFError, OutputError
 from medcf.models.base import Generator
 from medcf.models.sampling import UNCOND, sample
 from medcf.text.prompts import prompt
-from medcf.vocab import Action, Severity, ViewPosition
+from medcf.vocab import Action, ViewPosition
 
-SEVERITY_SCALE = {Severity.MILD: 0.6, Severity.MODERATE: 1.0, Severity.SEVERE: 1.5}
-ALPHA = 2.0  # MedSteer's reference steering strength
-GAMMA, GAMMA_OUT = 2.0, 1.0  # pathology enhancement inside / outside the target
-ENERGY_STEP = 0.08  # normalised latent step of the concentration-energy correction
 
 
 @dataclass
@@ -91,30 +87,31 @@ def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputEr
 def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, prompts: dict[str, str],
              vectors: SteeringVectors | None) -> tuple[list[ControlMethod], str, str]:
     """The control methods of ``spec.method``, the prompt to sample with and the negative prompt."""
-    scale = spec.strength * SEVERITY_SCALE[spec.severity]
+    constants = spec.constants
+    scale = spec.strength * constants.severity_scale(spec.severity)
+    gamma, gamma_out = constants.enhancement_gamma * scale, constants.enhancement_gamma_out * scale
     methods: list[ControlMethod] = []
     words = PATHOLOGY_WORDS[spec.finding]
     if spec.method.regulated:
         edit_prompt = prompts["target"]
         negative = "" if spec.action is Action.ADD else prompts["finding"]
         text = generator.encode_text([edit_prompt])
-        methods.append(AnatomyRegulation(region, text))
+        methods.append(AnatomyRegulation(region, text, beta_self=constants.regulation_beta_self))
         if spec.action is Action.ADD:
             tokens = word_tokens(text, words)
-            methods.append(PathologyEnhancement(region, tokens, gamma=GAMMA * scale, gamma_out=GAMMA_OUT * scale))
+            methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out))
             if spec.energy:
-                methods.append(ConcentrationEnergy(generator, region, text, tokens, step_size=ENERGY_STEP))
+                methods.append(ConcentrationEnergy(generator, region, text, tokens, step_size=constants.energy_step))
         else:  # the finding lives in the negative prompt: make it attend to the region it must leave
             tokens = word_tokens(generator.encode_text([negative]), words)
-            methods.append(PathologyEnhancement(region, tokens, gamma=GAMMA * scale, gamma_out=GAMMA_OUT * scale,
-                                                branches=(UNCOND,)))
+            methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out, branches=(UNCOND,)))
     else:
         edit_prompt, negative = prompts["source"], ""
     if spec.method.steered:
         if vectors is None:
             raise InputError(f"method {spec.method.value} needs steering vectors (none were given or shipped)")
         methods.append(Steering(vectors.for_finding(spec.finding), vectors.timesteps, spec.action,
-                                alpha=ALPHA * scale, region=region))
+                                alpha=constants.steering_alpha * scale, region=region))
     return methods, edit_prompt, negative
 
 

@@ -32,6 +32,42 @@ class Inversion(StrEnum):
     DDIM = "ddim"  # deterministic DDIM inversion: approximate
 
 
+@dataclass(frozen=True)
+class EditConstants:
+    """The methods' constants (methods.md §1–3), kept as configuration data: the bundle's
+    ``configs/edit.json`` holds them under ``constants`` and ``medcf edit`` reads them
+    from there (:mod:`medcf.editing.config`); these values are the documented defaults a
+    library caller gets without a bundle. ``strength`` and the severity scale multiply
+    the steering and enhancement pushes."""
+
+    steering_alpha: float = 2.0  # MedSteer's reference steering strength
+    enhancement_gamma: float = 2.0  # pathology-token attention boost inside the target region
+    enhancement_gamma_out: float = 1.0  # ... and its damping outside
+    energy_step: float = 0.08  # normalised latent step of the concentration-energy correction
+    regulation_beta_self: float = 4.0  # self-attention penalty between organ regions
+    severity_mild: float = 0.6
+    severity_moderate: float = 1.0
+    severity_severe: float = 1.5
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 100.0:
+                raise InputError(f"edit constant {name}: {value!r} is not a number in (0, 100]")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "EditConstants":
+        """From the config's ``constants`` (missing keys keep the defaults; unknown ones are refused)."""
+        values = dict(values or {})
+        unknown = sorted(set(values) - {f for f in cls.__dataclass_fields__})
+        if unknown:
+            raise InputError(f"unknown edit constant(s) {', '.join(unknown)}; known: "
+                             + ", ".join(cls.__dataclass_fields__))
+        return cls(**values)
+
+    def severity_scale(self, severity: Severity) -> float:
+        return float(getattr(self, f"severity_{severity.value}"))
+
+
 GENERIC_DEPTH = 0.5  # an explicit method's depth when none is asked (the editor benchmark's best, docs/editing.md)
 MAX_PASSES = 5
 MAX_GUIDANCE = 30.0  # beyond this a CFG sampler leaves the data manifold (saturated, blotchy films)
@@ -58,7 +94,8 @@ class EditSpec:
     additions; ``passes`` how many passes the editor may make, each stronger and deeper
     than the last, until the model's own check (:mod:`medcf.editing.evidence`) finds the
     target state. ``None`` and ``auto`` are settled by
-    :func:`medcf.editing.defaults.resolve` before an edit runs.
+    :func:`medcf.editing.defaults.resolve` before an edit runs. ``constants``: the
+    methods' constants (:class:`EditConstants`), recorded with the spec in ``edit.json``.
     """
 
     finding: Finding
@@ -75,6 +112,7 @@ class EditSpec:
     energy: bool = False
     passes: int = 1
     guidance: float | None = None
+    constants: EditConstants = EditConstants()
 
     def __post_init__(self) -> None:
         for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),
@@ -101,6 +139,8 @@ class EditSpec:
             raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
         if self.guidance is not None and not 1.0 <= self.guidance <= MAX_GUIDANCE:
             raise InputError(f"--guidance {self.guidance:g} is outside 1..{MAX_GUIDANCE:g}")
+        if isinstance(self.constants, dict):
+            object.__setattr__(self, "constants", EditConstants.from_dict(self.constants))
         if not 1 <= self.passes <= MAX_PASSES:
             raise InputError(f"--passes {self.passes} is outside 1..{MAX_PASSES}")
 
