@@ -26,10 +26,11 @@ def _values(enum) -> list[str]:
     return [member.value for member in enum]
 
 
-def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> None:
+def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, action_required: bool = True) -> None:
     parser.add_argument("--finding", choices=_values(Finding), required=finding_required,
                         help="the finding to add or remove")
-    parser.add_argument("--action", choices=_values(Action), required=True, help="add or remove the finding")
+    parser.add_argument("--action", choices=_values(Action), required=action_required,
+                        help="add or remove the finding")
     parser.add_argument("--side", choices=_values(Side),
                         help="patient side (needed except for cardiomegaly; edema defaults to bilateral)")
     parser.add_argument("--zone", choices=_values(Zone),
