@@ -29,7 +29,8 @@ from tests import model_fixtures
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PA = ROOT / "medcf" / "data" / "sample_study" / "series-001-pa" / "IM0001.dcm"
 EDIT = ["--method", "regulated", "--steps", "2", "--quiet"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def small_study(folder: Path, patient_id: str, patient_name: str, blank: bool = False,
@@ -297,6 +298,12 @@ def test_bad_batch_requests_are_one_line_errors_before_anything_is_written(cohor
         ([cohort["root"], "--finding", "nodule", "--side", "left"], "--action add|remove is required"),
         ([cohort["root"], "--finding", "nodule", "--action", "add"], "--side is needed"),
         ([cohort["root"], "--finding", "cardiomegaly", "--action", "add", "--deidentify"], "needs --deid-map"),
+        ([cohort["root"], "--finding", "cardiomegaly", "--action", "add", "--deidentify", "--deid-map",
+          out / "map.json"], "is inside --out"),
+        ([cohort["root"], "--finding", "cardiomegaly", "--action", "add", "--deidentify", "--deid-map",
+          tmp_path / "map.json", "--deid-option", "retain-uids"], "is not a valid DeidOption"),
+        ([cohort["root"], "--finding", "cardiomegaly", "--action", "add", "--deid-map", tmp_path / "map.json"],
+         "only apply with --deidentify"),
     ):
         done = medcf("batch", *args, "--out", out)
         assert done.returncode == 2, (args, done.stderr)
@@ -311,3 +318,106 @@ def test_bad_batch_requests_are_one_line_errors_before_anything_is_written(cohor
     used = medcf("batch", cohort["root"], "--finding", "cardiomegaly", "--action", "add", "--out", tmp_path / "used")
     assert used.returncode == 2 and "is not a medcf batch folder" in used.stderr
     assert np.array_equal(sorted(p.name for p in (tmp_path / "used").iterdir()), ["notes.txt"])
+
+
+# --- de-identified exports ------------------------------------------------------------------
+
+
+def test_deidentified_batch_is_consistent_keeps_every_marker_leaks_nothing_and_reaches_the_server(
+        cohort, tiny_model, orthanc, tmp_path):
+    from medcf.io.pacs import fetch_study
+    from tests.dicom_validation import DEIDENTIFIED_WARNINGS, assert_valid_dicom
+
+    burned = small_study(cohort["root"] / "d", "P-003", "POE^EDGAR", burned_in=True)
+    out, table = tmp_path / "export", tmp_path / "private" / "map.json"
+    args = [cohort["root"], "--finding", "pleural_effusion", "--action", "add", "--side", "right",
+            "--model", tiny_model, *EDIT, "--deidentify", "--deid-map", table,
+            "--deid-option", "retain-patient-characteristics", "--send", orthanc["web"], "--out", out]
+    first = medcf("batch", *args)
+    assert first.returncode == 1, first.stderr
+    lines = manifest(out)
+    assert sorted(line["status"] for line in lines) == ["done", "done", "done", "skipped"]
+    skipped = next(line for line in lines if line["status"] == "skipped")
+    assert "Burned In Annotation = YES" in skipped["error"] and "--allow-burned-in" in skipped["error"]
+    mapping = json.loads(table.read_text())
+    originals = {k: str(pydicom.dcmread(v / "pa.dcm", stop_before_pixels=True).SOPInstanceUID)
+                 for k, v in cohort["studies"].items()}
+    outputs = {}
+    for key, study_uid in cohort["uids"].items():
+        folder = out / mapping["uids"][study_uid]
+        dicom = next(folder.glob("*/dicom/*.dcm"))
+        outputs[key] = ds = pydicom.dcmread(dicom)
+        assert ds.SyntheticData == "YES" and ds.PatientIdentityRemoved == "YES"
+        assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"] and ds.ConversionType == "SYN"
+        assert ds.SeriesDescription.startswith("SYNTHETIC MedCF") and ds.DerivationDescription.startswith("MedCF=")
+        assert any(i.PurposeOfReferenceCodeSequence[0].CodeValue == "109100" for i in ds.ContributingEquipmentSequence)
+        assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113105", "113108"]
+        assert ds.LongitudinalTemporalInformationModified == "REMOVED" and ds.BurnedInAnnotation == "NO"
+        assert ds.StudyDate == "" and ds.AccessionNumber == "" and "InstanceCreationDate" not in ds
+        assert ds.PatientSex == "O" and ds.PatientAge == "056Y"  # retained characteristics
+        # references stay valid: the source image is named by its pseudonymous UID
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == mapping["uids"][originals[key]]
+        assert dicom.name == f"{ds.SOPInstanceUID}.dcm" and ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        assert_valid_dicom(dicom, DEIDENTIFIED_WARNINGS)
+        back = fetch_study(f"{orthanc['dimse']}/{ds.StudyInstanceUID}", tmp_path / "back")
+        stored = pydicom.dcmread(back / dicom.name)
+        assert stored.SyntheticData == "YES" and stored.PatientIdentityRemoved == "YES"
+        assert stored.PatientID == ds.PatientID and stored.PixelData == ds.PixelData
+    # the same patient gets the same pseudonym, another patient another one
+    assert outputs["a"].PatientID == outputs["b"].PatientID == mapping["patients"]["id:P-001"]
+    assert outputs["c"].PatientID == mapping["patients"]["id:P-002"] != outputs["a"].PatientID
+    # nothing identifying anywhere in the export, manifest included
+    secrets = [b"DOE", b"ROE", b"POE", b"P-00", b"ACC-", b"St. Example", str(cohort["root"]).encode(),
+               *(u.encode() for u in cohort["uids"].values()), *(u.encode() for u in originals.values())]
+    for path in out.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not [s for s in secrets if s in data], path
+    assert not list(out.rglob("panel.png"))  # its title names the input file
+    # Resume with the burned-in study allowed and a new study of patient P-001: same table, same pseudonym.
+    later = small_study(tmp_path / "later" / "e", "P-001", "DOE^JANE")
+    second = medcf("batch", *args[:1], later, *args[1:], "--allow-burned-in")
+    assert second.returncode == 0, second.stderr
+    assert "4 item(s)" not in second.stdout and "3 done before, 2 done now" in second.stdout
+    mapping = json.loads(table.read_text())
+    e_uid = str(pydicom.dcmread(later / "pa.dcm", stop_before_pixels=True).StudyInstanceUID)
+    e = pydicom.dcmread(next((out / mapping["uids"][e_uid]).glob("*/dicom/*.dcm")))
+    assert e.PatientID == outputs["a"].PatientID
+    d_uid = str(pydicom.dcmread(burned / "pa.dcm", stop_before_pixels=True).StudyInstanceUID)
+    d = pydicom.dcmread(next((out / mapping["uids"][d_uid]).glob("*/dicom/*.dcm")))
+    assert d.PatientIdentityRemoved == "NO" and d.BurnedInAnnotation == "YES"
+    assert "burned-in text kept" in d.DeidentificationMethod
+
+
+def test_profile_actions_on_attributes_a_source_can_bring(cohort, tmp_path):
+    """Table E.1-1 actions on what the tiny edits do not carry: private tags, overlays (a
+    repeating group), other names, institution and device; options keep what they name."""
+    from medcf.io import Provenance, load_radiograph, write_synthetic
+    from medcf.io.deidentify import DeidOption, PseudonymTable, deidentify_dataset
+
+    radiograph = load_radiograph(cohort["studies"]["a"])
+    written = write_synthetic(radiograph, radiograph.display, Provenance(method="test"), tmp_path / "w")
+
+    def prepared():
+        ds = pydicom.dcmread(written.dicom_path)
+        ds.OperatorsName, ds.InstitutionName, ds.StationName = "SMITH^ANNE", "St. Example Hospital", "XR-ROOM-2"
+        ds.add_new(0x60003000, "OW", b"\0" * 8)  # Overlay Data: removed (X, group 60xx)
+        ds.add_new(0x00090010, "LO", "ACME private")
+        ds.add_new(0x00091001, "LO", "DOE^JANE")
+        return ds
+
+    table = PseudonymTable(tmp_path / "map.json")
+    ds = prepared()
+    done = deidentify_dataset(ds, table, "ANON-1", [])
+    assert "OperatorsName" not in ds and "InstitutionName" not in ds and "StationName" not in ds
+    assert 0x60003000 not in ds and 0x00091001 not in ds and 0x00090010 not in ds and ds.PatientSex == ""
+    assert "PatientAge" not in ds and ds.PatientName == "ANON-1"
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113105"]
+    assert ds.StudyInstanceUID == table.uids[str(written.dataset.StudyInstanceUID)] == done.remapped[
+        str(written.dataset.StudyInstanceUID)]
+    again = prepared()
+    deidentify_dataset(again, table, "ANON-1", [DeidOption.RETAIN_INSTITUTION_IDENTITY,
+                                                DeidOption.RETAIN_DEVICE_IDENTITY])
+    assert again.InstitutionName == "St. Example Hospital" and again.StationName == "XR-ROOM-2"
+    assert again.SOPInstanceUID == ds.SOPInstanceUID  # the same table gives the same UIDs
+    assert [c.CodeValue for c in again.DeidentificationMethodCodeSequence] == ["113100", "113105", "113112", "113109"]

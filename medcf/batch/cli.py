@@ -38,8 +38,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
                              "the batch and its resumption; it identifies patients, so put it outside --out")
         from medcf.io.deidentify import Deidentifier, DeidOption
 
-        deidentifier = Deidentifier.open(args.deid_map, [DeidOption.parse(o) for o in args.deid_option or []],
-                                         out_dir=args.out)
+        try:
+            options = [DeidOption.parse(o) for o in args.deid_option or []]
+        except ValueError as error:
+            raise InputError(f"--deid-option: {error}") from None
+        deidentifier = Deidentifier.open(args.deid_map, options, out_dir=args.out)
     elif args.deid_map is not None or args.deid_option:
         raise InputError("--deid-map and --deid-option only apply with --deidentify")
     check_out_dir(args.out, [p for p in named if not str(p).lower().startswith(("dicom://", "http://", "https://"))])

@@ -145,6 +145,8 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | Path, editor: Callable[
         shutil.rmtree(out / PARTIAL, ignore_errors=True)  # a killed run's unpublished work
         manifest = Manifest.open(out)
         keyed = [(deidentifier.public_key(item) if deidentifier else item.key, item) for item in items]
+        if deidentifier is not None:
+            deidentifier.save()  # manifest lines name studies by these pseudonyms: keep them
         latest = manifest.latest()
         for key, item in keyed:
             earlier = latest.get(key)
