@@ -228,6 +228,17 @@ def test_interrupts_between_publication_and_manifest_line_are_recovered_not_redo
             raise KeyboardInterrupt  # Ctrl-C after the rename, before the line
         real_append(self, line)
 
+    # Killed in the very first item: no line yet, but the folder is still this batch's to resume.
+    from medcf.batch.runner import check_out_dir
+
+    def die_at_once(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "edit_file", die_at_once)
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(items, tmp_path / "first", editor, progress=False)
+    check_out_dir(tmp_path / "first", [cohort["root"]])  # no "not a medcf batch folder" refusal
+    assert manifest(tmp_path / "first") == []
     monkeypatch.setattr(api, "edit_file", edit_then_die)
     with pytest.raises(KeyboardInterrupt):
         run_batch(items, out, editor, progress=False)

@@ -139,6 +139,7 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | Path, editor: Callable[
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.jsonl").touch()  # from now on a rerun recognises the folder as this batch's
     started = time.monotonic()
     lock = _lock(out)
     try:
