@@ -432,3 +432,30 @@ def test_profile_actions_on_attributes_a_source_can_bring(cohort, tmp_path):
     assert again.InstitutionName == "St. Example Hospital" and again.StationName == "XR-ROOM-2"
     assert again.SOPInstanceUID == ds.SOPInstanceUID  # the same table gives the same UIDs
     assert [c.CodeValue for c in again.DeidentificationMethodCodeSequence] == ["113100", "113105", "113112", "113109"]
+
+
+def test_study_list_on_a_server_is_fetched_and_an_unfetchable_study_is_a_failed_item(cohort, tiny_model, orthanc,
+                                                                                   tmp_path):
+    from medcf.io.pacs import send
+
+    send([cohort["studies"]["a"], cohort["studies"]["c"]], orthanc["dimse"], allow_non_synthetic=True)
+    accession = str(pydicom.dcmread(cohort["studies"]["c"] / "pa.dcm", stop_before_pixels=True).AccessionNumber)
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"study,accession\n{cohort['uids']['a']},\n,{accession}\n1.2.3.4.999,\n")
+    out = tmp_path / "out"
+    args = [listing, "--server", orthanc["dimse"], "--cache-dir", tmp_path / "cache", "--finding", "cardiomegaly",
+            "--action", "add", "--model", tiny_model, *EDIT, "--out", out]
+    first = medcf("batch", *args)
+    assert first.returncode == 1, first.stderr
+    lines = manifest(out)
+    assert sorted(line["status"] for line in lines) == ["done", "done", "failed"]
+    done = {line["key"].split("/")[0] for line in lines if line["status"] == "done"}
+    assert done == {cohort["uids"]["a"], cohort["uids"]["c"]}  # named by the fetched studies' own UIDs
+    failed = next(line for line in lines if line["status"] == "failed")
+    assert failed["key"].startswith("1.2.3.4.999/") and "no study matches" in failed["error"]
+    again = medcf("batch", *args)
+    assert again.returncode == 1 and "2 done before, 0 done now, 1 failed" in again.stdout
+    bare = tmp_path / "bare.csv"
+    bare.write_text("study\n1.2.3.4.5\n")
+    refused = medcf("batch", bare, "--finding", "cardiomegaly", "--action", "add", "--out", tmp_path / "x")
+    assert refused.returncode == 2 and "needs --server URL" in refused.stderr and refused.stderr.count("\n") == 1

@@ -17,7 +17,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from medcf.batch.runner import SendOptions, check_out_dir, run_batch
     from medcf.editing.cli import _spec
     from medcf.errors import InputError
-    from medcf.io.pacs import resolve_inputs
+    from medcf.batch.sources import expand_sources, fetch_sources
+    from medcf.io.pacs import is_remote
 
     if args.plan is not None and args.finding:
         raise InputError("--finding and --plan exclude each other: the plan names each edit")
@@ -45,10 +46,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         deidentifier = Deidentifier.open(args.deid_map, options, out_dir=args.out)
     elif args.deid_map is not None or args.deid_option:
         raise InputError("--deid-map and --deid-option only apply with --deidentify")
-    check_out_dir(args.out, [p for p in named if not str(p).lower().startswith(("dicom://", "http://", "https://"))])
-    sources = resolve_inputs(named, args.cache_dir, args.aet)
-    check_out_dir(args.out, sources)
-    studies = discover_studies(sources)
+    named = expand_sources(named, args.server)
+    check_out_dir(args.out, [p for p in named if not is_remote(p)])
+    local, unfetched = fetch_sources(named, args.cache_dir, args.aet, progress=not args.quiet)
+    check_out_dir(args.out, local)
+    studies = (discover_studies(local) if local else []) + unfetched
     if rows:
         defaults = {"severity": args.severity, "method": args.method, "strength": args.strength, "seed": args.seed,
                     "steps": args.steps, "depth": args.depth, "inversion": args.inversion, "energy": args.energy,
@@ -94,7 +96,9 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                     "done yet.",
         epilog=EPILOG)
     batch.add_argument("sources", nargs="*", metavar="SOURCE", help="study folder(s), folder(s) of studies, "
-                       "DICOM files, or study addresses (dicom://AET@host:port/<uid>, http(s)://…/studies/<uid>)")
+                       "DICOM files, study addresses (dicom://AET@host:port/<uid>, http(s)://…/studies/<uid>), or a "
+                       "study list LIST.csv (column 'study' = Study Instance UID or address, or 'accession') "
+                       "fetched from --server")
     _edit_options(batch, finding_required=False, action_required=False)
     batch.add_argument("--plan", type=Path, metavar="PLAN.csv", help="the edits, one row each (instead of --finding)")
     batch.add_argument("--out", type=Path, required=True,
@@ -111,6 +115,9 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("--send-retries", type=int, default=3, help="attempts per item for --send (default 3)")
     batch.add_argument("--send-wait", type=float, default=1.0,
                        help="seconds before the second attempt, doubling after (default 1)")
+    batch.add_argument("--server", metavar="URL",
+                       help="the server a study list's bare UIDs and accession numbers are on: dicom://AET@host:port "
+                            "(C-FIND + C-GET) or http(s)://…/dicom-web (QIDO-RS + WADO-RS); fetched into --cache-dir")
     batch.add_argument("--aet", default="MEDCF", help="our (calling) AE title for DIMSE (default MEDCF)")
     batch.add_argument("--cache-dir", type=Path, default=None, help="where studies fetched from a server are kept")
     batch.add_argument("--deidentify", action="store_true",
