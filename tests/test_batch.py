@@ -459,3 +459,22 @@ def test_study_list_on_a_server_is_fetched_and_an_unfetchable_study_is_a_failed_
     bare.write_text("study\n1.2.3.4.5\n")
     refused = medcf("batch", bare, "--finding", "cardiomegaly", "--action", "add", "--out", tmp_path / "x")
     assert refused.returncode == 2 and "needs --server URL" in refused.stderr and refused.stderr.count("\n") == 1
+
+
+def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort, orthanc, tmp_path):
+    from medcf.io.pacs import send
+
+    send([cohort["studies"]["b"]], orthanc["dimse"], allow_non_synthetic=True)
+    source = pydicom.dcmread(cohort["studies"]["b"] / "pa.dcm")
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"study\n{cohort['uids']['b']}\n1.2.3.4.998\n")
+    cache = tmp_path / "cache"
+    done = medcf("pull", listing, f"{orthanc['web']}/studies/{cohort['uids']['b']}", "--server", orthanc["dimse"],
+                 "--cache-dir", cache)
+    assert done.returncode == 1 and "not fetched: " in done.stderr and "1.2.3.4.998" in done.stderr
+    fetched = [line.split("\t") for line in done.stdout.strip().splitlines()]
+    assert len(fetched) == 2 and {Path(f).name for f, _ in fetched} == {cohort["uids"]["b"]}
+    copy = pydicom.dcmread(Path(fetched[0][0]) / f"{source.SOPInstanceUID}.dcm")
+    assert copy.PixelData == source.PixelData
+    bad = medcf("pull", cohort["studies"]["b"], "--cache-dir", cache)
+    assert bad.returncode == 2 and "is not a study address" in bad.stderr

@@ -80,6 +80,42 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pull(args: argparse.Namespace) -> int:
+    from medcf.batch.sources import expand_sources, pull
+    from medcf.errors import InputError
+    from medcf.io.pacs import is_remote
+
+    addresses = expand_sources(args.sources, args.server)
+    local = [a for a in addresses if not is_remote(a)]
+    if local:
+        raise InputError(f"{local[0]} is not a study address or a study list (.csv); medcf pull fetches from servers")
+    report = pull(addresses, args.cache_dir, args.aet, progress=not args.quiet)
+    for address, folder in report.fetched:
+        print(f"{folder}\t{address}")
+    for address, reason in report.failed:
+        print(f"medcf: not fetched: {address}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+def add_pull_parser(sub: argparse._SubParsersAction) -> None:
+    pull = sub.add_parser(
+        "pull", help="fetch studies from a DICOM server into the cache (C-GET or WADO-RS), with progress",
+        description="Fetch studies by address (dicom://AET@host:port/<uid>, …/?AccessionNumber=…, "
+                    "…/?PatientID=…, http(s)://…/dicom-web/studies/<uid>) or by a study list LIST.csv ('study' "
+                    "column of UIDs or addresses, or 'accession') on --server, into the cache that `medcf inspect`, "
+                    "`medcf edit` and `medcf batch` read. Instances already cached are kept. Prints one line per "
+                    "study: its cache folder and address. A study that cannot be fetched is reported on stderr "
+                    "and the exit status is 1; the others are still fetched.",
+        epilog=EPILOG)
+    pull.add_argument("sources", nargs="+", metavar="STUDY", help="study address(es) or study list(s) (.csv)")
+    pull.add_argument("--server", metavar="URL", help="the server a study list's bare UIDs and accession numbers are on")
+    pull.add_argument("--cache-dir", type=Path, default=None,
+                      help="where studies go (default $MEDCF_CACHE/studies or ~/.cache/medcf/studies)")
+    pull.add_argument("--aet", default="MEDCF", help="our (calling) AE title for DIMSE (default MEDCF)")
+    pull.add_argument("--quiet", action="store_true", help="no progress bar")
+    pull.set_defaults(func=cmd_pull)
+
+
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     from medcf.editing.cli import _edit_options
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -69,27 +70,48 @@ def expand_sources(sources: Sequence[str | Path], server: str | None) -> list[st
     return out
 
 
-def fetch_sources(sources: Sequence[str], cache_dir: str | Path | None, calling_aet: str,
-                  progress: bool = True) -> tuple[list[str], list[Study]]:
-    """Local sources as they are, remote ones fetched into the cache; a study that could not
-    be fetched (unreachable server, no match) comes back as an uneditable :class:`Study`."""
+@dataclass
+class PullReport:
+    """Where each fetched study went, and why the others were not fetched."""
+
+    fetched: list[tuple[str, Path]] = field(default_factory=list)  # (address, cache folder)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (address, one-line reason)
+
+
+def pull(addresses: Sequence[str], cache_dir: str | Path | None, calling_aet: str, progress: bool = True
+         ) -> PullReport:
+    """``medcf pull``: fetch every study address into the cache (instances already there are
+    kept, never rewritten), with a progress bar; one study's failure does not stop the rest.
+    A malformed address is bad input and stops everything before the first fetch."""
     from tqdm import tqdm
 
-    from medcf.io.pacs import fetch_study, is_remote, parse_remote
+    from medcf.io.pacs import fetch_study, parse_remote
 
-    local: list[str] = []
-    unfetched: list[Study] = []
-    remote = [s for s in sources if is_remote(s)]
-    for source in sources:
-        if not is_remote(source):
-            local.append(source)
-    for address in tqdm(remote, desc="fetching studies", unit="study", disable=not progress or len(remote) < 2):
-        study = parse_remote(address)  # a malformed address is bad input: one line, nothing run
+    parsed = [(address, parse_remote(address)) for address in addresses]
+    report = PullReport()
+    for address, study in tqdm(parsed, desc="fetching studies", unit="study",
+                               disable=not progress or len(parsed) < 2):
         try:
-            local.append(str(fetch_study(study, cache_dir, calling_aet)))
+            report.fetched.append((address, fetch_study(study, cache_dir, calling_aet)))
         except MedCFError as error:
-            query = study.query
-            name = query.get("StudyInstanceUID") or "&".join(f"{k}={v}" for k, v in query.items())
-            unfetched.append(Study(uid=name, source=address, paths=(), selected=None,
-                                   reason=f"could not fetch {address}: {error}", burned_in=False))
+            report.failed.append((address, " ".join(str(error).split())))
+    return report
+
+
+def fetch_sources(sources: Sequence[str], cache_dir: str | Path | None, calling_aet: str,
+                  progress: bool = True) -> tuple[list[str], list[Study]]:
+    """Local sources as they are, remote ones fetched into the cache (:func:`pull`); a study
+    that could not be fetched (unreachable server, no match) comes back as an uneditable
+    :class:`Study`, so that its items fail with the reason instead of stopping the batch."""
+    from medcf.io.pacs import is_remote, parse_remote
+
+    local = [s for s in sources if not is_remote(s)]
+    report = pull([s for s in sources if is_remote(s)], cache_dir, calling_aet, progress)
+    local.extend(str(folder) for _, folder in report.fetched)
+    unfetched = []
+    for address, reason in report.failed:
+        query = parse_remote(address).query
+        name = query.get("StudyInstanceUID") or "&".join(f"{k}={v}" for k, v in query.items())
+        unfetched.append(Study(uid=name, source=address, paths=(), selected=None,
+                               reason=f"could not fetch {address}: {reason}", burned_in=False))
     return local, unfetched
