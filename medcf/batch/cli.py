@@ -166,6 +166,6 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                        help="a PS3.15 option to apply as well: retain-patient-characteristics, "
                             "retain-device-identity, retain-institution-identity (repeatable)")
     batch.add_argument("--allow-burned-in", action="store_true",
-                       help="also edit sources marked Burned In Annotation = YES (their text stays in the pixels; "
-                            "refused by default)")
+                       help="with --deidentify, also export sources marked Burned In Annotation = YES (their text "
+                            "stays in the pixels; skipped by default)")
     batch.set_defaults(func=cmd_batch)

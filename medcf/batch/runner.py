@@ -168,10 +168,10 @@ def run_batch(items: Sequence[BatchItem], out_dir: str | Path, editor: Callable[
             try:
                 if item.study.selected is None:
                     raise InputError(f"nothing to edit in study {key.split('/')[0]}: {item.study.reason}")
-                if item.study.burned_in and not allow_burned_in:
-                    line.status = ItemStatus.SKIPPED
+                if item.study.burned_in and deidentifier is not None and not allow_burned_in:
+                    line.status = ItemStatus.SKIPPED  # its text would survive de-identification in the pixels
                     raise InputError("the source says Burned In Annotation = YES: its text would be in the "
-                                     "output; use --allow-burned-in to export it anyway")
+                                     "de-identified output; use --allow-burned-in to export it anyway")
                 if final.is_dir():
                     line.recovered = True  # published by a run killed before its manifest line
                 else:
