@@ -35,6 +35,9 @@ setup(
         "pynetdicom==3.0.4",
         "dicomweb-client>=0.59",
         "tqdm>=4.60",
+        # PS3.15 Table E.1-1 (Basic profile actions per attribute), machine-extracted from the
+        # standard; `medcf batch --deidentify` uses its tables only (medcf/io/deidentify.py).
+        "dicom-anonymizer==2.1.0",
         # Report reader (medcf.text): blank spaCy pipeline + ConText-style negation. Not medspaCy:
         # it pins spacy<3.8, which drags numpy back below 2 (docs/reports.md).
         "spacy>=3.8",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import medcf
 from medcf.anatomy.cli import add_anatomy_parsers
+from medcf.batch.cli import add_batch_parser, add_pull_parser
 from medcf.editing.cli import add_editing_parsers
 from medcf.errors import InputError, MedCFError
 from medcf.eval.cli import add_eval_parsers
@@ -195,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--columns", type=int, default=896, help="image columns (default 896)")
     sample.set_defaults(func=cmd_sample_study)
     add_editing_parsers(sub)
+    add_batch_parser(sub)
+    add_pull_parser(sub)
     add_report_parse_parser(sub)
     add_world_parsers(sub)
     train = sub.add_parser("train", help="train MedCF's networks on the simulated world",

@@ -1,18 +1,14 @@
 """Store, query and retrieve against a real Orthanc (Debian package), by DIMSE and DICOMweb.
 
-Orthanc runs on loopback ports chosen at random, with a throw-away database,
-for the duration of this module.
+Orthanc (the ``orthanc`` fixture of conftest.py) runs on loopback ports chosen at random,
+with a throw-away database, for the duration of this module.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,52 +19,6 @@ from medcf.errors import InputError, OutputError
 from medcf.io import Provenance, load_radiograph, write_synthetic
 from medcf.io.pacs import fetch_study, parse_remote, send
 from medcf.io.samples import write_sample_study
-
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-    if binary is None or not Path(DICOMWEB_PLUGIN).exists():
-        pytest.fail("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
-    root = tmp_path_factory.mktemp("orthanc")
-    http_port, dicom_port = _free_port(), _free_port()
-    config = {
-        "Name": "MedCF-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", _free_port()]},
-        "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
-        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (root / "config.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    process = subprocess.Popen([binary, str(root / "config.json")], stdout=log, stderr=log, cwd=root)
-    http = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{http}/system", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield {"dimse": f"dicom://ORTHANC@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http}
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
 
 
 @pytest.fixture(scope="module")

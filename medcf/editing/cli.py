@@ -37,11 +37,12 @@ def _shown_settings():
         return EditSettings()
 
 
-def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> None:
+def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, action_required: bool = True) -> None:
     shown = _shown_settings().default
     parser.add_argument("--finding", choices=_values(Finding), required=finding_required,
                         help="the finding to add or remove")
-    parser.add_argument("--action", choices=_values(Action), required=True, help="add or remove the finding")
+    parser.add_argument("--action", choices=_values(Action), required=action_required,
+                        help="add or remove the finding")
     parser.add_argument("--side", choices=_values(Side),
                         help="patient side (needed except for cardiomegaly; edema defaults to bilateral)")
     parser.add_argument("--zone", choices=_values(Zone),
@@ -80,17 +81,23 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool) -> No
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
-    """The spec the options ask for, the bundle's configs/edit.json filling what they leave
-    out (``finding``/``side``: a base the report's findings replace)."""
+def chosen_settings(args: argparse.Namespace) -> dict:
+    """The editor settings the options ask for, the bundle's configs/edit.json filling what
+    they leave out, with the methods' constants (EditSpec keyword arguments)."""
     from medcf.editing.config import SETTING_KEYS, load_edit_settings
-    from medcf.editing.spec import EditSpec
 
     settings = load_edit_settings()
     chosen = {key: getattr(args, key) if getattr(args, key) is not None else settings.default(key)
               for key in SETTING_KEYS}
+    return {**chosen, "seed": args.seed, "constants": settings.constants}
+
+
+def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
+    """The spec the options ask for (``finding``/``side``: a base the report's findings replace)."""
+    from medcf.editing.spec import EditSpec
+
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    seed=args.seed, constants=settings.constants, **chosen)
+                    **chosen_settings(args))
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -1,0 +1,189 @@
+"""What a batch runs: the studies under the sources, and the (study, edit) items, from
+command-line edit options (every study × one edit) or from a plan CSV (rows of edits).
+
+Everything here reads headers only, so that a wrong plan or source fails in one line
+before the model loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+
+from medcf.editing.spec import EditSpec
+from medcf.errors import InputError
+from medcf.io.reader import InstanceSummary, inspect_study, select_frontal
+
+PLAN_COLUMNS = ("study", "finding", "action", "side", "zone", "severity", "method", "seed")
+REQUIRED_COLUMNS = ("study", "finding", "action")
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study found under the sources, and the frontal instance MedCF would edit."""
+
+    uid: str
+    source: str  # the SOURCE argument it was found under
+    paths: tuple[Path, ...]  # every instance of the study
+    selected: Path | None  # None: nothing editable (``reason`` says why)
+    reason: str
+    burned_in: bool  # the selected instance says Burned In Annotation = YES
+    patient_id: str = ""
+    patient_name: str = ""
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One edit of one study; ``key`` names it in the manifest and the output folder."""
+
+    key: str
+    study: Study
+    spec: EditSpec
+
+    @property
+    def slug(self) -> str:
+        return edit_slug(self.spec)
+
+
+def edit_slug(spec: EditSpec) -> str:
+    """The edit part of a key: what distinguishes two edits of one study (file-name safe)."""
+    parts = [spec.action.value, spec.finding.value, spec.side.value if spec.side else "noside",
+             spec.zone.value if spec.zone else "defaultzone", spec.severity.value,
+             spec.method.value.replace("+", "_"), f"seed{spec.seed}"]
+    return "-".join(parts)
+
+
+def _header(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path, stop_before_pixels=True,
+                           specific_tags=["StudyInstanceUID", "BurnedInAnnotation", "PatientID", "PatientName"])
+
+
+def discover_studies(sources: Sequence[str | Path]) -> list[Study]:
+    """Group the DICOM instances under every source by Study Instance UID and choose each
+    study's frontal image with the same rule as ``medcf edit`` (:func:`select_frontal`).
+    The same study under two sources is one study."""
+    groups: dict[str, list[tuple[InstanceSummary, pydicom.Dataset]]] = {}
+    origin: dict[str, str] = {}
+    seen: set[str] = set()
+    for source in sources:
+        inspection = inspect_study(source)
+        for instance in inspection.instances:
+            if instance.sop_instance_uid in seen:
+                continue
+            seen.add(instance.sop_instance_uid)
+            header = _header(instance.path)
+            uid = str(header.get("StudyInstanceUID", "")) or f"folder:{instance.path.parent}"
+            groups.setdefault(uid, []).append((instance, header))
+            origin.setdefault(uid, str(source))
+    studies = []
+    for uid, members in groups.items():
+        selected, reason = select_frontal([m[0] for m in members])
+        header = next((h for i, h in members if selected is not None and i is selected), members[0][1])
+        studies.append(Study(
+            uid=uid, source=origin[uid], paths=tuple(m[0].path for m in members),
+            selected=selected.path if selected is not None else None, reason=reason,
+            burned_in=str(header.get("BurnedInAnnotation", "")).upper() == "YES",
+            patient_id=str(header.get("PatientID", "")), patient_name=str(header.get("PatientName", "")),
+        ))
+    return sorted(studies, key=lambda s: (s.source, s.uid))
+
+
+def _key(study: Study, spec: EditSpec) -> str:
+    return f"{study.uid}/{edit_slug(spec)}"
+
+
+def items_from_spec(studies: Sequence[Study], spec: EditSpec) -> list[BatchItem]:
+    """Every study × the one edit the command-line options ask for."""
+    return [BatchItem(_key(s, spec), s, spec) for s in studies]
+
+
+def read_plan(path: Path) -> list[dict[str, str]]:
+    """Rows of PLAN.csv with their line numbers (``_line``); columns checked here."""
+    if not Path(path).is_file():
+        raise InputError(f"--plan {path}: no such file")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise InputError(f"--plan {path}: missing column(s) {', '.join(missing)} "
+                             f"(columns: {', '.join(PLAN_COLUMNS)})")
+        unknown = [c for c in columns if c not in PLAN_COLUMNS]
+        if unknown:
+            raise InputError(f"--plan {path}: unknown column(s) {', '.join(unknown)} "
+                             f"(columns: {', '.join(PLAN_COLUMNS)})")
+        rows = []
+        for number, raw in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(row.values()):
+                continue
+            row["_line"] = str(number)
+            rows.append(row)
+    if not rows:
+        raise InputError(f"--plan {path}: no rows")
+    return rows
+
+
+def plan_paths(rows: Sequence[dict[str, str]], plan: Path) -> list[Path]:
+    """Study folders or files named in the plan's ``study`` column (relative to the plan)."""
+    paths = []
+    for row in rows:
+        value = row["study"]
+        if value and not _UID.match(value):
+            path = Path(value) if Path(value).is_absolute() else Path(plan).parent / value
+            if not path.exists():
+                raise InputError(f"--plan {plan} line {row['_line']}: study {value!r} is neither a Study "
+                                 f"Instance UID nor an existing path")
+            if path not in paths:
+                paths.append(path)
+    return paths
+
+
+def _match(value: str, studies: Sequence[Study], plan: Path) -> Study | None:
+    if _UID.match(value):
+        return next((s for s in studies if s.uid == value), None)
+    path = (Path(value) if Path(value).is_absolute() else Path(plan).parent / value).resolve()
+    found = [s for s in studies if any(p.resolve() == path or path in p.resolve().parents for p in s.paths)]
+    if len(found) > 1:
+        raise InputError(f"--plan {plan}: {value} holds {len(found)} studies; name one by Study Instance UID")
+    return found[0] if found else None
+
+
+def items_from_plan(rows: Sequence[dict[str, str]], studies: Sequence[Study], plan: Path,
+                    defaults: dict) -> list[BatchItem]:
+    """One item per plan row. Blank cells take the command line's values (``defaults``:
+    severity, method, seed, steps, …); a repeated (study, edit) is an error, because each
+    key is run exactly once."""
+    items: list[BatchItem] = []
+    lines: dict[str, str] = {}
+    for row in rows:
+        where = f"--plan {plan} line {row['_line']}"
+        study = _match(row["study"], studies, plan)
+        if study is None:
+            raise InputError(f"{where}: study {row['study']!r} is not under the sources")
+        values = {name: row.get(name) or None for name in ("finding", "action", "side", "zone", "severity", "method")}
+        if not values["finding"] or not values["action"]:
+            raise InputError(f"{where}: finding and action are required")
+        options = {k: v for k, v in defaults.items()}
+        options.update({k: v for k, v in values.items() if v is not None})
+        if row.get("seed"):
+            try:
+                options["seed"] = int(row["seed"])
+            except ValueError:
+                raise InputError(f"{where}: seed {row['seed']!r} is not an integer") from None
+        try:
+            spec = EditSpec(**options)
+        except InputError as error:
+            raise InputError(f"{where}: {error}") from None
+        key = _key(study, spec)
+        if key in lines:
+            raise InputError(f"{where} repeats the edit of line {lines[key]} ({key})")
+        lines[key] = row["_line"]
+        items.append(BatchItem(key, study, spec))
+    return items

@@ -1,0 +1,211 @@
+"""Run a batch: each (study, edit) item once, published atomically, recorded in the manifest.
+
+The order of one item is the whole exactly-once argument:
+
+1. ``edit_file`` (the function ``medcf edit`` calls) writes into ``OUT/.partial/<random>/``;
+2. with de-identification, that folder is de-identified in place and the pseudonym table
+   is saved (fsync) *before* anything is published;
+3. ``os.rename`` moves the folder to ``OUT/<key>/`` (atomic on one file system);
+4. with ``--send``, the DICOM files of ``OUT/<key>/`` are stored, with bounded retries;
+5. only then is the manifest line appended (fsync).
+
+A kill before 3 leaves only ``.partial/``, removed by the next run; a kill between 3 and 5
+leaves a complete folder without a line: the next run finds it, does not edit again,
+sends it (a repeated C-STORE / STOW-RS of the same SOP Instance UID replaces the same
+instance on the server) and writes the line, marked ``recovered``. Done keys are never
+run again; failed and skipped keys are tried again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medcf.batch.manifest import ItemStatus, Manifest, ManifestLine
+from medcf.batch.plan import BatchItem
+from medcf.errors import InputError, MedCFError, OutputError
+
+PARTIAL = ".partial"
+LOCK = ".lock"
+
+
+@dataclass
+class BatchReport:
+    """Counts of this run (``done`` counts keys finished now; ``already`` those done before)."""
+
+    out_dir: Path
+    manifest: Path
+    total: int
+    already: int = 0
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    seconds: float = 0.0
+    edit_seconds: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.total} item(s): {self.already} done before, {self.done} done now, {self.failed} failed, "
+                f"{self.skipped} skipped; manifest {self.manifest}")
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """Where results go and how hard to try: ``retries`` attempts in all, waiting
+    ``wait`` s, then twice that, … between them (bounded: a dead server costs little)."""
+
+    target: str
+    calling_aet: str = "MEDCF"
+    retries: int = 3
+    wait: float = 1.0
+
+
+def send_with_retries(folder: Path, options: SendOptions) -> dict:
+    """Store every .dcm under ``folder`` with :func:`medcf.io.pacs.send`; retry network
+    errors only (a refused object fails at once). Returns the record for the manifest;
+    raises the last error, with the attempts in its message, when every try failed."""
+    from medcf.io.pacs import NetworkError, send
+
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            report = send([folder], options.target, calling_aet=options.calling_aet)
+            return {"to": options.target, "instances": report.sent, "attempts": attempts}
+        except NetworkError as error:
+            if attempts >= options.retries:
+                raise NetworkError(f"send failed after {attempts} attempt(s): {error}") from None
+            time.sleep(options.wait * 2 ** (attempts - 1))
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if isinstance(error, MedCFError) else f"{type(error).__name__}: {text or 'no message'}"
+
+
+def _lock(out: Path):
+    """One writer per output folder: a second ``medcf batch`` on it would break exactly-once."""
+    handle = open(out / LOCK, "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputError(f"another medcf batch is writing to {out}; wait for it or choose another --out") from None
+    return handle
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _outputs(out: Path, folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(out)) for p in folder.rglob("*") if p.is_file())
+
+
+def check_out_dir(out: Path, sources: Sequence[str | Path]) -> None:
+    """The output folder may hold an earlier run of the same batch, never an input."""
+    resolved = out.resolve()
+    for source in sources:
+        path = Path(source).resolve()
+        if resolved == path or path in resolved.parents or resolved in path.parents:
+            raise InputError(f"--out {out} overlaps the source {source}; MedCF never writes into its inputs")
+    if out.exists() and (not out.is_dir()
+                         or (any(out.iterdir()) and not (out / "manifest.jsonl").is_file())):
+        raise OutputError(f"{out} exists and is not a medcf batch folder (no manifest.jsonl): choose a new --out")
+
+
+def run_batch(items: Sequence[BatchItem], out_dir: str | Path, editor: Callable[[], object] | object, *,
+              sop_class: str = "sc", accept_anatomy: bool = False, send: SendOptions | None = None,
+              deidentifier=None, allow_burned_in: bool = False, progress: bool = True,
+              command: str | None = None) -> BatchReport:
+    """Run every item not yet done in ``out_dir`` (see the module docstring for the order
+    that makes this resumable). ``editor`` is a loaded :class:`~medcf.editing.api.Editor`
+    or a function that loads one: it is called only if something is left to do.
+    ``deidentifier`` (:class:`medcf.io.deidentify.Deidentifier`) de-identifies every
+    result before it is published, and keys and manifest then name studies only by
+    their pseudonymous UIDs."""
+    from tqdm import tqdm
+
+    from medcf.editing.api import edit_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.jsonl").touch()  # from now on a rerun recognises the folder as this batch's
+    started = time.monotonic()
+    lock = _lock(out)
+    try:
+        shutil.rmtree(out / PARTIAL, ignore_errors=True)  # a killed run's unpublished work
+        manifest = Manifest.open(out)
+        keyed = [(deidentifier.public_key(item) if deidentifier else item.key, item) for item in items]
+        if deidentifier is not None:
+            deidentifier.save()  # manifest lines name studies by these pseudonyms: keep them
+        latest = manifest.latest()
+        for key, item in keyed:
+            earlier = latest.get(key)
+            if earlier is not None and earlier["status"] == ItemStatus.DONE.value and earlier.get("spec") \
+                    and earlier["spec"] != item.spec.to_dict():
+                raise InputError(f"{key} was done in {out} with other settings ({_diff(earlier['spec'], item.spec.to_dict())}); "
+                                 "use a new --out for new settings")
+        done = manifest.done_keys()
+        todo = [(key, item) for key, item in keyed if key not in done]
+        report = BatchReport(out, manifest.path, len(items), already=len(items) - len(todo))
+        loaded = None
+        for key, item in tqdm(todo, desc="medcf batch", unit="edit", disable=not progress or not todo):
+            begin = time.monotonic()
+            source = deidentifier.public_source(item) if deidentifier else str(item.study.selected or item.study.source)
+            line = ManifestLine(key, source, ItemStatus.FAILED, spec=item.spec.to_dict(),
+                                attempt=manifest.attempts(key) + 1)
+            final = out / key
+            try:
+                if item.study.selected is None:
+                    raise InputError(f"nothing to edit in study {key.split('/')[0]}: {item.study.reason}")
+                if item.study.burned_in and deidentifier is not None and not allow_burned_in:
+                    line.status = ItemStatus.SKIPPED  # its text would survive de-identification in the pixels
+                    raise InputError("the source says Burned In Annotation = YES: its text would be in the "
+                                     "de-identified output; use --allow-burned-in to export it anyway")
+                if final.is_dir():
+                    line.recovered = True  # published by a run killed before its manifest line
+                else:
+                    if loaded is None:
+                        loaded = editor() if callable(editor) else editor
+                    partial = out / PARTIAL / uuid.uuid4().hex
+                    partial.parent.mkdir(parents=True, exist_ok=True)
+                    edit_file(item.study.selected, [item.spec], partial, loaded, progress=False, command=command,
+                              extras=[{"batch": {"key": item.key}}], sop_class=sop_class,
+                              accept_anatomy=accept_anatomy)
+                    report.edit_seconds.append(time.monotonic() - begin)
+                    if deidentifier is not None:
+                        deidentifier.apply_to_edit_folder(partial, item, allow_burned_in)
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.rename(partial, final)  # the publication: atomic, and final cannot half-exist
+                    _fsync_dir(final.parent)
+                line.outputs = _outputs(out, final)
+                if send is not None:
+                    line.sent = send_with_retries(final / "dicom", send)
+                line.status = ItemStatus.DONE
+            except KeyboardInterrupt:
+                raise  # nothing of this item is reported; .partial/ is cleared by the next run
+            except Exception as error:  # noqa: BLE001 - one item's failure never stops the batch
+                line.error = _one_line(error)
+                if final.is_dir():
+                    line.outputs = _outputs(out, final)
+            line.seconds = round(time.monotonic() - begin, 3)
+            manifest.append(line)
+            setattr(report, line.status.value, getattr(report, line.status.value) + 1)
+        report.seconds = time.monotonic() - started
+        return report
+    finally:
+        lock.close()
+
+
+def _diff(before: dict, now: dict) -> str:
+    return ", ".join(f"{k} {before.get(k)!r} then, {now.get(k)!r} now" for k in sorted(now) if before.get(k) != now.get(k))
