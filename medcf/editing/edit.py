@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medcf.anatomy.masks import AnatomyMasks
+from medcf.devices import precision_hint
 from medcf.editing.control import AttentionController, ControlMethod
 from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.evidence import EvidenceScore
@@ -77,9 +78,11 @@ def edit_prompts(spec: EditSpec, view: ViewPosition) -> dict[str, str]:
     return {"source": finding, "target": normal, "finding": finding}
 
 
-def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputError) -> None:
-    """Refuse NaN/inf, blank or saturated images (known failure modes of CXR editors)."""
-    refuse = "; refusing to write it" if error is OutputError else "; nothing to edit"
+def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputError, hint: str = "") -> None:
+    """Refuse NaN/inf, blank or saturated images (known failure modes of CXR editors).
+    ``hint`` ends the message with what to change (:func:`medcf.devices.precision_hint`:
+    half precision is the usual cause of a black or NaN film from a model that works)."""
+    refuse = ("; refusing to write it" if error is OutputError else "; nothing to edit") + hint
     if not np.isfinite(image).all():
         raise error(f"{what} has NaN/inf pixels{refuse}")
     if float(image.std()) < 1e-3:
@@ -162,11 +165,12 @@ def finish(inputs: EditInputs, spec: EditSpec, generator: Generator, latents: to
     (default: the region's feathered weight; baselines pass 1 everywhere), guard, record."""
     edited_small = generator.decode_images(latents)[0]
     reconstruction = generator.decode_images(inputs.z0)[0]
-    check_image(edited_small, "the model's counterfactual")
+    hint = precision_hint(generator.dtype)
+    check_image(edited_small, "the model's counterfactual", hint=hint)
     delta = resize_image(edited_small - reconstruction, inputs.display.shape)
     weight = inputs.region.native_weight if weight is None else weight
     image = np.clip(inputs.display + weight * delta, 0.0, 1.0).astype(np.float32)
-    check_image(image, "the counterfactual")
+    check_image(image, "the counterfactual", hint=hint)
     settings = {"working_size": list(generator.image_size), "guidance_scale": generator.guidance_scale,
                 "region_fraction": round(float(inputs.region.native_region.mean()), 5), **settings}
     working = {"input": inputs.small, "reconstruction": reconstruction, "edited": edited_small,

@@ -171,7 +171,7 @@ def _summary(rows: list[dict], arms: tuple[str, ...]) -> dict:
     return summary
 
 
-def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dict:
+def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placement=None) -> dict:
     """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
@@ -182,7 +182,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
 
     out = new_output_dir(options.out)
     (out / "data").mkdir()
-    editor = editor or load_editor()
+    editor = editor or load_editor(placement=placement)  # the generator and segmenter; classifiers stay on CPU
     ct = ct or load_chest_ct()
     timings = {}
     tick = time.perf_counter()

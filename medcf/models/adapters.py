@@ -90,7 +90,7 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         image_size = image_size or (sample[0] * factor, sample[1] * factor)
         super().__init__(source, image_size, int(unet.config.in_channels), factor, device, dtype)
         self.unet = _to(unet, self.device, dtype)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)  # fp32 by default (methods.md §4)
+        self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
 
     @property
@@ -116,7 +116,7 @@ class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         latent_channels = int(transformer.config.in_channels)
         super().__init__(source, image_size, latent_channels, factor, device, dtype)
         self.transformer = _to(transformer, self.device, dtype)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.learned_sigma = int(transformer.config.out_channels or latent_channels) == 2 * latent_channels
 
@@ -151,7 +151,7 @@ class MonaiLDMGenerator(TextConditionedGenerator):
         factor = 2 ** (len(autoencoder.encoder.channels) - 1) if hasattr(autoencoder.encoder, "channels") else 8
         super().__init__(source, image_size, int(unet.in_channels), factor, device, dtype)
         self.unet = _to(unet, self.device, dtype)
-        self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
+        self.autoencoder = autoencoder.to(self.device, torch.float32).eval().requires_grad_(False)  # medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.scale_factor = float(scale_factor)
 

@@ -436,10 +436,19 @@ class Generator(ABC):
         with torch.no_grad():
             return self.decode(latents.to(self.device, self.dtype))[:, 0].float().cpu().numpy()
 
+    def placement(self) -> dict:
+        """Where and in which precision each part runs (every output's provenance records it):
+        the denoiser on ``device`` in ``dtype``; the autoencoder (and the text encoder) in
+        float32 whatever ``dtype`` is (:mod:`medcf.devices` says why)."""
+        autoencoder = getattr(self, "vae", None) or getattr(self, "autoencoder", None)
+        first = next(autoencoder.parameters(), None) if autoencoder is not None else None
+        return {"device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "autoencoder_dtype": str(first.dtype).removeprefix("torch.") if first is not None else None}
+
     def describe(self) -> dict:
         sites = self.attention_sites()
         return {
-            "format": self.format, "source": self.source, "image_size": list(self.image_size),
+            "format": self.format, "source": self.source, "image_size": list(self.image_size), **self.placement(),
             "latent": [self.latent_channels, *self.latent_size], "prediction_type": self.prediction_type,
             "denoiser_parameters": sum(p.numel() for p in self.denoiser.parameters()),
             "attention_sites": {"self": sum(s.kind == SELF for s in sites), "cross": sum(s.kind == CROSS for s in sites),

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from medcf.devices import add_device_options, loader_kwargs, placement_from_args
+
 EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
     "MedCF output is synthetic, for research only, never for diagnosis. Documentation: monai_bundle/docs/README.md."
@@ -90,7 +92,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     for path in generate_to_folder(args.model, args.prompt, args.out, seed=args.seed, steps=args.steps,
                                    guidance_scale=args.guidance_scale, num_images=args.n,
-                                   text_encoder=args.text_encoder, progress=not args.quiet):
+                                   text_encoder=args.text_encoder, progress=not args.quiet,
+                                   placement=placement_from_args(args)):
         print(path)
     return 0
 
@@ -98,7 +101,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(args.model, text_encoder=args.text_encoder)
+    generator = load_generator(args.model, text_encoder=args.text_encoder, **loader_kwargs(placement_from_args(args)))
     info = generator.describe()
     if args.sites:
         info["sites"] = [{"name": s.name, "kind": s.kind, "grid": list(s.grid), "heads": s.heads}
@@ -166,6 +169,7 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     generate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
     generate.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(generate)
     generate.set_defaults(func=cmd_generate)
 
     model = sub.add_parser("model", help="export, inspect and evaluate generative models",
@@ -188,6 +192,7 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     info.add_argument("model", type=Path, help="model folder")
     info.add_argument("--sites", action="store_true", help="list every attention site")
     info.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    add_device_options(info)
     info.set_defaults(func=cmd_info)
     evaluate = model_sub.add_parser(
         "evaluate", help="figures of the default model: autoencoder PSNR, how often samples carry the prompted finding",

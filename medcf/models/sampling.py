@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from medcf.devices import precision_hint
 from medcf.errors import InputError
 from medcf.models.base import Generator, TextEncoding
 
@@ -152,7 +153,8 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
                 x = replaced
     images = generator.decode_images(x) if decode else None
     if images is not None and not np.isfinite(images).all():
-        raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output")
+        raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output"
+                         + precision_hint(generator.dtype))
     scale = float(guidance.max()) if isinstance(guidance, torch.Tensor) else guidance
     return SampleResult(images, x, prompts, seeds, steps, scale, time.perf_counter() - started,
                         {"scheduler": "DDIM", "eta": 1.0 if noise_maps is not None else eta, "start_step": start_step, "negative_prompt": negative_prompt,
