@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_STUDY = ROOT / "medcf" / "data" / "sample_study"
 PROMPT = "PA chest radiograph. Moderate left pleural effusion."
 NETWORK_COMMANDS = (("edit",), ("pairs",), ("generate",), ("steer-vectors",), ("bench",), ("segment",), ("demo",),
-                    ("model", "info"))
+                    ("model", "info"), ("model", "check"))
 
 
 def _medcf(*args):
@@ -179,3 +179,65 @@ def test_edit_cli_in_float16_records_the_placement_in_edit_json_and_the_dicom_pr
     assert record["extra"]["anatomy"]["placement"] == {"device": "cpu", "dtype": "float16", "requested_device": "cpu"}
     beside = json.loads(next((tmp_path / "out" / "dicom").glob("*.json")).read_text())
     assert beside["extra"]["placement"] == expected
+
+
+# --- medcf model check --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(model_fixtures.BUILDERS))
+def test_model_check_samples_and_reconstructs_on_every_loader(folders, name):
+    from medcf.editing.modelcheck import check_model
+
+    placement = resolve_placement("cpu", "bfloat16" if name == "diffusers-sd" else "float32")
+    check = check_model(folders[name], placement=placement, steps=3)
+    assert check.model["format"] == name and check.model["autoencoder_dtype"] == "float32"
+    assert check.model["dtype"] == placement.dtype_name
+    r = check.reconstruction
+    # the editor's DDPM inversion gives the autoencoder's film back (float rounding only, in any dtype)
+    assert r["ddpm_inversion"]["mae"] < 1e-3, r
+    assert r["ddim_inversion"]["mae"] > r["ddpm_inversion"]["mae"]  # DDIM is approximate
+    assert set(check.seconds) >= {"load", "sample", "per_step", "ddpm_inversion", "ddim_inversion", "total"}
+    assert check.methods["regulated"] and not check.methods["steer"]  # no vectors for random weights
+    assert any("steer-vectors --model" in line for line in check.unavailable)
+    assert any("edit_defaults.json" in line for line in check.unavailable)
+    text = "\n".join(check.lines())
+    assert "DDPM inversion" in text and "what will not work:" in text
+
+
+def test_model_check_says_plainly_what_a_model_without_cross_attention_cannot_do(folders, monkeypatch):
+    from medcf.editing.modelcheck import check_model
+    from medcf.models.adapters import DiffusersUNetGenerator
+    from medcf.models.base import CROSS
+
+    own = DiffusersUNetGenerator._attention_modules
+    monkeypatch.setattr(DiffusersUNetGenerator, "_attention_modules",
+                        lambda self: [m for m in own(self) if m[1] != CROSS])
+    check = check_model(folders["diffusers-sd"], steps=2)
+    assert check.model["attention_sites"]["cross"] == 0
+    assert not check.methods["regulated"] and not check.methods["steer"] and check.methods["baselines"]
+    assert "no cross-attention" in check.unavailable[0]
+
+
+def test_model_check_finds_finding_words_the_tokenizer_loses(tmp_path):
+    from medcf.editing.modelcheck import check_model
+
+    folder = model_fixtures.make_sd_pipeline(tmp_path / "sd")
+    config = folder / "tokenizer" / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    config.write_text(json.dumps({**settings, "model_max_length": 8}))  # prompts cut after "PA chest radiograph ."
+    check = check_model(folder, steps=2)
+    lost = [line for line in check.unavailable if "do not keep" in line]
+    assert lost and any(line.startswith("pleural_effusion:") for line in lost)
+    assert len(lost) == len(Finding)
+
+
+def test_model_check_cli_prints_json_writes_films_and_refuses_a_bad_folder(tmp_path, folders):
+    done = _medcf("model", "check", folders["medcf-default"], "--steps", "2", "--json", "--dtype", "float16",
+                  "--out", tmp_path / "check")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"]["dtype"] == "float16" and report["reconstruction"]["ddpm_inversion"]["mae"] < 1e-3
+    assert {p.name for p in (tmp_path / "check").iterdir()} == {"check.json", "sample.png", "input.png",
+                                                               "autoencoder.png", "ddpm.png", "ddim.png"}
+    bad = _medcf("model", "check", tmp_path / "nowhere")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr

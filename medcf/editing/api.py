@@ -38,6 +38,15 @@ def vectors_cache_path(fingerprint: str) -> Path:
     return cache_dir("steering") / f"{fingerprint[:16]}.safetensors"
 
 
+def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
+    """Where ``generator``'s steering vectors are: shipped beside its weights (the folder or
+    its ``models/``), else in the cache ``medcf steer-vectors`` fills; None if nowhere."""
+    fingerprint = fingerprint or denoiser_fingerprint(generator)
+    source = Path(generator.source)
+    candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,
                 segmenter=None, placement: Placement | None = None) -> Editor:
     """The model (default: the bundle's), its vectors (``vectors``, else the file shipped
@@ -55,12 +64,7 @@ def load_editor(model: str | Path | None = None, vectors: str | Path | None = No
     elif placement is not None:
         segmenter = place_segmenter(segmenter, placement)
     fingerprint = denoiser_fingerprint(generator)
-    if vectors is not None:
-        path = Path(vectors)
-    else:
-        source = Path(generator.source)
-        candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
-        path = next((p for p in candidates if p.is_file()), None)
+    path = Path(vectors) if vectors is not None else find_vectors_path(generator, fingerprint)
     loaded = load_vectors(path, fingerprint=fingerprint) if path is not None else None
     return Editor(generator, loaded, path, segmenter)
 

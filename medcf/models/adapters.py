@@ -51,7 +51,7 @@ class DiffusersVAEMixin:
         if self.vae.config.in_channels == 3:
             x = x.repeat(1, 3, 1, 1)
         mean = self.vae.encode(x).latent_dist.mean
-        return ((mean - shift) * scale).to(self.dtype)
+        return ((mean - shift) * scale).to(self.latent_dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         scale, shift = self._vae_factors()
@@ -98,7 +98,9 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         return self.unet
 
     def denoise(self, latents, timesteps, text):
-        return self.unet(latents, timesteps, encoder_hidden_states=text.embeddings.to(self.device, self.dtype)).sample
+        out = self.unet(latents.to(self.dtype), timesteps,
+                        encoder_hidden_states=text.embeddings.to(self.device, self.dtype)).sample
+        return out.to(self.latent_dtype)
 
     def _attention_modules(self):
         return diffusers_attention_modules(self.unet, DiffusersBackend())
@@ -133,9 +135,10 @@ class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
                                  device=self.device).repeat(batch, 1)
             conditions = {"resolution": size, "aspect_ratio": ratio}
         mask = None if text.mask is None else text.mask.to(self.device)
-        out = self.transformer(latents, encoder_hidden_states=text.embeddings.to(self.device, self.dtype),
+        out = self.transformer(latents.to(self.dtype), encoder_hidden_states=text.embeddings.to(self.device, self.dtype),
                                encoder_attention_mask=mask, timestep=timesteps,
                                added_cond_kwargs=conditions).sample
+        out = out.to(self.latent_dtype)
         return out[:, : self.latent_channels] if self.learned_sigma else out
 
     def _attention_modules(self):
@@ -161,14 +164,15 @@ class MonaiLDMGenerator(TextConditionedGenerator):
 
     def encode(self, images):
         z_mu, _ = self.autoencoder.encode(images.to(self.device, torch.float32))
-        return (z_mu * self.scale_factor).to(self.dtype)
+        return (z_mu * self.scale_factor).to(self.latent_dtype)
 
     def decode(self, latents):
         x = self.autoencoder.decode_stage_2_outputs(latents.float() / self.scale_factor)
         return x.float().clamp(0.0, 1.0)
 
     def denoise(self, latents, timesteps, text):
-        return self.unet(latents, timesteps=timesteps, context=text.embeddings.to(self.device, self.dtype))
+        out = self.unet(latents.to(self.dtype), timesteps=timesteps, context=text.embeddings.to(self.device, self.dtype))
+        return out.to(self.latent_dtype)
 
     def _attention_modules(self):
         from monai.networks.blocks import CrossAttentionBlock, SABlock

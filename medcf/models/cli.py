@@ -110,6 +110,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from medcf.editing.modelcheck import check_model, write_check
+
+    check = check_model(args.model, text_encoder=args.text_encoder, placement=placement_from_args(args),
+                        steps=args.steps, image=args.image, seed=args.seed)
+    print(json.dumps(check.to_dict(), indent=2) if args.json else "\n".join(check.lines()))
+    if args.out is not None:
+        for path in write_check(check, args.out):
+            print(path, file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medcf.models.evaluate import evaluate_model
 
@@ -194,6 +206,24 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     info.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
     add_device_options(info)
     info.set_defaults(func=cmd_info)
+    check = model_sub.add_parser(
+        "check", help="smoke-test a model folder: load, sample, invert and reconstruct one film, say what will not work",
+        description="Load the model, sample one film from the normal prompt, encode one film (default: the committed "
+                    "sample study's PA film) and reconstruct it through the editor's DDPM inversion and through "
+                    "unguided DDIM inversion; report the reconstruction errors and seconds, and which of MedCF's "
+                    "methods will not work on this model and why (no cross-attention, finding words lost by its "
+                    "tokenizer, no steering vectors, no measured defaults or check reliability). Exit status 2 with "
+                    "one line if the folder does not load or the film is NaN, black or saturated.", epilog=EPILOG)
+    check.add_argument("model", type=Path, help="model folder (any format `medcf model info` reads)")
+    check.add_argument("--image", type=Path, default=None,
+                       help="film to reconstruct: DICOM, PNG or NIfTI (default: the committed sample study)")
+    check.add_argument("--steps", type=_positive(int), default=25, help="sampling and inversion steps (default 25)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the sample and the DDPM inversion (default 0)")
+    check.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.add_argument("--out", type=Path, default=None, help="also write check.json and the films into this new folder")
+    add_device_options(check)
+    check.set_defaults(func=cmd_check)
     evaluate = model_sub.add_parser(
         "evaluate", help="figures of the default model: autoencoder PSNR, how often samples carry the prompted finding",
         description="Autoencoder reconstruction PSNR on held-out simulated images, and the share of samples whose "
