@@ -76,7 +76,9 @@ class ModelCheck:
         lines = [
             f"model: {m['format']} from {m['source']}",
             f"  working size {m['image_size'][0]}x{m['image_size'][1]}, latent {m['latent']}, "
-            f"{m['prediction_type']}, guidance {m['guidance_scale']:g}; denoiser on {m['device']} in {m['dtype']}, "
+            f"{m['prediction_type']}, guidance {m['guidance_scale']:g}, intensity convention "
+            f"{(m['convention'] or {}).get('intensity', {}).get('mapping', 'identity (no medcf_convention.json)')}; "
+            f"denoiser on {m['device']} in {m['dtype']}, "
             f"autoencoder in {m['autoencoder_dtype']}; attention sites: {m['attention_sites']['self']} self, "
             f"{m['attention_sites']['cross']} cross",
             f"load: {s['load']:.1f} s",
@@ -98,11 +100,16 @@ class ModelCheck:
         return lines
 
 
-def _film(image: str | Path | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+def _film(image: str | Path | None, generator: Generator) -> tuple[np.ndarray, str]:
+    """The film to reconstruct at the working size, in the model's intensities (its convention)."""
     from medcf.io.inputs import read_input
+    from medcf.models.convention import Intensity
 
     path = Path(image) if image is not None else SAMPLE_STUDY
-    return resize_image(read_input(path).display, size), str(path)
+    display = read_input(path).display
+    convention = generator.convention
+    mapping = (convention.intensity if convention is not None else Intensity()).fit(display)
+    return mapping.forward(resize_image(display, generator.image_size)), str(path)
 
 
 def _words(generator: Generator) -> tuple[dict[str, list[str]], list[str]]:
@@ -112,7 +119,8 @@ def _words(generator: Generator) -> tuple[dict[str, list[str]], list[str]]:
     organs_missing: set[str] = set()
     for finding in Finding:
         side = None if finding is Finding.CARDIOMEGALY else Side.LEFT
-        text = generator.encode_text([prompt(ViewPosition.PA, finding, side=side, severity=Severity.MODERATE)])
+        text = generator.encode_text([prompt(ViewPosition.PA, finding, side=side, severity=Severity.MODERATE,
+                                             style=generator.convention)])
         lost = [w for w in PATHOLOGY_WORDS[finding] if w in text.prompts[0].lower() and not word_tokens(text, [w])]
         if lost or not word_tokens(text, PATHOLOGY_WORDS[finding]):
             missing[finding.value] = lost or list(PATHOLOGY_WORDS[finding])
@@ -142,9 +150,10 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     model = {"format": generator.format, "source": generator.source, "image_size": list(generator.image_size),
              "latent": [generator.latent_channels, *generator.latent_size], "prediction_type": generator.prediction_type,
              "guidance_scale": generator.guidance_scale, **generator.placement(),
+             "convention": generator.convention.to_dict() if generator.convention is not None else None,
              "attention_sites": {"self": sum(s.kind == SELF for s in sites), "cross": sum(s.kind == CROSS for s in sites)}}
 
-    normal = prompt(ViewPosition.PA)
+    normal = prompt(ViewPosition.PA, style=generator.convention)
     drawn = sample(generator, [normal], seed=seed, steps=steps, progress=False)  # NaN → InputError naming --dtype
     film = drawn.images[0]
     seconds["sample"] = round(drawn.seconds, 2)
@@ -153,7 +162,7 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     sampled = {"prompt": normal, "seed": seed, "steps": steps, "mean": round(float(film.mean()), 4),
                "std": round(float(film.std()), 4)}
 
-    source, film_name = _film(image, generator.image_size)
+    source, film_name = _film(image, generator)
     with torch.no_grad():
         z0 = generator.encode_images(source)
         text, uncond = generator.encode_text([normal]), generator.unconditional(1)

@@ -66,7 +66,7 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
                   view: ViewPosition = ViewPosition.PA) -> Pair:
     """One pair from ``spec.seed``; raises :class:`MedCFError` if the factual sample is not
     read as a frontal chest film (its edit region would be meaningless)."""
-    prompts = edit_prompts(spec, view)
+    prompts = edit_prompts(spec, view, generator.convention)
     trace = _Trace()
     with AttentionController(generator, [trace], steps=spec.steps) as controller:
         factual_run = sample(generator, [prompts["source"]], seed=spec.seed, steps=spec.steps, observer=controller,

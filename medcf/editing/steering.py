@@ -146,7 +146,7 @@ def _mean_outputs(generator: Generator, prompts: Sequence[str], seeds: Sequence[
 
 
 def finding_prompts(finding: Finding, count: int, side: Side | None = None, severity: Severity | None = None,
-                    view: ViewPosition = ViewPosition.PA) -> list[str]:
+                    view: ViewPosition = ViewPosition.PA, style=None) -> list[str]:
     """Positive prompts for ``finding``: the given side/severity, or cycling through every
     side and severity so that the direction is the finding's, not one presentation's."""
     from medcf.world.pathology import FINDING_SIDES
@@ -154,7 +154,7 @@ def finding_prompts(finding: Finding, count: int, side: Side | None = None, seve
     sides = [side] if side else [s for s in (FINDING_SIDES.get(finding) or [None])]
     severities = [severity] if severity else list(Severity)
     combos = [(s, v) for s in sides for v in severities]
-    return [prompt(view, finding, side=combos[i % len(combos)][0], severity=combos[i % len(combos)][1])
+    return [prompt(view, finding, side=combos[i % len(combos)][0], severity=combos[i % len(combos)][1], style=style)
             for i in range(count)]
 
 
@@ -166,11 +166,12 @@ def estimate_vectors(generator: Generator, findings: Sequence[Finding], seeds: S
     if len(seeds) < 2:
         raise InputError("--seeds: at least 2 seeds are needed to average activations")
     seeds = [int(s) for s in seeds]
-    normal = [prompt(ViewPosition.PA)] * len(seeds)
+    normal = [prompt(ViewPosition.PA, style=generator.convention)] * len(seeds)  # in the model's own style
     negative, timesteps = _mean_outputs(generator, normal, seeds, steps, batch, progress)
     vectors: dict[str, dict[str, torch.Tensor]] = {}
     for finding in findings:
-        positive, _ = _mean_outputs(generator, finding_prompts(finding, len(seeds), side, severity), seeds, steps,
+        positive, _ = _mean_outputs(generator, finding_prompts(finding, len(seeds), side, severity,
+                                                               style=generator.convention), seeds, steps,
                                     batch, progress)
         per_site: dict[str, list[torch.Tensor]] = {}
         for (site, step), mean in sorted(positive.items(), key=lambda kv: (kv[0][0], kv[0][1])):

@@ -327,6 +327,8 @@ class Generator(ABC):
     #: and out): latents kept in bfloat16 broke the edit-friendly inversion's exact round trip
     #: (0.07 mean absolute error on a tiny SD model against < 1e-4 with float32 latents).
     latent_dtype: torch.dtype = torch.float32
+    #: the model's input convention (:mod:`medcf.models.convention`), when its folder states one
+    convention: Any = None
 
     def __init__(self, source: str, image_size: tuple[int, int], latent_channels: int, vae_factor: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
