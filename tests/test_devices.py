@@ -168,11 +168,20 @@ def test_a_segmenter_without_a_network_module_cannot_be_moved():
         place_segmenter(Boxes(), Placement(torch.device("cpu"), torch.float16))
 
 
-def test_edit_cli_in_float16_records_the_placement_in_edit_json_and_the_dicom_provenance(tmp_path, folders):
+@pytest.mark.parametrize("name", list(model_fixtures.BUILDERS))
+def test_edit_cli_in_float16_records_the_placement_in_edit_json_and_the_dicom_provenance(tmp_path, folders, name):
+    import nibabel
+
+    from medcf.io.inputs import read_input
+
     done = _medcf("edit", SAMPLE_STUDY, "--finding", "pleural_effusion", "--action", "add", "--side", "left",
-                  "--method", "regulated", "--steps", "4", "--model", folders["medcf-default"], "--device", "cpu",
+                  "--method", "regulated", "--steps", "4", "--model", folders[name], "--device", "cpu",
                   "--dtype", "float16", "--quiet", "--out", tmp_path / "out")
     assert done.returncode == 0, done.stderr
+    written = next((tmp_path / "out" / "dicom").glob("*.dcm"))
+    source, output = read_input(SAMPLE_STUDY).display, read_input(written).display
+    region = np.asarray(nibabel.load(tmp_path / "out" / "masks" / "edit_region.nii.gz").dataobj).squeeze().T > 0
+    assert np.abs(output - source)[~region].max() < 1e-3  # outside the region: the input (stored-value rounding)
     record = json.loads((tmp_path / "out" / "edit.json").read_text())
     expected = {"device": "cpu", "dtype": "float16", "autoencoder_dtype": "float32"}
     assert record["extra"]["placement"] == expected and record["extra"]["model"]["placement"] == expected
