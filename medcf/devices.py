@@ -20,9 +20,14 @@ What a placement covers, and why:
 
 float16 on CPU: torch 2.13's CPU kernels run every layer these models use in float16
 (measured on the four model families MedCF loads: samples within 0.015 of float32, no
-NaN), so it is accepted rather than refused. It is not faster on most CPUs (no float16
-arithmetic units; see docs/models.md for the figure) and exists so that a half-precision
-path can be tested where no GPU is; the resolver says so in one warning line.
+NaN), so it is accepted rather than refused. It is much slower on a CPU (no float16
+arithmetic: 4.2 s against 0.39 s per sampling step on the default model, docs/models.md)
+and exists so that the half-precision path can be tested where no GPU is; the resolver
+says so in one warning line.
+
+The weights keep their identity across dtypes: steering vectors, ``edit_defaults.json``
+and ``evidence.json`` are tied to the denoiser's fingerprint, taken before the cast
+(:meth:`medcf.models.base.Generator.weights_fingerprint`).
 """
 
 from __future__ import annotations

@@ -250,3 +250,27 @@ def test_model_check_cli_prints_json_writes_films_and_refuses_a_bad_folder(tmp_p
                                                                "autoencoder.png", "ddpm.png", "ddim.png"}
     bad = _medcf("model", "check", tmp_path / "nowhere")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
+
+
+def test_the_weights_keep_their_identity_in_half_precision(folders):
+    """Vectors, edit_defaults.json and evidence.json are tied to the weights, not to the dtype
+    they run in: the fingerprint is taken before the cast (a bfloat16 cast rounds them)."""
+    from medcf.editing.steering import denoiser_fingerprint, estimate_vectors, load_vectors
+
+    folder = folders["diffusers-sd"]
+    full, half = load_generator(folder), load_generator(folder, dtype=torch.bfloat16)
+    assert denoiser_fingerprint(half) == denoiser_fingerprint(full)
+    vectors = estimate_vectors(full, [Finding.NODULE], [0, 1], steps=2, progress=False)
+    assert load_vectors(vectors.save(folder / "v.safetensors"), half).fingerprint == vectors.fingerprint
+
+
+@pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
+                    reason="the default model's weights are not committed in this checkout")
+def test_the_default_model_keeps_its_vectors_and_measured_files_in_bfloat16():
+    from medcf.editing.api import load_editor
+    from medcf.editing.defaults import find_defaults
+    from medcf.editing.evidence import find_reliability
+
+    editor = load_editor(placement=resolve_placement("cpu", "bfloat16"))
+    assert editor.generator.placement()["dtype"] == "bfloat16" and editor.vectors is not None
+    assert find_defaults(editor.generator) is not None and find_reliability(editor.generator) is not None

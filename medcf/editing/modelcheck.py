@@ -208,9 +208,10 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
         image_steps = (1 + len(Finding)) * VECTOR_SEEDS * steps
         minutes = image_steps * seconds["per_step"] / 60
         unavailable.append(f"no steering vectors for these weights: `steer` and `regulated+steer` need `medcf "
-                           f"steer-vectors --model {folder} --finding all` first ({image_steps} image-steps at "
-                           f"{VECTOR_SEEDS} seeds; about {minutes:.0f} min at this run's {seconds['per_step']:.3f} "
-                           "s per step, less when batched)")
+                           f"steer-vectors --model {folder} --finding all` first ({image_steps} sampled image-steps "
+                           f"at {VECTOR_SEEDS} seeds; at most {minutes:.0f} min at this run's one-image speed of "
+                           f"{seconds['per_step']:.3f} s per step — it samples 16 seeds to a batch, which took the "
+                           "default model from that bound's 82 min to 311 s on one CPU thread)")
     if defaults is None:
         unavailable.append("no edit_defaults.json measured for these weights: --method auto falls back to steer at "
                            "depth 0.5 (give --method and --depth yourself, or measure with the bench's tuning seeds)")

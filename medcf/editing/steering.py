@@ -10,7 +10,6 @@ metadata names the denoiser weights' SHA-256 they were estimated on, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,13 +38,9 @@ def nearest_step(timesteps: Sequence[int], timestep: int) -> int:
 
 def denoiser_fingerprint(generator: Generator) -> str:
     """SHA-256 of the denoiser's parameters (names, shapes and float32 values): what the
-    vectors depend on, whatever file format the weights came from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(generator.denoiser.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    vectors depend on, whatever file format the weights came from and whatever ``--dtype``
+    they run in (:meth:`Generator.weights_fingerprint`)."""
+    return generator.weights_fingerprint()
 
 
 @dataclass

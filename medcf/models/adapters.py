@@ -19,13 +19,6 @@ from medcf.models.base import (CROSS, SELF, DiffusersBackend, Generator, MonaiBa
 TextFn = Callable[[Sequence[str]], TextEncoding]
 
 
-def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Frozen, in eval mode, on ``device``; cast only when the dtype differs (diffusers warns otherwise)."""
-    first = next(module.parameters(), None)
-    module = module.to(device) if first is None or first.dtype == dtype else module.to(device, dtype)
-    return module.eval().requires_grad_(False)
-
-
 def diffusers_attention_modules(network: torch.nn.Module, backend: SiteBackend):
     """``(name, kind, module, heads, backend)`` of every diffusers ``Attention`` in ``network``."""
     found = []
@@ -89,7 +82,7 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         sample = (sample, sample) if isinstance(sample, int) else tuple(sample)
         image_size = image_size or (sample[0] * factor, sample[1] * factor)
         super().__init__(source, image_size, int(unet.config.in_channels), factor, device, dtype)
-        self.unet = _to(unet, self.device, dtype)
+        self.unet = self._place_denoiser(unet)
         self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
 
@@ -117,7 +110,7 @@ class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         image_size = image_size or (sample * factor, sample * factor)
         latent_channels = int(transformer.config.in_channels)
         super().__init__(source, image_size, latent_channels, factor, device, dtype)
-        self.transformer = _to(transformer, self.device, dtype)
+        self.transformer = self._place_denoiser(transformer)
         self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.learned_sigma = int(transformer.config.out_channels or latent_channels) == 2 * latent_channels
@@ -153,7 +146,7 @@ class MonaiLDMGenerator(TextConditionedGenerator):
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         factor = 2 ** (len(autoencoder.encoder.channels) - 1) if hasattr(autoencoder.encoder, "channels") else 8
         super().__init__(source, image_size, int(unet.in_channels), factor, device, dtype)
-        self.unet = _to(unet, self.device, dtype)
+        self.unet = self._place_denoiser(unet)
         self.autoencoder = autoencoder.to(self.device, torch.float32).eval().requires_grad_(False)  # medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.scale_factor = float(scale_factor)

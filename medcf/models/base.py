@@ -306,6 +306,18 @@ def _monai_attention(module, site, processor, x, context, attn_mask):
 # --- the generator ---------------------------------------------------------------
 
 
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters: names, shapes and float32 values."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 class Generator(ABC):
     """A text-conditioned latent diffusion model, as the sampler and the editor see it.
 
@@ -339,6 +351,7 @@ class Generator(ABC):
         self.device = torch.device(device)
         self.dtype = dtype
         self._sites: list[AttentionSite] | None = None
+        self._fingerprint: str | None = None  # set when the denoiser was cast at load (:meth:`weights_fingerprint`)
 
     # -- what each adapter provides ------------------------------------------------
     @property
@@ -444,6 +457,23 @@ class Generator(ABC):
         """Latents to float32 numpy images ``(B, H, W)`` in [0, 1]."""
         with torch.no_grad():
             return self.decode(latents.to(self.device, self.latent_dtype))[:, 0].float().cpu().numpy()
+
+    def weights_fingerprint(self) -> str:
+        """The identity of the denoiser's weights (:func:`module_fingerprint`), which steering
+        vectors, ``edit_defaults.json`` and ``evidence.json`` are tied to. Taken *before* a
+        ``--dtype`` cast when there was one (a float32 model run in bfloat16 is still the same
+        model, and its files still apply); otherwise hashed afresh on every call, so weights
+        changed in place (training) get a new identity."""
+        return self._fingerprint or module_fingerprint(self.denoiser)
+
+    def _place_denoiser(self, module: torch.nn.Module) -> torch.nn.Module:
+        """The denoiser frozen on ``device`` in ``dtype``; its fingerprint is kept first if the
+        cast could round its weights."""
+        first = next(module.parameters(), None)
+        if first is not None and first.dtype != self.dtype:
+            self._fingerprint = module_fingerprint(module)
+        module = module.to(self.device) if first is None or first.dtype == self.dtype else module.to(self.device, self.dtype)
+        return module.eval().requires_grad_(False)
 
     def placement(self) -> dict:
         """Where and in which precision each part runs (every output's provenance records it):
