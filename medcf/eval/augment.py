@@ -214,7 +214,8 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
             rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
                      for f in Finding]
     timings["train_s"] = round(time.perf_counter() - tick, 1)
-    settings = {**{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
+    settings = {"placement": editor.generator.placement(),
+                **{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
                 "methods": [m.value for m in options.methods], "arms": list(options.arms),
                 "train_films": train_films,
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,

@@ -259,7 +259,8 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
               "thresholds": judge.thresholds,
               "normal_sample_false_alarms": normal_sample_false_alarms(judge, generator, progress=progress),
               "sham_flip_rate": sham_flip_rates(judge, generator, cases=cases, progress=progress),
-              "judge": str(judge_folder or "bundle"), "model": str(Path(model) if model else "bundle")}
+              "judge": str(judge_folder or "bundle"), "model": str(Path(model) if model else "bundle"),
+              "placement": generator.placement()}
     misses = targets_met(record)
     write_new_text(out / "results.json", json.dumps({**record, "targets": TARGETS, "misses": misses}, indent=1)
                    + "\n")
