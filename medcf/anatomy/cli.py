@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medcf.devices import add_device_options, placement_from_args
+
 EPILOG = ("The default anatomy model learned from simulated radiographs only. MedCF output is for "
           "research only, never for diagnosis.")
 
@@ -13,7 +15,7 @@ EPILOG = ("The default anatomy model learned from simulated radiographs only. Me
 def cmd_segment(args: argparse.Namespace) -> int:
     from medcf.anatomy.outputs import load_segmenter, segment_input
 
-    segmenter = load_segmenter(args.segmenter, args.weights)
+    segmenter = load_segmenter(args.segmenter, args.weights, placement_from_args(args))
     result = segment_input(args.input, args.out, segmenter, min_confidence=args.min_confidence,
                            accept_anatomy=args.accept_anatomy)
     masks = result.masks
@@ -68,6 +70,7 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     segment.add_argument("--accept-anatomy", action="store_true",
                          help="write the masks even if they fail the anatomy plausibility check (docs/anatomy.md); "
                               "anatomy.json records that the check failed and was overridden")
+    add_device_options(segment)
     segment.set_defaults(func=cmd_segment)
 
     train = train_sub.add_parser(

@@ -25,7 +25,7 @@ import numpy as np
 
 import medcf
 from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks
-from medcf.errors import MedCFError
+from medcf.errors import InputError, MedCFError
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_text
 from medcf.io.inputs import InputFormat, InputImage, radiograph_affine, read_input, write_nifti_2d
 from medcf.vocab import Organ, Side, Zone
@@ -43,10 +43,35 @@ class SegmentationResult:
     plausibility: object = None  # PlausibilityResult
 
 
-def load_segmenter(name: str | None = None, weights: str | Path | None = None):
+def load_segmenter(name: str | None = None, weights: str | Path | None = None, placement=None):
     """The segmenter the bundle config names (``segmenter_name``), optionally another
     registered name (``--segmenter``: ``medcf``, ``torchxrayvision``, a site's own) or other
-    weights (``--weights``)."""
+    weights (``--weights``), on ``placement``'s device and dtype (:func:`place_segmenter`)."""
+    segmenter = _configured_segmenter(name, weights)
+    return segmenter if placement is None else place_segmenter(segmenter, placement)
+
+
+def place_segmenter(segmenter, placement):
+    """Run ``segmenter``'s network (its ``network`` attribute) on ``placement``
+    (:func:`medcf.devices.place_network`: segmenters keep making CPU float32 tensors). A
+    segmenter without a ``network`` module cannot be moved: asking for anything but CPU
+    float32 is then one :class:`InputError` line rather than a silent CPU run."""
+    import torch
+
+    from medcf.devices import place_network
+
+    network = getattr(segmenter, "network", None)
+    if isinstance(network, torch.nn.Module):
+        place_network(network, placement)
+    elif placement.device.type != "cpu" or placement.half:
+        raise InputError(f"segmenter {getattr(segmenter, 'name', type(segmenter).__name__)} has no `network` module "
+                         f"MedCF can move to {placement.device} / {placement.dtype_name}; run it with --device cpu "
+                         "--dtype float32, or give your own masks with --masks")
+    segmenter.placement = placement
+    return segmenter
+
+
+def _configured_segmenter(name: str | None, weights: str | Path | None):
     from medcf.bundle import bundle_config
 
     overrides = {}
@@ -102,7 +127,18 @@ def segmenter_record(masks: AnatomyMasks, segmenter) -> dict:
     confidence = masks.confidence()
     return {"segmenter": masks.segmenter,
             "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
-            "confidence": None if confidence is None else round(confidence, 4)}
+            "confidence": None if confidence is None else round(confidence, 4),
+            "placement": segmenter_placement(segmenter)}
+
+
+def segmenter_placement(segmenter) -> dict | None:
+    """Device and dtype the segmenter's network runs on (None when it has no network to ask)."""
+    placement = getattr(segmenter, "placement", None)
+    if placement is not None:
+        return placement.to_dict()
+    first = next(segmenter.network.parameters(), None) if hasattr(getattr(segmenter, "network", None),
+                                                                   "parameters") else None
+    return None if first is None else {"device": str(first.device), "dtype": str(first.dtype).removeprefix("torch.")}
 
 
 def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from medcf.devices import Placement
 from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
 from medcf.editing.spec import EditSpec
 from medcf.editing.steering import VECTORS_FILE, SteeringVectors, denoiser_fingerprint, load_vectors
@@ -37,24 +38,35 @@ def vectors_cache_path(fingerprint: str) -> Path:
     return cache_dir("steering") / f"{fingerprint[:16]}.safetensors"
 
 
+def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
+    """Where ``generator``'s steering vectors are: shipped beside its weights (the folder or
+    its ``models/``), else in the cache ``medcf steer-vectors`` fills; None if nowhere."""
+    fingerprint = fingerprint or denoiser_fingerprint(generator)
+    source = Path(generator.source)
+    candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
+    return next((p for p in candidates if p.is_file()), None)
+
+
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,
-                segmenter=None) -> Editor:
+                segmenter=None, placement: Placement | None = None) -> Editor:
     """The model (default: the bundle's), its vectors (``vectors``, else the file shipped
-    beside the weights, else the cache ``medcf steer-vectors`` fills) and the segmenter."""
-    from medcf.anatomy.outputs import load_segmenter
+    beside the weights, else the cache ``medcf steer-vectors`` fills) and the segmenter,
+    on ``placement``'s device and dtype (``--device``/``--dtype``; default CPU float32).
+    A ``segmenter`` given here is placed too."""
+    from medcf.anatomy.outputs import load_segmenter, place_segmenter
     from medcf.bundle import bundle_root
+    from medcf.devices import loader_kwargs
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(model or bundle_root())
+    generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
+    if segmenter is None:
+        segmenter = load_segmenter(placement=placement)
+    elif placement is not None:
+        segmenter = place_segmenter(segmenter, placement)
     fingerprint = denoiser_fingerprint(generator)
-    if vectors is not None:
-        path = Path(vectors)
-    else:
-        source = Path(generator.source)
-        candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
-        path = next((p for p in candidates if p.is_file()), None)
+    path = Path(vectors) if vectors is not None else find_vectors_path(generator, fingerprint)
     loaded = load_vectors(path, fingerprint=fingerprint) if path is not None else None
-    return Editor(generator, loaded, path, segmenter or load_segmenter())
+    return Editor(generator, loaded, path, segmenter)
 
 
 def _view(image) -> ViewPosition:
@@ -133,14 +145,16 @@ def specs_from_report(text: str, action: Action, base: EditSpec | None = None, b
 
 def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, steps: int = 25,
                        side: Side | None = None, severity: Severity | None = None, model: str | Path | None = None,
-                       out: str | Path | None = None, progress: bool = True) -> Path:
+                       out: str | Path | None = None, progress: bool = True,
+                       placement: Placement | None = None) -> Path:
     """``medcf steer-vectors``: estimate vectors and write them to ``out`` (default: the
     cache keyed by the model's weights, merged with what is cached there already)."""
     from medcf.bundle import bundle_root
+    from medcf.devices import loader_kwargs
     from medcf.editing.steering import estimate_vectors
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(model or bundle_root())
+    generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
     vectors = estimate_vectors(generator, findings, list(range(seed, seed + n_seeds)), steps=steps, side=side,
                                severity=severity, progress=progress)
     if out is not None:
@@ -164,7 +178,7 @@ def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | Non
 
 
 def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "auto",
-             progress: bool = True) -> dict[str, Path | str]:
+             progress: bool = True, placement: Placement | None = None) -> dict[str, Path | str]:
     """The main job on the committed sample study: add a moderate left pleural effusion,
     then remove it again from the counterfactual (read back from its DICOM file). Returns
     the panels and DICOM files, and the model's own verdict on each edit."""
@@ -172,7 +186,7 @@ def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str =
 
     study = Path(study) if study else Path(__file__).resolve().parents[1] / "data" / "sample_study"
     out = new_output_dir(out_dir)
-    editor = load_editor()
+    editor = load_editor(placement=placement)
     spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, severity=Severity.MODERATE, method=method)
     added = edit_file(study, [spec], out / "add", editor, progress, command="medcf demo")[0]
     removed = edit_file(added.files["dicom"], [replace(spec, action=Action.REMOVE)], out / "remove", editor,

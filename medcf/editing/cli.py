@@ -9,6 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from medcf.devices import add_device_options, placement_from_args
 from medcf.editing.spec import DEFAULT_ZONES, Inversion, Method
 from medcf.vocab import Action, Finding, Severity, Side, Zone
 
@@ -79,6 +80,7 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, actio
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(parser)
 
 
 def chosen_settings(args: argparse.Namespace) -> dict:
@@ -123,11 +125,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
         read_masks(args.masks, image)
+    placement = placement_from_args(args)  # an unavailable device fails before anything loads
     segmenter = None
     if (args.segmenter or args.weights) and args.masks is None:  # a wrong segmenter fails before the model loads
         from medcf.anatomy.outputs import load_segmenter
-        segmenter = load_segmenter(args.segmenter, args.weights)
-    editor = load_editor(args.model, args.vectors, segmenter=segmenter)
+        segmenter = load_segmenter(args.segmenter, args.weights, placement)
+    editor = load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement)
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=args.masks, accept_anatomy=args.accept_anatomy)
@@ -143,7 +146,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
 def cmd_pairs(args: argparse.Namespace) -> int:
     from medcf.editing.api import load_editor, make_pairs
 
-    out = make_pairs(_spec(args), args.n, args.out, load_editor(args.model, args.vectors), progress=not args.quiet)
+    out = make_pairs(_spec(args), args.n, args.out,
+                     load_editor(args.model, args.vectors, placement=placement_from_args(args)), progress=not args.quiet)
     print(out / "pairs.jsonl")
     print(out / "panel.png")
     return 0
@@ -156,7 +160,7 @@ def cmd_steer_vectors(args: argparse.Namespace) -> int:
     start, count = parse_seed_range(args.seeds)
     path = estimate_and_cache(findings, count, start, args.steps, Side(args.side) if args.side else None,
                               Severity(args.severity) if args.severity else None, args.model, args.out,
-                              progress=not args.quiet)
+                              progress=not args.quiet, placement=placement_from_args(args))
     print(path)
     return 0
 
@@ -164,7 +168,7 @@ def cmd_steer_vectors(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from medcf.editing.api import run_demo
 
-    for name, value in run_demo(args.out, progress=not args.quiet).items():
+    for name, value in run_demo(args.out, progress=not args.quiet, placement=placement_from_args(args)).items():
         print(f"{name}: {value}")
     return 0
 
@@ -225,6 +229,7 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--model", type=Path, help="model folder (default: the bundle's)")
     vectors.add_argument("--out", type=Path, help="vectors file to write (default: the cache)")
     vectors.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(vectors)
     vectors.set_defaults(func=cmd_steer_vectors)
 
     demo = sub.add_parser(
@@ -235,4 +240,5 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG)
     demo.add_argument("--out", type=Path, default=Path("build/demo/edit"), help="output folder (default build/demo/edit)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(demo)
     demo.set_defaults(func=cmd_demo)

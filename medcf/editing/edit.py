@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medcf.anatomy.masks import AnatomyMasks
+from medcf.devices import precision_hint
 from medcf.editing.control import AttentionController, ControlMethod
 from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.evidence import EvidenceScore
@@ -25,6 +26,7 @@ from medcf.editing.spec import SIDELESS, EditSpec, Inversion
 from medcf.editing.steering import Steering, SteeringVectors
 from medcf.errors import InputError, MedCFError, OutputError
 from medcf.models.base import Generator
+from medcf.models.convention import Intensity, IntensityMap
 from medcf.models.sampling import UNCOND, sample
 from medcf.text.prompts import prompt
 from medcf.vocab import Action, ViewPosition
@@ -63,19 +65,22 @@ class Counterfactual:
         return self.image - self.source
 
 
-def edit_prompts(spec: EditSpec, view: ViewPosition) -> dict[str, str]:
-    """The factual and counterfactual prompts in the words the model learned."""
+def edit_prompts(spec: EditSpec, view: ViewPosition, style=None) -> dict[str, str]:
+    """The factual and counterfactual prompts in the words the model learned (``style``: the
+    model's convention, :func:`medcf.text.prompts.prompt`)."""
     side = None if spec.finding in SIDELESS else spec.side
-    finding = prompt(view, spec.finding, side=side, zone=spec.zone, severity=spec.severity)
-    normal = prompt(view)
+    finding = prompt(view, spec.finding, side=side, zone=spec.zone, severity=spec.severity, style=style)
+    normal = prompt(view, style=style)
     if spec.action is Action.ADD:
         return {"source": normal, "target": finding, "finding": finding}
     return {"source": finding, "target": normal, "finding": finding}
 
 
-def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputError) -> None:
-    """Refuse NaN/inf, blank or saturated images (known failure modes of CXR editors)."""
-    refuse = "; refusing to write it" if error is OutputError else "; nothing to edit"
+def check_image(image: np.ndarray, what: str, error: type[MedCFError] = OutputError, hint: str = "") -> None:
+    """Refuse NaN/inf, blank or saturated images (known failure modes of CXR editors).
+    ``hint`` ends the message with what to change (:func:`medcf.devices.precision_hint`:
+    half precision is the usual cause of a black or NaN film from a model that works)."""
+    refuse = ("; refusing to write it" if error is OutputError else "; nothing to edit") + hint
     if not np.isfinite(image).all():
         raise error(f"{what} has NaN/inf pixels{refuse}")
     if float(image.std()) < 1e-3:
@@ -117,7 +122,8 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
 
 @dataclass
 class EditInputs:
-    """What every editing pipeline starts from: the input at native and working size, its
+    """What every editing pipeline starts from: the input at native and working size (``small``
+    in the model's intensities: ``mapping.forward`` of the resized display values), its
     latent, the region, the prompts and their encodings."""
 
     display: np.ndarray
@@ -128,6 +134,7 @@ class EditInputs:
     source_text: object
     uncond: object
     started: float
+    mapping: IntensityMap = field(default_factory=lambda: Intensity().fit(np.zeros(1)))
 
     @property
     def latent_hw(self) -> tuple[int, int]:
@@ -136,7 +143,8 @@ class EditInputs:
 
 def prepare(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
             view: ViewPosition = ViewPosition.PA) -> EditInputs:
-    """Validate the input, build the region, resize to the model's size and encode (fp32)."""
+    """Validate the input, build the region, resize to the model's size, map into the model's
+    intensities (its convention, fitted on the whole native input) and encode."""
     started = time.perf_counter()
     display = np.asarray(display, dtype=np.float32)
     if display.ndim != 2 or display.shape != tuple(masks.shape):
@@ -144,27 +152,35 @@ def prepare(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator:
     check_image(display, "the input image", InputError)
     working_size = tuple(generator.image_size)
     region = EditRegion.build(masks, spec, working_size)
-    small = resize_image(display, working_size)
-    prompts = edit_prompts(spec, view)
+    convention = generator.convention
+    mapping = (convention.intensity if convention is not None else Intensity()).fit(display)
+    small = mapping.forward(resize_image(display, working_size))
+    prompts = edit_prompts(spec, view, convention)
     with torch.no_grad():
         z0 = generator.encode_images(small)
         source_text = generator.encode_text([prompts["source"]])
         uncond = generator.unconditional(1)
-    return EditInputs(display, small, z0, region, prompts, source_text, uncond, started)
+    return EditInputs(display, small, z0, region, prompts, source_text, uncond, started, mapping)
 
 
 def finish(inputs: EditInputs, spec: EditSpec, generator: Generator, latents: torch.Tensor, settings: dict,
            weight: np.ndarray | None = None) -> Counterfactual:
     """Decode, transfer ``decode(edited) − decode(z0)`` onto the native input with ``weight``
-    (default: the region's feathered weight; baselines pass 1 everywhere), guard, record."""
+    (default: the region's feathered weight; baselines pass 1 everywhere), guard, record.
+    Both films go back through the convention's inverse first, so the change is in display
+    values; where ``weight`` is 0 the output is the input."""
     edited_small = generator.decode_images(latents)[0]
     reconstruction = generator.decode_images(inputs.z0)[0]
-    check_image(edited_small, "the model's counterfactual")
-    delta = resize_image(edited_small - reconstruction, inputs.display.shape)
+    hint = precision_hint(generator.dtype)
+    check_image(edited_small, "the model's counterfactual", hint=hint)
+    mapping = inputs.mapping
+    delta = resize_image(mapping.inverse(edited_small) - mapping.inverse(reconstruction), inputs.display.shape)
     weight = inputs.region.native_weight if weight is None else weight
     image = np.clip(inputs.display + weight * delta, 0.0, 1.0).astype(np.float32)
-    check_image(image, "the counterfactual")
+    check_image(image, "the counterfactual", hint=hint)
+    convention = generator.convention
     settings = {"working_size": list(generator.image_size), "guidance_scale": generator.guidance_scale,
+                "convention": convention.to_dict() if convention is not None else None,
                 "region_fraction": round(float(inputs.region.native_region.mean()), 5), **settings}
     working = {"input": inputs.small, "reconstruction": reconstruction, "edited": edited_small,
                "target": inputs.region.target.numpy()}
@@ -304,7 +320,7 @@ class EvidenceChecker:
     def score_image(self, image: np.ndarray) -> EvidenceScore:
         """The check on what is written: the native output, at the model's working size."""
         with torch.no_grad():
-            latents = self.generator.encode_images(resize_image(image, self.inputs.small.shape))
+            latents = self.generator.encode_images(self.inputs.mapping.forward(resize_image(image, self.inputs.small.shape)))
         return self.score(latents)
 
 

@@ -32,6 +32,8 @@ class ModelInfo:
     weights_sha256: str | None = None
     vectors: str | None = None
     vectors_sha256: str | None = None
+    #: device and dtype of the denoiser, dtype of the autoencoder (``Generator.placement``)
+    placement: dict | None = None
 
     @classmethod
     def of(cls, generator, vectors_path: Path | None) -> "ModelInfo":
@@ -46,7 +48,8 @@ class ModelInfo:
                 break
         return cls(generator.format, str(folder), version, sha256_of_file(weights) if weights else None,
                    str(vectors_path) if vectors_path else None,
-                   sha256_of_file(vectors_path) if vectors_path and vectors_path.is_file() else None)
+                   sha256_of_file(vectors_path) if vectors_path and vectors_path.is_file() else None,
+                   generator.placement())
 
 
 @dataclass
@@ -83,7 +86,7 @@ def provenance_for(counterfactual: Counterfactual, model: ModelInfo, command: st
         severity=spec.severity.value, strength=spec.strength, seed=spec.seed, model_name=model.name,
         bundle_version=model.bundle_version, weights_sha256=model.weights_sha256, command=command,
         extra={"spec": spec.to_dict(), "prompts": counterfactual.prompts, "settings": counterfactual.settings,
-               "model": vars(model), "seconds": round(counterfactual.seconds, 3), **(extra or {})},
+               "model": vars(model), "placement": model.placement, "seconds": round(counterfactual.seconds, 3), **(extra or {})},
     )
 
 

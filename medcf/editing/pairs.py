@@ -22,6 +22,7 @@ import torch
 import medcf
 from medcf.anatomy.segment import segment
 from medcf.editing.control import AttentionController, ControlMethod
+from medcf.devices import precision_hint
 from medcf.editing.edit import LatentBlend, check_image, control_methods, edit_prompts, region_guidance
 from medcf.editing.inversion import Trajectory
 from medcf.editing.regions import EditRegion
@@ -65,7 +66,7 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
                   view: ViewPosition = ViewPosition.PA) -> Pair:
     """One pair from ``spec.seed``; raises :class:`MedCFError` if the factual sample is not
     read as a frontal chest film (its edit region would be meaningless)."""
-    prompts = edit_prompts(spec, view)
+    prompts = edit_prompts(spec, view, generator.convention)
     trace = _Trace()
     with AttentionController(generator, [trace], steps=spec.steps) as controller:
         factual_run = sample(generator, [prompts["source"]], seed=spec.seed, steps=spec.steps, observer=controller,
@@ -95,7 +96,7 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
                         guidance_scale=region_guidance(mask, spec, generator.guidance_scale),
                         observer=controller, progress=False, decode=False)
     decoded = generator.decode_images(edited.latents)[0]
-    check_image(decoded, "the counterfactual sample")
+    check_image(decoded, "the counterfactual sample", hint=precision_hint(generator.dtype))
     counterfactual = np.clip(pair.factual + pair.region.native_weight * (decoded - pair.factual), 0, 1)
     return replace(pair, counterfactual=counterfactual.astype(np.float32), spec=spec)
 
@@ -120,7 +121,7 @@ def reprompted(generator: Generator, pair: Pair) -> np.ndarray:
     factual's own initial noise (same seed, same steps), nothing held — the pair a user of
     a plain text-to-image model would make."""
     result = sample(generator, [pair.prompts["target"]], seed=pair.spec.seed, steps=pair.spec.steps, progress=False)
-    check_image(result.images[0], "the re-prompted sample")
+    check_image(result.images[0], "the re-prompted sample", hint=precision_hint(generator.dtype))
     return result.images[0]
 
 
@@ -158,6 +159,7 @@ def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Pat
             "lesion_legend": {"background": 0, "edit_region": 1},
             "anatomy_legend": {"encoding": "bitmask", **{o.value: ANATOMY_BITS[o.value] for o in Organ}},
             "size": int(pair.factual.shape[0]), "generator": f"medcf {medcf.__version__} {generator.format}",
+            "placement": generator.placement(),
             "notice": NOTICE,
         })
         if index < 6:

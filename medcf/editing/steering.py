@@ -10,7 +10,6 @@ metadata names the denoiser weights' SHA-256 they were estimated on, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,13 +38,9 @@ def nearest_step(timesteps: Sequence[int], timestep: int) -> int:
 
 def denoiser_fingerprint(generator: Generator) -> str:
     """SHA-256 of the denoiser's parameters (names, shapes and float32 values): what the
-    vectors depend on, whatever file format the weights came from."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(generator.denoiser.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    vectors depend on, whatever file format the weights came from and whatever ``--dtype``
+    they run in (:meth:`Generator.weights_fingerprint`)."""
+    return generator.weights_fingerprint()
 
 
 @dataclass
@@ -146,7 +141,7 @@ def _mean_outputs(generator: Generator, prompts: Sequence[str], seeds: Sequence[
 
 
 def finding_prompts(finding: Finding, count: int, side: Side | None = None, severity: Severity | None = None,
-                    view: ViewPosition = ViewPosition.PA) -> list[str]:
+                    view: ViewPosition = ViewPosition.PA, style=None) -> list[str]:
     """Positive prompts for ``finding``: the given side/severity, or cycling through every
     side and severity so that the direction is the finding's, not one presentation's."""
     from medcf.world.pathology import FINDING_SIDES
@@ -154,7 +149,7 @@ def finding_prompts(finding: Finding, count: int, side: Side | None = None, seve
     sides = [side] if side else [s for s in (FINDING_SIDES.get(finding) or [None])]
     severities = [severity] if severity else list(Severity)
     combos = [(s, v) for s in sides for v in severities]
-    return [prompt(view, finding, side=combos[i % len(combos)][0], severity=combos[i % len(combos)][1])
+    return [prompt(view, finding, side=combos[i % len(combos)][0], severity=combos[i % len(combos)][1], style=style)
             for i in range(count)]
 
 
@@ -166,11 +161,12 @@ def estimate_vectors(generator: Generator, findings: Sequence[Finding], seeds: S
     if len(seeds) < 2:
         raise InputError("--seeds: at least 2 seeds are needed to average activations")
     seeds = [int(s) for s in seeds]
-    normal = [prompt(ViewPosition.PA)] * len(seeds)
+    normal = [prompt(ViewPosition.PA, style=generator.convention)] * len(seeds)  # in the model's own style
     negative, timesteps = _mean_outputs(generator, normal, seeds, steps, batch, progress)
     vectors: dict[str, dict[str, torch.Tensor]] = {}
     for finding in findings:
-        positive, _ = _mean_outputs(generator, finding_prompts(finding, len(seeds), side, severity), seeds, steps,
+        positive, _ = _mean_outputs(generator, finding_prompts(finding, len(seeds), side, severity,
+                                                               style=generator.convention), seeds, steps,
                                     batch, progress)
         per_site: dict[str, list[torch.Tensor]] = {}
         for (site, step), mean in sorted(positive.items(), key=lambda kv: (kv[0][0], kv[0][1])):

@@ -171,7 +171,7 @@ def _summary(rows: list[dict], arms: tuple[str, ...]) -> dict:
     return summary
 
 
-def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dict:
+def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placement=None) -> dict:
     """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
@@ -182,7 +182,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
 
     out = new_output_dir(options.out)
     (out / "data").mkdir()
-    editor = editor or load_editor()
+    editor = editor or load_editor(placement=placement)  # the generator and segmenter; classifiers stay on CPU
     ct = ct or load_chest_ct()
     timings = {}
     tick = time.perf_counter()
@@ -214,7 +214,8 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None) -> dic
             rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
                      for f in Finding]
     timings["train_s"] = round(time.perf_counter() - tick, 1)
-    settings = {**{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
+    settings = {"placement": editor.generator.placement(),
+                **{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
                 "methods": [m.value for m in options.methods], "arms": list(options.arms),
                 "train_films": train_films,
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,

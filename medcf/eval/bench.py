@@ -247,7 +247,8 @@ def _check_suite_options(n: int, methods, ours: dict) -> None:
 
 
 def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int = 256, first_seed: int = BENCH_SEED,
-                     editor=None, ct=None, progress: bool = True, ours: dict | None = None) -> SuiteFilms:
+                     editor=None, ct=None, progress: bool = True, ours: dict | None = None,
+                     placement=None) -> SuiteFilms:
     """Every method's edit of every case, measured as it is made (only the output film is
     kept), and the model's own films from the counterfactual prompts. A baseline asked for
     in both forms is sampled once and finished twice."""
@@ -262,7 +263,7 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     ours = dict(ours or {})
     _check_suite_options(n, methods, ours)
     chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # defaults where not set
-    editor = editor or load_editor()
+    editor = editor or load_editor(placement=placement)
     cases = render_cases(findings, n, size, first_seed, editor.segmenter, ct)
     baselines = {base: tuple(m for m in methods if unmasked_name(m) == base) for base in BASELINES}
     outputs: dict[tuple, list] = {}
@@ -291,7 +292,7 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
                 "findings": [f.value for f in findings],
                 "baselines": {m: {**BASELINE_SETTINGS[unmasked_name(m)], "region": m in MASKED_BASELINES}
                               for m in methods if m not in OURS},
-                "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}}
+                "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}, "placement": editor.generator.placement()}
     return SuiteFilms(cases, outputs, drawn, tuple(methods), settings)
 
 
@@ -357,8 +358,9 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
                              progress: bool = True, ours: dict | None = None,
-                             keep_films: str | Path | None = None) -> dict:
+                             keep_films: str | Path | None = None, placement=None) -> dict:
     """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``.
+    ``placement`` (:class:`medcf.devices.Placement`): where the editor runs when ``editor`` is None.
 
     ``ours``: :class:`EditSpec` fields (``depth``, ``strength``, ``energy``) for MedCF's
     methods instead of ``medcf edit``'s defaults; the baselines keep their settings.
@@ -372,7 +374,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
         if folder is not None:
             new_output_dir(folder)
     judge = judge or bundle_judge()
-    films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours)
+    films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours, placement)
     if keep_films is not None:
         save_suite_films(films, keep_films)
     return score_suite(films, judge, out_dir)

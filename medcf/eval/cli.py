@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medcf.devices import add_device_options, placement_from_args
 from medcf.vocab import Finding
 
 EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfactual is known. "
@@ -44,7 +45,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
                                                                 ("passes", args.passes), ("guidance", args.guidance))
-                                                if v is not None}, keep_films=args.keep_films)
+                                                if v is not None}, keep_films=args.keep_films,
+                                          placement=placement_from_args(args))
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
               f"lungs {row['dice_lungs']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB  fid {row['fid']:.3g}  "
@@ -59,7 +61,7 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
                              steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
                              methods=tuple(args.pair_methods),
                              threads=args.threads, progress=not args.quiet)
-    result = run_augmentation_suite(options)
+    result = run_augmentation_suite(options, placement=placement_from_args(args))
     for arm, entry in result["summary"].items():
         print(f"{arm:24s} macro AUC {entry['macro_auc']:.3f} (sd {entry['macro_auc_sd']:.3f} over seeds)")
     return _print_outputs(result["out"])
@@ -69,7 +71,7 @@ def _bench_judge(args: argparse.Namespace) -> int:
     from medcf.eval.judge_report import run_judge_suite
 
     result = run_judge_suite(args.out, judge_folder=args.judge, model=args.model, n=_or(args.n, None),
-                             progress=not args.quiet)
+                             progress=not args.quiet, placement=placement_from_args(args))
     for report, misses in result["misses"].items():
         print(f"{report:28s} " + ("targets met" if not misses else "misses: " + ", ".join(misses)))
     return _print_outputs(result["out"])
@@ -143,6 +145,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                        help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
     bench.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(bench)  # the generator and the segmenter; the judge and the trained classifiers stay on CPU
     counterfactual = bench.add_argument_group("counterfactual suite")
     counterfactual.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                                 help="default: all")

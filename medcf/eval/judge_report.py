@@ -230,7 +230,8 @@ def report_markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None, progress: bool = True) -> dict:
+def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None, progress: bool = True,
+                    placement=None) -> dict:
     """``medcf bench --suite judge``: both reports for a judge and a generator; writes
     ``results.json`` (the reports and which targets miss), ``results.md`` and
     ``examples.png`` (one benchmark input per finding and its four shams)."""
@@ -239,6 +240,7 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
 
     from medcf.anatomy.outputs import load_segmenter
     from medcf.bundle import bundle_root
+    from medcf.devices import loader_kwargs
     from medcf.errors import InputError
     from medcf.eval.bench import BENCH_SEED, bundle_judge, render_cases
     from medcf.eval.judge import Judge
@@ -250,14 +252,15 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
         raise InputError("--n must be at least 1")
     out = new_output_dir(out_dir)
     judge = Judge.load(judge_folder) if judge_folder else bundle_judge()
-    generator = load_generator(model or bundle_root())
-    cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, load_segmenter())
+    generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
+    cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, load_segmenter(placement=placement))
     record = {"heldout_report": judge.record.get("heldout_report", {}),
               "heldout_report_autoencoded": judge.record.get("heldout_report_autoencoded", {}),
               "thresholds": judge.thresholds,
               "normal_sample_false_alarms": normal_sample_false_alarms(judge, generator, progress=progress),
               "sham_flip_rate": sham_flip_rates(judge, generator, cases=cases, progress=progress),
-              "judge": str(judge_folder or "bundle"), "model": str(Path(model) if model else "bundle")}
+              "judge": str(judge_folder or "bundle"), "model": str(Path(model) if model else "bundle"),
+              "placement": generator.placement()}
     misses = targets_met(record)
     write_new_text(out / "results.json", json.dumps({**record, "targets": TARGETS, "misses": misses}, indent=1)
                    + "\n")

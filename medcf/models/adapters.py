@@ -19,13 +19,6 @@ from medcf.models.base import (CROSS, SELF, DiffusersBackend, Generator, MonaiBa
 TextFn = Callable[[Sequence[str]], TextEncoding]
 
 
-def _to(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Frozen, in eval mode, on ``device``; cast only when the dtype differs (diffusers warns otherwise)."""
-    first = next(module.parameters(), None)
-    module = module.to(device) if first is None or first.dtype == dtype else module.to(device, dtype)
-    return module.eval().requires_grad_(False)
-
-
 def diffusers_attention_modules(network: torch.nn.Module, backend: SiteBackend):
     """``(name, kind, module, heads, backend)`` of every diffusers ``Attention`` in ``network``."""
     found = []
@@ -51,7 +44,7 @@ class DiffusersVAEMixin:
         if self.vae.config.in_channels == 3:
             x = x.repeat(1, 3, 1, 1)
         mean = self.vae.encode(x).latent_dist.mean
-        return ((mean - shift) * scale).to(self.dtype)
+        return ((mean - shift) * scale).to(self.latent_dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         scale, shift = self._vae_factors()
@@ -89,8 +82,8 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         sample = (sample, sample) if isinstance(sample, int) else tuple(sample)
         image_size = image_size or (sample[0] * factor, sample[1] * factor)
         super().__init__(source, image_size, int(unet.config.in_channels), factor, device, dtype)
-        self.unet = _to(unet, self.device, dtype)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)  # fp32 by default (methods.md §4)
+        self.unet = self._place_denoiser(unet)
+        self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
 
     @property
@@ -98,7 +91,9 @@ class DiffusersUNetGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         return self.unet
 
     def denoise(self, latents, timesteps, text):
-        return self.unet(latents, timesteps, encoder_hidden_states=text.embeddings.to(self.device, self.dtype)).sample
+        out = self.unet(latents.to(self.dtype), timesteps,
+                        encoder_hidden_states=text.embeddings.to(self.device, self.dtype)).sample
+        return out.to(self.latent_dtype)
 
     def _attention_modules(self):
         return diffusers_attention_modules(self.unet, DiffusersBackend())
@@ -115,8 +110,8 @@ class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
         image_size = image_size or (sample * factor, sample * factor)
         latent_channels = int(transformer.config.in_channels)
         super().__init__(source, image_size, latent_channels, factor, device, dtype)
-        self.transformer = _to(transformer, self.device, dtype)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.transformer = self._place_denoiser(transformer)
+        self.vae = vae.to(self.device, torch.float32).eval().requires_grad_(False)  # always fp32: medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.learned_sigma = int(transformer.config.out_channels or latent_channels) == 2 * latent_channels
 
@@ -133,9 +128,10 @@ class PixArtGenerator(DiffusersVAEMixin, TextConditionedGenerator):
                                  device=self.device).repeat(batch, 1)
             conditions = {"resolution": size, "aspect_ratio": ratio}
         mask = None if text.mask is None else text.mask.to(self.device)
-        out = self.transformer(latents, encoder_hidden_states=text.embeddings.to(self.device, self.dtype),
+        out = self.transformer(latents.to(self.dtype), encoder_hidden_states=text.embeddings.to(self.device, self.dtype),
                                encoder_attention_mask=mask, timestep=timesteps,
                                added_cond_kwargs=conditions).sample
+        out = out.to(self.latent_dtype)
         return out[:, : self.latent_channels] if self.learned_sigma else out
 
     def _attention_modules(self):
@@ -150,8 +146,8 @@ class MonaiLDMGenerator(TextConditionedGenerator):
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         factor = 2 ** (len(autoencoder.encoder.channels) - 1) if hasattr(autoencoder.encoder, "channels") else 8
         super().__init__(source, image_size, int(unet.in_channels), factor, device, dtype)
-        self.unet = _to(unet, self.device, dtype)
-        self.autoencoder = autoencoder.to(self.device).eval().requires_grad_(False)
+        self.unet = self._place_denoiser(unet)
+        self.autoencoder = autoencoder.to(self.device, torch.float32).eval().requires_grad_(False)  # medcf.devices
         self._condition_on(text, scheduler_config, guidance_scale)
         self.scale_factor = float(scale_factor)
 
@@ -161,14 +157,15 @@ class MonaiLDMGenerator(TextConditionedGenerator):
 
     def encode(self, images):
         z_mu, _ = self.autoencoder.encode(images.to(self.device, torch.float32))
-        return (z_mu * self.scale_factor).to(self.dtype)
+        return (z_mu * self.scale_factor).to(self.latent_dtype)
 
     def decode(self, latents):
         x = self.autoencoder.decode_stage_2_outputs(latents.float() / self.scale_factor)
         return x.float().clamp(0.0, 1.0)
 
     def denoise(self, latents, timesteps, text):
-        return self.unet(latents, timesteps=timesteps, context=text.embeddings.to(self.device, self.dtype))
+        out = self.unet(latents.to(self.dtype), timesteps=timesteps, context=text.embeddings.to(self.device, self.dtype))
+        return out.to(self.latent_dtype)
 
     def _attention_modules(self):
         from monai.networks.blocks import CrossAttentionBlock, SABlock

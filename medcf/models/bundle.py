@@ -76,6 +76,7 @@ def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
         record = {
             "prompt": prompt, "seed": seed, "steps": result.steps, "guidance_scale": result.guidance_scale,
             "sampler": result.settings, "model": {"format": generator.format, "source": generator.source},
+            "placement": generator.placement(),
             "medcf": medcf.__version__, "seconds": round(result.seconds, 2), "image": f"{stem}.png",
             "notice": medcf.RESEARCH_ONLY_NOTICE,
         }
@@ -85,9 +86,11 @@ def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
 
 def generate_to_folder(model: str | Path | None, prompt: str, out: str | Path, seed: int = 0, steps: int = 25,
                        guidance_scale: float | None = None, num_images: int = 1, text_encoder=None,
-                       progress: bool = True) -> list[Path]:
-    """``medcf generate``: load any supported model folder and write samples."""
+                       progress: bool = True, placement=None) -> list[Path]:
+    """``medcf generate``: load any supported model folder (on ``placement``, a
+    :class:`medcf.devices.Placement`; default CPU float32) and write samples."""
+    from medcf.devices import loader_kwargs
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(resolve_model_dir(model), text_encoder=text_encoder)
+    generator = load_generator(resolve_model_dir(model), text_encoder=text_encoder, **loader_kwargs(placement))
     return GenerateImages(generator, str(out), prompt, seed, num_images, steps, guidance_scale, progress).run()

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from medcf.devices import add_device_options, loader_kwargs, placement_from_args
+
 EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
     "MedCF output is synthetic, for research only, never for diagnosis. Documentation: monai_bundle/docs/README.md."
@@ -90,7 +92,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     for path in generate_to_folder(args.model, args.prompt, args.out, seed=args.seed, steps=args.steps,
                                    guidance_scale=args.guidance_scale, num_images=args.n,
-                                   text_encoder=args.text_encoder, progress=not args.quiet):
+                                   text_encoder=args.text_encoder, progress=not args.quiet,
+                                   placement=placement_from_args(args)):
         print(path)
     return 0
 
@@ -98,12 +101,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(args.model, text_encoder=args.text_encoder)
+    generator = load_generator(args.model, text_encoder=args.text_encoder, **loader_kwargs(placement_from_args(args)))
     info = generator.describe()
     if args.sites:
         info["sites"] = [{"name": s.name, "kind": s.kind, "grid": list(s.grid), "heads": s.heads}
                          for s in generator.attention_sites()]
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from medcf.editing.modelcheck import check_model, write_check
+
+    check = check_model(args.model, text_encoder=args.text_encoder, placement=placement_from_args(args),
+                        steps=args.steps, image=args.image, seed=args.seed)
+    print(json.dumps(check.to_dict(), indent=2) if args.json else "\n".join(check.lines()))
+    if args.out is not None:
+        for path in write_check(check, args.out):
+            print(path, file=sys.stderr)
     return 0
 
 
@@ -166,6 +181,7 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     generate.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance (default: the model's)")
     generate.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_options(generate)
     generate.set_defaults(func=cmd_generate)
 
     model = sub.add_parser("model", help="export, inspect and evaluate generative models",
@@ -188,7 +204,26 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     info.add_argument("model", type=Path, help="model folder")
     info.add_argument("--sites", action="store_true", help="list every attention site")
     info.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    add_device_options(info)
     info.set_defaults(func=cmd_info)
+    check = model_sub.add_parser(
+        "check", help="smoke-test a model folder: load, sample, invert and reconstruct one film, say what will not work",
+        description="Load the model, sample one film from the normal prompt, encode one film (default: the committed "
+                    "sample study's PA film) and reconstruct it through the editor's DDPM inversion and through "
+                    "unguided DDIM inversion; report the reconstruction errors and seconds, and which of MedCF's "
+                    "methods will not work on this model and why (no cross-attention, finding words lost by its "
+                    "tokenizer, no steering vectors, no measured defaults or check reliability). Exit status 2 with "
+                    "one line if the folder does not load or the film is NaN, black or saturated.", epilog=EPILOG)
+    check.add_argument("model", type=Path, help="model folder (any format `medcf model info` reads)")
+    check.add_argument("--image", type=Path, default=None,
+                       help="film to reconstruct: DICOM, PNG or NIfTI (default: the committed sample study)")
+    check.add_argument("--steps", type=_positive(int), default=25, help="sampling and inversion steps (default 25)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the sample and the DDPM inversion (default 0)")
+    check.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    check.add_argument("--json", action="store_true", help="print one JSON document")
+    check.add_argument("--out", type=Path, default=None, help="also write check.json and the films into this new folder")
+    add_device_options(check)
+    check.set_defaults(func=cmd_check)
     evaluate = model_sub.add_parser(
         "evaluate", help="figures of the default model: autoencoder PSNR, how often samples carry the prompted finding",
         description="Autoencoder reconstruction PSNR on held-out simulated images, and the share of samples whose "

@@ -20,12 +20,14 @@ Every problem with a folder is one :class:`~medcf.errors.InputError` line.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from medcf.errors import InputError
 from medcf.models.base import Generator
+from medcf.models.convention import apply_convention, find_convention, read_convention
 
 FORMATS = ("medcf-default", "diffusers-sd", "diffusers-pixart", "monai-ldm")
 _SD_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
@@ -84,16 +86,25 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
     detected = detect_format(folder)
     if format is not None and format != detected:
         raise InputError(f"{folder} holds a {detected} model, not {format}")
+    convention_path = find_convention(folder)
+    convention = read_convention(convention_path) if convention_path else None  # a bad file fails before loading
     if detected == "medcf-default":
         from medcf.models.default import CONFIG_NAME, DefaultGenerator
 
         models = folder if (folder / CONFIG_NAME).is_file() else folder / "models"
-        return DefaultGenerator.from_folder(models, device=device, dtype=dtype)
-    if detected == "diffusers-sd":
-        return load_diffusers_sd(folder, device=device, dtype=dtype, image_size=image_size)
-    if detected == "diffusers-pixart":
-        return load_diffusers_pixart(folder, device=device, dtype=dtype, image_size=image_size)
-    return load_monai_ldm(folder, text_encoder=text_encoder, device=device, dtype=dtype, image_size=image_size)
+        generator = DefaultGenerator.from_folder(models, device=device, dtype=dtype)
+    elif detected == "diffusers-sd":
+        generator = load_diffusers_sd(folder, device=device, dtype=dtype, image_size=image_size)
+    elif detected == "diffusers-pixart":
+        generator = load_diffusers_pixart(folder, device=device, dtype=dtype, image_size=image_size)
+    else:
+        generator = load_monai_ldm(folder, text_encoder=text_encoder, device=device, dtype=dtype,
+                                   image_size=image_size)
+    if convention is not None:
+        if image_size is not None:  # the caller's size wins over the file's
+            convention = replace(convention, image_size=None)
+        apply_convention(generator, convention)
+    return generator
 
 
 def _component(folder: Path, sub: str, cls):

@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from medcf.devices import precision_hint
 from medcf.errors import InputError
 from medcf.models.base import Generator, TextEncoding
 
@@ -64,7 +65,7 @@ def initial_noise(generator: Generator, seeds: Sequence[int], height: int | None
                          "latent cell")
     shape = (generator.latent_channels, height // generator.vae_factor, width // generator.vae_factor)
     noise = [torch.randn(shape, generator=torch.Generator().manual_seed(int(seed))) for seed in seeds]
-    return torch.stack(noise).to(generator.device, generator.dtype)
+    return torch.stack(noise).to(generator.device, generator.latent_dtype)
 
 
 def guided_prediction(generator: Generator, latents: torch.Tensor, timestep, text: TextEncoding,
@@ -111,7 +112,7 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     if len(seeds) != len(prompts):
         raise InputError(f"{len(seeds)} seed(s) for {len(prompts)} prompt(s)")
     if isinstance(guidance_scale, torch.Tensor):
-        guidance = guidance_scale.to(generator.device, generator.dtype)
+        guidance = guidance_scale.to(generator.device, generator.latent_dtype)
         guided = float(guidance.max()) > 1.0
     else:
         guidance = generator.guidance_scale if guidance_scale is None else float(guidance_scale)
@@ -126,7 +127,7 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     if latents is None:
         x = initial_noise(generator, seeds, height, width) * scheduler.init_noise_sigma
     else:
-        x = latents.to(generator.device, generator.dtype)
+        x = latents.to(generator.device, generator.latent_dtype)
         x = x * scheduler.init_noise_sigma if start_step == 0 else x
     with torch.no_grad():
         text = generator.encode_text(prompts) if text is None else text
@@ -152,7 +153,8 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
                 x = replaced
     images = generator.decode_images(x) if decode else None
     if images is not None and not np.isfinite(images).all():
-        raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output")
+        raise InputError(f"the model {generator.source} produced NaN/inf pixels; refusing its output"
+                         + precision_hint(generator.dtype))
     scale = float(guidance.max()) if isinstance(guidance, torch.Tensor) else guidance
     return SampleResult(images, x, prompts, seeds, steps, scale, time.perf_counter() - started,
                         {"scheduler": "DDIM", "eta": 1.0 if noise_maps is not None else eta, "start_step": start_step, "negative_prompt": negative_prompt,

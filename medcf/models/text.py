@@ -46,7 +46,8 @@ class TextEncoder:
                  mask_to_encoder: bool = True, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.tokenizer, self.max_length, self.use_mask = tokenizer, int(max_length), use_mask
         self.mask_to_encoder = mask_to_encoder
-        self.model = model.to(device).eval().requires_grad_(False)
+        # float32 whatever the denoiser's dtype (medcf.devices): only the embeddings are cast.
+        self.model = model.to(device, torch.float32).eval().requires_grad_(False)
         self.device, self.dtype = torch.device(device), dtype
         self._cache: dict[str, tuple[torch.Tensor, list[str], torch.Tensor]] = {}
 

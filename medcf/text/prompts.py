@@ -57,12 +57,22 @@ def finding_phrase(finding: Finding, side: Side | None = None, zone: Zone | None
     return text[0].upper() + text[1:] + "."
 
 
+class PromptStyle(Protocol):
+    """A model's own prompt style (:class:`medcf.models.convention.Convention`: a template
+    from ``medcf_convention.json``)."""
+
+    def format_prompt(self, view_sentence: str, finding_sentence: str | None) -> str: ...
+
+
 def prompt(view: ViewPosition, finding: Finding | None = None, side: Side | None = None,
            zone: Zone | None = None, severity: Severity | None = None, count: int = 1,
-           lobe: Lobe | None = None) -> str:
-    """The full prompt: view sentence plus the finding sentence, or the normal sentence."""
-    body = NORMAL_PHRASE if finding is None else finding_phrase(finding, side, zone, severity, count, lobe)
-    return f"{view_phrase(view)} {body}"
+           lobe: Lobe | None = None, style: PromptStyle | None = None) -> str:
+    """The full prompt: view sentence plus the finding sentence, or the normal sentence;
+    in ``style`` when the model has its own (None: MedCF's, the words the default model learned)."""
+    body = None if finding is None else finding_phrase(finding, side, zone, severity, count, lobe)
+    if style is not None:
+        return style.format_prompt(view_phrase(view), body)
+    return f"{view_phrase(view)} {NORMAL_PHRASE if body is None else body}"
 
 
 class FindingLike(Protocol):
