@@ -153,11 +153,22 @@ def test_keep_study_and_deidentify(tmp_path: Path) -> None:
     assert kept.StudyInstanceUID == source.dataset.StudyInstanceUID
     assert kept.AccessionNumber == source.dataset.AccessionNumber
     written = write_synthetic(source, source.display, _provenance(), tmp_path / "b", deidentify=True)
-    assert_valid_dicom(written.dicom_path)
+    from tests.dicom_validation import DEIDENTIFIED_WARNINGS
+
+    assert_valid_dicom(written.dicom_path, DEIDENTIFIED_WARNINGS)  # the profile empties Study Date/Time/ID
     anon = pydicom.dcmread(written.dicom_path)
     assert anon.PatientIdentityRemoved == "YES"
     assert anon.PatientID != source.dataset.PatientID and "PHANTOM" not in str(anon.PatientName)
     assert not anon.get("PatientBirthDate")
+    # the same PS3.15 Basic profile as medcf batch --deidentify: coded, with the option it keeps
+    codes = [item.CodeValue for item in anon.DeidentificationMethodCodeSequence]
+    assert codes[0] == "113100" and "113108" in codes and anon.PatientSex == source.dataset.PatientSex
+    assert not anon.get("StudyDate") and not anon.get("AccessionNumber")
+    source_uids = {str(source.dataset.SOPInstanceUID), str(source.dataset.StudyInstanceUID)}
+    referenced = {str(item.ReferencedSOPInstanceUID) for item in anon.SourceImageSequence}
+    assert not referenced & source_uids and str(anon.StudyInstanceUID) not in source_uids
+    assert anon.SyntheticData == "YES" and str(anon.SeriesDescription).startswith("SYNTHETIC")
+    assert written.dicom_path.name.startswith(str(anon.SOPInstanceUID))
     with pytest.raises(OutputError, match="cannot be combined"):
         write_synthetic(source, source.display, _provenance(), tmp_path / "c", keep_study=True, deidentify=True)
 

@@ -156,10 +156,11 @@ class PseudonymTable:
     """Original patient keys and UIDs → pseudonyms, persisted at a path the user names.
 
     Saved atomically (temp file + ``os.replace``, fsync) so that a kill never leaves a
-    half-written table; the batch saves it before publishing any result that uses it."""
+    half-written table; the batch saves it before publishing any result that uses it.
+    ``path=None``: a table for one object, kept in memory only (``write_synthetic(deidentify=True)``)."""
 
-    def __init__(self, path: Path, patients: dict[str, str] | None = None, uids: dict[str, str] | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path | None, patients: dict[str, str] | None = None, uids: dict[str, str] | None = None):
+        self.path = Path(path) if path is not None else None
         self.patients = patients or {}
         self.uids = uids or {}
         self._dirty = False
@@ -193,6 +194,8 @@ class PseudonymTable:
         return self.uids[original]
 
     def save(self) -> None:
+        if self.path is None:
+            raise OutputError("this pseudonym table lives in memory only; it has no path to be saved to")
         if not self._dirty and self.path.exists():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -292,13 +292,6 @@ def _mark_synthetic(ds: Dataset, radiograph: Radiograph, provenance: Provenance,
     ds.WindowCenterWidthExplanation = "MedCF display range"
     if "PatientAge" in source and not deidentify:
         ds.PatientAge = source.PatientAge
-    if deidentify:
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "MedCF: names, IDs, dates replaced; sex kept"
-        ds.DeidentificationMethodCodeSequence = [
-            hd.sr.CodedConcept("113100", "DCM", "Basic Application Confidentiality Profile"),
-            hd.sr.CodedConcept("113108", "DCM", "Retain Patient Characteristics Option"),
-        ]
     if "StudyDescription" in source:
         ds.StudyDescription = _truncate(f"SYNTHETIC research derived from: {source.StudyDescription}")
 
@@ -357,6 +350,15 @@ def write_synthetic(
             setattr(ds, target, value)
     _mark_synthetic(ds, radiograph, provenance,
                     series_description or f"SYNTHETIC MedCF {provenance.edit_summary()}", watermark, deidentify)
+    if deidentify:
+        # The same PS3.15 Basic profile (Table E.1-1 actions) as `medcf batch --deidentify`, with
+        # Retain Patient Characteristics (sex), not a hand-picked subset of attributes. One
+        # object has no batch to keep pseudonyms consistent across, so the table lives in memory:
+        # referenced source UIDs get new ones, the patient the pseudonym of _patient_fields.
+        from medcf.io.deidentify import DeidOption, PseudonymTable, deidentify_dataset
+
+        deidentify_dataset(ds, PseudonymTable(None), str(ds.PatientID), (DeidOption.RETAIN_PATIENT_CHARACTERISTICS,),
+                           name=str(ds.PatientName))
 
     provenance.source = {
         "sop_instance_uid": str(source.SOPInstanceUID),
