@@ -34,7 +34,6 @@ class EditSettings:
 
     values: dict = field(default_factory=dict)
     constants: EditConstants = EditConstants()
-    source: str | None = None  # the config file read, None for the built-in defaults
 
     def default(self, key: str):
         if key not in SETTING_KEYS:
@@ -75,7 +74,7 @@ def load_edit_settings(root: str | Path | None = None) -> EditSettings:
     try:
         constants = EditConstants.from_dict(constants)
         # validate the values as an edit would (a throwaway spec with a finding that needs no side)
-        EditSpec("cardiomegaly", "add", **{k: v for k, v in values.items()}, constants=constants)
+        EditSpec("cardiomegaly", "add", **values, constants=constants)
     except InputError as error:
         raise InputError(f"{path}: {error}") from None
-    return EditSettings(values, constants, str(path))
+    return EditSettings(values, constants)

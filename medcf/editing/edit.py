@@ -32,7 +32,6 @@ from medcf.text.prompts import prompt
 from medcf.vocab import Action, ViewPosition
 
 
-
 @dataclass
 class LatentBlend(ControlMethod):
     """After every step, latents outside the region return to the reference trajectory."""

@@ -49,9 +49,9 @@ VECTOR_SEEDS = 64  # `medcf steer-vectors`' default, for its cost estimate
 
 def _errors(image: np.ndarray, reference: np.ndarray) -> dict:
     """Mean absolute error and PSNR (dB, peak 1) of two [0, 1] images."""
-    mse = float(np.mean((image.astype(np.float64) - reference) ** 2))
-    return {"mae": round(float(np.mean(np.abs(image - reference))), 5),
-            "psnr_db": round(10 * np.log10(1.0 / mse), 2) if mse > 0 else float("inf")}
+    from medcf.models.train import psnr
+
+    return {"mae": round(float(np.mean(np.abs(image - reference))), 5), "psnr_db": round(psnr(reference, image), 2)}
 
 
 @dataclass
