@@ -262,6 +262,22 @@ def test_edit_changes_only_the_region_at_native_geometry(generators, method):
     assert not np.allclose(guided.image, result.image) and guided.settings["region_guidance"] == 12.0
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_the_models_own_check_runs_on_every_loader(generators, name):
+    """The self-check of [visible] needs only the Generator interface: every family's edit
+    carries its verdict (no reliability figures exist for random weights, so it never
+    drives further passes there)."""
+    generator = generators[name]
+    shape = generator.image_size
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(1).standard_normal(shape), 0, 1).astype(np.float32)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method=Method.REGULATED, steps=3, passes=3)
+    result = edit(image, phantom_masks(shape), spec, generator, None, progress=False)
+    check = result.settings["check"]
+    assert all(np.isfinite(check[k]) for k in ("input_score", "input_stderr", "output_score", "output_stderr"))
+    assert check["input_stderr"] > 0 and check["reliable"] is False and check["passes"] == 1
+    assert isinstance(check["target_reached"], bool) and isinstance(check["input_in_target_state"], bool)
+
+
 def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generators):
     from medcf.editing import records
     from medcf.editing.steering import denoiser_fingerprint
@@ -434,6 +450,9 @@ def test_steer_vectors_cli_writes_a_file(tmp_path):
     assert done.returncode == 0, done.stderr
     vectors = load_vectors(tmp_path / "v.safetensors", load_generator(folder))
     assert set(vectors.vectors) == {"nodule"}
+    cost = vectors.info["nodule"]["cost"]  # what it cost, in the file and on the screen
+    assert cost["films_sampled"] == 4 and cost["denoiser_passes"] == 2 * 3 * 4 and cost["seconds"] > 0
+    assert done.stdout.splitlines()[1].startswith("cost: ") and "4 films sampled" in done.stdout
     bad = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "9-3", "--model", folder, "--out", tmp_path / "w")
     assert bad.returncode == 2 and "empty" in bad.stderr
 

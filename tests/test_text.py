@@ -188,7 +188,7 @@ def test_editable_subset(reader) -> None:
     got = [(e.finding, e.side, e.zone, e.severity) for e in editable_findings(mentions)]
     assert got == [(Finding.PLEURAL_EFFUSION, Side.LEFT, None, Severity.MILD),
                    (Finding.CONSOLIDATION, Side.RIGHT, Zone.LOWER, None),
-                   (Finding.NODULE, Side.LEFT, Zone.UPPER, None)]
+                   (Finding.NODULE, Side.LEFT, Zone.UPPER, Severity.SEVERE)]  # a mass: a severe nodule
 
 
 def test_parse_many_matches_parse(reader) -> None:

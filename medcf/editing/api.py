@@ -146,9 +146,10 @@ def specs_from_report(text: str, action: Action, base: EditSpec | None = None, b
 def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, steps: int = 25,
                        side: Side | None = None, severity: Severity | None = None, model: str | Path | None = None,
                        out: str | Path | None = None, progress: bool = True,
-                       placement: Placement | None = None) -> Path:
+                       placement: Placement | None = None) -> tuple[Path, dict]:
     """``medcf steer-vectors``: estimate vectors and write them to ``out`` (default: the
-    cache keyed by the model's weights, merged with what is cached there already)."""
+    cache keyed by the model's weights, merged with what is cached there already); the
+    file and what the estimate cost (seconds, films sampled, device)."""
     from medcf.bundle import bundle_root
     from medcf.devices import loader_kwargs
     from medcf.editing.steering import estimate_vectors
@@ -157,8 +158,9 @@ def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, ste
     generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
     vectors = estimate_vectors(generator, findings, list(range(seed, seed + n_seeds)), steps=steps, side=side,
                                severity=severity, progress=progress)
+    cost = vectors.info[findings[0].value]["cost"] if findings else {}
     if out is not None:
-        return vectors.save(out)
+        return vectors.save(out), cost
     path = vectors_cache_path(vectors.fingerprint)
     if path.is_file():
         cached = load_vectors(path, fingerprint=vectors.fingerprint)
@@ -166,7 +168,7 @@ def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, ste
             vectors = cached.merged(vectors)
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return vectors.save(path)
+    return vectors.save(path), cost
 
 
 def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | None = None,

@@ -158,10 +158,13 @@ def cmd_steer_vectors(args: argparse.Namespace) -> int:
 
     findings = list(Finding) if args.finding == ["all"] else [Finding(f) for f in args.finding]
     start, count = parse_seed_range(args.seeds)
-    path = estimate_and_cache(findings, count, start, args.steps, Side(args.side) if args.side else None,
+    path, cost = estimate_and_cache(findings, count, start, args.steps, Side(args.side) if args.side else None,
                               Severity(args.severity) if args.severity else None, args.model, args.out,
                               progress=not args.quiet, placement=placement_from_args(args))
     print(path)
+    if cost:
+        print(f"cost: {cost['seconds']:.1f} s for {len(findings)} finding(s): {cost['films_sampled']} films sampled "
+              f"({cost['denoiser_passes']} denoiser evaluations) on {cost['device']} in {cost['dtype']}")
     return 0
 
 

@@ -21,7 +21,7 @@ from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.evidence import EvidenceScore
 from medcf.editing.inversion import Trajectory, ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import EditRegion, resize_image
-from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
+from medcf.editing.regulation import AnatomyRegulation, PathologyEnhancement, pathology_tokens
 from medcf.editing.spec import SIDELESS, EditSpec, Inversion
 from medcf.editing.steering import Steering, SteeringVectors
 from medcf.errors import InputError, MedCFError, OutputError
@@ -95,19 +95,18 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
     scale = spec.strength * constants.severity_scale(spec.severity)
     gamma, gamma_out = constants.enhancement_gamma * scale, constants.enhancement_gamma_out * scale
     methods: list[ControlMethod] = []
-    words = PATHOLOGY_WORDS[spec.finding]
     if spec.method.regulated:
         edit_prompt = prompts["target"]
         negative = "" if spec.action is Action.ADD else prompts["finding"]
         text = generator.encode_text([edit_prompt])
         methods.append(AnatomyRegulation(region, text, beta_self=constants.regulation_beta_self))
         if spec.action is Action.ADD:
-            tokens = word_tokens(text, words)
+            tokens = pathology_tokens(text, spec.finding)
             methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out))
             if spec.energy:
                 methods.append(ConcentrationEnergy(generator, region, text, tokens, step_size=constants.energy_step))
         else:  # the finding lives in the negative prompt: make it attend to the region it must leave
-            tokens = word_tokens(generator.encode_text([negative]), words)
+            tokens = pathology_tokens(generator.encode_text([negative]), spec.finding)
             methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out, branches=(UNCOND,)))
     else:
         edit_prompt, negative = prompts["source"], ""

@@ -42,6 +42,15 @@ def word_tokens(text: TextEncoding, words: Sequence[str], prompt_index: int = 0)
     return sorted({i for word in words for i in text.token_indices(word, prompt_index)})
 
 
+def pathology_tokens(text: TextEncoding, finding: Finding, prompt_index: int = 0) -> list[int]:
+    """The tokens that carry ``finding`` in one prompt: its words (:data:`PATHOLOGY_WORDS`) and,
+    for a model with structured finding tokens (:mod:`medcf.models.findings`), its token."""
+    from medcf.models.findings import structured_token_indices
+
+    return sorted(set(word_tokens(text, PATHOLOGY_WORDS[finding], prompt_index))
+                  | set(structured_token_indices(text, finding, prompt_index)))
+
+
 @dataclass
 class AnatomyRegulation(ControlMethod):
     """§1: organ-gated self-attention and anatomy-token cross-attention gating."""
@@ -120,4 +129,4 @@ class PathologyEnhancement(ControlMethod):
         return rows_bias(call, self._cache[key], self.branches)
 
 
-__all__ = ["AnatomyRegulation", "PathologyEnhancement", "word_tokens", "PATHOLOGY_WORDS", "ORGAN_WORDS", "UNCOND"]
+__all__ = ["AnatomyRegulation", "PathologyEnhancement", "word_tokens", "pathology_tokens", "PATHOLOGY_WORDS", "ORGAN_WORDS", "UNCOND"]

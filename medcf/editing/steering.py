@@ -11,11 +11,13 @@ metadata names the denoiser weights' SHA-256 they were estimated on, and
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 import torch
 
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
@@ -161,6 +163,7 @@ def estimate_vectors(generator: Generator, findings: Sequence[Finding], seeds: S
     if len(seeds) < 2:
         raise InputError("--seeds: at least 2 seeds are needed to average activations")
     seeds = [int(s) for s in seeds]
+    started = time.perf_counter()
     normal = [prompt(ViewPosition.PA, style=generator.convention)] * len(seeds)  # in the model's own style
     negative, timesteps = _mean_outputs(generator, normal, seeds, steps, batch, progress)
     vectors: dict[str, dict[str, torch.Tensor]] = {}
@@ -173,8 +176,15 @@ def estimate_vectors(generator: Generator, findings: Sequence[Finding], seeds: S
             delta = mean - negative[(site, step)]
             per_site.setdefault(site, []).append(delta / delta.norm().clamp_min(1e-8))
         vectors[finding.value] = {site: torch.stack(v) for site, v in per_site.items()}
+    # What the estimate cost (a foreign model's user weighs it before a larger run): one
+    # sampling run per seed for the normal prompt and for each finding, shared by the findings.
+    cost = {"seconds": round(time.perf_counter() - started, 2), "films_sampled": len(seeds) * (1 + len(findings)),
+            "denoiser_passes": (2 if generator.guidance_scale > 1 else 1) * steps * len(seeds) * (1 + len(findings)),
+            "findings_in_run": len(findings),
+            "device": str(generator.device), "dtype": str(generator.dtype).removeprefix("torch.")}
     info = {f.value: {"seeds": [seeds[0], seeds[-1]], "n": len(seeds), "steps": steps,
-                      "side": side.value if side else "all", "severity": severity.value if severity else "all"}
+                      "side": side.value if side else "all", "severity": severity.value if severity else "all",
+                      "cost": cost}
             for f in findings}
     return SteeringVectors(vectors, timesteps, denoiser_fingerprint(generator), info)
 

@@ -71,7 +71,8 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
     result = train_generator(GeneratorOptions(
         out=str(args.out), autoencoder=str(args.autoencoder) if args.autoencoder else None,
-        init=str(args.init) if args.init else None, paired=args.paired, data=str(args.data) if args.data else None,
+        init=str(args.init) if args.init else None, paired=args.paired, finding_tokens=args.finding_tokens,
+        token_lr_scale=args.token_lr_scale, data=str(args.data) if args.data else None,
         n_pairs=args.n_pairs, size=args.size, data_seed=args.data_seed, steps=args.steps, batch=args.batch,
         lr=args.lr, prompt_dropout=args.prompt_dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
         threads=args.threads, max_minutes=args.max_minutes, resume=args.resume, progress=not args.quiet))
@@ -164,6 +165,12 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     gen.add_argument("--paired", action="store_true",
                      help="paired batches: each batch holds whole factual/counterfactual pairs, both films of a "
                           "pair under the same noise and timestep, so the prompt is all that tells them apart")
+    gen.add_argument("--finding-tokens", action="store_true",
+                     help="condition on structured finding tokens too: each finding the prompt states (finding, "
+                          "side, zone, severity, read by medcf.text) becomes one learned token beside the text "
+                          "tokens (medcf.models.findings); with --init, added to a model that has none")
+    gen.add_argument("--token-lr-scale", type=float, default=10.0,
+                     help="learning rate of the finding tokens relative to --lr (default 10: they start new)")
     gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")
     gen.set_defaults(func=cmd_train_generator)
 

@@ -83,9 +83,13 @@ def build_autoencoder(config: dict):
 
 
 def build_unet(config: dict):
+    """The denoiser, with its structured finding tokens when the config has them
+    (:mod:`medcf.models.findings`)."""
     from diffusers import UNet2DConditionModel
 
-    return UNet2DConditionModel(**config["unet"])
+    from medcf.models.findings import attach_finding_tokens
+
+    return attach_finding_tokens(UNet2DConditionModel(**config["unet"]), config.get("finding_tokens"))
 
 
 def read_config(folder: str | Path) -> dict:
@@ -102,8 +106,10 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Load a safetensors file (any float dtype) into ``module``; every key must match."""
+def load_weights(module: torch.nn.Module, path: Path, new_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a safetensors file (any float dtype) into ``module``; every key must match, except
+    that parameters under ``new_prefixes`` may be absent from the file (a fine-tune that adds
+    them, e.g. finding tokens, keeps their initial values)."""
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -113,15 +119,16 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     except Exception as error:  # safetensors raises its own error types
         raise InputError(f"{path} is not a readable safetensors file ({' '.join(str(error).split())[:200]})") from None
     own = module.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(new_prefixes))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise InputError(f"{path} does not fit the architecture in {CONFIG_NAME}: "
                          f"{len(missing)} missing key(s) (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})")
-    bad = [k for k in own if own[k].shape != state[k].shape]
+    bad = [k for k in state if own[k].shape != state[k].shape]
     if bad:
         raise InputError(f"{path}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, the architecture "
                          f"expects {tuple(own[bad[0]].shape)}")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=not new_prefixes)
 
 
 class DefaultGenerator(DiffusersUNetGenerator):
@@ -131,10 +138,14 @@ class DefaultGenerator(DiffusersUNetGenerator):
 
     def __init__(self, config: dict, unet, vae, source: str = "(in memory)", text=None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        from medcf.models.findings import StructuredText, finding_tokens_of
         from medcf.models.text import minilm_encoder
 
         self.config = config
         text = text or minilm_encoder(config["text_encoder"]["max_length"], device=device, dtype=dtype)
+        tokens = finding_tokens_of(unet)
+        if tokens is not None and not isinstance(text, StructuredText):
+            text = StructuredText(text, tokens)
         super().__init__(unet, vae, text, config["scheduler"], source, image_size=tuple(config["image_size"]),
                          guidance_scale=float(config.get("guidance_scale", 4.0)), device=device, dtype=dtype)
 

@@ -207,7 +207,7 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         x = torch.from_numpy(batch.astype(np.float32) / 65535.0)[:, None].to(device) * 2 - 1
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, options.lr, options.warmup)
+            group["lr"] = _lr(step, options.lr, options.warmup) * group.get("lr_scale", 1.0)
         posterior = vae.encode(x).latent_dist
         generator = torch.Generator(device=device).manual_seed(options.seed * 1_000_003 + step)
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=device)
@@ -275,6 +275,8 @@ class GeneratorOptions:
     progress: bool = True
     init: str | None = None
     paired: bool = False
+    finding_tokens: bool = False
+    token_lr_scale: float = 10.0
     extra: dict = field(default_factory=dict)
 
 
@@ -363,6 +365,7 @@ def train_generator(options: GeneratorOptions) -> dict:
 
     from medcf.io.atomic import write_new_file
     from medcf.models.default import build_unet
+    from medcf.models.findings import ATTRIBUTE, SLOTS, finding_tokens_of, read_codes
     from medcf.models.text import minilm_encoder, offline
 
     if options.paired and (options.batch < 2 or options.batch % 2):
@@ -381,6 +384,7 @@ def train_generator(options: GeneratorOptions) -> dict:
     # checkpoint when *it* started, which may be older.
     if resumed is not None:
         config["unet"] = resumed["config"]["unet"]
+        config["finding_tokens"] = resumed["config"].get("finding_tokens")
     elif not options.init:
         from medcf.models.default import default_config, tiny_config
 
@@ -414,9 +418,25 @@ def train_generator(options: GeneratorOptions) -> dict:
         table = text(unique).embeddings.cpu()
         empty = text([""]).embeddings.cpu()
     prompt_index = torch.tensor([unique.index(p) for p in prompts])
+    had_tokens = bool(config.get("finding_tokens"))
+    if options.finding_tokens and resumed is None:
+        config["finding_tokens"] = {"slots": SLOTS, "reader": "medcf.text rules (editable findings of the prompt)"}
     unet = build_unet(config).to(device)
+    tokens = finding_tokens_of(unet)
+    if tokens is not None:
+        # The attributes each prompt states, read as they will be at inference.
+        token_rows = tokens.rows([read_codes(p) for p in tqdm(unique, desc="reading the prompts' findings",
+                                                              disable=not options.progress)])
+        empty_rows = tokens.rows([()])
+        if resumed is None and not (options.init and had_tokens):
+            tokens.initialise_from_words(text)
     ema = copy.deepcopy(unet).requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=0.01)
+    # New finding tokens learn faster than the denoiser around them (--token-lr-scale).
+    token_params = list(tokens.parameters()) if tokens is not None else []
+    groups = [{"params": [p for p in unet.parameters() if all(p is not t for t in token_params)], "lr_scale": 1.0}]
+    if token_params:
+        groups.append({"params": token_params, "lr_scale": float(options.token_lr_scale)})
+    optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.01)
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
     step = 0
@@ -424,7 +444,8 @@ def train_generator(options: GeneratorOptions) -> dict:
     if options.init and resumed is None:
         from medcf.models.default import UNET_FILE, load_weights
 
-        load_weights(unet, Path(options.init) / UNET_FILE)
+        load_weights(unet, Path(options.init) / UNET_FILE,
+                     new_prefixes=() if had_tokens or tokens is None else (f"{ATTRIBUTE}.",))
         ema.load_state_dict(unet.state_dict())
     if options.init:
         initial = {"folder": str(options.init), "training": config.pop("training", None)}
@@ -444,7 +465,7 @@ def train_generator(options: GeneratorOptions) -> dict:
         "autoencoder": {"checkpoint": str(ae_checkpoint), "step": ae_step, "scaling_factor": scaling},
         "data": {"path": str(data_path), "spec": world.spec, "images": int(len(world.images)),
                  "distinct_prompts": len(unique)},
-        "text_encoder": config["text_encoder"],
+        "text_encoder": config["text_encoder"], "finding_tokens": config.get("finding_tokens"),
         "loss": f"MSE on epsilon, min-SNR weighting gamma={options.snr_gamma}; prompt dropout {options.prompt_dropout}",
         "batches": ("paired: each batch holds whole factual/counterfactual pairs, both films of a pair under the "
                     "same noise and timestep" if options.paired else "films drawn independently"),
@@ -461,11 +482,15 @@ def train_generator(options: GeneratorOptions) -> dict:
         drop = torch.from_numpy(rng.random(len(index)) < options.prompt_dropout)
         context = table[prompt_index[index]].clone()
         context[drop] = empty[0]
+        if tokens is not None:
+            rows = token_rows[prompt_index[index]].clone()
+            rows[drop] = empty_rows[0]
+            context = torch.cat([context.to(device), tokens(rows)], dim=1)
         x0 = latents[index].to(device)
         noise = noise.to(device)
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, options.lr, options.warmup)
+            group["lr"] = _lr(step, options.lr, options.warmup) * group.get("lr_scale", 1.0)
         noisy = noise_schedule.add_noise(x0, noise, timesteps)
         prediction = unet(noisy, timesteps, encoder_hidden_states=context.to(device)).sample
         snr = alphas[timesteps] / (1 - alphas[timesteps])

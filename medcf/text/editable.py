@@ -7,7 +7,9 @@ editable ones because the editor draws the same thing for them:
 
 * ``opacity`` -> ``consolidation`` (a focal lung opacity is drawn as airspace
   consolidation);
-* ``mass`` -> ``nodule`` (a mass is a nodule over 3 cm; severity keeps the size).
+* ``mass`` -> ``nodule`` (a mass is a nodule over 3 cm; severity keeps the size: a mass
+  the report gives no severity for is a severe nodule, the words
+  :func:`medcf.text.prompts.finding_phrase` writes for one).
 
 Repeats (same finding, side and zone, e.g. from FINDINGS and IMPRESSION) are
 kept once, with the first evidence. The editor (issue 8, later) turns these
@@ -22,6 +24,8 @@ from medcf.text.schema import Mention
 from medcf.vocab import Finding, Severity, Side, Zone
 
 ALIASES: dict[str, Finding] = {"opacity": Finding.CONSOLIDATION, "mass": Finding.NODULE}
+# The size an alias implies when the report states none.
+ALIAS_SEVERITY: dict[str, Severity] = {"mass": Severity.SEVERE}
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def editable_findings(mentions: list[Mention]) -> list[EditableFinding]:
             finding=finding,
             side=Side(m.laterality) if m.laterality else None,
             zone=Zone(m.zone) if m.zone else None,
-            severity=Severity(m.severity) if m.severity else None,
+            severity=Severity(m.severity) if m.severity else ALIAS_SEVERITY.get(m.finding),
             evidence=m.evidence,
         ))
     return out
