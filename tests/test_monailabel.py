@@ -153,7 +153,7 @@ def test_app_legend_is_medcf_segment_legend() -> None:
 def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -> None:
     from medcf.anatomy.outputs import load_segmenter
     from medcf.anatomy.segment import segment
-    from medcf.io.inputs import read_input
+    from medcf.io.inputs import read_input, read_nifti_2d
     from tests import model_fixtures
 
     films = _films(tmp_path / "studies")
@@ -180,31 +180,27 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
 
         # anatomy infer returns MedCF's label map for the film (client class), as `medcf segment` draws it
         labels = {}
-        for name in ("a", "b", "c"):
+        for name in ("a", "b"):
             result = server.client("infer", "medcf_anatomy", name, "{}", tmp_path / f"{name}-label.nii.gz")
             labels[name] = Path(result["file"])
             assert result["params"]["label_names"] == {"lung_right": 1, "lung_left": 2, "heart": 3}
             assert result["params"]["plausible"] is True and result["params"]["confidence"] > 0.9
+        labels["c"] = labels["a"]  # film c is film a under another gamma: same anatomy, same grid
         image = read_input(films["a"])
         expected = segment(image.display, load_segmenter()).label_map()
         assert np.array_equal(_label_map(labels["a"]), expected)
 
-        # counterfactual infer (plain HTTP, image out) gives the very film `medcf edit` writes for the same seed
-        status, body, kind = server.http("POST", "/infer/medcf_counterfactual?image=a&output=image",
-                                         fields={"params": json.dumps(EDIT)})
-        assert status == 200, body[:500]
-        served = tmp_path / "served.nii.gz"
-        served.write_bytes(body)
-        done = _medcf("edit", films["a"], *[a for k, v in EDIT.items() for a in (f"--{k}", v)], "--model", tiny,
-                      "--quiet", "--out", tmp_path / "edit")
-        assert done.returncode == 0, done.stderr
-        from medcf.io.inputs import read_nifti_2d
-        assert np.array_equal(read_nifti_2d(served)[0], read_nifti_2d(tmp_path / "edit" / "counterfactual.nii.gz")[0])
-        # ... and its edit.json (params), by MONAI Label's client
+        # counterfactual infer (MONAI Label's client: image and edit.json) gives the very film `medcf edit`
+        # writes for the same seed
         result = server.client("infer", "medcf_counterfactual", "a", json.dumps(EDIT), tmp_path / "cf.nii.gz")
         edit = result["params"]["edit"]
         assert (edit["finding"], edit["action"], edit["side"], edit["seed"]) == ("pleural_effusion", "add", "left", 3)
-        assert np.array_equal(read_nifti_2d(Path(result["file"]))[0], read_nifti_2d(served)[0])
+        done = _medcf("edit", films["a"], *[a for k, v in EDIT.items() for a in (f"--{k}", v)], "--model", tiny,
+                      "--quiet", "--out", tmp_path / "edit")
+        assert done.returncode == 0, done.stderr
+        assert np.array_equal(read_nifti_2d(Path(result["file"]))[0],
+                              read_nifti_2d(tmp_path / "edit" / "counterfactual.nii.gz")[0])
+        assert edit["weights_sha256"] == json.loads((tmp_path / "edit" / "edit.json").read_text())["weights_sha256"]
         # bad params and a client of another MONAI Label release: one clear line each
         status, body, _ = server.http("POST", "/infer/medcf_counterfactual?image=a&output=json",
                                       fields={"params": json.dumps({"finding": "nodule", "action": "add"})})
@@ -238,3 +234,42 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         status, body, _ = server.http("POST", "/infer/medcf_anatomy?image=b&output=json")
         assert status == 200 and json.loads(body)["weights"]["path"] == str(weights)
         assert json.loads(server.http("GET", "/info/")[1])["medcf"]["anatomy_weights"] == str(weights)
+
+
+def _store(orthanc: dict, ds, path: Path) -> str:
+    """Store one dataset in Orthanc (its REST upload); returns the series UID."""
+    from medcf.io.samples import save_sample
+
+    save_sample(ds, path)
+    request = urllib.request.Request(f"{orthanc['http']}/instances", data=path.read_bytes(), method="POST",
+                                     headers={"Content-Type": "application/dicom"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    return str(ds.SeriesInstanceUID)
+
+
+def test_dicomweb_server_lists_radiographs_and_segments_them(orthanc, tmp_path: Path) -> None:
+    """MONAI Label on a real Orthanc over DICOMweb: CR and DX series are the datastore (CT is
+    not), and a CR film is segmented from the archive."""
+    from medcf.io.inputs import read_input
+    from medcf.io.samples import SampleSpec, make_sample
+
+    film = np.ascontiguousarray(read_input(SAMPLE_STUDY).display[::4, ::4])
+    cr, _ = make_sample(SampleSpec(modality="CR", rows=film.shape[0], columns=film.shape[1]), image=film)
+    dx, _ = make_sample(SampleSpec(modality="DX", rows=film.shape[0], columns=film.shape[1]), image=film)
+    ct, _ = make_sample(SampleSpec(modality="CR", rows=film.shape[0], columns=film.shape[1]), image=film)
+    ct.SOPClassUID = ct.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ct.Modality = "CT"
+    series = {name: _store(orthanc, ds, tmp_path / f"{name}.dcm") for name, ds in (("cr", cr), ("dx", dx), ("ct", ct))}
+    conf = {"models_dir": str(tmp_path / "models")}
+    server = Server(orthanc["web"], conf, tmp_path / "server.log")
+    server.env["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = str(tmp_path / "cache")
+    with server:
+        status, body, _ = server.http("GET", "/info/")
+        assert status == 200 and json.loads(body)["datastore"]["total"] == 2, body[:500]
+        picked = server.client("next_sample", "medcf_least_sure")  # fetches and scores every listed series
+        assert {r["id"] for r in picked["ranking"]} == {series["cr"], series["dx"]}, (picked, series)
+        result = server.client("infer", "medcf_anatomy", series["cr"], "{}", tmp_path / "cr-label.nii.gz")
+        labels = _label_map(Path(result["file"]))
+        assert labels.shape == film.shape and set(np.unique(labels)) == {0, 1, 2, 3}
+        assert result["params"]["plausible"] is True, result["params"]
