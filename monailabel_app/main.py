@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import monailabel
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -78,6 +80,17 @@ class MedCFApp(MONAILabelApp):
             request = {**request, "timeout": self.worker.timeouts["counterfactual"] + 60}
         return super().infer(request, datastore)
 
+    def train(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return super().train(request)
+        except HTTPException as error:
+            if not _in_background_runner():
+                raise  # inside the server (run_sync): the client gets the status and the message
+            # MONAI Label runs training in a background process and shows its last lines as the
+            # task's details: a refusal is one line there, not a traceback.
+            print(error.detail, flush=True)
+            raise SystemExit(2) from None
+
     def info(self) -> dict[str, Any]:
         meta = super().info()
         current = self.store.current()
@@ -87,3 +100,9 @@ class MedCFApp(MONAILabelApp):
                          "models_dir": str(Path(self.store.folder).parent), "min_labels": self.min_labels,
                          "timeouts_s": self.worker.timeouts}
         return meta
+
+
+def _in_background_runner() -> bool:
+    """True inside MONAI Label's background task process (``python -m monailabel.interfaces.utils.app``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "monailabel.interfaces.utils.app"

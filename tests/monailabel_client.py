@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 import time
 
 from monailabel.client import MONAILabelClient
@@ -23,7 +24,9 @@ from monailabel.client import MONAILabelClient
 
 def main(argv: list[str]) -> dict:
     url, action, *rest = argv
-    client = MONAILabelClient(url)
+    # Its own folder for results: the client names them as the server does, and on one machine
+    # the server's own copy (deleted once sent) must not be the same file.
+    client = MONAILabelClient(url, tmpdir=tempfile.mkdtemp(prefix="medcf-client-"))
     if action == "info":
         return client.info()
     if action == "next_sample":

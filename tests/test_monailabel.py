@@ -215,6 +215,12 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         status, body, _ = server.http("POST", "/train/medcf_anatomy?run_sync=true", body={"max_steps": 2})
         assert status == 409 and "1 saved, at least 3 needed" in json.loads(body)["detail"]
         assert not any((models / "medcf_anatomy").iterdir())
+        # ... and as clients start it (in the background): the task's last line says why, no traceback
+        refused = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2}), 300)
+        assert refused["status"]["status"] == "ERROR"
+        assert refused["status"]["details"][-1] == ("not enough labels to train medcf_anatomy: 1 saved, at least 3 "
+                                                    "needed (label more films and submit them)")
+        assert not any((models / "medcf_anatomy").iterdir())
 
         # three labels: a few steps of training (async, as clients start it) give new weights that load
         for name in ("b", "c"):
