@@ -55,7 +55,7 @@ class MedCFWorker:
                                   stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise HTTPException(status_code=504, detail=f"MedCF {kind} took longer than {timeout:g} s "
-                                "(raise it with -c timeout_" + kind + " SECONDS)") from None
+                                f"(raise it with -c timeout_{kind} SECONDS)") from None
         if done.returncode != 0:
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             message = lines[-1] if lines else f"medcf exited with status {done.returncode}"
