@@ -7,7 +7,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medcf-installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test install system-deps bench bench-reports clean
+.PHONY: demo test install system-deps bench bench-reports clean monailabel monailabel-server
+
+# MONAI Label server (docs/monailabel.md): its own environment, because monailabel 0.8.5 needs
+# pydicom < 3 and numpy < 2; the app hands MedCF's work to $(VENV) through a worker process.
+ML_VENV := .venv-monailabel
+ML_STAMP := $(ML_VENV)/.monailabel-installed
+STUDIES ?= build/monailabel-studies
+PORT ?= 8000
+HOST ?= 127.0.0.1
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +25,21 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(ML_STAMP): monailabel_app/requirements.txt
+	test -x $(ML_VENV)/bin/python || $(PYTHON) -m venv $(ML_VENV)
+	# --no-deps: exactly the pinned list (monailabel's own requirements pull mlflow, sam2, torchvision, ...).
+	$(ML_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r monailabel_app/requirements.txt
+	touch $(ML_STAMP)
+
+monailabel: $(ML_STAMP)
+
+# STUDIES: a folder of films (NIfTI, PNG, DICOM) or a DICOMweb URL (http://host:port/dicom-web).
+# Extra app settings: ML_CONF='-c min_labels 5 -c timeout_counterfactual 3600'.
+monailabel-server: install monailabel
+	MEDCF_PYTHON=$(abspath $(PY)) MONAI_LABEL_DATASTORE_FILE_EXT='["*.nii.gz","*.nii","*.png","*.dcm"]' \
+	MONAI_LABEL_INFER_TIMEOUT=1900 \
+	$(ML_VENV)/bin/python -m monailabel.main start_server -a monailabel_app -s $(STUDIES) -i $(HOST) -p $(PORT) $(ML_CONF)
 
 system-deps:
 	bash scripts/install-system-deps.sh
@@ -35,7 +58,7 @@ demo: install
 	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
 	@echo "demo outputs in $(DEMO_DIR): edit/add and edit/remove (synthetic DICOM series, panel.png, masks, edit.json), sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), generated/ (synthetic samples of the default model), phantom/pairs.jsonl, phantom/panel.png"
 
-test: install system-deps
+test: install system-deps monailabel
 	$(PY) -m pytest -n 2 -q tests
 
 bench: install

@@ -41,6 +41,28 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_anatomy_score(args: argparse.Namespace) -> int:
+    import json
+
+    from medcf.anatomy.outputs import load_segmenter
+    from medcf.anatomy.score import rank_inputs
+
+    segmenter = load_segmenter(args.segmenter, args.weights, placement_from_args(args))
+    print(json.dumps(rank_inputs(args.inputs, segmenter), indent=1))
+    return 0
+
+
+def cmd_train_segmenter_labels(args: argparse.Namespace) -> int:
+    from medcf.anatomy.finetune import FinetuneConfig, finetune_segmenter, read_manifest
+
+    config = FinetuneConfig(out_dir=args.out, init_weights=args.init, steps=args.steps, batch=args.batch,
+                            learning_rate=args.lr, seed=args.seed, min_labels=args.min_labels)
+    weights = finetune_segmenter(read_manifest(args.pairs), config, progress=not args.quiet)
+    print(f"weights: {weights}")
+    print(f"record: {weights.parent / 'training.json'}")
+    return 0
+
+
 def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
     from medcf.anatomy.masks import MIN_CONFIDENCE
 
@@ -72,6 +94,44 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
                               "anatomy.json records that the check failed and was overridden")
     add_device_options(segment)
     segment.set_defaults(func=cmd_segment)
+
+    score = sub.add_parser(
+        "anatomy-score",
+        help="rank films by how sure the segmenter is of them (active learning: label the first)",
+        description="Segment each film and print a JSON list, least sure first: films whose masks fail "
+                    "plausibility rules (more rules first), then by the network's confidence (lowest first). "
+                    "A film that cannot be segmented is listed first with its error; nothing is written.",
+        epilog=EPILOG,
+    )
+    score.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="DICOM, PNG or NIfTI films")
+    score.add_argument("--segmenter", default=None, help="segmenter name (default: the bundle config's)")
+    score.add_argument("--weights", type=Path, default=None, help="weights file (default: the bundle's)")
+    add_device_options(score)
+    score.set_defaults(func=cmd_anatomy_score)
+
+    from medcf.anatomy.finetune import MIN_LABELS
+
+    labels = train_sub.add_parser(
+        "segmenter-labels",
+        help="fine-tune the anatomy network on films people labelled",
+        description="Fine-tune the anatomy network on labelled films, starting from --init (default: the bundle's "
+                    "weights), and write OUT/anatomy_unet.safetensors and OUT/training.json. The manifest is a "
+                    "JSON list of {\"image\": FILE, \"label\": FILE}: images as `medcf segment` reads them, labels "
+                    "as `medcf edit --masks` reads them (label map 1 lung_right, 2 lung_left, 3 heart; Slicer "
+                    ".seg.nrrd; DICOM SEG). Lungs are not trained under a labelled heart (docs/monailabel.md).",
+        epilog=EPILOG,
+    )
+    labels.add_argument("--pairs", type=Path, required=True, metavar="MANIFEST.json", help="labelled films")
+    labels.add_argument("--out", type=Path, required=True, help="new or empty folder for the weights and record")
+    labels.add_argument("--init", type=Path, default=None, help="start weights (default: the bundle's)")
+    labels.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
+    labels.add_argument("--batch", type=int, default=4, help="films per step (default 4)")
+    labels.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
+    labels.add_argument("--seed", type=int, default=0, help="seed of batches and augmentation (default 0)")
+    labels.add_argument("--min-labels", type=int, default=MIN_LABELS,
+                        help=f"refuse to train on fewer labelled films (default {MIN_LABELS})")
+    labels.add_argument("--quiet", action="store_true", help="no per-step lines")
+    labels.set_defaults(func=cmd_train_segmenter_labels)
 
     train = train_sub.add_parser(
         "segmenter",

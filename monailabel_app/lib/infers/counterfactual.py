@@ -1,0 +1,82 @@
+"""``medcf_counterfactual``: the film with one finding added or removed (type OTHERS).
+
+The work is ``medcf edit`` in MedCF's environment with the request's params, so the
+result is the very file ``medcf edit`` writes for the same input, params and seed. The
+returned file is the counterfactual in the input's format (PNG → PNG, NIfTI → NIfTI, DICOM
+→ the synthetic DICOM instance); with ``"series": true`` it is a zip of everything ``medcf
+edit`` wrote (the synthetic DICOM series, ``edit.json``, masks, panel). ``edit.json``
+always comes back in the result's JSON (``edit``).
+
+MONAI Label's own Slicer plugin lists only segmentation-type models, so it does not show
+this task; its clients are plain HTTP and scripts (MedCF's Slicer module once it has a remote mode).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
+
+from lib.models import ModelStore
+from lib.versions import check_client
+from lib.worker import MedCFWorker
+
+#: params a request may give, and the ``medcf edit`` option each becomes (None: left to MedCF's defaults)
+PARAMS = {"finding": None, "action": None, "side": None, "zone": None, "severity": None, "method": None,
+          "strength": None, "seed": 0}
+
+
+class CounterfactualInfer(InferTask):
+    def __init__(self, worker: MedCFWorker, store: ModelStore, server_version: str, generator: str | None = None):
+        super().__init__(type=InferType.OTHERS, labels=None, dimension=2,
+                         description="MedCF counterfactual: add or remove one finding in a side and zone; returns "
+                                     "the SYNTHETIC film and its edit.json. Research only, never for diagnosis.",
+                         config={**{k: ("" if v is None else v) for k, v in PARAMS.items()}, "series": False})
+        self.worker, self.store, self.server_version = worker, store, server_version
+        self.generator = generator  # a model folder instead of the bundle's (sites' own models; tests' tiny one)
+
+    def is_valid(self) -> bool:
+        return True
+
+    def command(self, image: str, request: dict[str, Any], out: Path) -> list[str]:
+        """The ``medcf edit`` arguments for ``request``: one option per param given."""
+        if not request.get("finding") or not request.get("action"):
+            raise HTTPException(status_code=422, detail="medcf_counterfactual needs params finding and action "
+                                "(e.g. {\"finding\": \"pleural_effusion\", \"action\": \"add\", \"side\": \"left\"})")
+        args = ["edit", image, "--out", out, "--quiet"]
+        for name, default in PARAMS.items():
+            value = request.get(name, default)
+            if value is None or value == "":
+                continue
+            args += [f"--{name}", str(value)]
+        weights = self.store.current_weights()
+        if weights:
+            args += ["--weights", weights]
+        if self.generator:
+            args += ["--model", self.generator]
+        return args
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        check_client(request, self.server_version)
+        with tempfile.TemporaryDirectory(prefix="medcf-edit-") as folder:
+            out = Path(folder) / "out"
+            self.worker.run(self.command(str(request["image"]), request, out), "counterfactual")
+            record = json.loads((out / "edit.json").read_text(encoding="utf-8"))
+            files = record.get("files", {})
+            if str(request.get("series", "")).lower() in ("true", "1", "yes"):
+                archive = shutil.make_archive(str(Path(folder) / "counterfactual"), "zip", out)
+                source, suffix = Path(archive), ".zip"
+            else:
+                name = files.get("image") or files.get("dicom")
+                source = out / name
+                suffix = "".join(source.suffixes)
+            # MONAI Label deletes the returned file once sent: hand it a copy outside this folder.
+            handle = tempfile.NamedTemporaryFile(prefix="medcf-counterfactual-", suffix=suffix, delete=False)
+            handle.close()
+            shutil.copyfile(source, handle.name)
+        return handle.name, {"edit": record, "files": files}
