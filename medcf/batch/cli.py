@@ -19,6 +19,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from medcf.errors import InputError
     from medcf.batch.sources import expand_sources, fetch_sources
     from medcf.io.pacs import is_remote
+    from medcf.onray.options import check_ray_options
 
     if args.plan is not None and args.finding:
         raise InputError("--finding and --plan exclude each other: the plan names each edit")
@@ -26,6 +27,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise InputError("--finding F --action A … (one edit for every study) or --plan PLAN.csv is required")
     if args.plan is None and not args.action:
         raise InputError("--action add|remove is required with --finding")
+    check_ray_options(args)
     if args.send_retries < 1:
         raise InputError(f"--send-retries {args.send_retries}: at least 1")
     rows = read_plan(args.plan) if args.plan is not None else []
@@ -68,11 +70,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from medcf.editing.api import load_editor
         return load_editor(args.model, args.vectors, segmenter=segmenter)
 
+    engine = None
+    if args.ray is not None:  # only now is anything of Ray imported
+        from medcf.onray.batch import RayEngine
+        from medcf.onray.options import recipe_from_args
+
+        engine = RayEngine(args.ray, recipe_from_args(args), args.ray_workers)
     send = SendOptions(args.send, args.aet, args.send_retries, args.send_wait) if args.send else None
     command = "medcf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = run_batch(items, args.out, editor, sop_class=args.sop_class, accept_anatomy=args.accept_anatomy,
                        send=send, deidentifier=deidentifier, allow_burned_in=args.allow_burned_in,
-                       progress=not args.quiet, command=None if deidentifier else command)
+                       progress=not args.quiet, command=None if deidentifier else command, engine=engine)
     print(report.summary())
     if report.failed or report.skipped:
         print(f"medcf: {report.failed} failed and {report.skipped} skipped item(s); their manifest lines say why, "
@@ -119,6 +127,7 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     from medcf.editing.cli import _edit_options
+    from medcf.onray.options import add_ray_options
 
     batch = sub.add_parser(
         "batch", help="many studies x many edits: resumable, with a manifest, optional send and de-identification",
@@ -169,4 +178,5 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     batch.add_argument("--allow-burned-in", action="store_true",
                        help="with --deidentify, also export sources marked Burned In Annotation = YES (their text "
                             "stays in the pixels; skipped by default)")
+    add_ray_options(batch)
     batch.set_defaults(func=cmd_batch)
