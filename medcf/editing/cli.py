@@ -157,8 +157,13 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         out = write_pair_stream(ray_pairs(args.ray, recipe_from_args(args), _spec(args), args.n, args.ray_workers),
                                 args.n, args.out, progress=not args.quiet)
     else:
+        placement = placement_from_args(args)
+        segmenter = None
+        if args.segmenter or args.weights:
+            from medcf.anatomy.outputs import load_segmenter
+            segmenter = load_segmenter(args.segmenter, args.weights, placement)
         out = make_pairs(_spec(args), args.n, args.out,
-                         load_editor(args.model, args.vectors, placement=placement_from_args(args)),
+                         load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement),
                          progress=not args.quiet)
     print(out / "pairs.jsonl")
     print(out / "panel.png")
@@ -223,6 +228,9 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     _edit_options(pairs, finding_required=True)
     pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
     pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    pairs.add_argument("--segmenter", default=None,
+                       help="segmenter of the factual films (default medcf; or a site's registered name)")
+    pairs.add_argument("--weights", type=Path, default=None, help="local weights file for --segmenter")
     add_ray_options(pairs)
     pairs.set_defaults(func=cmd_pairs)
 

@@ -12,6 +12,7 @@ twice is still published once.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,41 +44,79 @@ class Cluster:
     ship_inputs: bool  # True when workers may run on other machines: send them the input files too
 
 
+# Ray replaces a loopback address by the machine's network address (which a cluster bound
+# to loopback does not listen on) unless "Ray clusters" are off, i.e. single-machine, which
+# is what a loopback cluster is; this environment variable is Ray's switch for that.
+_LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``host:port`` of a cluster address (``ray://`` prefix allowed), or one line why not."""
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--ray {address}: give 'local' or a cluster address host:port (or ray://host:port)")
+    return host.strip("[]"), int(port)
+
+
+def _reachable(host: str, port: int, address: str) -> None:
+    """Ray itself retries an unreachable address for minutes; a refused port is one line now."""
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as error:
+        raise InputError(f"--ray {address}: no Ray cluster answers there ({error.strerror or error}); start one "
+                         "with `ray start --head` or use --ray local") from None
+
+
 @contextmanager
 def connect(address: str, workers: int | None = None, object_store_mb: int = OBJECT_STORE_MB) -> Iterator[Cluster]:
     """``local``: start a cluster on this machine, on loopback, with ``workers`` CPUs (default:
-    all); else join the cluster at ``address`` (``ray://…`` or ``host:port``). One worker per
-    GPU when the cluster has GPUs, else one per CPU, unless ``workers`` says fewer. The
-    connection (and a local cluster) is closed on exit, whatever happened."""
-    ray = import_ray()
+    all); else join the cluster at ``address`` (``host:port`` or ``ray://host:port``). One
+    worker per GPU when the cluster has GPUs, else one per CPU, unless ``workers`` says
+    fewer. The connection (and a local cluster) is closed on exit, whatever happened."""
     if workers is not None and workers < 1:
         raise InputError(f"--ray-workers {workers}: at least 1")
+    loopback = address == LOCAL
+    if not loopback:
+        host, port = _host_port(address)
+        _reachable(host, port, address)
+        loopback = host in _LOOPBACK_HOSTS
+    ray = import_ray()
+    saved = {name: os.environ.get(name) for name in ("RAY_USAGE_STATS_ENABLED", _LOOPBACK_SWITCH)}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
+    if loopback:
+        os.environ[_LOOPBACK_SWITCH] = "0"
     try:
-        if address == LOCAL:
-            ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
-                     _node_ip_address="127.0.0.1", object_store_memory=object_store_mb * 2 ** 20,
-                     log_to_driver=False, configure_logging=False)
-        else:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
-    except MedCFError:
-        raise
-    except Exception as error:  # noqa: BLE001 - Ray raises several types for an unreachable cluster
-        ray.shutdown()
-        raise InputError(f"--ray {address}: could not {'start a local' if address == LOCAL else 'join the'} Ray "
-                         f"cluster: {_first_line(error)}") from None
-    try:
-        resources = ray.cluster_resources()
-        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-        capacity = gpus or cpus
-        if capacity < 1:
-            raise InputError(f"--ray {address}: the cluster has no CPU or GPU to run an editor on")
-        if workers is not None and workers > capacity:
-            raise InputError(f"--ray-workers {workers}: the cluster at {address} has room for {capacity} "
-                             f"({'GPUs' if gpus else 'CPUs'})")
-        yield Cluster(address, workers or capacity, 1.0 if gpus else 0.0, ship_inputs=address != LOCAL)
+        try:
+            if address == LOCAL:
+                ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                         _node_ip_address="127.0.0.1", object_store_memory=object_store_mb * 2 ** 20,
+                         log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as error:  # noqa: BLE001 - Ray raises several types for a cluster it cannot use
+            ray.shutdown()
+            raise InputError(f"--ray {address}: could not {'start a local' if address == LOCAL else 'join the'} "
+                             f"Ray cluster: {_first_line(error)}") from None
+        try:
+            resources = ray.cluster_resources()
+            gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+            capacity = gpus or cpus
+            if capacity < 1:
+                raise InputError(f"--ray {address}: the cluster has no CPU or GPU to run an editor on")
+            if workers is not None and workers > capacity:
+                raise InputError(f"--ray-workers {workers}: the cluster at {address} has room for {capacity} "
+                                 f"({'GPUs' if gpus else 'CPUs'})")
+            yield Cluster(address, workers or capacity, 1.0 if gpus else 0.0, ship_inputs=address != LOCAL)
+        finally:
+            ray.shutdown()
     finally:
-        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _first_line(error: BaseException) -> str:
