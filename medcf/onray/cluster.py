@@ -69,6 +69,13 @@ def _reachable(host: str, port: int, address: str) -> None:
                          "with `ray start --head` or use --ray local") from None
 
 
+def check_address(address: str) -> str:
+    """The host of a cluster address that answers; one line if it is malformed or silent."""
+    host, port = _host_port(address)
+    _reachable(host, port, address)
+    return host
+
+
 @contextmanager
 def connect(address: str, workers: int | None = None, object_store_mb: int = OBJECT_STORE_MB) -> Iterator[Cluster]:
     """``local``: start a cluster on this machine, on loopback, with ``workers`` CPUs (default:
@@ -77,11 +84,7 @@ def connect(address: str, workers: int | None = None, object_store_mb: int = OBJ
     fewer. The connection (and a local cluster) is closed on exit, whatever happened."""
     if workers is not None and workers < 1:
         raise InputError(f"--ray-workers {workers}: at least 1")
-    loopback = address == LOCAL
-    if not loopback:
-        host, port = _host_port(address)
-        _reachable(host, port, address)
-        loopback = host in _LOOPBACK_HOSTS
+    loopback = address == LOCAL or check_address(address) in _LOOPBACK_HOSTS
     ray = import_ray()
     saved = {name: os.environ.get(name) for name in ("RAY_USAGE_STATS_ENABLED", _LOOPBACK_SWITCH)}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
