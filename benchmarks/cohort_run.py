@@ -142,12 +142,14 @@ def main() -> None:
             lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
             done = [line for line in lines if line["status"] == "done"]
             stored = rest(f"{archive['http']}/instances")
-            tags = rest(f"{archive['http']}/instances/{stored[0]}/simplified-tags")
-            patients = {rest(f"{archive['http']}/instances/{i}/simplified-tags")["PatientID"] for i in stored}
+            # by tag number: this Orthanc's dictionary may not name Synthetic Data (0008,001C)
+            tags = [rest(f"{archive['http']}/instances/{i}/tags?short") for i in stored]
+            patients = {t["0010,0020"] for t in tags}
+            synthetic = {t.get("0008,001c") for t in tags}
+            removed = {t.get("0012,0062") for t in tags}
             print(f"\narchive: {len(stored)} instances of {len(patients)} pseudonymous patients "
-                  f"({', '.join(sorted(patients)[:2])}, ...); one of them: SyntheticData {tags.get('SyntheticData')}, "
-                  f"PatientIdentityRemoved {tags.get('PatientIdentityRemoved')}, "
-                  f"DeidentificationMethod {tags.get('DeidentificationMethod')!r}")
+                  f"({', '.join(sorted(patients)[:2])}, ...); Synthetic Data {synthetic}, Patient Identity Removed "
+                  f"{removed}; De-identification Method {tags[0].get('0012,0063')!r}")
             names = [n for n in (line["key"] for line in lines) if any(u in n for u in uids)]
             print(f"manifest: {len(lines)} lines, {len(done)} done, {len(names)} keys naming an original UID")
             edits = len(done)

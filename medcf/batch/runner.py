@@ -14,6 +14,11 @@ leaves a complete folder without a line: the next run finds it, does not edit ag
 sends it (a repeated C-STORE / STOW-RS of the same SOP Instance UID replaces the same
 instance on the server) and writes the line, marked ``recovered``. Done keys are never
 run again; failed and skipped keys are tried again.
+
+Step 1 is an *engine*'s: :class:`LocalEngine` edits here, in order;
+:class:`medcf.onray.batch.RayEngine` on Ray actors, whose files the driver writes into
+``.partial/``. Steps 2-5 are always :func:`run_batch`'s, in this process: one mechanism,
+and one writer of the output folder and the manifest, whatever ran the edits.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import closing
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
