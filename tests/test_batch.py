@@ -478,3 +478,46 @@ def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort,
     assert copy.PixelData == source.PixelData
     bad = medcf("pull", cohort["studies"]["b"], "--cache-dir", cache)
     assert bad.returncode == 2 and "is not a study address" in bad.stderr
+
+
+def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(cohort, tiny_model, tmp_path):
+    reports = cohort["root"] / "reports.csv"
+    with open(reports, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["study", "report"])
+        writer.writerow([cohort["uids"]["a"], "Small left pleural effusion.\nThe heart is enlarged."])
+        writer.writerow(["c", "No acute cardiopulmonary abnormality."])  # a path relative to the table
+    out = tmp_path / "out"
+    done = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                 "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "1 report(s) state no present, certain finding to add (--from-report line(s) 4)" in done.stderr
+    a = cohort["uids"]["a"]
+    assert_exactly_once(out, {f"{a}/add-pleural_effusion-left-defaultzone-mild-regulated-seed0",
+                              f"{a}/add-cardiomegaly-noside-defaultzone-moderate-regulated-seed0"})
+    record = json.loads(next(out.glob(f"{a}/add-pleural_effusion-*/edit.json")).read_text())
+    assert record["extra"]["report"] == {"evidence": "Small left pleural effusion.", "finding": "pleural_effusion",
+                                         "side": "left", "zone": None, "severity": "mild"}
+    again = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                  "--out", out)
+    assert again.returncode == 0 and "2 done before, 0 done now" in again.stdout
+    # De-identified: the report's own words stay out of the export.
+    private = tmp_path / "private"
+    private.mkdir()
+    anonymous = tmp_path / "anonymous"
+    done = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                 "--deidentify", "--deid-map", private / "map.json", "--out", anonymous)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(p.read_text()) for p in anonymous.glob("*/*/edit.json")]
+    assert len(records) == 2 and all("evidence" not in r["extra"]["report"] for r in records)
+    assert not any(b"Small left pleural" in p.read_bytes() or b"heart is enlarged" in p.read_bytes()
+                   for p in anonymous.rglob("*") if p.is_file())
+    # Bad requests: one line, nothing written.
+    for args, message in (
+        (["--from-report", reports, "--finding", "nodule", "--action", "add"], "--from-report excludes --finding"),
+        (["--from-report", reports], "--action add|remove is required with --from-report"),
+        (["--from-report", cohort["root"] / "missing.csv", "--action", "add"], "missing.csv: no such file"),
+    ):
+        bad = medcf("batch", *args, "--model", tiny_model, "--out", tmp_path / "bad")
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, (args, bad.stderr)
+        assert not (tmp_path / "bad").exists()

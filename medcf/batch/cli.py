@@ -13,7 +13,8 @@ EPILOG = ("Every output is a synthetic image, for research only. Rerun the same 
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from medcf.batch.plan import discover_studies, items_from_plan, items_from_spec, plan_paths, read_plan
+    from medcf.batch.plan import (REPORT_COLUMNS, discover_studies, items_from_plan, items_from_spec, plan_paths,
+                                  read_plan)
     from medcf.batch.runner import SendOptions, check_out_dir, run_batch
     from medcf.editing.cli import _spec
     from medcf.errors import InputError
@@ -23,15 +24,21 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     if args.plan is not None and args.finding:
         raise InputError("--finding and --plan exclude each other: the plan names each edit")
-    if args.plan is None and not args.finding:
-        raise InputError("--finding F --action A … (one edit for every study) or --plan PLAN.csv is required")
+    if args.from_report is not None and (args.finding or args.plan is not None):
+        raise InputError("--from-report excludes --finding and --plan: the reports name the findings")
+    if args.plan is None and args.from_report is None and not args.finding:
+        raise InputError("--finding F --action A … (one edit for every study), --from-report REPORTS.csv --action A "
+                         "or --plan PLAN.csv is required")
     if args.plan is None and not args.action:
-        raise InputError("--action add|remove is required with --finding")
+        raise InputError(f"--action add|remove is required with {'--from-report' if args.from_report else '--finding'}")
     check_ray_options(args)
     if args.send_retries < 1:
         raise InputError(f"--send-retries {args.send_retries}: at least 1")
     rows = read_plan(args.plan) if args.plan is not None else []
     named = list(args.sources) + [str(p) for p in (plan_paths(rows, args.plan) if rows else [])]
+    reports = read_plan(args.from_report, REPORT_COLUMNS, REPORT_COLUMNS, "--from-report") \
+        if args.from_report is not None else []
+    named += [str(p) for p in (plan_paths(reports, args.from_report, "--from-report") if reports else [])]
     if not named:
         raise InputError("no SOURCE given: name study folders (or study addresses), or paths in the plan")
     deidentifier = None
@@ -59,6 +66,18 @@ def cmd_batch(args: argparse.Namespace) -> int:
         # blank plan cells take the command line's values, and the bundle's configs/edit.json where it is silent
         defaults = chosen_settings(args)
         items = items_from_plan(rows, studies, args.plan, defaults)
+    elif reports:
+        from medcf.batch.plan import items_from_reports
+        from medcf.vocab import Action, Finding, Side
+
+        # the findings, sides, zones and severities come from each report; the rest from the options
+        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        items, silent = items_from_reports(reports, studies, args.from_report, Action(args.action), base,
+                                           evidence=not args.deidentify)
+        if silent:
+            print(f"medcf: {len(silent)} report(s) state no present, certain finding to {args.action} (--from-report "
+                  f"line(s) {', '.join(silent[:10])}{', …' if len(silent) > 10 else ''}): those studies get no edit",
+                  file=sys.stderr)
     else:
         items = items_from_spec(studies, _spec(args))
     segmenter = None
@@ -147,6 +166,11 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                        "fetched from --server")
     _edit_options(batch, finding_required=False, action_required=False)
     batch.add_argument("--plan", type=Path, metavar="PLAN.csv", help="the edits, one row each (instead of --finding)")
+    batch.add_argument("--from-report", type=Path, metavar="REPORTS.csv",
+                       help="the edits from each study's report: columns study (Study Instance UID, or a path "
+                            "relative to the CSV) and report (its free text); one edit per present, certain, "
+                            "editable finding, with --action and the other options (as `medcf edit --from-report`). "
+                            "A report naming none is listed on stderr and its study not edited")
     batch.add_argument("--out", type=Path, required=True,
                        help="output folder: new, or the folder of an earlier run of this batch (resume)")
     batch.add_argument("--sop-class", choices=["sc", "dx"], default="sc",

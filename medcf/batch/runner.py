@@ -179,8 +179,9 @@ def edit_item(editor: object, source: Path, item: BatchItem, dest: Path, options
     written into ``dest``, a folder that does not exist yet. Every engine calls this."""
     from medcf.editing import api
 
+    extra = {"batch": {"key": item.key}, **({"report": item.report} if item.report else {})}
     api.edit_file(source, [item.spec], dest, editor, progress=False, command=options.command,
-                  extras=[{"batch": {"key": item.key}}], sop_class=options.sop_class,
+                  extras=[extra], sop_class=options.sop_class,
                   accept_anatomy=options.accept_anatomy)
 
 
