@@ -521,3 +521,28 @@ def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(coho
         bad = medcf("batch", *args, "--model", tiny_model, "--out", tmp_path / "bad")
         assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, (args, bad.stderr)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_query_source_fetches_every_study_it_matches_over_dimse_and_dicomweb(orthanc, tmp_path):
+    import uuid
+
+    from medcf.io.pacs import send
+
+    patient = f"Q-{uuid.uuid4().hex[:6]}"  # the server is shared by this module's tests: a patient of its own
+    studies = [small_study(tmp_path / "q" / name, patient, "QUERY^PATIENT") for name in ("a", "b", "old")]
+    old = pydicom.dcmread(studies[2] / "pa.dcm")
+    old.StudyDate = "19990101"
+    old.save_as(studies[2] / "pa.dcm")
+    send(studies, orthanc["dimse"], allow_non_synthetic=True)
+    uids = [str(pydicom.dcmread(s / "pa.dcm", stop_before_pixels=True).StudyInstanceUID) for s in studies]
+    for query, expected in ((f"{orthanc['dimse']}/?PatientID={patient}", uids),
+                            (f"{orthanc['web']}/studies?PatientID={patient}", uids),
+                            (f"{orthanc['dimse']}/?PatientID={patient}&StudyDate=20000101-", uids[:2]),
+                            (f"{orthanc['web']}/studies?PatientID={patient}&StudyDate=20000101-", uids[:2])):
+        done = medcf("pull", query, "--cache-dir", tmp_path / "cache", "--quiet")
+        assert done.returncode == 0, done.stderr
+        fetched = [line.split("\t") for line in done.stdout.strip().splitlines()]
+        assert sorted(Path(folder).name for folder, _ in fetched) == sorted(expected), (query, done.stdout)
+        assert {address.rsplit("/", 1)[1] for _, address in fetched} == set(expected)  # each by its own UID
+    nothing = medcf("pull", f"{orthanc['dimse']}/?PatientID=NOBODY-{patient}", "--cache-dir", tmp_path / "cache")
+    assert nothing.returncode == 1 and "no study matches" in nothing.stderr and not nothing.stdout.strip()

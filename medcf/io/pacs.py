@@ -33,7 +33,10 @@ from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import ACCEPTED_SOP_CLASSES
 
 DEFAULT_CALLING_AET = "MEDCF"
-QUERY_KEYS = ("StudyInstanceUID", "AccessionNumber", "PatientID")
+# Study-level matching keys an address may carry. Batch and pull take an address without a
+# Study Instance UID as a query and fetch every study it matches (StudyDate takes a DICOM
+# range, 20240101-20241231); `medcf inspect` wants it to match exactly one.
+QUERY_KEYS = ("StudyInstanceUID", "AccessionNumber", "PatientID", "StudyDate", "ModalitiesInStudy")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # Transfer syntaxes we accept when the server sends (C-GET) and offer when we send.
@@ -142,7 +145,7 @@ def _dimse_find_studies(remote: RemoteStudy, calling_aet: str) -> list[str]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = remote.query.get("StudyInstanceUID", "")
-    for key in ("AccessionNumber", "PatientID"):
+    for key in QUERY_KEYS[1:]:
         setattr(identifier, key, remote.query.get(key, ""))
     assoc = _association(remote, calling_aet, [(FIND,)])
     found: list[str] = []
@@ -245,6 +248,13 @@ def find_studies(remote: RemoteStudy, calling_aet: str = DEFAULT_CALLING_AET) ->
     if remote.protocol == "dimse":
         return _dimse_find_studies(remote, calling_aet)
     return _web_find_studies(remote)
+
+
+def study_address(remote: RemoteStudy, study_uid: str) -> str:
+    """The address of one study on ``remote``'s server (what a query's match is fetched as)."""
+    if remote.protocol == "dimse":
+        return f"dicom://{remote.called_aet}@{remote.host}:{remote.port}/{study_uid}"
+    return f"{remote.base_url}/studies/{study_uid}"
 
 
 def fetch_study(remote: RemoteStudy | str, cache_dir: str | Path | None = None,
