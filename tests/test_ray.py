@@ -23,8 +23,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.test_batch import (ENV, ROOT, assert_exactly_once, cohort, manifest, small_study,  # noqa: F401 - fixtures
-                              tiny_model, write_plan)
+from tests.test_batch import ENV, assert_exactly_once, manifest, write_plan
+from tests.test_batch import cohort, tiny_model  # noqa: F401 - fixtures shared with the plain batch's tests
 
 EDIT = ["--finding", "pleural_effusion", "--action", "add", "--side", "left", "--method", "regulated",
         "--steps", "2", "--quiet"]
