@@ -25,6 +25,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests import model_fixtures
+from tests.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PA = ROOT / "medcf" / "data" / "sample_study" / "series-001-pa" / "IM0001.dcm"
@@ -546,3 +547,21 @@ def test_a_query_source_fetches_every_study_it_matches_over_dimse_and_dicomweb(o
         assert {address.rsplit("/", 1)[1] for _, address in fetched} == set(expected)  # each by its own UID
     nothing = medcf("pull", f"{orthanc['dimse']}/?PatientID=NOBODY-{patient}", "--cache-dir", tmp_path / "cache")
     assert nothing.returncode == 1 and "no study matches" in nothing.stderr and not nothing.stdout.strip()
+
+
+def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_path):
+    from medcf.io.pacs import send
+
+    study = small_study(tmp_path / "moved", "M-001", "MOVE^PATIENT")
+    send([study], orthanc["dimse"], allow_non_synthetic=True)
+    source = pydicom.dcmread(study / "pa.dcm")
+    address = f"{orthanc['dimse']}/{source.StudyInstanceUID}"
+    done = medcf("pull", address, "--move-port", orthanc["move_port"], "--cache-dir", tmp_path / "cache", "--quiet")
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().split("\t")[0])
+    assert pydicom.dcmread(folder / f"{source.SOPInstanceUID}.dcm").PixelData == source.PixelData
+    # A port the server does not send to: the move fails in one line, the study is reported, exit 1.
+    wrong = medcf("pull", address, "--move-port", _free_port(), "--cache-dir", tmp_path / "other", "--quiet")
+    assert wrong.returncode == 1 and "C-MOVE of study" in wrong.stderr and wrong.stderr.count("\n") == 1, wrong.stderr
+    bad = medcf("pull", address, "--move-port", "70000", "--cache-dir", tmp_path / "other")
+    assert bad.returncode == 2 and "--move-port 70000" in bad.stderr

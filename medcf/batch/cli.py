@@ -32,6 +32,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.plan is None and not args.action:
         raise InputError(f"--action add|remove is required with {'--from-report' if args.from_report else '--finding'}")
     check_ray_options(args)
+    check_move_port(args)
     if args.send_retries < 1:
         raise InputError(f"--send-retries {args.send_retries}: at least 1")
     rows = read_plan(args.plan) if args.plan is not None else []
@@ -57,7 +58,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise InputError("--deid-map and --deid-option only apply with --deidentify")
     named = expand_sources(named, args.server)
     check_out_dir(args.out, [p for p in named if not is_remote(p)])
-    local, unfetched = fetch_sources(named, args.cache_dir, args.aet, progress=not args.quiet)
+    local, unfetched = fetch_sources(named, args.cache_dir, args.aet, progress=not args.quiet,
+                                     move_port=args.move_port)
     check_out_dir(args.out, local)
     studies = (discover_studies(local) if local else []) + unfetched
     if rows:
@@ -113,16 +115,30 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from medcf.errors import InputError
     from medcf.io.pacs import is_remote
 
+    check_move_port(args)
     addresses = expand_sources(args.sources, args.server)
     local = [a for a in addresses if not is_remote(a)]
     if local:
         raise InputError(f"{local[0]} is not a study address or a study list (.csv); medcf pull fetches from servers")
-    report = pull(addresses, args.cache_dir, args.aet, progress=not args.quiet)
+    report = pull(addresses, args.cache_dir, args.aet, progress=not args.quiet, move_port=args.move_port)
     for address, folder in report.fetched:
         print(f"{folder}\t{address}")
     for address, reason in report.failed:
         print(f"medcf: not fetched: {address}: {reason}", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def check_move_port(args: argparse.Namespace) -> None:
+    from medcf.errors import InputError
+
+    if args.move_port is not None and not 0 < args.move_port < 65536:
+        raise InputError(f"--move-port {args.move_port}: a TCP port, 1-65535")
+
+
+def add_move_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--move-port", type=int, metavar="PORT",
+                        help="retrieve DIMSE studies by C-MOVE instead of C-GET: listen on PORT as --aet, which the "
+                             "server must list (AE title, this host, PORT) among its destinations")
 
 
 def add_pull_parser(sub: argparse._SubParsersAction) -> None:
@@ -140,6 +156,7 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
     pull.add_argument("--cache-dir", type=Path, default=None,
                       help="where studies go (default $MEDCF_CACHE/studies or ~/.cache/medcf/studies)")
     pull.add_argument("--aet", default="MEDCF", help="our (calling) AE title for DIMSE (default MEDCF)")
+    add_move_option(pull)
     pull.add_argument("--quiet", action="store_true", help="no progress bar")
     pull.set_defaults(func=cmd_pull)
 
@@ -189,6 +206,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                        help="the server a study list's bare UIDs and accession numbers are on: dicom://AET@host:port "
                             "(C-FIND + C-GET) or http(s)://…/dicom-web (QIDO-RS + WADO-RS); fetched into --cache-dir")
     batch.add_argument("--aet", default="MEDCF", help="our (calling) AE title for DIMSE (default MEDCF)")
+    add_move_option(batch)
     batch.add_argument("--cache-dir", type=Path, default=None, help="where studies fetched from a server are kept")
     batch.add_argument("--deidentify", action="store_true",
                        help="de-identify every result (DICOM PS3.15 Basic Application Level Confidentiality Profile "

@@ -201,6 +201,48 @@ def _dimse_get_study(remote: RemoteStudy, study_uid: str, calling_aet: str, fold
 # --- DICOMweb ---------------------------------------------------------------
 
 
+def _dimse_move_study(remote: RemoteStudy, study_uid: str, calling_aet: str, folder: Path, port: int) -> int:
+    """C-MOVE, for servers that do not offer C-GET: we listen as a Storage SCP on ``port``
+    for the duration of the move, and ask the server to send the study to ``calling_aet``,
+    which the server must know at this host and ``port`` (its modality list)."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+    received: list[Path | None] = []
+
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(_save_instance(ds, folder))
+        return 0x0000
+
+    listener = AE(ae_title=calling_aet)
+    for uid in ACCEPTED_SOP_CLASSES:
+        listener.add_supported_context(uid, _TRANSFER_SYNTAXES)
+    try:
+        server = listener.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    except OSError as exc:
+        raise NetworkError(f"cannot listen on port {port} for C-MOVE: {exc}") from None
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        assoc = _association(remote, calling_aet, [(MOVE,)])
+        try:
+            final = None
+            for status, _ in assoc.send_c_move(identifier, calling_aet, MOVE):
+                final = status
+            if final is None or final.Status not in (0x0000, 0xB000):
+                code = f"0x{final.Status:04X}" if final is not None else "none"
+                raise NetworkError(f"C-MOVE of study {study_uid} from {remote.label} to {calling_aet} on port {port} "
+                                   f"failed (status {code}; does the server know {calling_aet} at this host and port?)")
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    return len(received)
+
+
 def _web_client(base_url: str):
     from dicomweb_client.api import DICOMwebClient
 
@@ -258,11 +300,12 @@ def study_address(remote: RemoteStudy, study_uid: str) -> str:
 
 
 def fetch_study(remote: RemoteStudy | str, cache_dir: str | Path | None = None,
-                calling_aet: str = DEFAULT_CALLING_AET) -> Path:
+                calling_aet: str = DEFAULT_CALLING_AET, move_port: int | None = None) -> Path:
     """Retrieve the one study ``remote`` names into the cache; return its folder.
 
     Instances already in the cache are kept, never rewritten. A query that
-    matches no study, or several, is an InputError that says so.
+    matches no study, or several, is an InputError that says so. DIMSE retrieves by
+    C-GET, or by C-MOVE to ``calling_aet`` listening on ``move_port`` when given.
     """
     if isinstance(remote, str):
         remote = parse_remote(remote)
@@ -275,7 +318,9 @@ def fetch_study(remote: RemoteStudy | str, cache_dir: str | Path | None = None,
     study_uid = matches[0]
     folder = Path(cache_dir or default_cache_dir()) / re.sub(r"[^A-Za-z0-9_.-]", "_", remote.host or "server") / study_uid
     folder.mkdir(parents=True, exist_ok=True)
-    if remote.protocol == "dimse":
+    if remote.protocol == "dimse" and move_port is not None:
+        _dimse_move_study(remote, study_uid, calling_aet, folder, move_port)
+    elif remote.protocol == "dimse":
         _dimse_get_study(remote, study_uid, calling_aet, folder)
     else:
         _web_get_study(remote, study_uid, folder)
