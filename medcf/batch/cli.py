@@ -143,7 +143,7 @@ def add_move_option(parser: argparse.ArgumentParser) -> None:
 
 def add_pull_parser(sub: argparse._SubParsersAction) -> None:
     pull = sub.add_parser(
-        "pull", help="fetch studies from a DICOM server into the cache (C-GET or WADO-RS), with progress",
+        "pull", help="fetch studies from a DICOM server into the cache (C-GET, C-MOVE or WADO-RS), with progress",
         description="Fetch studies by address (dicom://AET@host:port/<uid>, …/?AccessionNumber=…, "
                     "…/?PatientID=…, http(s)://…/dicom-web/studies/<uid>) or by a study list LIST.csv ('study' "
                     "column of UIDs or addresses, or 'accession') on --server, into the cache that `medcf inspect`, "
