@@ -108,12 +108,12 @@ def orthanc(tmp_path_factory):
     if binary is None or not Path(DICOMWEB_PLUGIN).exists():
         pytest.fail("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
     root = tmp_path_factory.mktemp("orthanc")
-    http_port, dicom_port = _free_port(), _free_port()
+    http_port, dicom_port, move_port = _free_port(), _free_port(), _free_port()
     config = {
         "Name": "MedCF-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
         "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", _free_port()]},
+        "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", move_port]},  # where C-MOVE sends to MEDCF
         "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
         "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
@@ -131,7 +131,8 @@ def orthanc(tmp_path_factory):
                 process.kill()
                 pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
             time.sleep(0.2)
-    yield {"dimse": f"dicom://ORTHANC@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http}
+    yield {"dimse": f"dicom://ORTHANC@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http,
+           "move_port": move_port}
     process.terminate()
     try:
         process.wait(timeout=10)

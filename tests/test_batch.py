@@ -25,6 +25,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests import model_fixtures
+from tests.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PA = ROOT / "medcf" / "data" / "sample_study" / "series-001-pa" / "IM0001.dcm"
@@ -478,3 +479,89 @@ def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort,
     assert copy.PixelData == source.PixelData
     bad = medcf("pull", cohort["studies"]["b"], "--cache-dir", cache)
     assert bad.returncode == 2 and "is not a study address" in bad.stderr
+
+
+def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(cohort, tiny_model, tmp_path):
+    reports = cohort["root"] / "reports.csv"
+    with open(reports, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["study", "report"])
+        writer.writerow([cohort["uids"]["a"], "Small left pleural effusion.\nThe heart is enlarged."])
+        writer.writerow(["c", "No acute cardiopulmonary abnormality."])  # a path relative to the table
+    out = tmp_path / "out"
+    done = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                 "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "1 report(s) state no present, certain finding to add (--from-report line(s) 4)" in done.stderr
+    a = cohort["uids"]["a"]
+    assert_exactly_once(out, {f"{a}/add-pleural_effusion-left-defaultzone-mild-regulated-seed0",
+                              f"{a}/add-cardiomegaly-noside-defaultzone-moderate-regulated-seed0"})
+    record = json.loads(next(out.glob(f"{a}/add-pleural_effusion-*/edit.json")).read_text())
+    assert record["extra"]["report"] == {"evidence": "Small left pleural effusion.", "finding": "pleural_effusion",
+                                         "side": "left", "zone": None, "severity": "mild"}
+    again = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                  "--out", out)
+    assert again.returncode == 0 and "2 done before, 0 done now" in again.stdout
+    # De-identified: the report's own words stay out of the export.
+    private = tmp_path / "private"
+    private.mkdir()
+    anonymous = tmp_path / "anonymous"
+    done = medcf("batch", cohort["root"], "--from-report", reports, "--action", "add", "--model", tiny_model, *EDIT,
+                 "--deidentify", "--deid-map", private / "map.json", "--out", anonymous)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(p.read_text()) for p in anonymous.glob("*/*/edit.json")]
+    assert len(records) == 2 and all("evidence" not in r["extra"]["report"] for r in records)
+    assert not any(b"Small left pleural" in p.read_bytes() or b"heart is enlarged" in p.read_bytes()
+                   for p in anonymous.rglob("*") if p.is_file())
+    # Bad requests: one line, nothing written.
+    for args, message in (
+        (["--from-report", reports, "--finding", "nodule", "--action", "add"], "--from-report excludes --finding"),
+        (["--from-report", reports], "--action add|remove is required with --from-report"),
+        (["--from-report", cohort["root"] / "missing.csv", "--action", "add"], "missing.csv: no such file"),
+    ):
+        bad = medcf("batch", *args, "--model", tiny_model, "--out", tmp_path / "bad")
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, (args, bad.stderr)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_a_query_source_fetches_every_study_it_matches_over_dimse_and_dicomweb(orthanc, tmp_path):
+    import uuid
+
+    from medcf.io.pacs import send
+
+    patient = f"Q-{uuid.uuid4().hex[:6]}"  # the server is shared by this module's tests: a patient of its own
+    studies = [small_study(tmp_path / "q" / name, patient, "QUERY^PATIENT") for name in ("a", "b", "old")]
+    old = pydicom.dcmread(studies[2] / "pa.dcm")
+    old.StudyDate = "19990101"
+    old.save_as(studies[2] / "pa.dcm")
+    send(studies, orthanc["dimse"], allow_non_synthetic=True)
+    uids = [str(pydicom.dcmread(s / "pa.dcm", stop_before_pixels=True).StudyInstanceUID) for s in studies]
+    for query, expected in ((f"{orthanc['dimse']}/?PatientID={patient}", uids),
+                            (f"{orthanc['web']}/studies?PatientID={patient}", uids),
+                            (f"{orthanc['dimse']}/?PatientID={patient}&StudyDate=20000101-", uids[:2]),
+                            (f"{orthanc['web']}/studies?PatientID={patient}&StudyDate=20000101-", uids[:2])):
+        done = medcf("pull", query, "--cache-dir", tmp_path / "cache", "--quiet")
+        assert done.returncode == 0, done.stderr
+        fetched = [line.split("\t") for line in done.stdout.strip().splitlines()]
+        assert sorted(Path(folder).name for folder, _ in fetched) == sorted(expected), (query, done.stdout)
+        assert {address.rsplit("/", 1)[1] for _, address in fetched} == set(expected)  # each by its own UID
+    nothing = medcf("pull", f"{orthanc['dimse']}/?PatientID=NOBODY-{patient}", "--cache-dir", tmp_path / "cache")
+    assert nothing.returncode == 1 and "no study matches" in nothing.stderr and not nothing.stdout.strip()
+
+
+def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_path):
+    from medcf.io.pacs import send
+
+    study = small_study(tmp_path / "moved", "M-001", "MOVE^PATIENT")
+    send([study], orthanc["dimse"], allow_non_synthetic=True)
+    source = pydicom.dcmread(study / "pa.dcm")
+    address = f"{orthanc['dimse']}/{source.StudyInstanceUID}"
+    done = medcf("pull", address, "--move-port", orthanc["move_port"], "--cache-dir", tmp_path / "cache", "--quiet")
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().split("\t")[0])
+    assert pydicom.dcmread(folder / f"{source.SOPInstanceUID}.dcm").PixelData == source.PixelData
+    # A port the server does not send to: the move fails in one line, the study is reported, exit 1.
+    wrong = medcf("pull", address, "--move-port", _free_port(), "--cache-dir", tmp_path / "other", "--quiet")
+    assert wrong.returncode == 1 and "C-MOVE of study" in wrong.stderr and wrong.stderr.count("\n") == 1, wrong.stderr
+    bad = medcf("pull", address, "--move-port", "70000", "--cache-dir", tmp_path / "other")
+    assert bad.returncode == 2 and "--move-port 70000" in bad.stderr

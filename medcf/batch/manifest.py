@@ -32,7 +32,8 @@ class ItemStatus(StrEnum):
 @dataclass
 class ManifestLine:
     """The fields the issue asks for (key, source, status, outputs, error, seconds) plus
-    what makes a line auditable: the edit's settings, the send record, when, which attempt."""
+    what makes a line auditable: the edit's settings, the send record, when, which attempt,
+    and (on Ray) which worker."""
 
     key: str
     source: str
@@ -44,6 +45,7 @@ class ManifestLine:
     sent: dict | None = None
     recovered: bool = False
     attempt: int = 1
+    worker: dict | None = None  # with --ray: the node and process that made the edit
     time: float = field(default_factory=time.time)
 
     def to_json(self) -> str:

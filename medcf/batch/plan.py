@@ -21,6 +21,7 @@ from medcf.io.reader import InstanceSummary, inspect_study, select_frontal
 
 PLAN_COLUMNS = ("study", "finding", "action", "side", "zone", "severity", "method", "seed")
 REQUIRED_COLUMNS = ("study", "finding", "action")
+REPORT_COLUMNS = ("study", "report")  # --from-report REPORTS.csv: a study and its report's text
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
 
 
@@ -45,6 +46,7 @@ class BatchItem:
     key: str
     study: Study
     spec: EditSpec
+    report: dict | None = None  # with --from-report: what in the report asked for this edit (provenance)
 
     @property
     def slug(self) -> str:
@@ -103,34 +105,39 @@ def items_from_spec(studies: Sequence[Study], spec: EditSpec) -> list[BatchItem]
     return [BatchItem(_key(s, spec), s, spec) for s in studies]
 
 
-def read_plan(path: Path) -> list[dict[str, str]]:
-    """Rows of PLAN.csv with their line numbers (``_line``); columns checked here."""
+def read_plan(path: Path, columns: Sequence[str] = PLAN_COLUMNS, required: Sequence[str] = REQUIRED_COLUMNS,
+              option: str = "--plan") -> list[dict[str, str]]:
+    """Rows of PLAN.csv (or of another table of studies: ``--from-report REPORTS.csv``) with
+    their line numbers (``_line``); columns checked here."""
+    expected = columns
     if not Path(path).is_file():
-        raise InputError(f"--plan {path}: no such file")
+        raise InputError(f"{option} {path}: no such file")
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        missing = [c for c in required if c not in columns]
         if missing:
-            raise InputError(f"--plan {path}: missing column(s) {', '.join(missing)} "
-                             f"(columns: {', '.join(PLAN_COLUMNS)})")
-        unknown = [c for c in columns if c not in PLAN_COLUMNS]
+            raise InputError(f"{option} {path}: missing column(s) {', '.join(missing)} "
+                             f"(columns: {', '.join(expected)})")
+        unknown = [c for c in columns if c not in expected]
         if unknown:
-            raise InputError(f"--plan {path}: unknown column(s) {', '.join(unknown)} "
-                             f"(columns: {', '.join(PLAN_COLUMNS)})")
+            raise InputError(f"{option} {path}: unknown column(s) {', '.join(unknown)} "
+                             f"(columns: {', '.join(expected)})")
         rows = []
-        for number, raw in enumerate(reader, start=2):
+        end = reader.line_num  # the header's last line
+        for raw in reader:
+            number, end = end + 1, reader.line_num  # a quoted cell (a report's text) may span lines
             row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k is not None}
             if not any(row.values()):
                 continue
             row["_line"] = str(number)
             rows.append(row)
     if not rows:
-        raise InputError(f"--plan {path}: no rows")
+        raise InputError(f"{option} {path}: no rows")
     return rows
 
 
-def plan_paths(rows: Sequence[dict[str, str]], plan: Path) -> list[Path]:
+def plan_paths(rows: Sequence[dict[str, str]], plan: Path, option: str = "--plan") -> list[Path]:
     """Study folders or files named in the plan's ``study`` column (relative to the plan)."""
     paths = []
     for row in rows:
@@ -138,20 +145,20 @@ def plan_paths(rows: Sequence[dict[str, str]], plan: Path) -> list[Path]:
         if value and not _UID.match(value):
             path = Path(value) if Path(value).is_absolute() else Path(plan).parent / value
             if not path.exists():
-                raise InputError(f"--plan {plan} line {row['_line']}: study {value!r} is neither a Study "
+                raise InputError(f"{option} {plan} line {row['_line']}: study {value!r} is neither a Study "
                                  f"Instance UID nor an existing path")
             if path not in paths:
                 paths.append(path)
     return paths
 
 
-def _match(value: str, studies: Sequence[Study], plan: Path) -> Study | None:
+def _match(value: str, studies: Sequence[Study], plan: Path, option: str = "--plan") -> Study | None:
     if _UID.match(value):
         return next((s for s in studies if s.uid == value), None)
     path = (Path(value) if Path(value).is_absolute() else Path(plan).parent / value).resolve()
     found = [s for s in studies if any(p.resolve() == path or path in p.resolve().parents for p in s.paths)]
     if len(found) > 1:
-        raise InputError(f"--plan {plan}: {value} holds {len(found)} studies; name one by Study Instance UID")
+        raise InputError(f"{option} {plan}: {value} holds {len(found)} studies; name one by Study Instance UID")
     return found[0] if found else None
 
 
@@ -187,3 +194,38 @@ def items_from_plan(rows: Sequence[dict[str, str]], studies: Sequence[Study], pl
         lines[key] = row["_line"]
         items.append(BatchItem(key, study, spec))
     return items
+
+
+def items_from_reports(rows: Sequence[dict[str, str]], studies: Sequence[Study], table: Path, action,
+                       base: EditSpec, evidence: bool = True) -> tuple[list[BatchItem], list[str]]:
+    """One item per present, certain, editable finding of each row's report (the reader of
+    ``medcf edit --from-report``: :func:`medcf.editing.api.specs_from_report`), the other
+    settings from ``base``. Returns the items and the line numbers of reports that state no
+    such finding (a normal report is common in a cohort: those studies are not edited, and
+    the caller says so). ``evidence``: keep the report's sentence in the provenance (not
+    with --deidentify: free text can name people and dates)."""
+    from medcf.editing.api import specs_from_report
+
+    items: list[BatchItem] = []
+    lines: dict[str, str] = {}
+    silent: list[str] = []
+    for row in rows:
+        where = f"--from-report {table} line {row['_line']}"
+        study = _match(row["study"], studies, table, "--from-report")
+        if study is None:
+            raise InputError(f"{where}: study {row['study']!r} is not under the sources")
+        try:
+            specs, sources = specs_from_report(row["report"], action, base)
+        except InputError:
+            silent.append(row["_line"])
+            continue
+        for spec, source in zip(specs, sources):
+            key = _key(study, spec)
+            if key in lines:
+                raise InputError(f"{where} repeats the edit of line {lines[key]} ({key})")
+            lines[key] = row["_line"]
+            report = dict(source["report"])
+            if not evidence:
+                report.pop("evidence", None)
+            items.append(BatchItem(key, study, spec, report=report))
+    return items, silent

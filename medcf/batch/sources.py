@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,8 +78,8 @@ class PullReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (address, one-line reason)
 
 
-def pull(addresses: Sequence[str], cache_dir: str | Path | None, calling_aet: str, progress: bool = True
-         ) -> PullReport:
+def pull(addresses: Sequence[str], cache_dir: str | Path | None, calling_aet: str, progress: bool = True,
+         move_port: int | None = None) -> PullReport:
     """``medcf pull``: fetch every study address into the cache (instances already there are
     kept, never rewritten), with a progress bar; one study's failure does not stop the rest.
     A malformed address is bad input and stops everything before the first fetch."""
@@ -89,24 +89,49 @@ def pull(addresses: Sequence[str], cache_dir: str | Path | None, calling_aet: st
 
     parsed = [(address, parse_remote(address)) for address in addresses]
     report = PullReport()
-    for address, study in tqdm(parsed, desc="fetching studies", unit="study",
-                               disable=not progress or len(parsed) < 2):
+    targets = _match_queries(parsed, calling_aet, report)
+    for address, study in tqdm(targets, desc="fetching studies", unit="study",
+                               disable=not progress or len(targets) < 2):
         try:
-            report.fetched.append((address, fetch_study(study, cache_dir, calling_aet)))
+            report.fetched.append((address, fetch_study(study, cache_dir, calling_aet, move_port)))
         except MedCFError as error:
             report.failed.append((address, " ".join(str(error).split())))
     return report
 
 
+def _match_queries(parsed: Sequence[tuple[str, object]], calling_aet: str, report: PullReport) -> list[tuple]:
+    """Each address without a Study Instance UID is a query (C-FIND or QIDO-RS: accession
+    number, patient, study date range, modality): replaced by one address per study it
+    matches. A query that matches nothing or cannot be asked goes to ``report.failed``."""
+    from medcf.io.pacs import find_studies, study_address
+
+    targets: dict[str, tuple] = {}
+    for address, study in parsed:
+        if "StudyInstanceUID" in study.query:
+            targets.setdefault(address, (address, study))
+            continue
+        try:
+            uids = find_studies(study, calling_aet)
+        except MedCFError as error:
+            report.failed.append((address, " ".join(str(error).split())))
+            continue
+        if not uids:
+            report.failed.append((address, f"no study matches {study.label}"))
+        for uid in uids:
+            found = study_address(study, uid)
+            targets.setdefault(found, (found, replace(study, query={"StudyInstanceUID": uid})))
+    return list(targets.values())
+
+
 def fetch_sources(sources: Sequence[str], cache_dir: str | Path | None, calling_aet: str,
-                  progress: bool = True) -> tuple[list[str], list[Study]]:
+                  progress: bool = True, move_port: int | None = None) -> tuple[list[str], list[Study]]:
     """Local sources as they are, remote ones fetched into the cache (:func:`pull`); a study
     that could not be fetched (unreachable server, no match) comes back as an uneditable
     :class:`Study`, so that its items fail with the reason instead of stopping the batch."""
     from medcf.io.pacs import is_remote, parse_remote
 
     local = [s for s in sources if not is_remote(s)]
-    report = pull([s for s in sources if is_remote(s)], cache_dir, calling_aet, progress)
+    report = pull([s for s in sources if is_remote(s)], cache_dir, calling_aet, progress, move_port)
     local.extend(str(folder) for _, folder in report.fetched)
     unfetched = []
     for address, reason in report.failed:

@@ -32,6 +32,30 @@ class Editor:
         return ModelInfo.of(self.generator, self.vectors_path)
 
 
+@dataclass(frozen=True)
+class EditorRecipe:
+    """How to load an editor rather than the editor itself: what a Ray worker gets, so that
+    it loads its own copy once (a loaded model is not shipped over the network) on its own
+    device (``auto``: its GPU when it has one)."""
+
+    model: str | None = None
+    vectors: str | None = None
+    segmenter: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def load(self) -> Editor:
+        from medcf.devices import resolve_placement
+
+        placement = resolve_placement(self.device, self.dtype)
+        segmenter = None
+        if self.segmenter or self.weights:
+            from medcf.anatomy.outputs import load_segmenter
+            segmenter = load_segmenter(self.segmenter, self.weights)
+        return load_editor(self.model, self.vectors, segmenter=segmenter, placement=placement)
+
+
 def vectors_cache_path(fingerprint: str) -> Path:
     from medcf.cache import cache_dir
 

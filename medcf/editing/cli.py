@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
+from medcf.onray.options import add_ray_options
 from medcf.editing.spec import DEFAULT_ZONES, Inversion, Method
 from medcf.vocab import Action, Finding, Severity, Side, Zone
 
@@ -145,9 +146,25 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     from medcf.editing.api import load_editor, make_pairs
+    from medcf.onray.options import check_ray_options
 
-    out = make_pairs(_spec(args), args.n, args.out,
-                     load_editor(args.model, args.vectors, placement=placement_from_args(args)), progress=not args.quiet)
+    check_ray_options(args)
+    if args.ray is not None:  # only now is anything of Ray imported
+        from medcf.editing.pairs import write_pair_stream
+        from medcf.onray.options import recipe_from_args
+        from medcf.onray.pairs import ray_pairs
+
+        out = write_pair_stream(ray_pairs(args.ray, recipe_from_args(args), _spec(args), args.n, args.ray_workers),
+                                args.n, args.out, progress=not args.quiet)
+    else:
+        placement = placement_from_args(args)
+        segmenter = None
+        if args.segmenter or args.weights:
+            from medcf.anatomy.outputs import load_segmenter
+            segmenter = load_segmenter(args.segmenter, args.weights, placement)
+        out = make_pairs(_spec(args), args.n, args.out,
+                         load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement),
+                         progress=not args.quiet)
     print(out / "pairs.jsonl")
     print(out / "panel.png")
     return 0
@@ -214,6 +231,10 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     _edit_options(pairs, finding_required=True)
     pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
     pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    pairs.add_argument("--segmenter", default=None,
+                       help="segmenter of the factual films (default medcf; or a site's registered name)")
+    pairs.add_argument("--weights", type=Path, default=None, help="local weights file for --segmenter")
+    add_ray_options(pairs)
     pairs.set_defaults(func=cmd_pairs)
 
     vectors = sub.add_parser(

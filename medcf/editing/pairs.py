@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,51 +125,95 @@ def reprompted(generator: Generator, pair: Pair) -> np.ndarray:
     return result.images[0]
 
 
+def pair_arrays(editor, spec: EditSpec) -> dict:
+    """One pair from ``spec.seed`` (a single sample: the caller picks spare seeds) as the
+    arrays and facts :func:`write_pair_stream` writes: what a Ray worker sends back (no
+    tensors, no trajectory). Raises :class:`MedCFError` when the factual sample is refused."""
+    from medcf.editing.defaults import resolve
+
+    generator = editor.generator
+    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
+    return _arrays(generate_pair(generator, spec, editor.segmenter, editor.vectors), generator)
+
+
+def _arrays(pair: Pair, generator: Generator) -> dict:
+    return {"factual": pair.factual, "counterfactual": pair.counterfactual,
+            "lesion": pair.region.native_region.astype(np.uint8), "anatomy": pair.anatomy,
+            "region": pair.region.target.numpy(), "prompts": pair.prompts, "spec": pair.spec,
+            "generator": f"medcf {medcf.__version__} {generator.format}", "placement": generator.placement()}
+
+
+def local_pairs(generator: Generator, spec: EditSpec, n: int, segmenter, vectors: SteeringVectors | None,
+                max_tries: int = 3) -> Iterator[tuple[int, dict]]:
+    """Pairs ``0 … n-1`` in this process, in order, with seeds ``spec.seed + i``; a factual
+    sample the segmenter refuses is replaced by the next seed after the run's range (at most
+    ``max_tries`` samples per pair)."""
+    from medcf.editing.defaults import resolve
+
+    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
+    spare = itertools.count(spec.seed + n)
+    for index in range(n):
+        pair = generate_pair_retrying(generator, replace(spec, seed=spec.seed + index), segmenter, vectors, spare,
+                                      max_tries, f"pair {index}")
+        yield index, _arrays(pair, generator)
+
+
 def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Path, segmenter,
                 vectors: SteeringVectors | None, progress: bool = True, max_tries: int = 3) -> Path:
-    """``n`` pairs with seeds ``spec.seed + i``; a factual sample the segmenter refuses is
-    replaced by the next seed after the run's range (at most ``max_tries`` per pair)."""
+    """``n`` pairs made here (:func:`local_pairs`), written by :func:`write_pair_stream`."""
+    check_count(n)
+    return write_pair_stream(local_pairs(generator, spec, n, segmenter, vectors, max_tries), n, out_dir, progress)
+
+
+def check_count(n: int) -> None:
+    if n < 1:
+        raise InputError("--n must be at least 1")
+
+
+def write_pair_stream(pairs: Iterable[tuple[int, dict]], n: int, out_dir: str | Path, progress: bool = True) -> Path:
+    """Write pairs as they come (in any order: ``(index, arrays)`` from :func:`local_pairs`
+    or from Ray workers, :mod:`medcf.onray.pairs`) into a new or empty ``out_dir``; then
+    ``pairs.jsonl`` in index order and the panel of the first six."""
     from tqdm import tqdm
 
     from medcf.viz import Tile, difference, render_grid, save_png
 
-    from medcf.editing.defaults import resolve
-
-    if n < 1:
-        raise InputError("--n must be at least 1")
-    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
+    check_count(n)
     out = new_output_dir(out_dir)
     (out / "images").mkdir()
     (out / "masks").mkdir()
-    records, tiles, spare = [], [], itertools.count(spec.seed + n)
-    for index in tqdm(range(n), desc="pairs", unit="pair", disable=not progress):
-        pair = generate_pair_retrying(generator, replace(spec, seed=spec.seed + index), segmenter, vectors, spare,
-                                      max_tries, f"pair {index}")
-        seed = pair.spec.seed
+    records: dict[int, dict] = {}
+    tiles: dict[int, list] = {}
+    for index, pair in tqdm(pairs, total=n, desc="pairs", unit="pair", disable=not progress):
+        spec, seed = pair["spec"], pair["spec"].seed
         sample_id = f"{index:05d}"
         paths = {"factual": f"images/{sample_id}_factual.png", "counterfactual": f"images/{sample_id}_counterfactual.png",
                  "lesion_mask": f"masks/{sample_id}_lesion.png", "anatomy_mask": f"masks/{sample_id}_anatomy.png"}
-        write_png16(out / paths["factual"], pair.factual)
-        write_png16(out / paths["counterfactual"], pair.counterfactual)
-        write_label_png(out / paths["lesion_mask"], pair.region.native_region.astype(np.uint8))
-        write_label_png(out / paths["anatomy_mask"], pair.anatomy)
-        records.append({
-            "id": sample_id, **pair.spec.to_dict(), "seed": seed, **paths,
-            "prompt_factual": pair.prompts["source"], "prompt_counterfactual": pair.prompts["target"],
+        write_png16(out / paths["factual"], pair["factual"])
+        write_png16(out / paths["counterfactual"], pair["counterfactual"])
+        write_label_png(out / paths["lesion_mask"], pair["lesion"])
+        write_label_png(out / paths["anatomy_mask"], pair["anatomy"])
+        records[index] = {
+            "id": sample_id, **spec.to_dict(), "seed": seed, **paths,
+            "prompt_factual": pair["prompts"]["source"], "prompt_counterfactual": pair["prompts"]["target"],
             "lesion_legend": {"background": 0, "edit_region": 1},
             "anatomy_legend": {"encoding": "bitmask", **{o.value: ANATOMY_BITS[o.value] for o in Organ}},
-            "size": int(pair.factual.shape[0]), "generator": f"medcf {medcf.__version__} {generator.format}",
-            "placement": generator.placement(),
+            "size": int(pair["factual"].shape[0]), "generator": pair["generator"],
+            "placement": pair["placement"],
             "notice": NOTICE,
-        })
+        }
         if index < 6:
-            tiles += [Tile(pair.factual, f"factual #{sample_id} seed {seed}"),
-                      Tile(pair.counterfactual, f"counterfactual ({spec.method.value})"),
-                      Tile(difference(pair.counterfactual, pair.factual, gain=4.0), "difference x4"),
-                      Tile(pair.region.target.numpy(), "edit region")]
-    write_new_text(out / "pairs.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    title = f"MedCF pairs: {spec.describe()} ({spec.method.value})"
-    save_png(render_grid(tiles, title, tile_size=256, columns=4,
+            tiles[index] = [Tile(pair["factual"], f"factual #{sample_id} seed {seed}"),
+                            Tile(pair["counterfactual"], f"counterfactual ({spec.method.value})"),
+                            Tile(difference(pair["counterfactual"], pair["factual"], gain=4.0), "difference x4"),
+                            Tile(pair["region"], "edit region")]
+        if index == 0:
+            title_spec = spec  # the settled method (auto resolved) names the panel
+    if sorted(records) != list(range(n)):
+        raise MedCFError(f"pairs: {n} asked for, {len(records)} made; the output folder is incomplete")
+    write_new_text(out / "pairs.jsonl", "".join(json.dumps(records[i]) + "\n" for i in range(n)))
+    title = f"MedCF pairs: {title_spec.describe()} ({title_spec.method.value})"
+    save_png(render_grid([t for i in sorted(tiles) for t in tiles[i]], title, tile_size=256, columns=4,
                          footer=f"{medcf.RESEARCH_ONLY_NOTICE} (default model learned from simulated radiographs only)"),
              out / "panel.png")
     return out

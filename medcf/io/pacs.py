@@ -33,7 +33,10 @@ from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import ACCEPTED_SOP_CLASSES
 
 DEFAULT_CALLING_AET = "MEDCF"
-QUERY_KEYS = ("StudyInstanceUID", "AccessionNumber", "PatientID")
+# Study-level matching keys an address may carry. Batch and pull take an address without a
+# Study Instance UID as a query and fetch every study it matches (StudyDate takes a DICOM
+# range, 20240101-20241231); `medcf inspect` wants it to match exactly one.
+QUERY_KEYS = ("StudyInstanceUID", "AccessionNumber", "PatientID", "StudyDate", "ModalitiesInStudy")
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
 # Transfer syntaxes we accept when the server sends (C-GET) and offer when we send.
@@ -142,7 +145,7 @@ def _dimse_find_studies(remote: RemoteStudy, calling_aet: str) -> list[str]:
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = remote.query.get("StudyInstanceUID", "")
-    for key in ("AccessionNumber", "PatientID"):
+    for key in QUERY_KEYS[1:]:
         setattr(identifier, key, remote.query.get(key, ""))
     assoc = _association(remote, calling_aet, [(FIND,)])
     found: list[str] = []
@@ -198,6 +201,48 @@ def _dimse_get_study(remote: RemoteStudy, study_uid: str, calling_aet: str, fold
 # --- DICOMweb ---------------------------------------------------------------
 
 
+def _dimse_move_study(remote: RemoteStudy, study_uid: str, calling_aet: str, folder: Path, port: int) -> int:
+    """C-MOVE, for servers that do not offer C-GET: we listen as a Storage SCP on ``port``
+    for the duration of the move, and ask the server to send the study to ``calling_aet``,
+    which the server must know at this host and ``port`` (its modality list)."""
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
+
+    received: list[Path | None] = []
+
+    def on_store(event):
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        received.append(_save_instance(ds, folder))
+        return 0x0000
+
+    listener = AE(ae_title=calling_aet)
+    for uid in ACCEPTED_SOP_CLASSES:
+        listener.add_supported_context(uid, _TRANSFER_SYNTAXES)
+    try:
+        server = listener.start_server(("", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    except OSError as exc:
+        raise NetworkError(f"cannot listen on port {port} for C-MOVE: {exc}") from None
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "STUDY"
+        identifier.StudyInstanceUID = study_uid
+        assoc = _association(remote, calling_aet, [(MOVE,)])
+        try:
+            final = None
+            for status, _ in assoc.send_c_move(identifier, calling_aet, MOVE):
+                final = status
+            if final is None or final.Status not in (0x0000, 0xB000):
+                code = f"0x{final.Status:04X}" if final is not None else "none"
+                raise NetworkError(f"C-MOVE of study {study_uid} from {remote.label} to {calling_aet} on port {port} "
+                                   f"failed (status {code}; does the server know {calling_aet} at this host and port?)")
+        finally:
+            assoc.release()
+    finally:
+        server.shutdown()
+    return len(received)
+
+
 def _web_client(base_url: str):
     from dicomweb_client.api import DICOMwebClient
 
@@ -247,12 +292,20 @@ def find_studies(remote: RemoteStudy, calling_aet: str = DEFAULT_CALLING_AET) ->
     return _web_find_studies(remote)
 
 
+def study_address(remote: RemoteStudy, study_uid: str) -> str:
+    """The address of one study on ``remote``'s server (what a query's match is fetched as)."""
+    if remote.protocol == "dimse":
+        return f"dicom://{remote.called_aet}@{remote.host}:{remote.port}/{study_uid}"
+    return f"{remote.base_url}/studies/{study_uid}"
+
+
 def fetch_study(remote: RemoteStudy | str, cache_dir: str | Path | None = None,
-                calling_aet: str = DEFAULT_CALLING_AET) -> Path:
+                calling_aet: str = DEFAULT_CALLING_AET, move_port: int | None = None) -> Path:
     """Retrieve the one study ``remote`` names into the cache; return its folder.
 
     Instances already in the cache are kept, never rewritten. A query that
-    matches no study, or several, is an InputError that says so.
+    matches no study, or several, is an InputError that says so. DIMSE retrieves by
+    C-GET, or by C-MOVE to ``calling_aet`` listening on ``move_port`` when given.
     """
     if isinstance(remote, str):
         remote = parse_remote(remote)
@@ -265,7 +318,9 @@ def fetch_study(remote: RemoteStudy | str, cache_dir: str | Path | None = None,
     study_uid = matches[0]
     folder = Path(cache_dir or default_cache_dir()) / re.sub(r"[^A-Za-z0-9_.-]", "_", remote.host or "server") / study_uid
     folder.mkdir(parents=True, exist_ok=True)
-    if remote.protocol == "dimse":
+    if remote.protocol == "dimse" and move_port is not None:
+        _dimse_move_study(remote, study_uid, calling_aet, folder, move_port)
+    elif remote.protocol == "dimse":
         _dimse_get_study(remote, study_uid, calling_aet, folder)
     else:
         _web_get_study(remote, study_uid, folder)

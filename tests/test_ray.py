@@ -1,0 +1,205 @@
+"""``--ray``: ``medcf batch`` and ``medcf pairs`` on a real Ray cluster on loopback.
+
+A module-scoped cluster (a head node with no CPU and two worker nodes with one CPU each,
+100 MB of object store each, no dashboard) is started by this module and shut down by it.
+The edits are the real ones of tests/test_batch.py (tiny random default model, 2 steps).
+``medcf pairs`` needs a segmenter that accepts the random model's noise films: a fixed
+atlas, registered the way a site registers its own (an entry point of the group
+``medcf.segmenters``), visible to the workers through PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from tests.test_batch import ENV, assert_exactly_once, manifest, write_plan
+from tests.test_batch import cohort, tiny_model  # noqa: F401 - fixtures shared with the plain batch's tests
+
+EDIT = ["--finding", "pleural_effusion", "--action", "add", "--side", "left", "--method", "regulated",
+        "--steps", "2", "--quiet"]
+ATLAS = '''
+import numpy as np
+
+from medcf.anatomy.masks import AnatomyMasks
+from medcf.vocab import Organ
+
+
+class AtlasSegmenter:
+    """Fixed lungs and heart, whatever the image (a random-weight model draws no anatomy)."""
+
+    name = "test-atlas"
+
+    def __init__(self, **options):
+        pass
+
+    def segment_image(self, image):
+        rows, cols = image.shape
+        y, x = np.mgrid[0:rows, 0:cols]
+        y, x = y / rows, x / cols
+
+        def ellipse(cy, cx, ry, rx):
+            return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1
+
+        heart = ellipse(0.62, 0.55, 0.14, 0.16)
+        return AnatomyMasks({Organ.LUNG_RIGHT: ellipse(0.48, 0.3, 0.32, 0.15) & ~heart,
+                             Organ.LUNG_LEFT: ellipse(0.48, 0.7, 0.32, 0.15) & ~heart,
+                             Organ.HEART: heart}, self.name)
+'''
+# Joining a loopback cluster: without this, Ray swaps 127.0.0.1 for the machine's network
+# address, where a cluster bound to loopback does not listen (medcf.onray.cluster sets it too).
+LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def atlas_site(folder: Path) -> Path:
+    """A folder for PYTHONPATH holding the atlas segmenter and its entry point."""
+    folder.mkdir(parents=True)
+    (folder / "medcf_test_atlas.py").write_text(textwrap.dedent(ATLAS))
+    info = folder / "medcf_test_atlas-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: medcf-test-atlas\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[medcf.segmenters]\ntest-atlas = medcf_test_atlas:AtlasSegmenter\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    return atlas_site(tmp_path_factory.mktemp("site") / "site")
+
+
+@pytest.fixture(scope="module")
+def env(site) -> dict:
+    return {**ENV, **LOOPBACK, "PYTHONPATH": os.pathsep.join([str(site), ENV["PYTHONPATH"]])}
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(env):
+    """Head (0 CPUs: it only coordinates) + two worker nodes (1 CPU each) on 127.0.0.1; the
+    nodes' processes inherit ``env`` (the atlas on PYTHONPATH, one thread per worker)."""
+    from ray.cluster_utils import Cluster
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        node = {"object_store_memory": 100 * 2 ** 20, "node_ip_address": "127.0.0.1"}
+        cluster = Cluster(initialize_head=True, head_node_args={**node, "num_cpus": 0, "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, **node)
+        cluster.wait_for_nodes()
+        yield cluster
+        started = [info.process for node in cluster.list_all_nodes() for infos in node.all_processes.values()
+                   for info in infos]
+        cluster.shutdown()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert started and all(process.poll() is not None for process in started)  # GCS, raylets, …: all gone
+
+
+def run(env: dict, *args, timeout: float = 300, probe: bool = False) -> subprocess.CompletedProcess:
+    """``medcf ARGS`` in a subprocess; ``probe``: also print whether Ray was imported."""
+    code = ("import sys; from medcf.cli import main; sys.argv[0] = 'medcf'; code = main(sys.argv[1:]); "
+            "print('ray imported:', 'ray' in sys.modules); sys.exit(code)") if probe else \
+        "import sys; from medcf.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def pixels_by_key(out: Path) -> dict[str, bytes]:
+    return {line["key"]: pydicom.dcmread(out / next(p for p in line["outputs"] if p.endswith(".dcm"))).PixelData
+            for line in manifest(out) if line["status"] == "done"}
+
+
+def test_plain_batch_imports_no_ray_and_ray_local_makes_the_same_edits_exactly_once(cohort, tiny_model, env,
+                                                                                   tmp_path):
+    plain = run(env, "batch", cohort["root"], *EDIT, "--model", tiny_model, "--out", tmp_path / "plain", probe=True)
+    assert plain.returncode == 0, plain.stderr
+    assert "ray imported: False" in plain.stdout
+    out = tmp_path / "ray"
+    started = time.monotonic()
+    done = run(env, "batch", cohort["root"], *EDIT, "--model", tiny_model, "--out", out, "--ray", "local",
+               "--ray-workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert "3 item(s): 0 done before, 3 done now, 0 failed" in done.stdout, (done.stdout, time.monotonic() - started)
+    keys = {f"{uid}/add-pleural_effusion-left-defaultzone-moderate-regulated-seed0" for uid in cohort["uids"].values()}
+    assert_exactly_once(out, keys)
+    workers = {(line["worker"]["host"], line["worker"]["pid"]) for line in manifest(out)}
+    assert len(workers) == 2  # both actors edited, each with the model it loaded once
+    assert pixels_by_key(out) == pixels_by_key(tmp_path / "plain")  # the same edits, bit for bit
+    # Nothing left to do: no cluster is started, Ray is not even imported.
+    again = run(env, "batch", cohort["root"], *EDIT, "--model", tiny_model, "--out", out, "--ray", "local",
+                probe=True)
+    assert again.returncode == 0 and "3 done before, 0 done now" in again.stdout, again.stderr
+    assert "ray imported: False" in again.stdout and len(manifest(out)) == 3
+
+
+def test_ray_options_refuse_bad_input_in_one_line(cohort, tiny_model, env, tmp_path):
+    for args, message in (
+        (["--ray-workers", "2"], "--ray-workers only applies with --ray"),
+        (["--ray", "local", "--ray-workers", "0"], "--ray-workers 0: at least 1"),
+        (["--ray", "127.0.0.1:9"], "no Ray cluster answers there"),
+        (["--ray", "nowhere"], "give 'local' or a cluster address"),
+    ):
+        started = time.monotonic()
+        done = run(env, "batch", cohort["root"], *EDIT, "--model", tiny_model, "--out", tmp_path / "bad", *args)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert time.monotonic() - started < 60  # Ray's own retries would take minutes
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_a_cluster_of_two_workers_survives_a_killed_worker_and_does_each_item_once(cohort, tiny_model, env,
+                                                                                  ray_cluster, tmp_path):
+    rows = [{"study": s, "finding": "pleural_effusion", "action": "add", "side": "left", "seed": str(seed)}
+            for s in ("a", "b", "c") for seed in (0, 1, 2)]
+    plan = write_plan(cohort["root"] / "plan.csv", rows)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "medcf", "batch", "--plan", plan, "--model", tiny_model, *EDIT[-5:], "--out", out,
+            "--ray", ray_cluster.address]
+    process = subprocess.Popen(list(map(str, args)), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "manifest.jsonl").is_file() or not (out / "manifest.jsonl").read_text().strip():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    first = manifest(out)[0]
+    victim = first["worker"]["pid"]
+    os.kill(victim, signal.SIGKILL)  # the actor that made the first result, while it has more in flight
+    stdout, stderr = process.communicate(timeout=240)
+    assert process.returncode == 0, stderr
+    assert "9 item(s): 0 done before, 9 done now, 0 failed" in stdout
+    lines = manifest(out)
+    keys = {f"{cohort['uids'][s]}/add-pleural_effusion-left-defaultzone-moderate-regulated-seed{seed}"
+            for s in ("a", "b", "c") for seed in (0, 1, 2)}
+    assert_exactly_once(out, keys)
+    assert len(lines) == 9  # no retried item reported twice, no failure
+    pids = [line["worker"]["pid"] for line in lines]
+    assert len(set(pids)) == 3, pids  # the two first actors and the victim's restarted process
+
+
+def test_pairs_on_the_cluster_are_the_plain_pairs(tiny_model, env, ray_cluster, tmp_path):
+    pairs = ["pairs", *EDIT, "--model", tiny_model, "--segmenter", "test-atlas", "--n", "3"]
+    plain = run(env, *pairs, "--out", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    on_ray = run(env, *pairs, "--out", tmp_path / "ray", "--ray", ray_cluster.address)
+    assert on_ray.returncode == 0, on_ray.stderr
+    records = [json.loads(line) for line in (tmp_path / "ray" / "pairs.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["00000", "00001", "00002"] and [r["seed"] for r in records] == [0, 1, 2]
+    assert (tmp_path / "ray" / "pairs.jsonl").read_bytes() == (tmp_path / "plain" / "pairs.jsonl").read_bytes()
+
+    def digests(folder: Path) -> dict[str, str]:
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.glob("*/*.png"))}
+
+    assert len(digests(tmp_path / "ray")) == 12 and digests(tmp_path / "ray") == digests(tmp_path / "plain")
