@@ -19,8 +19,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,43 +30,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_orthanc(root: Path, name: str) -> tuple[subprocess.Popen, dict]:
-    binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-    if not Path(binary).exists() or not Path(DICOMWEB_PLUGIN).exists():
-        raise SystemExit("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
-    root.mkdir(parents=True)
-    http_port, dicom_port = free_port(), free_port()
-    config = {"Name": name, "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-              "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": name.upper(),
-              "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-              "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", free_port()]},
-              "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
-              "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
-    (root / "config.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    process = subprocess.Popen([binary, str(root / "config.json")], stdout=log, stderr=log, cwd=root)
-    http = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{http}/system", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise SystemExit(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    return process, {"dimse": f"dicom://{name.upper()}@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web",
-                     "http": http}
+    """The tests' launcher (tests/orthanc_server.py), its refusal as this script's one line."""
+    from tests.orthanc_server import OrthancUnavailable
+    from tests.orthanc_server import start_orthanc as start
+
+    try:
+        return start(root, name=name, aet=name.upper())
+    except OrthancUnavailable as error:
+        raise SystemExit(str(error)) from None
 
 
 def rest(url: str, data: bytes | None = None) -> object:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import subprocess
-import time
-import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -93,49 +89,13 @@ def bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
-    if binary is None or not Path(DICOMWEB_PLUGIN).exists():
-        pytest.fail("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
-    root = tmp_path_factory.mktemp("orthanc")
-    http_port, dicom_port, move_port = _free_port(), _free_port(), _free_port()
-    config = {
-        "Name": "MedCF-test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
-        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC",
-        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-        "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", move_port]},  # where C-MOVE sends to MEDCF
-        "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
-        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-    }
-    (root / "config.json").write_text(json.dumps(config))
-    log = open(root / "orthanc.log", "w")
-    process = subprocess.Popen([binary, str(root / "config.json")], stdout=log, stderr=log, cwd=root)
-    http = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{http}/system", timeout=1).read()
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield {"dimse": f"dicom://ORTHANC@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http,
-           "move_port": move_port}
-    process.terminate()
+    from tests.orthanc_server import OrthancUnavailable, start_orthanc, stop_orthanc
+
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        process, addresses = start_orthanc(tmp_path_factory.mktemp("orthanc") / "server")
+    except OrthancUnavailable as error:
+        pytest.fail(str(error))
+    yield addresses
+    stop_orthanc(process)

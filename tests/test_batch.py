@@ -25,7 +25,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests import model_fixtures
-from tests.conftest import _free_port
+from tests.orthanc_server import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_PA = ROOT / "medcf" / "data" / "sample_study" / "series-001-pa" / "IM0001.dcm"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 
 from medcf.io.atomic import sha256_of_file
+from tests.orthanc_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
@@ -30,12 +30,6 @@ CLIENT = Path(__file__).with_name("monailabel_client.py")
 SAMPLE_STUDY = REPO / "medcf" / "data" / "sample_study"
 BUNDLE_WEIGHTS = REPO / "monai_bundle" / "models" / "anatomy_unet.safetensors"
 EDIT = {"finding": "pleural_effusion", "action": "add", "side": "left", "method": "regulated", "seed": 3}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _server_python() -> Path:
@@ -60,7 +54,7 @@ class Server:
     """``monailabel start_server`` for the app, in a context: started, waited for, stopped."""
 
     def __init__(self, studies: str, conf: dict[str, str], log: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [str(_server_python()), "-m", "monailabel.main", "start_server", "-a", str(APP),
                         "-s", studies, "-i", "127.0.0.1", "-p", str(self.port)]

@@ -167,17 +167,25 @@ def _save_instance(ds: Dataset, folder: Path) -> Path | None:
     return write_new_dataset(path, ds)
 
 
-def _dimse_get_study(remote: RemoteStudy, study_uid: str, calling_aet: str, folder: Path) -> int:
-    from pynetdicom import build_role, evt
-    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
-
-    received: list[Path | None] = []
+def _store_handler(folder: Path, received: list[Path | None]):
+    """The C-STORE handler of a retrieve (C-GET or C-MOVE): each instance the server sends is
+    saved into ``folder`` and listed in ``received``."""
 
     def on_store(event):
         ds = event.dataset
         ds.file_meta = event.file_meta
         received.append(_save_instance(ds, folder))
         return 0x0000
+
+    return on_store
+
+
+def _dimse_get_study(remote: RemoteStudy, study_uid: str, calling_aet: str, folder: Path) -> int:
+    from pynetdicom import build_role, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+    received: list[Path | None] = []
+    on_store = _store_handler(folder, received)
 
     storage = list(ACCEPTED_SOP_CLASSES)
     contexts = [(GET,)] + [(uid, _TRANSFER_SYNTAXES) for uid in storage]
@@ -209,12 +217,7 @@ def _dimse_move_study(remote: RemoteStudy, study_uid: str, calling_aet: str, fol
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
     received: list[Path | None] = []
-
-    def on_store(event):
-        ds = event.dataset
-        ds.file_meta = event.file_meta
-        received.append(_save_instance(ds, folder))
-        return 0x0000
+    on_store = _store_handler(folder, received)
 
     listener = AE(ae_title=calling_aet)
     for uid in ACCEPTED_SOP_CLASSES:

@@ -1,0 +1,66 @@
+"""A private Orthanc (DIMSE + DICOMweb) on loopback ports, for the tests and the cohort
+benchmark: one launcher, so both talk to the same server configuration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+class OrthancUnavailable(RuntimeError):
+    """Orthanc is not installed, or did not answer within its start-up time."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_orthanc(root: Path, name: str = "MedCF-test", aet: str = "ORTHANC") -> tuple[subprocess.Popen, dict]:
+    """Start Orthanc with its database under ``root``; returns the process and its addresses
+    (``dimse``, ``web``, ``http``, and ``move_port``: where its C-MOVE sends to AE MEDCF)."""
+    binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
+    if binary is None or not Path(DICOMWEB_PLUGIN).exists():
+        raise OrthancUnavailable("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
+    root.mkdir(parents=True, exist_ok=True)
+    http_port, dicom_port, move_port = free_port(), free_port(), free_port()
+    config = {
+        "Name": name, "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": aet,
+        "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+        "DicomModalities": {"medcf": ["MEDCF", "127.0.0.1", move_port]},  # where C-MOVE sends to MEDCF
+        "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
+        "Plugins": [DICOMWEB_PLUGIN], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+    }
+    (root / "config.json").write_text(json.dumps(config))
+    with open(root / "orthanc.log", "w") as log:
+        process = subprocess.Popen([binary, str(root / "config.json")], stdout=log, stderr=log, cwd=root)
+    http = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{http}/system", timeout=1).read()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise OrthancUnavailable(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}") from None
+            time.sleep(0.2)
+    return process, {"dimse": f"dicom://{aet}@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http,
+                     "move_port": move_port}
+
+
+def stop_orthanc(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
