@@ -274,3 +274,25 @@ def test_the_default_model_keeps_its_vectors_and_measured_files_in_bfloat16():
     editor = load_editor(placement=resolve_placement("cpu", "bfloat16"))
     assert editor.generator.placement()["dtype"] == "bfloat16" and editor.vectors is not None
     assert find_defaults(editor.generator) is not None and find_reliability(editor.generator) is not None
+
+
+def test_a_monai_bundle_without_its_text_encoder_edits_with_text_encoder(tmp_path, folders):
+    """--text-encoder on every command that loads a model for editing: edit, pairs (same
+    options) and steer-vectors; without it the bundle is refused in one line naming the flag."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(folders["monai-ldm"], bare)
+    shutil.rmtree(bare / "models" / "text_encoder")
+    encoder = folders["monai-ldm"] / "models" / "text_encoder"
+    args = ("edit", SAMPLE_STUDY, "--finding", "pleural_effusion", "--action", "add", "--side", "left",
+            "--method", "regulated", "--steps", "3", "--model", bare, "--quiet")
+    refused = _medcf(*args, "--out", tmp_path / "refused")
+    assert refused.returncode == 2 and "--text-encoder" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "refused").exists()
+    done = _medcf(*args, "--text-encoder", encoder, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "edit.json").is_file()
+    vectors = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "2", "--steps", "2", "--model", bare,
+                     "--text-encoder", encoder, "--quiet", "--out", tmp_path / "v.safetensors")
+    assert vectors.returncode == 0, vectors.stderr

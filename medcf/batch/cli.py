@@ -89,7 +89,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     def editor():
         from medcf.editing.api import load_editor
-        return load_editor(args.model, args.vectors, segmenter=segmenter)
+        return load_editor(args.model, args.vectors, segmenter=segmenter, text_encoder=getattr(args, "text_encoder", None))
 
     engine = None
     if args.ray is not None:  # only now is anything of Ray imported

@@ -44,6 +44,7 @@ class EditorRecipe:
     weights: str | None = None
     device: str = "auto"
     dtype: str = "float32"
+    text_encoder: str | None = None
 
     def load(self) -> Editor:
         from medcf.devices import resolve_placement
@@ -53,7 +54,8 @@ class EditorRecipe:
         if self.segmenter or self.weights:
             from medcf.anatomy.outputs import load_segmenter
             segmenter = load_segmenter(self.segmenter, self.weights)
-        return load_editor(self.model, self.vectors, segmenter=segmenter, placement=placement)
+        return load_editor(self.model, self.vectors, segmenter=segmenter, placement=placement,
+                           text_encoder=self.text_encoder)
 
 
 def vectors_cache_path(fingerprint: str) -> Path:
@@ -72,17 +74,19 @@ def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
 
 
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,
-                segmenter=None, placement: Placement | None = None) -> Editor:
+                segmenter=None, placement: Placement | None = None,
+                text_encoder: str | Path | None = None) -> Editor:
     """The model (default: the bundle's), its vectors (``vectors``, else the file shipped
     beside the weights, else the cache ``medcf steer-vectors`` fills) and the segmenter,
     on ``placement``'s device and dtype (``--device``/``--dtype``; default CPU float32).
-    A ``segmenter`` given here is placed too."""
+    A ``segmenter`` given here is placed too. ``text_encoder``: a local CLIP folder for a
+    MONAI LDM bundle that does not carry one (``--text-encoder``)."""
     from medcf.anatomy.outputs import load_segmenter, place_segmenter
     from medcf.bundle import bundle_root
     from medcf.devices import loader_kwargs
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
+    generator = load_generator(model or bundle_root(), text_encoder=text_encoder, **loader_kwargs(placement))
     if segmenter is None:
         segmenter = load_segmenter(placement=placement)
     elif placement is not None:
@@ -170,7 +174,8 @@ def specs_from_report(text: str, action: Action, base: EditSpec | None = None, b
 def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, steps: int = 25,
                        side: Side | None = None, severity: Severity | None = None, model: str | Path | None = None,
                        out: str | Path | None = None, progress: bool = True,
-                       placement: Placement | None = None) -> tuple[Path, dict]:
+                       placement: Placement | None = None,
+                       text_encoder: str | Path | None = None) -> tuple[Path, dict]:
     """``medcf steer-vectors``: estimate vectors and write them to ``out`` (default: the
     cache keyed by the model's weights, merged with what is cached there already); the
     file and what the estimate cost (seconds, films sampled, device)."""
@@ -179,7 +184,7 @@ def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, ste
     from medcf.editing.steering import estimate_vectors
     from medcf.models.loaders import load_generator
 
-    generator = load_generator(model or bundle_root(), **loader_kwargs(placement))
+    generator = load_generator(model or bundle_root(), text_encoder=text_encoder, **loader_kwargs(placement))
     vectors = estimate_vectors(generator, findings, list(range(seed, seed + n_seeds)), steps=steps, side=side,
                                severity=severity, progress=progress)
     cost = vectors.info[findings[0].value]["cost"] if findings else {}

@@ -80,6 +80,8 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, actio
                              "for the finding, else the model's own); outside the region the model's own applies")
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
+    parser.add_argument("--text-encoder", type=Path, default=None,
+                        help="local CLIP folder for a MONAI LDM bundle that does not carry models/text_encoder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_options(parser)
 
@@ -131,7 +133,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if (args.segmenter or args.weights) and args.masks is None:  # a wrong segmenter fails before the model loads
         from medcf.anatomy.outputs import load_segmenter
         segmenter = load_segmenter(args.segmenter, args.weights, placement)
-    editor = load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement)
+    editor = load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement,
+                         text_encoder=args.text_encoder)
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=args.masks, accept_anatomy=args.accept_anatomy)
@@ -163,7 +166,8 @@ def cmd_pairs(args: argparse.Namespace) -> int:
             from medcf.anatomy.outputs import load_segmenter
             segmenter = load_segmenter(args.segmenter, args.weights, placement)
         out = make_pairs(_spec(args), args.n, args.out,
-                         load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement),
+                         load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement,
+                                     text_encoder=args.text_encoder),
                          progress=not args.quiet)
     print(out / "pairs.jsonl")
     print(out / "panel.png")
@@ -177,7 +181,8 @@ def cmd_steer_vectors(args: argparse.Namespace) -> int:
     start, count = parse_seed_range(args.seeds)
     path, cost = estimate_and_cache(findings, count, start, args.steps, Side(args.side) if args.side else None,
                               Severity(args.severity) if args.severity else None, args.model, args.out,
-                              progress=not args.quiet, placement=placement_from_args(args))
+                              progress=not args.quiet, placement=placement_from_args(args),
+                              text_encoder=args.text_encoder)
     print(path)
     if cost:
         print(f"cost: {cost['seconds']:.1f} s for {len(findings)} finding(s): {cost['films_sampled']} films sampled "
@@ -251,6 +256,8 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--seeds", default="64", help="a count (64, from seed 0) or a range (100-163); default 64")
     vectors.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, as the editor)")
     vectors.add_argument("--model", type=Path, help="model folder (default: the bundle's)")
+    vectors.add_argument("--text-encoder", type=Path, default=None,
+                         help="local CLIP folder for a MONAI LDM bundle that does not carry models/text_encoder")
     vectors.add_argument("--out", type=Path, help="vectors file to write (default: the cache)")
     vectors.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_options(vectors)

@@ -24,7 +24,8 @@ def recipe_from_args(args: argparse.Namespace):
 
     return EditorRecipe(model=text(args.model), vectors=text(args.vectors),
                         segmenter=getattr(args, "segmenter", None), weights=text(getattr(args, "weights", None)),
-                        device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "float32"))
+                        device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "float32"),
+                        text_encoder=text(getattr(args, "text_encoder", None)))
 
 
 def check_ray_options(args: argparse.Namespace) -> None:
