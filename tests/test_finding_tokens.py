@@ -71,6 +71,7 @@ def test_the_text_tokens_are_the_plain_models_and_one_token_per_finding_follows(
         tokens.unet.finding_tokens.side.weight[1] += 1.0
     assert tokens.weights_fingerprint() != before
     assert sample(tokens, [EFFUSION_LEFT], steps=2, progress=False).images.shape == (1, 64, 64)
+    assert tokens.describe()["finding_tokens"] == 3 and plain.describe()["finding_tokens"] is None
 
 
 def test_a_denoiser_file_without_the_tokens_does_not_load_as_a_model_with_them(folders, tmp_path):

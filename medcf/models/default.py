@@ -149,6 +149,13 @@ class DefaultGenerator(DiffusersUNetGenerator):
         super().__init__(unet, vae, text, config["scheduler"], source, image_size=tuple(config["image_size"]),
                          guidance_scale=float(config.get("guidance_scale", 4.0)), device=device, dtype=dtype)
 
+    def describe(self) -> dict:
+        """The base description, and whether the denoiser has structured finding tokens (how many slots)."""
+        from medcf.models.findings import finding_tokens_of
+
+        tokens = finding_tokens_of(self.unet)
+        return {**super().describe(), "finding_tokens": None if tokens is None else tokens.slots}
+
     @classmethod
     def build(cls, config: dict | None = None, **kwargs) -> "DefaultGenerator":
         """Random weights (for training and tests)."""
