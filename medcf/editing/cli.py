@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
-from medcf.onray.options import add_ray_options
 from medcf.editing.spec import DEFAULT_ZONES, Inversion, Method
+from medcf.onray.options import add_ray_options
 from medcf.vocab import Action, Finding, Severity, Side, Zone
 
 EPILOG = (

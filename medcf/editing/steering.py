@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod

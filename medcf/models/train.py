@@ -207,7 +207,7 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         x = torch.from_numpy(batch.astype(np.float32) / 65535.0)[:, None].to(device) * 2 - 1
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, options.lr, options.warmup) * group.get("lr_scale", 1.0)
+            group["lr"] = _lr(step, options.lr, options.warmup)
         posterior = vae.encode(x).latent_dist
         generator = torch.Generator(device=device).manual_seed(options.seed * 1_000_003 + step)
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator, device=device)
@@ -432,10 +432,10 @@ def train_generator(options: GeneratorOptions) -> dict:
             tokens.initialise_from_words(text)
     ema = copy.deepcopy(unet).requires_grad_(False)
     # New finding tokens learn faster than the denoiser around them (--token-lr-scale).
-    token_params = list(tokens.parameters()) if tokens is not None else []
-    groups = [{"params": [p for p in unet.parameters() if all(p is not t for t in token_params)], "lr_scale": 1.0}]
-    if token_params:
-        groups.append({"params": token_params, "lr_scale": float(options.token_lr_scale)})
+    named = list(unet.named_parameters())
+    groups = [{"params": [p for n, p in named if not n.startswith(f"{ATTRIBUTE}.")], "lr_scale": 1.0}]
+    if tokens is not None:
+        groups.append({"params": list(tokens.parameters()), "lr_scale": float(options.token_lr_scale)})
     optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.01)
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
