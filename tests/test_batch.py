@@ -565,3 +565,22 @@ def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_p
     assert wrong.returncode == 1 and "C-MOVE of study" in wrong.stderr and wrong.stderr.count("\n") == 1, wrong.stderr
     bad = medcf("pull", address, "--move-port", "70000", "--cache-dir", tmp_path / "other")
     assert bad.returncode == 2 and "--move-port 70000" in bad.stderr
+
+
+def test_plain_batch_runs_the_editor_on_the_device_and_dtype_asked_for(cohort, tiny_model, tmp_path):
+    """``--device``/``--dtype`` reach the editor of a batch without Ray as they do ``medcf edit``
+    (one recipe for both), and an absent GPU is one line before anything is written."""
+    out = tmp_path / "out"
+    done = medcf("batch", cohort["studies"]["a"], "--finding", "pleural_effusion", "--action", "add", "--side", "left",
+                 "--model", tiny_model, *EDIT, "--device", "cpu", "--dtype", "bfloat16", "--out", out)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(next(out.glob("*/*/edit.json")).read_text())
+    assert record["extra"]["placement"] == {"device": "cpu", "dtype": "bfloat16", "autoencoder_dtype": "float32"}
+    assert record["extra"]["anatomy"]["placement"]["dtype"] == "bfloat16"
+    import torch
+
+    if not torch.cuda.is_available():
+        refused = medcf("batch", cohort["studies"]["a"], "--finding", "pleural_effusion", "--action", "add",
+                        "--model", tiny_model, *EDIT, "--device", "cuda", "--out", tmp_path / "refused")
+        assert refused.returncode == 2 and "no CUDA GPU" in refused.stderr and refused.stderr.count("\n") == 1
+        assert not (tmp_path / "refused").exists()

@@ -20,6 +20,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from medcf.errors import InputError
     from medcf.batch.sources import expand_sources, fetch_sources
     from medcf.io.pacs import is_remote
+    from medcf.editing.api import EditorRecipe
     from medcf.onray.options import check_ray_options
 
     if args.plan is not None and args.finding:
@@ -32,6 +33,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.plan is None and not args.action:
         raise InputError(f"--action add|remove is required with {'--from-report' if args.from_report else '--finding'}")
     check_ray_options(args)
+    recipe = EditorRecipe.from_args(args)
+    if args.ray is None:
+        recipe.placement()  # a device this machine lacks fails before anything is fetched or written
     check_move_port(args)
     if args.send_retries < 1:
         raise InputError(f"--send-retries {args.send_retries}: at least 1")
@@ -82,21 +86,22 @@ def cmd_batch(args: argparse.Namespace) -> int:
                   file=sys.stderr)
     else:
         items = items_from_spec(studies, _spec(args))
-    segmenter = None
-    if args.segmenter or args.weights:
-        from medcf.anatomy.outputs import load_segmenter
-        segmenter = load_segmenter(args.segmenter, args.weights)
-
-    def editor():
-        from medcf.editing.api import load_editor
-        return load_editor(args.model, args.vectors, segmenter=segmenter, text_encoder=getattr(args, "text_encoder", None))
+    from dataclasses import replace
 
     engine = None
+    if args.ray is None:  # a wrong segmenter fails before any edit
+        segmenter = recipe.load_segmenter(recipe.placement())
+    else:  # the workers place their own copies (their GPUs): here only the check that it loads
+        replace(recipe, device="cpu", dtype="float32").load_segmenter()
+        segmenter = None
+
+    def editor():
+        return recipe.load(segmenter)
+
     if args.ray is not None:  # only now is anything of Ray imported
         from medcf.onray.batch import RayEngine
-        from medcf.onray.options import recipe_from_args
 
-        engine = RayEngine(args.ray, recipe_from_args(args), args.ray_workers)
+        engine = RayEngine(args.ray, recipe, args.ray_workers)
     send = SendOptions(args.send, args.aet, args.send_retries, args.send_wait) if args.send else None
     command = "medcf " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     report = run_batch(items, args.out, editor, sop_class=args.sop_class, accept_anatomy=args.accept_anatomy,

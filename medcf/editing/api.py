@@ -34,9 +34,10 @@ class Editor:
 
 @dataclass(frozen=True)
 class EditorRecipe:
-    """How to load an editor rather than the editor itself: what a Ray worker gets, so that
-    it loads its own copy once (a loaded model is not shipped over the network) on its own
-    device (``auto``: its GPU when it has one)."""
+    """How to load an editor rather than the editor itself: the one path from a command's
+    options to an :class:`Editor`, for ``medcf edit``, ``pairs`` and ``batch`` alike and for
+    each Ray worker, which loads its own copy once (a loaded model is not shipped over the
+    network) on its own device (``auto``: its GPU when it has one)."""
 
     model: str | None = None
     vectors: str | None = None
@@ -46,14 +47,41 @@ class EditorRecipe:
     dtype: str = "float32"
     text_encoder: str | None = None
 
-    def load(self) -> Editor:
+    @classmethod
+    def from_args(cls, args, segmenter: bool = True) -> "EditorRecipe":
+        """The recipe a parsed command line asks for (``segmenter=False``: the user's own
+        masks replace the segmenter, so ``--segmenter``/``--weights`` are not loaded)."""
+        def text(value):
+            return None if value is None else str(value)
+
+        return cls(model=text(args.model), vectors=text(args.vectors),
+                   segmenter=getattr(args, "segmenter", None) if segmenter else None,
+                   weights=text(getattr(args, "weights", None)) if segmenter else None,
+                   device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "float32"),
+                   text_encoder=text(getattr(args, "text_encoder", None)))
+
+    def placement(self) -> Placement:
+        """The device and dtype; one :class:`InputError` line for a device this machine lacks."""
         from medcf.devices import resolve_placement
 
-        placement = resolve_placement(self.device, self.dtype)
-        segmenter = None
-        if self.segmenter or self.weights:
-            from medcf.anatomy.outputs import load_segmenter
-            segmenter = load_segmenter(self.segmenter, self.weights)
+        return resolve_placement(self.device, self.dtype)
+
+    def load_segmenter(self, placement: Placement | None = None):
+        """The segmenter ``--segmenter``/``--weights`` name, placed (None: the bundle's default,
+        which :func:`load_editor` loads). Called before the model so that a wrong segmenter
+        fails in one line before seconds of loading."""
+        if not (self.segmenter or self.weights):
+            return None
+        from medcf.anatomy.outputs import load_segmenter
+
+        return load_segmenter(self.segmenter, self.weights, placement or self.placement())
+
+    def load(self, segmenter=None) -> Editor:
+        """The editor on this recipe's placement (``segmenter``: one loaded already by
+        :meth:`load_segmenter`)."""
+        placement = self.placement()
+        if segmenter is None:
+            segmenter = self.load_segmenter(placement)
         return load_editor(self.model, self.vectors, segmenter=segmenter, placement=placement,
                            text_encoder=self.text_encoder)
 

@@ -106,7 +106,7 @@ def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from medcf.editing.api import edit_file, load_editor, specs_from_report
+    from medcf.editing.api import EditorRecipe, edit_file, specs_from_report
     from medcf.errors import InputError
     from medcf.io.inputs import read_input
 
@@ -128,13 +128,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
         read_masks(args.masks, image)
-    placement = placement_from_args(args)  # an unavailable device fails before anything loads
-    segmenter = None
-    if (args.segmenter or args.weights) and args.masks is None:  # a wrong segmenter fails before the model loads
-        from medcf.anatomy.outputs import load_segmenter
-        segmenter = load_segmenter(args.segmenter, args.weights, placement)
-    editor = load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement,
-                         text_encoder=args.text_encoder)
+    recipe = EditorRecipe.from_args(args, segmenter=args.masks is None)
+    placement = recipe.placement()  # an unavailable device fails before anything loads
+    editor = recipe.load(recipe.load_segmenter(placement))  # and so does a wrong segmenter, before the model
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=args.masks, accept_anatomy=args.accept_anatomy)
@@ -148,26 +144,20 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
-    from medcf.editing.api import load_editor, make_pairs
+    from medcf.editing.api import EditorRecipe, make_pairs
     from medcf.onray.options import check_ray_options
 
     check_ray_options(args)
+    recipe = EditorRecipe.from_args(args)
     if args.ray is not None:  # only now is anything of Ray imported
         from medcf.editing.pairs import write_pair_stream
-        from medcf.onray.options import recipe_from_args
         from medcf.onray.pairs import ray_pairs
 
-        out = write_pair_stream(ray_pairs(args.ray, recipe_from_args(args), _spec(args), args.n, args.ray_workers),
+        out = write_pair_stream(ray_pairs(args.ray, recipe, _spec(args), args.n, args.ray_workers),
                                 args.n, args.out, progress=not args.quiet)
     else:
-        placement = placement_from_args(args)
-        segmenter = None
-        if args.segmenter or args.weights:
-            from medcf.anatomy.outputs import load_segmenter
-            segmenter = load_segmenter(args.segmenter, args.weights, placement)
-        out = make_pairs(_spec(args), args.n, args.out,
-                         load_editor(args.model, args.vectors, segmenter=segmenter, placement=placement,
-                                     text_encoder=args.text_encoder),
+        placement = recipe.placement()
+        out = make_pairs(_spec(args), args.n, args.out, recipe.load(recipe.load_segmenter(placement)),
                          progress=not args.quiet)
     print(out / "pairs.jsonl")
     print(out / "panel.png")

@@ -15,19 +15,6 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
                         help="actors (editors) to start (default: one per GPU of the cluster, else one per CPU)")
 
 
-def recipe_from_args(args: argparse.Namespace):
-    """What each Ray worker loads: the command's model, vectors, segmenter and device options."""
-    from medcf.editing.api import EditorRecipe
-
-    def text(value):
-        return None if value is None else str(value)
-
-    return EditorRecipe(model=text(args.model), vectors=text(args.vectors),
-                        segmenter=getattr(args, "segmenter", None), weights=text(getattr(args, "weights", None)),
-                        device=getattr(args, "device", "auto"), dtype=getattr(args, "dtype", "float32"),
-                        text_encoder=text(getattr(args, "text_encoder", None)))
-
-
 def check_ray_options(args: argparse.Namespace) -> None:
     """Bad ``--ray`` options in one line before anything is read, loaded or written (a
     cluster address that does not answer included: Ray itself would retry it for minutes)."""
