@@ -36,6 +36,12 @@ EDIT_CHOICES = {
     "method": ["auto", "steer", "regulated", "regulated+steer"],
 }
 
+# The label maps `medcf segment` writes (anatomy.nii.gz, zones.nii.gz; docs/anatomy.md), copied here so
+# that the module loads without the library (a test keeps them equal to medcf.anatomy.masks).
+ORGAN_LABELS = {"lung_right": 1, "lung_left": 2, "heart": 3}
+ZONE_LABELS = {"right_upper": 1, "right_middle": 2, "right_lower": 3, "left_upper": 4, "left_middle": 5,
+               "left_lower": 6, "right_costophrenic": 7, "left_costophrenic": 8}
+
 DEFAULT_SPACING_MM = 1.0
 DISPLAY_WINDOW = 1.0
 DISPLAY_LEVEL = 0.5
