@@ -8,6 +8,7 @@ test asserts with MedCF's own readers on the other side.
 
     python slicer_scenarios.py nifti FILM.nii.gz MODEL_DIR OUT
     python slicer_scenarios.py dicom FILM.dcm MODEL_DIR OUT
+    python slicer_scenarios.py result FILM.nii.gz EDIT_DIR OUT
     python slicer_scenarios.py errors FILM.nii.gz ANATOMY_DIR OUT
 """
 
@@ -133,6 +134,14 @@ def dicom(film: Path, model: Path, out: Path) -> dict:
     return facts
 
 
+def result(film: Path, out_dir: Path, out: Path) -> dict:
+    """A finished edit's folder (here, the one a remote edit unpacked) loaded beside the film's node."""
+    scene = _scene()
+    volume = _load(scene, film, "film")
+    node = mrml.result_volume(out_dir, volume)
+    return {"input": _geometry(volume), "result": _geometry(node), "attributes": _attributes(node)}
+
+
 def errors(film: Path, anatomy_dir: Path, out: Path) -> dict:
     """Bad input gives one line (MRMLError), and converter registration is idempotent."""
     scene = _scene()
@@ -167,7 +176,7 @@ def main(argv: list[str]) -> dict:
     scenario, first, second, out = argv
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return {"nifti": nifti, "dicom": dicom, "errors": errors}[scenario](Path(first), Path(second), out)
+    return {"nifti": nifti, "dicom": dicom, "result": result, "errors": errors}[scenario](Path(first), Path(second), out)
 
 
 if __name__ == "__main__":
