@@ -176,7 +176,8 @@ def main(argv: list[str]) -> dict:
     scenario, first, second, out = argv
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return {"nifti": nifti, "dicom": dicom, "result": result, "errors": errors}[scenario](Path(first), Path(second), out)
+    scenarios = {"nifti": nifti, "dicom": dicom, "result": result, "errors": errors}
+    return scenarios[scenario](Path(first), Path(second), out)
 
 
 if __name__ == "__main__":

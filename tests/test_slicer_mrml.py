@@ -163,7 +163,8 @@ def test_bad_input_is_one_line(film: Path, tmp_path: Path) -> None:
     said = _scenario("errors", film, anatomy, tmp_path / "errors")
     rules = said.pop("rules")
     assert rules[0] >= 4 and rules[1] == rules[0]  # registering twice adds nothing
-    expected = {"wrong_size": "not its anatomy", "no_anatomy": "no such file", "missing_segment": "no segment named 'heart'",
+    expected = {"wrong_size": "not its anatomy", "no_anatomy": "no such file",
+                "missing_segment": "no segment named 'heart'",
                 "bad_suffix": "must end in .seg.nrrd", "no_result": "holds no edit.json"}
     for name, words in expected.items():
         assert said[name] is not None and words in said[name] and "\n" not in said[name], (name, said[name])
