@@ -91,14 +91,16 @@ diagnosis.</b></p>
 Python library, which has no Slicer dependency and must be installed into Slicer's own Python
 first: in the Python console run <code>slicer.util.pip_install('medcf')</code> (or give the path
 of a MedCF source checkout instead of the name), then restart Slicer or reload the module.</p>
-<p>Now: choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances
-found and which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i>
-loads that radiograph (display-space pixels, window 1 / level 0.5) as a single-slice volume,
-shown in the coronal view. <i>Edit</i> adds or removes one finding (side, zone, severity,
-method) by running <code>medcf edit</code> in a background process (Slicer stays responsive; a
-progress bar follows the sampling, <i>Cancel</i> stops it and removes what it wrote), then loads
-the counterfactual next to the input. The output folder receives a new synthetic DICOM series,
-the panel, the masks and the provenance.</p>
+<p>Choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances found and
+which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i> loads it as a
+single-slice volume. Any scalar volume can be the <i>Input volume</i>. <i>Derive anatomy</i> runs
+<code>medcf segment</code> in the background: lungs, heart and zones become a segmentation to correct
+in Segment Editor; the edit uses it as corrected (<code>--masks</code>). <i>Edit</i> adds or removes one
+finding by running <code>medcf edit</code> in a background process, or on MedCF's MONAI Label server
+(<i>Remote</i>); Slicer stays responsive, a progress bar follows the sampling, <i>Cancel</i> stops it and
+keeps nothing. The counterfactual appears beside the input with the difference; its provenance
+(<code>edit.json</code>) is in the node's attributes. <i>Save to DICOM database</i> imports the synthetic
+series MedCF wrote.</p>
 """
         self.parent.acknowledgementText = """
 Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and for research only.
