@@ -129,6 +129,7 @@ def dicom(film: Path, model: Path, out: Path) -> dict:
     tags = ["0008|001c", "0008|0008", "0008|103e", "0020|000d", "0020|000e", "0008|0018", "0010|0020",
             "0028|0301"]
     np.save(out / "result.npy", slicer.util.arrayFromVolume(result))
+    np.save(out / "input.npy", slicer.util.arrayFromVolume(volume))
     facts.update(input=_geometry(volume), result=_geometry(result), attributes=_attributes(result),
                  source=source, result_tags=mrml.dicom_tags(source, tags), input_tags=mrml.dicom_tags(film, tags))
     return facts

@@ -104,6 +104,7 @@ def test_volume_to_segmentation_to_corrected_edit_on_a_real_scene(film: Path, ti
     rows = np.nonzero(original.any(axis=1))[0]
     assert region.any() and np.nonzero(region.any(axis=1))[0].max() < rows.max() - 0.25 * (rows.max() - rows.min())
 
+    attributes = facts["attributes"]
     # pixels: outside the region the result is the input (in the input's units), inside it changed
     before, after = np.load(tmp_path / "input.npy")[0], np.load(tmp_path / "result.npy")[0]
     difference = np.load(tmp_path / "difference.npy")[0]
@@ -111,7 +112,8 @@ def test_volume_to_segmentation_to_corrected_edit_on_a_real_scene(film: Path, ti
     assert np.abs(after - before)[region].max() > 0.01
     np.testing.assert_allclose(difference, after - before, atol=1e-6)
     written = _nifti(edit_dir / "counterfactual.nii.gz")  # medcf's display space: the input scaled to [0, 1]
-    np.testing.assert_allclose(after, before.min() + written * (before.max() - before.min()), atol=1e-6)
+    np.testing.assert_allclose(after, before.min() + written * (before.max() - before.min()), atol=1e-5)
+    assert json.loads(attributes["MedCF.ValueMap"])["max_residual"] < 1e-5
 
     # edit.json's facts on the node; progress rose while it ran
     attributes = facts["attributes"]
@@ -147,11 +149,18 @@ def test_dicom_volume_gives_a_synthetic_series_that_loads_back_with_its_tags(tin
     assert "DERIVED" in tags["0008|0008"] and tags["0008|103e"].startswith("SYNTHETIC MedCF")
     assert tags["0020|000d"] != source_tags["0020|000d"] and tags["0020|000e"] != source_tags["0020|000e"]
     assert tags["0010|0020"] == source_tags["0010|0020"] and tags["0028|0301"] in ("YES", "NO")
-    # ... and the pixels Slicer loaded are the file's (read independently with pydicom)
+    # ... and the pixels Slicer loaded are the file's (read independently with pydicom), put in the
+    # input's units (12-bit source, 16-bit synthetic) by the line fitted outside the edit region
     on_disk = pydicom.dcmread(written)
     assert str(on_disk.SyntheticData) == "YES" and on_disk.SOPInstanceUID == tags["0008|0018"]
     assert on_disk.SourceImageSequence[0].ReferencedSOPInstanceUID == dataset.SOPInstanceUID
-    assert np.array_equal(np.load(tmp_path / "run" / "result.npy")[0], on_disk.pixel_array)
+    fit = json.loads(facts["attributes"]["MedCF.ValueMap"])
+    result, source = np.load(tmp_path / "run" / "result.npy")[0], np.load(tmp_path / "run" / "input.npy")[0]
+    np.testing.assert_allclose(result, fit["slope"] * on_disk.pixel_array.astype(np.float64) + fit["offset"],
+                               rtol=1e-5, atol=1e-3)
+    assert fit["slope"] == pytest.approx(4095 / 65535, rel=1e-3) and fit["max_residual"] < 0.5
+    region = np.rint(_nifti(written.parents[1] / "masks" / "edit_region.nii.gz")) > 0
+    assert np.abs(result - source)[~region].max() < 0.5 and np.abs(result - source)[region].max() > 5
     assert facts["attributes"]["MedCF.Synthetic"] == "YES" and facts["attributes"]["MedCF.AnatomySource"] == "segmenter"
 
 

@@ -31,9 +31,6 @@ from MedCFLib import (
 )
 from MedCFLib.remote import RemoteEdit, RemoteError
 
-#: set on volumes holding medcf's display-space pixels ([0, 1], bright = dense)
-DISPLAY_SPACE_ATTRIBUTE = "MedCF.DisplaySpace"
-
 RESEARCH_ONLY_LABEL = "Synthetic outputs: research only, never for diagnosis."
 
 INSTALL_HINT = (
@@ -374,7 +371,6 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
             stem = radiograph.path.stem if radiograph.path is not None else os.path.basename(path)
             name = slicer.mrmlScene.GenerateUniqueName(f"MedCF {stem}")
         node = load_into_scene(radiograph, name)
-        node.SetAttribute(DISPLAY_SPACE_ATTRIBUTE, "1")
         if radiograph.path is not None:
             node.SetAttribute(mrml.SOURCE_ATTRIBUTE, str(radiograph.path))  # medcf edits this very file
         return node, radiograph
@@ -422,23 +418,9 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
         return RemoteEdit(url, source, options, out_dir).start()
 
     def loadEditResult(self, node, run):
-        """The counterfactual of a finished run beside ``node``, and the difference; (result, difference).
-
-        A DICOM result is read by Slicer's reader as stored (MedCF writes 16 bits, the source may have
-        12). When the input is MedCF's display-space load (``Load selected radiograph``), the result is
-        put in the same space with ``medcf.io`` (if importable here) so that the difference means
-        something."""
+        """The counterfactual of a finished run beside ``node`` (in ``node``'s units), and the
+        difference; (result, difference)."""
         result = mrml.result_volume(run.out_dir, node)
-        instance = result.GetAttribute(mrml.SOURCE_ATTRIBUTE)
-        if instance and node.GetAttribute(DISPLAY_SPACE_ATTRIBUTE) == "1":
-            try:
-                display = _import_medcf().io.load_radiograph(instance).display
-                slicer.util.updateVolumeFromArray(result, display[None, :, :].astype("float32"))
-                result.SetAttribute(DISPLAY_SPACE_ATTRIBUTE, "1")
-                result.GetDisplayNode().AutoWindowLevelOff()
-                result.GetDisplayNode().SetWindowLevel(1.0, 0.5)
-            except MedCFLibraryMissing:
-                logging.info("MedCF: medcf is not importable in Slicer; the result keeps its stored values")
         return result, mrml.difference_volume(result, node)
 
     def showSideBySide(self, node, result, difference):

@@ -285,15 +285,34 @@ def edit_attributes(record: dict[str, Any]) -> dict[str, str]:
     return {EDIT_ATTRIBUTE_PREFIX + key: str(value) for key, value in facts.items() if value is not None}
 
 
-def result_volume(out_dir: str | Path, input_node, name: str | None = None, scene=None):
-    """The counterfactual ``medcf edit`` wrote into ``out_dir`` as a new volume node beside
-    ``input_node``: the same origin, spacing and IJK->RAS (the output has the input's grid), and
-    ``edit.json``'s facts as attributes (:func:`edit_attributes`).
+def in_input_units(values: np.ndarray, reference: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, dict]:
+    """``values`` (the counterfactual as ``medcf`` wrote it) mapped linearly into the units of
+    ``reference`` (the input node's voxels), by the least-squares line fitted outside the edit
+    ``region``, where ``medcf`` guarantees the output equals its reading of the input.
 
-    A NIfTI result is in ``medcf``'s display space: ``medcf`` read the input NIfTI scaled to [0, 1]
-    by its minimum and maximum (``medcf.io.inputs.read_input``), so the same scaling is undone here and
-    the result is in the input's units (pixels outside the edit region equal the input's). A DICOM
-    result is the synthetic instance as stored, read by Slicer's DICOM-capable reader."""
+    Why a fit: the file ``medcf`` writes is in its own intensity space (a NIfTI input is read scaled
+    to [0, 1] by its minimum and maximum; a DICOM result is stored at 16 bits when the source may have
+    12), while the input node holds whatever Slicer loaded. Fitted where both must agree, the map is
+    exact whenever Slicer's and MedCF's readings differ by scale and offset, and its residual says
+    when they do not (a non-linear VOI, clipping). Returns the mapped values and the fit."""
+    outside = ~np.asarray(region, dtype=bool)
+    x = np.asarray(values, dtype=np.float64)[outside]
+    y = np.asarray(reference, dtype=np.float64)[outside]
+    if x.size < 100 or float(x.std()) == 0.0:
+        raise MRMLError("too few varying pixels outside the edit region to put the result in the input's units")
+    slope, offset = np.polyfit(x, y, 1)
+    residual = float(np.abs(slope * x + offset - y).max())
+    mapped = (slope * np.asarray(values, dtype=np.float64) + offset).astype(np.float32)
+    return mapped, {"slope": float(slope), "offset": float(offset), "max_residual": residual}
+
+
+def result_volume(out_dir: str | Path, input_node, name: str | None = None, scene=None):
+    """The counterfactual ``medcf edit`` wrote into ``out_dir`` (the NIfTI/PNG image, or the synthetic
+    DICOM instance read by Slicer's DICOM-capable reader) as a new volume node beside ``input_node``:
+    the same origin, spacing and IJK->RAS (the output has the input's grid), voxels in the input's
+    units (:func:`in_input_units`, so the difference is zero outside the edit region), and
+    ``edit.json``'s facts as attributes (:func:`edit_attributes`). The synthetic file itself is
+    untouched; the node names it (:data:`SOURCE_ATTRIBUTE`) when it is DICOM."""
     scene = _scene(scene)
     out_dir = Path(out_dir)
     record_path = out_dir / "edit.json"
@@ -301,27 +320,25 @@ def result_volume(out_dir: str | Path, input_node, name: str | None = None, scen
         raise MRMLError(f"{out_dir} holds no edit.json: not a finished medcf edit")
     record = json.loads(record_path.read_text(encoding="utf-8"))
     files = record.get("files") or {}
-    if files.get("image"):
-        values = _read_array(out_dir / files["image"], scene).astype(np.float32)
-        reference = np.asarray(_slicer().util.arrayFromVolume(input_node), dtype=np.float32)
-        low, high = float(reference.min()), float(reference.max())
-        if files["image"].endswith((".nii", ".nii.gz")):
-            values = low + values * (high - low)
-    elif files.get("dicom"):
-        values = _read_array(out_dir / files["dicom"], scene)
-    else:
-        raise MRMLError(f"{record_path} names no image (files: {sorted(files)})")
+    written = files.get("image") or files.get("dicom")
+    if not written or not files.get("region"):
+        raise MRMLError(f"{record_path} names no image or no edit region (files: {sorted(files)})")
+    values = _read_array(out_dir / written, scene)
     _check_shape(values, input_node, f"the counterfactual in {out_dir}")
+    region = _read_array(out_dir / files["region"], scene) > 0
+    _check_shape(region, input_node, f"the edit region in {out_dir}")
+    reference = np.asarray(_slicer().util.arrayFromVolume(input_node))
+    values, fit = in_input_units(values, reference, region)
     node = add_volume(values, input_node, name or f"{input_node.GetName()} counterfactual (synthetic)", scene)
     for key, value in edit_attributes(record).items():
         node.SetAttribute(key, value)
     node.SetAttribute(EDIT_ATTRIBUTE_PREFIX + "OutputFolder", str(out_dir))
+    node.SetAttribute(EDIT_ATTRIBUTE_PREFIX + "ValueMap", json.dumps(fit))
     if files.get("dicom"):
         node.SetAttribute(SOURCE_ATTRIBUTE, str(out_dir / files["dicom"]))
     node.CreateDefaultDisplayNodes()
-    display = node.GetDisplayNode()
-    source_display = input_node.GetDisplayNode()
-    if display is not None and source_display is not None and files.get("image"):
+    display, source_display = node.GetDisplayNode(), input_node.GetDisplayNode()
+    if display is not None and source_display is not None:  # shown as the input is
         display.AutoWindowLevelOff()
         display.SetWindowLevel(source_display.GetWindow(), source_display.GetLevel())
     return node
