@@ -66,7 +66,7 @@ def register_segmentation_converters() -> None:
     slicer = _slicer()
     factory = slicer.vtkSegmentationConverterFactory.GetInstance()
     rules = factory.GetConverterRules()
-    have = {rules[i].GetClassName() for i in range(len(rules))} if hasattr(rules, "__len__") else set()
+    have = {rules[i].GetClassName() for i in range(len(rules))}
     for rule in (slicer.vtkBinaryLabelmapToClosedSurfaceConversionRule,
                  slicer.vtkClosedSurfaceToBinaryLabelmapConversionRule,
                  slicer.vtkFractionalLabelmapToClosedSurfaceConversionRule,
@@ -132,8 +132,9 @@ def write_volume(node, path: str | Path, scene=None) -> Path:
 
 def medcf_input(node, work_dir: str | Path, scene=None) -> Path:
     """The file ``medcf`` reads for ``node``: the DICOM it came from (attribute
-    :data:`SOURCE_ATTRIBUTE`), so that the synthetic series joins the patient's study; else the
-    volume itself as NIfTI in ``work_dir``."""
+    :data:`SOURCE_ATTRIBUTE`), so that the synthetic series is written from the patient's own DICOM
+    (patient module, Source Image Sequence, its geometry and view); else the volume itself as NIfTI
+    in ``work_dir``."""
     source = node.GetAttribute(SOURCE_ATTRIBUTE)
     if source:
         if not Path(source).exists():
