@@ -100,6 +100,17 @@ def test_segment_legends_are_the_library_legends():
     assert ZONE_LABELS == ZONE_LEGEND
 
 
+def test_old_slicer_is_refused_in_one_line():
+    from MedCFLib.logic import slicer_version_problem
+
+    for fine in ("5.12.0", "5.13.31053", "5.12.0-2026-01-01", "6.0.1"):
+        assert slicer_version_problem(fine) is None, fine
+    for old in ("5.10.2", "5.8.1", "4.11.20210226"):
+        said = slicer_version_problem(old)
+        assert said.startswith("MedCF needs Slicer 5.12 or newer") and old in said and "\n" not in said
+    assert "cannot tell which Slicer" in slicer_version_problem("unknown")
+
+
 def test_medcf_python_names_the_interpreter(monkeypatch):
     from MedCFLib.process import BackgroundEdit, default_interpreter
 

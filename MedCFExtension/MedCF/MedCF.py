@@ -28,6 +28,7 @@ from MedCFLib import (
     default_interpreter,
     load_into_scene,
     mrml,
+    slicer_version_problem,
 )
 from MedCFLib.remote import RemoteEdit, RemoteError
 
@@ -127,6 +128,7 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         self.job = None  # (kind, run, input node): kind "segment" or "edit"
         self.editTimer = None
         self.resultNode = None
+        self.versionProblem = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -137,6 +139,9 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
         self.ui.researchOnlyLabel.text = RESEARCH_ONLY_LABEL
+        self.versionProblem = slicer_version_problem(slicer.app.applicationVersion)
+        if self.versionProblem:  # refuse politely, once, and say why; every button stays off
+            self.ui.researchOnlyLabel.text = self.versionProblem
         # folders are browsed; a single DICOM file's path can be typed or pasted (an enum-set
         # property, set here rather than in the .ui so the .ui also loads without CTK's plugins)
         self.ui.pathEdit.filters = ctk.ctkPathLineEdit.Dirs
@@ -190,6 +195,11 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         return bool(self.ui.remoteRadioButton.checked)
 
     def updateButtons(self, *_):
+        if self.versionProblem:
+            for button in (self.ui.inspectButton, self.ui.loadButton, self.ui.segmentButton, self.ui.editButton,
+                           self.ui.cancelButton, self.ui.saveToDicomButton):
+                button.enabled = False
+            return
         hasPath = bool(self.currentPath())
         hasVolume = self.ui.inputVolumeSelector.currentNode() is not None
         running = self.job is not None

@@ -10,9 +10,11 @@ from .logic import (
     DISPLAY_LEVEL,
     DISPLAY_WINDOW,
     EDIT_CHOICES,
+    MIN_SLICER_VERSION,
     VolumeArrays,
     load_into_scene,
     radiograph_to_volume_arrays,
+    slicer_version_problem,
 )
 from .process import (
     CANCELLED,
@@ -42,4 +44,6 @@ __all__ = [
     "VolumeArrays",
     "load_into_scene",
     "radiograph_to_volume_arrays",
+    "MIN_SLICER_VERSION",
+    "slicer_version_problem",
 ]
