@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medcf-installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test install system-deps bench bench-reports clean monailabel monailabel-server
+.PHONY: demo test install system-deps bench bench-reports clean monailabel monailabel-server slicer-env test-slicer
 
 # MONAI Label server (docs/monailabel.md): its own environment, because monailabel 0.8.5 needs
 # pydicom < 3 and numpy < 2; the app hands MedCF's work to $(VENV) through a worker process.
@@ -16,6 +16,13 @@ ML_STAMP := $(ML_VENV)/.monailabel-installed
 STUDIES ?= build/monailabel-studies
 PORT ?= 8000
 HOST ?= 127.0.0.1
+
+# The Slicer module's test environment (docs/slicer.md): Kitware's slicer-core wheel (3D Slicer's MRML
+# scene, volume and segmentation nodes, no Qt), in its own environment because it pins its own VTK; the
+# module's logic calls MedCF in $(VENV) as `python -m medcf` (MEDCF_PYTHON), as it does inside Slicer.
+SL_VENV := .venv-slicer
+SL_STAMP := $(SL_VENV)/.slicer-core-installed
+SLICER_TESTS := tests/test_slicer_logic.py tests/test_slicer_mrml.py tests/test_slicer_remote.py
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +40,19 @@ $(ML_STAMP): monailabel_app/requirements.txt
 	touch $(ML_STAMP)
 
 monailabel: $(ML_STAMP)
+
+$(SL_STAMP): MedCFExtension/requirements-slicer-core.txt
+	test -x $(SL_VENV)/bin/python || $(PYTHON) -m venv $(SL_VENV)
+	# --no-deps: exactly the pinned list (vtk's own requirement, matplotlib, is never imported here).
+	$(SL_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-deps -r MedCFExtension/requirements-slicer-core.txt
+	touch $(SL_STAMP)
+
+slicer-env: $(SL_STAMP)
+
+# The Slicer module's tests alone: its logic on a real MRML scene (slicer-core), its background
+# process, its .ui in Qt, its remote mode against a real MONAI Label server. `make test` runs them too.
+test-slicer: install monailabel slicer-env
+	$(PY) -m pytest -q $(SLICER_TESTS)
 
 # STUDIES: a folder of films (NIfTI, PNG, DICOM) or a DICOMweb URL (http://host:port/dicom-web).
 # Extra app settings: ML_CONF='-c min_labels 5 -c timeout_counterfactual 3600'.
@@ -58,7 +78,7 @@ demo: install
 	$(PY) -m medcf phantom --n 7 --size 256 --seed 0 --ladder --out $(DEMO_DIR)/phantom
 	@echo "demo outputs in $(DEMO_DIR): edit/add and edit/remove (synthetic DICOM series, panel.png, masks, edit.json), sample-study.png, anatomy/overlay.png (+ NIfTI, DICOM SEG), generated/ (synthetic samples of the default model), phantom/pairs.jsonl, phantom/panel.png"
 
-test: install system-deps monailabel
+test: install system-deps monailabel slicer-env
 	$(PY) -m pytest -n 2 -q tests
 
 bench: install

@@ -79,7 +79,7 @@ def test_importing_logic_does_not_import_slicer_or_qt():
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(MODULE_DIR)!r})\n"
-        "import MedCFLib.logic, MedCFLib\n"
+        "import MedCFLib.logic, MedCFLib, MedCFLib.remote\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'slicer', 'qt', 'ctk', 'vtk', 'PythonQt', 'PyQt5', 'PySide2', 'PySide6'})\n"
         "print(bad)\n"
@@ -88,6 +88,38 @@ def test_importing_logic_does_not_import_slicer_or_qt():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr + result.stdout
     assert result.stdout.strip() == "[]"
+
+
+def test_segment_legends_are_the_library_legends():
+    """The segment names and label values the module reads from `medcf segment`'s label maps."""
+    from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND
+
+    from MedCFLib.logic import ORGAN_LABELS, ZONE_LABELS
+
+    assert ORGAN_LABELS == {name: value for name, value in LABEL_LEGEND.items() if value}
+    assert ZONE_LABELS == ZONE_LEGEND
+
+
+def test_old_slicer_is_refused_in_one_line():
+    from MedCFLib.logic import slicer_version_problem
+
+    for fine in ("5.12.0", "5.13.31053", "5.12.0-2026-01-01", "6.0.1"):
+        assert slicer_version_problem(fine) is None, fine
+    for old in ("5.10.2", "5.8.1", "4.11.20210226"):
+        said = slicer_version_problem(old)
+        assert said.startswith("MedCF needs Slicer 5.12 or newer") and old in said and "\n" not in said
+    assert "cannot tell which Slicer" in slicer_version_problem("unknown")
+
+
+def test_medcf_python_names_the_interpreter(monkeypatch):
+    from MedCFLib.process import BackgroundEdit, default_interpreter
+
+    monkeypatch.setenv("MEDCF_PYTHON", "/opt/medcf/bin/python")
+    assert default_interpreter() == "/opt/medcf/bin/python"
+    run = BackgroundEdit(["film.nii.gz"], "out", subcommand="segment")
+    assert run.command == ["/opt/medcf/bin/python", "-m", "medcf", "segment", "film.nii.gz", "--out", "out"]
+    monkeypatch.delenv("MEDCF_PYTHON")
+    assert default_interpreter() in (sys.executable, __import__("shutil").which("PythonSlicer"))
 
 
 def test_edit_choices_are_the_library_vocabularies():
@@ -274,6 +306,24 @@ def test_ui_file_loads_in_qt_and_holds_the_widgets(tmp_path):
     count, missing = done.stdout.split(" ", 1)
     assert int(count) > 10 and missing.strip() == "[]", done.stdout
     assert "could not be read" not in done.stderr, done.stderr  # every property parses
+
+
+def test_panel_screenshot_script_renders_the_ui(tmp_path):
+    """scripts/slicer_panel_screenshot.py (docs/images/slicer-panel.png) runs and draws the panel
+    with its caption; PySide6 comes with the test extra."""
+    from PIL import Image
+
+    out = tmp_path / "panel.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "slicer_panel_screenshot.py"), str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    with Image.open(out) as image:
+        width, height = image.size
+        pixels = np.asarray(image.convert("RGB"))
+    assert 400 <= width <= 600 and height > 900
+    assert (pixels[-30:] == [255, 243, 205]).all(axis=-1).mean() > 0.5  # the caption strip is there
+    assert pixels[: height - 70].std() > 20  # and the panel above it is drawn, not blank
 
 
 def test_cmake_installs_the_resources_and_scripts():

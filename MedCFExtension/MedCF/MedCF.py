@@ -25,11 +25,12 @@ from MedCFLib import (
     FAILED,
     FINISHED,
     RUNNING,
-    BackgroundEdit,
     default_interpreter,
-    edit_arguments,
     load_into_scene,
+    mrml,
+    slicer_version_problem,
 )
+from MedCFLib.remote import RemoteEdit, RemoteError
 
 RESEARCH_ONLY_LABEL = "Synthetic outputs: research only, never for diagnosis."
 
@@ -88,14 +89,16 @@ diagnosis.</b></p>
 Python library, which has no Slicer dependency and must be installed into Slicer's own Python
 first: in the Python console run <code>slicer.util.pip_install('medcf')</code> (or give the path
 of a MedCF source checkout instead of the name), then restart Slicer or reload the module.</p>
-<p>Now: choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances
-found and which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i>
-loads that radiograph (display-space pixels, window 1 / level 0.5) as a single-slice volume,
-shown in the coronal view. <i>Edit</i> adds or removes one finding (side, zone, severity,
-method) by running <code>medcf edit</code> in a background process (Slicer stays responsive; a
-progress bar follows the sampling, <i>Cancel</i> stops it and removes what it wrote), then loads
-the counterfactual next to the input. The output folder receives a new synthetic DICOM series,
-the panel, the masks and the provenance.</p>
+<p>Choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances found and
+which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i> loads it as a
+single-slice volume. Any scalar volume can be the <i>Input volume</i>. <i>Derive anatomy</i> runs
+<code>medcf segment</code> in the background: lungs, heart and zones become a segmentation to correct
+in Segment Editor; the edit uses it as corrected (<code>--masks</code>). <i>Edit</i> adds or removes one
+finding by running <code>medcf edit</code> in a background process, or on MedCF's MONAI Label server
+(<i>Remote</i>); Slicer stays responsive, a progress bar follows the sampling, <i>Cancel</i> stops it and
+keeps nothing. The counterfactual appears beside the input with the difference; its provenance
+(<code>edit.json</code>) is in the node's attributes. <i>Save to DICOM database</i> imports the synthetic
+series MedCF wrote.</p>
 """
         self.parent.acknowledgementText = """
 Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and for research only.
@@ -108,10 +111,13 @@ Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and
 
 
 class MedCFWidget(ScriptedLoadableModuleWidget):
-    """Path chooser, Inspect and Load buttons, a report box, and the edit controls.
+    """The panel: input (a study path or a loaded volume), anatomy, edit settings, run mode, result.
 
-    The widgets come from Resources/UI/MedCF.ui. An edit runs ``medcf edit`` in a background
-    process (``MedCFLib.BackgroundEdit``); a timer polls it, so Slicer stays responsive."""
+    The widgets come from Resources/UI/MedCF.ui. Segmenting and editing run outside Slicer's main
+    thread: a local ``python -m medcf`` process (``MedCFLib.BackgroundEdit``) or the MONAI Label server
+    (``MedCFLib.remote.RemoteEdit``, same interface); one timer polls whichever runs, so Slicer stays
+    responsive and the progress bar and Cancel button work the same way for both. The scene work is
+    ``MedCFLib.mrml`` (tested headless against slicer-core); this class only wires widgets to it."""
 
     POLL_INTERVAL_MS = 200
 
@@ -119,8 +125,10 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         self.logic = None
         self.ui = None
-        self.editRun = None
+        self.job = None  # (kind, run, input node): kind "segment" or "edit"
         self.editTimer = None
+        self.resultNode = None
+        self.versionProblem = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -131,11 +139,16 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
 
         self.ui.researchOnlyLabel.text = RESEARCH_ONLY_LABEL
+        self.versionProblem = slicer_version_problem(slicer.app.applicationVersion)
+        if self.versionProblem:  # refuse politely, once, and say why; every button stays off
+            self.ui.researchOnlyLabel.text = self.versionProblem
         # folders are browsed; a single DICOM file's path can be typed or pasted (an enum-set
         # property, set here rather than in the .ui so the .ui also loads without CTK's plugins)
         self.ui.pathEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.ui.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.ui.reportBox.setFont(qt.QFontDatabase.systemFont(qt.QFontDatabase.FixedFont))
+        self.ui.inputVolumeSelector.setMRMLScene(slicer.mrmlScene)
+        self.ui.segmentationSelector.setMRMLScene(slicer.mrmlScene)
         self.editCombos = {}
         for name, values in EDIT_CHOICES.items():
             combo = getattr(self.ui, f"{name}ComboBox")
@@ -143,6 +156,7 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
             self.editCombos[name] = combo
         self.ui.severityComboBox.setCurrentText("moderate")
         self.ui.methodComboBox.setCurrentText("auto")
+        self.ui.serverUrlEdit.text = qt.QSettings().value("MedCF/ServerURL", "")
 
         self.editTimer = qt.QTimer()
         self.editTimer.setInterval(self.POLL_INTERVAL_MS)
@@ -150,20 +164,26 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
 
         self.ui.pathEdit.connect("currentPathChanged(QString)", self.updateButtons)
         self.ui.outputEdit.connect("currentPathChanged(QString)", self.updateButtons)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
+        self.ui.remoteRadioButton.connect("toggled(bool)", self.updateButtons)
+        self.ui.serverUrlEdit.connect("textChanged(QString)", self.updateButtons)
         self.ui.inspectButton.connect("clicked(bool)", self.onInspect)
         self.ui.loadButton.connect("clicked(bool)", self.onLoad)
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelEdit)
+        self.ui.saveToDicomButton.connect("clicked(bool)", self.onSaveToDicom)
 
         self.updateButtons()
 
     def cleanup(self):
-        """Module closed or reloaded: a running edit is cancelled, not orphaned."""
+        """Module closed or reloaded: a running job is cancelled, not orphaned."""
         if self.editTimer is not None:
             self.editTimer.stop()
-        if self.editRun is not None:
-            self.editRun.cancel()
-            self.editRun = None
+        if self.job is not None:
+            self.job[1].cancel()
+            self.job = None
 
     def currentPath(self):
         return self.ui.pathEdit.currentPath.strip()
@@ -171,19 +191,36 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
     def outputPath(self):
         return self.ui.outputEdit.currentPath.strip()
 
+    def remote(self):
+        return bool(self.ui.remoteRadioButton.checked)
+
     def updateButtons(self, *_):
+        if self.versionProblem:
+            for button in (self.ui.inspectButton, self.ui.loadButton, self.ui.segmentButton, self.ui.editButton,
+                           self.ui.cancelButton, self.ui.saveToDicomButton):
+                button.enabled = False
+            return
         hasPath = bool(self.currentPath())
-        running = self.editRun is not None
+        hasVolume = self.ui.inputVolumeSelector.currentNode() is not None
+        running = self.job is not None
+        remoteReady = not self.remote() or bool(self.ui.serverUrlEdit.text.strip())
         self.ui.inspectButton.enabled = hasPath
         self.ui.loadButton.enabled = hasPath
-        self.ui.editButton.enabled = hasPath and bool(self.outputPath()) and not running
+        self.ui.segmentButton.enabled = hasVolume and not running
+        self.ui.useSegmentationCheckBox.enabled = not self.remote()  # the server segments with its own weights
+        self.ui.serverUrlEdit.enabled = self.remote()
+        self.ui.editButton.enabled = hasVolume and bool(self.outputPath()) and remoteReady and not running
         self.ui.cancelButton.enabled = running
+        self.ui.saveToDicomButton.enabled = self.resultNode is not None and bool(
+            self.resultNode.GetAttribute(mrml.SOURCE_ATTRIBUTE))
 
     def _run(self, action):
         """Run ``action``; show MedCF errors as one line, unexpected ones with a console pointer."""
         try:
             return action()
         except MedCFLibraryMissing as exc:
+            slicer.util.errorDisplay(str(exc))
+        except (mrml.MRMLError, RemoteError) as exc:
             slicer.util.errorDisplay(str(exc))
         except Exception as exc:
             if _is_medcf_error(exc):
@@ -207,56 +244,108 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         if result is None:
             return
         node, radiograph = result
+        self.ui.inputVolumeSelector.setCurrentNode(node)
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpGreenSliceView)
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         self.ui.reportBox.appendPlainText("\n" + MedCFLogic.describeLoaded(node, radiograph))
 
-    def onEdit(self):
-        """Start ``medcf edit`` in the background; onEditPoll follows it."""
-        if self.editRun is not None:
-            return
-        options = {name: combo.currentText for name, combo in self.editCombos.items()}
-        run = self._run(lambda: self.logic.startEdit(self.currentPath(), options, self.outputPath()))
+    def _startJob(self, kind, start):
+        node = self.ui.inputVolumeSelector.currentNode()
+        run = self._run(lambda: start(node))
         if run is None:
             return
-        self.editRun = run
+        self.job = (kind, run, node)
         self.ui.editProgressBar.value = 0
-        self.ui.editStatusLabel.text = "Starting medcf edit in the background..."
+        self.ui.editStatusLabel.text = f"Starting medcf {kind} in the background..."
         self.updateButtons()
         self.editTimer.start()
 
+    def onSegment(self):
+        """``medcf segment`` on the input volume in the background; onEditPoll adds the segmentation."""
+        if self.job is None:
+            self._startJob("segment", self.logic.startSegment)
+
+    def editOptions(self):
+        options = {name: combo.currentText for name, combo in self.editCombos.items()}
+        options["strength"] = f"{self.ui.strengthSpinBox.value:g}"
+        options["seed"] = str(int(self.ui.seedSpinBox.value))
+        return options
+
+    def onEdit(self):
+        """Start the edit (local process or MONAI Label server); onEditPoll follows it."""
+        if self.job is not None:
+            return
+        options, out = self.editOptions(), self.outputPath()
+        if self.remote():
+            url = self.ui.serverUrlEdit.text.strip()
+            qt.QSettings().setValue("MedCF/ServerURL", url)
+            self._startJob("edit", lambda node: self.logic.startRemoteEdit(url, node, options, out))
+        else:
+            segmentation = self.ui.segmentationSelector.currentNode() \
+                if self.ui.useSegmentationCheckBox.checked else None
+            self._startJob("edit", lambda node: self.logic.startEdit(node, options, out, segmentation))
+
     def onEditPoll(self):
-        if self.editRun is None:
+        if self.job is None:
             self.editTimer.stop()
             return
-        state, percent, message = self.editRun.poll()
+        kind, run, node = self.job
+        state, percent, message = run.poll()
         self.ui.editProgressBar.value = int(percent)
         if state == RUNNING:
             self.ui.editStatusLabel.text = message
             return
         self.editTimer.stop()
-        run, self.editRun = self.editRun, None
+        self.job = None
         self.updateButtons()
         if state == FINISHED:
             self.ui.editStatusLabel.text = "Finished."
-            result = self._run(lambda: self.logic.loadEditResult(run))
-            if result is not None:
-                node, files = result
-                slicer.util.setSliceViewerLayers(background=node, fit=True)
-                self.ui.reportBox.appendPlainText("\nCounterfactual (synthetic, research only): "
-                                                  + ", ".join(f"{k}: {v}" for k, v in files.items()))
+            if kind == "segment":
+                segmentation = self._run(lambda: mrml.segmentation_from_anatomy(run.out_dir, node))
+                if segmentation is not None:
+                    self.ui.segmentationSelector.setCurrentNode(segmentation)
+                    self.ui.reportBox.appendPlainText(
+                        f"\nAnatomy of '{node.GetName()}': segmentation '{segmentation.GetName()}' (lungs, heart, "
+                        "zones). Correct it in Segment Editor; the edit uses it as corrected.")
+            else:
+                self.showResult(node, run)
         elif state == FAILED:
             self.ui.editStatusLabel.text = f"Failed: {message}"
             slicer.util.errorDisplay(message)
         else:
-            self.ui.editStatusLabel.text = "Cancelled; nothing was written."
+            self.ui.editStatusLabel.text = "Cancelled; nothing was kept."
+
+    def showResult(self, node, run):
+        """The counterfactual beside the input, with the difference, in three coronal views."""
+        nodes = self._run(lambda: self.logic.loadEditResult(node, run))
+        if nodes is None:
+            return
+        result, difference = nodes
+        self.resultNode = result
+        self.updateButtons()
+        self.logic.showSideBySide(node, result, difference)
+        facts = ", ".join(f"{k[len(mrml.EDIT_ATTRIBUTE_PREFIX):]}: {result.GetAttribute(k)}"
+                          for k in ("MedCF.Finding", "MedCF.Action", "MedCF.Side", "MedCF.TargetReached",
+                                    "MedCF.AnatomySource") if result.GetAttribute(k))
+        self.ui.reportBox.appendPlainText(f"\nCounterfactual (synthetic, research only) '{result.GetName()}': {facts}; "
+                                          f"files in {run.out_dir}")
 
     def onCancelEdit(self):
-        if self.editRun is None:
+        if self.job is None:
             return
         with _WaitCursor():
-            self.editRun.cancel()
+            self.job[1].cancel()
         self.onEditPoll()
+
+    def onSaveToDicom(self):
+        """Import the synthetic series MedCF's writer wrote (not Slicer's exporter, which cannot tag
+        synthetic images) into Slicer's DICOM database."""
+        if self.resultNode is None:
+            return
+        with _WaitCursor():
+            said = self._run(lambda: self.logic.importSeries(self.resultNode))
+        if said:
+            self.ui.reportBox.appendPlainText("\n" + said)
 
 
 class _WaitCursor:
@@ -291,24 +380,91 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
         if name is None:
             stem = radiograph.path.stem if radiograph.path is not None else os.path.basename(path)
             name = slicer.mrmlScene.GenerateUniqueName(f"MedCF {stem}")
-        return load_into_scene(radiograph, name), radiograph
+        node = load_into_scene(radiograph, name)
+        if radiograph.path is not None:
+            node.SetAttribute(mrml.SOURCE_ATTRIBUTE, str(radiograph.path))  # medcf edits this very file
+        return node, radiograph
 
-    def startEdit(self, path, options, out_dir, interpreter=None):
-        """Start ``medcf edit`` on ``path`` with ``options`` (finding, action, side, zone, severity,
-        method; "-" = not given) writing into ``out_dir``, in a background process; return the
-        running ``MedCFLib.BackgroundEdit``. The interpreter is Slicer's PythonSlicer by default."""
-        _import_medcf()  # say what to install now, not after the process fails
-        run = BackgroundEdit(edit_arguments(path, options), out_dir, interpreter or default_interpreter())
-        return run.start()
+    def workDir(self):
+        """A folder for the files handed to ``medcf`` (the input as NIfTI, the masks), in Slicer's
+        temporary folder, one per run so runs never share files."""
+        import tempfile
 
-    def loadEditResult(self, run):
-        """Load the counterfactual of a finished ``run``; return (volume node, files)."""
-        medcf = _import_medcf()
-        files = run.result()
-        radiograph = medcf.io.load_radiograph(files.get("dicom") or files["image"])
-        stem = os.path.basename(os.path.dirname(os.path.dirname(files["dicom"]))) if "dicom" in files else "image"
-        name = slicer.mrmlScene.GenerateUniqueName(f"MedCF counterfactual {stem}")
-        return load_into_scene(radiograph, name), files
+        base = os.path.join(slicer.app.temporaryPath, "MedCF")
+        os.makedirs(base, exist_ok=True)
+        return tempfile.mkdtemp(prefix="run-", dir=base)
+
+    def sourceFor(self, node):
+        """Tell ``medcf`` which file a volume came from: MedCF's own load sets it; a volume loaded from
+        Slicer's DICOM database names its instances, whose file the database knows."""
+        if not node.GetAttribute(mrml.SOURCE_ATTRIBUTE):
+            uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+            if uids and getattr(slicer, "dicomDatabase", None) is not None:
+                path = slicer.dicomDatabase.fileForInstance(uids[0])
+                if path:
+                    node.SetAttribute(mrml.SOURCE_ATTRIBUTE, path)
+        return node
+
+    def _needsLocalMedCF(self):
+        if not os.environ.get("MEDCF_PYTHON"):  # medcf runs in Slicer's Python: say what to install now
+            _import_medcf()
+
+    def startSegment(self, node):
+        """``medcf segment`` on ``node`` in a background process; returns the running job."""
+        self._needsLocalMedCF()
+        work = self.workDir()
+        return mrml.start_segment(self.sourceFor(node), os.path.join(work, "anatomy"), work, default_interpreter())
+
+    def startEdit(self, node, options, out_dir, segmentation=None):
+        """``medcf edit`` on ``node`` (with ``segmentation`` as its anatomy when given) writing into
+        ``out_dir``, in a background process; returns the running ``BackgroundEdit``."""
+        self._needsLocalMedCF()
+        return mrml.start_edit(self.sourceFor(node), options, out_dir, self.workDir(), segmentation,
+                               default_interpreter())
+
+    def startRemoteEdit(self, url, node, options, out_dir):
+        """The same edit on MedCF's MONAI Label server; returns the running ``RemoteEdit``."""
+        source = mrml.medcf_input(self.sourceFor(node), self.workDir())
+        return RemoteEdit(url, source, options, out_dir).start()
+
+    def loadEditResult(self, node, run):
+        """The counterfactual of a finished run beside ``node`` (in ``node``'s units), and the
+        difference; (result, difference)."""
+        result = mrml.result_volume(run.out_dir, node)
+        return result, mrml.difference_volume(result, node)
+
+    def showSideBySide(self, node, result, difference):
+        """Input | counterfactual | difference in three coronal slice views."""
+        layoutId = 40501
+        layout = """<layout type="horizontal">""" + "".join(
+            f"""<item><view class="vtkMRMLSliceNode" singletontag="{tag}">
+            <property name="orientation" action="default">Coronal</property>
+            <property name="viewlabel" action="default">{label}</property>
+            <property name="viewcolor" action="default">{color}</property></view></item>"""
+            for tag, label, color in (("Red", "R", "#F34A33"), ("Yellow", "Y", "#EDD54C"),
+                                      ("Green", "G", "#6EB04B"))) + "</layout>"
+        layoutNode = slicer.app.layoutManager().layoutLogic().GetLayoutNode()
+        if not layoutNode.IsLayoutDescription(layoutId):
+            layoutNode.AddLayoutDescription(layoutId, layout)
+        slicer.app.layoutManager().setLayout(layoutId)
+        for tag, volume in (("Red", node), ("Yellow", result), ("Green", difference)):
+            composite = slicer.app.layoutManager().sliceWidget(tag).mrmlSliceCompositeNode()
+            composite.SetBackgroundVolumeID(volume.GetID())
+            composite.SetForegroundVolumeID(None)
+            slicer.app.layoutManager().sliceWidget(tag).sliceLogic().FitSliceToAll()
+
+    def importSeries(self, result):
+        """Import the folder of the synthetic series behind ``result`` into the DICOM database;
+        returns what was done, in one line."""
+        from DICOMLib import DICOMUtils
+
+        instance = result.GetAttribute(mrml.SOURCE_ATTRIBUTE)
+        if not instance or not os.path.isfile(instance):
+            raise mrml.MRMLError(f"'{result.GetName()}' has no synthetic DICOM series on disk (was the input DICOM?)")
+        folder = os.path.dirname(instance)
+        DICOMUtils.importDicom(folder)
+        series = mrml.dicom_tags(instance, ["0020|000e"]).get("0020|000e", "?")
+        return f"Imported the synthetic series {series} from {folder} into the DICOM database."
 
     @staticmethod
     def describeLoaded(node, radiograph):

@@ -1,6 +1,6 @@
 """Client/server version check: a mismatch gets one clear sentence, not an odd failure later.
 
-Clients that know about this app (scripts; MedCF's Slicer module once it has a remote mode) send
+Clients that know about this app (scripts; MedCF's Slicer module in its remote mode) send
 ``client_version`` (the MONAI Label version their client library speaks) in an infer
 request's params. MONAI Label's REST routes and client library change between minor
 releases, so a different major.minor is refused with what to install; patch releases of

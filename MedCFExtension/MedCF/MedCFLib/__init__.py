@@ -1,4 +1,8 @@
-"""Slicer-side helpers of the MedCF module; the work itself is done by ``medcf``."""
+"""Slicer-side helpers of the MedCF module; the work itself is done by ``medcf``.
+
+Importing this package pulls in neither Slicer nor Qt (a test checks it). ``MedCFLib.mrml`` (the
+scene work; needs Slicer's MRML, the application's or slicer-core's) and ``MedCFLib.remote`` (the
+MONAI Label client) are imported by name where they are used."""
 
 from .logic import (
     CORONAL_IJK_TO_RAS,
@@ -6,9 +10,11 @@ from .logic import (
     DISPLAY_LEVEL,
     DISPLAY_WINDOW,
     EDIT_CHOICES,
+    MIN_SLICER_VERSION,
     VolumeArrays,
     load_into_scene,
     radiograph_to_volume_arrays,
+    slicer_version_problem,
 )
 from .process import (
     CANCELLED,
@@ -38,4 +44,6 @@ __all__ = [
     "VolumeArrays",
     "load_into_scene",
     "radiograph_to_volume_arrays",
+    "MIN_SLICER_VERSION",
+    "slicer_version_problem",
 ]

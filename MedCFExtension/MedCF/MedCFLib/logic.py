@@ -36,6 +36,34 @@ EDIT_CHOICES = {
     "method": ["auto", "steer", "regulated", "regulated+steer"],
 }
 
+# The label maps `medcf segment` writes (anatomy.nii.gz, zones.nii.gz; docs/anatomy.md), copied here so
+# that the module loads without the library (a test keeps them equal to medcf.anatomy.masks).
+ORGAN_LABELS = {"lung_right": 1, "lung_left": 2, "heart": 3}
+ZONE_LABELS = {"right_upper": 1, "right_middle": 2, "right_lower": 3, "left_upper": 4, "left_middle": 5,
+               "left_lower": 6, "right_costophrenic": 7, "left_costophrenic": 8}
+
+#: the oldest Slicer the module runs in: 5.12 ships pydicom 3, which medcf needs (issue 19)
+MIN_SLICER_VERSION = (5, 12)
+
+
+def slicer_version_problem(version: str) -> str | None:
+    """Why this Slicer (``slicer.app.applicationVersion``, e.g. "5.10.2") cannot run the module, in
+    one line; None when it can. Said when the module opens, rather than as an odd failure later."""
+    parts = []
+    for piece in str(version).split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    wanted = ".".join(map(str, MIN_SLICER_VERSION))
+    if len(parts) < 2:
+        return f"MedCF cannot tell which Slicer this is ({version!r}); it needs Slicer {wanted} or newer."
+    if tuple(parts) < MIN_SLICER_VERSION:
+        return (f"MedCF needs Slicer {wanted} or newer (it ships pydicom 3, which MedCF needs); this is Slicer "
+                f"{version}. Install a current Slicer from download.slicer.org.")
+    return None
+
+
 DEFAULT_SPACING_MM = 1.0
 DISPLAY_WINDOW = 1.0
 DISPLAY_LEVEL = 0.5

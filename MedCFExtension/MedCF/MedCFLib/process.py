@@ -53,9 +53,11 @@ def parse_progress(line: str) -> float | None:
 
 
 def default_interpreter() -> str:
-    """Slicer's ``PythonSlicer`` when on PATH (inside Slicer ``sys.executable`` is the
-    application itself), else this interpreter."""
-    return shutil.which("PythonSlicer") or sys.executable
+    """The Python that runs ``medcf``: ``$MEDCF_PYTHON`` when set (MedCF installed in an environment of
+    its own, as the MONAI Label app's worker finds it; the slicer-core tests use it), else Slicer's
+    ``PythonSlicer`` when on PATH (inside Slicer ``sys.executable`` is the application itself), else
+    this interpreter."""
+    return os.environ.get("MEDCF_PYTHON") or shutil.which("PythonSlicer") or sys.executable
 
 
 def edit_arguments(input_path: str | os.PathLike, options: dict[str, str | None]) -> list[str]:
@@ -96,9 +98,13 @@ class BackgroundEdit:
     """One ``medcf edit`` run in a child process; see the module docstring."""
 
     def __init__(self, args: list[str], out_dir: str | os.PathLike, interpreter: str | None = None,
-                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None):
+                 env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
+                 subcommand: str = "edit"):
+        """``subcommand`` is the ``medcf`` command to run (``edit``, or ``segment`` for the anatomy the
+        user then corrects): every command that writes into ``--out`` is followed and cancelled alike."""
         self.out_dir = Path(out_dir)
-        self.command = [interpreter or default_interpreter(), "-m", "medcf", "edit", *map(str, args),
+        self.subcommand = subcommand
+        self.command = [interpreter or default_interpreter(), "-m", "medcf", subcommand, *map(str, args),
                         "--out", str(self.out_dir)]
         self._env = dict(os.environ if env is None else env)
         self._env["PYTHONUNBUFFERED"] = "1"
@@ -181,7 +187,7 @@ class BackgroundEdit:
                 return RUNNING, self._percent, self._message
             if code == 0:
                 return FINISHED, 100.0, "finished"
-            error = self._stderr[-1] if self._stderr else f"medcf edit exited with status {code}"
+            error = self._stderr[-1] if self._stderr else f"medcf {self.subcommand} exited with status {code}"
             return FAILED, self._percent, error
 
     def wait(self, timeout: float | None = None) -> tuple[str, float, str]:

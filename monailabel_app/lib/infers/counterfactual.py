@@ -8,7 +8,7 @@ edit`` wrote (the synthetic DICOM series, ``edit.json``, masks, panel). ``edit.j
 always comes back in the result's JSON (``edit``).
 
 MONAI Label's own Slicer plugin lists only segmentation-type models, so it does not show
-this task; its clients are plain HTTP and scripts (MedCF's Slicer module once it has a remote mode).
+this task; its clients are plain HTTP and scripts (MedCF's Slicer module in its remote mode).
 """
 
 from __future__ import annotations

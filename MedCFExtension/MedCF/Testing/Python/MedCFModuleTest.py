@@ -25,7 +25,9 @@ class MedCFModuleTest(ScriptedLoadableModuleTest):
         slicer.util.selectModule("MedCF")
         widget = slicer.modules.MedCFWidget
         for name in ("pathEdit", "inspectButton", "loadButton", "reportBox", "outputEdit", "editButton",
-                     "cancelButton", "editProgressBar", "editStatusLabel", "findingComboBox"):
+                     "cancelButton", "editProgressBar", "editStatusLabel", "findingComboBox", "inputVolumeSelector",
+                     "segmentButton", "segmentationSelector", "useSegmentationCheckBox", "strengthSpinBox",
+                     "seedSpinBox", "localRadioButton", "remoteRadioButton", "serverUrlEdit", "saveToDicomButton"):
             self.assertTrue(hasattr(widget.ui, name), name)
         self.assertEqual(widget.ui.findingComboBox.count, 7)
         self.assertFalse(widget.ui.cancelButton.enabled)
