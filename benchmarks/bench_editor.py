@@ -162,7 +162,7 @@ def speed(repeats: int) -> None:
         "steering (anatomy-gated)": run(lambda: [Steering(vectors, editor.vectors.timesteps, Action.ADD, region=region)]),
         "regulation (no energy)": run(lambda: [AnatomyRegulation(region, encoded), PathologyEnhancement(region, tokens)]),
         "regulation + energy": run(lambda: [AnatomyRegulation(region, encoded), PathologyEnhancement(region, tokens),
-                                            ConcentrationEnergy(g, region, encoded, tokens)]),
+                                            ConcentrationEnergy(g, encoded, region=region, tokens=tokens)]),
     }
     for fn in variants.values():
         fn()  # warm up

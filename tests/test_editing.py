@@ -209,7 +209,7 @@ def test_vectors_estimate_save_load_and_refuse_other_weights(generators, tmp_pat
 def test_energy_gradient_step_lowers_the_concentration_energy(generators):
     generator = generators["medcf-default"]
     region, text, tokens = effusion_setup(generator)
-    energy = ConcentrationEnergy(generator, region, text, tokens, step_size=0.02, max_refinements=0)
+    energy = ConcentrationEnergy(generator, text, region=region, tokens=tokens, step_size=0.02, max_refinements=0)
     with AttentionController(generator, [energy], steps=10) as controller:
         z = torch.randn(1, generator.latent_channels, *generator.latent_size, generator=torch.Generator().manual_seed(3))
         before = float(energy.energy(z, 800))

@@ -102,7 +102,7 @@ def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None
     from medcf.editing.spec import EditSpec
 
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    **chosen_settings(args))
+                    optimize_noise=getattr(args, "optimize_noise", False), **chosen_settings(args))
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -258,6 +258,11 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                             "column, or a folder of .txt reports. Writes report_mix.md/.json (the corpus's "
                             "combinations, head/medium/tail, pairs drawn)")
     pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
+    pairs.add_argument("--optimize-noise", action="store_true",
+                       help="InitNO: before each pair, optimise the initial noise (at most 5 rounds x 10 "
+                            "differentiable denoiser calls) so that the finding's words are attended to at the first "
+                            "step; for rare combinations. What it did and cost goes into pairs.jsonl. On the default "
+                            "model it measured no gain (docs/editing.md)")
     pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     pairs.add_argument("--segmenter", default=None,
                        help="segmenter of the factual films (default medcf; or a site's registered name)")

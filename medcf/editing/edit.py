@@ -104,7 +104,8 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
             tokens = pathology_tokens(text, spec.finding)
             methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out))
             if spec.energy:
-                methods.append(ConcentrationEnergy(generator, region, text, tokens, step_size=constants.energy_step))
+                methods.append(ConcentrationEnergy(generator, text, region=region, tokens=tokens,
+                                                   step_size=constants.energy_step))
         else:  # the finding lives in the negative prompt: make it attend to the region it must leave
             tokens = pathology_tokens(generator.encode_text([negative]), spec.finding)
             methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out, branches=(UNCOND,)))

@@ -27,30 +27,33 @@ def concentration_energy(maps: list[torch.Tensor], target: torch.Tensor, tokens:
     one grid whose flattened target mask is ``target`` ``(queries,)``."""
     energies = []
     for probabilities in maps:
-        attention = probabilities.mean(dim=1)[..., 1:]  # drop the start token
-        attention = attention / attention.sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        per_token = attention[..., [k - 1 for k in tokens]]  # (batch, queries, |P|)
+        per_token = normalized_token_attention(probabilities, tokens)  # (batch, queries, |P|)
         inside = (per_token * target[None, :, None]).sum(dim=1)
         share = inside / per_token.sum(dim=1).clamp_min(1e-12)
         energies.append((1 - share).max(dim=-1).values)  # (batch,)
     return torch.stack(energies).mean()
 
 
+def normalized_token_attention(probabilities: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """``Ã`` for ``tokens``: cross-attention probabilities ``(batch, heads, queries, keys)``
+    averaged over heads, renormalised over the prompt's tokens after the start token (which
+    soaks up most of the mass and says nothing of where a word goes); ``(batch, queries, |tokens|)``."""
+    attention = probabilities.mean(dim=1)[..., 1:]
+    attention = attention / attention.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return attention[..., [k - 1 for k in tokens]]
+
+
 @dataclass
-class ConcentrationEnergy(ControlMethod):
-    """The latent correction; needs the controller it runs under (``controller``)."""
+class CrossAttentionProbe(ControlMethod):
+    """One differentiable conditional denoiser call that keeps the cross-attention
+    probabilities of the finest grid: what the concentration energy and the initial-noise
+    optimisation (:mod:`medcf.editing.initno`) both measure. Needs the controller it runs
+    under (``controller``)."""
 
     generator: Generator
-    region: EditRegion
     text: TextEncoding  # conditional prompt(s), one per batch row
-    tokens: list[int]
-    step_size: float = 0.08
-    window: tuple[float, float] = (0.0, 0.2)
-    refine_at: tuple[int, ...] = (0,)
-    max_refinements: int = 3
-    threshold: float = 0.2
     controller: object = None
-    history: list[tuple[int, float]] = field(default_factory=list)
+    needs_maps: bool = False
     _maps: list[torch.Tensor] = field(default_factory=list, repr=False)
     _grid: tuple[int, int] | None = None
 
@@ -68,9 +71,14 @@ class ConcentrationEnergy(ControlMethod):
         grids = [s.grid_for(hw) for s in self.generator.attention_sites() if s.kind == CROSS]
         return max(grids, key=lambda g: g[0] * g[1])
 
-    def energy(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
-        """``E`` at ``latents`` (differentiable), one conditional denoiser call."""
+    @property
+    def grid(self) -> tuple[int, int]:
         self._grid = self._grid or self._finest_grid()
+        return self._grid
+
+    def attention_maps(self, latents: torch.Tensor, timestep: int) -> list[torch.Tensor]:
+        """The finest grid's cross-attention probabilities at ``latents`` (differentiable)."""
+        _ = self.grid
         self._maps = []
         self.needs_maps = True
         saved = self.controller.branches
@@ -81,7 +89,27 @@ class ConcentrationEnergy(ControlMethod):
         finally:
             self.needs_maps = False
             self.controller.set_branches(saved)
-        return concentration_energy(self._maps, self.region.target_tokens(self._grid).to(latents.device), self.tokens)
+        maps, self._maps = self._maps, []
+        return maps
+
+
+@dataclass
+class ConcentrationEnergy(CrossAttentionProbe):
+    """The latent correction (see the module's docstring)."""
+
+    region: EditRegion = None
+    tokens: list[int] = field(default_factory=list)
+    step_size: float = 0.08
+    window: tuple[float, float] = (0.0, 0.2)
+    refine_at: tuple[int, ...] = (0,)
+    max_refinements: int = 3
+    threshold: float = 0.2
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+    def energy(self, latents: torch.Tensor, timestep: int) -> torch.Tensor:
+        """``E`` at ``latents`` (differentiable), one conditional denoiser call."""
+        maps = self.attention_maps(latents, timestep)
+        return concentration_energy(maps, self.region.target_tokens(self.grid).to(latents.device), self.tokens)
 
     def prepare_latents(self, step, timestep, latents):
         progress = self.controller.progress(step)

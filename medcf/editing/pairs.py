@@ -60,6 +60,7 @@ class Pair:
     prompts: dict[str, str]
     spec: EditSpec
     trajectory: Trajectory  # the factual's sampling path: another method can re-sample from it
+    noise_report: dict | None = None  # what the initial-noise optimisation did (spec.optimize_noise)
 
 
 def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
@@ -67,20 +68,36 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     """One pair from ``spec.seed``; raises :class:`MedCFError` if the factual sample is not
     read as a frontal chest film (its edit region would be meaningless)."""
     prompts = edit_prompts(spec, view, generator.convention)
+    start_noise, noise_report = pair_noise(generator, spec, prompts)
     trace = _Trace()
     with AttentionController(generator, [trace], steps=spec.steps) as controller:
         factual_run = sample(generator, [prompts["source"]], seed=spec.seed, steps=spec.steps, observer=controller,
-                             progress=False, decode=False)
+                             progress=False, decode=False, latents=start_noise)
     factual = generator.decode_images(factual_run.latents)[0]
     masks = segment(factual, segmenter)
     region = EditRegion.build(masks, spec, tuple(factual.shape))
-    start_noise = initial_noise(generator, [spec.seed])  # what the factual run started from
     trajectory = Trajectory([start_noise, *trace.latents], factual_run.settings["timesteps"])
     bits = np.zeros(factual.shape, np.uint8)
     for organ in Organ:
         bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
-    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory), spec.method,
-                         vectors)
+    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory, noise_report),
+                         spec.method, vectors)
+
+
+def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) -> tuple[torch.Tensor, dict | None]:
+    """The initial noise both films of a pair start from: the seed's own, or (``spec.optimize_noise``)
+    that noise optimised so that the film which carries the finding attends to its tokens
+    (:mod:`medcf.editing.initno`), with what the optimisation did."""
+    if not spec.optimize_noise:
+        return initial_noise(generator, [spec.seed]), None
+    from medcf.editing.initno import optimize_initial_noise
+    from medcf.editing.regulation import pathology_tokens
+    from medcf.vocab import Action
+
+    carrier = prompts["target"] if spec.action is Action.ADD else prompts["source"]
+    tokens = pathology_tokens(generator.encode_text([carrier]), spec.finding)
+    noise, report = optimize_initial_noise(generator, carrier, tokens, spec.seed, spec.steps)
+    return noise, report.to_dict()
 
 
 def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: SteeringVectors | None) -> Pair:
@@ -94,7 +111,7 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     with AttentionController(generator, methods, steps=spec.steps) as controller:
         edited = sample(generator, [edit_prompt], seed=spec.seed, steps=spec.steps, negative_prompt=negative,
                         guidance_scale=region_guidance(mask, spec, generator.guidance_scale),
-                        observer=controller, progress=False, decode=False)
+                        observer=controller, progress=False, decode=False, latents=pair.trajectory.latents[0])
     decoded = generator.decode_images(edited.latents)[0]
     check_image(decoded, "the counterfactual sample", hint=precision_hint(generator.dtype))
     counterfactual = np.clip(pair.factual + pair.region.native_weight * (decoded - pair.factual), 0, 1)
@@ -120,7 +137,8 @@ def reprompted(generator: Generator, pair: Pair) -> np.ndarray:
     """The re-prompting baseline from scratch: the counterfactual prompt sampled from the
     factual's own initial noise (same seed, same steps), nothing held — the pair a user of
     a plain text-to-image model would make."""
-    result = sample(generator, [pair.prompts["target"]], seed=pair.spec.seed, steps=pair.spec.steps, progress=False)
+    result = sample(generator, [pair.prompts["target"]], seed=pair.spec.seed, steps=pair.spec.steps, progress=False,
+                    latents=pair.trajectory.latents[0])
     check_image(result.images[0], "the re-prompted sample", hint=precision_hint(generator.dtype))
     return result.images[0]
 
@@ -140,6 +158,7 @@ def _arrays(pair: Pair, generator: Generator) -> dict:
     return {"factual": pair.factual, "counterfactual": pair.counterfactual,
             "lesion": pair.region.native_region.astype(np.uint8), "anatomy": pair.anatomy,
             "region": pair.region.target.numpy(), "prompts": pair.prompts, "spec": pair.spec,
+            "noise_optimization": pair.noise_report,
             "generator": f"medcf {medcf.__version__} {generator.format}", "placement": generator.placement()}
 
 
@@ -212,6 +231,8 @@ def write_pair_stream(pairs: Iterable[tuple[int, dict]], n: int, out_dir: str | 
             "placement": pair["placement"],
             "notice": NOTICE,
         }
+        if pair.get("noise_optimization"):
+            records[index]["noise_optimization"] = pair["noise_optimization"]
         if index < 6:
             tiles[index] = [Tile(pair["factual"], f"factual #{sample_id} seed {seed}"),
                             Tile(pair["counterfactual"], f"counterfactual ({spec.method.value})"),

@@ -93,7 +93,9 @@ class EditSpec:
     applies); ``energy`` adds the concentration-energy latent correction to ``regulated``
     additions; ``passes`` how many passes the editor may make, each stronger and deeper
     than the last, until the model's own check (:mod:`medcf.editing.evidence`) finds the
-    target state. ``None`` and ``auto`` are settled by
+    target state. ``optimize_noise``: for a pair sampled from scratch, optimise the initial
+    noise first so that the finding's tokens are attended to (InitNO,
+    :mod:`medcf.editing.initno`; rare combinations). ``None`` and ``auto`` are settled by
     :func:`medcf.editing.defaults.resolve` before an edit runs. ``constants``: the
     methods' constants (:class:`EditConstants`), recorded with the spec in ``edit.json``.
     """
@@ -112,6 +114,7 @@ class EditSpec:
     energy: bool = False
     passes: int = 1
     guidance: float | None = None
+    optimize_noise: bool = False
     constants: EditConstants = EditConstants()
 
     def __post_init__(self) -> None:
