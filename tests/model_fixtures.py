@@ -191,3 +191,32 @@ def write_world_set(path: Path, images: list, records: list[dict]) -> Path:
     from medcf.models.data import save_world_set
 
     return save_world_set(path, np.stack(images), records, {"synthetic": True})
+
+
+class AtlasSegmenter:
+    """Fixed lungs and heart where a frontal film has them, whatever the image: the segmenter
+    for pairs sampled from a random-weight model, which draws no anatomy. Registered as the
+    ``test-atlas`` entry point by tests/test_ray.py for Ray's worker processes."""
+
+    name = "test-atlas"
+
+    def __init__(self, **options):
+        pass
+
+    def segment_image(self, image):
+        import numpy as np
+
+        from medcf.anatomy.masks import AnatomyMasks
+        from medcf.vocab import Organ
+
+        rows, cols = image.shape
+        y, x = np.mgrid[0:rows, 0:cols]
+        y, x = y / rows, x / cols
+
+        def ellipse(cy, cx, ry, rx):
+            return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1
+
+        heart = ellipse(0.62, 0.55, 0.14, 0.16)
+        return AnatomyMasks({Organ.LUNG_RIGHT: ellipse(0.48, 0.3, 0.32, 0.15) & ~heart,
+                             Organ.LUNG_LEFT: ellipse(0.48, 0.7, 0.32, 0.15) & ~heart,
+                             Organ.HEART: heart}, self.name)

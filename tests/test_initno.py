@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.initno import NoiseOptimization, optimize_initial_noise, round_seed
 from medcf.editing.pairs import generate_pair
 from medcf.editing.regulation import pathology_tokens
@@ -18,7 +17,7 @@ from medcf.editing.spec import EditSpec, Method
 from medcf.errors import InputError
 from medcf.models.loaders import load_generator
 from medcf.models.sampling import initial_noise
-from medcf.vocab import Action, Finding, Organ, Side
+from medcf.vocab import Action, Finding, Side
 from tests import model_fixtures
 
 PROMPT = "PA chest radiograph. Moderate left lower zone nodule."
@@ -28,24 +27,6 @@ PROMPT = "PA chest radiograph. Moderate left lower zone nodule."
 def generator(tmp_path_factory):
     torch.set_num_threads(1)
     return load_generator(model_fixtures.make_default_model(tmp_path_factory.mktemp("model") / "tiny"))
-
-
-class Atlas:
-    """Lungs and heart where a frontal film has them, whatever the random model draws."""
-
-    name = "atlas"
-
-    def segment_image(self, image):
-        rows, cols = image.shape
-        y, x = np.mgrid[0:rows, 0:cols]
-        y, x = y / rows, x / cols
-
-        def ellipse(cy, cx, ry, rx):
-            return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1
-
-        heart = ellipse(0.62, 0.55, 0.14, 0.16)
-        return AnatomyMasks({Organ.LUNG_RIGHT: ellipse(0.48, 0.3, 0.32, 0.15) & ~heart,
-                             Organ.LUNG_LEFT: ellipse(0.48, 0.7, 0.32, 0.15) & ~heart, Organ.HEART: heart}, "atlas")
 
 
 def test_the_optimisation_is_bounded_reproducible_and_keeps_the_best_noise(generator):
@@ -70,8 +51,8 @@ def test_the_optimisation_is_bounded_reproducible_and_keeps_the_best_noise(gener
 
 def test_a_pair_from_optimised_noise_starts_both_films_there_and_records_it(generator):
     spec = EditSpec(Finding.NODULE, Action.ADD, Side.LEFT, method=Method.REGULATED, steps=3, seed=5)
-    plain = generate_pair(generator, spec, Atlas(), None)
-    optimised = generate_pair(generator, replace(spec, optimize_noise=True), Atlas(), None)
+    plain = generate_pair(generator, spec, model_fixtures.AtlasSegmenter(), None)
+    optimised = generate_pair(generator, replace(spec, optimize_noise=True), model_fixtures.AtlasSegmenter(), None)
     assert plain.noise_report is None and optimised.noise_report["denoiser_calls"] >= 1
     assert torch.equal(plain.trajectory.latents[0], initial_noise(generator, [5]))
     start = optimised.trajectory.latents[0]

@@ -28,34 +28,7 @@ from tests.test_batch import cohort, tiny_model  # noqa: F401 - fixtures shared 
 
 EDIT = ["--finding", "pleural_effusion", "--action", "add", "--side", "left", "--method", "regulated",
         "--steps", "2", "--quiet"]
-ATLAS = '''
-import numpy as np
-
-from medcf.anatomy.masks import AnatomyMasks
-from medcf.vocab import Organ
-
-
-class AtlasSegmenter:
-    """Fixed lungs and heart, whatever the image (a random-weight model draws no anatomy)."""
-
-    name = "test-atlas"
-
-    def __init__(self, **options):
-        pass
-
-    def segment_image(self, image):
-        rows, cols = image.shape
-        y, x = np.mgrid[0:rows, 0:cols]
-        y, x = y / rows, x / cols
-
-        def ellipse(cy, cx, ry, rx):
-            return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1
-
-        heart = ellipse(0.62, 0.55, 0.14, 0.16)
-        return AnatomyMasks({Organ.LUNG_RIGHT: ellipse(0.48, 0.3, 0.32, 0.15) & ~heart,
-                             Organ.LUNG_LEFT: ellipse(0.48, 0.7, 0.32, 0.15) & ~heart,
-                             Organ.HEART: heart}, self.name)
-'''
+ATLAS = "from tests.model_fixtures import AtlasSegmenter  # noqa: F401 (the entry point's target)\n"
 # Joining a loopback cluster: without this, Ray swaps 127.0.0.1 for the machine's network
 # address, where a cluster bound to loopback does not listen (medcf.onray.cluster sets it too).
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
