@@ -10,7 +10,8 @@ Sets (none used in training, whose seeds are 100 000–100 799):
   with ``--look-seed``, a seed no training step uses). The labels follow the collimation.
   The lung warp is left out: its real outlines are what training warped toward.
 A film is refused as ``medcf segment`` refuses it: an organ missing, confidence below the
-floor (0.93), or a failed plausibility rule.
+floor (0.93), or a failed plausibility rule. For each set, the plausibility check is also
+run with the world's exact masks (``exact_masks_refused``): what the images allow.
 
 Usage: python benchmarks/bench_realfilm.py --weights W.safetensors [--renders FILE.npz] [--json OUT]
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from medcf.anatomy.dataset import AnatomySet
-from medcf.anatomy.masks import MIN_CONFIDENCE, SegmentationError
+from medcf.anatomy.masks import MIN_CONFIDENCE, AnatomyMasks, SegmentationError
 from medcf.anatomy.plausibility import check_anatomy
 from medcf.anatomy.segment import default_segmenter, segment
 from medcf.anatomy.train import dice, rendered_chunks
@@ -54,10 +55,24 @@ def real_like(data: AnatomySet, seed: int) -> AnatomySet:
     return AnatomySet(np.stack(images), np.stack(masks), data.views, data.seeds, data.pixel_mm)
 
 
+def exact_refusals(data: AnatomySet) -> tuple[int, dict[str, int]]:
+    """How many images the plausibility check refuses with the world's exact masks (what
+    the images themselves allow, whatever the segmenter), and the rules that fail."""
+    refused, reasons = 0, Counter()
+    for image, truth in zip(data.images, data.masks):
+        result = check_anatomy(AnatomyMasks({organ: truth[i].astype(bool) for i, organ in enumerate(Organ)},
+                                            "world"), image)
+        if not result.passed:
+            refused += 1
+            reasons.update(result.failed)
+    return refused, dict(reasons)
+
+
 def score(segmenter, data: AnatomySet) -> dict:
     """Mean and worst Dice per organ (every image, refused or not) and the refusals."""
     dices: dict[str, list[float]] = {organ.value: [] for organ in Organ}
     refused, reasons = 0, Counter()
+    exact_refused, exact_reasons = exact_refusals(data)
     for image, truth in zip(data.images, data.masks):
         masks = segment(image, segmenter, min_confidence=0.0)
         for channel, organ in enumerate(Organ):
@@ -73,7 +88,8 @@ def score(segmenter, data: AnatomySet) -> dict:
         if why:
             refused += 1
             reasons.update(why)
-    return {"images": len(data), "refused": refused, "refusal_rate": refused / len(data), "reasons": dict(reasons),
+    return {"images": len(data), "exact_masks_refused": exact_refused, "exact_masks_reasons": exact_reasons,
+            "refused": refused, "refusal_rate": refused / len(data), "reasons": dict(reasons),
             "dice": {k: round(float(np.mean(v)), 4) for k, v in dices.items()},
             "worst": {k: round(float(np.min(v)), 4) for k, v in dices.items()}}
 
