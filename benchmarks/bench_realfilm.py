@@ -94,13 +94,52 @@ def score(segmenter, data: AnatomySet) -> dict:
             "worst": {k: round(float(np.min(v)), 4) for k, v in dices.items()}}
 
 
+def figure(data: AnatomySet, bank_path: Path | None, path: Path, seed: int = 3) -> None:
+    """One render per column, as rendered (top) and through every step of the film look
+    (bottom; the lung warp too when a cached bank is given), lung outlines drawn in red."""
+    from PIL import Image
+    from skimage.segmentation import find_boundaries
+
+    from medcf.anatomy.augment import LUNG_CHANNELS, realism_transforms
+    from medcf.world.film import FilmLook, ShapeBank
+
+    look = FilmLook(multiscale_prob=0.7, unsharp_prob=0.7, compression_prob=0.5, voi_prob=0.5, grid_prob=0.5,
+                    collimation_prob=0.5, lung_shape_prob=1.0, lung_shape_strength=(1.0, 1.0))
+    steps = realism_transforms(look, ShapeBank.load(bank_path) if bank_path else None)
+    for index, step in enumerate(steps):
+        step.set_random_state(seed=seed + index)
+    columns = []
+    for i in range(0, 2 * 6, 2):
+        sample = {"image": torch.as_tensor(data.images[i][None]),
+                  "label": torch.as_tensor(data.masks[i].astype(np.float32))}
+        tiles = []
+        for stage in (sample, None):
+            if stage is None:
+                for step in steps:
+                    sample = step(sample)
+                stage = sample
+            gray = np.clip(stage["image"][0].numpy(), 0, 1)
+            rgb = np.repeat(gray[..., None], 3, axis=-1)
+            edge = find_boundaries(stage["label"][list(LUNG_CHANNELS)].amax(dim=0).numpy() > 0.5)
+            rgb[edge] = (1.0, 0.1, 0.1)
+            tiles.append(rgb)
+        columns.append(np.concatenate(tiles, axis=0))
+    panel = Image.fromarray((np.concatenate(columns, axis=1) * 255).astype(np.uint8))
+    panel.resize((panel.width * 3 // 4, panel.height * 3 // 4), Image.Resampling.LANCZOS).save(path, optimize=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--renders", type=Path, help="AnatomySet .npz of the plausibility set (seeds 1 300 000..)")
     parser.add_argument("--look-seed", type=int, default=17_004)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--figure", type=Path, help="write the film-look panel here and stop")
+    parser.add_argument("--bank", type=Path, help="cached lung-shape bank for --figure")
     args = parser.parse_args()
+    if args.figure:
+        figure(rendered_chunks(900_000, 40, 256), args.bank, args.figure)
+        return
     torch.set_num_threads(1)
     segmenter = default_segmenter(args.weights)
     check = rendered_chunks(900_000, 40, 256)
