@@ -249,3 +249,25 @@ def test_missing_lung_shapes_are_one_line(tmp_path):
         lung_shape_bank(config, data)
     assert lung_shape_bank(TrainConfig(out_dir=tmp_path, lung_shapes=0), data) is None
     assert lung_shape_bank(TrainConfig(out_dir=tmp_path, film_look=None), data) is None
+
+
+def test_train_options_reach_the_recipe(tmp_path, monkeypatch):
+    import medcf.anatomy.train as train_module
+    from medcf.cli import build_parser
+
+    seen = {}
+
+    def capture(config, resume=False, progress=True):
+        seen["config"] = config
+        return tmp_path / "anatomy_unet.safetensors"
+
+    monkeypatch.setattr(train_module, "train_segmenter", capture)
+    parser = build_parser()
+    args = parser.parse_args(["train", "segmenter", "--out", str(tmp_path), "--quiet"])
+    args.func(args)
+    assert seen["config"].film_look == FilmLook() and seen["config"].lung_shapes == 48
+    args = parser.parse_args(["train", "segmenter", "--out", str(tmp_path), "--no-film-look", "--lung-shapes", "0",
+                              "--lung-shape-source", str(tmp_path / "m.zip")])
+    args.func(args)
+    assert seen["config"].film_look is None and seen["config"].lung_shapes == 0
+    assert seen["config"].lung_shape_source == tmp_path / "m.zip"
