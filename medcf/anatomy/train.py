@@ -66,7 +66,8 @@ def rendered_chunks(first_seed: int, patients: int, size: int) -> AnatomySet:
                       np.concatenate([s.pixel_mm for s in sets]))
 
 
-def _installed_source() -> Path:
+def _installed_source() -> Path | None:
+    """The installed torchxrayvision's lung masks (for the record: which file the shapes came from)."""
     from medcf.world.film import installed_lung_shapes
 
     return installed_lung_shapes()
