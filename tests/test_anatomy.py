@@ -324,9 +324,21 @@ def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out)
     small = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": 1, "out_channels": 3,
              "channels": [4, 8], "strides": [2], "num_res_units": 0, "norm": "batch"}
 
+    # The film look is on, with one real lung shape from a tiny zip: a resumed run must warp
+    # with the same (cached) field and draw the same processing.
+    import zipfile
+
+    from tests.test_film import two_lung_png
+
+    monkeypatch.setenv("MEDCF_CACHE", str(tmp_path / "cache"))
+    shapes = tmp_path / "shapes.zip"
+    with zipfile.ZipFile(shapes, "w") as archive:
+        archive.writestr("a.png", two_lung_png(tmp_path))
+
     def config(out, steps):
         return train_module.TrainConfig(out_dir=out, steps=steps, batch=2, eval_patients=1, checkpoint_every=2,
-                                        network=small, seed=3)
+                                        network=small, seed=3, lung_shapes=1, lung_shape_source=shapes,
+                                        shape_patients=2)
 
     straight = train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
     real_save = train_module._save_checkpoint
@@ -345,6 +357,8 @@ def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     record = json.loads((tmp_path / "a" / "training.json").read_text())
     assert [h["step"] for h in record["history"]] == [2, 4]
+    assert record["lung_shapes"]["fields"] == 1 and record["recipe"]["film_look"]["grid_prob"] == 0.2
+    assert record["lung_shapes"]["dice_to_real_after"] > record["lung_shapes"]["dice_to_real_before"]
     with pytest.raises(Exception, match="not empty"):
         train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
     # Fine-tuning starts from given weights: two more steps from the four-step weights

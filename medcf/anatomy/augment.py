@@ -6,6 +6,11 @@ collimation and cropping, rotation, magnification (AP at short distance) and, no
 then, a mirrored image. Each of these is drawn here, on a dict ``{"image": (1, s, s),
 "label": (len(Organ), s, s)}``, with MONAI's transforms where MONAI has one; the one
 MONAI lacks is a mirror that keeps labels anatomical.
+
+Before those, the world is moved toward real films (``medcf.world.film``): lung outlines
+warped toward real ones, anti-scatter grid lines, collimation, and a vendor's processing
+chain (multi-scale contrast, unsharp masking, range compression, VOI LUT). They come first
+because a film is acquired and processed before it is windowed, cropped or mirrored.
 """
 
 from __future__ import annotations
@@ -15,8 +20,12 @@ import torch
 from monai import transforms as T
 
 from medcf.anatomy.network import normalize_intensity
+from medcf.vocab import Organ
+from medcf.world.film import (FilmLook, RandCollimationd, RandFilmProcessingd, RandGridLinesd, RandLungShaped,
+                              ShapeBank)
 
 KEYS = ("image", "label")
+LUNG_CHANNELS = tuple(i for i, organ in enumerate(Organ) if organ in (Organ.LUNG_RIGHT, Organ.LUNG_LEFT))
 
 
 def mirror_sides(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +58,19 @@ def binarize(label):
     return (torch.as_tensor(label) > 0.5).float()
 
 
-def training_transform(size: int, seed: int) -> T.Compose:
-    """The MONAI ``Compose`` applied to every training sample, seeded."""
+def realism_transforms(look: FilmLook | None, bank: ShapeBank | None) -> list:
+    """The steps that make a render look like a real film, in acquisition order; none when
+    ``look`` is None, no lung warp when ``bank`` is None."""
+    if look is None:
+        return []
+    steps: list = [] if bank is None else [RandLungShaped(bank, LUNG_CHANNELS, look)]
+    return steps + [RandGridLinesd(look), RandCollimationd(look), RandFilmProcessingd(look)]
+
+
+def training_transform(size: int, seed: int, look: FilmLook | None = None, bank: ShapeBank | None = None
+                       ) -> T.Compose:
+    """The MONAI ``Compose`` applied to every training sample, seeded; ``look`` (and the
+    lung-shape ``bank``) add the real-film steps of :func:`realism_transforms` first."""
     crop_and_letterbox = T.Compose([
         T.RandSpatialCropd(keys=KEYS, roi_size=(int(size * 0.7), int(size * 0.7)), max_roi_size=(size, size),
                            random_size=True),
@@ -58,6 +78,7 @@ def training_transform(size: int, seed: int) -> T.Compose:
         T.ResizeWithPadOrCropd(keys=KEYS, spatial_size=(size, size)),
     ])
     transform = T.Compose([
+        *realism_transforms(look, bank),
         # Intensity (image only), then the same normalisation inference uses.
         T.RandLambdad(keys="image", func=invert, prob=0.1),  # polarity mistake
         T.RandAdjustContrastd(keys="image", prob=0.5, gamma=(0.5, 2.0)),

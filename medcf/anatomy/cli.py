@@ -31,10 +31,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_train_segmenter(args: argparse.Namespace) -> int:
     from medcf.anatomy.train import TrainConfig, train_segmenter
+    from medcf.world.film import FilmLook
 
     config = TrainConfig(out_dir=args.out, patients=args.patients, steps=args.steps, batch=args.batch,
                          learning_rate=args.lr, seed=args.seed, eval_patients=args.eval_patients,
-                         checkpoint_every=args.checkpoint_every, init_weights=args.init)
+                         checkpoint_every=args.checkpoint_every, init_weights=args.init,
+                         film_look=None if args.no_film_look else FilmLook(), lung_shapes=args.lung_shapes,
+                         lung_shape_source=args.lung_shape_source)
     weights = train_segmenter(config, resume=args.resume, progress=not args.quiet)
     print(f"weights: {weights}", file=sys.stderr)
     print(f"record: {weights.parent / 'training.json'}", file=sys.stderr)
@@ -152,6 +155,14 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     train.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
     train.add_argument("--init", type=Path, default=None,
                        help="start from these weights (.safetensors) instead of random ones: fine-tuning")
+    train.add_argument("--no-film-look", action="store_true",
+                       help="train on renders as they are, without the real-film steps (processing, grid lines, "
+                            "collimation, lung shapes; docs/anatomy.md)")
+    train.add_argument("--lung-shapes", type=int, default=48,
+                       help="real lung outlines the renders' lungs are warped toward (default 48; 0: none)")
+    train.add_argument("--lung-shape-source", type=Path, default=None, metavar="ZIP",
+                       help="zip of lung mask images (default: semantic_masks_v7labs_lungs.zip of an installed "
+                            "torchxrayvision, CC BY 4.0)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train_segmenter)

@@ -24,6 +24,7 @@ from medcf.cache import cache_dir
 from medcf.errors import InputError
 from medcf.io.atomic import sha256_of_file, write_new_file
 from medcf.vocab import Organ
+from medcf.world.film import FilmLook, ShapeBank
 
 CHUNK = 200  # patients per cached rendered chunk
 
@@ -41,6 +42,11 @@ class TrainConfig:
     eval_patients: int = 40
     checkpoint_every: int = 250
     init_weights: Path | None = None  # start from these weights (fine-tuning) instead of a random draw
+    # The world toward real films (medcf.world.film): None trains on renders as they are.
+    film_look: FilmLook | None = field(default_factory=FilmLook)
+    lung_shapes: int = 48  # real lung outlines to warp toward (0: none), registered once and cached
+    lung_shape_source: Path | None = None  # zip of lung masks; None: the installed torchxrayvision's
+    shape_patients: int = 50  # training images whose mean lung outline is registered to the real ones
     network: dict = field(default_factory=network_definition)
 
 
@@ -60,6 +66,13 @@ def rendered_chunks(first_seed: int, patients: int, size: int) -> AnatomySet:
                       np.concatenate([s.pixel_mm for s in sets]))
 
 
+def _installed_source() -> Path | None:
+    """The installed torchxrayvision's lung masks (for the record: which file the shapes came from)."""
+    from medcf.world.film import installed_lung_shapes
+
+    return installed_lung_shapes()
+
+
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     total = prediction.sum() + truth.sum()
@@ -76,6 +89,27 @@ class SampleStream(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = {"image": self.data.images[index][None], "label": self.data.masks[index].astype(np.float32)}
         return self.transform(sample)
+
+
+def lung_shape_bank(config: TrainConfig, train: AnatomySet) -> ShapeBank | None:
+    """The lung-shape fields the run warps with, or None without film look or lung shapes.
+
+    Real outlines come from ``config.lung_shape_source`` or, by default, the V7 Labs lung
+    masks inside an installed torchxrayvision (CC BY 4.0; read at train time, never copied
+    into MedCF); the fields are cached in ``$MEDCF_CACHE/anatomy`` under a name fixed by
+    their inputs, so a resumed run uses the same ones."""
+    from medcf.world.film import cached_shape_bank, installed_lung_shapes
+
+    if config.film_look is None or config.lung_shapes <= 0:
+        return None
+    source = config.lung_shape_source or installed_lung_shapes()
+    if source is None or not Path(source).is_file():
+        raise InputError("real lung shapes not found: pip install --no-deps torchxrayvision==1.5.7, give "
+                         "--lung-shape-source ZIP, or --lung-shapes 0 to train without them")
+    from medcf.anatomy.augment import LUNG_CHANNELS
+
+    lungs = [masks[list(LUNG_CHANNELS)].any(axis=0) for masks in train.masks[:config.shape_patients * 2:2]]
+    return cached_shape_bank(lungs, Path(source), config.lung_shapes, config.seed, cache_dir("anatomy"))
 
 
 def _checkpoint_path(out_dir: Path) -> Path:
@@ -142,7 +176,10 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
         torch.set_rng_state(state["torch_rng"])
     # Each step draws its batch from a generator seeded by (seed, step): a resumed run
     # sees the same batches as an uninterrupted one.
-    stream = SampleStream(train, training_transform(config.size, config.seed))
+    tick = time.time()
+    bank = lung_shape_bank(config, train)
+    shape_seconds = time.time() - tick
+    stream = SampleStream(train, training_transform(config.size, config.seed, config.film_look, bank))
     network.train()
     threads = torch.get_num_threads()
     bar = tqdm(total=config.steps, initial=step, desc="training anatomy network", unit="step", disable=not progress)
@@ -189,6 +226,10 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
                  "held_out_seeds": [HELD_OUT_SEED, HELD_OUT_SEED + config.eval_patients - 1],
                  "images_per_patient": 2, "size": config.size},
         "init_sha256": sha256_of_file(config.init_weights) if config.init_weights else None,
+        "lung_shapes": None if bank is None else {
+            "fields": len(bank), "source_sha256": sha256_of_file(config.lung_shape_source or _installed_source()),
+            "dice_to_real_before": round(float(bank.dice_before.mean()), 4),
+            "dice_to_real_after": round(float(bank.dice_after.mean()), 4), "seconds": round(shape_seconds, 1)},
         "history": history, "train_seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),
         "hardware": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, CPU",
         "torch": torch.__version__,
