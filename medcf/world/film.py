@@ -470,20 +470,36 @@ def _with_image(data: dict, image: np.ndarray) -> dict:
     return {**data, IMAGE: torch.as_tensor(np.clip(image, 0.0, 1.0), dtype=torch.float32)[None]}
 
 
-class RandFilmProcessingd(T.RandomizableTransform, T.MapTransform):
-    """With probability ``prob``, a vendor's processing chain on ``image``: each of
-    multi-scale contrast, unsharp masking, range compression and a VOI LUT happens with
-    its own probability in ``look``, in the order a reader applies them."""
+class _FilmLookTransform(T.RandomizableTransform, T.MapTransform):
+    """What the film-look transforms share: a MONAI random map transform on ``KEYS`` whose
+    probability defaults to ``look``'s (:meth:`default_prob`) and whose change is
+    :meth:`apply`, drawn from ``self.R`` so that a seeded ``Compose`` reproduces it."""
 
-    def __init__(self, look: FilmLook = FilmLook(), prob: float = 1.0):
-        T.RandomizableTransform.__init__(self, prob)
-        T.MapTransform.__init__(self, (IMAGE,))
+    KEYS: tuple[str, ...] = (IMAGE,)
+
+    def __init__(self, look: FilmLook = FilmLook(), prob: float | None = None):
+        T.RandomizableTransform.__init__(self, self.default_prob(look) if prob is None else prob)
+        T.MapTransform.__init__(self, self.KEYS)
         self.look = look
+
+    @staticmethod
+    def default_prob(look: FilmLook) -> float:
+        return 1.0
+
+    def apply(self, data: dict) -> dict:
+        raise NotImplementedError
 
     def __call__(self, data: dict) -> dict:
         self.randomize(None)
-        if not self._do_transform:
-            return data
+        return self.apply(data) if self._do_transform else data
+
+
+class RandFilmProcessingd(_FilmLookTransform):
+    """With probability ``prob`` (default 1), a vendor's processing chain on ``image``: each
+    of multi-scale contrast, unsharp masking, range compression and a VOI LUT happens with
+    its own probability in ``look``, in the order a reader applies them."""
+
+    def apply(self, data: dict) -> dict:
         look, R = self.look, self.R
         image = _image(data)
         if R.rand() < look.multiscale_prob:
@@ -500,18 +516,14 @@ class RandFilmProcessingd(T.RandomizableTransform, T.MapTransform):
         return _with_image(data, image)
 
 
-class RandGridLinesd(T.RandomizableTransform, T.MapTransform):
+class RandGridLinesd(_FilmLookTransform):
     """With probability ``prob``, anti-scatter grid lines (:func:`grid_lines`) on ``image``."""
 
-    def __init__(self, look: FilmLook = FilmLook(), prob: float | None = None):
-        T.RandomizableTransform.__init__(self, look.grid_prob if prob is None else prob)
-        T.MapTransform.__init__(self, (IMAGE,))
-        self.look = look
+    @staticmethod
+    def default_prob(look: FilmLook) -> float:
+        return look.grid_prob
 
-    def __call__(self, data: dict) -> dict:
-        self.randomize(None)
-        if not self._do_transform:
-            return data
+    def apply(self, data: dict) -> dict:
         R = self.R
         orientation = list(GridOrientation)[int(R.randint(len(GridOrientation)))]
         image = grid_lines(_image(data), float(R.uniform(*self.look.grid_frequency)),
@@ -519,18 +531,16 @@ class RandGridLinesd(T.RandomizableTransform, T.MapTransform):
         return _with_image(data, image)
 
 
-class RandCollimationd(T.RandomizableTransform, T.MapTransform):
+class RandCollimationd(_FilmLookTransform):
     """With probability ``prob``, collimation (:func:`collimate`) on ``image`` and ``label``."""
 
-    def __init__(self, look: FilmLook = FilmLook(), prob: float | None = None):
-        T.RandomizableTransform.__init__(self, look.collimation_prob if prob is None else prob)
-        T.MapTransform.__init__(self, (IMAGE, LABEL))
-        self.look = look
+    KEYS = (IMAGE, LABEL)
 
-    def __call__(self, data: dict) -> dict:
-        self.randomize(None)
-        if not self._do_transform:
-            return data
+    @staticmethod
+    def default_prob(look: FilmLook) -> float:
+        return look.collimation_prob
+
+    def apply(self, data: dict) -> dict:
         R = self.R
         margins = tuple(float(m) for m in R.uniform(*self.look.collimation_margin, size=4))
         fill = 1.0 if list(CollimationFill)[int(R.randint(len(CollimationFill)))] is CollimationFill.UNEXPOSED else 0.0
@@ -538,23 +548,25 @@ class RandCollimationd(T.RandomizableTransform, T.MapTransform):
         return {**_with_image(data, image), LABEL: torch.as_tensor(label)}
 
 
-class RandLungShaped(T.RandomizableTransform, T.MapTransform):
+class RandLungShaped(_FilmLookTransform):
     """With probability ``prob``, image and label warped by one field of ``bank`` (lung
     outline toward a real one), scaled by a strength drawn from ``look``, placed on the
     lungs of the sample's own label (channels ``lung_channels``)."""
 
+    KEYS = (IMAGE, LABEL)
+
     def __init__(self, bank: ShapeBank, lung_channels: tuple[int, ...], look: FilmLook = FilmLook(),
                  prob: float | None = None):
-        T.RandomizableTransform.__init__(self, look.lung_shape_prob if prob is None else prob)
-        T.MapTransform.__init__(self, (IMAGE, LABEL))
+        super().__init__(look, prob)
         if len(bank) == 0:
             raise InputError("the lung-shape bank is empty")
-        self.bank, self.lung_channels, self.look = bank, lung_channels, look
+        self.bank, self.lung_channels = bank, lung_channels
 
-    def __call__(self, data: dict) -> dict:
-        self.randomize(None)
-        if not self._do_transform:
-            return data
+    @staticmethod
+    def default_prob(look: FilmLook) -> float:
+        return look.lung_shape_prob
+
+    def apply(self, data: dict) -> dict:
         label = torch.as_tensor(data[LABEL])
         lungs = np.asarray(label[list(self.lung_channels)].amax(dim=0)) > 0.5
         index, strength = int(self.R.randint(len(self.bank))), float(self.R.uniform(*self.look.lung_shape_strength))
