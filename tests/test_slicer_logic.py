@@ -346,3 +346,48 @@ def test_icon_is_a_128_pixel_png():
 
     with Image.open(MODULE_DIR / "Resources" / "Icons" / "MedCF.png") as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
+
+
+# --- dependencies on first use, and a pasted report -------------------------------------------
+
+
+def test_missing_dependencies_are_installed_only_after_consent_and_failures_are_one_line():
+    from MedCFLib.logic import install_dependencies, missing_dependencies
+
+    assert missing_dependencies(lambda name: None if name == "medcf" else object()) == ["medcf"]
+    assert missing_dependencies(lambda name: object()) == []
+    calls = []
+
+    def torch():
+        calls.append("torch")
+        return object()
+
+    def pip(requirement):
+        calls.append(("pip", requirement))
+
+    questions = []
+    declined = install_dependencies(["torch", "medcf"], lambda q: questions.append(q) or False, torch, pip, "medcf")
+    assert calls == [] and "Not installed: torch, medcf" in declined and "\n" not in declined
+    assert "torch and medcf" in questions[0] and "PyTorch extension" in questions[0]
+    assert install_dependencies(["torch", "medcf"], lambda q: True, torch, pip, "/src/medcf") is None
+    assert calls == ["torch", ("pip", "/src/medcf")]  # torch first: medcf's requirements need it
+    assert install_dependencies([], lambda q: 1 / 0, torch, pip, "medcf") is None  # nothing missing: no dialog
+    assert "PyTorch extension" in install_dependencies(["torch"], lambda q: True, lambda: None, pip, "medcf")
+
+    def broken(requirement):
+        raise RuntimeError("pip exited with 1\nlong log")
+
+    failed = install_dependencies(["medcf"], lambda q: True, torch, broken, "medcf")
+    assert failed == "Installing medcf failed: pip exited with 1"
+
+
+def test_a_pasted_report_becomes_from_report_and_replaces_the_finding(tmp_path):
+    from MedCFLib.logic import with_report
+
+    options = {"finding": "nodule", "action": "add", "side": "left", "seed": "0"}
+    assert with_report(options, "  \n", tmp_path) == options
+    given = with_report(options, "Small left pleural effusion.\n", tmp_path / "run")
+    assert "finding" not in given and given["action"] == "add" and given["side"] == "left"
+    assert Path(given["from-report"]).read_text() == "Small left pleural effusion.\n"
+    args = edit_arguments("in.dcm", given)
+    assert args[args.index("--from-report") + 1] == given["from-report"] and "--finding" not in args

@@ -26,9 +26,12 @@ from MedCFLib import (
     FINISHED,
     RUNNING,
     default_interpreter,
+    install_dependencies,
     load_into_scene,
+    missing_dependencies,
     mrml,
     slicer_version_problem,
+    with_report,
 )
 from MedCFLib.remote import RemoteEdit, RemoteError
 
@@ -269,13 +272,17 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         options = {name: combo.currentText for name, combo in self.editCombos.items()}
         options["strength"] = f"{self.ui.strengthSpinBox.value:g}"
         options["seed"] = str(int(self.ui.seedSpinBox.value))
-        return options
+        # a pasted report names the findings (medcf edit --from-report); the first result is shown
+        return with_report(options, self.ui.reportEdit.plainText, self.logic.workDir())
 
     def onEdit(self):
         """Start the edit (local process or MONAI Label server); onEditPoll follows it."""
         if self.job is not None:
             return
         options, out = self.editOptions(), self.outputPath()
+        if self.remote() and "from-report" in options:  # the server's counterfactual model takes a finding
+            self.ui.editStatusLabel.text = "A pasted report runs locally only: choose Local, or clear the report."
+            return
         if self.remote():
             url = self.ui.serverUrlEdit.text.strip()
             qt.QSettings().setValue("MedCF/ServerURL", url)
@@ -406,8 +413,25 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
         return node
 
     def _needsLocalMedCF(self):
-        if not os.environ.get("MEDCF_PYTHON"):  # medcf runs in Slicer's Python: say what to install now
-            _import_medcf()
+        """medcf runs in Slicer's Python (no $MEDCF_PYTHON): on first use, offer to install what is
+        missing (torch through the PyTorch extension, medcf with pip), after a confirmation dialog."""
+        if os.environ.get("MEDCF_PYTHON"):
+            return
+        import importlib.util
+
+        missing = missing_dependencies(importlib.util.find_spec)
+        if missing:
+            def install_torch():
+                import PyTorchUtils  # the PyTorch extension, this extension's EXTENSION_DEPENDS
+
+                return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+
+            problem = install_dependencies(missing, slicer.util.confirmOkCancelDisplay, install_torch,
+                                           slicer.util.pip_install, os.environ.get("MEDCF_REQUIREMENT", "medcf"))
+            if problem:
+                raise MedCFLibraryMissing(problem)
+            importlib.invalidate_caches()
+        _import_medcf()
 
     def startSegment(self, node):
         """``medcf segment`` on ``node`` in a background process; returns the running job."""

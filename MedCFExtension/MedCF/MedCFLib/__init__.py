@@ -12,9 +12,12 @@ from .logic import (
     EDIT_CHOICES,
     MIN_SLICER_VERSION,
     VolumeArrays,
+    install_dependencies,
     load_into_scene,
+    missing_dependencies,
     radiograph_to_volume_arrays,
     slicer_version_problem,
+    with_report,
 )
 from .process import (
     CANCELLED,
@@ -46,4 +49,7 @@ __all__ = [
     "radiograph_to_volume_arrays",
     "MIN_SLICER_VERSION",
     "slicer_version_problem",
+    "install_dependencies",
+    "missing_dependencies",
+    "with_report",
 ]

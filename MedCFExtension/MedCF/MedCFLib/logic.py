@@ -20,6 +20,8 @@ position, and ImagerPixelSpacing is at the detector, not the patient.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -62,6 +64,53 @@ def slicer_version_problem(version: str) -> str | None:
         return (f"MedCF needs Slicer {wanted} or newer (it ships pydicom 3, which MedCF needs); this is Slicer "
                 f"{version}. Install a current Slicer from download.slicer.org.")
     return None
+
+
+#: What the module needs in the Python that runs ``medcf`` (Slicer's own when $MEDCF_PYTHON is unset),
+#: each with how it is installed: torch through the PyTorch extension (the wheel matching the GPU),
+#: medcf with pip (its requirement: $MEDCF_REQUIREMENT, a package name or a checkout's path).
+DEPENDENCIES = ("torch", "medcf")
+
+
+def missing_dependencies(find_spec) -> list[str]:
+    """Which of :data:`DEPENDENCIES` ``find_spec`` (``importlib.util.find_spec``) cannot find."""
+    return [name for name in DEPENDENCIES if find_spec(name) is None]
+
+
+def install_dependencies(missing: list[str], confirm, install_torch, pip_install, requirement: str) -> str | None:
+    """Install ``missing`` on first use, only after ``confirm(question)`` says yes (Slicer's
+    ``confirmOkCancelDisplay``): torch with ``install_torch()`` (the PyTorch extension's logic),
+    medcf with ``pip_install(requirement)``. Returns None when all is installed, else the one line
+    to show (declined, or an install that failed); nothing is installed without consent."""
+    if not missing:
+        return None
+    question = (f"MedCF needs {' and '.join(missing)} in Slicer's Python, and they are not installed. "
+                f"Install now ({'PyTorch through the PyTorch extension, ' if 'torch' in missing else ''}"
+                f"{'medcf with pip from ' + requirement if 'medcf' in missing else ''})? This can take minutes.")
+    if not confirm(question):
+        return (f"Not installed: {', '.join(missing)}. MedCF cannot run without them; run "
+                f"slicer.util.pip_install({requirement!r}) in the Python console, or press Edit again.")
+    try:
+        if "torch" in missing and install_torch() is None:
+            return "PyTorch was not installed: install the PyTorch extension (Extensions Manager), then try again."
+        if "medcf" in missing:
+            pip_install(requirement)
+    except Exception as error:  # noqa: BLE001 - any installer failure becomes the one line shown
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"Installing {', '.join(missing)} failed: {reason}"
+    return None
+
+
+def with_report(options: dict[str, str | None], report: str, work_dir: str | os.PathLike) -> dict[str, str | None]:
+    """``medcf edit`` options for a pasted report: written to ``work_dir/report.txt`` and given as
+    ``--from-report``; the report names the findings, so ``finding`` is dropped (the command refuses
+    both). An empty report leaves the options as they are."""
+    if not report.strip():
+        return dict(options)
+    path = Path(work_dir) / "report.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report.strip() + "\n", encoding="utf-8")
+    return {**{k: v for k, v in options.items() if k != "finding"}, "from-report": str(path)}
 
 
 DEFAULT_SPACING_MM = 1.0

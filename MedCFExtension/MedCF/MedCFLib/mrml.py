@@ -316,9 +316,12 @@ def result_volume(out_dir: str | Path, input_node, name: str | None = None, scen
     untouched; the node names it (:data:`SOURCE_ATTRIBUTE`) when it is DICOM."""
     scene = _scene(scene)
     out_dir = Path(out_dir)
-    record_path = out_dir / "edit.json"
+    # one edit writes into out_dir; several (a report's findings) into out_dir/<n>-<finding>: the first
+    record_path = next(iter([out_dir / "edit.json"] if (out_dir / "edit.json").is_file()
+                            else sorted(out_dir.glob("*/edit.json"))), out_dir / "edit.json")
     if not record_path.is_file():
         raise MRMLError(f"{out_dir} holds no edit.json: not a finished medcf edit")
+    out_dir = record_path.parent
     record = json.loads(record_path.read_text(encoding="utf-8"))
     files = record.get("files") or {}
     written = files.get("image") or files.get("dicom")
