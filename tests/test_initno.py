@@ -30,21 +30,22 @@ def generator(tmp_path_factory):
 
 
 def test_the_optimisation_is_bounded_reproducible_and_keeps_the_best_noise(generator):
-    tokens = pathology_tokens(generator.encode_text([PROMPT]), Finding.NODULE)
+    text = generator.encode_text([PROMPT])
+    tokens = pathology_tokens(text, Finding.NODULE)
     settings = NoiseOptimization(rounds=2, iterations=3, learning_rate=0.5, target=0.0)  # never reached: full budget
-    noise, report = optimize_initial_noise(generator, PROMPT, tokens, 11, 5, settings)
+    noise, report = optimize_initial_noise(generator, text, tokens, 11, 5, settings)
     assert report.denoiser_calls == 2 * (3 + 1) and report.rounds == 2 and not report.reached
     assert report.response_loss_after <= report.response_loss_before and 0.0 <= report.kl
     assert noise.shape == initial_noise(generator, [11]).shape and torch.isfinite(noise).all()
     assert not torch.equal(noise, initial_noise(generator, [11]))  # it moved
-    again, _ = optimize_initial_noise(generator, PROMPT, tokens, 11, 5, settings)
+    again, _ = optimize_initial_noise(generator, text, tokens, 11, 5, settings)
     assert torch.equal(noise, again)  # same seed, same noise
     # a noise already good enough is kept as it is: one call, the seed's own noise
-    kept, report = optimize_initial_noise(generator, PROMPT, tokens, 11, 5, replace(settings, target=1.01))
+    kept, report = optimize_initial_noise(generator, text, tokens, 11, 5, replace(settings, target=1.01))
     assert report.denoiser_calls == 1 and report.reached and torch.equal(kept, initial_noise(generator, [11]))
     assert round_seed(11, 0) == 11 and len({round_seed(11, r) for r in range(5)}) == 5
     with pytest.raises(InputError, match="no token of the finding"):
-        optimize_initial_noise(generator, PROMPT, [], 11, 5, settings)
+        optimize_initial_noise(generator, text, [], 11, 5, settings)
     with pytest.raises(InputError, match="bound its cost"):
         NoiseOptimization(rounds=50)
 

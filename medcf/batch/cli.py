@@ -34,8 +34,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
         raise InputError(f"--action add|remove is required with {'--from-report' if args.from_report else '--finding'}")
     check_ray_options(args)
     recipe = EditorRecipe.from_args(args)
-    if args.ray is None:
-        recipe.placement()  # a device this machine lacks fails before anything is fetched or written
+    # a device this machine lacks fails before anything is fetched or written (Ray's workers place their own)
+    placement = recipe.placement() if args.ray is None else None
     check_move_port(args)
     if args.send_retries < 1:
         raise InputError(f"--send-retries {args.send_retries}: at least 1")
@@ -90,7 +90,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
     engine = None
     if args.ray is None:  # a wrong segmenter fails before any edit
-        segmenter = recipe.load_segmenter(recipe.placement())
+        segmenter = recipe.load_segmenter(placement)
     else:  # the workers place their own copies (their GPUs): here only the check that it loads
         replace(recipe, device="cpu", dtype="float32").load_segmenter()
         segmenter = None

@@ -128,9 +128,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
     if args.masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
         read_masks(args.masks, image)
-    recipe = EditorRecipe.from_args(args, segmenter=args.masks is None)
-    placement = recipe.placement()  # an unavailable device fails before anything loads
-    editor = recipe.load(recipe.load_segmenter(placement))  # and so does a wrong segmenter, before the model
+    # the device is resolved first, then a named segmenter, then the model: each fails in one line before the next
+    editor = EditorRecipe.from_args(args, segmenter=args.masks is None).load()
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=args.masks, accept_anatomy=args.accept_anatomy)
@@ -177,8 +176,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         out = write_pair_stream(ray_pairs(args.ray, recipe, specs, args.ray_workers), len(specs), args.out,
                                 progress=not args.quiet)
     else:
-        placement = recipe.placement()
-        out = make_pairs(specs, args.out, recipe.load(recipe.load_segmenter(placement)), progress=not args.quiet)
+        out = make_pairs(specs, args.out, recipe.load(), progress=not args.quiet)
     if mix is not None:
         from medcf.io.atomic import write_new_text
 

@@ -30,7 +30,7 @@ import torch
 from medcf.editing.control import AttentionController
 from medcf.editing.energy import CrossAttentionProbe, normalized_token_attention
 from medcf.errors import InputError
-from medcf.models.base import Generator
+from medcf.models.base import Generator, TextEncoding
 from medcf.models.sampling import initial_noise
 
 
@@ -89,14 +89,14 @@ def round_seed(seed: int, round_index: int) -> int:
     return int(np.random.SeedSequence([int(seed), round_index]).generate_state(1)[0])
 
 
-def optimize_initial_noise(generator: Generator, prompt: str, tokens: list[int], seed: int, steps: int,
+def optimize_initial_noise(generator: Generator, text: TextEncoding, tokens: list[int], seed: int, steps: int,
                            settings: NoiseOptimization = NoiseOptimization()) -> tuple[torch.Tensor, NoiseReport]:
-    """Initial noise ``(1, C, h, w)`` for sampling ``prompt`` with ``steps`` DDIM steps from
-    ``seed``, optimised so that ``tokens`` of the prompt are attended to at the first step."""
+    """Initial noise ``(1, C, h, w)`` for sampling the prompt encoded in ``text`` (one prompt,
+    encoded once by the caller, who also found its ``tokens`` in it) with ``steps`` DDIM steps
+    from ``seed``, optimised so that ``tokens`` are attended to at the first step."""
     if not tokens:
         raise InputError("noise optimisation: the prompt has no token of the finding to attend to")
     started = time.perf_counter()
-    text = generator.encode_text([prompt])
     scheduler = generator.make_scheduler("ddim")
     scheduler.set_timesteps(steps, device=generator.device)
     first = scheduler.timesteps[0]

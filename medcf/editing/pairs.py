@@ -94,9 +94,9 @@ def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) ->
     from medcf.editing.regulation import pathology_tokens
     from medcf.vocab import Action
 
-    carrier = prompts["target"] if spec.action is Action.ADD else prompts["source"]
-    tokens = pathology_tokens(generator.encode_text([carrier]), spec.finding)
-    noise, report = optimize_initial_noise(generator, carrier, tokens, spec.seed, spec.steps)
+    carrier = generator.encode_text([prompts["target"] if spec.action is Action.ADD else prompts["source"]])
+    noise, report = optimize_initial_noise(generator, carrier, pathology_tokens(carrier, spec.finding), spec.seed,
+                                           spec.steps)
     return noise, report.to_dict()
 
 
