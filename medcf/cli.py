@@ -17,6 +17,7 @@ from pathlib import Path
 
 import medcf
 from medcf.anatomy.cli import add_anatomy_parsers
+from medcf.causal.cli import add_factor_parser
 from medcf.batch.cli import add_batch_parser, add_pull_parser
 from medcf.editing.cli import add_editing_parsers
 from medcf.errors import InputError, MedCFError
@@ -206,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub.required = True
     add_anatomy_parsers(sub, train_sub)
     add_model_parsers(sub, train_sub)
+    add_factor_parser(train_sub)
     add_eval_parsers(sub, train_sub)
     return parser
 

@@ -21,7 +21,9 @@ EPILOG = (
 METHOD_HELP = ("auto (default) = the method, depth and region guidance measured best for this finding and "
                "action on the model in use (edit_defaults.json beside its weights; steer at depth 0.5 when the model "
                "has none); steer = MedSteer activation steering gated to the edit region; regulated = re-prompt with anatomy-gated attention and "
-               "pathology enhancement (+ --energy); regulated+steer = both")
+               "pathology enhancement (+ --energy); regulated+steer = both; causal = the factor model's pathology swap "
+               "(anatomy factor kept, pathology factor named by finding/side/zone/severity), re-drawn by the "
+               "denoiser from depth 0.3 under the target prompt (needs causal_factors.json beside the weights)")
 
 
 def _values(enum) -> list[str]:

@@ -82,6 +82,16 @@ def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
                           guidance=chosen.guidance if spec.guidance is None else spec.guidance)
         return settled, f"auto: {DEFAULTS_FILE} (measured on tuning patients)"
     method = GENERIC_METHOD if spec.method is Method.AUTO else spec.method
-    settled = replace(spec, method=method, depth=GENERIC_DEPTH if spec.depth is None else spec.depth)
+    settled = replace(spec, method=method, depth=_generic_depth(method) if spec.depth is None else spec.depth)
     return settled, "auto: generic defaults (no measured choice for this model)" if spec.method is Method.AUTO \
         else "as asked"
+
+
+def _generic_depth(method: Method) -> float:
+    """An explicit method's depth when none is asked: ``causal`` re-draws a proposal that
+    already carries the finding, so it needs fewer steps than a method that starts from the input."""
+    if method.causal:
+        from medcf.causal.method import CAUSAL_DEPTH
+
+        return CAUSAL_DEPTH
+    return GENERIC_DEPTH

@@ -109,6 +109,8 @@ def control_methods(generator: Generator, spec: EditSpec, region: EditRegion, pr
         else:  # the finding lives in the negative prompt: make it attend to the region it must leave
             tokens = pathology_tokens(generator.encode_text([negative]), spec.finding)
             methods.append(PathologyEnhancement(region, tokens, gamma=gamma, gamma_out=gamma_out, branches=(UNCOND,)))
+    elif spec.method.causal:  # the factors drew the finding; the target prompt finishes it
+        edit_prompt, negative = prompts["target"], "" if spec.action is Action.ADD else prompts["finding"]
     else:
         edit_prompt, negative = prompts["source"], ""
     if spec.method.steered:
@@ -189,14 +191,21 @@ def finish(inputs: EditInputs, spec: EditSpec, generator: Generator, latents: to
 
 def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,
                progress: bool) -> Counterfactual:
-    """One pass: invert to ``spec.depth``, re-sample under the controller, transfer."""
+    """One pass: invert to ``spec.depth``, re-sample under the controller, transfer. The
+    ``causal`` method inverts the factor model's proposal instead of the input itself
+    (:mod:`medcf.causal.method`); the transfer is always against the input."""
     guidance = generator.guidance_scale  # the inversion's, and the re-sampling's outside the region
     start = spec.steps - max(1, round(spec.depth * spec.steps))
+    z_start = inputs.z0
+    if spec.method.causal:
+        from medcf.causal.method import causal_proposal
+
+        z_start = causal_proposal(generator, inputs.z0, spec)
     if spec.inversion is Inversion.DDPM:
-        trajectory = edit_friendly_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps,
+        trajectory = edit_friendly_inversion(generator, z_start, inputs.source_text, inputs.uncond, spec.steps,
                                              guidance, spec.seed, start)
     else:
-        trajectory = ddim_inversion(generator, inputs.z0, inputs.source_text, inputs.uncond, spec.steps, guidance)
+        trajectory = ddim_inversion(generator, z_start, inputs.source_text, inputs.uncond, spec.steps, guidance)
     methods, edit_prompt, negative = control_methods(generator, spec, inputs.region, inputs.prompts, vectors)
     mask = inputs.region.latent_mask(inputs.latent_hw)[None, None]
     methods.append(LatentBlend(trajectory, mask))

@@ -105,6 +105,8 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     re-sampled with the method's controls, latents outside the edit region held on the
     factual trajectory. Lets several methods share one factual sample."""
     spec = replace(pair.spec, method=method)
+    if method.causal:
+        return _causal_pair(generator, pair, spec)
     methods, edit_prompt, negative = control_methods(generator, spec, pair.region, pair.prompts, vectors)
     mask = pair.region.latent_mask(tuple(pair.trajectory.latents[0].shape[-2:]))[None, None]
     methods.append(LatentBlend(pair.trajectory, mask))
@@ -116,6 +118,22 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     check_image(decoded, "the counterfactual sample", hint=precision_hint(generator.dtype))
     counterfactual = np.clip(pair.factual + pair.region.native_weight * (decoded - pair.factual), 0, 1)
     return replace(pair, counterfactual=counterfactual.astype(np.float32), spec=spec)
+
+
+def _causal_pair(generator: Generator, pair: Pair, spec: EditSpec) -> Pair:
+    """The ``causal`` counterfactual of ``pair``'s factual film: the editor's own pass on the
+    factual's final latent (the factor swap, then the denoiser from ``spec.depth``), so a
+    pair and an edit of a given film are made by one mechanism."""
+    import time
+
+    from medcf.editing.edit import EditInputs, _edit_pass
+
+    with torch.no_grad():
+        inputs = EditInputs(pair.factual, pair.factual, pair.trajectory.latents[-1], pair.region, pair.prompts,
+                            generator.encode_text([pair.prompts["source"]]), generator.unconditional(1),
+                            time.perf_counter())
+    result = _edit_pass(inputs, spec, generator, None, progress=False)
+    return replace(pair, counterfactual=result.image, spec=spec)
 
 
 def generate_pair_retrying(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,

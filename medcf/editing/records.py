@@ -22,10 +22,13 @@ Record = TypeVar("Record")
 _FOUND: "weakref.WeakKeyDictionary[Generator, dict[str, object]]" = weakref.WeakKeyDictionary()
 
 
-def find_beside(generator: Generator, filename: str, load: Callable[[Path], Record]) -> Record | None:
+def find_beside(generator: Generator, filename: str, load: Callable[[Path], Record],
+                fingerprint: Callable[[Generator], str] | None = None) -> Record | None:
     """``load(path)`` of ``filename`` beside ``generator``'s weights (the folder itself or
-    its ``models/``), if there is one and it was measured for this denoiser; else ``None``.
-    ``load`` returns an object with a ``denoiser_sha256`` attribute."""
+    its ``models/``), if there is one and it was measured for this model; else ``None``.
+    ``load`` returns an object with a ``denoiser_sha256`` attribute, or, with
+    ``fingerprint`` (the part of the model the record belongs to, e.g. its autoencoder), a
+    ``fingerprint`` attribute compared with ``fingerprint(generator)``."""
     found = _FOUND.setdefault(generator, {})
     if filename not in found:
         from medcf.editing.steering import denoiser_fingerprint
@@ -33,7 +36,16 @@ def find_beside(generator: Generator, filename: str, load: Callable[[Path], Reco
         source = Path(generator.source)
         path = next((p for p in (source / filename, source / "models" / filename) if p.is_file()), None)
         record = load(path) if path is not None else None
-        if record is not None and record.denoiser_sha256 != denoiser_fingerprint(generator):
-            record = None
+        if record is not None:
+            identity = record.fingerprint if fingerprint is not None else record.denoiser_sha256
+            if identity != (fingerprint or denoiser_fingerprint)(generator):
+                record = None
         found[filename] = record
     return found[filename]
+
+
+def attach(generator: Generator, filename: str, record) -> None:
+    """Make ``record`` the one :func:`find_beside` returns for ``filename`` on ``generator``
+    (a benchmark that runs a method with a file other than the one shipped, e.g. the
+    long-tail suite's factor model trained on a skewed set)."""
+    _FOUND.setdefault(generator, {})[filename] = record

@@ -15,6 +15,7 @@ class Method(StrEnum):
     REGULATED = "regulated"  # re-prompt with anatomy regulation, pathology enhancement, concentration energy
     STEER = "steer"  # MedSteer activation steering, anatomy-gated
     REGULATED_STEER = "regulated+steer"
+    CAUSAL = "causal"  # the factor model's pathology swap, re-drawn by the denoiser under the target prompt (§5)
 
     @property
     def regulated(self) -> bool:
@@ -23,6 +24,10 @@ class Method(StrEnum):
     @property
     def steered(self) -> bool:
         return self in (Method.STEER, Method.REGULATED_STEER)
+
+    @property
+    def causal(self) -> bool:
+        return self is Method.CAUSAL
 
 
 class Inversion(StrEnum):

@@ -32,6 +32,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_augmentation(args)
     if args.suite == "judge":
         return _bench_judge(args)
+    if args.suite in ("swap", "longtail"):
+        return _bench_causal(args)
     from medcf.eval.bench import rescore_suite, run_counterfactual_suite, summary_rows
     from medcf.eval.judge import Judge
 
@@ -74,6 +76,34 @@ def _bench_judge(args: argparse.Namespace) -> int:
                              progress=not args.quiet, placement=placement_from_args(args))
     for report, misses in result["misses"].items():
         print(f"{report:28s} " + ("targets met" if not misses else "misses: " + ", ".join(misses)))
+    return _print_outputs(result["out"])
+
+
+def _bench_causal(args: argparse.Namespace) -> int:
+    from medcf.editing.api import load_editor
+    from medcf.eval.judge import Judge
+
+    judge = Judge.load(args.judge) if args.judge else None
+    editor = load_editor(placement=placement_from_args(args))
+    if args.suite == "swap":
+        from medcf.eval.swap import run_swap_suite, summary
+
+        findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
+        result = run_swap_suite(args.out, n=_or(args.n, 5), findings=findings, size=_or(args.size, 256), judge=judge,
+                                editor=editor, factors_folder=args.factors, progress=not args.quiet)
+        for row in summary(result["rows"]):
+            print(f"{row['swap']:10s} flip {row['flip_rate']:.2f}  lungs {row['dice_lungs']:.3f}  ssim outside "
+                  f"lesion {row['ssim_outside_lesion']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB")
+        return _print_outputs(result["out"])
+    from medcf.bundle import bundle_path
+    from medcf.eval.longtail import run_longtail_suite
+
+    factors = args.factors or bundle_path("candidates", "longtail-factors")
+    result = run_longtail_suite(args.out, factors, n=_or(args.n, 3), pair_n=args.pair_n, per_bucket=args.per_bucket,
+                                size=_or(args.size, 256), judge=judge, editor=editor, progress=not args.quiet)
+    for row in result["summary"]:
+        print(f"{row['bucket']:6s} {row['setting']:5s} {row['method']:10s} noise-opt {str(row['noise_optimization']):5s} "
+              f"flip {row['flip_rate']:.2f}" + (f"  fidelity {row['fidelity_psnr']:.2f} dB" if row['fidelity_psnr'] else ""))
     return _print_outputs(result["out"])
 
 
@@ -134,12 +164,19 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                     "--suite judge: can the judge be trusted on the films it judges? False alarms on films the "
                     "model samples from the normal prompt, and flips it declares for sham edits (blur, noise, "
                     "contrast, autoencoder) in the edit region of benchmark inputs; re-run it whenever the model "
-                    "changes. All write results.json, results.md and examples.png.", epilog=EPILOG)
-    bench.add_argument("--suite", choices=["counterfactual", "augmentation", "judge"], default="counterfactual",
+                    "changes. --suite swap: the causal factor model's disentanglement: patient a's anatomy with "
+                    "patient b's finding against the world's exact render of it. --suite longtail: flip rate and "
+                    "fidelity per frequency bucket (head/medium/tail) of a factor model trained with deliberately "
+                    "rare combinations, per method, with and without initial-noise optimisation. "
+                    "All write results.json, results.md and examples.png.", epilog=EPILOG)
+    bench.add_argument("--suite", choices=["counterfactual", "augmentation", "judge", "swap", "longtail"],
+                       default="counterfactual",
                        help="the suite to run (default counterfactual)")
     bench.add_argument("--n", type=int, default=None,
                        help="counterfactual: patients per finding (default 2); augmentation: rendered training "
-                            "pairs (default 100); judge: benchmark patients per finding for the shams (default 10). "
+                            "pairs (default 100); judge: benchmark patients per finding for the shams (default 10); "
+                            "swap: patient pairs per finding (default 5); longtail: patients per combination "
+                            "(default 3). "
                             "docs/bench.md has the full runs")
     bench.add_argument("--size", type=int, default=None,
                        help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
@@ -172,6 +209,13 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                 help="MedCF methods: scale of every push (default: medcf edit's, 1)")
     counterfactual.add_argument("--guidance", type=float, default=None,
                                 help="MedCF methods: guidance scale inside the edit region (default: medcf edit's)")
+    causal = bench.add_argument_group("swap and long-tail suites")
+    causal.add_argument("--factors", type=Path, default=None,
+                        help="factor model folder (swap default: the one beside the model's weights; longtail "
+                             "default: monai_bundle/candidates/longtail-factors, trained with --rare)")
+    causal.add_argument("--per-bucket", type=int, default=2, help="longtail: combinations per bucket (default 2)")
+    causal.add_argument("--pair-n", type=int, default=2,
+                        help="longtail: pairs from scratch per combination, method and noise setting (default 2)")
     augmentation = bench.add_argument_group("augmentation suite")
     augmentation.add_argument("--generated", type=int, default=None,
                               help="generated pairs added per arm (default: --n)")

@@ -35,7 +35,7 @@ EDIT_CHOICES = {
     "side": ["left", "right", "bilateral", "-"],
     "zone": ["-", "upper", "middle", "lower"],
     "severity": ["mild", "moderate", "severe"],
-    "method": ["auto", "steer", "regulated", "regulated+steer"],
+    "method": ["auto", "steer", "regulated", "regulated+steer", "causal"],
 }
 
 # The label maps `medcf segment` writes (anatomy.nii.gz, zones.nii.gz; docs/anatomy.md), copied here so

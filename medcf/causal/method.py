@@ -1,0 +1,84 @@
+"""The ``causal`` editing method (methods.md §5, findings-guided generation): the factor
+model swaps the input's pathology factor for the one the edit names while its identity
+factor pins the anatomy; the denoiser then re-draws that proposal from ``depth`` under the
+target prompt, so the text condition finishes what the factors started and the result
+lies on the model's image manifold.
+
+The factor model is looked up beside the model's weights (``causal_factors.json``) and
+used only if it was trained in that model's latent space (its autoencoder fingerprint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from medcf.causal.factors import CONFIG_FILE, Attributes, FactorModel, FactorRecord, load_factors
+from medcf.errors import InputError
+from medcf.models.base import Generator
+from medcf.vocab import Action
+
+CAUSAL_DEPTH = 0.3  # the denoiser's share of the steps after the factor swap (chosen on tuning patients)
+
+
+@dataclass
+class LoadedFactors:
+    model: FactorModel
+    record: FactorRecord
+    path: Path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.record.autoencoder_sha256
+
+
+def _load(path: Path) -> LoadedFactors:
+    model, record = load_factors(path.parent)
+    return LoadedFactors(model, record, path.parent)
+
+
+def find_factors(generator: Generator) -> LoadedFactors | None:
+    """The factor model shipped beside ``generator``'s weights, if it was trained on its autoencoder."""
+    from medcf.causal.training import autoencoder_fingerprint
+    from medcf.editing.records import find_beside
+
+    return find_beside(generator, CONFIG_FILE, _load, fingerprint=autoencoder_fingerprint)
+
+
+def require_factors(generator: Generator) -> LoadedFactors:
+    factors = find_factors(generator)
+    if factors is None:
+        raise InputError(f"method causal needs a factor model ({CONFIG_FILE}) trained on this model's autoencoder "
+                         f"beside its weights ({generator.source}); make one with `medcf train factors --export`")
+    return factors
+
+
+def target_attributes(spec) -> list[Attributes]:
+    """What the edited film should carry: the asked finding (add) or none (remove)."""
+    if spec.action is Action.REMOVE:
+        return [Attributes()]
+    return [Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)]
+
+
+def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.Tensor:
+    """``latents`` plus ``spec.strength`` times the factor model's counterfactual change."""
+    factors = require_factors(generator)
+    model = factors.model.to(latents.device)
+    with torch.no_grad():
+        delta = model.counterfactual_delta(latents.float(), target_attributes(spec))
+    return latents + spec.strength * delta.to(latents.dtype)
+
+
+def use_factors(generator: Generator, folder: str | Path) -> LoadedFactors:
+    """Make ``generator``'s ``causal`` method use the factor model in ``folder`` instead of
+    the one beside its weights (refused if it was trained on another autoencoder)."""
+    from medcf.causal.training import autoencoder_fingerprint
+    from medcf.editing.records import attach
+
+    factors = _load(Path(folder) / CONFIG_FILE)
+    if factors.fingerprint != autoencoder_fingerprint(generator):
+        raise InputError(f"{folder}: this factor model was trained on another autoencoder than {generator.source}'s")
+    attach(generator, CONFIG_FILE, factors)
+    return factors
