@@ -61,3 +61,20 @@ def test_a_pair_from_optimised_noise_starts_both_films_there_and_records_it(gene
     outside = ~optimised.region.native_region
     assert np.array_equal(optimised.factual[outside], optimised.counterfactual[outside])
     assert not np.array_equal(optimised.factual, plain.factual) or optimised.noise_report["reached"]
+
+
+def test_generate_with_optimised_noise_records_the_cost(generator, tmp_path):
+    import json
+
+    from medcf.models.bundle import GenerateImages
+
+    paths = GenerateImages(generator, str(tmp_path / "out"), PROMPT, seed=7, num_images=2, steps=3, progress=False,
+                           optimize_noise=True).run()
+    records = [json.loads(p.read_text()) for p in paths if p.suffix == ".json"]
+    assert [r["seed"] for r in records] == [7, 8]
+    assert all(1 <= r["noise_optimization"]["denoiser_calls"] <= 5 * 11 for r in records)  # rounds x (iterations + 1)
+    plain = GenerateImages(generator, str(tmp_path / "plain"), PROMPT, seed=7, steps=3, progress=False).run()
+    assert "noise_optimization" not in json.loads(plain[1].read_text())
+    with pytest.raises(InputError, match="names no finding"):
+        GenerateImages(generator, str(tmp_path / "none"), "PA chest radiograph. Normal chest radiograph.",
+                       steps=3, progress=False, optimize_noise=True).run()

@@ -52,19 +52,42 @@ class GenerateImages:
     steps: int = 25
     guidance_scale: float | None = None
     progress: bool = True
+    optimize_noise: bool = False  # InitNO (medcf.editing.initno) before each image: rare findings
 
     def run(self) -> list[Path]:
         from medcf.models.sampling import sample
 
         if not str(self.prompt).strip():
             raise InputError("the prompt is empty")
-        result = sample(self.generator, [str(self.prompt)] * int(self.num_images), seed=int(self.seed),
-                        steps=int(self.steps), guidance_scale=self.guidance_scale, progress=self.progress)
-        return write_samples(result, self.output_dir, self.generator)
+        if not self.optimize_noise:
+            result = sample(self.generator, [str(self.prompt)] * int(self.num_images), seed=int(self.seed),
+                            steps=int(self.steps), guidance_scale=self.guidance_scale, progress=self.progress)
+            return write_samples(result, self.output_dir, self.generator)
+        paths = []
+        for seed in range(int(self.seed), int(self.seed) + int(self.num_images)):  # one optimised noise per image
+            noise, report = optimized_prompt_noise(self.generator, str(self.prompt), seed, int(self.steps))
+            result = sample(self.generator, [str(self.prompt)], seed=seed, steps=int(self.steps),
+                            guidance_scale=self.guidance_scale, progress=self.progress, latents=noise)
+            paths += write_samples(result, self.output_dir, self.generator, {"noise_optimization": report.to_dict()})
+        return paths
 
 
-def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
-    """One 16-bit PNG and one JSON record per image; new files only."""
+def optimized_prompt_noise(generator, prompt: str, seed: int, steps: int):
+    """InitNO's noise for ``prompt`` from ``seed``: every finding the prompt names
+    (:data:`medcf.editing.regulation.PATHOLOGY_WORDS`) must be attended to at the first step."""
+    from medcf.editing.initno import optimize_initial_noise
+    from medcf.editing.regulation import pathology_tokens
+    from medcf.vocab import Finding
+
+    text = generator.encode_text([prompt])
+    tokens = sorted({token for finding in Finding for token in pathology_tokens(text, finding)})
+    if not tokens:
+        raise InputError("--optimize-noise: the prompt names no finding whose tokens could be attended to")
+    return optimize_initial_noise(generator, text, tokens, seed, steps)
+
+
+def write_samples(result, output_dir: str | Path, generator, extra: dict | None = None) -> list[Path]:
+    """One 16-bit PNG and one JSON record per image (plus ``extra``); new files only."""
     from medcf.io.atomic import write_new_text
     from medcf.io.images import write_png16
 
@@ -78,7 +101,7 @@ def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
             "sampler": result.settings, "model": {"format": generator.format, "source": generator.source},
             "placement": generator.placement(),
             "medcf": medcf.__version__, "seconds": round(result.seconds, 2), "image": f"{stem}.png",
-            "notice": medcf.RESEARCH_ONLY_NOTICE,
+            "notice": medcf.RESEARCH_ONLY_NOTICE, **(extra or {}),
         }
         paths.append(write_new_text(out / f"{stem}.json", json.dumps(record, indent=2) + "\n"))
     return paths
@@ -86,11 +109,12 @@ def write_samples(result, output_dir: str | Path, generator) -> list[Path]:
 
 def generate_to_folder(model: str | Path | None, prompt: str, out: str | Path, seed: int = 0, steps: int = 25,
                        guidance_scale: float | None = None, num_images: int = 1, text_encoder=None,
-                       progress: bool = True, placement=None) -> list[Path]:
+                       progress: bool = True, placement=None, optimize_noise: bool = False) -> list[Path]:
     """``medcf generate``: load any supported model folder (on ``placement``, a
     :class:`medcf.devices.Placement`; default CPU float32) and write samples."""
     from medcf.devices import loader_kwargs
     from medcf.models.loaders import load_generator
 
     generator = load_generator(resolve_model_dir(model), text_encoder=text_encoder, **loader_kwargs(placement))
-    return GenerateImages(generator, str(out), prompt, seed, num_images, steps, guidance_scale, progress).run()
+    return GenerateImages(generator, str(out), prompt, seed, num_images, steps, guidance_scale, progress,
+                          optimize_noise).run()
