@@ -93,7 +93,7 @@ def tiny_factors(tmp_path_factory):
     model = model_fixtures.make_default_model(root / "model")
     train, heldout = _blob_world(root / "train.npz", 48, 0), _blob_world(root / "heldout.npz", 12, 5000)
     done = _medcf("train", "factors", "--model", model, "--data", train, "--heldout", heldout, "--steps", "150",
-                  "--batch", "8", "--width", "16", "--blocks", "1", "--lr", "3e-3", "--threads", "1", "--quiet",
+                  "--posterior-steps", "50", "--batch", "8", "--width", "16", "--blocks", "1", "--lr", "3e-3", "--threads", "1", "--quiet",
                   "--out", root / "run", "--export", model)
     assert done.returncode == 0, done.stderr
     return root, model, json.loads(done.stdout.splitlines()[0])
@@ -110,10 +110,12 @@ def test_training_on_exact_pairs_makes_swaps_beat_doing_nothing(tiny_factors):
     assert record.recipe["steps"] == 150 and record.figures["heldout_latent_mse"] == errors
     assert len(record.autoencoder_sha256) == 64
     log = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["swap"] < log[0]["swap"]
+    joint = [entry for entry in log if entry["phase"] == 1]
+    assert joint[-1]["swap"] < joint[0]["swap"] and log[-1]["phase"] == 2 and log[-1]["step"] == 199
+    assert record.recipe["posterior_steps"] == 50
     # --resume continues from the newest checkpoint; a finished run has nothing left to do
     again = _medcf("train", "factors", "--model", model, "--data", root / "train.npz", "--heldout",
-                   root / "heldout.npz", "--steps", "150", "--width", "16", "--blocks", "1", "--quiet", "--resume",
+                   root / "heldout.npz", "--steps", "150", "--posterior-steps", "50", "--width", "16", "--blocks", "1", "--quiet", "--resume",
                    "--out", root / "run")
     assert again.returncode == 0, again.stderr
     exists = _medcf("train", "factors", "--model", model, "--data", root / "train.npz", "--steps", "1",

@@ -46,6 +46,7 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
     kept, frequencies = skewed_subset(pairs, rare, seed=args.seed) if rare else (pairs, None)
     options = FactorOptions(out=str(args.out), steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                             threads=args.threads, resume=args.resume, checkpoint_every=args.checkpoint_every,
+                            posterior_steps=args.posterior_steps,
                             config=FactorConfig(latent_channels=pairs.factual.shape[1], latent_size=pairs.factual.shape[-1],
                                                 width=args.width, blocks=args.blocks))
     model, recipe = train_factors(options, kept, autoencoder_fingerprint(generator), [p.name for p in paths],
@@ -77,7 +78,8 @@ def add_factor_parser(train_sub: argparse._SubParsersAction, epilog: str = "") -
                     "the simulated world's exact pairs (the same patient with and without one finding): an "
                     "identity/anatomy factor, a pathology factor, an attribute prior (finding, side, zone, "
                     "severity) and a decoder, with reconstruction, group-swap, prior-swap, KL, classification, "
-                    "cross-patient swap-consistency and HSIC independence losses. Reports the held-out latent "
+                    "cross-patient swap-consistency and HSIC independence losses; then the pathology encoder "
+                    "alone is fitted to the frozen rest (--posterior-steps). Reports the held-out latent "
                     "error of the swaps; --export writes causal_factors.json + .safetensors for `medcf edit "
                     "--method causal` (copy them beside the model's weights, e.g. monai_bundle/models).",
         epilog=epilog)
@@ -95,6 +97,8 @@ def add_factor_parser(train_sub: argparse._SubParsersAction, epilog: str = "") -
                         help="keep only this share of pairs of a combination (* = any), e.g. "
                              "'pneumothorax/right/*=0.01'; repeatable (the long-tail suite's skewed training set)")
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    parser.add_argument("--posterior-steps", type=int, default=500,
+                        help="then steps of the pathology encoder alone, the rest frozen (default 500)")
     parser.add_argument("--batch", type=int, default=16, help="pairs per step (default 16)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     parser.add_argument("--width", type=int, default=48, help="channels of every block (default 48)")

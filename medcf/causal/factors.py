@@ -179,14 +179,16 @@ class FactorModel(nn.Module):
             h = block(h, pathology)
         return self.decoder_out(h)
 
-    def counterfactual_delta(self, latents: torch.Tensor, target: list[Attributes]) -> torch.Tensor:
-        """``decode(z_id, prior(target)) − decode(z_id, posterior mean)``: the change the
-        factors attribute to swapping this film's pathology for ``target`` (its anatomy
-        pinned). Added to the input latent it keeps what the decoder cannot reproduce."""
+    def counterfactual_delta(self, latents: torch.Tensor, source: list[Attributes],
+                             target: list[Attributes]) -> torch.Tensor:
+        """``decode(z_id, prior(target)) − decode(z_id, prior(source))``: the change the
+        factors attribute to switching this film's pathology from ``source`` to ``target``,
+        its anatomy pinned by ``z_id``. Both codes come from the attribute prior (the path
+        the prior-swap loss trains), so the difference holds the finding alone; added to
+        the input latent it keeps everything the decoder cannot reproduce."""
         identity = self.identity(latents)
-        mean, _ = self.pathology(latents)
-        wanted = self.prior_mean(attribute_tensor(target).to(latents.device))
-        return self.decode(identity, wanted) - self.decode(identity, mean)
+        codes = self.prior_mean(attribute_tensor([*source, *target]).to(latents.device))
+        return self.decode(identity, codes[len(source):]) - self.decode(identity, codes[:len(source)])
 
 
 @dataclass

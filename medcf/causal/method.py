@@ -55,11 +55,11 @@ def require_factors(generator: Generator) -> LoadedFactors:
     return factors
 
 
-def target_attributes(spec) -> list[Attributes]:
-    """What the edited film should carry: the asked finding (add) or none (remove)."""
-    if spec.action is Action.REMOVE:
-        return [Attributes()]
-    return [Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)]
+def edit_attributes(spec) -> tuple[list[Attributes], list[Attributes]]:
+    """The pathology the edit switches from and to: none → the asked finding (add), the
+    named finding → none (remove)."""
+    finding = [Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)]
+    return ([Attributes()], finding) if spec.action is Action.ADD else (finding, [Attributes()])
 
 
 def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.Tensor:
@@ -67,7 +67,7 @@ def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.
     factors = require_factors(generator)
     model = factors.model.to(latents.device)
     with torch.no_grad():
-        delta = model.counterfactual_delta(latents.float(), target_attributes(spec))
+        delta = model.counterfactual_delta(latents.float(), *edit_attributes(spec))
     return latents + spec.strength * delta.to(latents.dtype)
 
 

@@ -15,6 +15,9 @@ Losses (methods.md §5), per batch of ``batch`` pairs (factual ``f``, counterfac
 - independence: HSIC (linear kernels, i.e. the squared Frobenius norm of the
   cross-covariance) between the pooled ``z_id`` and ``z_path``.
 
+Then a second phase fits the pathology encoder alone to the frozen rest
+(:func:`posterior_losses`).
+
 The latents are the default model's autoencoder means (scaled), cached per autoencoder.
 A run folder keeps checkpoints and ``log.jsonl``; ``--resume`` continues from the newest
 checkpoint with the same batches an uninterrupted run would have seen.
@@ -117,12 +120,13 @@ class FactorOptions:
     threads: int = 0
     resume: bool = False
     checkpoint_every: int = 500
+    posterior_steps: int = 500
     weights: dict = field(default_factory=lambda: dict(ssim=0.1, swap=1.0, identity=0.5, prior=1.0, kl=1e-3,
                                                        classify=0.1, cycle=0.5, hsic=0.1))
     config: FactorConfig = field(default_factory=FactorConfig)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch < 2:
+        if self.steps < 1 or self.batch < 2 or self.posterior_steps < 0:
             raise InputError("--steps must be ≥ 1 and --batch ≥ 2 (the cross-patient swap needs two patients)")
 
 
@@ -180,9 +184,50 @@ def factor_losses(model: FactorModel, f: torch.Tensor, c: torch.Tensor, attribut
     return losses
 
 
+def posterior_losses(model: FactorModel, f: torch.Tensor, c: torch.Tensor, attributes: torch.Tensor,
+                     weights: dict, ssim=None) -> dict[str, torch.Tensor]:
+    """The second phase's losses (the pathology encoder alone learns; everything else is
+    frozen): the posterior mean must do what the attribute prior's code does in the
+    frozen decoder (the group swaps, decoded from means), lie near that code, and name
+    the finding. Why a second phase: in the joint phase the decoder learns to draw the
+    finding from the prior's codes, and the sampled posterior, noisier, is left behind
+    (it collapsed to one point in the shipped run: per-dimension spread 0.01 across films,
+    classification at chance); fitting the encoder to the trained decoder afterwards is
+    amortised inference, as in semi-amortised VAEs."""
+    ssim = ssim or _ssim_loss(f.shape[-1])
+    none = torch.zeros_like(attributes)
+    with torch.no_grad():
+        id_f, id_c = model.identity(f), model.identity(c)
+        prior_f, prior_c = model.prior_mean(attributes), model.prior_mean(none)
+    (mf, _), (mc, _) = model.pathology(f), model.pathology(c)
+
+    def fit(prediction, target):
+        return nn.functional.mse_loss(prediction, target) + weights["ssim"] * ssim(prediction, target)
+
+    losses = {
+        "swap": fit(model.decode(id_c, mf), f) + fit(model.decode(id_f, mc), c),
+        "match": nn.functional.mse_loss(mf, prior_f) + nn.functional.mse_loss(mc, prior_c),
+        "classify": nn.functional.cross_entropy(model.classifier(torch.cat([mf, mc])),
+                                                torch.cat([attributes[:, 0], none[:, 0]])),
+    }
+    losses["total"] = losses["swap"] + losses["match"] + weights["classify"] * losses["classify"]
+    return losses
+
+
+def _phase_parameters(model: FactorModel, phase: int) -> list[nn.Parameter]:
+    """Phase 1 trains everything; phase 2 the pathology encoder and the classifier only."""
+    model.requires_grad_(phase == 1)
+    if phase == 2:
+        for module in (model.pathology_encoder, model.classifier):
+            module.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256: str, data_names: list[str],
                   progress: bool = True) -> tuple[FactorModel, dict]:
-    """Train on ``pairs``; checkpoints and ``log.jsonl`` go into ``options.out``."""
+    """Train on ``pairs``: ``options.steps`` joint steps, then ``options.posterior_steps``
+    of the pathology encoder alone (:func:`posterior_losses`); checkpoints and
+    ``log.jsonl`` go into ``options.out``."""
     from tqdm import tqdm
 
     from medcf.models.train import RunFolder, _lr, _setup, hardware, load_checkpoint
@@ -190,14 +235,23 @@ def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256
     run = RunFolder(options.out, options.resume)
     device = _setup(options.seed, options.threads)
     model = FactorModel(options.config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=1e-4)
-    start, seconds = 0, 0.0
+    total = options.steps + options.posterior_steps
+    start, seconds, state = 0, 0.0, None
     if options.resume:
         state = load_checkpoint(run.latest())
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
         start, seconds = int(state["step"]), float(state.get("seconds", 0.0))
-    recipe = {"kind": "causal-factors", "steps": options.steps, "batch_pairs": options.batch, "lr": options.lr,
+
+    def optimizer_for(phase: int):
+        optimizer = torch.optim.AdamW(_phase_parameters(model, phase), lr=options.lr, weight_decay=1e-4)
+        if state is not None and state.get("phase", 1) == phase:
+            optimizer.load_state_dict(state["optimizer"])
+        return optimizer
+
+    phase = 1 if start < options.steps else 2
+    optimizer = optimizer_for(phase)
+    recipe = {"kind": "causal-factors", "steps": options.steps, "posterior_steps": options.posterior_steps,
+              "batch_pairs": options.batch, "lr": options.lr,
               "warmup": options.warmup, "seed": options.seed, "weights": options.weights,
               "config": asdict(options.config), "data": data_names, "pairs": len(pairs),
               "autoencoder_sha256": autoencoder_sha256, "hardware": hardware()}
@@ -205,27 +259,31 @@ def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256
     attributes = attribute_tensor(pairs.attributes)
     ssim = _ssim_loss(pairs.factual.shape[-1])
     model.train()
-    bar = tqdm(range(start, options.steps), desc="training factors", unit="step", disable=not progress,
-               initial=start, total=options.steps)
+    bar = tqdm(range(start, total), desc="training factors", unit="step", disable=not progress,
+               initial=start, total=total)
     for step in bar:
+        if step == options.steps and phase == 1:
+            phase, optimizer = 2, optimizer_for(2)
         tick = time.perf_counter()
         rng = np.random.default_rng([options.seed, step])
         index = torch.from_numpy(rng.choice(len(pairs), options.batch, replace=False))
         noise = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, options.lr, options.warmup)
-        losses = factor_losses(model, pairs.factual[index].to(device), pairs.counterfactual[index].to(device),
-                               attributes[index].to(device), options.weights, noise, ssim)
+            group["lr"] = _lr(step if phase == 1 else step - options.steps, options.lr, options.warmup)
+        batch = (pairs.factual[index].to(device), pairs.counterfactual[index].to(device), attributes[index].to(device))
+        losses = factor_losses(model, *batch, options.weights, noise, ssim) if phase == 1 \
+            else posterior_losses(model, *batch, options.weights, ssim)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 1.0)
         optimizer.step()
         seconds += time.perf_counter() - tick
-        if step % 50 == 0 or step == options.steps - 1:
-            run.log(step=step, seconds=round(seconds, 1), **{k: round(float(v.detach()), 5) for k, v in losses.items()})
-            bar.set_postfix(total=f"{float(losses['total'].detach()):.4f}", prior=f"{float(losses['prior'].detach()):.4f}")
-        if (step + 1) % options.checkpoint_every == 0 or step == options.steps - 1:
-            run.save(step + 1, {"kind": "causal-factors", "step": step + 1, "seconds": seconds,
+        if step % 50 == 0 or step == total - 1:
+            run.log(step=step, phase=phase, seconds=round(seconds, 1),
+                    **{k: round(float(v.detach()), 5) for k, v in losses.items()})
+            bar.set_postfix(phase=phase, total=f"{float(losses['total'].detach()):.4f}")
+        if (step + 1) % options.checkpoint_every == 0 or step == total - 1:
+            run.save(step + 1, {"kind": "causal-factors", "step": step + 1, "phase": phase, "seconds": seconds,
                                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "config": asdict(options.config)})
     model.eval().requires_grad_(False)
@@ -263,8 +321,9 @@ def latent_errors(model: FactorModel, pairs: PairLatents, batch: int = 64) -> di
             mc, _ = model.pathology(c)
             totals["posterior_swap"] += float(((model.decode(id_c, mf) - f) ** 2).mean(dim=(1, 2, 3)).sum()
                                               + ((model.decode(id_f, mc) - c) ** 2).mean(dim=(1, 2, 3)).sum())
-            add = c + model.counterfactual_delta(c, pairs.attributes[first:first + batch])
-            remove = f + model.counterfactual_delta(f, [Attributes()] * len(f))
+            named, none = pairs.attributes[first:first + batch], [Attributes()] * len(f)
+            add = c + model.counterfactual_delta(c, none, named)
+            remove = f + model.counterfactual_delta(f, named, none)
             totals["prior_swap"] += float(((add - f) ** 2).mean(dim=(1, 2, 3)).sum()
                                           + ((remove - c) ** 2).mean(dim=(1, 2, 3)).sum())
             totals["unchanged"] += float(2 * ((f - c) ** 2).mean(dim=(1, 2, 3)).sum())

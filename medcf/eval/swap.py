@@ -5,8 +5,8 @@ without the finding, patient b with it. The world renders the exact answer: a's
 acquisition (CT, pose, habitus, exposure) with b's lesion. Three films are compared with it:
 
 - ``posterior``: ``decode(z_id(a), z_path(b))``, the factor model's swap, decoded whole;
-- ``prior``: a's latent plus the change from a's own pathology factor to the one the
-  attribute prior names for b's finding (what ``--method causal`` starts from);
+- ``prior``: a's latent plus the change from "no finding" to b's finding, both codes
+  named by the attribute prior (what ``--method causal`` starts from);
 - ``autoencoded``: a's film through the autoencoder alone (what any film loses on the
   way through the latent space: the swaps' ceiling outside the lesion);
 - ``unchanged``: a's film as it is (the reference every swap must beat on the lesion).
@@ -62,7 +62,7 @@ def swapped_films(generator, factors, case) -> dict[str, np.ndarray]:
         mean_b, _ = model.pathology(z_b)
         posterior = model.decode(model.identity(z_a), mean_b)
         target = Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)
-        prior = z_a + model.counterfactual_delta(z_a, [target])
+        prior = z_a + model.counterfactual_delta(z_a, [Attributes()], [target])
         films = np.clip(generator.decode_images(torch.cat([posterior, prior, z_a])), 0, 1)
     return {"posterior": films[0], "prior": films[1], "autoencoded": films[2], "unchanged": case["a"]}
 
