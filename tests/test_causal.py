@@ -177,8 +177,7 @@ def test_long_tail_combinations_come_from_every_bucket():
     chosen = choose_combinations(shares, 2)
     assert chosen["head"] == ["edema/bilateral/none", "cardiomegaly/none/none"]
     assert chosen["tail"] == ["nodule/left/middle", "pneumothorax/right/upper"]  # lobar consolidation left out
-    assert len(chosen["medium"]) == 2 and set(chosen["medium"]) <= {"nodule/left/upper", "nodule/right/lower",
-                                                                      "atelectasis/left/middle"}
+    assert chosen["medium"] == ["nodule/left/upper", "atelectasis/left/middle"]  # one per finding, rarest first
 
 
 def _small_judge():

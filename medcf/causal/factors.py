@@ -101,8 +101,8 @@ class FactorConfig:
     latent_size: int = 32
     identity_channels: int = 8
     pathology_dim: int = 32
-    width: int = 64
-    blocks: int = 3
+    width: int = 48
+    blocks: int = 2
 
     def __post_init__(self) -> None:
         if self.latent_size % 4:

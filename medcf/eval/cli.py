@@ -99,7 +99,7 @@ def _bench_causal(args: argparse.Namespace) -> int:
     from medcf.eval.longtail import run_longtail_suite
 
     factors = args.factors or bundle_path("candidates", "longtail-factors")
-    result = run_longtail_suite(args.out, factors, n=_or(args.n, 3), pair_n=args.pair_n, per_bucket=args.per_bucket,
+    result = run_longtail_suite(args.out, factors, n=_or(args.n, 4), pair_n=args.pair_n, per_bucket=args.per_bucket,
                                 size=_or(args.size, 256), judge=judge, editor=editor, progress=not args.quiet)
     for row in result["summary"]:
         print(f"{row['bucket']:6s} {row['setting']:5s} {row['method']:10s} noise-opt {str(row['noise_optimization']):5s} "
@@ -176,7 +176,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                        help="counterfactual: patients per finding (default 2); augmentation: rendered training "
                             "pairs (default 100); judge: benchmark patients per finding for the shams (default 10); "
                             "swap: patient pairs per finding (default 5); longtail: patients per combination "
-                            "(default 3). "
+                            "(default 4). "
                             "docs/bench.md has the full runs")
     bench.add_argument("--size", type=int, default=None,
                        help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
@@ -213,7 +213,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     causal.add_argument("--factors", type=Path, default=None,
                         help="factor model folder (swap default: the one beside the model's weights; longtail "
                              "default: monai_bundle/candidates/longtail-factors, trained with --rare)")
-    causal.add_argument("--per-bucket", type=int, default=2, help="longtail: combinations per bucket (default 2)")
+    causal.add_argument("--per-bucket", type=int, default=3,
+                        help="longtail: combinations of different findings per bucket (default 3)")
     causal.add_argument("--pair-n", type=int, default=2,
                         help="longtail: pairs from scratch per combination, method and noise setting (default 2)")
     augmentation = bench.add_argument_group("augmentation suite")

@@ -6,7 +6,7 @@ zone) combinations were made deliberately rare (``medcf train factors --rare``);
 recipe keeps every combination's share of the training findings, and that share puts the
 combination in a bucket (``head`` ≥ 5 %, ``tail`` < 1 %, ``medium`` between: the
 thresholds of :mod:`medcf.editing.report_mix`). For ``per_bucket`` combinations of each
-bucket:
+bucket (:func:`choose_combinations`):
 
 - ``setting = edit``: ``n`` held-out world patients without the finding get it added by
   each method; the world's render with it is the truth (``flip_rate`` by the judge,
@@ -40,22 +40,26 @@ COLUMNS = ("bucket", "combination", "setting", "method", "noise_optimization", "
 
 
 def choose_combinations(frequencies: dict[str, float], per_bucket: int) -> dict[str, list[str]]:
-    """Per bucket, up to ``per_bucket`` combinations the world can render as asked (a
-    zone-less combination of a zoned finding is lobar consolidation, left out): the rarest
-    of the tail, the commonest of the head, the middle of the medium bucket."""
+    """Per bucket, up to ``per_bucket`` combinations of *different* findings (so that a
+    bucket is not one finding the model cannot draw): the commonest of the head, the
+    rarest of the medium bucket and of the tail. Combinations the world cannot render as
+    asked are left out (a zone-less combination of a zoned finding is lobar consolidation)."""
     from medcf.causal.skew import bucket_of
     from medcf.world.pathology import FINDING_ZONES
 
     chosen: dict[str, list[str]] = {"head": [], "medium": [], "tail": []}
-    for key in sorted(frequencies, key=lambda k: (frequencies[k], k)):
-        finding, _, zone = key.split("/")
-        if FINDING_ZONES[Finding(finding)] is not None and zone == "none":
-            continue
-        chosen[bucket_of(frequencies[key]).value].append(key)
-    medium = chosen["medium"]
-    middle = max(0, len(medium) // 2 - per_bucket // 2)
-    return {"tail": chosen["tail"][:per_bucket], "medium": medium[middle:middle + per_bucket],
-            "head": chosen["head"][::-1][:per_bucket]}
+    for bucket in chosen:
+        keys = [k for k in frequencies if bucket_of(frequencies[k]).value == bucket]
+        keys.sort(key=lambda k: (-frequencies[k] if bucket == "head" else frequencies[k], k))
+        seen: set[str] = set()
+        for key in keys:
+            finding, _, zone = key.split("/")
+            if finding in seen or (FINDING_ZONES[Finding(finding)] is not None and zone == "none"):
+                continue
+            if len(chosen[bucket]) < per_bucket:
+                chosen[bucket].append(key)
+                seen.add(finding)
+    return chosen
 
 
 def _parts(key: str) -> tuple[Finding, Side | None, Zone | None]:
@@ -92,8 +96,8 @@ def _row(bucket, key, setting, method, optimized, share, flips, fidelity, gains,
             "sec_per_item": mean(seconds)}
 
 
-def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int = 3, pair_n: int = 2,
-                       per_bucket: int = 2, methods=DEFAULT_METHODS, pair_methods=DEFAULT_PAIR_METHODS,
+def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int = 4, pair_n: int = 2,
+                       per_bucket: int = 3, methods=DEFAULT_METHODS, pair_methods=DEFAULT_PAIR_METHODS,
                        size: int = 256, judge=None, editor=None, progress: bool = True, ct=None) -> dict:
     """Run the suite; writes ``results.json``, ``results.md`` and ``examples.png``."""
     from dataclasses import replace
@@ -164,13 +168,21 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
                 rows.append(_row(bucket, key, "pairs", method, optimized, frequencies[key], flips, [], [], seconds))
     summary = summarize(rows)
     settings = {"n": n, "pair_n": pair_n, "per_bucket": per_bucket, "size": size, "first_seed": LONGTAIL_SEED,
-                "methods": list(methods), "pair_methods": list(pair_methods), "factors": str(factors.path),
+                "methods": list(methods), "pair_methods": list(pair_methods), "factors": _shown(factors.path),
                 "rare": rare.get("shares"), "combinations": combinations}
     write_new_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": settings},
                                                     indent=1) + "\n")
     write_new_text(out / "results.md", _table(summary, rows, settings))
     _figure(examples, methods, out / "examples.png")
     return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it (results stay portable)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def summarize(rows: list[dict]) -> list[dict]:
