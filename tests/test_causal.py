@@ -198,8 +198,9 @@ def test_swap_suite_compares_swaps_with_the_exact_render(tmp_path):
     result = run_swap_suite(tmp_path / "swap", n=1, findings=(Finding.PLEURAL_EFFUSION,), judge=_small_judge(),
                             progress=False, ct=ct)
     rows = {r["swap"]: r for r in result["rows"]}
-    assert set(rows) == {"posterior", "prior", "unchanged"}
+    assert set(rows) == {"posterior", "prior", "autoencoded", "unchanged"}
     assert rows["unchanged"]["truth_gain"] == 0.0  # the input itself reproduces none of the change
+    assert rows["unchanged"]["ssim_outside_lesion"] > rows["autoencoded"]["ssim_outside_lesion"]
     assert rows["prior"]["truth_gain"] != 0.0 and 0.0 <= rows["prior"]["dice_lungs"] <= 1.0
     assert "| ALL | prior |" in (tmp_path / "swap" / "results.md").read_text()
     assert (tmp_path / "swap" / "examples.png").is_file()
