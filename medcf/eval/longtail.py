@@ -222,7 +222,10 @@ def _figure(examples, methods, path: Path) -> None:
 
     tiles = []
     for key, bucket, source, truth, outputs in examples:
-        tiles += [Tile(source, f"{key} ({bucket})\ninput"), Tile(truth, "true counterfactual")]
+        finding, side, zone = key.split("/")
+        where = " ".join(w for w in (side, zone) if w != "none")
+        tiles += [Tile(source, f"{finding} ({bucket})\n{where + ', ' if where else ''}input"),
+                  Tile(truth, "true counterfactual")]
         tiles += [Tile(outputs[m], m) for m in methods if outputs.get(m) is not None]
     save_png(render_grid(tiles, "MedCF long-tail suite: first patient per combination (simulated; research only)",
-                         tile_size=150, columns=2 + len(methods)), path)
+                         tile_size=180, columns=2 + len(methods)), path)
