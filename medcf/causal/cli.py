@@ -28,7 +28,7 @@ def parse_rare(values: list[str] | None) -> dict[str, float]:
 
 
 def cmd_train_factors(args: argparse.Namespace) -> int:
-    from medcf.causal.factors import FactorConfig, save_factors
+    from medcf.causal.factors import CONFIG_FILE, FactorConfig, save_factors
     from medcf.causal.skew import skewed_subset
     from medcf.causal.training import (FactorOptions, autoencoder_fingerprint, cached_pair_latents, latent_errors,
                                        record_for, train_factors)
@@ -36,7 +36,7 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
     from medcf.models.data import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
 
-    if args.export is not None and (args.export / "causal_factors.json").exists():
+    if args.export is not None and (args.export / CONFIG_FILE).exists():
         raise InputError(f"--export {args.export} already holds a factor model (MedCF never overwrites)")
     rare = parse_rare(args.rare)
     generator = load_generator(args.model or bundle_root())

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from medcf.errors import InputError
-from medcf.vocab import Finding, Severity, Side, StrEnum, Zone
+from medcf.vocab import Finding, Severity, Side, Zone
 
 NONE = "none"
 FORMAT = "medcf-causal-factors"
@@ -239,9 +239,3 @@ def load_factors(folder: str | Path) -> tuple[FactorModel, FactorRecord]:
     record = FactorRecord(config, data["autoencoder_sha256"], data.get("recipe", {}), data.get("figures", {}))
     return model.eval().requires_grad_(False), record
 
-
-class FactorKind(StrEnum):
-    """Which pathology code drives a swap (for the swap test's table)."""
-
-    POSTERIOR = "posterior"  # z_path read from another film
-    PRIOR = "prior"  # z_path named by attributes

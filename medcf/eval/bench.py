@@ -314,6 +314,22 @@ def _aggregate(values: list[float], median: bool) -> float:
     return float(np.nanmedian(values) if median else np.nanmean(values))
 
 
+def aggregate_or_none(values: list[float | None], median: bool = False) -> float | None:
+    """:func:`_aggregate` for suites that write nulls: ``None`` where nothing was measured
+    (no values, or only NaN / ``None``), else the mean (median) to 4 decimals."""
+    value = _aggregate([np.nan if v is None else v for v in values], median)
+    return None if np.isnan(value) else round(value, 4)
+
+
+def markdown_rows(head: tuple[str, ...], rows: list[dict]) -> list[str]:
+    """A results table's header, rule and rows: ``–`` for ``None``, floats to 4 significant digits."""
+    def cell(value) -> str:
+        return "–" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(cell(row[k]) for k in head) + " |" for row in rows)]
+
+
 def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> dict:
     """The judge's verdicts on ``films`` and one row per (concept, action, method); writes
     ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir`` if given."""

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from medcf.errors import InputError
+from medcf.eval.bench import aggregate_or_none, markdown_rows
 from medcf.vocab import Action, Finding, Severity, Side, Zone
 
 LONGTAIL_SEED = 1_800_000
@@ -84,16 +85,10 @@ def _cases(key: str, index: int, n: int, size: int, world, segmenter):
 
 
 def _row(bucket, key, setting, method, optimized, share, flips, fidelity, gains, seconds) -> dict:
-    def mean(values, median=False):
-        values = np.asarray(values, np.float64)
-        if values.size == 0 or np.isnan(values).all():
-            return None
-        return round(float(np.nanmedian(values) if median else np.nanmean(values)), 4)
-
     return {"bucket": bucket, "combination": key, "setting": setting, "method": method,
             "noise_optimization": optimized, "n": len(flips), "training_share": share,
-            "flip_rate": mean(flips), "fidelity_psnr": mean(fidelity), "truth_gain": mean(gains, median=True),
-            "sec_per_item": mean(seconds)}
+            "flip_rate": aggregate_or_none(flips), "fidelity_psnr": aggregate_or_none(fidelity),
+            "truth_gain": aggregate_or_none(gains, median=True), "sec_per_item": aggregate_or_none(seconds)}
 
 
 def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int = 4, pair_n: int = 2,
@@ -134,8 +129,11 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
         finding, side, zone = _parts(key)
         judged_side = None if finding is Finding.CARDIOMEGALY else (side or Side.BILATERAL)
         results = {m: ([], [], [], []) for m in methods}
-        for seed, view, lesion, source, truth, lesion_mask, masks in _cases(key, index, n, size, world,
-                                                                              editor.segmenter):
+        first: dict[str, np.ndarray] = {}  # each method's edit of the combination's first patient
+        for i, (seed, view, lesion, source, truth, lesion_mask, masks) in enumerate(
+                _cases(key, index, n, size, world, editor.segmenter)):
+            if i == 0:
+                examples.append((key, bucket, source, truth, first))
             for method in methods:
                 spec = EditSpec(finding, Action.ADD, lesion.side, lesion.zone, lesion.severity, Method(method),
                                 seed=seed)
@@ -146,11 +144,7 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
                 flips.append(float(judge.present(judge.probabilities(result.image[None]), finding, judged_side)[0]))
                 fidelity.append(psnr_capped(result.image, truth))
                 gains.append(truth_gain(source, result.image, truth, lesion_mask))
-                if method == methods[0] and not any(e[0] == key for e in examples):
-                    examples.append((key, bucket, source, truth, {m: None for m in methods}))
-                for e in examples:
-                    if e[0] == key and e[4].get(method) is None:
-                        e[4][method] = result.image
+                first.setdefault(method, result.image)
         for method in methods:
             rows.append(_row(bucket, key, "edit", method, False, frequencies[key], *results[method]))
         for method in pair_methods:
@@ -198,8 +192,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                  "noise_optimization": optimized, "n": sum(r["n"] for r in members),
                  "training_share": round(float(np.mean([r["training_share"] for r in members])), 5)}
         for measure in ("flip_rate", "fidelity_psnr", "truth_gain", "sec_per_item"):
-            values = [r[measure] for r in members if r[measure] is not None]
-            entry[measure] = round(float(np.mean(values)), 4) if values else None
+            entry[measure] = aggregate_or_none([r[measure] for r in members])
         result.append(entry)
     return result
 
@@ -209,11 +202,7 @@ def _table(summary: list[dict], rows: list[dict], settings: dict) -> str:
              f"{settings['pair_n']} per method and noise setting; seeds from {settings['first_seed']})", "",
              f"Factor model: {settings['factors']}, trained with these combinations made rare: "
              f"{settings['rare']}. Only the factor model saw the skewed set; the denoiser is the shipped one. "
-             "Simulated films; research only, never for diagnosis.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for row in summary + rows:
-        lines.append("| " + " | ".join("–" if row[k] is None else f"{row[k]:.4g}" if isinstance(row[k], float)
-                                       else str(row[k]) for k in COLUMNS) + " |")
+             "Simulated films; research only, never for diagnosis.", "", *markdown_rows(COLUMNS, summary + rows)]
     return "\n".join(lines) + "\n"
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medcf.eval.bench import aggregate_or_none, markdown_rows
 from medcf.vocab import Finding, Side
 
 SWAP_SEED = 1_700_000
@@ -103,15 +104,11 @@ def run_swap_suite(out_dir: str | Path, n: int = 5, findings=tuple(Finding), siz
                 values[kind]["ssim_outside_lesion"].append(ssim_mean(film, case["truth"], ~case["lesion"]))
                 values[kind]["fidelity_psnr"].append(psnr_capped(film, case["truth"]))
                 values[kind]["truth_gain"].append(truth_gain(case["a"], film, case["truth"], case["lesion"]))
-            if len(examples) < 2 * len(findings) and not any(e[0] is finding for e in examples):
+            if not any(e[0] is finding for e in examples):  # the first pair of each finding
                 examples.append((finding, case, films))
         for kind in KINDS:
-            row = {"concept": finding.value, "swap": kind, "n": n}
-            for measure, items in values[kind].items():
-                items = np.asarray(items, np.float64)
-                aggregate = np.nanmedian if measure == "truth_gain" else np.nanmean
-                row[measure] = None if np.isnan(items).all() else round(float(aggregate(items)), 4)
-            rows.append(row)
+            rows.append({"concept": finding.value, "swap": kind, "n": n,
+                         **{m: aggregate_or_none(items, m == "truth_gain") for m, items in values[kind].items()}})
     settings = {"n": n, "size": size, "first_seed": SWAP_SEED, "findings": [f.value for f in findings],
                 "factors": str(factors.path), "factors_recipe": {k: factors.record.recipe.get(k)
                                                                  for k in ("steps", "data", "rare", "seed")}}
@@ -126,12 +123,8 @@ def summary(rows: list[dict]) -> list[dict]:
     result = []
     for kind in KINDS:
         mine = [r for r in rows if r["swap"] == kind]
-        row = {"concept": "ALL", "swap": kind, "n": sum(r["n"] for r in mine)}
-        for measure in MEASURES:
-            items = np.asarray([np.nan if r[measure] is None else r[measure] for r in mine], np.float64)
-            aggregate = np.nanmedian if measure == "truth_gain" else np.nanmean
-            row[measure] = None if np.isnan(items).all() else round(float(aggregate(items)), 4)
-        result.append(row)
+        result.append({"concept": "ALL", "swap": kind, "n": sum(r["n"] for r in mine),
+                       **{m: aggregate_or_none([r[m] for r in mine], m == "truth_gain") for m in MEASURES}})
     return result
 
 
@@ -140,11 +133,7 @@ def _table(rows: list[dict], settings: dict) -> str:
     lines = [f"# MedCF swap test (n = {settings['n']} held-out patient pairs per finding, seeds from "
              f"{settings['first_seed']})", "",
              "Patient a's anatomy with patient b's finding, against the world's exact render of it. Simulated "
-             "films; research only, never for diagnosis.", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in summary(rows) + rows:
-        lines.append("| " + " | ".join("–" if row[k] is None else f"{row[k]:.4g}" if isinstance(row[k], float)
-                                       else str(row[k]) for k in head) + " |")
+             "films; research only, never for diagnosis.", "", *markdown_rows(head, summary(rows) + rows)]
     return "\n".join(lines) + "\n"
 
 
