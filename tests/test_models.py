@@ -465,7 +465,7 @@ def test_world_set_renders_pairs_with_prompts(tmp_path):
     assert render_world_set(WorldSetSpec(n_pairs=2, size=64, seed=0), path, ct=ct) == path  # cached
 
 
-def test_evaluate_reports_psnr_and_per_finding_rates(tmp_path, folders):
+def test_evaluate_reports_psnr_and_judged_rates_per_guidance(tmp_path, folders):
     from medcf.models.data import HELD_OUT_SEED_START, WorldSetSpec, render_world_set
     from medcf.models.evaluate import evaluate_model
     from medcf.world.ct import load_chest_ct
@@ -474,24 +474,49 @@ def test_evaluate_reports_psnr_and_per_finding_rates(tmp_path, folders):
     heldout = render_world_set(WorldSetSpec(n_pairs=14, size=64, seed=HELD_OUT_SEED_START, split="heldout"),
                                tmp_path / "heldout.npz", ct=ct, progress=False)
     report = evaluate_model(folders["medcf-default"], per_finding=1, steps=2, heldout_data=heldout,
-                            progress=False, out=tmp_path / "figures")
+                            progress=False, out=tmp_path / "figures", guidance_scales=[1.0, 6.0])
     assert 0 < report["autoencoder_psnr_db"]["mean"] < 60 and report["autoencoder_psnr_db"]["images"] == 28
-    assert set(report["samples_carrying_prompted_finding"]["per_finding"]) == {
-        "pleural_effusion", "consolidation", "atelectasis", "cardiomegaly", "pneumothorax", "nodule", "edema"}
-    assert report["samples"]["count"] == 8 and Path(report["panel"]).is_file()
+    findings = {"pleural_effusion", "consolidation", "atelectasis", "cardiomegaly", "pneumothorax", "nodule", "edema"}
+    assert [run["guidance_scale"] for run in report["prompt_faithfulness"]] == [1.0, 6.0]
+    for run in report["prompt_faithfulness"]:
+        assert set(run["carried"]["per_finding"]) == findings == set(run["normal_false_alarms"]["per_finding"])
+        assert all(v in (0.0, 1.0) for v in run["carried"]["per_finding"].values())  # one film each
+    assert set(report["judge"]["auc_on_heldout_renders"]) == findings
+    assert report["samples"]["normal"] == 2 and Path(report["panel"]).is_file()
     training = render_world_set(WorldSetSpec(n_pairs=1, size=64, seed=0), tmp_path / "train.npz", ct=ct,
                                 progress=False)
     with pytest.raises(InputError, match="holds training seeds"):
         evaluate_model(folders["medcf-default"], heldout_data=training, progress=False)
+    with pytest.raises(InputError, match="guidance"):
+        evaluate_model(folders["medcf-default"], heldout_data=heldout, progress=False, guidance_scales=[-1.0])
 
 
-def test_finding_probe_separates_classes():
-    from medcf.models.evaluate import FindingProbe
+class _SideJudge:
+    """A judge that sees every finding, and on the left side only."""
 
-    rng = np.random.default_rng(1)
-    images = rng.random((60, 64, 64)).astype(np.float32) * 0.1 + 0.4
-    labels = ["none"] * 30 + ["effusion"] * 30
-    images[30:, 40:, :20] += 0.4  # dense lower image-left corner
-    probe = FindingProbe(["effusion", "none"]).fit(images[::2], labels[::2])
-    predicted = probe.predict(images[1::2])
-    assert sum(p == t for p, t in zip(predicted, labels[1::2])) >= 28
+    record: dict = {}
+
+    def probabilities(self, images):
+        return np.zeros((len(images), 1))
+
+    def present(self, probabilities, finding, side=None):
+        from medcf.vocab import Side
+
+        return np.full(len(probabilities), side in (None, Side.LEFT))
+
+
+def test_prompt_faithfulness_asks_the_judge_about_the_prompted_side(folders):
+    from medcf.models.evaluate import prompt_faithfulness
+    from medcf.models.loaders import load_generator
+
+    generator = load_generator(folders["medcf-default"])
+    prompt = "PA chest radiograph. Moderate {} pleural effusion."
+    by_finding = {"pleural_effusion": [{"prompt": prompt.format(s), "side": s}
+                                       for s in ("left", "left", "right", "right")],
+                  "cardiomegaly": [{"prompt": "PA chest radiograph. Cardiomegaly.", "side": None}]}
+    normal = [{"prompt": "PA chest radiograph. Normal chest radiograph.", "side": None}] * 2
+    run = prompt_faithfulness(generator, _SideJudge(), by_finding, normal, guidance=2.0, steps=2, progress=False)
+    assert run["carried"]["per_finding"] == {"pleural_effusion": 0.5, "cardiomegaly": 1.0}
+    assert run["carried"]["mean"] == 0.75
+    assert run["normal_false_alarms"] == {"any_finding": 1.0, "per_finding": {"pleural_effusion": 1.0,
+                                                                              "cardiomegaly": 1.0}}

@@ -104,7 +104,10 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     """The counterfactual of ``pair``'s factual film by ``method``: the factual's initial noise
     re-sampled with the method's controls, latents outside the edit region held on the
     factual trajectory. Lets several methods share one factual sample."""
-    spec = replace(pair.spec, method=method)
+    from medcf.editing.defaults import resolve
+
+    # the first method's settings need not suit this one: a depth it never set is this method's default
+    spec, _ = resolve(replace(pair.spec, method=method), generator)
     if method.causal:
         return _causal_pair(generator, pair, spec)
     methods, edit_prompt, negative = control_methods(generator, spec, pair.region, pair.prompts, vectors)

@@ -128,7 +128,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     report = evaluate_model(args.model, per_finding=args.per_finding, steps=args.steps, out=args.out,
                             heldout_pairs=args.heldout_pairs, progress=not args.quiet,
-                            heldout_data=args.heldout_data)
+                            heldout_data=args.heldout_data, judge=args.judge,
+                            guidance_scales=args.guidance_scales)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -236,15 +237,23 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     add_device_options(check)
     check.set_defaults(func=cmd_check)
     evaluate = model_sub.add_parser(
-        "evaluate", help="figures of the default model: autoencoder PSNR, how often samples carry the prompted finding",
-        description="Autoencoder reconstruction PSNR on held-out simulated images, and the share of samples whose "
-                    "prompted finding a simple probe (logistic regression on coarse regional intensities, fitted "
-                    "on held-out renders) detects. A stand-in until the [bench] judge exists.", epilog=EPILOG)
+        "evaluate", help="figures of a model: autoencoder PSNR, how often samples carry the prompted finding",
+        description="Autoencoder reconstruction PSNR on held-out simulated films, and prompt faithfulness by the "
+                    "benchmark's judge: per finding, the share of samples from held-out prompts in which the judge "
+                    "finds the prompted finding on the prompted side, and the share of normal-prompt samples it "
+                    "calls each finding (false alarms), at each --guidance-scales side by side. The judge's own AUC "
+                    "per finding is printed beside them: a finding it sees poorly gives rates that say more about "
+                    "the judge than the model.", epilog=EPILOG)
     evaluate.add_argument("model", type=Path, help="model folder (MedCF bundle)")
-    evaluate.add_argument("--per-finding", type=_positive(int), default=8, help="samples per prompt (default 8)")
+    evaluate.add_argument("--per-finding", type=_positive(int), default=10,
+                          help="samples per finding (default 10; twice as many from the normal prompt)")
     evaluate.add_argument("--steps", type=_positive(int), default=25, help="DDIM steps (default 25)")
+    evaluate.add_argument("--guidance-scales", type=float, nargs="+", default=None,
+                          help="classifier-free guidance scales to compare (default: the model's own)")
+    evaluate.add_argument("--judge", type=Path, default=None,
+                          help="judge folder (default: the bundle's models/judge)")
     evaluate.add_argument("--heldout-pairs", type=_positive(int), default=280,
-                          help="held-out pairs for PSNR and for fitting the probe (default 280)")
+                          help="held-out pairs for PSNR and the prompts (default 280)")
     evaluate.add_argument("--heldout-data", type=Path, default=None,
                           help="a held-out world set .npz (seeds >= 1000000; default: render it into the cache)")
     evaluate.add_argument("--out", type=Path, default=None, help="also write a sample panel PNG into this folder")
