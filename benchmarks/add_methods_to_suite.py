@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     parser.add_argument("--verify-cases", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="new folder for results.json/.md, examples.png")
     parser.add_argument("--keep-films", type=Path, default=None, help="also keep the merged films here")
+    parser.add_argument("--replace", action="store_true",
+                        help="re-make methods the kept run already has (a re-chosen auto) and score the new films "
+                             "in their place")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -46,8 +49,8 @@ def main(argv=None) -> int:
     kept = load_suite_films(args.films)
     settings = kept.settings
     clash = sorted(set(args.methods) & set(kept.methods))
-    if clash:
-        raise SystemExit(f"{args.films} already has {', '.join(clash)}")
+    if clash and not args.replace:
+        raise SystemExit(f"{args.films} already has {', '.join(clash)} (--replace re-makes them)")
     editor, ct = load_editor(), load_chest_ct()
     findings = tuple(Finding(f) for f in settings["findings"])
     position = {(c.finding, c.action, c.seed): c for c in kept.cases}
@@ -67,9 +70,10 @@ def main(argv=None) -> int:
     outputs = dict(kept.outputs)
     for key, items in new.outputs.items():  # the kept cases stand for the re-rendered ones (same seeds)
         outputs[key] = [(position[(c.finding, c.action, c.seed)], image, measures) for c, image, measures in items]
-    merged = SuiteFilms(kept.cases, outputs, kept.drawn, tuple(kept.methods) + tuple(args.methods),
-                        {**settings, "methods": list(kept.methods) + list(args.methods),
-                         "added": {"methods": list(args.methods), "ours": new.settings["ours"]}})
+    methods = [m for m in kept.methods if m not in args.methods] + list(args.methods)
+    merged = SuiteFilms(kept.cases, outputs, kept.drawn, tuple(methods),
+                        {**settings, "methods": methods,
+                         "added": {"methods": list(args.methods), "replaced": clash, "ours": new.settings["ours"]}})
     if args.keep_films:
         save_suite_films(merged, args.keep_films)
     result = score_suite(merged, bundle_judge(), args.out)

@@ -22,18 +22,26 @@ RULE = ("per (finding, action): the highest flip rate by the benchmark's judge o
         "ties to the higher fidelity PSNR against the true counterfactual")
 
 
+# settings a Choice does not carry: a run that changed them cannot be reproduced by ``--method auto``
+CHOICE_FIXED = {"strength": 1.0, "energy": False, "passes": 1}
+
+
 def candidates(sweep: Path) -> list[dict]:
     """Every (setting, method) row of every run under ``sweep``, with its settings."""
     from medcf.editing.spec import GENERIC_DEPTH
     from medcf.eval.bench import OURS, TUNING_SEED
 
     rows = []
-    for path in sorted(sweep.glob("*/results.json")):
+    for path in sorted(sweep.glob("*/results.json")) + sorted(sweep.glob("*/*/results.json")):
         result = json.loads(path.read_text())
         settings = result["settings"]
         if settings["first_seed"] != TUNING_SEED:
             raise SystemExit(f"{path}: patients from seed {settings['first_seed']}, not the tuning patients")
         ours = settings["ours"]
+        if {k: ours.get(k, v) for k, v in CHOICE_FIXED.items()} != CHOICE_FIXED:
+            print(f"skipped {path.parent.name}: a choice holds method, depth and guidance only, and this run "
+                  f"set {({k: ours.get(k) for k in CHOICE_FIXED})}", file=sys.stderr)
+            continue
         for row in result["rows"]:
             if row["method"] in OURS:
                 rows.append({**row, "n": row["n"], "depth": ours.get("depth") or GENERIC_DEPTH,
