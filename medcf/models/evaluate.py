@@ -70,8 +70,9 @@ def prompt_faithfulness(generator, judge, by_finding: dict[str, list[dict]], nor
         carried[finding], films[finding] = _share(found), (images, found)
     normal_images = _sample_all(generator, normal, HELD_OUT_SEED_START + 900_000, steps, guidance)
     probabilities = judge.probabilities(normal_images)
-    alarms = {f: _share(judge.present(probabilities, Finding(f))) for f in by_finding}
-    flagged = np.any([judge.present(probabilities, Finding(f)) for f in by_finding], axis=0) if by_finding else []
+    called = {f: judge.present(probabilities, Finding(f)) for f in by_finding}
+    alarms = {f: _share(calls) for f, calls in called.items()}
+    flagged = np.any(list(called.values()), axis=0) if called else []
     rated = [v for v in carried.values() if v is not None]
     return {"guidance_scale": guidance, "carried": {"mean": _share(rated), "per_finding": carried},
             "normal_false_alarms": {"any_finding": _share(flagged), "per_finding": alarms},
