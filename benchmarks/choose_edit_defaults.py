@@ -9,6 +9,10 @@ benchmark's held-out patients never take part in the choice.
     python benchmarks/sweep_edit_strength.py --out runs/sweep --n 3 --methods steer regulated \\
         regulated+steer --grid guidance=4 guidance=8 ...
     python benchmarks/choose_edit_defaults.py runs/sweep --write monai_bundle/models/edit_defaults.json
+
+``--supersede NEWER``: a later sweep (for example one scored by a re-calibrated judge)
+decides every (finding, action) cell it holds, from its own rows alone; the other cells
+come from the first folder. A cell's candidates are thus always scored by one judge.
 """
 
 from __future__ import annotations
@@ -45,8 +49,15 @@ def candidates(sweep: Path) -> list[dict]:
         for row in result["rows"]:
             if row["method"] in OURS:
                 rows.append({**row, "n": row["n"], "depth": ours.get("depth") or GENERIC_DEPTH,
-                             "guidance": ours.get("guidance"), "run": path.parent.name})
+                             "guidance": ours.get("guidance"),
+                             "run": str(path.parent.relative_to(sweep.parent))})
     return rows
+
+
+def superseded(rows: list[dict], newer: list[dict]) -> list[dict]:
+    """``rows`` without the (finding, action) cells that ``newer`` holds, plus ``newer``."""
+    cells = {(r["concept"], r["action"]) for r in newer}
+    return [r for r in rows if (r["concept"], r["action"]) not in cells] + newer
 
 
 def choose(rows: list[dict]) -> dict[str, dict[str, dict]]:
@@ -68,6 +79,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path, help="the --out folder of benchmarks/sweep_edit_strength.py")
     parser.add_argument("--model", type=Path, default=None, help="the model the sweep ran on (default: the bundle's)")
+    parser.add_argument("--supersede", type=Path, default=None, metavar="NEWER",
+                        help="a later sweep folder that alone decides every (finding, action) cell it holds")
     parser.add_argument("--write", type=Path, default=None, help="write edit_defaults.json here (a new file)")
     args = parser.parse_args(argv)
 
@@ -79,6 +92,11 @@ def main(argv=None) -> int:
     rows = candidates(args.sweep)
     if not rows:
         raise SystemExit(f"{args.sweep}: no */results.json of MedCF methods")
+    if args.supersede is not None:
+        newer = candidates(args.supersede)
+        if not newer:
+            raise SystemExit(f"{args.supersede}: no */results.json of MedCF methods")
+        rows = superseded(rows, newer)
     choices = choose(rows)
     for finding, actions in choices.items():
         for action, c in actions.items():

@@ -48,15 +48,20 @@ def main(argv=None) -> int:
                         help="settings, each 'name=value,...' of EditSpec fields the suite may set "
                              "(depth, strength, energy, passes, guidance)")
     parser.add_argument("--findings", nargs="+", default=None, help="findings (default all)")
+    parser.add_argument("--actions", nargs="+", choices=["add", "remove"], default=["add", "remove"],
+                        help="actions to edit (default both)")
     parser.add_argument("--per-finding", action="store_true", help="also print one line per finding")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep-films", action="store_true",
+                        help="also keep each run's films in OUT/NAME-films, so that a later judge can re-score "
+                             "them (`medcf bench --films`) without editing again")
     args = parser.parse_args(argv)
 
     import torch
 
     from medcf.editing.api import load_editor
     from medcf.eval.bench import run_counterfactual_suite
-    from medcf.vocab import Finding
+    from medcf.vocab import Action, Finding
     from medcf.world.ct import load_chest_ct
 
     torch.set_num_threads(args.threads)
@@ -69,9 +74,10 @@ def main(argv=None) -> int:
         name = text.replace("=", "").replace(",", "-")
         result = run_counterfactual_suite(args.n, args.out / name, methods=args.methods, findings=findings,
                                           first_seed=TUNING_SEED, editor=editor, ct=ct, progress=False,
-                                          ours=setting)
+                                          ours=setting, actions=tuple(Action(a) for a in args.actions),
+                                          keep_films=args.out / f"{name}-films" if args.keep_films else None)
         for method in args.methods:
-            for action in ("add", "remove"):
+            for action in args.actions:
                 rows = [r for r in result["rows"] if r["method"] == method and r["action"] == action]
                 groups = [("ALL", rows)] + ([(r["concept"], [r]) for r in rows] if args.per_finding else [])
                 for concept, members in groups:

@@ -228,3 +228,86 @@ def test_concept_misses_name_what_the_judge_misses_for_one_row():
     assert concept_misses(record, Finding.NODULE, Action.REMOVE) == ["AUC 0.60", "AUC autoencoded 0.60",
                                                                      "false alarms 0.60"]
     assert concept_misses({}, Finding.NODULE, Action.ADD)[0] == "AUC not measured"
+
+
+def _sided_probabilities(rows: list[dict]) -> np.ndarray:
+    """Probabilities with the given labels set (everything else 0.01)."""
+    p = np.full((len(rows), len(LABELS)), 0.01, np.float32)
+    for i, row in enumerate(rows):
+        for label, value in row.items():
+            p[i, LABELS.index(label)] = value
+    return p
+
+
+def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
+    from medcf.eval.judge import build_network, calibrate_sides
+    from medcf.vocab import Side
+
+    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    # side heads that never reach 0.5 but whose difference tells the side: the first judge's consolidation
+    rng = np.random.default_rng(0)
+    rows, records = [], []
+    for i in range(40):
+        side = ("left", "right", "bilateral")[i % 3]
+        low, high = rng.uniform(0.02, 0.1), rng.uniform(0.15, 0.3)
+        left, right = {"left": (high, low), "right": (low, high), "bilateral": (high, high)}[side]
+        rows.append({"consolidation": 0.9, "consolidation_left": left, "consolidation_right": right})
+        records.append({"finding": "consolidation", "side": side, "background": []})
+    rows.append({"edema": 0.9, "edema_left": 0.8, "edema_right": 0.8})
+    records.append({"finding": "edema", "side": "bilateral", "background": []})
+    p = _sided_probabilities(rows)
+    judge = Judge(build_network(small).eval(), 64, thresholds={f.value: 0.5 for f in Finding})
+    legacy = judge.present(p, Finding.CONSOLIDATION, Side.LEFT)
+    assert not legacy.any()  # a fixed 0.5 per head never finds a side here
+    report = calibrate_sides(judge, p, records)
+    assert report["side_margin_auc"]["consolidation"] == 1.0 and report["side_accuracy"]["consolidation"] == 1.0
+    assert "edema" not in judge.side_margins  # never one-sided in the world: nothing to calibrate on
+    truth = np.array([r["side"] if r["finding"] == "consolidation" else "none" for r in records])
+    on_left = judge.present(p, Finding.CONSOLIDATION, Side.LEFT)
+    on_right = judge.present(p, Finding.CONSOLIDATION, Side.RIGHT)
+    assert on_left[truth == "left"].all() and not on_left[truth == "right"].any()
+    assert on_right[truth == "right"].all() and not on_right[truth == "left"].any()
+    both = judge.present(p, Finding.CONSOLIDATION, Side.BILATERAL)  # each head against its own threshold
+    assert both[truth == "bilateral"].all() and not both[(truth == "left") | (truth == "right")].any()
+    assert not judge.present(p, Finding.NODULE, Side.LEFT).any()  # presence still comes first
+    held = calibrate_sides(Judge(judge.network, 64, side_margins={"consolidation": 10.0}), p, records, fit=False)
+    assert held["side_margin"]["consolidation"] == 10.0 and held["side_accuracy"]["consolidation"] == 0.5
+
+
+def test_a_judge_is_recalibrated_without_training(tmp_path):
+    from medcf.eval.judge import recalibrate_judge
+
+    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
+             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=20, batch=16, threads=1, progress=False,
+                   data=_blob_set(tmp_path / "train.npz", 40, 0), heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1),
+                   network=small, autoencoded=False, reports=False)
+    train_judge(JudgeOptions(out=tmp_path / "run", **options))
+    trained = Judge.load(tmp_path / "run" / "judge")
+    record = json.loads((tmp_path / "run" / "judge" / "judge.json").read_text())
+    record.pop("side_margins"), record.pop("side_thresholds")  # a judge saved before the side calibration
+    record["thresholds"] = {f.value: 0.5 for f in Finding}
+    (tmp_path / "run" / "judge" / "judge.json").write_text(json.dumps(record))
+    report = recalibrate_judge(tmp_path / "run" / "judge", tmp_path / "again", reports=False, progress=False)
+    again = Judge.load(tmp_path / "again")
+    assert again.thresholds == pytest.approx(trained.thresholds)  # same weights, same held-out films
+    assert report["auc"] == trained.record["heldout_report"]["auc"]
+    assert again.record["steps"] == 20 and (tmp_path / "again" / "judge.safetensors").is_file()
+    with pytest.raises(Exception, match="not empty"):
+        recalibrate_judge(tmp_path / "run" / "judge", tmp_path / "again", reports=False, progress=False)
+
+
+def test_concept_misses_read_the_side_margin_where_the_judge_has_one():
+    from medcf.eval.judge_report import concept_misses, report_markdown
+    from medcf.vocab import Action
+
+    auc = {"consolidation": 0.96, "consolidation_left": 0.42, "consolidation_right": 0.74}
+    record = {"heldout_report": {"auc": auc, "side_margin_auc": {"consolidation": 0.78},
+                                 "side_accuracy": {"consolidation": 0.75}},
+              "normal_sample_false_alarms": {"rates": {"consolidation": 0.0}},
+              "sham_flip_rate": {"rates": {"noise": {}}}}
+    assert concept_misses(record, Finding.CONSOLIDATION, Action.ADD)[:1] == ["side AUC 0.78"]  # not the 0.42 head
+    record["heldout_report"]["side_margin_auc"]["consolidation"] = 0.95
+    assert not any(m.startswith("side AUC ") for m in concept_misses(record, Finding.CONSOLIDATION, Action.ADD))
+    assert "| 0.950 / – | 0.750 / – |" in report_markdown(record)

@@ -248,10 +248,11 @@ def _check_suite_options(n: int, methods, ours: dict) -> None:
 
 def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int = 256, first_seed: int = BENCH_SEED,
                      editor=None, ct=None, progress: bool = True, ours: dict | None = None,
-                     placement=None) -> SuiteFilms:
+                     placement=None, actions=tuple(Action)) -> SuiteFilms:
     """Every method's edit of every case, measured as it is made (only the output film is
     kept), and the model's own films from the counterfactual prompts. A baseline asked for
-    in both forms is sampled once and finished twice."""
+    in both forms is sampled once and finished twice. ``actions``: add, remove or both (a
+    sweep that only needs one need not make the other)."""
     from tqdm import tqdm
 
     from medcf.editing.api import load_editor
@@ -264,7 +265,8 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     _check_suite_options(n, methods, ours)
     chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # defaults where not set
     editor = editor or load_editor(placement=placement)
-    cases = render_cases(findings, n, size, first_seed, editor.segmenter, ct)
+    cases = [case for case in render_cases(findings, n, size, first_seed, editor.segmenter, ct)
+             if case.action in actions]
     baselines = {base: tuple(m for m in methods if unmasked_name(m) == base) for base in BASELINES}
     outputs: dict[tuple, list] = {}
     for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
@@ -289,7 +291,7 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
         drawn[key] = np.stack([sample(editor.generator, [edit_prompts(_spec(case, Method.STEER, {}), case.view)["target"]],
                                       seed=case.seed, progress=False).images[0] for case in mine])
     settings = {"n": n, "size": size, "first_seed": first_seed, "methods": list(methods),
-                "findings": [f.value for f in findings],
+                "findings": [f.value for f in findings], "actions": [a.value for a in actions],
                 "baselines": {m: {**BASELINE_SETTINGS[unmasked_name(m)], "region": m in MASKED_BASELINES}
                               for m in methods if m not in OURS},
                 "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}, "placement": editor.generator.placement()}
@@ -362,6 +364,7 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
     rows.sort(key=lambda r: (r["concept"], r["action"], METHODS.index(r["method"])))
     settings = {**films.settings,
                 "judge": {"auc": judge.record.get("heldout_report", {}).get("auc"), "thresholds": judge.thresholds,
+                          "side_margins": judge.side_margins,
                           "recipe": judge.record.get("recipe", {"autoencoded": False, "look_augmentation": False}),
                           "steps": judge.record.get("steps")}}
     if out is not None:
@@ -374,7 +377,7 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,
                              first_seed: int = BENCH_SEED, judge=None, editor=None, ct=None,
                              progress: bool = True, ours: dict | None = None,
-                             keep_films: str | Path | None = None, placement=None) -> dict:
+                             keep_films: str | Path | None = None, placement=None, actions=tuple(Action)) -> dict:
     """Run the suite and write ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir``.
     ``placement`` (:class:`medcf.devices.Placement`): where the editor runs when ``editor`` is None.
 
@@ -390,7 +393,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
         if folder is not None:
             new_output_dir(folder)
     judge = judge or bundle_judge()
-    films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours, placement)
+    films = make_suite_edits(n, methods, findings, size, first_seed, editor, ct, progress, ours, placement, actions)
     if keep_films is not None:
         save_suite_films(films, keep_films)
     return score_suite(films, judge, out_dir)

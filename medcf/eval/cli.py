@@ -16,8 +16,13 @@ EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfa
 def cmd_train_judge(args: argparse.Namespace) -> int:
     import json
 
-    from medcf.eval.judge import JudgeOptions, train_judge
+    from medcf.eval.judge import JudgeOptions, recalibrate_judge, train_judge
 
+    if args.recalibrate is not None:
+        report = recalibrate_judge(args.recalibrate, args.out / "judge", model=args.model,
+                                   reports=not args.no_reports, progress=not args.quiet)
+        print(json.dumps(report, indent=2))
+        return 0
     report = train_judge(JudgeOptions(out=args.out, n_pairs=args.pairs, steps=args.steps, batch=args.batch,
                                       seed=args.seed, threads=args.threads, resume=args.resume,
                                       max_minutes=args.max_minutes, progress=not args.quiet,
@@ -145,6 +150,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                             "(default: the bundle's)")
     judge.add_argument("--no-reports", action="store_true",
                        help="skip the normal-sample false alarms and sham flips after training")
+    judge.add_argument("--recalibrate", type=Path, default=None, metavar="JUDGE",
+                       help="train nothing: calibrate the trained judge in folder JUDGE anew on its held-out films "
+                            "(presence thresholds, the side margins, the field reports) into OUT/judge, same weights")
     judge.add_argument("--quiet", action="store_true", help="no progress bar")
     judge.set_defaults(func=cmd_train_judge)
 

@@ -5,9 +5,11 @@ ones, so that it cannot have learned the generator's habits.
 
 Outputs (logits, :data:`LABELS`): one presence label per finding, then a left and a right
 label per lateralised finding (bilateral = both). Side labels are known only for a film's
-main finding; the loss ignores them elsewhere. A calibrated threshold per finding
-(Youden's J on held-out films) turns probabilities into decisions; the penultimate
-features are the space of the benchmark's FID-style distance.
+main finding; the loss ignores them elsewhere. Decisions are calibrated on held-out films
+(Youden's J), never fixed: a threshold per finding on presence; per finding a threshold on
+the *margin* left − right for a one-sided question (which side is it on?); a threshold
+per side label for a bilateral one (is it on both?). See :meth:`Judge.present` for why the
+margin. The penultimate features are the space of the benchmark's FID-style distance.
 
 Data: ``medcf.models.data`` world sets — training seeds from :data:`TRAIN_SEED`, held-out
 seeds from :data:`HELDOUT_SEED`, both apart from every other training and benchmark range.
@@ -125,6 +127,8 @@ class Judge:
     size: int = 256
     thresholds: dict[str, float] = field(default_factory=dict)
     record: dict = field(default_factory=dict)
+    side_margins: dict[str, float] = field(default_factory=dict)  # finding -> threshold on p_left − p_right
+    side_thresholds: dict[str, float] = field(default_factory=dict)  # side label -> threshold (bilateral)
 
     @torch.no_grad()
     def probabilities(self, images, batch: int = 32) -> np.ndarray:
@@ -140,13 +144,28 @@ class Judge:
         return torch.cat([_features(self.network, x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
     def present(self, probabilities: np.ndarray, finding: Finding, side: Side | None = None) -> np.ndarray:
-        """Decisions for ``finding`` (and, if given, on ``side``; bilateral = both sides)."""
+        """Decisions for ``finding`` (and, if given, on ``side``; bilateral = both sides).
+
+        One side asked: the margin ``p_left − p_right`` against the finding's calibrated
+        threshold (left at or above it, right below). The side heads learn only from films
+        whose main finding is theirs, so their probabilities sit low and a fixed 0.5 on one
+        head missed most sides: on held-out films it found the right side of a consolidation
+        or a nodule in none, of a right pneumothorax in none; the margin finds 0.75, 0.62 and
+        0.96 (issue 16). Both sides asked: each side head against its own threshold. A judge
+        saved before the calibration (no ``side_margins``) keeps its fixed 0.5 per head, so
+        that its old tables re-score as they were."""
         decision = probabilities[:, LABELS.index(finding.value)] >= self.thresholds.get(finding.value, 0.5)
         if side is None or finding is Finding.CARDIOMEGALY:
             return decision
+        left = probabilities[:, LABELS.index(f"{finding.value}_left")]
+        right = probabilities[:, LABELS.index(f"{finding.value}_right")]
+        if side is not Side.BILATERAL and finding.value in self.side_margins:
+            on_left = left - right >= self.side_margins[finding.value]
+            return decision & (on_left if side is Side.LEFT else ~on_left)
         sides = ("left", "right") if side is Side.BILATERAL else (side.value,)
-        for name in sides:
-            decision &= probabilities[:, LABELS.index(f"{finding.value}_{name}")] >= 0.5
+        for name, values in (("left", left), ("right", right)):
+            if name in sides:
+                decision &= values >= self.side_thresholds.get(f"{finding.value}_{name}", 0.5)
         return decision
 
     def save(self, folder: str | Path) -> list[Path]:
@@ -157,8 +176,12 @@ class Judge:
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
         weights = write_new_file(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-        record = {**self.record, "labels": LABELS, "size": self.size, "thresholds": self.thresholds}
-        return [weights, write_new_text(folder / RECORD_FILE, json.dumps(record, indent=2) + "\n")]
+        return [weights, write_new_text(folder / RECORD_FILE, json.dumps(self.full_record(), indent=2) + "\n")]
+
+    def full_record(self) -> dict:
+        """What ``judge.json`` holds: the training record and every calibrated decision."""
+        return {**self.record, "labels": LABELS, "size": self.size, "thresholds": self.thresholds,
+                "side_margins": self.side_margins, "side_thresholds": self.side_thresholds}
 
     @classmethod
     def load(cls, folder: str | Path) -> "Judge":
@@ -174,7 +197,8 @@ class Judge:
             raise InputError(f"{path}: the judge was trained on other labels than this MedCF's")
         network = build_network(record.get("network"))
         load_weights(network, folder / WEIGHTS_FILE)
-        return cls(network.eval(), int(record["size"]), record["thresholds"], record)
+        return cls(network.eval(), int(record["size"]), record["thresholds"], record,
+                   record.get("side_margins", {}), record.get("side_thresholds", {}))
 
 
 def auc(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -208,8 +232,9 @@ def _rounded(value: float) -> float | None:
     return None if np.isnan(value) else round(value, 4)
 
 
-def evaluate_judge(judge: Judge, images: np.ndarray, records: list[dict]) -> dict:
-    """AUC per finding and side label on held-out films; sets ``judge.thresholds``."""
+def evaluate_judge(judge: Judge, images: np.ndarray, records: list[dict], fit: bool = True) -> dict:
+    """AUC per finding and side label on held-out films; with ``fit`` sets ``judge.thresholds``
+    and the side calibration (:func:`calibrate_sides`) from them, else reports the judge's."""
     probabilities = judge.probabilities(images)
     targets = np.stack([labels_of(r)[0] for r in records])
     known = np.stack([labels_of(r)[1] for r in records])
@@ -218,12 +243,50 @@ def evaluate_judge(judge: Judge, images: np.ndarray, records: list[dict]) -> dic
         use = known[:, index] > 0
         if name in {f.value for f in Finding}:
             report["auc"][name] = _rounded(auc(probabilities[use, index], targets[use, index]))
-            judge.thresholds[name] = youden_threshold(probabilities[use, index], targets[use, index])
-            report["threshold"][name] = round(judge.thresholds[name], 4)
+            if fit:
+                judge.thresholds[name] = youden_threshold(probabilities[use, index], targets[use, index])
+            report["threshold"][name] = round(judge.thresholds.get(name, 0.5), 4)
         else:  # side labels: among films whose main finding is this one
             finding = name.rsplit("_", 1)[0]
             main = np.array([r["finding"] == finding for r in records]) & use
             report["auc"][name] = _rounded(auc(probabilities[main, index], targets[main, index]))
+    report.update(calibrate_sides(judge, probabilities, records, fit))
+    return report
+
+
+def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict], fit: bool = True) -> dict:
+    """Per sided finding, among held-out films whose main finding it is: the Youden threshold
+    on ``p_left − p_right`` between left and right one-sided films (``judge.side_margins``),
+    that margin's AUC and the balanced share of one-sided films it puts on their side; and
+    per side label with both classes present, a Youden threshold for bilateral questions
+    (``judge.side_thresholds``). A finding the world never draws one-sided (edema) gets no
+    margin, a side label with one class no threshold: there is nothing to calibrate on.
+    Without ``fit`` the judge's own calibration is reported, not changed."""
+    report = {"side_margin": {}, "side_margin_auc": {}, "side_accuracy": {}}
+    sides = np.array([r.get("side") for r in records], dtype=object)
+    for finding in SIDED:
+        main = np.array([r["finding"] == finding.value for r in records])
+        left = probabilities[:, LABELS.index(f"{finding.value}_left")]
+        right = probabilities[:, LABELS.index(f"{finding.value}_right")]
+        one_sided = main & np.isin(sides, [Side.LEFT.value, Side.RIGHT.value])
+        is_left = sides == Side.LEFT.value
+        if one_sided[is_left].any() and one_sided[~is_left].any():
+            margin = (left - right)[one_sided]
+            if fit:
+                judge.side_margins[finding.value] = youden_threshold(margin, is_left[one_sided])
+            threshold = judge.side_margins.get(finding.value)
+            if threshold is None:
+                continue
+            on_left = margin >= threshold
+            truth = is_left[one_sided]
+            report["side_margin"][finding.value] = round(threshold, 4)
+            report["side_margin_auc"][finding.value] = _rounded(auc(margin, truth))
+            report["side_accuracy"][finding.value] = round(float((on_left[truth].mean() + (~on_left[~truth]).mean())
+                                                                 / 2), 4)
+        for name, values in (("left", left), ("right", right)):
+            truth = np.isin(sides[main], [name, Side.BILATERAL.value])
+            if fit and truth.any() and (~truth).any():
+                judge.side_thresholds[f"{finding.value}_{name}"] = youden_threshold(values[main], truth)
     return report
 
 
@@ -313,13 +376,9 @@ def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
 
     sets = {name: load_world_set(path) for name, path in heldout.items()}
     joined = WorldSet.join(list(sets.values()))
-    evaluate_judge(judge, joined.float_images(), joined.records)  # sets judge.thresholds
-    reports = {}
-    for name, world in sets.items():
-        report = evaluate_judge(Judge(judge.network, judge.size), world.float_images(), world.records)
-        report["threshold"] = {k: round(v, 4) for k, v in judge.thresholds.items()}
-        reports[name] = report
-    return reports
+    evaluate_judge(judge, joined.float_images(), joined.records)  # sets judge's thresholds and side calibration
+    return {name: evaluate_judge(judge, world.float_images(), world.records, fit=False)
+            for name, world in sets.items()}
 
 
 def train_judge(options: JudgeOptions) -> dict:
@@ -330,7 +389,6 @@ def train_judge(options: JudgeOptions) -> dict:
     carries its normal-sample false alarms and sham flip rates."""
     from tqdm import tqdm
 
-    from medcf.io.atomic import new_output_dir
     from medcf.models.data import WorldSet, WorldSetSpec, load_world_set, render_world_set
     from medcf.models.train import RunFolder, _setup, hardware, load_checkpoint
 
@@ -391,24 +449,62 @@ def train_judge(options: JudgeOptions) -> dict:
                 run.save(step, {"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": step})
             if stop:
                 return {"stopped_at": step, "resume": "run again with --resume"}
-    heldout_path = heldout_path or render_world_set(heldout_spec, progress=options.progress)
-    heldout = {"heldout_report": heldout_path}
-    if options.autoencoded:
-        from medcf.models.data import autoencoded_world_set
-
-        heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, generator,
-                                                                      progress=options.progress)
     judge = Judge(network.cpu().eval(), options.size)
-    reports = evaluate_looks(judge, heldout)
     judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
-                    "train": train_source, "heldout": heldout_source, **reports,
+                    "train": train_source, "heldout": heldout_source,
                     "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
                     "recipe": {"autoencoded": options.autoencoded, "look_augmentation": options.look},
                     "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
-    if options.reports:
+    return _calibrate_and_save(judge, heldout_path or render_world_set(heldout_spec, progress=options.progress),
+                               generator if options.autoencoded else None, generator if options.reports else None,
+                               Path(options.out) / "judge", options.progress)
+
+
+def _calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_generator, out: Path,
+                        progress: bool) -> dict:
+    """Calibrate ``judge`` on the held-out films (and, given ``look_generator``, on their
+    autoencoded copies), add the field reports when ``report_generator`` is given, save it
+    into the new folder ``out``; returns the held-out report on renders."""
+    from medcf.io.atomic import new_output_dir
+
+    heldout = {"heldout_report": heldout_path}
+    if look_generator is not None:
+        from medcf.models.data import autoencoded_world_set
+
+        heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, look_generator,
+                                                                      progress=progress)
+    reports = evaluate_looks(judge, heldout)
+    judge.record.update(reports)
+    if report_generator is not None:
         from medcf.eval.judge_report import judge_field_reports
 
-        judge.record.update(judge_field_reports(judge, generator, progress=options.progress))
-    out = new_output_dir(Path(options.out) / "judge")
-    judge.save(out)
+        judge.record.update(judge_field_reports(judge, report_generator, progress=progress))
+    judge.save(new_output_dir(out))
     return reports["heldout_report"]
+
+
+def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = None, reports: bool = True,
+                      progress: bool = True) -> dict:
+    """A trained judge's decisions calibrated anew, without training: the same weights, the
+    held-out films its training run used (re-rendered from the recorded spec; a recorded
+    file path is read as it is), thresholds, side calibration and field reports re-made,
+    saved into the new folder ``out`` (``reports``: the field reports too, which sample and
+    edit with the generator). For judges saved before a calibration existed (issue 16: the
+    side margins); the training record (steps, seconds, data) is kept."""
+    from medcf.bundle import bundle_root
+    from medcf.models.data import WorldSetSpec, render_world_set
+    from medcf.models.loaders import load_generator
+
+    judge = Judge.load(folder)
+    judge.thresholds, judge.side_margins, judge.side_thresholds = {}, {}, {}
+    heldout = judge.record.get("heldout")
+    if isinstance(heldout, dict):
+        heldout_path = render_world_set(WorldSetSpec(**heldout), progress=progress)
+    elif isinstance(heldout, str) and Path(heldout).is_file():
+        heldout_path = Path(heldout)
+    else:
+        raise InputError(f"{folder}: the judge's record names no held-out films that can be re-made ({heldout!r})")
+    autoencoded = judge.record.get("recipe", {}).get("autoencoded", False)
+    generator = load_generator(model or bundle_root()) if autoencoded or reports else None
+    return _calibrate_and_save(judge, heldout_path, generator if autoencoded else None,
+                               generator if reports else None, Path(out), progress)

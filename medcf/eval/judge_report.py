@@ -158,6 +158,9 @@ def targets_met(record: dict) -> dict[str, list[str]]:
             continue
         misses[name] = [f"{label} {value}" for label, value in aucs.items() if value is not None and value <
                         (TARGETS["auc"] if label in {f.value for f in Finding} else TARGETS["side_auc"])]
+        misses[name] += [f"{finding} side margin {value}" for finding, value in
+                         record.get(name, {}).get("side_margin_auc", {}).items()
+                         if value is not None and value < TARGETS["side_auc"]]
     alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
     misses["normal_sample_false_alarms"] = [f"{k} {v}" for k, v in alarms.items() if v > TARGETS["false_alarms"]]
     shams = record.get("sham_flip_rate", {}).get("rates", {})
@@ -170,9 +173,11 @@ def targets_met(record: dict) -> dict[str, list[str]]:
 
 def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
     """The judge's missed targets that bear on one (finding, action) row of the
-    counterfactual suite: its AUCs (and side AUCs, for a sided finding's add), its false
-    alarms on normal samples, its sham flips for that action. Empty: the row's flip rate
-    can be read as the judge's verdict; otherwise as the judge's, with these caveats."""
+    counterfactual suite: its AUCs (and side AUCs, for a sided finding's add: the AUC of
+    the margin the side is decided on where the judge is calibrated so, else of each side
+    head), its false alarms on normal samples, its sham flips for that action. Empty: the
+    row's flip rate can be read as the judge's verdict; otherwise as the judge's, with
+    these caveats."""
     misses = []
     for name, short in (("heldout_report", "AUC"), ("heldout_report_autoencoded", "AUC autoencoded")):
         aucs = record.get(name, {}).get("auc", {})
@@ -181,7 +186,11 @@ def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
             continue
         if aucs[finding.value] < TARGETS["auc"]:
             misses.append(f"{short} {aucs[finding.value]:.2f}")
-        if action is Action.ADD:
+        margin = record.get(name, {}).get("side_margin_auc", {}).get(finding.value)
+        if action is Action.ADD and margin is not None:
+            if margin < TARGETS["side_auc"]:
+                misses.append(f"side {short} {margin:.2f}")
+        elif action is Action.ADD:
             sides = [aucs.get(f"{finding.value}_{side}") for side in ("left", "right")]
             sides = [value for value in sides if value is not None]
             if sides and min(sides) < TARGETS["side_auc"]:
@@ -204,7 +213,8 @@ def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
 def report_markdown(record: dict) -> str:
     """The judge's reports as Markdown tables (monai_bundle/docs/judge.md, ``medcf bench --suite judge``)."""
     lines = ["| finding | AUC renders | AUC autoencoded | left / right AUC renders | left / right AUC autoencoded "
-             "| threshold | false alarms on normal samples |", "|---|---|---|---|---|---|---|"]
+             "| side (left − right margin) AUC renders / autoencoded | side accuracy renders / autoencoded "
+             "| threshold | false alarms on normal samples |", "|---|---|---|---|---|---|---|---|---|"]
     plain = record.get("heldout_report", {}).get("auc", {})
     coded = record.get("heldout_report_autoencoded", {}).get("auc", {})
     alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
@@ -213,10 +223,14 @@ def report_markdown(record: dict) -> str:
     def fmt(value) -> str:
         return "–" if value is None else f"{value:.3f}"
 
+    reports = [record.get(name, {}) for name in ("heldout_report", "heldout_report_autoencoded")]
     for f in Finding:
         sides = lambda aucs: " / ".join(fmt(aucs.get(f"{f.value}_{s}")) for s in ("left", "right"))  # noqa: E731
+        margin = " / ".join(fmt(r.get("side_margin_auc", {}).get(f.value)) for r in reports)
+        accuracy = " / ".join(fmt(r.get("side_accuracy", {}).get(f.value)) for r in reports)
         lines.append(f"| {f.value} | {fmt(plain.get(f.value))} | {fmt(coded.get(f.value))} | {sides(plain)} | "
-                     f"{sides(coded)} | {fmt(thresholds.get(f.value))} | {fmt(alarms.get(f.value))} |")
+                     f"{sides(coded)} | {margin} | {accuracy} | {fmt(thresholds.get(f.value))} | "
+                     f"{fmt(alarms.get(f.value))} |")
     shams = record.get("sham_flip_rate", {}).get("rates", {})
     if shams:
         lines += ["", "Sham flip rate (share of inputs not yet in the target state that the sham puts there; "
@@ -256,7 +270,7 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
     cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, load_segmenter(placement=placement))
     record = {"heldout_report": judge.record.get("heldout_report", {}),
               "heldout_report_autoencoded": judge.record.get("heldout_report_autoencoded", {}),
-              "thresholds": judge.thresholds,
+              "thresholds": judge.thresholds, "side_margins": judge.side_margins,
               "normal_sample_false_alarms": normal_sample_false_alarms(judge, generator, progress=progress),
               "sham_flip_rate": sham_flip_rates(judge, generator, cases=cases, progress=progress),
               "judge": str(judge_folder or "bundle"), "model": str(Path(model) if model else "bundle"),
