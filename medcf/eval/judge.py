@@ -275,14 +275,12 @@ def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict]
             if fit:
                 judge.side_margins[finding.value] = youden_threshold(margin, is_left[one_sided])
             threshold = judge.side_margins.get(finding.value)
-            if threshold is None:
-                continue
-            on_left = margin >= threshold
-            truth = is_left[one_sided]
-            report["side_margin"][finding.value] = round(threshold, 4)
-            report["side_margin_auc"][finding.value] = _rounded(auc(margin, truth))
-            report["side_accuracy"][finding.value] = round(float((on_left[truth].mean() + (~on_left[~truth]).mean())
-                                                                 / 2), 4)
+            if threshold is not None:
+                on_left, truth = margin >= threshold, is_left[one_sided]
+                report["side_margin"][finding.value] = round(threshold, 4)
+                report["side_margin_auc"][finding.value] = _rounded(auc(margin, truth))
+                report["side_accuracy"][finding.value] = round(float((on_left[truth].mean()
+                                                                      + (~on_left[~truth]).mean()) / 2), 4)
         for name, values in (("left", left), ("right", right)):
             truth = np.isin(sides[main], [name, Side.BILATERAL.value])
             if fit and truth.any() and (~truth).any():
