@@ -493,7 +493,10 @@ def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = 
     from medcf.models.data import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
 
+    from medcf.io.atomic import new_output_dir
+
     judge = Judge.load(folder)
+    new_output_dir(out)  # fail before the work, not after it
     judge.thresholds, judge.side_margins, judge.side_thresholds = {}, {}, {}
     heldout = judge.record.get("heldout")
     if isinstance(heldout, dict):
