@@ -13,6 +13,12 @@ from tests import model_fixtures
 from medcf.eval.judge import LABELS, Judge, JudgeOptions, auc, labels_of, train_judge, youden_threshold
 
 
+def _small_network(in_channels: int = 3) -> dict:
+    """A DenseNet definition small enough to train in seconds (the tests are about the pipeline)."""
+    return {"spatial_dims": 2, "in_channels": in_channels, "out_channels": len(LABELS), "init_features": 8,
+            "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+
+
 def test_labels_know_presence_and_the_main_finding_side_only():
     target, known = labels_of({"finding": "pleural_effusion", "side": "left", "background": ["nodule"]})
     on = {LABELS[i] for i in np.flatnonzero(target)}
@@ -49,8 +55,7 @@ def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
 
 
 def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
-    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
-             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    small = _small_network()
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=60, batch=16, learning_rate=3e-3, threads=1,
                    checkpoint_every=20, progress=False, data=_blob_set(tmp_path / "train.npz", 80, 0),
                    heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1), network=small,
@@ -93,8 +98,7 @@ def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     from medcf.eval.judge import build_network
     from medcf.world.ct import load_chest_ct
 
-    small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
-             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    small = _small_network(1)
     judge = Judge(build_network(small).eval(), 64)  # an untrained judge: the test is about the pipeline
     ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
     result = run_counterfactual_suite(1, tmp_path / "bench", methods=["sdedit", "sdedit+mask", "steer"],
@@ -191,8 +195,7 @@ def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
     from medcf.models.loaders import load_generator
     from medcf.world.ct import load_chest_ct
 
-    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
-             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    small = _small_network()
     judge = Judge(build_network(small).eval(), 64, thresholds={f.value: 0.0 for f in Finding})  # says "present"
     generator = load_generator(bundle_root())
     alarms = normal_sample_false_alarms(judge, generator, n=2, progress=False)
@@ -243,8 +246,7 @@ def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
     from medcf.eval.judge import build_network, calibrate_sides
     from medcf.vocab import Side
 
-    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
-             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    small = _small_network()
     # side heads that never reach 0.5 but whose difference tells the side: the first judge's consolidation
     rng = np.random.default_rng(0)
     rows, records = [], []
@@ -278,11 +280,11 @@ def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
 def test_a_judge_is_recalibrated_without_training(tmp_path):
     from medcf.eval.judge import recalibrate_judge
 
-    small = {"spatial_dims": 2, "in_channels": 3, "out_channels": len(LABELS), "init_features": 8,
-             "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
+    small = _small_network()
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=20, batch=16, threads=1, progress=False,
-                   data=_blob_set(tmp_path / "train.npz", 40, 0), heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1),
-                   network=small, autoencoded=False, reports=False)
+                   data=_blob_set(tmp_path / "train.npz", 40, 0),
+                   heldout_data=_blob_set(tmp_path / "heldout.npz", 40, 1), network=small, autoencoded=False,
+                   reports=False)
     train_judge(JudgeOptions(out=tmp_path / "run", **options))
     trained = Judge.load(tmp_path / "run" / "judge")
     record = json.loads((tmp_path / "run" / "judge" / "judge.json").read_text())

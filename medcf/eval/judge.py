@@ -264,12 +264,13 @@ def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict]
     Without ``fit`` the judge's own calibration is reported, not changed."""
     report = {"side_margin": {}, "side_margin_auc": {}, "side_accuracy": {}}
     sides = np.array([r.get("side") for r in records], dtype=object)
+    is_left = sides == Side.LEFT.value
+    unilateral = np.isin(sides, [Side.LEFT.value, Side.RIGHT.value])
     for finding in SIDED:
         main = np.array([r["finding"] == finding.value for r in records])
         left = probabilities[:, LABELS.index(f"{finding.value}_left")]
         right = probabilities[:, LABELS.index(f"{finding.value}_right")]
-        one_sided = main & np.isin(sides, [Side.LEFT.value, Side.RIGHT.value])
-        is_left = sides == Side.LEFT.value
+        one_sided = main & unilateral
         if one_sided[is_left].any() and one_sided[~is_left].any():
             margin = (left - right)[one_sided]
             if fit:
@@ -490,10 +491,9 @@ def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = 
     edit with the generator). For judges saved before a calibration existed (issue 16: the
     side margins); the training record (steps, seconds, data) is kept."""
     from medcf.bundle import bundle_root
+    from medcf.io.atomic import new_output_dir
     from medcf.models.data import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
-
-    from medcf.io.atomic import new_output_dir
 
     judge = Judge.load(folder)
     new_output_dir(out)  # fail before the work, not after it

@@ -186,12 +186,9 @@ def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
             continue
         if aucs[finding.value] < TARGETS["auc"]:
             misses.append(f"{short} {aucs[finding.value]:.2f}")
-        margin = record.get(name, {}).get("side_margin_auc", {}).get(finding.value)
-        if action is Action.ADD and margin is not None:
-            if margin < TARGETS["side_auc"]:
-                misses.append(f"side {short} {margin:.2f}")
-        elif action is Action.ADD:
-            sides = [aucs.get(f"{finding.value}_{side}") for side in ("left", "right")]
+        if action is Action.ADD:
+            margin = record.get(name, {}).get("side_margin_auc", {}).get(finding.value)
+            sides = [margin] if margin is not None else [aucs.get(f"{finding.value}_{s}") for s in ("left", "right")]
             sides = [value for value in sides if value is not None]
             if sides and min(sides) < TARGETS["side_auc"]:
                 misses.append(f"side {short} {min(sides):.2f}")
