@@ -72,7 +72,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     result = train_generator(GeneratorOptions(
         out=str(args.out), autoencoder=str(args.autoencoder) if args.autoencoder else None,
         init=str(args.init) if args.init else None, paired=args.paired, finding_tokens=args.finding_tokens,
-        token_lr_scale=args.token_lr_scale, data=str(args.data) if args.data else None,
+        token_lr_scale=args.token_lr_scale, ground=args.ground, data=str(args.data) if args.data else None,
         n_pairs=args.n_pairs, size=args.size, data_seed=args.data_seed, steps=args.steps, batch=args.batch,
         lr=args.lr, prompt_dropout=args.prompt_dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
         threads=args.threads, max_minutes=args.max_minutes, resume=args.resume, progress=not args.quiet))
@@ -172,6 +172,10 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
                           "tokens (medcf.models.findings); with --init, added to a model that has none")
     gen.add_argument("--token-lr-scale", type=float, default=10.0,
                      help="learning rate of the finding tokens relative to --lr (default 10: they start new)")
+    gen.add_argument("--ground", type=float, default=0.0, metavar="WEIGHT",
+                     help="attention grounding (medcf.models.grounding): add WEIGHT x a loss that pulls the "
+                          "finding words' cross-attention into the lesion's cells, taken from each pair's "
+                          "|factual - counterfactual| (TokenCompose's token loss); 0 = off (default)")
     gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")
     gen.set_defaults(func=cmd_train_generator)
 

@@ -277,6 +277,7 @@ class GeneratorOptions:
     paired: bool = False
     finding_tokens: bool = False
     token_lr_scale: float = 10.0
+    ground: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -370,6 +371,8 @@ def train_generator(options: GeneratorOptions) -> dict:
 
     if options.paired and (options.batch < 2 or options.batch % 2):
         raise InputError(f"--paired needs an even batch of at least 2 (two films a pair), not {options.batch}")
+    if options.ground < 0:
+        raise InputError(f"--ground is a loss weight, at least 0, not {options.ground:g}")
     if not (options.init or options.autoencoder):
         raise InputError("name the autoencoder: --autoencoder RUN, or --init MODEL_FOLDER to fine-tune a model")
     offline()
@@ -415,7 +418,8 @@ def train_generator(options: GeneratorOptions) -> dict:
     prompts = world.prompts
     unique = sorted(set(prompts))
     with torch.no_grad():
-        table = text(unique).embeddings.cpu()
+        encoded = text(unique)
+        table = encoded.embeddings.cpu()
         empty = text([""]).embeddings.cpu()
     prompt_index = torch.tensor([unique.index(p) for p in prompts])
     had_tokens = bool(config.get("finding_tokens"))
@@ -431,6 +435,7 @@ def train_generator(options: GeneratorOptions) -> dict:
         if resumed is None and not (options.init and had_tokens):
             tokens.initialise_from_words(text)
     ema = copy.deepcopy(unet).requires_grad_(False)
+    grounding = _grounding(options, world, encoded, prompt_index, unet, latents.shape[-2:]) if options.ground > 0 else None
     # New finding tokens learn faster than the denoiser around them (--token-lr-scale).
     named = list(unet.named_parameters())
     groups = [{"params": [p for n, p in named if not n.startswith(f"{ATTRIBUTE}.")], "lr_scale": 1.0}]
@@ -470,6 +475,10 @@ def train_generator(options: GeneratorOptions) -> dict:
         "batches": ("paired: each batch holds whole factual/counterfactual pairs, both films of a pair under the "
                     "same noise and timestep" if options.paired else "films drawn independently"),
         "initialised_from": initial,
+        "grounding": None if grounding is None else {
+            "weight": options.ground, "loss": "TokenCompose-style (1 - share of the finding words' cross-attention "
+            "inside the lesion's cells)^2, lesion = cells at >= half the peak of |factual - counterfactual|",
+            "grids": [list(g) for g in grounding["masks"]], "grounded_films": int(grounding["grounded"].sum())},
         "hardware": hardware(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     })
     started, window = time.perf_counter(), []
@@ -492,10 +501,21 @@ def train_generator(options: GeneratorOptions) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, options.lr, options.warmup) * group.get("lr_scale", 1.0)
         noisy = noise_schedule.add_noise(x0, noise, timesteps)
+        if grounding is not None:
+            grounded = grounding["grounded"][index] & ~drop
+            grounding["processor"].weights = grounding["weights"][index].to(device) * grounded[:, None].to(device)
+            grounding["processor"].maps = []
         prediction = unet(noisy, timesteps, encoder_hidden_states=context.to(device)).sample
         snr = alphas[timesteps] / (1 - alphas[timesteps])
         weight = torch.clamp(snr, max=options.snr_gamma) / snr if options.snr_gamma > 0 else torch.ones_like(snr)
         loss = (weight * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
+        extras = {}
+        if grounding is not None:
+            from medcf.models.grounding import grounding_loss
+
+            ground_loss, share = grounding_loss(grounding["processor"].maps, grounding["masks"], index, grounded)
+            extras = {"ground_loss": ground_loss.item(), "share_inside": share}
+            loss = loss + options.ground * ground_loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -505,7 +525,8 @@ def train_generator(options: GeneratorOptions) -> dict:
         window.append(time.perf_counter() - tick)
         bar.update(1)
         if step % options.log_every == 0 or step == options.steps:
-            run.log(step=step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"], s_per_step=float(np.mean(window)))
+            run.log(step=step, loss=loss.item(), lr=optimizer.param_groups[0]["lr"], s_per_step=float(np.mean(window)),
+                    **extras)
             bar.set_postfix(loss=f"{loss.item():.4f}", s_step=f"{np.mean(window):.2f}")
             window = []
         over_time = options.max_minutes and (time.perf_counter() - started) > 60 * options.max_minutes
@@ -519,6 +540,37 @@ def train_generator(options: GeneratorOptions) -> dict:
     result = {"step": step, "seconds_this_session": time.perf_counter() - started}
     run.log(final=True, **result)
     return result
+
+
+def _grounding(options: GeneratorOptions, world, encoded, prompt_index: torch.Tensor, unet,
+               latent_hw: tuple[int, int]) -> dict:
+    """What ``--ground`` needs for the whole run: the lesion masks of every factual film at the
+    denoiser's cross-attention grids, each film's finding-token weights, and the processor
+    (installed on the training copy's cross-attention sites only, never on the EMA copy)."""
+    from medcf.editing.regulation import pathology_tokens
+    from medcf.models.data import NONE
+    from medcf.models.grounding import GroundingProcessor, cross_sites, lesion_footprints, lesion_masks, token_grids
+    from medcf.vocab import Finding
+
+    starts = _pair_starts(world)
+    sites = cross_sites(unet)
+    if not sites:
+        raise InputError("--ground needs a denoiser with cross-attention")
+    grids = token_grids(sites, unet, tuple(int(v) for v in latent_hw))
+    masks = lesion_masks(lesion_footprints(world.images, starts, tuple(int(v) for v in latent_hw)), grids)
+    n, keys = len(world.records), encoded.embeddings.shape[1]
+    weights = torch.zeros((n, keys))
+    for film in starts:
+        record = world.records[film]
+        if record.get("finding") in (None, NONE):
+            continue
+        tokens = pathology_tokens(encoded, Finding(record["finding"]), int(prompt_index[film]))
+        weights[film, tokens] = 1.0
+    grounded = (weights.sum(dim=1) > 0) & next(iter(masks.values())).any(dim=1)
+    processor = GroundingProcessor()
+    for site in sites:
+        site.set_processor(processor)
+    return {"masks": masks, "weights": weights, "grounded": grounded, "processor": processor, "sites": sites}
 
 
 # --- export --------------------------------------------------------------------------------
