@@ -5,7 +5,9 @@ factual film is noised at timesteps 200 / 500 / 800 and denoised once under its 
 the figure is the share of the finding tokens' cross-attention that falls inside the
 lesion's cells (cells at >= half the peak of the pair's |factual - counterfactual|), beside
 the share of the grid those cells cover (what attention spread evenly would give). A model
-whose words are grounded has share >> area; the shipped model's is near area.
+whose words are grounded has share >> area; the shipped model's is near area. With
+``--film counterfactual`` the film shown is the same patient's without the finding, under
+the prompt that names it: where the words would put a finding an add edit asks for.
 
     python benchmarks/bench_grounding.py monai_bundle/models runs/grounded/export --pairs 140 \
         [--json results.json]
@@ -26,6 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help="model folders (MedCF default-model format)")
     parser.add_argument("--pairs", type=int, default=140, help="held-out pairs (default 140: 20 per finding)")
+    parser.add_argument("--film", choices=["factual", "counterfactual"], default="factual",
+                        help="factual: the film with the finding under its prompt (default); counterfactual: the "
+                             "same patient's film without it under that prompt (an add edit's question)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write every row here (a new file)")
     args = parser.parse_args()
@@ -40,7 +45,7 @@ def main() -> None:
     results = {}
     for folder in args.models:
         generator = DefaultGenerator.from_folder(folder)
-        results[str(folder)] = measure_grounding(generator, world)
+        results[str(folder)] = measure_grounding(generator, world, film=args.film)
     names = list(results)
     header = f"{'finding':18s} {'grid':6s} {'n':>3s} {'area':>6s} " + " ".join(f"{'share ' + str(i + 1):>8s}" for i in range(len(names)))
     print("models: " + "; ".join(f"{i + 1} = {n}" for i, n in enumerate(names)))
@@ -62,7 +67,7 @@ def main() -> None:
               f"{np.mean([v for c in cells for v in c['area']]):6.3f} "
               + " ".join(f"{np.mean([v for c in cells for v in c[n]]):8.3f}" for n in names))
     if args.json:
-        write_new_text(args.json, json.dumps({"pairs": args.pairs, "rows": results}, indent=1))
+        write_new_text(args.json, json.dumps({"pairs": args.pairs, "film": args.film, "rows": results}, indent=1))
 
 
 if __name__ == "__main__":

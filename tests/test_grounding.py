@@ -112,6 +112,12 @@ def test_the_grounding_loss_moves_the_finding_words_attention_into_the_lesion(wo
     assert losses[-1] < 0.8 * losses[0]
     assert after > before + 0.1 and after > 2 * area
     assert {r["film"] for r in after_rows} == set(starts.tolist())  # the unpaired film is never measured
+    # an add edit's question: the same patients' films without the blob, under the prompt naming it
+    normal_rows = measure_grounding(generator, world, seed=1, film="counterfactual")
+    assert [r["film"] for r in normal_rows] == [r["film"] for r in after_rows]
+    assert [r["area_share"] for r in normal_rows] == [r["area_share"] for r in after_rows]
+    with pytest.raises(ValueError, match="counterfactual"):
+        measure_grounding(generator, world, film="both")
 
 
 def test_nothing_grounded_gives_a_zero_loss_that_still_backpropagates():

@@ -132,14 +132,20 @@ def token_grids(sites: Sequence[AttentionSite], denoiser: torch.nn.Module, laten
 
 
 def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 800), seed: int = 0,
-                      batch: int = 16) -> list[dict]:
+                      batch: int = 16, film: str = "factual") -> list[dict]:
     """Where a model's finding words look, on paired world films it did not train on.
 
     For every factual film of ``world``: noise its latent at each of ``timesteps`` (one fixed
     noise per film), run the denoiser once under the film's own prompt, and read the share of
     the finding tokens' cross-attention inside the lesion's cells, beside the share those
     cells hold of the grid (what uniform attention would give). One row per film and site
-    grid, averaged over the timesteps and the sites of that grid."""
+    grid, averaged over the timesteps and the sites of that grid.
+
+    ``film="counterfactual"`` asks the question of an *add* edit instead: the same patient's
+    film without the finding, under the prompt that names it -- do the words go where the
+    finding would be (from the prompt's side and zone), not merely to a lesion they can see?"""
+    if film not in ("factual", "counterfactual"):
+        raise ValueError(f"film {film!r}: factual or counterfactual")
     from medcf.editing.regulation import pathology_tokens
     from medcf.models.data import NONE
     from medcf.vocab import Finding
@@ -158,12 +164,13 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
         for begin in range(0, len(starts), batch):
             films = starts[begin:begin + batch]
             prompts = [world.records[i]["prompt"] for i in films]
+            shown = films if film == "factual" else films + 1
             text = generator.encode_text(prompts)
             weights = torch.zeros((len(films), text.embeddings.shape[1]))
-            for row, film in enumerate(films):
-                weights[row, pathology_tokens(text, Finding(world.records[film]["finding"]), row)] = 1.0
+            for row, number in enumerate(films):
+                weights[row, pathology_tokens(text, Finding(world.records[number]["finding"]), row)] = 1.0
             with torch.no_grad():
-                latents = generator.encode_images(world.float_images(films)[:, None])
+                latents = generator.encode_images(world.float_images(shown)[:, None])
                 noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + begin))
                 shares = {grid: [] for grid in grids}
                 for t in timesteps:
@@ -179,13 +186,13 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
                         mask = masks[(side, side)][torch.from_numpy(films)].float()
                         shares[(side, side)].append(
                             ((attention.float().cpu() * mask).sum(1) / attention.float().cpu().sum(1).clamp_min(1e-8)))
-            for row, film in enumerate(films):
-                record = world.records[film]
+            for row, number in enumerate(films):
+                record = world.records[number]
                 for grid in grids:
-                    mask = masks[grid][int(film)]
+                    mask = masks[grid][int(number)]
                     if not bool(mask.any()):
                         continue
-                    rows.append({"film": int(film), "finding": record["finding"], "severity": record.get("severity"),
+                    rows.append({"film": int(number), "finding": record["finding"], "severity": record.get("severity"),
                                  "grid": f"{grid[0]}x{grid[1]}",
                                  "share_inside": float(torch.stack([s[row] for s in shares[grid]]).mean()),
                                  "area_share": float(mask.float().mean())})
