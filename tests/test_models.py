@@ -465,6 +465,23 @@ def test_world_set_renders_pairs_with_prompts(tmp_path):
     assert render_world_set(WorldSetSpec(n_pairs=2, size=64, seed=0), path, ct=ct) == path  # cached
 
 
+def test_a_world_set_rendered_meanwhile_by_another_process_is_taken_not_an_error(tmp_path, monkeypatch):
+    import medcf.models.data as data
+    from medcf.world.ct import load_chest_ct
+
+    ct = load_chest_ct(Path(__file__).parent / "data" / "ct_fixture.npz")
+    original = data.save_world_set
+
+    def racing(path, *args):
+        original(path, *args)  # the other process publishes the same set first
+        return original(path, *args)  # ours then finds the file there
+
+    monkeypatch.setattr(data, "save_world_set", racing)
+    path = data.render_world_set(data.WorldSetSpec(n_pairs=1, size=64, seed=0), tmp_path / "set.npz", ct=ct,
+                                 progress=False)
+    assert path == tmp_path / "set.npz" and data.load_world_set(path).images.shape == (2, 64, 64)
+
+
 def test_evaluate_reports_psnr_and_judged_rates_per_guidance(tmp_path, folders):
     from medcf.models.data import HELD_OUT_SEED_START, WorldSetSpec, render_world_set
     from medcf.models.evaluate import evaluate_model

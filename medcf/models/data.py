@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medcf.cache import cache_dir
-from medcf.errors import InputError
+from medcf.errors import InputError, OutputError
 
 HELD_OUT_SEED_START = 1_000_000
 DATA_VERSION = 2  # 2: nodules 12 mm across at least (world v2)
@@ -95,7 +95,14 @@ def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None
             if kind == "factual":
                 records[-1]["lesion"] = {k: getattr(v, "value", v) for k, v in asdict(lesion).items()}
 
-    return save_world_set(path, images, records, asdict(spec))
+    try:
+        return save_world_set(path, images, records, asdict(spec))
+    except OutputError:
+        # Another process rendered the same seeds into the same file meanwhile (two benchmarks
+        # started together); a set is a function of its spec, so theirs is ours.
+        if path.is_file():
+            return path
+        raise
 
 
 def save_world_set(path: str | Path, images: np.ndarray, records: list[dict], spec: dict) -> Path:
