@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +144,21 @@ class _TokenCounter(AttentionProcessor):
     def attend(self, site, query, key, value, *, scale, bias=None):
         self.tokens[site.name] = int(query.shape[2])
         return super().attend(site, query, key, value, scale=scale, bias=bias)
+
+
+def probe_token_counts(sites: Sequence["AttentionSite"], call: Callable[[], object]) -> dict[str, int]:
+    """How many image tokens each of ``sites`` sees during ``call()`` (one denoiser call, run
+    without gradients), keyed by site name; the sites' own attention is restored after."""
+    counter = _TokenCounter()
+    for site in sites:
+        site.set_processor(counter)
+    try:
+        with torch.no_grad():
+            call()
+    finally:
+        for site in sites:
+            site.set_processor(None)
+    return counter.tokens
 
 
 # --- attention sites ----------------------------------------------------------------
@@ -409,22 +424,15 @@ class Generator(ABC):
         if self._sites is None:
             sites = [AttentionSite(name, kind, module, heads, backend, latent_size=self.latent_size)
                      for name, kind, module, heads, backend in self._attention_modules()]
-            counter = _TokenCounter()
-            for site in sites:
-                site.set_processor(counter)
-            try:
-                with torch.no_grad():
-                    latents = torch.zeros(1, self.latent_channels, *self.latent_size, device=self.device,
-                                          dtype=self.latent_dtype)
-                    self.denoise(latents, torch.tensor([1], device=self.device), self.encode_text([""]))
-            finally:
-                for site in sites:
-                    site.set_processor(None)
+            latents = torch.zeros(1, self.latent_channels, *self.latent_size, device=self.device,
+                                  dtype=self.latent_dtype)
+            tokens = probe_token_counts(
+                sites, lambda: self.denoise(latents, torch.tensor([1], device=self.device), self.encode_text([""])))
             area = self.latent_size[0] * self.latent_size[1]
             for site in sites:
-                if site.name not in counter.tokens:
+                if site.name not in tokens:
                     raise RuntimeError(f"attention site {site.name} was not called by the denoiser")
-                site.stride = max(1, round(math.sqrt(area / counter.tokens[site.name])))
+                site.stride = max(1, round(math.sqrt(area / tokens[site.name])))
             self._sites = sites
         return self._sites
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medcf.models.base import CROSS, AttentionProcessor, AttentionSite, _TokenCounter, attention_probabilities
+from medcf.models.base import CROSS, AttentionProcessor, AttentionSite, attention_probabilities, probe_token_counts
 
 #: a cell is "lesion" where the pair's pooled difference reaches this share of its peak
 HALF_PEAK = 0.5
@@ -93,6 +93,16 @@ def cross_sites(denoiser: torch.nn.Module) -> list[AttentionSite]:
             if kind == CROSS]
 
 
+def share_inside(attention: torch.Tensor, masks: dict[tuple[int, int], torch.Tensor],
+                 films: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(share, mask)`` for one kept map ``(batch, h·w)`` of a square grid: each film's share
+    of that attention inside its lesion's cells (``films`` index the masks), and the masks."""
+    side = int(round(attention.shape[1] ** 0.5))
+    mask = masks[(side, side)][films].to(attention.device)
+    share = (attention * mask.to(attention.dtype)).sum(dim=1) / attention.sum(dim=1).clamp_min(1e-8)
+    return share, mask
+
+
 def grounding_loss(maps: Sequence[torch.Tensor], masks: dict[tuple[int, int], torch.Tensor],
                    index: torch.Tensor, grounded: torch.Tensor) -> tuple[torch.Tensor, float]:
     """``(loss, mean share inside)`` over the kept maps: for each grounded film (``grounded``
@@ -100,13 +110,11 @@ def grounding_loss(maps: Sequence[torch.Tensor], masks: dict[tuple[int, int], to
     cells, pushed towards 1 as ``(1 − share)²``. Zero (with grad) when nothing is grounded."""
     losses, shares = [], []
     for attention in maps:
-        side = int(round(attention.shape[1] ** 0.5))
-        mask = masks[(side, side)][index].to(attention.device)
+        share, mask = share_inside(attention, masks, index)
         keep = grounded.to(attention.device) & mask.any(dim=1)
         if not bool(keep.any()):
             continue
-        attention, mask = attention[keep], mask[keep].to(attention.dtype)
-        share = (attention * mask).sum(dim=1) / attention.sum(dim=1).clamp_min(1e-8)
+        share = share[keep]
         losses.append(((1.0 - share) ** 2).mean())
         shares.append(share.detach().mean())
     if not losses:
@@ -117,18 +125,11 @@ def grounding_loss(maps: Sequence[torch.Tensor], masks: dict[tuple[int, int], to
 
 def token_grids(sites: Sequence[AttentionSite], denoiser: torch.nn.Module, latent_hw: tuple[int, int]) -> list[tuple[int, int]]:
     """The square token grids the cross-attention sites work at, probed with one forward pass."""
-    probe = _TokenCounter()
-    for site in sites:
-        site.set_processor(probe)
-    try:
-        config = denoiser.config
-        with torch.no_grad():
-            denoiser(torch.zeros(1, config.in_channels, *latent_hw), torch.zeros(1, dtype=torch.long),
-                     encoder_hidden_states=torch.zeros(1, 1, config.cross_attention_dim))
-    finally:
-        for site in sites:
-            site.set_processor(None)
-    return sorted({(int(round(q ** 0.5)),) * 2 for q in probe.tokens.values()}, reverse=True)
+    config = denoiser.config
+    tokens = probe_token_counts(sites, lambda: denoiser(
+        torch.zeros(1, config.in_channels, *latent_hw), torch.zeros(1, dtype=torch.long),
+        encoder_hidden_states=torch.zeros(1, 1, config.cross_attention_dim)))
+    return sorted({(int(round(q ** 0.5)),) * 2 for q in tokens.values()}, reverse=True)
 
 
 def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 800), seed: int = 0,
@@ -146,13 +147,16 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
     finding would be (from the prompt's side and zone), not merely to a lesion they can see?"""
     if film not in ("factual", "counterfactual"):
         raise ValueError(f"film {film!r}: factual or counterfactual")
+    from diffusers import DDPMScheduler
+
     from medcf.editing.regulation import pathology_tokens
     from medcf.models.data import NONE
+    from medcf.models.train import _pair_starts
     from medcf.vocab import Finding
 
-    starts = np.asarray([i for i in range(0, len(world.records) - 1, 2)
-                         if world.records[i].get("finding") not in (None, NONE)
-                         and world.records[i + 1].get("kind") == "counterfactual"], dtype=np.int64)
+    starts = _pair_starts(world, needed_by="measuring grounding")
+    starts = starts[[world.records[i].get("finding") not in (None, NONE) for i in starts]]
+    schedule = DDPMScheduler.from_config(generator.scheduler_config)
     latent_hw = tuple(generator.latent_size)
     sites = [s for s in generator.attention_sites() if s.kind == CROSS]
     grids = sorted({s.grid_for(latent_hw) for s in sites}, reverse=True)
@@ -174,18 +178,14 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
                 noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(seed + begin))
                 shares = {grid: [] for grid in grids}
                 for t in timesteps:
-                    from diffusers import DDPMScheduler
-
-                    schedule = DDPMScheduler.from_config(generator.scheduler_config)
                     step = torch.full((len(films),), int(t), dtype=torch.long)
                     noisy = schedule.add_noise(latents, noise.to(latents), step)
                     processor.weights, processor.maps = weights, []
                     generator.denoise(noisy, step.to(generator.device), text)
                     for attention in processor.maps:
+                        attention = attention.float().cpu()
                         side = int(round(attention.shape[1] ** 0.5))
-                        mask = masks[(side, side)][torch.from_numpy(films)].float()
-                        shares[(side, side)].append(
-                            ((attention.float().cpu() * mask).sum(1) / attention.float().cpu().sum(1).clamp_min(1e-8)))
+                        shares[(side, side)].append(share_inside(attention, masks, torch.from_numpy(films))[0])
             for row, number in enumerate(films):
                 record = world.records[number]
                 for grid in grids:

@@ -322,15 +322,16 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             target.lerp_(source, 1.0 - decay)
 
 
-def _pair_starts(world) -> np.ndarray:
+def _pair_starts(world, needed_by: str = "--paired") -> np.ndarray:
     """Indices ``i`` where films ``i`` and ``i + 1`` are one patient's factual and
-    counterfactual film (as :func:`medcf.models.data.render_world_set` writes them)."""
+    counterfactual film (as :func:`medcf.models.data.render_world_set` writes them); a set
+    without any fails, naming what needed them (``needed_by``)."""
     records = world.records
     starts = [i for i in range(0, len(records) - 1, 2)
               if records[i].get("kind") == "factual" and records[i + 1].get("kind") == "counterfactual"
               and records[i].get("seed") == records[i + 1].get("seed")]
     if not starts:
-        raise InputError("--paired needs a world set of factual/counterfactual pairs; this one has none")
+        raise InputError(f"{needed_by} needs a world set of factual/counterfactual pairs; this one has none")
     return np.asarray(starts, dtype=np.int64)
 
 
@@ -552,12 +553,13 @@ def _grounding(options: GeneratorOptions, world, encoded, prompt_index: torch.Te
     from medcf.models.grounding import GroundingProcessor, cross_sites, lesion_footprints, lesion_masks, token_grids
     from medcf.vocab import Finding
 
-    starts = _pair_starts(world)
+    starts = _pair_starts(world, needed_by="--ground")
     sites = cross_sites(unet)
     if not sites:
         raise InputError("--ground needs a denoiser with cross-attention")
-    grids = token_grids(sites, unet, tuple(int(v) for v in latent_hw))
-    masks = lesion_masks(lesion_footprints(world.images, starts, tuple(int(v) for v in latent_hw)), grids)
+    latent_hw = tuple(int(v) for v in latent_hw)
+    grids = token_grids(sites, unet, latent_hw)
+    masks = lesion_masks(lesion_footprints(world.images, starts, latent_hw), grids)
     n, keys = len(world.records), encoded.embeddings.shape[1]
     weights = torch.zeros((n, keys))
     for film in starts:
@@ -570,7 +572,7 @@ def _grounding(options: GeneratorOptions, world, encoded, prompt_index: torch.Te
     processor = GroundingProcessor()
     for site in sites:
         site.set_processor(processor)
-    return {"masks": masks, "weights": weights, "grounded": grounded, "processor": processor, "sites": sites}
+    return {"masks": masks, "weights": weights, "grounded": grounded, "processor": processor}
 
 
 # --- export --------------------------------------------------------------------------------
