@@ -368,6 +368,7 @@ def train_generator(options: GeneratorOptions) -> dict:
     from medcf.io.atomic import write_new_file
     from medcf.models.default import build_unet
     from medcf.models.findings import ATTRIBUTE, SLOTS, finding_tokens_of, read_codes
+    from medcf.models.grounding import grounding_loss
     from medcf.models.text import minilm_encoder, offline
 
     if options.paired and (options.batch < 2 or options.batch % 2):
@@ -512,8 +513,6 @@ def train_generator(options: GeneratorOptions) -> dict:
         loss = (weight * F.mse_loss(prediction, noise, reduction="none").mean(dim=(1, 2, 3))).mean()
         extras = {}
         if grounding is not None:
-            from medcf.models.grounding import grounding_loss
-
             ground_loss, share = grounding_loss(grounding["processor"].maps, grounding["masks"], index, grounded)
             extras = {"ground_loss": ground_loss.item(), "share_inside": share}
             loss = loss + options.ground * ground_loss
