@@ -9,6 +9,7 @@ AUCs beside the model's weights as ``evidence.json``, which the editor reads to 
 whether the check may drive extra passes (AUC >= MIN_RELIABLE_AUC).
 
     python benchmarks/bench_evidence.py --n 8 [--write monai_bundle/models/evidence.json]
+    python benchmarks/bench_evidence.py --n 6 --model DIR --write monai_bundle/models/denoisers/NAME/evidence.json
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="patients per finding (default 8)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write", default=None, help="write the reliability JSON here (a new file)")
+    parser.add_argument("--model", default=None,
+                        help="model folder (default: the bundle's), e.g. an alternative denoiser's folder with the "
+                             "autoencoder copied beside it")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -42,7 +46,7 @@ def main() -> None:
     from medcf.editing.steering import denoiser_fingerprint
     from medcf.vocab import Action, Finding
 
-    editor = load_editor()
+    editor = load_editor(args.model)
     cases = render_cases(tuple(Finding), args.n, 256, TUNING_SEED, editor.segmenter)
     scores: dict[str, list[tuple[bool, float]]] = {}
     seconds = []

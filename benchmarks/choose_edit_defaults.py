@@ -1,9 +1,12 @@
 """Choose ``--method auto``'s setting per finding and action from a sweep on the editor's
 tuning patients, and write ``edit_defaults.json`` beside the model's weights.
 
-Rule (no per-case tuning): per (finding, action), the (method, depth, guidance) with the
-highest flip rate by the benchmark's judge; ties go to the higher fidelity PSNR against the
-true counterfactual. Only runs on the tuning patients count (seeds from 1 100 000): the
+Rule (no per-case tuning): per (finding, action), among the (method, depth, guidance)
+settings whose median truth gain is >= 0 — the edit brings the film closer to the true
+counterfactual, not further — the one with the highest flip rate by the benchmark's judge;
+ties go to the higher fidelity PSNR against the true counterfactual. Only when no setting
+of a cell moves towards the truth do all compete. (Until 2026-12-01 the rule had no truth
+gain condition; cells chosen then and kept by ``--update`` say so in ``measured``.) Only runs on the tuning patients count (seeds from 1 100 000): the
 benchmark's held-out patients never take part in the choice.
 
     python benchmarks/sweep_edit_strength.py --out runs/sweep --n 3 --methods steer regulated \\
@@ -13,6 +16,12 @@ benchmark's held-out patients never take part in the choice.
 ``--supersede NEWER``: a later sweep (for example one scored by a re-calibrated judge)
 decides every (finding, action) cell it holds, from its own rows alone; the other cells
 come from the first folder. A cell's candidates are thus always scored by one judge.
+
+``--denoiser NAME=SWEEP``: a sweep run on an alternative denoiser shipped beside the
+weights (``denoisers/NAME/``, ``sweep_edit_strength.py --model``); its rows compete in the
+cells the sweep holds under the same rule, and a choice taken from them names the denoiser.
+``--update EXISTING``: cells no sweep given here holds keep EXISTING's choice (it must be
+for the same denoiser), so that a sweep of one finding need not re-run all the others.
 """
 
 from __future__ import annotations
@@ -20,19 +29,25 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-RULE = ("per (finding, action): the highest flip rate by the benchmark's judge on the editor's tuning patients; "
-        "ties to the higher fidelity PSNR against the true counterfactual")
+RULE = ("per (finding, action): among the settings whose edits move the film towards the true counterfactual on "
+        "the editor's tuning patients (median truth gain >= 0; every setting if none does), the highest flip rate by "
+        "the benchmark's judge; ties to the higher fidelity PSNR against the true counterfactual")
+EARLIER_RULE = ("per (finding, action): the highest flip rate by the benchmark's judge on the editor's tuning patients; "
+                "ties to the higher fidelity PSNR against the true counterfactual")
 
 
 # settings a Choice does not carry: a run that changed them cannot be reproduced by ``--method auto``
 CHOICE_FIXED = {"strength": 1.0, "energy": False, "passes": 1}
 
 
-def candidates(sweep: Path) -> list[dict]:
-    """Every (setting, method) row of every run under ``sweep``, with its settings."""
-    from medcf.editing.spec import GENERIC_DEPTH
+def candidates(sweep: Path, denoiser: str | None = None) -> list[dict]:
+    """Every (setting, method) row of every run under ``sweep``, with its settings
+    (``denoiser``: the alternative denoiser the sweep ran on)."""
+    from medcf.editing.defaults import generic_depth
+    from medcf.editing.spec import Method
     from medcf.eval.bench import OURS, TUNING_SEED
 
     rows = []
@@ -48,8 +63,8 @@ def candidates(sweep: Path) -> list[dict]:
             continue
         for row in result["rows"]:
             if row["method"] in OURS:
-                rows.append({**row, "n": row["n"], "depth": ours.get("depth") or GENERIC_DEPTH,
-                             "guidance": ours.get("guidance"),
+                rows.append({**row, "n": row["n"], "depth": ours.get("depth") or generic_depth(Method(row["method"])),
+                             "guidance": ours.get("guidance"), "denoiser": denoiser,
                              "run": str(path.parent.relative_to(sweep.parent))})
     return rows
 
@@ -64,14 +79,17 @@ def choose(rows: list[dict]) -> dict[str, dict[str, dict]]:
     best: dict[tuple, dict] = {}
     for row in rows:
         key = (row["concept"], row["action"])
-        score = (round(row["flip_rate"], 6), row["fidelity_psnr"])
+        # an edit that takes the film further from the true counterfactual than it was is a caricature of the
+        # finding, not a counterfactual, however often the judge flips on it
+        score = (row.get("truth_gain", 0.0) >= 0, round(row["flip_rate"], 6), row["fidelity_psnr"])
         if key not in best or score > best[key][0]:
             best[key] = (score, row)
     choices: dict[str, dict[str, dict]] = {}
     for (finding, action), (_, row) in sorted(best.items()):
         choices.setdefault(finding, {})[action] = {
             "method": row["method"], "depth": row["depth"], "guidance": row["guidance"],
-            "flip_rate": round(row["flip_rate"], 4), "fidelity_psnr": round(row["fidelity_psnr"], 3)}
+            "flip_rate": round(row["flip_rate"], 4), "fidelity_psnr": round(row["fidelity_psnr"], 3),
+            "denoiser": row.get("denoiser")}
     return choices
 
 
@@ -81,6 +99,11 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="the model the sweep ran on (default: the bundle's)")
     parser.add_argument("--supersede", type=Path, default=None, metavar="NEWER",
                         help="a later sweep folder that alone decides every (finding, action) cell it holds")
+    parser.add_argument("--denoiser", action="append", default=[], metavar="NAME=SWEEP",
+                        help="a sweep on the alternative denoiser denoisers/NAME beside the weights; its rows compete "
+                             "in the cells it holds (repeatable)")
+    parser.add_argument("--update", type=Path, default=None, metavar="EXISTING",
+                        help="an edit_defaults.json whose choices stand for the cells no sweep here holds")
     parser.add_argument("--write", type=Path, default=None, help="write edit_defaults.json here (a new file)")
     args = parser.parse_args(argv)
 
@@ -97,24 +120,49 @@ def main(argv=None) -> int:
         if not newer:
             raise SystemExit(f"{args.supersede}: no */results.json of MedCF methods")
         rows = superseded(rows, newer)
+    for text in args.denoiser:
+        name, _, folder = text.partition("=")
+        if not (name and folder):
+            raise SystemExit(f"--denoiser: '{text}' is not NAME=SWEEP")
+        variant = candidates(Path(folder), denoiser=name)
+        if not variant:
+            raise SystemExit(f"{folder}: no */results.json of MedCF methods")
+        rows += variant
     choices = choose(rows)
-    for finding, actions in choices.items():
-        for action, c in actions.items():
+    generator = load_generator(args.model or _bundle_models()) if args.write or args.update else None
+    measured = {"runs": sorted({r["run"] for r in rows}), "methods": sorted({r["method"] for r in rows}),
+                "patients_per_finding": rows[0]["n"], "patients_seed": TUNING_SEED,
+                "script": "benchmarks/sweep_edit_strength.py + choose_edit_defaults.py"}
+    if args.denoiser:
+        measured["denoisers"] = {t.partition("=")[0]: t.partition("=")[2] for t in args.denoiser}
+    if args.update is not None:
+        existing = EditDefaults.load(args.update)
+        if existing.denoiser_sha256 != denoiser_fingerprint(generator):
+            raise SystemExit(f"--update: {args.update} was measured on other weights than {generator.source}")
+        kept = []
+        for finding, actions in existing.choices.items():
+            for action, choice in actions.items():
+                if action not in choices.get(finding, {}):
+                    choices.setdefault(finding, {})[action] = asdict(choice)
+                    kept.append(f"{finding} {action}")
+        measured = {"update": measured, "earlier": {**existing.measured, "rule": existing.rule, "cells": kept}}
+    for finding, actions in sorted(choices.items()):
+        for action, c in sorted(actions.items()):
             print(f"{finding:17} {action:6} {c['method']:16} depth {c['depth']:<4g} guidance "
                   f"{c['guidance'] if c['guidance'] is not None else 'model':<5} flip {c['flip_rate']:.2f} "
-                  f"fidelity {c['fidelity_psnr']:.2f} dB")
+                  f"fidelity {c['fidelity_psnr']:.2f} dB" + (f" denoiser {c['denoiser']}" if c.get("denoiser") else ""))
     if args.write:
-        from medcf.bundle import bundle_path
-
-        generator = load_generator(args.model or bundle_path())
-        runs = sorted({r["run"] for r in rows})
-        defaults = EditDefaults({f: {a: Choice(**c) for a, c in actions.items()} for f, actions in choices.items()},
-                                RULE, {"runs": runs, "methods": sorted({r["method"] for r in rows}),
-                                       "patients_per_finding": rows[0]["n"], "patients_seed": TUNING_SEED,
-                                       "script": "benchmarks/sweep_edit_strength.py + choose_edit_defaults.py"},
-                                denoiser_fingerprint(generator))
+        defaults = EditDefaults({f: {a: Choice(**c) for a, c in sorted(actions.items())}
+                                 for f, actions in sorted(choices.items())},
+                                RULE, measured, denoiser_fingerprint(generator))
         print(f"wrote {defaults.save(args.write)}")
     return 0
+
+
+def _bundle_models() -> Path:
+    from medcf.bundle import bundle_path
+
+    return bundle_path()
 
 
 if __name__ == "__main__":

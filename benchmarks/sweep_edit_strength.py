@@ -52,6 +52,8 @@ def main(argv=None) -> int:
                         help="actions to edit (default both)")
     parser.add_argument("--per-finding", action="store_true", help="also print one line per finding")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model folder to sweep (default: the bundle's); the judge is always the bundle's")
     parser.add_argument("--keep-films", action="store_true",
                         help="also keep each run's films in OUT/NAME-films, so that a later judge can re-score "
                              "them (`medcf bench --films`) without editing again")
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     findings = tuple(Finding.parse(f) for f in args.findings) if args.findings else tuple(Finding)
-    editor, ct = load_editor(), load_chest_ct()
+    editor, ct = load_editor(args.model), load_chest_ct()
     print(f"{'setting':28} {'method':16} {'action':6} {'concept':17} {'flip':>5} {'floor':>5} {'fid.PSNR':>8} "
           f"{'fid.SSIM':>8} {'lungDice':>8} {'gain':>6}", flush=True)
     for text in args.grid:

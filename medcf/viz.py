@@ -52,7 +52,8 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
     title_font = ImageFont.load_default(size=18)
     columns = max(1, min(columns, len(tiles)))
     rows = (len(tiles) + columns - 1) // columns
-    pad, caption_h, header_h, footer_h = 10, 40, 36, 28
+    lines = max(2, max(len(tile.caption.splitlines()) for tile in tiles))  # the longest caption sets the row
+    pad, caption_h, header_h, footer_h = 10, 6 + 17 * lines, 36, 28
     width = columns * (tile_size + pad) + pad
     note_h = 22 if note else 0
     height = header_h + rows * (tile_size + caption_h + pad) + note_h + footer_h
@@ -69,7 +70,7 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
         if tile.highlight:
             draw.rectangle([ox - 3, oy - 3, ox + thumb.width + 2, oy + thumb.height + 2],
                            outline=(255, 196, 0), width=3)
-        for line_no, line in enumerate(tile.caption.splitlines()[:2]):
+        for line_no, line in enumerate(tile.caption.splitlines()):
             draw.text((x, y + tile_size + 4 + 17 * line_no), line, fill=(220, 220, 220), font=font)
     if note:
         draw.text((pad, height - footer_h - note_h + 6), note, fill=(255, 214, 90), font=font)

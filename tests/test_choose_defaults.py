@@ -26,8 +26,8 @@ def _run(folder: Path, depth: float, rows: list[tuple], strength: float = 1.0) -
     folder.mkdir(parents=True)
     result = {"settings": {"first_seed": TUNING_SEED, "ours": {"depth": depth, "strength": strength,
                                                                 "energy": False, "passes": 1, "guidance": 4.0}},
-              "rows": [{"concept": c, "action": a, "method": m, "n": 6, "flip_rate": f, "fidelity_psnr": p}
-                       for c, a, m, f, p in rows]}
+              "rows": [{"concept": c, "action": a, "method": m, "n": 6, "flip_rate": f, "fidelity_psnr": p,
+                        "truth_gain": g[0] if g else 0.1} for c, a, m, f, p, *g in rows]}
     (folder / "results.json").write_text(json.dumps(result))
 
 
@@ -47,3 +47,27 @@ def test_highest_flip_wins_ties_go_to_fidelity_and_a_later_sweep_decides_its_cel
     assert chosen["nodule"]["add"]["method"] == "steer" and chosen["nodule"]["add"]["flip_rate"] == 0.5
     assert chosen["edema"]["add"]["method"] == "causal"  # cells the later sweep lacks keep the first's rows
     assert {r["run"] for r in merged if r["concept"] == "nodule"} == {"new/a/d05"}
+
+
+def test_an_alternative_denoisers_rows_compete_in_the_cells_its_sweep_holds(chooser, tmp_path):
+    own, alternative = tmp_path / "own", tmp_path / "grounded"
+    _run(own / "g8", 0.7, [("pleural_effusion", "add", "regulated", 0.8, 23.7),
+                           ("pleural_effusion", "remove", "regulated", 0.9, 26.0), ("edema", "add", "causal", 1.0, 34.0)])
+    _run(alternative / "g8", 0.7, [("pleural_effusion", "add", "regulated", 1.0, 20.7),
+                                   ("pleural_effusion", "remove", "regulated", 0.9, 22.4)])
+    chosen = chooser.choose(chooser.candidates(own) + chooser.candidates(alternative, denoiser="grounded"))
+    assert chosen["pleural_effusion"]["add"]["denoiser"] == "grounded"  # flips more
+    assert chosen["pleural_effusion"]["remove"]["denoiser"] is None  # a tie goes to the more faithful: its own
+    assert chosen["edema"]["add"]["denoiser"] is None
+
+
+def test_an_edit_that_moves_away_from_the_truth_is_chosen_only_when_every_setting_does(chooser, tmp_path):
+    _run(tmp_path / "s" / "g8", 0.7, [("pleural_effusion", "add", "regulated", 1.0, 20.7, -0.3),
+                                      ("pleural_effusion", "add", "causal", 0.9, 25.8, 0.28),
+                                      ("nodule", "add", "regulated", 0.5, 30.0, -1.0),
+                                      ("nodule", "add", "steer", 0.2, 40.0, -0.1)])
+    _run(tmp_path / "s" / "auto-depth", None, [("edema", "add", "causal", 1.0, 30.0)])
+    chosen = chooser.choose(chooser.candidates(tmp_path / "s"))
+    assert chosen["pleural_effusion"]["add"]["method"] == "causal"  # flips less, but towards the truth
+    assert chosen["nodule"]["add"]["method"] == "regulated"  # none moves towards it: the highest flip
+    assert chosen["edema"]["add"]["depth"] == 0.3  # a run without a depth ran causal at its own default

@@ -308,6 +308,50 @@ def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generat
         records._FOUND.pop(generator, None)
 
 
+def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_weights(tmp_path):
+    from medcf.editing.defaults import settle
+    from medcf.editing.steering import denoiser_fingerprint
+    from medcf.models.default import DefaultGenerator, save_default_model, tiny_config
+    from medcf.models.variants import DENOISERS_DIR
+
+    folder = model_fixtures.make_default_model(tmp_path / "model")
+    generator = load_generator(folder)
+    torch.manual_seed(9)  # another denoiser of the same architecture, beside the weights
+    other = DefaultGenerator.build(tiny_config())
+    model_fixtures.randomize_zero_init(other.unet)
+    alternative = tmp_path / "alt"
+    save_default_model(alternative, generator.config, other.unet, other.vae)
+    (folder / DENOISERS_DIR / "grounded").mkdir(parents=True)
+    for name in ("unet.safetensors", "medcf_generator.json"):
+        (alternative / name).rename(folder / DENOISERS_DIR / "grounded" / name)
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, steps=3)
+    EditDefaults({"pleural_effusion": {"add": Choice("regulated", 0.7, 8.0, 1.0, 20.0, denoiser="grounded"),
+                                       "remove": Choice("regulated", 0.5, 4.0, 1.0, 20.0)}},
+                 "rule", {}, denoiser_fingerprint(generator)).save(folder / DEFAULTS_FILE)
+
+    settled = settle(spec, generator)
+    variant = settled.generator
+    assert settled.denoiser == "grounded" and settled.chosen_by.endswith("denoiser grounded")
+    assert variant is not generator and variant.vae is generator.vae and variant.text is generator.text
+    assert denoiser_fingerprint(variant) != denoiser_fingerprint(generator)
+    assert settle(spec, generator).generator is variant  # loaded once
+    assert settle(replace(spec, action=Action.REMOVE), generator).generator is generator  # the model's own
+    assert settle(replace(spec, method="regulated"), generator).generator is generator  # asked for: no choice
+
+    image = np.clip(0.5 + 0.1 * np.random.default_rng(2).standard_normal(generator.image_size), 0, 1)
+    result = edit(image.astype(np.float32), phantom_masks(generator.image_size), spec, generator, None,
+                  progress=False, check=False)
+    assert result.settings["denoiser"] == {"name": "grounded", "folder": variant.source,
+                                           "sha256": denoiser_fingerprint(variant)}
+    own = edit(image.astype(np.float32), phantom_masks(generator.image_size), replace(spec, method="regulated", depth=0.7,
+               guidance=8.0), generator, None, progress=False, check=False)  # the same setting on the model's own
+    assert "denoiser" not in own.settings and np.abs(own.image - result.image).max() > 1e-3
+
+    (folder / DENOISERS_DIR / "grounded" / "unet.safetensors").unlink()
+    with pytest.raises(InputError, match="names denoiser 'grounded'.*lacks unet.safetensors"):
+        settle(spec, load_generator(folder))
+
+
 def test_spec_validation_is_precise():
     with pytest.raises(InputError, match="--side is needed"):
         EditSpec(Finding.NODULE, Action.ADD)
@@ -376,6 +420,7 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     chosen = EditDefaults.load(BUNDLE_MODELS / DEFAULTS_FILE).choice(Finding.PLEURAL_EFFUSION, Action.ADD)
     assert (record["extra"]["spec"]["method"], record["extra"]["spec"]["guidance"]) == (chosen.method, chosen.guidance)
     assert DEFAULTS_FILE in record["extra"]["settings"]["settings_from"]
+    assert record["extra"]["settings"].get("denoiser", {}).get("name") == chosen.denoiser  # the one it names, if any
     assert record["extra"]["model"]["vectors_sha256"]
     check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
     assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)

@@ -15,6 +15,7 @@ model) gets the generic defaults (``steer``, depth 0.5, its own guidance).
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,6 +36,9 @@ class Choice:
     guidance: float | None
     flip_rate: float
     fidelity_psnr: float
+    #: an alternative denoiser shipped beside the weights (``denoisers/<name>/``,
+    #: :mod:`medcf.models.variants`) measured best for this cell; None: the model's own
+    denoiser: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,58 @@ def find_defaults(generator: Generator) -> EditDefaults | None:
     return find_beside(generator, DEFAULTS_FILE, EditDefaults.load)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What an edit runs with once ``auto`` is settled: the spec, where its settings came
+    from, and the generator and steering vectors to use — an alternative denoiser's when
+    the measured choice names one (``denoiser``), else the ones given."""
+
+    spec: EditSpec
+    chosen_by: str
+    generator: Generator
+    vectors: object  # SteeringVectors | None
+    denoiser: str | None = None
+
+    def provenance(self) -> dict:
+        """What an edit's record says about the denoiser beyond the model's own weights."""
+        if self.denoiser is None:
+            return {}
+        from medcf.editing.steering import denoiser_fingerprint
+
+        return {"denoiser": {"name": self.denoiser, "folder": self.generator.source,
+                             "sha256": denoiser_fingerprint(self.generator)}}
+
+
+def settle(spec: EditSpec, generator: Generator, vectors=None) -> Settled:
+    """:func:`resolve`, and for a measured choice that names an alternative denoiser, the
+    model with that denoiser and its own steering vectors (vectors belong to one denoiser)."""
+    settled, chosen_by = resolve(spec, generator)
+    defaults = find_defaults(generator) if spec.method is Method.AUTO else None
+    chosen = defaults.choice(spec.finding, spec.action) if defaults is not None else None
+    if chosen is None or chosen.denoiser is None:
+        return Settled(settled, chosen_by, generator, vectors)
+    from medcf.models.variants import with_denoiser
+
+    variant = with_denoiser(generator, chosen.denoiser)
+    return Settled(settled, f"{chosen_by}, denoiser {chosen.denoiser}", variant, _own_vectors(variant),
+                   chosen.denoiser)
+
+
+_VECTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _own_vectors(generator: Generator):
+    """``generator``'s steering vectors (beside its weights or in the cache), read once."""
+    if generator not in _VECTORS:
+        from medcf.editing.api import find_vectors_path
+        from medcf.editing.steering import denoiser_fingerprint, load_vectors
+
+        fingerprint = denoiser_fingerprint(generator)
+        path = find_vectors_path(generator, fingerprint)
+        _VECTORS[generator] = load_vectors(path, fingerprint=fingerprint) if path is not None else None
+    return _VECTORS[generator]
+
+
 def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
     """``spec`` with ``auto``, ``depth`` and ``guidance`` settled, and where they came from.
     What the user set explicitly is kept; ``auto`` fills the rest from the model's
@@ -82,12 +138,12 @@ def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
                           guidance=chosen.guidance if spec.guidance is None else spec.guidance)
         return settled, f"auto: {DEFAULTS_FILE} (measured on tuning patients)"
     method = GENERIC_METHOD if spec.method is Method.AUTO else spec.method
-    settled = replace(spec, method=method, depth=_generic_depth(method) if spec.depth is None else spec.depth)
+    settled = replace(spec, method=method, depth=generic_depth(method) if spec.depth is None else spec.depth)
     return settled, "auto: generic defaults (no measured choice for this model)" if spec.method is Method.AUTO \
         else "as asked"
 
 
-def _generic_depth(method: Method) -> float:
+def generic_depth(method: Method) -> float:
     """An explicit method's depth when none is asked: ``causal`` re-draws a proposal that
     already carries the finding, so it needs fewer steps than a method that starts from the input."""
     if method.causal:

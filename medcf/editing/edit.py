@@ -343,13 +343,15 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     reaches the target, else the one closest to it; ``Counterfactual.check`` says which
     and whether it got there. Without ``check`` (the benchmark's one-pass rows) one pass
     runs and nothing is claimed."""
-    from medcf.editing.defaults import resolve
+    from medcf.editing.defaults import settle
 
-    spec, chosen_by = resolve(spec, generator)
+    settled = settle(spec, generator, vectors)  # auto may name another denoiser (and its vectors)
+    spec, generator, vectors = settled.spec, settled.generator, settled.vectors
     inputs = prepare(display, masks, spec, generator, view)
     result = _checked_edit(inputs, spec, generator, vectors, progress) if check \
         else _edit_pass(inputs, spec, generator, vectors, progress)
-    result.settings["settings_from"] = chosen_by
+    result.settings["settings_from"] = settled.chosen_by
+    result.settings.update(settled.provenance())
     return result
 
 

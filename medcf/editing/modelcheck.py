@@ -136,6 +136,8 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     from medcf.devices import loader_kwargs
     from medcf.editing.api import find_vectors_path
     from medcf.editing.defaults import find_defaults
+    from medcf.errors import MedCFError
+    from medcf.models.variants import with_denoiser
     from medcf.editing.evidence import find_reliability
     from medcf.editing.steering import denoiser_fingerprint
     from medcf.errors import InputError
@@ -215,6 +217,12 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     if defaults is None:
         unavailable.append("no edit_defaults.json measured for these weights: --method auto falls back to steer at "
                            "depth 0.5 (give --method and --depth yourself, or measure with the bench's tuning seeds)")
+    for name in sorted({c.denoiser for actions in (defaults.choices if defaults else {}).values()
+                        for c in actions.values() if c.denoiser}):
+        try:  # an alternative denoiser the measured choice names must load, or auto fails on those findings
+            with_denoiser(generator, name)
+        except MedCFError as error:
+            unavailable.append(f"--method auto: {error}")
     if reliability is None:
         unavailable.append("no evidence.json measured for these weights: the model's own check is reported but "
                            "counted unreliable for every finding, so --passes has no effect")

@@ -70,7 +70,9 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
     roi[edge] = (1.0, 0.85, 0.0)
     change = float(np.abs(cf.difference).max())
     gain = float(np.clip(0.45 / change, 1.0, 50.0)) if change > 0 else 1.0  # the largest change near full scale
-    tiles = [Tile(cf.source, "input"), Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}"),
+    denoiser = f"\n{cf.settings['denoiser']['name']} denoiser" if "denoiser" in cf.settings else ""
+    tiles = [Tile(cf.source, "input"),
+             Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}{denoiser}"),
              Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
              Tile(roi, "edit region (yellow), lungs, heart")]
     note = cf.check.remark() if cf.check is not None else None

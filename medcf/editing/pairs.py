@@ -168,19 +168,20 @@ def pair_arrays(editor, spec: EditSpec) -> dict:
     """One pair from ``spec.seed`` (a single sample: the caller picks spare seeds) as the
     arrays and facts :func:`write_pair_stream` writes: what a Ray worker sends back (no
     tensors, no trajectory). Raises :class:`MedCFError` when the factual sample is refused."""
-    from medcf.editing.defaults import resolve
+    from medcf.editing.defaults import settle
 
-    generator = editor.generator
-    spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
-    return _arrays(generate_pair(generator, spec, editor.segmenter, editor.vectors), generator)
+    settled = settle(spec, editor.generator, editor.vectors)  # auto: this finding's measured setting
+    return _arrays(generate_pair(settled.generator, settled.spec, editor.segmenter, settled.vectors),
+                   settled.generator, settled.denoiser)
 
 
-def _arrays(pair: Pair, generator: Generator) -> dict:
+def _arrays(pair: Pair, generator: Generator, denoiser: str | None = None) -> dict:
     return {"factual": pair.factual, "counterfactual": pair.counterfactual,
             "lesion": pair.region.native_region.astype(np.uint8), "anatomy": pair.anatomy,
             "region": pair.region.target.numpy(), "prompts": pair.prompts, "spec": pair.spec,
             "noise_optimization": pair.noise_report,
-            "generator": f"medcf {medcf.__version__} {generator.format}", "placement": generator.placement()}
+            "generator": f"medcf {medcf.__version__} {generator.format}"
+                         + (f" (denoiser {denoiser})" if denoiser else ""), "placement": generator.placement()}
 
 
 def seeded_specs(spec: EditSpec, n: int) -> list[EditSpec]:
@@ -199,13 +200,14 @@ def local_pairs(generator: Generator, specs: list[EditSpec], segmenter, vectors:
     """Pair ``i`` of ``specs[i]`` (its own finding, side, zone, severity and seed) in this
     process, in order; a factual sample the segmenter refuses is replaced by the next spare
     seed (:func:`spare_seeds`; at most ``max_tries`` samples per pair)."""
-    from medcf.editing.defaults import resolve
+    from medcf.editing.defaults import settle
 
     spare = spare_seeds(specs)
     for index, spec in enumerate(specs):
-        spec, _ = resolve(spec, generator)  # auto: this finding's measured method, depth and guidance
-        pair = generate_pair_retrying(generator, spec, segmenter, vectors, spare, max_tries, f"pair {index}")
-        yield index, _arrays(pair, generator)
+        settled = settle(spec, generator, vectors)  # auto: this finding's measured setting
+        pair = generate_pair_retrying(settled.generator, settled.spec, segmenter, settled.vectors, spare, max_tries,
+                                      f"pair {index}")
+        yield index, _arrays(pair, settled.generator, settled.denoiser)
 
 
 def write_pairs(generator: Generator, specs: list[EditSpec], out_dir: str | Path, segmenter,

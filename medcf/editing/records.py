@@ -25,7 +25,8 @@ _FOUND: "weakref.WeakKeyDictionary[Generator, dict[str, object]]" = weakref.Weak
 def find_beside(generator: Generator, filename: str, load: Callable[[Path], Record],
                 fingerprint: Callable[[Generator], str] | None = None) -> Record | None:
     """``load(path)`` of ``filename`` beside ``generator``'s weights (the folder itself or
-    its ``models/``), if there is one and it was measured for this model; else ``None``.
+    its ``models/``; for an alternative denoiser, then beside the model's own), if there is
+    one and it was measured for this model; else ``None``.
     ``load`` returns an object with a ``denoiser_sha256`` attribute, or, with
     ``fingerprint`` (the part of the model the record belongs to, e.g. its autoencoder), a
     ``fingerprint`` attribute compared with ``fingerprint(generator)``."""
@@ -33,8 +34,12 @@ def find_beside(generator: Generator, filename: str, load: Callable[[Path], Reco
     if filename not in found:
         from medcf.editing.steering import denoiser_fingerprint
 
-        source = Path(generator.source)
-        path = next((p for p in (source / filename, source / "models" / filename) if p.is_file()), None)
+        folders = [Path(generator.source)]
+        base = getattr(generator, "base", None)  # an alternative denoiser: the model's own records too
+        if base is not None:
+            folders.append(Path(base.source))
+        path = next((p for folder in folders for p in (folder / filename, folder / "models" / filename)
+                     if p.is_file()), None)
         record = load(path) if path is not None else None
         if record is not None:
             identity = record.fingerprint if fingerprint is not None else record.denoiser_sha256

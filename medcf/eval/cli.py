@@ -47,8 +47,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = rescore_suite(args.films, args.out, judge)
     else:
         findings = tuple(Finding(f) for f in args.findings) if args.findings else tuple(Finding)
+        editor = None
+        if args.model is not None:  # another model's edits, judged by the same judge
+            from medcf.editing.api import load_editor
+
+            editor = load_editor(args.model, placement=placement_from_args(args))
         result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
-                                          size=_or(args.size, 256), judge=judge, progress=not args.quiet,
+                                          size=_or(args.size, 256), judge=judge, editor=editor,
+                                          progress=not args.quiet,
                                           first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
                                                                 ("passes", args.passes), ("guidance", args.guidance))
@@ -207,7 +213,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                 help="score films kept by --keep-films with --judge instead of editing again "
                                      "(--n, --methods, --findings and --size come from the kept run)")
     counterfactual.add_argument("--model", type=Path, default=None,
-                                help="--suite judge: the generator to sample from (default: the bundle's)")
+                                help="--suite judge: the generator to sample from; --suite counterfactual: the model "
+                                     "whose edits are judged (default: the bundle's)")
     counterfactual.add_argument("--depth", type=float, default=None,
                                 help="MedCF methods: share of the trajectory re-sampled (default: medcf edit's, 0.5)")
     counterfactual.add_argument("--passes", type=int, default=None,
