@@ -35,8 +35,6 @@ from pathlib import Path
 RULE = ("per (finding, action): among the settings whose edits move the film towards the true counterfactual on "
         "the editor's tuning patients (median truth gain >= 0; every setting if none does), the highest flip rate by "
         "the benchmark's judge; ties to the higher fidelity PSNR against the true counterfactual")
-EARLIER_RULE = ("per (finding, action): the highest flip rate by the benchmark's judge on the editor's tuning patients; "
-                "ties to the higher fidelity PSNR against the true counterfactual")
 
 
 # settings a Choice does not carry: a run that changed them cannot be reproduced by ``--method auto``

@@ -119,10 +119,17 @@ def load_editor(model: str | Path | None = None, vectors: str | Path | None = No
         segmenter = load_segmenter(placement=placement)
     elif placement is not None:
         segmenter = place_segmenter(segmenter, placement)
-    fingerprint = denoiser_fingerprint(generator)
-    path = Path(vectors) if vectors is not None else find_vectors_path(generator, fingerprint)
-    loaded = load_vectors(path, fingerprint=fingerprint) if path is not None else None
+    loaded, path = own_vectors(generator, vectors)
     return Editor(generator, loaded, path, segmenter)
+
+
+def own_vectors(generator, path: str | Path | None = None) -> tuple[SteeringVectors | None, Path | None]:
+    """``generator``'s steering vectors and where they came from: ``path`` if given, else
+    the file shipped beside its weights or cached (:func:`find_vectors_path`); vectors made
+    for other weights are refused. ``(None, None)`` where there are none."""
+    fingerprint = denoiser_fingerprint(generator)
+    path = Path(path) if path is not None else find_vectors_path(generator, fingerprint)
+    return (load_vectors(path, fingerprint=fingerprint) if path is not None else None), path
 
 
 def _view(image) -> ViewPosition:

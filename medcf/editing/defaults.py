@@ -78,60 +78,66 @@ def find_defaults(generator: Generator) -> EditDefaults | None:
 class Settled:
     """What an edit runs with once ``auto`` is settled: the spec, where its settings came
     from, and the generator and steering vectors to use — an alternative denoiser's when
-    the measured choice names one (``denoiser``), else the ones given."""
+    the measured choice names one (``denoiser``, with its weights' SHA-256), else the ones given."""
 
     spec: EditSpec
     chosen_by: str
     generator: Generator
     vectors: object  # SteeringVectors | None
     denoiser: str | None = None
+    denoiser_sha256: str | None = None
 
     def provenance(self) -> dict:
         """What an edit's record says about the denoiser beyond the model's own weights."""
         if self.denoiser is None:
             return {}
-        from medcf.editing.steering import denoiser_fingerprint
-
-        return {"denoiser": {"name": self.denoiser, "folder": self.generator.source,
-                             "sha256": denoiser_fingerprint(self.generator)}}
+        return {"denoiser": {"name": self.denoiser, "folder": self.generator.source, "sha256": self.denoiser_sha256}}
 
 
 def settle(spec: EditSpec, generator: Generator, vectors=None) -> Settled:
     """:func:`resolve`, and for a measured choice that names an alternative denoiser, the
     model with that denoiser and its own steering vectors (vectors belong to one denoiser)."""
-    settled, chosen_by = resolve(spec, generator)
-    defaults = find_defaults(generator) if spec.method is Method.AUTO else None
-    chosen = defaults.choice(spec.finding, spec.action) if defaults is not None else None
+    chosen = measured_choice(spec, generator)
+    settled, chosen_by = _resolved(spec, chosen)
     if chosen is None or chosen.denoiser is None:
         return Settled(settled, chosen_by, generator, vectors)
     from medcf.models.variants import with_denoiser
 
     variant = with_denoiser(generator, chosen.denoiser)
-    return Settled(settled, f"{chosen_by}, denoiser {chosen.denoiser}", variant, _own_vectors(variant),
-                   chosen.denoiser)
+    own, sha256 = _alternative(variant)
+    return Settled(settled, f"{chosen_by}, denoiser {chosen.denoiser}", variant, own, chosen.denoiser, sha256)
 
 
-_VECTORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_ALTERNATIVES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def _own_vectors(generator: Generator):
-    """``generator``'s steering vectors (beside its weights or in the cache), read once."""
-    if generator not in _VECTORS:
-        from medcf.editing.api import find_vectors_path
-        from medcf.editing.steering import denoiser_fingerprint, load_vectors
+def _alternative(variant: Generator) -> tuple[object, str]:
+    """An alternative denoiser's steering vectors and fingerprint, read and hashed once per
+    loaded denoiser (its weights are frozen), not once per edit."""
+    if variant not in _ALTERNATIVES:
+        from medcf.editing.api import own_vectors
+        from medcf.editing.steering import denoiser_fingerprint
 
-        fingerprint = denoiser_fingerprint(generator)
-        path = find_vectors_path(generator, fingerprint)
-        _VECTORS[generator] = load_vectors(path, fingerprint=fingerprint) if path is not None else None
-    return _VECTORS[generator]
+        _ALTERNATIVES[variant] = (own_vectors(variant)[0], denoiser_fingerprint(variant))
+    return _ALTERNATIVES[variant]
+
+
+def measured_choice(spec: EditSpec, generator: Generator) -> Choice | None:
+    """The model's measured choice for ``spec``'s finding and action when ``spec`` asks for
+    ``auto``; None for an explicit method or a model without one."""
+    defaults = find_defaults(generator) if spec.method is Method.AUTO else None
+    return defaults.choice(spec.finding, spec.action) if defaults is not None else None
 
 
 def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
     """``spec`` with ``auto``, ``depth`` and ``guidance`` settled, and where they came from.
     What the user set explicitly is kept; ``auto`` fills the rest from the model's
     measured choice, an explicit method from the generic defaults."""
-    defaults = find_defaults(generator) if spec.method is Method.AUTO else None
-    chosen = defaults.choice(spec.finding, spec.action) if defaults is not None else None
+    return _resolved(spec, measured_choice(spec, generator))
+
+
+def _resolved(spec: EditSpec, chosen: Choice | None) -> tuple[EditSpec, str]:
+    """:func:`resolve` given the measured choice (None: there is none, or not asked for)."""
     if spec.method is Method.AUTO and chosen is not None:
         settled = replace(spec, method=Method(chosen.method),
                           depth=chosen.depth if spec.depth is None else spec.depth,

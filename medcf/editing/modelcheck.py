@@ -136,11 +136,10 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     from medcf.devices import loader_kwargs
     from medcf.editing.api import find_vectors_path
     from medcf.editing.defaults import find_defaults
-    from medcf.errors import MedCFError
-    from medcf.models.variants import with_denoiser
     from medcf.editing.evidence import find_reliability
     from medcf.editing.steering import denoiser_fingerprint
-    from medcf.errors import InputError
+    from medcf.errors import InputError, MedCFError
+    from medcf.models.variants import with_denoiser
     from medcf.models.loaders import load_generator
 
     if steps < 2:
