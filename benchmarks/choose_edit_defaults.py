@@ -1,13 +1,17 @@
 """Choose ``--method auto``'s setting per finding and action from a sweep on the editor's
 tuning patients, and write ``edit_defaults.json`` beside the model's weights.
 
-Rule (no per-case tuning): per (finding, action), among the (method, depth, guidance)
-settings whose median truth gain is >= 0 — the edit brings the film closer to the true
-counterfactual, not further — the one with the highest flip rate by the benchmark's judge;
-ties go to the higher fidelity PSNR against the true counterfactual. Only when no setting
-of a cell moves towards the truth do all compete. (Until 2026-12-01 the rule had no truth
-gain condition; cells chosen then and kept by ``--update`` say so in ``measured``.) Only runs on the tuning patients count (seeds from 1 100 000): the
-benchmark's held-out patients never take part in the choice.
+Rule (no per-case tuning), the issue's targets in their order: per (finding, action), among
+the (method, depth, guidance) settings whose flip rate by the benchmark's judge reaches the
+target (``FLIP_TARGET``, 0.9), the one whose edits come closest to the true counterfactual
+(the highest median truth gain); where none reaches it, the highest flip rate, and on a tie
+the higher truth gain. Remaining ties go to the higher fidelity PSNR against the true
+counterfactual. Why not "truth gain >= 0 first" (the rule of 2026-12-01, morning): a setting
+that barely edits has a truth gain near 0, so for a faint finding (whose true change is
+small, making every visible edit's gain negative) that condition preferred doing nothing
+over drawing the finding (tuning: pneumothorax add 0.9 -> 0.4). Only runs on the tuning
+patients count (seeds from 1 100 000): the benchmark's held-out patients never take part in
+the choice.
 
     python benchmarks/sweep_edit_strength.py --out runs/sweep --n 3 --methods steer regulated \\
         regulated+steer --grid guidance=4 guidance=8 ...
@@ -28,13 +32,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-RULE = ("per (finding, action): among the settings whose edits move the film towards the true counterfactual on "
-        "the editor's tuning patients (median truth gain >= 0; every setting if none does), the highest flip rate by "
-        "the benchmark's judge; ties to the higher fidelity PSNR against the true counterfactual")
+FLIP_TARGET = 0.9  # issue 16's flip-rate target for the best MedCF method of every cell
+RULE = (f"per (finding, action), on the editor's tuning patients: among the settings whose flip rate by the benchmark's "
+        f"judge reaches {FLIP_TARGET}, the highest median truth gain (closest to the true counterfactual); where none "
+        "reaches it, the highest flip rate, ties to the higher truth gain; then the higher fidelity PSNR against the "
+        "true counterfactual")
 
 
 # settings a Choice does not carry: a run that changed them cannot be reproduced by ``--method auto``
@@ -73,13 +80,23 @@ def superseded(rows: list[dict], newer: list[dict]) -> list[dict]:
     return [r for r in rows if (r["concept"], r["action"]) not in cells] + newer
 
 
+def _score(row: dict) -> tuple:
+    """The rule's order as a sortable key: reaching the flip target first, then (among those
+    that reach it) closeness to the true counterfactual, since an edit the judge flips on but
+    that overshoots the truth is a caricature of the finding, not its counterfactual."""
+    gain = row.get("truth_gain")
+    gain = gain if gain is not None and math.isfinite(gain) else -math.inf  # no lesion to reproduce: no evidence
+    flip = round(row["flip_rate"], 6)
+    if flip >= FLIP_TARGET:
+        return (1, gain, flip, row["fidelity_psnr"])
+    return (0, flip, gain, row["fidelity_psnr"])
+
+
 def choose(rows: list[dict]) -> dict[str, dict[str, dict]]:
     best: dict[tuple, dict] = {}
     for row in rows:
         key = (row["concept"], row["action"])
-        # an edit that takes the film further from the true counterfactual than it was is a caricature of the
-        # finding, not a counterfactual, however often the judge flips on it
-        score = (row.get("truth_gain", 0.0) >= 0, round(row["flip_rate"], 6), row["fidelity_psnr"])
+        score = _score(row)
         if key not in best or score > best[key][0]:
             best[key] = (score, row)
     choices: dict[str, dict[str, dict]] = {}

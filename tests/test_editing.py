@@ -478,6 +478,19 @@ def test_pairs_from_scratch_differ_only_inside_the_region(tmp_path):
     assert (tmp_path / "pairs" / "panel.png").is_file()
 
 
+def test_auto_pairs_name_the_denoiser_the_measured_choice_used(tmp_path):
+    from medcf.bundle import bundle_path
+    from medcf.editing.defaults import DEFAULTS_FILE, EditDefaults
+
+    choice = EditDefaults.load(bundle_path("models", DEFAULTS_FILE)).choices["pleural_effusion"]["add"]
+    done = _medcf("pairs", "--finding", "pleural_effusion", "--action", "add", "--side", "left", "--n", "1",
+                  "--quiet", "--out", tmp_path / "pairs")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "pairs" / "pairs.jsonl").read_text())
+    assert record["method"] == choice.method
+    assert record["generator"].endswith(f"(denoiser {choice.denoiser})" if choice.denoiser else "medcf-default")
+
+
 @needs_weights
 def test_demo_adds_then_removes_and_says_where(tmp_path):
     done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")

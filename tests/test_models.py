@@ -375,10 +375,11 @@ def _paired_world_set(path: Path, n_pairs: int = 6, size: int = 64) -> Path:
 
 def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
     from medcf.models.data import load_world_set
-    from medcf.models.train import GeneratorOptions, _pair_starts, generator_batch
+    from medcf.models.data import pair_starts
+    from medcf.models.train import GeneratorOptions, generator_batch
 
     world = load_world_set(_paired_world_set(tmp_path / "pairs.npz"))
-    pairs = _pair_starts(world)
+    pairs = pair_starts(world)
     assert pairs.tolist() == [0, 2, 4, 6, 8, 10]
     options = GeneratorOptions(out="unused", batch=8, paired=True)
     index, timesteps, noise, _ = generator_batch(options, 5, len(world.images), (4, 8, 8), 1000, pairs)
@@ -391,7 +392,7 @@ def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
     assert not torch.equal(single[2][0::2], single[2][1::2])
     unpaired = load_world_set(_synthetic_world_set(tmp_path / "set.npz"))
     with pytest.raises(InputError, match="--paired needs a world set of factual/counterfactual pairs"):
-        _pair_starts(unpaired)
+        pair_starts(unpaired)
 
 
 def test_fine_tuning_starts_from_an_exported_model_and_records_it(tmp_path):

@@ -72,9 +72,9 @@ def encode_pairs(world, generator, batch: int = 32, progress: bool = True) -> Pa
     from tqdm import tqdm
 
     from medcf.editing.regions import resize_image
-    from medcf.models.train import _pair_starts
+    from medcf.models.data import pair_starts
 
-    starts = _pair_starts(world)
+    starts = pair_starts(world)
     working = tuple(generator.image_size)
     latents = []
     order = np.stack([starts, starts + 1], axis=1).reshape(-1)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from medcf.bundle import beside_weights
 from medcf.devices import Placement
 from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
 from medcf.editing.spec import EditSpec
@@ -96,9 +97,11 @@ def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
     """Where ``generator``'s steering vectors are: shipped beside its weights (the folder or
     its ``models/``), else in the cache ``medcf steer-vectors`` fills; None if nowhere."""
     fingerprint = fingerprint or denoiser_fingerprint(generator)
-    source = Path(generator.source)
-    candidates = [source / VECTORS_FILE, source / "models" / VECTORS_FILE, vectors_cache_path(fingerprint)]
-    return next((p for p in candidates if p.is_file()), None)
+    shipped = beside_weights(generator.source, VECTORS_FILE)
+    if shipped is not None:
+        return shipped
+    cached = vectors_cache_path(fingerprint)
+    return cached if cached.is_file() else None
 
 
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,

@@ -12,6 +12,7 @@ import numpy as np
 
 import medcf
 from medcf.anatomy.masks import AnatomyMasks
+from medcf.bundle import beside_weights
 from medcf.editing.edit import Counterfactual
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_text
 from medcf.io.images import write_png16
@@ -40,7 +41,7 @@ class ModelInfo:
         from medcf.models.default import UNET_FILE
 
         folder = Path(generator.source)
-        weights = next((p for p in (folder / UNET_FILE, folder / "models" / UNET_FILE) if p.is_file()), None)
+        weights = beside_weights(folder, UNET_FILE)
         version = None
         for metadata in (folder.parent / "configs" / "metadata.json", folder / "configs" / "metadata.json"):
             if metadata.is_file():

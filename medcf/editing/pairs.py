@@ -181,7 +181,8 @@ def _arrays(pair: Pair, generator: Generator, denoiser: str | None = None) -> di
             "region": pair.region.target.numpy(), "prompts": pair.prompts, "spec": pair.spec,
             "noise_optimization": pair.noise_report,
             "generator": f"medcf {medcf.__version__} {generator.format}"
-                         + (f" (denoiser {denoiser})" if denoiser else ""), "placement": generator.placement()}
+                         + (f" (denoiser {denoiser})" if denoiser else ""), "denoiser": denoiser,
+            "placement": generator.placement()}
 
 
 def seeded_specs(spec: EditSpec, n: int) -> list[EditSpec]:
@@ -258,7 +259,8 @@ def write_pair_stream(pairs: Iterable[tuple[int, dict]], n: int, out_dir: str | 
             records[index]["noise_optimization"] = pair["noise_optimization"]
         if index < 6:
             tiles[index] = [Tile(pair["factual"], f"factual #{sample_id} seed {seed}"),
-                            Tile(pair["counterfactual"], f"counterfactual ({spec.method.value})"),
+                            Tile(pair["counterfactual"], f"counterfactual ({spec.method.value})"
+                                 + (f"\ndenoiser {pair['denoiser']}" if pair.get("denoiser") else "")),
                             Tile(difference(pair["counterfactual"], pair["factual"], gain=4.0), "difference x4"),
                             Tile(pair["region"], "edit region")]
         if index == 0:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from medcf.bundle import beside_weights
 from medcf.models.base import Generator
 
 Record = TypeVar("Record")
@@ -35,11 +36,9 @@ def find_beside(generator: Generator, filename: str, load: Callable[[Path], Reco
         from medcf.editing.steering import denoiser_fingerprint
 
         folders = [Path(generator.source)]
-        base = getattr(generator, "base", None)  # an alternative denoiser: the model's own records too
-        if base is not None:
-            folders.append(Path(base.source))
-        path = next((p for folder in folders for p in (folder / filename, folder / "models" / filename)
-                     if p.is_file()), None)
+        if generator.base is not None:  # an alternative denoiser: the model's own records too
+            folders.append(Path(generator.base.source))
+        path = next((p for p in (beside_weights(folder, filename) for folder in folders) if p is not None), None)
         record = load(path) if path is not None else None
         if record is not None:
             identity = record.fingerprint if fingerprint is not None else record.denoiser_sha256

@@ -367,6 +367,9 @@ class Generator(ABC):
         self.dtype = dtype
         self._sites: list[AttentionSite] | None = None
         self._fingerprint: str | None = None  # set when the denoiser was cast at load (:meth:`weights_fingerprint`)
+        #: the model this one is an alternative denoiser of (:mod:`medcf.models.variants`), sharing its
+        #: autoencoder and text encoder, so records tied to those are found beside the model's weights
+        self.base: Generator | None = None
 
     # -- what each adapter provides ------------------------------------------------
     @property

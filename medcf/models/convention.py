@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medcf.bundle import beside_weights
 from medcf.errors import InputError
 
 CONVENTION_FILE = "medcf_convention.json"
@@ -159,8 +160,7 @@ class Convention:
 
 def find_convention(folder: str | Path) -> Path | None:
     """``medcf_convention.json`` in ``folder`` or its ``models/``, if there is one."""
-    folder = Path(folder)
-    return next((p for p in (folder / CONVENTION_FILE, folder / "models" / CONVENTION_FILE) if p.is_file()), None)
+    return beside_weights(folder, CONVENTION_FILE)
 
 
 def read_convention(path: str | Path) -> Convention:

@@ -149,6 +149,19 @@ class WorldSet:
         return chosen.astype(np.float32) / 65535.0
 
 
+def pair_starts(world: WorldSet, needed_by: str = "--paired") -> np.ndarray:
+    """Indices ``i`` where films ``i`` and ``i + 1`` are one patient's factual and
+    counterfactual film (as :func:`render_world_set` writes them); a set
+    without any fails, naming what needed them (``needed_by``)."""
+    records = world.records
+    starts = [i for i in range(0, len(records) - 1, 2)
+              if records[i].get("kind") == "factual" and records[i + 1].get("kind") == "counterfactual"
+              and records[i].get("seed") == records[i + 1].get("seed")]
+    if not starts:
+        raise InputError(f"{needed_by} needs a world set of factual/counterfactual pairs; this one has none")
+    return np.asarray(starts, dtype=np.int64)
+
+
 def load_world_set(path: str | Path) -> WorldSet:
     path = Path(path)
     if not path.is_file():

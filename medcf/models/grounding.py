@@ -151,10 +151,10 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
 
     from medcf.editing.regulation import pathology_tokens
     from medcf.models.data import NONE
-    from medcf.models.train import _pair_starts
+    from medcf.models.data import pair_starts
     from medcf.vocab import Finding
 
-    starts = _pair_starts(world, needed_by="measuring grounding")
+    starts = pair_starts(world, needed_by="measuring grounding")
     starts = starts[[world.records[i].get("finding") not in (None, NONE) for i in starts]]
     schedule = DDPMScheduler.from_config(generator.scheduler_config)
     latent_hw = tuple(generator.latent_size)

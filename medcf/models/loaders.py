@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from medcf.bundle import beside_weights
 from medcf.errors import InputError
 from medcf.models.base import Generator
 from medcf.models.convention import apply_convention, find_convention, read_convention
@@ -58,7 +59,7 @@ def detect_format(folder: str | Path) -> str:
         raise InputError(f"model folder {folder} does not exist")
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; a model is a folder (a MONAI bundle or a diffusers pipeline)")
-    if (folder / CONFIG_NAME).is_file() or (folder / "models" / CONFIG_NAME).is_file():
+    if beside_weights(folder, CONFIG_NAME) is not None:
         return "medcf-default"
     if (folder / "model_index.json").is_file():
         name = _read_json(folder / "model_index.json").get("_class_name", "")
@@ -91,8 +92,7 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
     if detected == "medcf-default":
         from medcf.models.default import CONFIG_NAME, DefaultGenerator
 
-        models = folder if (folder / CONFIG_NAME).is_file() else folder / "models"
-        generator = DefaultGenerator.from_folder(models, device=device, dtype=dtype)
+        generator = DefaultGenerator.from_folder(beside_weights(folder, CONFIG_NAME).parent, device=device, dtype=dtype)
     elif detected == "diffusers-sd":
         generator = load_diffusers_sd(folder, device=device, dtype=dtype, image_size=image_size)
     elif detected == "diffusers-pixart":

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from medcf.errors import InputError, OutputError
 from medcf.io.atomic import write_new_file, write_new_text
+from medcf.models.data import pair_starts
 
 KEEP_CHECKPOINTS = 3
 
@@ -322,25 +323,12 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             target.lerp_(source, 1.0 - decay)
 
 
-def _pair_starts(world, needed_by: str = "--paired") -> np.ndarray:
-    """Indices ``i`` where films ``i`` and ``i + 1`` are one patient's factual and
-    counterfactual film (as :func:`medcf.models.data.render_world_set` writes them); a set
-    without any fails, naming what needed them (``needed_by``)."""
-    records = world.records
-    starts = [i for i in range(0, len(records) - 1, 2)
-              if records[i].get("kind") == "factual" and records[i + 1].get("kind") == "counterfactual"
-              and records[i].get("seed") == records[i + 1].get("seed")]
-    if not starts:
-        raise InputError(f"{needed_by} needs a world set of factual/counterfactual pairs; this one has none")
-    return np.asarray(starts, dtype=np.int64)
-
-
 def generator_batch(options: GeneratorOptions, step: int, n_films: int, latent_shape: tuple[int, ...],
                     num_train_timesteps: int, pairs: np.ndarray | None = None):
     """The films, timesteps and noise of step ``step`` (a function of (seed, step) only, so a
     resumed run sees what an uninterrupted one would), and the step's generator for the rest.
 
-    With ``pairs`` (from :func:`_pair_starts`) the batch holds whole pairs, each pair's two
+    With ``pairs`` (from :func:`medcf.models.data.pair_starts`) the batch holds whole pairs, each pair's two
     films adjacent under one noise and one timestep."""
     rng = np.random.default_rng([options.seed, step, 1])
     generator = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
@@ -396,7 +384,7 @@ def train_generator(options: GeneratorOptions) -> dict:
         tiny = config["autoencoder"]["block_out_channels"] == tiny_config()["autoencoder"]["block_out_channels"]
         config["unet"] = (tiny_config() if tiny else default_config())["unet"]
     data_path, world = _world_set(options.data, options.n_pairs, options.size, options.data_seed, options.progress)
-    pairs = _pair_starts(world) if options.paired else None
+    pairs = pair_starts(world) if options.paired else None
     size = int(world.images.shape[-1])
     factor = 2 ** (len(config["autoencoder"]["block_out_channels"]) - 1)
     if options.init and [int(world.images.shape[-2]), size] != list(config["image_size"]):
@@ -552,7 +540,7 @@ def _grounding(options: GeneratorOptions, world, encoded, prompt_index: torch.Te
     from medcf.models.grounding import GroundingProcessor, cross_sites, lesion_footprints, lesion_masks, token_grids
     from medcf.vocab import Finding
 
-    starts = _pair_starts(world, needed_by="--ground")
+    starts = pair_starts(world, needed_by="--ground")
     sites = cross_sites(unet)
     if not sites:
         raise InputError("--ground needs a denoiser with cross-attention")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medcf.bundle import WEIGHTS_DIR
 from medcf.errors import InputError
 from medcf.models.base import Generator
 
@@ -27,7 +28,7 @@ def denoiser_folder(generator: Generator, name: str) -> Path:
     from medcf.models.default import CONFIG_NAME, UNET_FILE
 
     source = Path(generator.source)
-    for base in (source, source / "models"):
+    for base in (source, source / WEIGHTS_DIR):
         folder = base / DENOISERS_DIR / name
         if (folder / UNET_FILE).is_file() and (folder / CONFIG_NAME).is_file():
             return folder
