@@ -19,19 +19,43 @@ class OrthancUnavailable(RuntimeError):
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
-def start_orthanc(root: Path, name: str = "MedCF-test", aet: str = "ORTHANC") -> tuple[subprocess.Popen, dict]:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free now: all are held open together while they are
+    picked, since ports taken one at a time may repeat (it happened: Orthanc was given the
+    same port for DICOM and HTTP and refused to start)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def start_orthanc(root: Path, name: str = "MedCF-test", aet: str = "ORTHANC",
+                  tries: int = 3) -> tuple[subprocess.Popen, dict]:
     """Start Orthanc with its database under ``root``; returns the process and its addresses
-    (``dimse``, ``web``, ``http``, and ``move_port``: where its C-MOVE sends to AE MEDCF)."""
+    (``dimse``, ``web``, ``http``, and ``move_port``: where its C-MOVE sends to AE MEDCF).
+    A port taken between picking it and Orthanc binding it (another test worker) is retried
+    on new ports, up to ``tries`` times."""
     binary = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").exists() else None)
     if binary is None or not Path(DICOMWEB_PLUGIN).exists():
         raise OrthancUnavailable("Orthanc with its DICOMweb plugin is not installed; run `make system-deps`")
     root.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port, move_port = free_port(), free_port(), free_port()
+    for attempt in range(1, tries + 1):
+        try:
+            return _start(binary, root, name, aet)
+        except OrthancUnavailable as error:
+            if "already in use" not in str(error) or attempt == tries:
+                raise
+
+
+def _start(binary: str, root: Path, name: str, aet: str) -> tuple[subprocess.Popen, dict]:
+    http_port, dicom_port, move_port = free_ports(3)
     config = {
         "Name": name, "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": aet,
@@ -52,6 +76,7 @@ def start_orthanc(root: Path, name: str = "MedCF-test", aet: str = "ORTHANC") ->
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
+                process.wait()
                 raise OrthancUnavailable(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}") from None
             time.sleep(0.2)
     return process, {"dimse": f"dicom://{aet}@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http,
