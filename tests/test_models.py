@@ -374,8 +374,7 @@ def _paired_world_set(path: Path, n_pairs: int = 6, size: int = 64) -> Path:
 
 
 def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
-    from medcf.models.data import load_world_set
-    from medcf.models.data import pair_starts
+    from medcf.models.data import load_world_set, pair_starts
     from medcf.models.train import GeneratorOptions, generator_batch
 
     world = load_world_set(_paired_world_set(tmp_path / "pairs.npz"))
