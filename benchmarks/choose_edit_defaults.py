@@ -26,6 +26,9 @@ weights (``denoisers/NAME/``, ``sweep_edit_strength.py --model``); its rows comp
 cells the sweep holds under the same rule, and a choice taken from them names the denoiser.
 ``--update EXISTING``: cells no sweep given here holds keep EXISTING's choice (it must be
 for the same denoiser), so that a sweep of one finding need not re-run all the others.
+A sweep of ``--methods auto`` (for example ``--grid renoise=0 renoise=0.5``) needs it: its rows
+stand for EXISTING's choice of each cell with the run's own settings on top, and compete
+with each other under the same rule.
 """
 
 from __future__ import annotations
@@ -48,9 +51,12 @@ RULE = (f"per (finding, action), on the editor's tuning patients: among the sett
 CHOICE_FIXED = {"strength": 1.0, "energy": False, "passes": 1}
 
 
-def candidates(sweep: Path, denoiser: str | None = None) -> list[dict]:
+def candidates(sweep: Path, denoiser: str | None = None, settled_by: dict | None = None) -> list[dict]:
     """Every (setting, method) row of every run under ``sweep``, with its settings
-    (``denoiser``: the alternative denoiser the sweep ran on)."""
+    (``denoiser``: the alternative denoiser the sweep ran on). A row of ``--methods auto``
+    stands for the choice it was settled from: ``settled_by`` (``EditDefaults.choices`` of
+    the ``edit_defaults.json`` the sweep ran with) gives its method, depth, guidance and
+    denoiser, the run its own settings on top (a renoise sweep of the chosen cells)."""
     from medcf.editing.defaults import generic_depth
     from medcf.editing.spec import Method
     from medcf.eval.bench import OURS, TUNING_SEED
@@ -63,15 +69,43 @@ def candidates(sweep: Path, denoiser: str | None = None) -> list[dict]:
             raise SystemExit(f"{path}: patients from seed {settings['first_seed']}, not the tuning patients")
         ours = settings["ours"]
         if {k: ours.get(k, v) for k, v in CHOICE_FIXED.items()} != CHOICE_FIXED:
-            print(f"skipped {path.parent.name}: a choice holds method, depth and guidance only, and this run "
-                  f"set {({k: ours.get(k) for k in CHOICE_FIXED})}", file=sys.stderr)
+            print(f"skipped {path.parent.name}: a choice holds method, depth, guidance and renoise only, and this "
+                  f"run set {({k: ours.get(k) for k in CHOICE_FIXED})}", file=sys.stderr)
             continue
+        run = _run_name(path.parent, sweep)
         for row in result["rows"]:
-            if row["method"] in OURS:
-                rows.append({**row, "n": row["n"], "depth": ours.get("depth") or generic_depth(Method(row["method"])),
-                             "guidance": ours.get("guidance"), "denoiser": denoiser,
-                             "run": str(path.parent.relative_to(sweep.parent))})
+            if row["method"] not in OURS:
+                continue
+            setting = {"method": row["method"], "depth": ours.get("depth"), "guidance": ours.get("guidance"),
+                       "denoiser": denoiser, "renoise": ours.get("renoise") or 0.0}
+            if row["method"] == Method.AUTO.value:
+                setting.update(_settled(settled_by, row["concept"], row["action"], path), **{
+                    k: ours[k] for k in ("depth", "guidance") if ours.get(k) is not None})
+                setting["renoise"] = ours.get("renoise") or 0.0
+            if setting["depth"] is None:
+                setting["depth"] = generic_depth(Method(setting["method"]))
+            rows.append({**row, **setting, "run": run})
     return rows
+
+
+def _run_name(run: Path, sweep: Path) -> str:
+    """A run as the repository names it where it lies inside it (committed sweeps under
+    ``docs/results/``), else relative to the sweep's parent folder."""
+    try:
+        return str(run.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(run.relative_to(sweep.parent))
+
+
+def _settled(settled_by: dict | None, finding: str, action: str, path: Path) -> dict:
+    """The choice an ``auto`` row of ``path`` was settled from."""
+    if settled_by is None:
+        raise SystemExit(f"{path}: rows of --methods auto need --update EXISTING, the edit_defaults.json "
+                         "the sweep settled them from")
+    choice = settled_by.get(finding, {}).get(action)
+    if choice is None:
+        raise SystemExit(f"{path}: auto ran {finding} {action}, which EXISTING holds no choice for")
+    return {"method": choice.method, "depth": choice.depth, "guidance": choice.guidance, "denoiser": choice.denoiser}
 
 
 def superseded(rows: list[dict], newer: list[dict]) -> list[dict]:
@@ -104,7 +138,7 @@ def choose(rows: list[dict]) -> dict[str, dict[str, dict]]:
         choices.setdefault(finding, {})[action] = {
             "method": row["method"], "depth": row["depth"], "guidance": row["guidance"],
             "flip_rate": round(row["flip_rate"], 4), "fidelity_psnr": round(row["fidelity_psnr"], 3),
-            "denoiser": row.get("denoiser")}
+            "denoiser": row.get("denoiser"), "renoise": row.get("renoise") or 0.0}
     return choices
 
 
@@ -127,11 +161,13 @@ def main(argv=None) -> int:
     from medcf.eval.bench import TUNING_SEED
     from medcf.models.loaders import load_generator
 
-    rows = candidates(args.sweep)
+    existing = EditDefaults.load(args.update) if args.update is not None else None
+    settled_by = existing.choices if existing is not None else None
+    rows = candidates(args.sweep, settled_by=settled_by)
     if not rows:
         raise SystemExit(f"{args.sweep}: no */results.json of MedCF methods")
     if args.supersede is not None:
-        newer = candidates(args.supersede)
+        newer = candidates(args.supersede, settled_by=settled_by)
         if not newer:
             raise SystemExit(f"{args.supersede}: no */results.json of MedCF methods")
         rows = superseded(rows, newer)
@@ -139,19 +175,18 @@ def main(argv=None) -> int:
         name, _, folder = text.partition("=")
         if not (name and folder):
             raise SystemExit(f"--denoiser: '{text}' is not NAME=SWEEP")
-        variant = candidates(Path(folder), denoiser=name)
+        variant = candidates(Path(folder), denoiser=name, settled_by=settled_by)
         if not variant:
             raise SystemExit(f"{folder}: no */results.json of MedCF methods")
         rows += variant
     choices = choose(rows)
     generator = load_generator(args.model or _bundle_models()) if args.write or args.update else None
     measured = {"runs": sorted({r["run"] for r in rows}), "methods": sorted({r["method"] for r in rows}),
-                "patients_per_finding": rows[0]["n"], "patients_seed": TUNING_SEED,
+                "patients_per_finding": _patients(rows), "patients_seed": TUNING_SEED,
                 "script": "benchmarks/sweep_edit_strength.py + choose_edit_defaults.py"}
     if args.denoiser:
         measured["denoisers"] = {t.partition("=")[0]: t.partition("=")[2] for t in args.denoiser}
-    if args.update is not None:
-        existing = EditDefaults.load(args.update)
+    if existing is not None:
         if existing.denoiser_sha256 != denoiser_fingerprint(generator):
             raise SystemExit(f"--update: {args.update} was measured on other weights than {generator.source}")
         kept = []
@@ -165,13 +200,22 @@ def main(argv=None) -> int:
         for action, c in sorted(actions.items()):
             print(f"{finding:17} {action:6} {c['method']:16} depth {c['depth']:<4g} guidance "
                   f"{c['guidance'] if c['guidance'] is not None else 'model':<5} flip {c['flip_rate']:.2f} "
-                  f"fidelity {c['fidelity_psnr']:.2f} dB" + (f" denoiser {c['denoiser']}" if c.get("denoiser") else ""))
+                  f"fidelity {c['fidelity_psnr']:.2f} dB" + (f" renoise {c['renoise']:g}" if c.get("renoise") else "")
+                  + (f" denoiser {c['denoiser']}" if c.get("denoiser") else ""))
     if args.write:
         defaults = EditDefaults({f: {a: Choice(**c) for a, c in sorted(actions.items())}
                                  for f, actions in sorted(choices.items())},
                                 RULE, measured, denoiser_fingerprint(generator))
         print(f"wrote {defaults.save(args.write)}")
     return 0
+
+
+def _patients(rows: list[dict]) -> int | dict[str, int]:
+    """Tuning patients per cell: one number where every cell had as many, else per cell
+    (a later, larger sweep may decide some cells, ``--supersede``)."""
+    per_cell = {f"{r['concept']} {r['action']}": r["n"] for r in rows}
+    counts = set(per_cell.values())
+    return counts.pop() if len(counts) == 1 else dict(sorted(per_cell.items()))
 
 
 def _bundle_models() -> Path:

@@ -80,3 +80,29 @@ def test_settings_that_reach_the_flip_target_compete_on_truth_gain_the_others_on
     assert chosen["nodule"]["add"]["method"] == "regulated"  # none reaches it: the highest flip
     assert chosen["nodule"]["remove"]["method"] == "steer"  # equal flips: the closer to the truth
     assert chosen["edema"]["add"]["depth"] == 0.3  # a run without a depth ran causal at its own default
+
+
+def test_auto_rows_stand_for_the_choice_they_were_settled_from_with_the_runs_renoise(chooser, tmp_path):
+    from medcf.editing.defaults import Choice
+
+    existing = {"consolidation": {"remove": Choice("regulated", 0.5, 8.0, 0.7, 35.9)},
+                "nodule": {"add": Choice("regulated", 0.15, 4.0, 0.4, 37.7, denoiser="grounded")}}
+
+    def run(folder: Path, renoise: float, rows: list[tuple]) -> None:
+        _run(folder, None, rows)
+        result = json.loads((folder / "results.json").read_text())
+        result["settings"]["ours"] = {"renoise": renoise}
+        (folder / "results.json").write_text(json.dumps(result))
+
+    run(tmp_path / "s" / "r0", 0.0, [("consolidation", "remove", "auto", 0.7, 35.9, 0.8),
+                                     ("nodule", "add", "auto", 0.4, 37.7, -0.4)])
+    run(tmp_path / "s" / "r05", 0.5, [("consolidation", "remove", "auto", 0.9, 35.6, 0.77),
+                                      ("nodule", "add", "auto", 0.3, 37.0, -0.5)])
+    with pytest.raises(SystemExit, match="--update"):
+        chooser.candidates(tmp_path / "s")  # without the choice they were settled from, auto rows mean nothing
+    chosen = chooser.choose(chooser.candidates(tmp_path / "s", settled_by=existing))
+    assert chosen["consolidation"]["remove"] == {"method": "regulated", "depth": 0.5, "guidance": 8.0,
+                                                 "flip_rate": 0.9, "fidelity_psnr": 35.6, "denoiser": None,
+                                                 "renoise": 0.5}
+    assert chosen["nodule"]["add"]["renoise"] == 0.0 and chosen["nodule"]["add"]["denoiser"] == "grounded"
+    assert Choice(**chosen["nodule"]["add"]).method == "regulated"  # a choice auto can run, not "auto"

@@ -80,6 +80,10 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, actio
     parser.add_argument("--guidance", type=float, default=None,
                         help="classifier-free guidance scale inside the edit region (1..30; default: auto's choice "
                              "for the finding, else the model's own); outside the region the model's own applies")
+    parser.add_argument("--renoise", type=float, default=None,
+                        help="share of the inverted noise drawn afresh inside the edit region: 0 keeps the input's "
+                             "own noise maps (they pull the region back towards the input), 1 re-draws the region "
+                             "from fresh noise (0..1; default: auto's choice for the finding, else 0)")
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--text-encoder", type=Path, default=None,

@@ -25,7 +25,7 @@ from medcf.errors import InputError
 CONFIG_FILE = "edit.json"
 # The EditSpec fields whose defaults the config sets (the rest -- finding, action, side,
 # zone, seed -- describe one edit, not the editor).
-SETTING_KEYS = ("severity", "method", "strength", "steps", "depth", "inversion", "energy", "passes", "guidance")
+SETTING_KEYS = ("severity", "method", "strength", "steps", "depth", "inversion", "energy", "passes", "guidance", "renoise")
 
 
 @dataclass(frozen=True)

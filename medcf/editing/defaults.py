@@ -1,13 +1,15 @@
-"""The editor's per-finding choice (``--method auto``): which method, depth and region
-guidance to use for each (finding, action) on a given model.
+"""The editor's per-finding choice (``--method auto``): which method, depth, region
+guidance and renoise share to use for each (finding, action) on a given model.
 
 One setting does not fit every finding: a pleural effusion or cardiomegaly changes the
 film's large structures and needs the finding prompt pushed hard from early steps,
 while a nodule changes a few pixels late. The choice is measured, not guessed: the
 counterfactual suite runs every candidate setting on the editor's *tuning* patients
 (never the benchmark's) and ``benchmarks/choose_edit_defaults.py`` keeps, per finding and
-action, the setting with the highest flip rate, ties broken by fidelity to the true
-counterfactual. The result is stored beside the weights as ``edit_defaults.json``, tied
+action, among the settings that reach the flip-rate target the one closest to the true
+counterfactual (else the highest flip rate). A setting is a method, depth, region guidance,
+share of fresh noise in the region (``renoise``) and, where measured better, an alternative
+denoiser. The result is stored beside the weights as ``edit_defaults.json``, tied
 to the denoiser like the steering vectors; a model without one (a retrained or foreign
 model) gets the generic defaults (``steer``, depth 0.5, its own guidance).
 """
@@ -39,6 +41,8 @@ class Choice:
     #: an alternative denoiser shipped beside the weights (``denoisers/<name>/``,
     #: :mod:`medcf.models.variants`) measured best for this cell; None: the model's own
     denoiser: str | None = None
+    #: the share of the inversion's noise maps drawn afresh inside the region (EditSpec.renoise)
+    renoise: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def measured_choice(spec: EditSpec, generator: Generator) -> Choice | None:
 
 
 def resolve(spec: EditSpec, generator: Generator) -> tuple[EditSpec, str]:
-    """``spec`` with ``auto``, ``depth`` and ``guidance`` settled, and where they came from.
+    """``spec`` with ``auto``, ``depth``, ``guidance`` and ``renoise`` settled, and where they came from.
     What the user set explicitly is kept; ``auto`` fills the rest from the model's
     measured choice, an explicit method from the generic defaults."""
     return _resolved(spec, measured_choice(spec, generator))
@@ -141,10 +145,12 @@ def _resolved(spec: EditSpec, chosen: Choice | None) -> tuple[EditSpec, str]:
     if spec.method is Method.AUTO and chosen is not None:
         settled = replace(spec, method=Method(chosen.method),
                           depth=chosen.depth if spec.depth is None else spec.depth,
-                          guidance=chosen.guidance if spec.guidance is None else spec.guidance)
+                          guidance=chosen.guidance if spec.guidance is None else spec.guidance,
+                          renoise=chosen.renoise if spec.renoise is None else spec.renoise)
         return settled, f"auto: {DEFAULTS_FILE} (measured on tuning patients)"
     method = GENERIC_METHOD if spec.method is Method.AUTO else spec.method
-    settled = replace(spec, method=method, depth=generic_depth(method) if spec.depth is None else spec.depth)
+    settled = replace(spec, method=method, depth=generic_depth(method) if spec.depth is None else spec.depth,
+                      renoise=0.0 if spec.renoise is None else spec.renoise)
     return settled, "auto: generic defaults (no measured choice for this model)" if spec.method is Method.AUTO \
         else "as asked"
 

@@ -19,7 +19,7 @@ from medcf.devices import precision_hint
 from medcf.editing.control import AttentionController, ControlMethod
 from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.evidence import EvidenceScore
-from medcf.editing.inversion import Trajectory, ddim_inversion, edit_friendly_inversion
+from medcf.editing.inversion import Trajectory, ddim_inversion, edit_friendly_inversion, refresh_noise_maps
 from medcf.editing.regions import EditRegion, resize_image
 from medcf.editing.regulation import AnatomyRegulation, PathologyEnhancement, pathology_tokens
 from medcf.editing.spec import SIDELESS, EditSpec, Inversion
@@ -208,6 +208,7 @@ def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors
         trajectory = ddim_inversion(generator, z_start, inputs.source_text, inputs.uncond, spec.steps, guidance)
     methods, edit_prompt, negative = control_methods(generator, spec, inputs.region, inputs.prompts, vectors)
     mask = inputs.region.latent_mask(inputs.latent_hw)[None, None]
+    trajectory = refresh_noise_maps(generator, trajectory, mask, spec.renoise or 0.0, spec.seed)
     methods.append(LatentBlend(trajectory, mask))
     with AttentionController(generator, methods, steps=spec.steps, first_step=start,
                              latent_hw=inputs.latent_hw) as controller:
@@ -218,7 +219,7 @@ def _edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors
     energy = [m for m in methods if isinstance(m, ConcentrationEnergy)]
     return finish(inputs, spec, generator, result.latents, {
         "start_step": start, "region_guidance": spec.guidance or guidance, "edit_prompt": edit_prompt, "negative_prompt": negative,
-        "inversion": spec.inversion.value, "methods": [type(m).__name__ for m in methods],
+        "inversion": spec.inversion.value, "renoise": spec.renoise, "methods": [type(m).__name__ for m in methods],
         "timesteps": result.settings["timesteps"],
         "energy": [[s, round(e, 4)] for s, e in energy[0].history] if energy else None})
 

@@ -90,3 +90,32 @@ def edit_friendly_inversion(generator: Generator, latents: torch.Tensor, text: T
             # σ_t z_t, kept scaled: exact even on a step whose σ_t is 0 (a last step to alpha = 1).
             maps[index] = noised[index + 1] - mean
     return Trajectory(noised, timesteps, maps)
+
+
+def refresh_noise_maps(generator: Generator, trajectory: Trajectory, mask: torch.Tensor, share: float,
+                       seed: int) -> Trajectory:
+    """The trajectory with its edit-friendly noise maps partly replaced by fresh noise inside ``mask``.
+
+    Why: the maps are chosen so that the sampler lands back on the *input*; inside the edit
+    region they carry the input's own detail, so a re-sampled region is pulled back towards
+    what it must lose (a removed effusion keeps its meniscus line) or keep (an added finding
+    stays faint). ``share`` (0..1, times the latent ``mask``, ``(1, 1, h, w)``) of each map's
+    variance is drawn afresh: ``sqrt(1 - w) · map + sqrt(w) · σ_t z``, ``σ_t`` the ``eta = 1``
+    sampler's own noise scale (read off diffusers' step, not re-derived). Outside the mask
+    the maps are untouched; ``share = 1`` makes the region an SDEdit re-sample from the
+    same noised start.
+    """
+    if trajectory.noise_maps is None or share <= 0:
+        return trajectory
+    scheduler = generator.make_scheduler("ddim")
+    scheduler.set_timesteps(trajectory.steps, device=generator.device)
+    rng = torch.Generator().manual_seed(int(seed) + 1)  # not the inversion's own noise draw
+    weight = (share * mask).clamp(0, 1)
+    maps = []
+    for t, old in zip(trajectory.timesteps, trajectory.noise_maps):
+        zeros, ones = torch.zeros_like(old), torch.ones_like(old)
+        sigma = (scheduler.step(zeros, t, zeros, eta=1.0, variance_noise=ones).prev_sample
+                 - scheduler.step(zeros, t, zeros, eta=1.0, variance_noise=zeros).prev_sample)
+        fresh = sigma * torch.randn(old.shape, generator=rng).to(old.device, old.dtype)
+        maps.append(old if not old.any() else (1 - weight).sqrt() * old + weight.sqrt() * fresh)  # steps before the start stay unused zeros
+    return Trajectory(trajectory.latents, trajectory.timesteps, maps)

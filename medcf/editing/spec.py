@@ -98,7 +98,10 @@ class EditSpec:
     applies); ``energy`` adds the concentration-energy latent correction to ``regulated``
     additions; ``passes`` how many passes the editor may make, each stronger and deeper
     than the last, until the model's own check (:mod:`medcf.editing.evidence`) finds the
-    target state. ``optimize_noise``: for a pair sampled from scratch, optimise the initial
+    target state. ``renoise``: the share of the edit-friendly inversion's noise maps drawn
+    afresh inside the edit region (0 = the input's own maps, which pull the region back
+    towards the input; 1 = fresh noise there, as SDEdit;
+    :func:`medcf.editing.inversion.refresh_noise_maps`; ``None``: ``auto``'s choice, else 0). ``optimize_noise``: for a pair sampled from scratch, optimise the initial
     noise first so that the finding's tokens are attended to (InitNO,
     :mod:`medcf.editing.initno`; rare combinations). ``None`` and ``auto`` are settled by
     :func:`medcf.editing.defaults.resolve` before an edit runs. ``constants``: the
@@ -119,6 +122,7 @@ class EditSpec:
     energy: bool = False
     passes: int = 1
     guidance: float | None = None
+    renoise: float | None = None
     optimize_noise: bool = False
     constants: EditConstants = EditConstants()
 
@@ -145,6 +149,8 @@ class EditSpec:
             raise InputError(f"--steps {self.steps} is outside 2..1000")
         if self.depth is not None and not 0.1 <= self.depth <= 1.0:
             raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
+        if self.renoise is not None and not 0.0 <= self.renoise <= 1.0:
+            raise InputError(f"--renoise {self.renoise:g} is outside 0..1")
         if self.guidance is not None and not 1.0 <= self.guidance <= MAX_GUIDANCE:
             raise InputError(f"--guidance {self.guidance:g} is outside 1..{MAX_GUIDANCE:g}")
         if isinstance(self.constants, dict):

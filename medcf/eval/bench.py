@@ -49,7 +49,7 @@ TUNING_SEED = 1_100_000  # the editor's tuning patients: where its settings are 
 OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
-OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance")  # EditSpec fields the suite may set for MedCF's methods
+OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance", "renoise")  # EditSpec fields the suite may set for MedCF's methods
 MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
 MEDIAN_MEASURES = ("truth_gain",)  # a ratio with a small denominator on faint lesions: the median, not the mean

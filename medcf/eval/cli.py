@@ -57,7 +57,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           progress=not args.quiet,
                                           first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
-                                                                ("passes", args.passes), ("guidance", args.guidance))
+                                                                ("passes", args.passes), ("guidance", args.guidance),
+                                                                ("renoise", args.renoise))
                                                 if v is not None}, keep_films=args.keep_films,
                                           placement=placement_from_args(args))
     for row in summary_rows(result["rows"]):
@@ -224,6 +225,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                 help="MedCF methods: scale of every push (default: medcf edit's, 1)")
     counterfactual.add_argument("--guidance", type=float, default=None,
                                 help="MedCF methods: guidance scale inside the edit region (default: medcf edit's)")
+    counterfactual.add_argument("--renoise", type=float, default=None,
+                                help="MedCF methods: share of the inverted noise drawn afresh inside the edit region "
+                                     "(default: medcf edit's)")
     causal = bench.add_argument_group("swap and long-tail suites")
     causal.add_argument("--factors", type=Path, default=None,
                         help="factor model folder (swap default: the one beside the model's weights; longtail "
