@@ -26,9 +26,10 @@ weights (``denoisers/NAME/``, ``sweep_edit_strength.py --model``); its rows comp
 cells the sweep holds under the same rule, and a choice taken from them names the denoiser.
 ``--update EXISTING``: cells no sweep given here holds keep EXISTING's choice (it must be
 for the same denoiser), so that a sweep of one finding need not re-run all the others.
-A sweep of ``--methods auto`` (for example ``--grid renoise=0 renoise=0.5``) needs it: its rows
-stand for EXISTING's choice of each cell with the run's own settings on top, and compete
-with each other under the same rule.
+A sweep of ``--methods auto`` (for example ``--grid renoise=0 renoise=0.5``): its rows stand
+for the choice each cell was settled from, with the run's own settings on top, and compete
+under the same rule. Runs record that choice (``settings.auto_choices``); for older runs that
+do not, EXISTING must be the ``edit_defaults.json`` they ran with.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def candidates(sweep: Path, denoiser: str | None = None, settled_by: dict | None
             setting = {"method": row["method"], "depth": ours.get("depth"), "guidance": ours.get("guidance"),
                        "denoiser": denoiser, "renoise": ours.get("renoise") or 0.0}
             if row["method"] == Method.AUTO.value:
-                setting.update(_settled(settled_by, row["concept"], row["action"], path), **{
+                recorded = settings.get("auto_choices")  # runs since 2026-12-02 record what auto used
+                setting.update(_settled(_as_choices(recorded) if recorded else settled_by,
+                                        row["concept"], row["action"], path), **{
                     k: ours[k] for k in ("depth", "guidance") if ours.get(k) is not None})
                 setting["renoise"] = ours.get("renoise") or 0.0
             if setting["depth"] is None:
@@ -97,11 +100,18 @@ def _run_name(run: Path, sweep: Path) -> str:
         return str(run.relative_to(sweep.parent))
 
 
+def _as_choices(recorded: dict) -> dict:
+    from medcf.editing.defaults import Choice
+
+    return {finding: {action: Choice(**choice) for action, choice in actions.items()}
+            for finding, actions in recorded.items()}
+
+
 def _settled(settled_by: dict | None, finding: str, action: str, path: Path) -> dict:
     """The choice an ``auto`` row of ``path`` was settled from."""
     if settled_by is None:
-        raise SystemExit(f"{path}: rows of --methods auto need --update EXISTING, the edit_defaults.json "
-                         "the sweep settled them from")
+        raise SystemExit(f"{path}: rows of --methods auto from a run that did not record its choices need "
+                         "--update EXISTING, the edit_defaults.json the sweep settled them from")
     choice = settled_by.get(finding, {}).get(action)
     if choice is None:
         raise SystemExit(f"{path}: auto ran {finding} {action}, which EXISTING holds no choice for")

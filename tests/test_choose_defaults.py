@@ -106,3 +106,20 @@ def test_auto_rows_stand_for_the_choice_they_were_settled_from_with_the_runs_ren
                                                  "renoise": 0.5}
     assert chosen["nodule"]["add"]["renoise"] == 0.0 and chosen["nodule"]["add"]["denoiser"] == "grounded"
     assert Choice(**chosen["nodule"]["add"]).method == "regulated"  # a choice auto can run, not "auto"
+
+
+def test_auto_rows_of_a_run_that_recorded_its_choices_need_no_existing_file(chooser, tmp_path):
+    from medcf.editing.defaults import Choice
+
+    folder = tmp_path / "s" / "r05"
+    _run(folder, None, [("atelectasis", "remove", "auto", 0.9, 37.0, 0.6)])
+    result = json.loads((folder / "results.json").read_text())
+    result["settings"]["ours"] = {"renoise": 0.5}
+    result["settings"]["auto_choices"] = {"atelectasis": {"remove": {
+        "method": "causal", "depth": 0.3, "guidance": 4.0, "flip_rate": 0.9, "fidelity_psnr": 38.0,
+        "denoiser": None, "renoise": 0.0}}}
+    (folder / "results.json").write_text(json.dumps(result))
+    later = {"atelectasis": {"remove": Choice("causal", 0.5, 8.0, 0.87, 37.8)}}  # the shipped file has moved on
+    for settled_by in (None, later):
+        row, = chooser.candidates(tmp_path / "s", settled_by=settled_by)
+        assert (row["method"], row["depth"], row["guidance"], row["renoise"]) == ("causal", 0.3, 4.0, 0.5)

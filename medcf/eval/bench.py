@@ -295,7 +295,22 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
                 "baselines": {m: {**BASELINE_SETTINGS[unmasked_name(m)], "region": m in MASKED_BASELINES}
                               for m in methods if m not in OURS},
                 "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}, "placement": editor.generator.placement()}
+    if Method.AUTO.value in methods:
+        settings["auto_choices"] = _auto_choices(editor.generator)
     return SuiteFilms(cases, outputs, drawn, tuple(methods), settings)
+
+
+def _auto_choices(generator) -> dict | None:
+    """What ``auto`` was settled from in this run (the model's ``edit_defaults.json``
+    choices), so that a sweep of ``auto`` says which settings its rows stand for even
+    after the shipped choice has changed."""
+    from dataclasses import asdict
+
+    from medcf.editing.defaults import find_defaults
+
+    defaults = find_defaults(generator)
+    return None if defaults is None else {finding: {action: asdict(choice) for action, choice in actions.items()}
+                                          for finding, actions in defaults.choices.items()}
 
 
 def in_target_state(judge, films: np.ndarray, cases: list[Case]) -> list[bool]:
