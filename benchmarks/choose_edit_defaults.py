@@ -58,7 +58,7 @@ def candidates(sweep: Path, denoiser: str | None = None, settled_by: dict | None
     stands for the choice it was settled from: ``settled_by`` (``EditDefaults.choices`` of
     the ``edit_defaults.json`` the sweep ran with) gives its method, depth, guidance and
     denoiser, the run its own settings on top (a renoise sweep of the chosen cells)."""
-    from medcf.editing.defaults import generic_depth
+    from medcf.editing.defaults import generic_depth, parse_choices
     from medcf.editing.spec import Method
     from medcf.eval.bench import OURS, TUNING_SEED
 
@@ -81,10 +81,9 @@ def candidates(sweep: Path, denoiser: str | None = None, settled_by: dict | None
                        "denoiser": denoiser, "renoise": ours.get("renoise") or 0.0}
             if row["method"] == Method.AUTO.value:
                 recorded = settings.get("auto_choices")  # runs since 2026-12-02 record what auto used
-                setting.update(_settled(_as_choices(recorded) if recorded else settled_by,
+                setting.update(_settled(parse_choices(recorded) if recorded else settled_by,
                                         row["concept"], row["action"], path), **{
                     k: ours[k] for k in ("depth", "guidance") if ours.get(k) is not None})
-                setting["renoise"] = ours.get("renoise") or 0.0
             if setting["depth"] is None:
                 setting["depth"] = generic_depth(Method(setting["method"]))
             rows.append({**row, **setting, "run": run})
@@ -98,13 +97,6 @@ def _run_name(run: Path, sweep: Path) -> str:
         return str(run.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(run.relative_to(sweep.parent))
-
-
-def _as_choices(recorded: dict) -> dict:
-    from medcf.editing.defaults import Choice
-
-    return {finding: {action: Choice(**choice) for action, choice in actions.items()}
-            for finding, actions in recorded.items()}
 
 
 def _settled(settled_by: dict | None, finding: str, action: str, path: Path) -> dict:

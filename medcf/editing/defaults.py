@@ -66,9 +66,14 @@ class EditDefaults:
     @classmethod
     def load(cls, path: str | Path) -> "EditDefaults":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        choices = {finding: {action: Choice(**choice) for action, choice in actions.items()}
-                   for finding, actions in data["choices"].items()}
-        return cls(choices, data["rule"], data["measured"], data["denoiser_sha256"])
+        return cls(parse_choices(data["choices"]), data["rule"], data["measured"], data["denoiser_sha256"])
+
+
+def parse_choices(data: dict) -> dict[str, dict[str, Choice]]:
+    """``choices`` as JSON holds them (``edit_defaults.json``, a benchmark run's
+    ``settings.auto_choices``) → :class:`Choice` per finding and action."""
+    return {finding: {action: Choice(**choice) for action, choice in actions.items()}
+            for finding, actions in data.items()}
 
 
 def find_defaults(generator: Generator) -> EditDefaults | None:

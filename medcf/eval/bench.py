@@ -309,8 +309,7 @@ def _auto_choices(generator) -> dict | None:
     from medcf.editing.defaults import find_defaults
 
     defaults = find_defaults(generator)
-    return None if defaults is None else {finding: {action: asdict(choice) for action, choice in actions.items()}
-                                          for finding, actions in defaults.choices.items()}
+    return None if defaults is None else asdict(defaults)["choices"]
 
 
 def in_target_state(judge, films: np.ndarray, cases: list[Case]) -> list[bool]:
