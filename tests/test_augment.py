@@ -71,20 +71,27 @@ def test_augmentation_suite_end_to_end(tmp_path):
     small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
              "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
     options = AugmentOptions(out=tmp_path / "aug", n=4, generated=3, heldout=7, steps=3, size=32, repeats=1,
-                             methods=("steer", "regulated", "causal"), network=small, progress=False)
+                             methods=("steer", "regulated", "causal", "auto"), network=small, progress=False)
     result = run_augmentation_suite(options, ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
     out = tmp_path / "aug"
     data = json.loads((out / "results.json").read_text())
     arms = options.arms
     assert {r["arm"] for r in data["rows"]} == set(arms) and len(data["rows"]) == len(arms) * len(Finding)
     assert data["settings"]["train_films"] == {"rendered": 8, "+medcf/steer": 14, "+medcf/regulated": 14,
-                                               "+medcf/causal": 14, "+reprompt": 14}
+                                               "+medcf/causal": 14, "+medcf/auto": 14, "+reprompt": 14}
     assert list(result["summary"]) == list(arms)
-    medcf, regulated, causal, reprompt = (np.load(out / "data" / f"generated-{k}.npz")
-                                          for k in ("medcf-steer", "medcf-regulated", "medcf-causal", "reprompt"))
+    medcf, regulated, causal, auto, reprompt = (np.load(out / "data" / f"generated-{k}.npz") for k in
+                                                ("medcf-steer", "medcf-regulated", "medcf-causal", "medcf-auto", "reprompt"))
     assert np.array_equal(medcf["images"][0::2], reprompt["images"][0::2])  # the same factual films
     assert np.array_equal(medcf["images"][0::2], regulated["images"][0::2])
     assert np.array_equal(medcf["images"][0::2], causal["images"][0::2])  # causal re-draws a steer pair's factual
+    assert np.array_equal(medcf["images"][0::2], auto["images"][0::2])
+    # auto is the model's measured choice per finding and action, recorded with the run
+    from medcf.bundle import bundle_path
+    from medcf.editing.defaults import DEFAULTS_FILE
+
+    shipped = json.loads(bundle_path("models", DEFAULTS_FILE).read_text())["choices"]
+    assert data["settings"]["auto_choices"] == shipped
     assert not np.array_equal(medcf["images"][1::2], regulated["images"][1::2])  # two methods, two edits
     assert not np.array_equal(causal["images"][1::2], causal["images"][0::2])
     factual = medcf["images"][0::2].astype(np.float32) / 65535

@@ -516,6 +516,32 @@ def test_auto_pairs_name_the_denoiser_the_measured_choice_used(tmp_path):
 
 
 @needs_weights
+def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser():
+    """The augmentation suite's ``+medcf/auto`` arm re-samples a shared factual film with
+    ``auto``: the measured setting, on the denoiser the choice names (the effusion add's is
+    an alternative one), and its causal path where the choice is ``causal``."""
+    from medcf.editing.api import load_editor
+    from medcf.editing.defaults import generic_depth, settle
+    from medcf.editing.pairs import generate_pair, resample_pair
+
+    editor = load_editor()
+    spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, None, Severity.MODERATE, Method.STEER, seed=11)
+    pair = generate_pair(editor.generator, spec, editor.segmenter, editor.vectors)
+    settled = settle(replace(spec, method=Method.AUTO), editor.generator, editor.vectors)
+    assert settled.denoiser is not None and settled.spec.method.causal  # what the shipped choice says today
+    auto = resample_pair(editor.generator, pair, Method.AUTO, editor.vectors)
+    assert auto.spec == settled.spec  # not the steer pair's depth: each method settles from the request
+    assert resample_pair(editor.generator, pair, Method.CAUSAL, editor.vectors).spec.depth == generic_depth(Method.CAUSAL)
+    as_set = replace(pair, spec=settled.spec, request=settled.spec)
+    by_hand = resample_pair(settled.generator, as_set, settled.spec.method, settled.vectors)
+    assert np.array_equal(auto.counterfactual, by_hand.counterfactual)
+    own = resample_pair(editor.generator, as_set, settled.spec.method, editor.vectors)
+    assert not np.array_equal(auto.counterfactual, own.counterfactual)  # the named denoiser, not the base one
+    outside = pair.region.native_weight == 0
+    assert outside.any() and np.allclose(auto.counterfactual[outside], pair.factual[outside], atol=1e-6)
+
+
+@needs_weights
 def test_demo_adds_then_removes_and_says_where(tmp_path):
     done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr

@@ -131,6 +131,14 @@ def _alternative(variant: Generator) -> tuple[object, str]:
     return _ALTERNATIVES[variant]
 
 
+def auto_choices(generator: Generator) -> dict | None:
+    """What ``auto`` is settled from for ``generator`` (its ``edit_defaults.json`` choices as
+    JSON holds them), for a run's record: a sweep or suite of ``auto`` then says which
+    settings its rows stand for even after the shipped choice has changed."""
+    defaults = find_defaults(generator)
+    return None if defaults is None else asdict(defaults)["choices"]
+
+
 def measured_choice(spec: EditSpec, generator: Generator) -> Choice | None:
     """The model's measured choice for ``spec``'s finding and action when ``spec`` asks for
     ``auto``; None for an explicit method or a model without one."""

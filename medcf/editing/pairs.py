@@ -61,6 +61,7 @@ class Pair:
     spec: EditSpec
     trajectory: Trajectory  # the factual's sampling path: another method can re-sample from it
     noise_report: dict | None = None  # what the initial-noise optimisation did (spec.optimize_noise)
+    request: EditSpec | None = None  # the spec as asked, before any method settled it (``spec`` is the settled one)
 
 
 def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
@@ -80,8 +81,8 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     bits = np.zeros(factual.shape, np.uint8)
     for organ in Organ:
         bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
-    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory, noise_report),
-                         spec.method, vectors)
+    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory, noise_report,
+                                         request=spec), spec.method, vectors)
 
 
 def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) -> tuple[torch.Tensor, dict | None]:
@@ -103,12 +104,17 @@ def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) ->
 def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: SteeringVectors | None) -> Pair:
     """The counterfactual of ``pair``'s factual film by ``method``: the factual's initial noise
     re-sampled with the method's controls, latents outside the edit region held on the
-    factual trajectory. Lets several methods share one factual sample."""
-    from medcf.editing.defaults import resolve
+    factual trajectory. Lets several methods share one factual sample. ``auto`` is settled
+    here, its denoiser included: a measured choice that names an alternative denoiser
+    re-samples the region with that denoiser (and its own steering vectors) from the
+    factual's noise, as an edit of a film would, while the outside stays the factual's."""
+    from medcf.editing.defaults import settle
 
-    # the first method's settings need not suit this one: a depth it never set is this method's default
-    spec, _ = resolve(replace(pair.spec, method=method), generator)
-    if method.causal:
+    # the first method's settings need not suit this one: start from the request, not from what the
+    # first method settled, so that a depth the user never set is this method's own (auto: its measured one)
+    settled = settle(replace(pair.request or pair.spec, method=method), generator, vectors)
+    spec, generator, vectors = settled.spec, settled.generator, settled.vectors
+    if spec.method.causal:
         return _causal_pair(generator, pair, spec)
     methods, edit_prompt, negative = control_methods(generator, spec, pair.region, pair.prompts, vectors)
     mask = pair.region.latent_mask(tuple(pair.trajectory.latents[0].shape[-2:]))[None, None]

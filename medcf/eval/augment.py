@@ -222,6 +222,10 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},
                 "labels": "generated films are labelled by their prompts", **timings}
+    if Method.AUTO in options.methods:
+        from medcf.editing.defaults import auto_choices
+
+        settings["auto_choices"] = auto_choices(editor.generator)
     summary = _summary(rows, options.arms)
     write_new_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": settings},
                                                  indent=1) + "\n")

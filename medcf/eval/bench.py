@@ -257,6 +257,7 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
 
     from medcf.editing.api import load_editor
     from medcf.editing.baselines import baseline_edits
+    from medcf.editing.defaults import auto_choices
     from medcf.editing.edit import edit, edit_prompts
     from medcf.editing.spec import EditSpec
     from medcf.models.sampling import sample
@@ -296,20 +297,8 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
                               for m in methods if m not in OURS},
                 "ours": {k: getattr(chosen, k) for k in OUR_SETTINGS}, "placement": editor.generator.placement()}
     if Method.AUTO.value in methods:
-        settings["auto_choices"] = _auto_choices(editor.generator)
+        settings["auto_choices"] = auto_choices(editor.generator)
     return SuiteFilms(cases, outputs, drawn, tuple(methods), settings)
-
-
-def _auto_choices(generator) -> dict | None:
-    """What ``auto`` was settled from in this run (the model's ``edit_defaults.json``
-    choices), so that a sweep of ``auto`` says which settings its rows stand for even
-    after the shipped choice has changed."""
-    from dataclasses import asdict
-
-    from medcf.editing.defaults import find_defaults
-
-    defaults = find_defaults(generator)
-    return None if defaults is None else asdict(defaults)["choices"]
 
 
 def in_target_state(judge, films: np.ndarray, cases: list[Case]) -> list[bool]:
