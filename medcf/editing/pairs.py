@@ -58,10 +58,10 @@ class Pair:
     region: EditRegion
     anatomy: np.ndarray
     prompts: dict[str, str]
-    spec: EditSpec
+    spec: EditSpec  # as the method of ``counterfactual`` settled it
+    request: EditSpec  # as asked, before any method settled it: each method re-sampling the pair starts here
     trajectory: Trajectory  # the factual's sampling path: another method can re-sample from it
     noise_report: dict | None = None  # what the initial-noise optimisation did (spec.optimize_noise)
-    request: EditSpec | None = None  # the spec as asked, before any method settled it (``spec`` is the settled one)
 
 
 def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
@@ -81,8 +81,8 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     bits = np.zeros(factual.shape, np.uint8)
     for organ in Organ:
         bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
-    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, trajectory, noise_report,
-                                         request=spec), spec.method, vectors)
+    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, spec, trajectory, noise_report),
+                         spec.method, vectors)
 
 
 def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) -> tuple[torch.Tensor, dict | None]:
@@ -112,7 +112,7 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
 
     # the first method's settings need not suit this one: start from the request, not from what the
     # first method settled, so that a depth the user never set is this method's own (auto: its measured one)
-    settled = settle(replace(pair.request or pair.spec, method=method), generator, vectors)
+    settled = settle(replace(pair.request, method=method), generator, vectors)
     spec, generator, vectors = settled.spec, settled.generator, settled.vectors
     if spec.method.causal:
         return _causal_pair(generator, pair, spec)
