@@ -71,7 +71,8 @@ def test_augmentation_suite_end_to_end(tmp_path):
     small = {"spatial_dims": 2, "in_channels": 1, "out_channels": len(LABELS), "init_features": 8,
              "growth_rate": 8, "block_config": [2, 2], "bn_size": 2}
     options = AugmentOptions(out=tmp_path / "aug", n=4, generated=3, heldout=7, steps=3, size=32, repeats=1,
-                             methods=("steer", "regulated", "causal", "auto"), network=small, progress=False)
+                             first_seed=2, methods=("steer", "regulated", "causal", "auto"), network=small,
+                             progress=False)
     result = run_augmentation_suite(options, ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
     out = tmp_path / "aug"
     data = json.loads((out / "results.json").read_text())
@@ -102,4 +103,69 @@ def test_augmentation_suite_end_to_end(tmp_path):
     records = json.loads(str(medcf["records"]))
     assert [r["finding"] for r in records[:2]] == ["none", "pleural_effusion"]  # add: factual without it
     assert "| +medcf/regulated |" in (out / "results.md").read_text() and (out / "examples.png").is_file()
-    assert (out / "classifiers" / "medcf-regulated-seed0" / "judge" / "judge.json").is_file()
+    assert (out / "classifiers" / "medcf-regulated-seed2" / "judge" / "judge.json").is_file()
+    assert {r["repeat"] for r in data["rows"]} == {2} and data["settings"]["classifier_seeds"] == [2]
+    # the data each arm trained on is recorded by content, so runs adding seeds can be pooled
+    from medcf.eval.augment import world_set_digest
+
+    digests = data["settings"]["data_sha256"]
+    assert set(digests) == {"heldout", *arms}
+    assert digests["+reprompt"] == world_set_digest(out / "data" / "generated-reprompt.npz")
+    assert len(set(digests.values())) == len(digests)
+
+
+def _fake_run(seeds: list[int], auc: dict[str, float], digest: str = "d1", **changes) -> dict:
+    """A results.json as the suite writes it: every arm and finding per classifier seed, the
+    macro AUC of arm A at seed k being auc[A] + k / 100."""
+    arms = ["rendered", "+medcf/auto", "+reprompt"]
+    rows = [{"arm": arm, "repeat": seed, "finding": f.value, "auc": auc[arm] + seed / 100}
+            for seed in seeds for arm in arms for f in Finding]
+    settings = {"n": 100, "generated": 100, "heldout": 300, "steps": 2000, "size": 128, "batch": 16, "network": None,
+                "methods": ["auto"], "arms": arms, "train_films": {a: 400 for a in arms}, "heldout_films": 600,
+                "seeds": {"pairs": 1_600_000}, "auto_choices": [], "repeats": len(seeds),
+                "classifier_seeds": seeds, "data_sha256": {"+reprompt": digest}, "train_s": 1.0}
+    return {"rows": rows, "summary": {}, "settings": {**settings, **changes}}
+
+
+def test_combining_runs_pools_disjoint_seeds_over_the_same_data_and_refuses_the_rest():
+    from medcf.eval.augment import combine_runs
+
+    auc = {"rendered": 0.60, "+medcf/auto": 0.70, "+reprompt": 0.65}
+    pooled = combine_runs([_fake_run([0, 1], auc), _fake_run([2, 3, 4], auc)])
+    assert pooled["settings"]["classifier_seeds"] == [0, 1, 2, 3, 4] and pooled["settings"]["repeats"] == 5
+    auto = pooled["summary"]["+medcf/auto"]
+    assert auto["macro_per_repeat"] == pytest.approx([0.70, 0.71, 0.72, 0.73, 0.74])
+    assert auto["macro_auc"] == pytest.approx(0.72)
+    # a run made before seeds and digests were recorded: seeds 0..repeats-1, trusted on its settings
+    legacy = _fake_run([0, 1], auc)
+    del legacy["settings"]["classifier_seeds"], legacy["settings"]["data_sha256"]
+    assert combine_runs([legacy, _fake_run([2], auc)])["settings"]["classifier_seeds"] == [0, 1, 2]
+    with pytest.raises(InputError, match=r"repeats classifier seeds \[1\]"):
+        combine_runs([_fake_run([0, 1], auc), _fake_run([1, 2], auc)])
+    with pytest.raises(InputError, match="other data"):
+        combine_runs([_fake_run([0], auc), _fake_run([1], auc, digest="d2")])
+    with pytest.raises(InputError, match="'steps'"):
+        combine_runs([_fake_run([0], auc), _fake_run([1], auc, steps=500)])
+    with pytest.raises(InputError, match="at least two"):
+        combine_runs([_fake_run([0], auc)])
+
+
+def test_combine_script_writes_the_pooled_table_and_a_paired_comparison(tmp_path):
+    auc = {"rendered": 0.60, "+medcf/auto": 0.70, "+reprompt": 0.65}
+    for name, seeds in (("a", [0, 1]), ("b", [2, 3]), ("c", [3])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(_fake_run(seeds, auc)))
+    script = [sys.executable, str(ROOT / "benchmarks" / "combine_augmentation.py")]
+    run = subprocess.run([*script, str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "pooled"),
+                          "--compare", "+medcf/auto", "+reprompt"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    table = (tmp_path / "pooled" / "results.md").read_text()
+    assert "4 seeds" in table and "| +medcf/auto | 0.715 |" in table
+    assert "| difference | +0.050 | +0.050 | +0.050 | +0.050 | +0.050 |" in table
+    assert "ahead on 4 of 4 seeds" in table
+    pooled = json.loads((tmp_path / "pooled" / "results.json").read_text())
+    assert [e["run"] for e in pooled["settings"]["combined_from"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    bad = subprocess.run([*script, str(tmp_path / "b"), str(tmp_path / "c"), "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "repeats classifier seeds [3]" in bad.stderr
+    assert not (tmp_path / "bad").exists()

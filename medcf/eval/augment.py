@@ -60,7 +60,8 @@ class AugmentOptions:
     steps: int = 2000  # classifier training steps, every arm
     size: int = 128  # classifier input size
     batch: int = 16
-    repeats: int = 2  # classifier seeds 0..repeats-1
+    repeats: int = 2  # classifier seeds first_seed..first_seed+repeats-1
+    first_seed: int = 0  # a later run can add seeds to an earlier one (combine_runs)
     methods: tuple[Method, ...] = DEFAULT_PAIR_METHODS  # MedCF's methods for the pairs, one arm each
     threads: int = 1
     network: dict | None = None  # default: the judge's network_definition()
@@ -71,6 +72,8 @@ class AugmentOptions:
         for name in ("n", "generated", "heldout", "steps", "repeats", "batch"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name} must be at least 1, not {getattr(self, name)}")
+        if self.first_seed < 0:
+            raise InputError(f"--classifier-first-seed must be at least 0, not {self.first_seed}")
         if not 32 <= self.size <= 1024:
             raise InputError(f"--size {self.size} is outside 32..1024")
         self.methods = tuple(dict.fromkeys(Method(m) for m in self.methods))
@@ -204,7 +207,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
                                                    records, {"pairs": len(plans), "arm": arm})]
     rows = []
     tick = time.perf_counter()
-    for repeat in range(options.repeats):
+    for repeat in range(options.first_seed, options.first_seed + options.repeats):
         for arm in options.arms:
             report = train_judge(JudgeOptions(
                 out=out / "classifiers" / f"{arm_folder(arm)}-seed{repeat}", size=options.size,
@@ -221,7 +224,10 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},
-                "labels": "generated films are labelled by their prompts", **timings}
+                "labels": "generated films are labelled by their prompts",
+                "classifier_seeds": list(range(options.first_seed, options.first_seed + options.repeats)),
+                "data_sha256": {"heldout": world_set_digest(heldout_path),
+                                **{arm: world_set_digest(paths[-1]) for arm, paths in sets.items()}}, **timings}
     if Method.AUTO in options.methods:
         from medcf.editing.defaults import auto_choices
 
@@ -232,6 +238,60 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     write_new_text(out / "results.md", augmentation_table(summary, settings))
     _examples(generated["examples"], out / "examples.png")
     return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
+
+
+def world_set_digest(path: Path) -> str:
+    """SHA-256 of a world set's films and records. The ``.npz`` bytes themselves carry zip
+    timestamps, so two identical renders on two days differ as files, not in this digest."""
+    import hashlib
+
+    with np.load(path) as data:
+        digest = hashlib.sha256(np.ascontiguousarray(data["images"]).tobytes())
+        digest.update(str(data["records"]).encode())
+    return digest.hexdigest()
+
+
+# settings that must agree before two runs' classifiers can be pooled; timings, threads and
+# progress may differ, the classifier seeds must not overlap
+COMBINE_KEYS = ("n", "generated", "heldout", "steps", "size", "batch", "network", "methods", "arms",
+                "train_films", "heldout_films", "seeds", "auto_choices")
+
+
+def combine_runs(results: list[dict]) -> dict:
+    """Pool the classifier seeds of several augmentation runs over the same data into one
+    result (``rows``, ``summary``, ``settings``), so a later session can add seeds to a
+    committed table without re-training the ones it holds.
+
+    Runs must agree on every :data:`COMBINE_KEYS` setting and on the data digests they
+    record (a run made before digests were recorded is trusted on its settings: the suite is
+    deterministic on CPU, which each run's repeated arms show); their seeds must be disjoint."""
+    if len(results) < 2:
+        raise InputError("combining needs at least two augmentation runs")
+    first = results[0]["settings"]
+    seen: set[int] = set()
+    digests: dict[str, str] = {}
+    for index, result in enumerate(results):
+        settings = result["settings"]
+        for key in COMBINE_KEYS:
+            if settings.get(key) != first.get(key):
+                raise InputError(f"run {index + 1} differs from run 1 in {key!r}: "
+                                 f"{settings.get(key)!r} vs {first.get(key)!r}")
+        seeds = settings.get("classifier_seeds", list(range(settings["repeats"])))
+        if seen & set(seeds):
+            raise InputError(f"run {index + 1} repeats classifier seeds {sorted(seen & set(seeds))}")
+        seen |= set(seeds)
+        for arm, digest in settings.get("data_sha256", {}).items():
+            if digests.setdefault(arm, digest) != digest:
+                raise InputError(f"run {index + 1} trained arm {arm!r} on other data than an earlier run")
+    rows = [row for result in results for row in result["rows"]]
+    arms = tuple(first["arms"])
+    settings = {**{k: first.get(k) for k in COMBINE_KEYS if k in first},
+                "repeats": len(seen), "classifier_seeds": sorted(seen), "data_sha256": digests,
+                "combined_from": [{"classifier_seeds": r["settings"].get("classifier_seeds",
+                                                                         list(range(r["settings"]["repeats"]))),
+                                   **{k: r["settings"].get(k) for k in ("render_s", "generate_s", "train_s")}}
+                                  for r in results]}
+    return {"rows": rows, "summary": _summary(rows, arms), "settings": settings}
 
 
 def augmentation_table(summary: dict, settings: dict) -> str:

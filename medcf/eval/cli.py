@@ -55,7 +55,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
                                           size=_or(args.size, 256), judge=judge, editor=editor,
                                           progress=not args.quiet,
-                                          first_seed=args.first_seed,
+                                          first_seed=args.classifier_first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
                                                                 ("passes", args.passes), ("guidance", args.guidance),
                                                                 ("renoise", args.renoise))
@@ -73,6 +73,7 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
 
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
                              steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
+                             first_seed=args.classifier_first_seed,
                              methods=tuple(args.pair_methods),
                              threads=args.threads, progress=not args.quiet)
     result = run_augmentation_suite(options, placement=placement_from_args(args))
@@ -242,6 +243,9 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     augmentation.add_argument("--heldout", type=int, default=300, help="held-out rendered pairs (default 300)")
     augmentation.add_argument("--steps", type=int, default=2000, help="classifier steps per arm (default 2000)")
     augmentation.add_argument("--repeats", type=int, default=2, help="classifier seeds per arm (default 2)")
+    augmentation.add_argument("--classifier-first-seed", type=int, default=0,
+                              help="first classifier seed (default 0); a run with later seeds can be pooled with "
+                                   "an earlier one by benchmarks/combine_augmentation.py")
     augmentation.add_argument("--pair-methods", nargs="+", choices=[m.value for m in Method],
                               default=[m.value for m in DEFAULT_PAIR_METHODS],
                               help="MedCF methods for the pairs, one arm each (default: "
