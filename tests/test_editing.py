@@ -564,6 +564,20 @@ def test_demo_adds_then_removes_and_says_where(tmp_path):
     assert present == {"input": False, "add": True, "remove": False}, judged.stdout
 
 
+def test_judging_a_demo_made_elsewhere_finds_its_input_in_the_sample_study(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("judge_demo", ROOT / "benchmarks" / "judge_demo.py")
+    judge_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(judge_demo)
+    sample = ROOT / "medcf" / "data" / "sample_study" / "series-001-pa" / "IM0001.dcm"
+    assert judge_demo._source({"input": {"path": str(sample)}}) == sample
+    moved = {"input": {"path": str(tmp_path / "other-checkout" / "sample_study" / "series-001-pa" / "IM0001.dcm")}}
+    assert judge_demo._source(moved) == sample
+    with pytest.raises(SystemExit, match="holds no IM0009.dcm"):
+        judge_demo._source({"input": {"path": str(tmp_path / "series-001-pa" / "IM0009.dcm")}})
+
+
 def test_steer_vectors_cli_writes_a_file(tmp_path):
     folder = model_fixtures.make_default_model(tmp_path / "tiny")
     done = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "2", "--steps", "3", "--model", folder,
