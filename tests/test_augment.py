@@ -112,6 +112,15 @@ def test_augmentation_suite_end_to_end(tmp_path):
     assert set(digests) == {"heldout", *arms}
     assert digests["+reprompt"] == world_set_digest(out / "data" / "generated-reprompt.npz")
     assert len(set(digests.values())) == len(digests)
+    # what the pairs hold: labels the benchmark's judge agrees with, and how much each changes
+    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augmentation_pairs.py"), str(out),
+                             "--out", str(tmp_path / "pairs.md")], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in report.stdout.splitlines()
+            if line.startswith("| +")}
+    assert set(rows) == set(arms[1:])
+    assert float(rows["+medcf/steer"][4]) < float(rows["+reprompt"][4])  # MedCF holds the film outside the region
+    assert (tmp_path / "pairs.md").read_text() == report.stdout
 
 
 def _fake_run(seeds: list[int], auc: dict[str, float], digest: str = "d1", **changes) -> dict:

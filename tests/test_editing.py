@@ -29,7 +29,7 @@ from medcf.errors import InputError
 from medcf.models.base import CROSS, SELF
 from medcf.models.loaders import load_generator
 from medcf.models.sampling import sample
-from medcf.vocab import Action, Finding, Organ, Severity, Side
+from medcf.vocab import Action, Finding, Organ, Severity, Side, Zone
 from tests import model_fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,28 @@ def phantom_masks(shape=(64, 64)) -> AnatomyMasks:
     left[rows // 8: 7 * rows // 8, 11 * cols // 20: 9 * cols // 10] = True
     heart[rows // 2: 6 * rows // 8, 2 * cols // 5: 7 * cols // 10] = True
     return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, "boxes")
+
+
+def test_a_pair_from_scratch_without_a_zone_covers_every_zone_its_finding_can_take():
+    """The model places a pair's finding where its world did (atelectasis: lower or middle
+    zone); a reader's edit without a zone starts in the usual zone (atelectasis: lower)."""
+    from medcf.editing.regions import anatomy_source
+
+    masks = phantom_masks((96, 96))
+    atelectasis = EditSpec(Finding.ATELECTASIS, Action.REMOVE, Side.LEFT)
+    lower, middle, upper = (masks.zone(Side.LEFT, z) for z in (Zone.LOWER, Zone.MIDDLE, Zone.UPPER))
+    assert np.array_equal(anatomy_source(masks, atelectasis), lower)
+    assert np.array_equal(anatomy_source(masks, atelectasis, open_zone=True), lower | middle)
+    assert not (anatomy_source(masks, atelectasis, open_zone=True) & upper).any()
+    # a zone the request names is kept; single-zone findings and whole-lung ones are unchanged
+    named = replace(atelectasis, zone=Zone.MIDDLE)
+    assert np.array_equal(anatomy_source(masks, named, open_zone=True), middle)
+    for finding, side in ((Finding.PLEURAL_EFFUSION, Side.LEFT), (Finding.PNEUMOTHORAX, Side.RIGHT),
+                          (Finding.NODULE, Side.RIGHT), (Finding.CARDIOMEGALY, None), (Finding.EDEMA, Side.BILATERAL)):
+        spec = EditSpec(finding, Action.ADD, side)
+        assert np.array_equal(anatomy_source(masks, spec, open_zone=True), anatomy_source(masks, spec)), finding
+    region = EditRegion.build(masks, atelectasis, (48, 48), open_zone=True)
+    assert region.native_region.sum() > EditRegion.build(masks, atelectasis, (48, 48)).native_region.sum()
 
 
 def effusion_setup(generator):
