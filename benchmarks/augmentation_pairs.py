@@ -17,7 +17,7 @@ arm of a run, from the films the run kept (``DIR/data/generated-*.npz``):
 - ``changed``: the share of the film's pixels whose value moved by more than 0.02 (films in
   [0, 1]) from the factual film to the counterfactual, median over pairs.
 
-    python benchmarks/augmentation_pairs.py runs/aug-seeds234 [--out table.md]
+    python benchmarks/augmentation_pairs.py runs/aug-seeds5-9 [--out table.md]
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ CHANGE_LEVEL = 0.02  # a grey-level move a reader can see on a windowed film
 
 def arm_pairs(path: Path) -> tuple:
     """Factual films, counterfactual films (both ``(P, H, W)`` in [0, 1]) and the records."""
-    import numpy as np
+    from medcf.models.data import load_world_set
 
-    with np.load(path) as data:
-        films = data["images"].astype(np.float32) / 65535.0
-        records = json.loads(str(data["records"]))
-    return films[0::2], films[1::2], records
+    world_set = load_world_set(path)
+    films = world_set.images.astype("float32") / 65535.0
+    return films[0::2], films[1::2], world_set.records
 
 
 def main(argv=None) -> int:

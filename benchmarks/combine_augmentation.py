@@ -10,8 +10,8 @@ Beside the usual table it prints each seed's macro AUC per arm and the paired di
 between two arms per seed (the classifiers of one seed share their initialisation and
 batches, so the paired difference is the sharper comparison).
 
-    python benchmarks/combine_augmentation.py docs/results/augmentation-auto runs/aug-seeds234 \\
-        --out docs/results/augmentation-auto-5seeds --compare +medcf/auto +reprompt
+    python benchmarks/combine_augmentation.py docs/results/augmentation-auto docs/results/augmentation-auto-seeds2-4 \\
+        docs/results/augmentation-auto-seeds5-9 --out DIR --compare +medcf/auto +reprompt
 """
 
 from __future__ import annotations

@@ -257,6 +257,11 @@ COMBINE_KEYS = ("n", "generated", "heldout", "steps", "size", "batch", "network"
                 "train_films", "heldout_films", "seeds", "auto_choices")
 
 
+def run_seeds(settings: dict) -> list[int]:
+    """A run's classifier seeds (runs before ``classifier_seeds`` was recorded: 0..repeats-1)."""
+    return settings.get("classifier_seeds", list(range(settings["repeats"])))
+
+
 def combine_runs(results: list[dict]) -> dict:
     """Pool the classifier seeds of several augmentation runs over the same data into one
     result (``rows``, ``summary``, ``settings``), so a later session can add seeds to a
@@ -276,7 +281,7 @@ def combine_runs(results: list[dict]) -> dict:
             if settings.get(key) != first.get(key):
                 raise InputError(f"run {index + 1} differs from run 1 in {key!r}: "
                                  f"{settings.get(key)!r} vs {first.get(key)!r}")
-        seeds = settings.get("classifier_seeds", list(range(settings["repeats"])))
+        seeds = run_seeds(settings)
         if seen & set(seeds):
             raise InputError(f"run {index + 1} repeats classifier seeds {sorted(seen & set(seeds))}")
         seen |= set(seeds)
@@ -287,8 +292,7 @@ def combine_runs(results: list[dict]) -> dict:
     arms = tuple(first["arms"])
     settings = {**{k: first.get(k) for k in COMBINE_KEYS if k in first},
                 "repeats": len(seen), "classifier_seeds": sorted(seen), "data_sha256": digests,
-                "combined_from": [{"classifier_seeds": r["settings"].get("classifier_seeds",
-                                                                         list(range(r["settings"]["repeats"]))),
+                "combined_from": [{"classifier_seeds": run_seeds(r["settings"]),
                                    **{k: r["settings"].get(k) for k in ("render_s", "generate_s", "train_s")}}
                                   for r in results]}
     return {"rows": rows, "summary": _summary(rows, arms), "settings": settings}
