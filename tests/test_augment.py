@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,17 @@ def test_augmentation_suite_end_to_end(tmp_path):
     assert set(rows) == set(arms[1:])
     assert float(rows["+medcf/steer"][4]) < float(rows["+reprompt"][4])  # MedCF holds the film outside the region
     assert (tmp_path / "pairs.md").read_text() == report.stdout
+    # a second run over the same data re-trains only the classifiers the first did not train
+    again = run_augmentation_suite(replace(options, out=tmp_path / "again", methods=("steer",), repeats=2,
+                                           reuse=(out,)), ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
+    settings = again["settings"]
+    assert settings["data_sha256"] == {k: digests[k] for k in settings["data_sha256"]}
+    assert settings["reused_classifiers"]["seeds"] == {arm: [2] for arm in ("rendered", "+medcf/steer", "+reprompt")}
+    assert [r for r in again["rows"] if r["repeat"] == 2] == [r for r in data["rows"] if r["repeat"] == 2
+                                                              and r["arm"] in settings["arms"]]
+    trained = sorted(p.name for p in (tmp_path / "again" / "classifiers").iterdir())
+    assert trained == ["medcf-steer-seed3", "rendered-seed3", "reprompt-seed3"]
+    assert "Classifiers taken from" in (tmp_path / "again" / "results.md").read_text()
 
 
 def _fake_run(seeds: list[int], auc: dict[str, float], digest: str = "d1", **changes) -> dict:
@@ -178,3 +190,27 @@ def test_combine_script_writes_the_pooled_table_and_a_paired_comparison(tmp_path
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "repeats classifier seeds [3]" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_reuses_only_classifiers_it_would_train_identically():
+    from medcf.eval.augment import reusable_rows
+
+    auc = {"rendered": 0.60, "+medcf/auto": 0.70, "+reprompt": 0.65}
+    digests = {"heldout": "h", "rendered": "r", "+medcf/auto": "new pairs", "+reprompt": "p"}
+    earlier = _fake_run([0, 1], auc, data_sha256={"heldout": "h", "rendered": "r", "+medcf/auto": "old pairs",
+                                                  "+reprompt": "p"})
+    options = {"steps": 2000, "size": 128, "batch": 16, "network": None}
+    found = reusable_rows([earlier], options, digests)
+    # the arm whose pairs changed is trained again; the others are taken, one row per finding
+    assert set(found) == {("rendered", 0), ("rendered", 1), ("+reprompt", 0), ("+reprompt", 1)}
+    assert [r["auc"] for r in found["+reprompt", 1]] == [0.66] * len(Finding)
+    # a seed held by two runs is taken from the first
+    other = _fake_run([1], {k: 0.5 for k in auc}, data_sha256=earlier["settings"]["data_sha256"])
+    assert reusable_rows([earlier, other], options, digests)["+reprompt", 1][0]["auc"] == 0.66
+    # other classifier settings, other held-out films, other rendered films or no digests: nothing
+    assert reusable_rows([earlier], {**options, "steps": 500}, digests) == {}
+    assert reusable_rows([earlier], options, {**digests, "heldout": "h2"}) == {}
+    assert reusable_rows([earlier], options, {**digests, "rendered": "r2"}) == {}
+    legacy = _fake_run([0], auc)
+    del legacy["settings"]["data_sha256"]
+    assert reusable_rows([legacy], options, digests) == {}

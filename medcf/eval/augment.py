@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class AugmentOptions:
     threads: int = 1
     network: dict | None = None  # default: the judge's network_definition()
     progress: bool = True
+    reuse: tuple[Path, ...] = ()  # earlier runs (--out folders) whose classifiers this run would train identically
+
 
     def __post_init__(self) -> None:
         self.generated = self.n if self.generated is None else self.generated
@@ -79,6 +82,10 @@ class AugmentOptions:
         self.methods = tuple(dict.fromkeys(Method(m) for m in self.methods))
         if not self.methods:
             raise InputError("--pair-methods is empty")
+        self.reuse = tuple(Path(p) for p in self.reuse)
+        for run in self.reuse:
+            if not (run / "results.json").is_file():
+                raise InputError(f"--reuse-classifiers {run}: no results.json (not an augmentation run's --out folder)")
 
     @property
     def arms(self) -> tuple[str, ...]:
@@ -178,7 +185,6 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
-    from medcf.eval.judge import JudgeOptions, train_judge
     from medcf.io.atomic import new_output_dir, write_new_text
     from medcf.models.data import WorldSetSpec, render_world_set, save_world_set
     from medcf.world.ct import load_chest_ct
@@ -205,29 +211,24 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
         train_films[arm] = train_films[RENDERED] + len(records)
         sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{arm_folder(arm)}.npz", films,
                                                    records, {"pairs": len(plans), "arm": arm})]
-    rows = []
+    digests = {"heldout": world_set_digest(heldout_path), **{arm: world_set_digest(paths[-1]) for arm, paths in sets.items()}}
+    seeds = list(range(options.first_seed, options.first_seed + options.repeats))
+    earlier = reusable_rows([json.loads((run / "results.json").read_text()) for run in options.reuse],
+                            asdict(options), digests)
     tick = time.perf_counter()
-    for repeat in range(options.first_seed, options.first_seed + options.repeats):
-        for arm in options.arms:
-            report = train_judge(JudgeOptions(
-                out=out / "classifiers" / f"{arm_folder(arm)}-seed{repeat}", size=options.size,
-                steps=options.steps, batch=options.batch, seed=repeat, threads=options.threads,
-                progress=options.progress, data=sets[arm], heldout_data=heldout_path, network=options.network,
-                checkpoint_every=max(options.steps, 1), **CLASSIFIER_RECIPE))
-            rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
-                     for f in Finding]
+    with _torch_threads_kept():
+        rows, reused = _train_arms(options, out, seeds, sets, heldout_path, earlier)
     timings["train_s"] = round(time.perf_counter() - tick, 1)
     settings = {"placement": editor.generator.placement(),
-                **{k: v for k, v in asdict(options).items() if k not in ("out", "methods")},
+                **{k: v for k, v in asdict(options).items() if k not in ("out", "methods", "reuse")},
                 "methods": [m.value for m in options.methods], "arms": list(options.arms),
                 "train_films": train_films,
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},
                 "labels": "generated films are labelled by their prompts",
-                "classifier_seeds": list(range(options.first_seed, options.first_seed + options.repeats)),
-                "data_sha256": {"heldout": world_set_digest(heldout_path),
-                                **{arm: world_set_digest(paths[-1]) for arm, paths in sets.items()}}, **timings}
+                "classifier_seeds": seeds, "data_sha256": digests,
+                "reused_classifiers": {"runs": [str(run) for run in options.reuse], "seeds": reused}, **timings}
     if Method.AUTO in options.methods:
         from medcf.editing.defaults import auto_choices
 
@@ -238,6 +239,44 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     write_new_text(out / "results.md", augmentation_table(summary, settings))
     _examples(generated["examples"], out / "examples.png")
     return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
+
+
+@contextmanager
+def _torch_threads_kept():
+    """Training sets torch's thread count for the whole process; restore it after, so a later
+    suite in the same process generates its pairs under the count it would have had alone
+    (CPU sums are split by thread: pairs made under another count differ in the last bit,
+    and so do their digests)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict[str, list[Path]],
+                heldout_path: Path, earlier: dict[tuple[str, int], list[dict]]) -> tuple[list[dict], dict[str, list[int]]]:
+    """One classifier per arm and seed, taken from ``earlier`` where it holds it: the AUC
+    rows (one per finding) and, per arm, the seeds taken."""
+    from medcf.eval.judge import JudgeOptions, train_judge
+
+    rows, reused = [], {}
+    for repeat in seeds:
+        for arm in options.arms:
+            if (arm, repeat) in earlier:
+                rows += earlier[arm, repeat]
+                reused.setdefault(arm, []).append(repeat)
+                continue
+            report = train_judge(JudgeOptions(
+                out=out / "classifiers" / f"{arm_folder(arm)}-seed{repeat}", size=options.size,
+                steps=options.steps, batch=options.batch, seed=repeat, threads=options.threads,
+                progress=options.progress, data=sets[arm], heldout_data=heldout_path, network=options.network,
+                checkpoint_every=max(options.steps, 1), **CLASSIFIER_RECIPE))
+            rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
+                     for f in Finding]
+    return rows, reused
 
 
 def world_set_digest(path: Path) -> str:
@@ -255,6 +294,35 @@ def world_set_digest(path: Path) -> str:
 # progress may differ, the classifier seeds must not overlap
 COMBINE_KEYS = ("n", "generated", "heldout", "steps", "size", "batch", "network", "methods", "arms",
                 "train_films", "heldout_films", "seeds", "auto_choices")
+
+
+# settings a classifier's result depends on beside its seed, its arm's training data and the
+# held-out films (those three are matched by seed and content digest)
+CLASSIFIER_KEYS = ("steps", "size", "batch", "network")
+
+
+def reusable_rows(earlier: list[dict], options: dict, digests: dict[str, str]) -> dict[tuple[str, int], list[dict]]:
+    """The rows (one per finding) of earlier runs' classifiers that this run would train
+    identically, by ``(arm, seed)``: the same :data:`CLASSIFIER_KEYS` settings, the same
+    held-out films and, for that arm, the same training films (the rendered set and the arm's
+    own generated set, by content digest). Training is deterministic on CPU for a seed and
+    data (a re-run reproduces the committed rendered and reprompt figures exactly), so a
+    session that changes one arm's pairs re-trains that arm only and still compares it, seed
+    by seed, with the arms it did not change. Runs that recorded no digests are not reused."""
+    found: dict[tuple[str, int], list[dict]] = {}
+    for result in earlier:
+        settings = result["settings"]
+        recorded = settings.get("data_sha256", {})
+        if any(settings.get(key) != options.get(key) for key in CLASSIFIER_KEYS) \
+                or recorded.get("heldout") != digests["heldout"] or recorded.get(RENDERED) != digests[RENDERED]:
+            continue
+        mine: dict[tuple[str, int], list[dict]] = {}
+        for row in result["rows"]:
+            if row["arm"] in digests and recorded.get(row["arm"]) == digests[row["arm"]]:
+                mine.setdefault((row["arm"], row["repeat"]), []).append(row)
+        for key, rows in mine.items():  # the first run that holds a classifier gives it
+            found.setdefault(key, rows)
+    return found
 
 
 def run_seeds(settings: dict) -> list[int]:
@@ -312,6 +380,11 @@ def augmentation_table(summary: dict, settings: dict) -> str:
     base = summary[RENDERED]["macro_auc"]
     lines += ["", "Macro AUC relative to the rendered set alone: "
               + ", ".join(f"{arm} {summary[arm]['macro_auc'] - base:+.3f}" for arm in list(summary)[1:]) + "."]
+    reused = settings.get("reused_classifiers", {}).get("seeds", {})
+    if reused:
+        lines += ["", "Classifiers taken from " + ", ".join(settings["reused_classifiers"]["runs"])
+                  + " (the same settings, held-out films and training films by digest): "
+                  + "; ".join(f"{arm} seeds {', '.join(map(str, seeds))}" for arm, seeds in reused.items()) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -74,7 +74,7 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
                              steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
                              first_seed=args.classifier_first_seed,
-                             methods=tuple(args.pair_methods),
+                             methods=tuple(args.pair_methods), reuse=tuple(args.reuse_classifiers),
                              threads=args.threads, progress=not args.quiet)
     result = run_augmentation_suite(options, placement=placement_from_args(args))
     for arm, entry in result["summary"].items():
@@ -250,5 +250,10 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                               default=[m.value for m in DEFAULT_PAIR_METHODS],
                               help="MedCF methods for the pairs, one arm each (default: "
                                    f"{' '.join(m.value for m in DEFAULT_PAIR_METHODS)})")
+    augmentation.add_argument("--reuse-classifiers", type=Path, nargs="+", default=[], metavar="RUN",
+                              help="earlier runs' --out folders: a classifier one of them trained with the same "
+                                   "settings, seed, held-out films and training films (by content digest) is taken "
+                                   "from it instead of trained again, so a change to one arm's pairs re-trains that "
+                                   "arm only")
     augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     bench.set_defaults(func=cmd_bench)
