@@ -7,17 +7,22 @@ atelectasis the lower *or* middle zone, ``medcf.world.pathology.FINDING_ZONES``)
 2026-12-02 the region of such a pair was the finding's default zone for a reader's edit
 (``medcf.editing.spec.DEFAULT_ZONES``; atelectasis: lower): a removal re-drew a region the
 finding was often not in, and the pair's label ("no atelectasis") was wrong. Pairs now
-span every zone the finding can take (``medcf.editing.regions.anatomy_source``,
-``open_zone``); ``--reader-zone`` measures the old region.
+span every zone the finding can take and, for a removal, both sides, since the model does
+not keep to the prompted side (``medcf.editing.regions.anatomy_source``,
+``placed_by_model``); ``--reader-zone`` measures the first region, ``--asked-side`` the
+second (every zone, the asked side only).
 
 For ``--n`` pairs (sides alternating, moderate) this prints how often the benchmark's judge
 finds each counterfactual in its labelled state: ``auto`` (the editor's default method,
 region held outside) and ``reprompt`` (the whole film re-prompted from the same noise), and
-the region's share of the film. ``--whole-lung``: the region is the whole lung of the asked
-side (every zone); ``--reader-zone``: the region a reader's edit without a zone gets.
+the region's share of the film, and where the judge finds the finding in the factual films
+(asked side, other side, absent). ``--whole-lung``: the region is the whole lung (every
+zone); ``--reader-zone``: the region a reader's edit without a zone gets; ``--asked-side``:
+a removal's region keeps to the asked side.
 
     python benchmarks/probe_pair_regions.py --finding atelectasis --action remove --n 8
     python benchmarks/probe_pair_regions.py --finding atelectasis --action remove --n 8 --reader-zone
+    python benchmarks/probe_pair_regions.py --finding consolidation --action remove --n 12 --first-seed 3500000 --asked-side
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def main(argv=None) -> int:
     where.add_argument("--whole-lung", action="store_true", help="the region is the side's whole lung")
     where.add_argument("--reader-zone", action="store_true",
                        help="the region a reader's edit without a zone gets (the finding's default zone)")
+    where.add_argument("--asked-side", action="store_true",
+                       help="a removal's region keeps to the asked side (the finding's zones on that side only)")
     args = parser.parse_args(argv)
     if args.n < 1:
         raise SystemExit(f"--n must be at least 1, not {args.n}")
@@ -68,17 +75,30 @@ def main(argv=None) -> int:
     elif args.reader_zone:
         class ReaderRegion(EditRegion):
             @classmethod
-            def build(cls, masks, spec, working_size, open_zone=False):
+            def build(cls, masks, spec, working_size, placed_by_model=False):
                 return EditRegion.build(masks, spec, working_size)
 
         pairs_module.EditRegion = ReaderRegion
         region = f"reader's zone {spec_module.DEFAULT_ZONES.get(args.finding, 'none: whole lung')}"
+    elif args.asked_side:
+        from dataclasses import replace
+
+        class AskedSide(EditRegion):
+            @classmethod
+            def build(cls, masks, spec, working_size, placed_by_model=False):
+                # an addition's region of the same finding, side and zones: the asked side only
+                return EditRegion.build(masks, replace(spec, action=Action.ADD), working_size, placed_by_model)
+
+        pairs_module.EditRegion = AskedSide
+        zones = FINDING_ZONES.get(args.finding)
+        region = "asked side, " + ("zones " + "+".join(zones) if zones else "whole lung")
     else:
         zones = FINDING_ZONES.get(args.finding)
-        region = "zones " + "+".join(zones) if zones else "whole lung"
+        region = ("zones " + "+".join(zones) if zones else "whole lung") \
+            + (", both sides" if args.action is Action.REMOVE and args.finding not in SIDELESS else "")
     editor, judge = load_editor(), bundle_judge()
     spare = itertools.count(args.first_seed + 500)
-    films, specs, shares = {"auto": [], "reprompt": []}, [], []
+    films, specs, shares, factuals = {"auto": [], "reprompt": []}, [], [], []
     for k in range(args.n):
         side = None if args.finding in SIDELESS else (Side.LEFT, Side.RIGHT)[k % 2]
         spec = EditSpec(args.finding, args.action, side, None, Severity.MODERATE, Method.AUTO,
@@ -86,6 +106,7 @@ def main(argv=None) -> int:
         first = generate_pair_retrying(editor.generator, spec, editor.segmenter, editor.vectors, spare)
         pair = resample_pair(editor.generator, first, Method.AUTO, editor.vectors)
         specs.append(spec)
+        factuals.append(first.factual)
         films["auto"].append(pair.counterfactual)
         films["reprompt"].append(reprompted(editor.generator, first))
         shares.append(float(np.mean(np.asarray(pair.region.native_weight) > 0.5)))
@@ -94,6 +115,18 @@ def main(argv=None) -> int:
         print(f"{args.finding.value} {args.action.value} ({region}): {name:8s} judge agrees {np.mean(agrees):.2f} "
               f"({sum(agrees)}/{len(agrees)})")
     print(f"region share of the film (weight > 0.5): {np.mean(shares):.3f}")
+    # where the judge finds the finding in the factual films: a removal can only agree if
+    # the region covers it, an addition's factual should hold none
+    where_found = []
+    for spec, p in zip(specs, judge.probabilities(np.stack(factuals))):
+        if not judge.present(p[None], spec.finding)[0]:
+            where_found.append("absent")
+        elif spec.side is None or judge.present(p[None], spec.finding, spec.side)[0]:
+            where_found.append("asked side")
+        else:
+            where_found.append("other side")
+    print("factual films, judge: " + ", ".join(f"{w} {where_found.count(w)}" for w in
+                                               ("asked side", "other side", "absent")))
     return 0
 
 

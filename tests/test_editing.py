@@ -58,25 +58,35 @@ def phantom_masks(shape=(64, 64)) -> AnatomyMasks:
     return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, "boxes")
 
 
-def test_a_pair_from_scratch_without_a_zone_covers_every_zone_its_finding_can_take():
+def test_a_pair_from_scratch_covers_every_zone_its_finding_can_take_and_a_removal_both_sides():
     """The model places a pair's finding where its world did (atelectasis: lower or middle
-    zone); a reader's edit without a zone starts in the usual zone (atelectasis: lower)."""
+    zone) and not always on the prompted side; a reader's edit without a zone starts in the
+    usual zone (atelectasis: lower) on the asked side."""
     from medcf.editing.regions import anatomy_source
 
     masks = phantom_masks((96, 96))
-    atelectasis = EditSpec(Finding.ATELECTASIS, Action.REMOVE, Side.LEFT)
+    atelectasis = EditSpec(Finding.ATELECTASIS, Action.ADD, Side.LEFT)
     lower, middle, upper = (masks.zone(Side.LEFT, z) for z in (Zone.LOWER, Zone.MIDDLE, Zone.UPPER))
     assert np.array_equal(anatomy_source(masks, atelectasis), lower)
-    assert np.array_equal(anatomy_source(masks, atelectasis, open_zone=True), lower | middle)
-    assert not (anatomy_source(masks, atelectasis, open_zone=True) & upper).any()
+    assert np.array_equal(anatomy_source(masks, atelectasis, placed_by_model=True), lower | middle)
+    assert not (anatomy_source(masks, atelectasis, placed_by_model=True) & upper).any()
+    # a removal re-draws the finding's zones on both sides: the model may have put it on either
+    removal = replace(atelectasis, action=Action.REMOVE)
+    both = masks.zone(Side.BILATERAL, Zone.LOWER) | masks.zone(Side.BILATERAL, Zone.MIDDLE)
+    assert np.array_equal(anatomy_source(masks, removal, placed_by_model=True), both)
+    assert (both & masks.lung(Side.RIGHT)).any() and not np.array_equal(both, lower | middle)
+    assert np.array_equal(anatomy_source(masks, removal), lower)  # a reader's removal keeps to its side
     # a zone the request names is kept; single-zone findings and whole-lung ones are unchanged
     named = replace(atelectasis, zone=Zone.MIDDLE)
-    assert np.array_equal(anatomy_source(masks, named, open_zone=True), middle)
+    assert np.array_equal(anatomy_source(masks, named, placed_by_model=True), middle)
     for finding, side in ((Finding.PLEURAL_EFFUSION, Side.LEFT), (Finding.PNEUMOTHORAX, Side.RIGHT),
                           (Finding.NODULE, Side.RIGHT), (Finding.CARDIOMEGALY, None), (Finding.EDEMA, Side.BILATERAL)):
         spec = EditSpec(finding, Action.ADD, side)
-        assert np.array_equal(anatomy_source(masks, spec, open_zone=True), anatomy_source(masks, spec)), finding
-    region = EditRegion.build(masks, atelectasis, (48, 48), open_zone=True)
+        assert np.array_equal(anatomy_source(masks, spec, placed_by_model=True), anatomy_source(masks, spec)), finding
+        removed = replace(spec, action=Action.REMOVE)
+        expected = anatomy_source(masks, replace(removed, side=Side.BILATERAL if side else None))
+        assert np.array_equal(anatomy_source(masks, removed, placed_by_model=True), expected), finding
+    region = EditRegion.build(masks, atelectasis, (48, 48), placed_by_model=True)
     assert region.native_region.sum() > EditRegion.build(masks, atelectasis, (48, 48)).native_region.sum()
 
 

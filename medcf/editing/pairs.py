@@ -76,8 +76,9 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
                              progress=False, decode=False, latents=start_noise)
     factual = generator.decode_images(factual_run.latents)[0]
     masks = segment(factual, segmenter)
-    # the factual's finding lies where the model put it: the region spans every zone it can take
-    region = EditRegion.build(masks, spec, tuple(factual.shape), open_zone=True)
+    # the factual's finding lies where the model put it: the region spans every zone it can
+    # take and, for a removal, both sides
+    region = EditRegion.build(masks, spec, tuple(factual.shape), placed_by_model=True)
     trajectory = Trajectory([start_noise, *trace.latents], factual_run.settings["timesteps"])
     bits = np.zeros(factual.shape, np.uint8)
     for organ in Organ:
