@@ -8,7 +8,9 @@ here: the settings that define the data and the classifier must agree, the recor
 digests must match and the seeds must not overlap (``medcf.eval.augment.combine_runs``).
 Beside the usual table it prints each seed's macro AUC per arm and the paired difference
 between two arms per seed (the classifiers of one seed share their initialisation and
-batches, so the paired difference is the sharper comparison).
+batches, so the paired difference is the sharper comparison). Given one run, it prints that
+run's tables (a run that took earlier runs' classifiers with ``--reuse-classifiers`` holds
+every seed of every arm already).
 
     python benchmarks/combine_augmentation.py docs/results/augmentation-auto docs/results/augmentation-auto-seeds2-4 \\
         docs/results/augmentation-auto-seeds5-9 --out DIR --compare +medcf/auto +reprompt
@@ -43,7 +45,8 @@ def paired_lines(summary: dict, seeds: list[int], first: str, second: str) -> li
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", type=Path, nargs="+", help="--out folders of augmentation runs (each holds results.json)")
+    parser.add_argument("runs", type=Path, nargs="+",
+                        help="--out folders of augmentation runs (each holds results.json); one run is shown as it is")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the pooled results.json and results.md")
     parser.add_argument("--compare", nargs=2, metavar=("ARM", "OTHER"), default=None,
                         help="also print ARM minus OTHER per classifier seed (e.g. +medcf/auto +reprompt)")
@@ -59,12 +62,16 @@ def main(argv=None) -> int:
         if not path.is_file():
             raise SystemExit(f"{run}: no results.json (not an augmentation run's --out folder)")
         results.append(json.loads(path.read_text()))
-    try:
-        pooled = combine_runs(results)
-    except InputError as error:
-        raise SystemExit(f"cannot pool these runs: {error}")
-    settings = {**pooled["settings"], "combined_from": [{"run": str(run), **entry} for run, entry in
-                                                        zip(args.runs, pooled["settings"]["combined_from"])]}
+    if len(results) == 1:  # one run (one that took the other arms' classifiers, say): its tables as they are
+        pooled = results[0]
+        settings = pooled["settings"]
+    else:
+        try:
+            pooled = combine_runs(results)
+        except InputError as error:
+            raise SystemExit(f"cannot pool these runs: {error}")
+        settings = {**pooled["settings"], "combined_from": [{"run": str(run), **entry} for run, entry in
+                                                            zip(args.runs, pooled["settings"]["combined_from"])]}
     seeds = sorted({row["repeat"] for row in pooled["rows"]})
     table = augmentation_table(pooled["summary"], settings)
     per_seed = ["", "Macro AUC per classifier seed:", "", "| arm | " + " | ".join(str(s) for s in seeds) + " |",

@@ -145,7 +145,9 @@ def _fake_run(seeds: list[int], auc: dict[str, float], digest: str = "d1", **cha
                 "methods": ["auto"], "arms": arms, "train_films": {a: 400 for a in arms}, "heldout_films": 600,
                 "seeds": {"pairs": 1_600_000}, "auto_choices": [], "repeats": len(seeds),
                 "classifier_seeds": seeds, "data_sha256": {"+reprompt": digest}, "train_s": 1.0}
-    return {"rows": rows, "summary": {}, "settings": {**settings, **changes}}
+    from medcf.eval.augment import summarize
+
+    return {"rows": rows, "summary": summarize(rows, tuple(arms)), "settings": {**settings, **changes}}
 
 
 def test_combining_runs_pools_disjoint_seeds_over_the_same_data_and_refuses_the_rest():
@@ -190,6 +192,10 @@ def test_combine_script_writes_the_pooled_table_and_a_paired_comparison(tmp_path
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "repeats classifier seeds [3]" in bad.stderr
     assert not (tmp_path / "bad").exists()
+    alone = subprocess.run([*script, str(tmp_path / "b"), "--out", str(tmp_path / "alone"), "--compare", "+reprompt",
+                            "rendered"], capture_output=True, text=True)
+    assert alone.returncode == 0, alone.stderr
+    assert "2 seeds" in alone.stdout and "| difference | +0.050 | +0.050 | +0.050 | 0.000 |" in alone.stdout
 
 
 def test_a_run_reuses_only_classifiers_it_would_train_identically():

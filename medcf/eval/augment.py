@@ -166,7 +166,7 @@ def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], methods: t
     return result
 
 
-def _summary(rows: list[dict], arms: tuple[str, ...]) -> dict:
+def summarize(rows: list[dict], arms: tuple[str, ...]) -> dict:
     """Per arm: mean AUC per finding over repeats, their mean (macro AUC) and the spread of
     the macro AUC over repeats."""
     summary = {}
@@ -233,7 +233,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
         from medcf.editing.defaults import auto_choices
 
         settings["auto_choices"] = auto_choices(editor.generator)
-    summary = _summary(rows, options.arms)
+    summary = summarize(rows, options.arms)
     write_new_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": settings},
                                                  indent=1) + "\n")
     write_new_text(out / "results.md", augmentation_table(summary, settings))
@@ -363,7 +363,7 @@ def combine_runs(results: list[dict]) -> dict:
                 "combined_from": [{"classifier_seeds": run_seeds(r["settings"]),
                                    **{k: r["settings"].get(k) for k in ("render_s", "generate_s", "train_s")}}
                                   for r in results]}
-    return {"rows": rows, "summary": _summary(rows, arms), "settings": settings}
+    return {"rows": rows, "summary": summarize(rows, arms), "settings": settings}
 
 
 def augmentation_table(summary: dict, settings: dict) -> str:
