@@ -122,17 +122,23 @@ def test_augmentation_suite_end_to_end(tmp_path):
     assert set(rows) == set(arms[1:])
     assert float(rows["+medcf/steer"][4]) < float(rows["+reprompt"][4])  # MedCF holds the film outside the region
     assert (tmp_path / "pairs.md").read_text() == report.stdout
-    # a second run over the same data re-trains only the classifiers the first did not train
+    # a second run over the same data, for two arms, trains only the classifiers the first did not
     again = run_augmentation_suite(replace(options, out=tmp_path / "again", methods=("steer",), repeats=2,
-                                           reuse=(out,)), ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
+                                           reuse=(out,), train_arms=("+reprompt", "+medcf/steer")),
+                                   ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
     settings = again["settings"]
     assert settings["data_sha256"] == {k: digests[k] for k in settings["data_sha256"]}
-    assert settings["reused_classifiers"]["seeds"] == {arm: [2] for arm in ("rendered", "+medcf/steer", "+reprompt")}
+    assert set(settings["data_sha256"]) == {"heldout", "rendered", "+medcf/steer", "+reprompt"}
+    assert settings["arms"] == ["+medcf/steer", "+reprompt"] and list(again["summary"]) == settings["arms"]
+    assert settings["reused_classifiers"]["seeds"] == {"+medcf/steer": [2], "+reprompt": [2]}
     assert [r for r in again["rows"] if r["repeat"] == 2] == [r for r in data["rows"] if r["repeat"] == 2
                                                               and r["arm"] in settings["arms"]]
     trained = sorted(p.name for p in (tmp_path / "again" / "classifiers").iterdir())
-    assert trained == ["medcf-steer-seed3", "rendered-seed3", "reprompt-seed3"]
-    assert "Classifiers taken from" in (tmp_path / "again" / "results.md").read_text()
+    assert trained == ["medcf-steer-seed3", "reprompt-seed3"]
+    table = (tmp_path / "again" / "results.md").read_text()
+    assert "Classifiers taken from" in table and "| rendered |" not in table
+    with pytest.raises(InputError, match=r"--train-arms \+medcf/auto: not an arm"):
+        replace(options, methods=("steer",), train_arms=("+medcf/auto",))
 
 
 def _fake_run(seeds: list[int], auc: dict[str, float], digest: str = "d1", **changes) -> dict:

@@ -74,7 +74,7 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
                              steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
                              first_seed=args.classifier_first_seed,
-                             methods=tuple(args.pair_methods), reuse=tuple(args.reuse_classifiers),
+                             methods=tuple(args.pair_methods), reuse=tuple(args.reuse_classifiers), train_arms=tuple(args.train_arms),
                              threads=args.threads, progress=not args.quiet)
     result = run_augmentation_suite(options, placement=placement_from_args(args))
     for arm, entry in result["summary"].items():
@@ -255,5 +255,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                    "settings, seed, held-out films and training films (by content digest) is taken "
                                    "from it instead of trained again, so a change to one arm's pairs re-trains that "
                                    "arm only")
+    augmentation.add_argument("--train-arms", nargs="+", default=[], metavar="ARM",
+                              help="train classifiers for these arms only (e.g. +medcf/auto +reprompt; default: every "
+                                   "arm); every arm's films are still made and recorded by digest")
     augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     bench.set_defaults(func=cmd_bench)
