@@ -123,7 +123,9 @@ def test_volume_to_segmentation_to_corrected_edit_on_a_real_scene(film: Path, ti
     assert attributes["MedCF.WeightsSHA256"] == record["weights_sha256"]
     assert attributes["MedCF.TargetReached"] == str(record["extra"]["settings"]["check"]["target_reached"])
     assert attributes["MedCF.OutputFolder"] == str(edit_dir)
-    assert any(0 < p < 100 for p in facts["edit_percents"]), facts["edit_percents"]
+    polled = facts["edit_percents"]
+    assert polled == sorted(polled) and polled[-1] == 100.0, polled  # the bar never moves back and ends full
+    assert any(0 < p < 100 for p in facts["edit_reported"]), facts["edit_reported"]  # and the run reports between
 
 
 def test_dicom_volume_gives_a_synthetic_series_that_loads_back_with_its_tags(tiny: Path, tmp_path: Path) -> None:
