@@ -70,7 +70,6 @@ class AugmentOptions:
     reuse: tuple[Path, ...] = ()  # earlier runs (--out folders) whose classifiers this run would train identically
     train_arms: tuple[str, ...] = ()  # the arms classifiers are trained (or taken) for; empty: every arm
 
-
     def __post_init__(self) -> None:
         self.generated = self.n if self.generated is None else self.generated
         for name in ("n", "generated", "heldout", "steps", "repeats", "batch"):
@@ -224,7 +223,8 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
         train_films[arm] = train_films[RENDERED] + len(records)
         sets[arm] = [rendered_path, save_world_set(out / "data" / f"generated-{arm_folder(arm)}.npz", films,
                                                    records, {"pairs": len(plans), "arm": arm})]
-    digests = {"heldout": world_set_digest(heldout_path), **{arm: world_set_digest(paths[-1]) for arm, paths in sets.items()}}
+    digests = {"heldout": world_set_digest(heldout_path),
+               **{arm: world_set_digest(paths[-1]) for arm, paths in sets.items()}}
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
     earlier = reusable_rows([json.loads((run / "results.json").read_text()) for run in options.reuse],
                             asdict(options), digests)
@@ -270,7 +270,8 @@ def _torch_threads_kept():
 
 
 def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict[str, list[Path]],
-                heldout_path: Path, earlier: dict[tuple[str, int], list[dict]]) -> tuple[list[dict], dict[str, list[int]]]:
+                heldout_path: Path,
+                earlier: dict[tuple[str, int], list[dict]]) -> tuple[list[dict], dict[str, list[int]]]:
     """One classifier per arm and seed, taken from ``earlier`` where it holds it: the AUC
     rows (one per finding) and, per arm, the seeds taken."""
     from medcf.eval.judge import JudgeOptions, train_judge
@@ -318,10 +319,12 @@ def reusable_rows(earlier: list[dict], options: dict, digests: dict[str, str]) -
     """The rows (one per finding) of earlier runs' classifiers that this run would train
     identically, by ``(arm, seed)``: the same :data:`CLASSIFIER_KEYS` settings, the same
     held-out films and, for that arm, the same training films (the rendered set and the arm's
-    own generated set, by content digest). Training is deterministic on CPU for a seed and
-    data (a re-run reproduces the committed rendered and reprompt figures exactly), so a
-    session that changes one arm's pairs re-trains that arm only and still compares it, seed
-    by seed, with the arms it did not change. Runs that recorded no digests are not reused."""
+    own generated set, by content digest). On one machine the suite is deterministic (a
+    re-run reproduced the committed rendered and reprompt figures exactly, and equal digests
+    of every set), so a session there that changes one arm's pairs re-trains that arm only
+    and still compares it, seed by seed, with the arms it did not change. Another machine
+    rendered the same sets with other digests, so nothing is taken across machines. Runs
+    that recorded no digests are not reused."""
     found: dict[tuple[str, int], list[dict]] = {}
     for result in earlier:
         settings = result["settings"]

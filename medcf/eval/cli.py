@@ -74,7 +74,8 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
                              steps=args.steps, size=_or(args.size, 128), repeats=args.repeats,
                              first_seed=args.classifier_first_seed,
-                             methods=tuple(args.pair_methods), reuse=tuple(args.reuse_classifiers), train_arms=tuple(args.train_arms),
+                             methods=tuple(args.pair_methods), reuse=tuple(args.reuse_classifiers),
+                             train_arms=tuple(args.train_arms),
                              threads=args.threads, progress=not args.quiet)
     result = run_augmentation_suite(options, placement=placement_from_args(args))
     for arm, entry in result["summary"].items():
