@@ -6,6 +6,8 @@ near the spread between seeds, a later session adds seeds (``medcf bench --suite
 augmentation --repeats K --classifier-first-seed S``) and pools them with the committed run
 here: the settings that define the data and the classifier must agree, the recorded data
 digests must match and the seeds must not overlap (``medcf.eval.augment.combine_runs``).
+Runs made on another machine have other digests (the same sets, other last bits);
+``--across-machines`` pools them when each run trained every arm for each of its seeds.
 Beside the usual table it prints each seed's macro AUC per arm and the paired difference
 between two arms per seed (the classifiers of one seed share their initialisation and
 batches, so the paired difference is the sharper comparison). Given one run, it prints that
@@ -48,6 +50,10 @@ def main(argv=None) -> int:
     parser.add_argument("runs", type=Path, nargs="+",
                         help="--out folders of augmentation runs (each holds results.json); one run is shown as it is")
     parser.add_argument("--out", type=Path, required=True, help="a new folder for the pooled results.json and results.md")
+    parser.add_argument("--across-machines", action="store_true",
+                        help="pool runs made on different machines (their data digests differ in the last bits); "
+                             "every run must have trained every arm for each of its seeds, so each seed's "
+                             "paired difference stays on one machine's data")
     parser.add_argument("--compare", nargs=2, metavar=("ARM", "OTHER"), default=None,
                         help="also print ARM minus OTHER per classifier seed (e.g. +medcf/auto +reprompt)")
     args = parser.parse_args(argv)
@@ -67,7 +73,7 @@ def main(argv=None) -> int:
         settings = pooled["settings"]
     else:
         try:
-            pooled = combine_runs(results)
+            pooled = combine_runs(results, across_machines=args.across_machines)
         except InputError as error:
             raise SystemExit(f"cannot pool these runs: {error}")
         settings = {**pooled["settings"], "combined_from": [{"run": str(run), **entry} for run, entry in
@@ -78,6 +84,10 @@ def main(argv=None) -> int:
                 "|" + "---|" * (len(seeds) + 1)]
     per_seed += [f"| {arm} | " + " | ".join(f"{m:.3f}" for m in entry["macro_per_repeat"]) + " |"
                  for arm, entry in pooled["summary"].items()]
+    if args.across_machines and len(results) > 1:
+        per_seed += ["", "Machines: " + "; ".join(
+            f"seeds {', '.join(map(str, entry['classifier_seeds']))} on {entry.get('machine', 'a machine not recorded')}"
+            for entry in settings["combined_from"]) + "."]
     if args.compare:
         per_seed += ["", *paired_lines(pooled["summary"], seeds, *args.compare)]
     text = table + "\n".join(per_seed) + "\n"

@@ -65,7 +65,7 @@ def test_cli_bad_option_is_one_line(tmp_path):
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
-def test_augmentation_suite_end_to_end(tmp_path):
+def test_augmentation_suite_end_to_end(tmp_path, monkeypatch):
     from medcf.eval.augment import run_augmentation_suite
     from medcf.world.ct import load_chest_ct
 
@@ -137,6 +137,22 @@ def test_augmentation_suite_end_to_end(tmp_path):
     assert trained == ["medcf-steer-seed3", "reprompt-seed3"]
     table = (tmp_path / "again" / "results.md").read_text()
     assert "Classifiers taken from" in table and "| rendered |" not in table
+    # a run is written after every seed: one stopped part-way keeps the seeds it finished
+    import medcf.eval.judge
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(medcf.eval.judge, "train_judge", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_augmentation_suite(replace(options, out=tmp_path / "stopped", methods=("steer",), repeats=2,
+                                       reuse=(out,), train_arms=("+reprompt", "+medcf/steer")),
+                               ct=load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz"))
+    kept = json.loads((tmp_path / "stopped" / "results.json").read_text())
+    assert kept["settings"]["classifier_seeds"] == [2] and "1 of 2 classifier seeds" in kept["settings"]["partial"]
+    assert kept["rows"] == again["rows"][:len(kept["rows"])] and {r["repeat"] for r in kept["rows"]} == {2}
+    assert "Partial: written after 1 of 2" in (tmp_path / "stopped" / "results.md").read_text()
+    assert "partial" not in settings and settings["machine"]
     with pytest.raises(InputError, match=r"--train-arms \+medcf/auto: not an arm"):
         replace(options, methods=("steer",), train_arms=("+medcf/auto",))
 
@@ -175,6 +191,18 @@ def test_combining_runs_pools_disjoint_seeds_over_the_same_data_and_refuses_the_
         combine_runs([_fake_run([0], auc), _fake_run([1], auc, digest="d2")])
     with pytest.raises(InputError, match="'steps'"):
         combine_runs([_fake_run([0], auc), _fake_run([1], auc, steps=500)])
+    # another machine renders the same sets with other bits: pooled only when asked, and only
+    # runs whose every seed trained every arm (each seed's paired difference on one machine)
+    elsewhere = _fake_run([1, 2], auc, digest="d2", machine="CPU B, 16 CPUs")
+    across = combine_runs([_fake_run([0], auc, machine="CPU A, 2 CPUs"), elsewhere], across_machines=True)
+    assert across["settings"]["classifier_seeds"] == [0, 1, 2] and "data_sha256" not in across["settings"]
+    assert [e["machine"] for e in across["settings"]["combined_from"]] == ["CPU A, 2 CPUs", "CPU B, 16 CPUs"]
+    assert across["settings"]["combined_from"][1]["data_sha256"] == {"+reprompt": "d2"}
+    assert "like for like" in across["settings"]["across_machines"]
+    one_arm = _fake_run([3], auc, digest="d3")
+    one_arm["rows"] = [r for r in one_arm["rows"] if r["arm"] != "+reprompt"]
+    with pytest.raises(InputError, match=r"lacks \+reprompt seed 3"):
+        combine_runs([_fake_run([0], auc), one_arm], across_machines=True)
     with pytest.raises(InputError, match="at least two"):
         combine_runs([_fake_run([0], auc)])
 
@@ -202,6 +230,16 @@ def test_combine_script_writes_the_pooled_table_and_a_paired_comparison(tmp_path
                             "rendered"], capture_output=True, text=True)
     assert alone.returncode == 0, alone.stderr
     assert "2 seeds" in alone.stdout and "| difference | +0.050 | +0.050 | +0.050 | 0.000 |" in alone.stdout
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "results.json").write_text(json.dumps(_fake_run([4], auc, digest="d2", machine="CPU B, 2 CPUs")))
+    refused = subprocess.run([*script, str(tmp_path / "a"), str(tmp_path / "d"), "--out", str(tmp_path / "no")],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "--across-machines" in refused.stderr and not (tmp_path / "no").exists()
+    across = subprocess.run([*script, str(tmp_path / "a"), str(tmp_path / "d"), "--out", str(tmp_path / "across"),
+                             "--across-machines", "--compare", "+medcf/auto", "+reprompt"], capture_output=True, text=True)
+    assert across.returncode == 0, across.stderr
+    assert "Machines: seeds 0, 1 on a machine not recorded; seeds 4 on CPU B, 2 CPUs." in across.stdout
+    assert "Pooled across machines" in across.stdout and "ahead on 3 of 3 seeds" in across.stdout
 
 
 def test_a_run_reuses_only_classifiers_it_would_train_identically():

@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -197,7 +198,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
-    from medcf.io.atomic import new_output_dir, write_new_text
+    from medcf.io.atomic import new_output_dir, replace_own_text
     from medcf.models.data import WorldSetSpec, render_world_set, save_world_set
     from medcf.world.ct import load_chest_ct
 
@@ -228,10 +229,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
     earlier = reusable_rows([json.loads((run / "results.json").read_text()) for run in options.reuse],
                             asdict(options), digests)
-    tick = time.perf_counter()
-    with _torch_threads_kept():
-        rows, reused = _train_arms(options, out, seeds, sets, heldout_path, earlier)
-    timings["train_s"] = round(time.perf_counter() - tick, 1)
+    _examples(generated["examples"], out / "examples.png")
     settings = {"placement": editor.generator.placement(),
                 **{k: v for k, v in asdict(options).items() if k not in ("out", "methods", "reuse")},
                 "methods": [m.value for m in options.methods], "arms": list(options.trained_arms),
@@ -239,19 +237,49 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
                 "heldout_films": 2 * options.heldout, "seeds": {"rendered_train": TRAIN_SEED,
                                                                  "rendered_heldout": HELDOUT_SEED,
                                                                  "pairs": PAIR_SEED},
-                "labels": "generated films are labelled by their prompts",
-                "classifier_seeds": seeds, "data_sha256": digests,
-                "reused_classifiers": {"runs": [str(run) for run in options.reuse], "seeds": reused}, **timings}
+                "labels": "generated films are labelled by their prompts", "data_sha256": digests,
+                "machine": machine_description(), **timings}
     if Method.AUTO in options.methods:
         from medcf.editing.defaults import auto_choices
 
         settings["auto_choices"] = auto_choices(editor.generator)
-    summary = summarize(rows, options.trained_arms)
-    write_new_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": settings},
-                                                 indent=1) + "\n")
-    write_new_text(out / "results.md", augmentation_table(summary, settings))
-    _examples(generated["examples"], out / "examples.png")
-    return {"rows": rows, "summary": summary, "settings": settings, "out": str(out)}
+    tick = time.perf_counter()
+
+    def publish(rows: list[dict], reused: dict[str, list[int]], done: list[int]) -> dict:
+        """Write results.json and results.md for the seeds trained so far (after every seed, so
+        a run stopped part-way keeps every classifier it finished; ``partial`` says so)."""
+        now = {**settings, "repeats": len(done), "classifier_seeds": done,
+               "reused_classifiers": {"runs": [str(run) for run in options.reuse], "seeds": reused},
+               "train_s": round(time.perf_counter() - tick, 1)}
+        if len(done) < len(seeds):
+            now["partial"] = (f"written after {len(done)} of {len(seeds)} classifier seeds while the run went on; "
+                              "a run stopped here keeps these seeds")
+        summary = summarize(rows, options.trained_arms)
+        replace_own_text(out / "results.json", json.dumps({"rows": rows, "summary": summary, "settings": now},
+                                                         indent=1) + "\n")
+        replace_own_text(out / "results.md", augmentation_table(summary, now))
+        return {"rows": rows, "summary": summary, "settings": now, "out": str(out)}
+
+    with _torch_threads_kept():
+        return _train_arms(options, out, seeds, sets, heldout_path, earlier, publish)
+
+
+def machine_description() -> str:
+    """The CPU (and its count) a run's data were made on: two machines render the same sets
+    with other bits (CPU sums differ in the last place), so a reader of pooled runs sees
+    which seeds shared a machine."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
 
 
 @contextmanager
@@ -270,14 +298,17 @@ def _torch_threads_kept():
 
 
 def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict[str, list[Path]],
-                heldout_path: Path,
-                earlier: dict[tuple[str, int], list[dict]]) -> tuple[list[dict], dict[str, list[int]]]:
-    """One classifier per arm and seed, taken from ``earlier`` where it holds it: the AUC
-    rows (one per finding) and, per arm, the seeds taken."""
+                heldout_path: Path, earlier: dict[tuple[str, int], list[dict]],
+                publish: Callable[[list[dict], dict[str, list[int]], list[int]], dict]) -> dict:
+    """One classifier per arm and seed, taken from ``earlier`` where it holds it; after each
+    seed, ``publish(rows, reused, seeds done)`` with the AUC rows so far (one per finding)
+    and, per arm, the seeds taken. Returns the last publication."""
     from medcf.eval.judge import JudgeOptions, train_judge
 
-    rows, reused = [], {}
-    for repeat in seeds:
+    rows: list[dict] = []
+    reused: dict[str, list[int]] = {}
+    published: dict = {}
+    for index, repeat in enumerate(seeds):
         for arm in options.trained_arms:
             if (arm, repeat) in earlier:
                 rows += earlier[arm, repeat]
@@ -290,7 +321,8 @@ def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict
                 checkpoint_every=max(options.steps, 1), **CLASSIFIER_RECIPE))
             rows += [{"arm": arm, "repeat": repeat, "finding": f.value, "auc": report["auc"][f.value]}
                      for f in Finding]
-    return rows, reused
+        published = publish(rows, reused, seeds[:index + 1])
+    return published
 
 
 def world_set_digest(path: Path) -> str:
@@ -346,17 +378,26 @@ def run_seeds(settings: dict) -> list[int]:
     return settings.get("classifier_seeds", list(range(settings["repeats"])))
 
 
-def combine_runs(results: list[dict]) -> dict:
+def combine_runs(results: list[dict], across_machines: bool = False) -> dict:
     """Pool the classifier seeds of several augmentation runs over the same data into one
     result (``rows``, ``summary``, ``settings``), so a later session can add seeds to a
     committed table without re-training the ones it holds.
 
     Runs must agree on every :data:`COMBINE_KEYS` setting and on the data digests they
     record (a run made before digests were recorded is trusted on its settings: the suite is
-    deterministic on CPU, which each run's repeated arms show); their seeds must be disjoint."""
+    deterministic on CPU, which each run's repeated arms show); their seeds must be disjoint.
+
+    ``across_machines``: runs made on different machines render and generate the same sets
+    (same seeds, same settings) with other bits, so their digests differ. They may still be
+    pooled when every run trained every arm for each of its seeds: then each seed's arms
+    learned from one machine's data and were tested on that machine's held-out films, so the
+    paired difference per seed stays a like-for-like comparison, and the machines are one
+    more source of spread between seeds. The pooled settings keep each run's digests and
+    machine."""
     if len(results) < 2:
         raise InputError("combining needs at least two augmentation runs")
     first = results[0]["settings"]
+    arms = tuple(first["arms"])
     seen: set[int] = set()
     digests: dict[str, str] = {}
     for index, result in enumerate(results):
@@ -369,16 +410,31 @@ def combine_runs(results: list[dict]) -> dict:
         if seen & set(seeds):
             raise InputError(f"run {index + 1} repeats classifier seeds {sorted(seen & set(seeds))}")
         seen |= set(seeds)
+        if across_machines:
+            held = {(row["arm"], row["repeat"]) for row in result["rows"]}
+            missing = [f"{arm} seed {seed}" for seed in seeds for arm in arms if (arm, seed) not in held]
+            if missing:
+                raise InputError(f"run {index + 1} lacks {', '.join(missing)}: runs pooled across machines must "
+                                 "train every arm for each of their seeds")
+            continue
         for arm, digest in settings.get("data_sha256", {}).items():
             if digests.setdefault(arm, digest) != digest:
-                raise InputError(f"run {index + 1} trained arm {arm!r} on other data than an earlier run")
+                raise InputError(f"run {index + 1} trained arm {arm!r} on other data than an earlier run "
+                                 "(made on another machine? pool with across_machines, --across-machines)")
     rows = [row for result in results for row in result["rows"]]
-    arms = tuple(first["arms"])
     settings = {**{k: first.get(k) for k in COMBINE_KEYS if k in first},
-                "repeats": len(seen), "classifier_seeds": sorted(seen), "data_sha256": digests,
+                "repeats": len(seen), "classifier_seeds": sorted(seen),
                 "combined_from": [{"classifier_seeds": run_seeds(r["settings"]),
                                    **{k: r["settings"].get(k) for k in ("render_s", "generate_s", "train_s")}}
                                   for r in results]}
+    if across_machines:
+        for entry, result in zip(settings["combined_from"], results):
+            entry.update({k: result["settings"][k] for k in ("machine", "data_sha256") if k in result["settings"]})
+        settings["across_machines"] = ("runs made on different machines: each seed's arms share one machine's "
+                                       "data (digests per run below), the paired difference per seed is "
+                                       "like for like")
+    else:
+        settings["data_sha256"] = digests
     return {"rows": rows, "summary": summarize(rows, arms), "settings": settings}
 
 
@@ -398,6 +454,10 @@ def augmentation_table(summary: dict, settings: dict) -> str:
         lines += ["", "Macro AUC relative to the rendered set alone: "
                   + ", ".join(f"{arm} {summary[arm]['macro_auc'] - base:+.3f}" for arm in summary if arm != RENDERED)
                   + "."]
+    if settings.get("partial"):
+        lines += ["", f"Partial: {settings['partial']}."]
+    if settings.get("across_machines"):
+        lines += ["", "Pooled across machines: " + settings["across_machines"] + "."]
     reused = settings.get("reused_classifiers", {}).get("seeds", {})
     if reused:
         lines += ["", "Classifiers taken from " + ", ".join(settings["reused_classifiers"]["runs"])

@@ -74,6 +74,28 @@ def write_new_text(path: Path, text: str) -> Path:
     return write_new_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def replace_own_text(path: Path, text: str, private: bool = False) -> Path:
+    """Write ``text`` to ``path`` atomically, replacing the file if it is there: for a record
+    the running command itself created and keeps up to date (a pseudonym table, a benchmark's
+    results after each seed), so a stop leaves the last whole version, never half of one.
+    Never call it on an input or another command's output. ``private``: keep the temp
+    file's owner-only mode (a table that identifies patients)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not private:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
 def sha256_of_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -32,10 +32,8 @@ that reuse the table. The table identifies patients; it is never written into th
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ from pydicom.dataset import Dataset
 
 import medcf
 from medcf.errors import InputError, OutputError
+from medcf.io.atomic import replace_own_text
 from medcf.vocab import StrEnum
 
 TABLE_EDITION = "dicomfields_2026c"  # dicom-anonymizer's extraction of PS3.15 Table E.1-1
@@ -155,8 +154,8 @@ def _profile_tables() -> ProfileTable:
 class PseudonymTable:
     """Original patient keys and UIDs → pseudonyms, persisted at a path the user names.
 
-    Saved atomically (temp file + ``os.replace``, fsync) so that a kill never leaves a
-    half-written table; the batch saves it before publishing any result that uses it.
+    Saved atomically (:func:`medcf.io.atomic.replace_own_text`: temp file, fsync, rename) so
+    that a kill never leaves a half-written table; the batch saves it before publishing any result that uses it.
     ``path=None``: a table for one object, kept in memory only (``write_synthetic(deidentify=True)``)."""
 
     def __init__(self, path: Path | None, patients: dict[str, str] | None = None, uids: dict[str, str] | None = None):
@@ -198,18 +197,9 @@ class PseudonymTable:
             raise OutputError("this pseudonym table lives in memory only; it has no path to be saved to")
         if not self._dirty and self.path.exists():
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": MAP_FORMAT, "warning": "identifies patients: keep it apart from the export",
                            "patients": self.patients, "uids": self.uids}, indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        replace_own_text(self.path, text, private=True)
         self._dirty = False
 
 
