@@ -17,7 +17,17 @@ arm of a run, from the films the run kept (``DIR/data/generated-*.npz``):
 - ``changed``: the share of the film's pixels whose value moved by more than 0.02 (films in
   [0, 1]) from the factual film to the counterfactual, median over pairs.
 
-    python benchmarks/augmentation_pairs.py runs/aug-seeds5-9 [--out table.md]
+``--model-check`` also asks whether the model's own check (:mod:`medcf.editing.evidence`, the
+editor's in-loop check; never the judge) could pick the pairs whose labels hold, so that a
+pair generator might re-draw the others: a pair *passes* when the check finds its factual
+film in the source state and its counterfactual at the target (the editor's
+``target_reached`` rule, factual as input), in the pair's edit region (re-built from the
+factual film as the generator built it). Per arm and finding it prints the share of pairs
+that pass and the judge's label agreement among pairs that pass and among those that do
+not; only findings the check separates on tuning patients (``evidence.json``) are marked
+reliable.
+
+    python benchmarks/augmentation_pairs.py runs/aug-seeds5-9 [--out table.md] [--model-check]
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="an augmentation run's --out folder (it keeps data/generated-*.npz)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (a new file)")
+    parser.add_argument("--model-check", action="store_true",
+                        help="also: would the model's own check (not the judge) keep the pairs whose labels hold?")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -61,7 +73,8 @@ def main(argv=None) -> int:
     missing = [arm for arm in arms if not (args.run / "data" / f"generated-{arm_folder(arm)}.npz").is_file()]
     if missing:
         raise SystemExit(f"{args.run}/data: no generated films of {', '.join(missing)} (the run kept no data?)")
-    specs = [spec for spec, _ in plan_pair_specs(settings["generated"], Method(settings["methods"][0]))]
+    plans = plan_pair_specs(settings["generated"], Method(settings["methods"][0]))
+    specs = [spec for spec, _ in plans]
     judge = bundle_judge()
     lines = [f"# Generated pairs of {args.run.name}: labels the judge agrees with, and how much each pair changes", "",
              f"{len(specs)} pairs per arm, the same factual films in every arm. The judge is the benchmark's "
@@ -70,6 +83,7 @@ def main(argv=None) -> int:
              "| arm | label agrees (all) | add | remove | changed (median share of film) | "
              + " | ".join(f.value for f in Finding) + " |", "|" + "---|" * (5 + len(Finding))]
     factual_agrees = None
+    checked = []
     for arm in arms:
         factual, counterfactual, records = arm_pairs(args.run / "data" / f"generated-{arm_folder(arm)}.npz")
         if len(factual) != len(specs):
@@ -87,12 +101,68 @@ def main(argv=None) -> int:
                                   for a in (Action.ADD, Action.REMOVE)) for f in Finding]
         lines.append(f"| {arm} | {agrees.mean():.2f} | {agrees[adding].mean():.2f} | {agrees[~adding].mean():.2f} | "
                      f"{changed:.3f} | " + " | ".join(per_finding) + " |")
+        if args.model_check:
+            checked.append((arm, factual, counterfactual, agrees))
     lines += ["", f"Factual films in their labelled state by the same judge: {factual_agrees:.2f}."]
+    if checked:
+        lines += model_check_lines(checked, plans)
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         write_new_text(args.out, text)
     print(text, end="")
     return 0
+
+
+def model_check_lines(checked: list[tuple], plans: list) -> list[str]:
+    """The ``--model-check`` table: per arm and finding, pairs the model's check passes and the
+    judge's label agreement among those it passes and those it does not."""
+    import numpy as np
+    import torch
+
+    from medcf.anatomy.segment import segment
+    from medcf.editing.api import load_editor
+    from medcf.editing.edit import edit_prompts, in_target_state, target_reached
+    from medcf.editing.evidence import evidence_score, find_reliability
+    from medcf.editing.regions import EditRegion
+    from medcf.vocab import Action, Finding
+
+    specs = [spec for spec, _ in plans]
+    editor = load_editor()
+    generator = editor.generator
+    reliability = find_reliability(generator)
+    factual = checked[0][1]
+    lines = ["", "Would the model's own check keep the pairs whose labels hold? (pass: factual in the source "
+             "state and counterfactual at the target by the check; agreement is the judge's)", "",
+             "| arm | finding | check reliable | pairs | pass | judge agrees, passed | judge agrees, not passed |",
+             "|---|---|---|---|---|---|---|"]
+    with torch.no_grad():
+        checks = []
+        for (spec, view), film in zip(plans, factual):
+            prompts = edit_prompts(spec, view, generator.convention)
+            region = EditRegion.build(segment(film, editor.segmenter), spec, tuple(film.shape), placed_by_model=True)
+            normal = prompts["source"] if spec.action is Action.ADD else prompts["target"]
+            texts = (generator.encode_text([normal]), generator.encode_text([prompts["finding"]]))
+            latents = generator.encode_images(film)
+            mask = region.latent_mask(tuple(latents.shape[-2:]))[None, None]
+            checks.append((texts, mask, evidence_score(generator, latents, *texts, mask)))
+        for arm, _, counterfactual, agrees in checked:
+            passed = []
+            for spec, film, (texts, mask, before) in zip(specs, counterfactual, checks):
+                after = evidence_score(generator, generator.encode_images(film), *texts, mask)
+                passed.append(not in_target_state(spec.action, before) and target_reached(spec.action, before, after))
+            passed = np.array(passed)
+            for finding in [None, *Finding]:
+                mine = np.array([finding is None or s.finding is finding for s in specs])
+                reliable = "–" if finding is None else ("yes" if reliability and reliability.reliable(finding) else "no")
+                lines.append(f"| {arm} | {finding.value if finding else 'all'} | {reliable} | {mine.sum()} | "
+                             f"{passed[mine].mean():.2f} | {_share(agrees, mine & passed)} | "
+                             f"{_share(agrees, mine & ~passed)} |")
+    return lines
+
+
+def _share(agrees, keep) -> str:
+    """The judge's agreement among ``keep`` pairs, with their count."""
+    return f"{agrees[keep].mean():.2f} ({keep.sum()})" if keep.any() else "–"
 
 
 if __name__ == "__main__":

@@ -115,13 +115,18 @@ def test_augmentation_suite_end_to_end(tmp_path, monkeypatch):
     assert len(set(digests.values())) == len(digests)
     # what the pairs hold: labels the benchmark's judge agrees with, and how much each changes
     report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "augmentation_pairs.py"), str(out),
-                             "--out", str(tmp_path / "pairs.md")], capture_output=True, text=True)
+                             "--out", str(tmp_path / "pairs.md"), "--model-check"], capture_output=True, text=True)
     assert report.returncode == 0, report.stderr
-    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in report.stdout.splitlines()
+    labels, check_table = report.stdout.split("Would the model's own check")
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in labels.splitlines()
             if line.startswith("| +")}
     assert set(rows) == set(arms[1:])
     assert float(rows["+medcf/steer"][4]) < float(rows["+reprompt"][4])  # MedCF holds the film outside the region
     assert (tmp_path / "pairs.md").read_text() == report.stdout
+    # the model's own check per arm and finding: the pairs it passes, the judge's agreement either side
+    checks = [line.split(" | ") for line in check_table.splitlines() if line.startswith("| +") and " | all | " in line]
+    assert [c[0].strip("| ") for c in checks] == list(arms[1:]) and all(c[3] == "3" for c in checks)
+    assert all(0.0 <= float(c[4]) <= 1.0 for c in checks)
     # a second run over the same data, for two arms, trains only the classifiers the first did not
     again = run_augmentation_suite(replace(options, out=tmp_path / "again", methods=("steer",), repeats=2,
                                            reuse=(out,), train_arms=("+reprompt", "+medcf/steer")),
