@@ -102,10 +102,10 @@ def main(argv=None) -> int:
         lines.append(f"| {arm} | {agrees.mean():.2f} | {agrees[adding].mean():.2f} | {agrees[~adding].mean():.2f} | "
                      f"{changed:.3f} | " + " | ".join(per_finding) + " |")
         if args.model_check:
-            checked.append((arm, factual, counterfactual, agrees))
+            checked.append((arm, counterfactual, agrees))
     lines += ["", f"Factual films in their labelled state by the same judge: {factual_agrees:.2f}."]
     if checked:
-        lines += model_check_lines(checked, plans)
+        lines += model_check_lines(factual, checked, plans)
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         write_new_text(args.out, text)
@@ -113,9 +113,10 @@ def main(argv=None) -> int:
     return 0
 
 
-def model_check_lines(checked: list[tuple], plans: list) -> list[str]:
+def model_check_lines(factual, checked: list[tuple], plans: list) -> list[str]:
     """The ``--model-check`` table: per arm and finding, pairs the model's check passes and the
-    judge's label agreement among those it passes and those it does not."""
+    judge's label agreement among those it passes and those it does not. ``factual``: the
+    films every arm shares; ``checked``: ``(arm, counterfactual films, judge agrees)``."""
     import numpy as np
     import torch
 
@@ -130,7 +131,6 @@ def model_check_lines(checked: list[tuple], plans: list) -> list[str]:
     editor = load_editor()
     generator = editor.generator
     reliability = find_reliability(generator)
-    factual = checked[0][1]
     lines = ["", "Would the model's own check keep the pairs whose labels hold? (pass: factual in the source "
              "state and counterfactual at the target by the check; agreement is the judge's)", "",
              "| arm | finding | check reliable | pairs | pass | judge agrees, passed | judge agrees, not passed |",
@@ -145,7 +145,7 @@ def model_check_lines(checked: list[tuple], plans: list) -> list[str]:
             latents = generator.encode_images(film)
             mask = region.latent_mask(tuple(latents.shape[-2:]))[None, None]
             checks.append((texts, mask, evidence_score(generator, latents, *texts, mask)))
-        for arm, _, counterfactual, agrees in checked:
+        for arm, counterfactual, agrees in checked:
             passed = []
             for spec, film, (texts, mask, before) in zip(specs, counterfactual, checks):
                 after = evidence_score(generator, generator.encode_images(film), *texts, mask)

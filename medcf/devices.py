@@ -151,3 +151,19 @@ def place_network(module: Any, placement: Placement) -> Any:
     module.register_forward_pre_hook(inputs)
     module.register_forward_hook(outputs)
     return module
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else what :mod:`platform` knows, maybe
+    empty): benchmark records name the machine their figures came from. Imports nothing
+    heavy, so a parent process that must stay small (``benchmarks/bench_io.py``) can call it."""
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

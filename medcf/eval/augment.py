@@ -271,15 +271,9 @@ def machine_description() -> str:
     import os
     import platform
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs"
+    from medcf.devices import cpu_model
+
+    return f"{cpu_model() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
 @contextmanager
