@@ -537,3 +537,38 @@ def test_prompt_faithfulness_asks_the_judge_about_the_prompted_side(folders):
     assert run["carried"]["mean"] == 0.75
     assert run["normal_false_alarms"] == {"any_finding": 1.0, "per_finding": {"pleural_effusion": 1.0,
                                                                               "cardiomegaly": 1.0}}
+
+
+def test_the_fine_architecture_halves_the_latent_cell_and_keeps_the_attention_grids():
+    """--architecture fine: 256² films on a 64×64 latent grid, attention where the default has it."""
+    from medcf.models.default import DefaultGenerator, architecture_config, denoiser_for
+
+    default, fine = (DefaultGenerator.build(architecture_config(name)) for name in ("default", "fine"))
+    assert default.latent_size == (32, 32) and fine.latent_size == (64, 64)
+    film = torch.zeros(1, 1, 256, 256)
+    assert fine.vae.encode(film).latent_dist.mean.shape == (1, 4, 64, 64)
+    grids = {name: sorted((s.kind, tuple(s.grid), s.heads) for s in g.attention_sites())
+             for name, g in (("default", default), ("fine", fine))}
+    assert grids["fine"] == grids["default"] and {grid for _, grid, _ in grids["fine"]} == {(16, 16), (8, 8)}
+    assert denoiser_for(architecture_config("fine")) == architecture_config("fine")["unet"]
+    with pytest.raises(InputError, match="unknown architecture 'huge'"):
+        architecture_config("huge")
+
+
+def test_a_generator_trained_on_a_fine_autoencoder_takes_the_fine_denoiser_and_resuming_keeps_it(tmp_path):
+    from medcf.models.default import fine_config
+    from medcf.models.train import AutoencoderOptions, GeneratorOptions, load_checkpoint, train_autoencoder, train_generator
+
+    data = _synthetic_world_set(tmp_path / "set.npz")
+    common = dict(data=str(data), heldout_data=str(data), batch=2, crop=32, checkpoint_every=1, progress=False)
+    train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), steps=1, architecture="fine", **common))
+    # resuming under another --architecture continues the run's own
+    train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), steps=2, resume=True, **common))
+    state = load_checkpoint(tmp_path / "ae" / "checkpoints" / "step-0000002.pt")
+    assert state["config"]["architecture"] == "fine"
+    assert len(state["config"]["autoencoder"]["block_out_channels"]) == 3
+    train_generator(GeneratorOptions(out=str(tmp_path / "gen"), autoencoder=str(tmp_path / "ae"), data=str(data),
+                                     batch=2, steps=1, progress=False))
+    recipe = json.loads((tmp_path / "gen" / "run.json").read_text())
+    assert recipe["architecture"]["down_block_types"] == fine_config()["unet"]["down_block_types"]
+    assert recipe["architecture"]["sample_size"] == 64 // 4  # the 64-pixel test films on the f = 4 grid

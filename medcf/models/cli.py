@@ -60,7 +60,8 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
         out=str(args.out), data=str(args.data) if args.data else None, n_pairs=args.n_pairs, size=args.size,
         data_seed=args.data_seed, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
-        resume=args.resume, progress=not args.quiet, tiny=args.tiny, heldout_pairs=args.heldout_pairs,
+        resume=args.resume, progress=not args.quiet, tiny=args.tiny, architecture=args.architecture,
+        heldout_pairs=args.heldout_pairs,
         heldout_data=str(args.heldout_data) if args.heldout_data else None))
     print(json.dumps(result))
     return 0
@@ -139,7 +140,8 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     ``medcf model export|info|evaluate`` under ``sub``."""
     ae = train_sub.add_parser(
         "autoencoder", help="train the default model's KL autoencoder on the simulated world",
-        description="Train the default model's autoencoder (1 channel, 256x256 -> 32x32x4) on random crops of "
+        description="Train the default model's autoencoder (1 channel, 256x256 -> 32x32x4, or 64x64x4 with "
+                    "--architecture fine) on random crops of "
                     "simulated radiographs (rendered once into the cache, training seeds 0..999999). Reports "
                     "reconstruction PSNR on held-out images (seeds from 1000000). Checkpoints every "
                     "--checkpoint-every steps; --resume continues.", epilog=EPILOG)
@@ -148,6 +150,10 @@ def add_model_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubP
     ae.add_argument("--heldout-pairs", type=_positive(int), default=32, help="held-out pairs for PSNR (default 32)")
     ae.add_argument("--heldout-data", type=Path, default=None,
                     help="a held-out world set .npz for PSNR (default: render seeds from 1000000 into the cache)")
+    ae.add_argument("--architecture", choices=["default", "fine"], default="default",
+                    help="default: f = 8, 256x256 -> 32x32x4 (the shipped model); fine: f = 4, 256x256 -> 64x64x4, "
+                         "and `medcf train generator` on it takes a denoiser with one more, convolution-only level "
+                         "(attention stays at 16x16 and 8x8). A resumed run keeps the architecture it started with")
     ae.add_argument("--tiny", action="store_true", help="a miniature architecture (smoke tests)")
     ae.set_defaults(func=cmd_train_autoencoder)
 

@@ -157,6 +157,7 @@ class AutoencoderOptions:
     resume: bool = False
     progress: bool = True
     tiny: bool = False
+    architecture: str = "default"  # medcf.models.default.ARCHITECTURES; tiny=True means "tiny"
     extra: dict = field(default_factory=dict)
 
 
@@ -168,7 +169,7 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
     """Train the KL autoencoder on random crops of the world set; returns the final figures."""
     from tqdm import tqdm
 
-    from medcf.models.default import build_autoencoder, default_config, tiny_config
+    from medcf.models.default import architecture_config, build_autoencoder
 
     run = RunFolder(options.out, options.resume)
     device = _setup(options.seed, options.threads)
@@ -179,12 +180,13 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         heldout_path, heldout = Path(options.heldout_data), load_world_set(options.heldout_data)
     else:
         heldout_path, heldout = _heldout(options.heldout_pairs, world.images.shape[-1], options.progress)
-    config = tiny_config() if options.tiny else default_config()
+    # A resumed run keeps the architecture it started with, whatever --architecture says now.
+    state = load_checkpoint(run.latest()) if options.resume else None
+    config = state["config"] if state else architecture_config("tiny" if options.tiny else options.architecture)
     vae = build_autoencoder(config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=options.lr, weight_decay=0.0)
     step = 0
-    if options.resume:
-        state = load_checkpoint(run.latest())
+    if state:
         vae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
@@ -379,10 +381,9 @@ def train_generator(options: GeneratorOptions) -> dict:
         config["unet"] = resumed["config"]["unet"]
         config["finding_tokens"] = resumed["config"].get("finding_tokens")
     elif not options.init:
-        from medcf.models.default import default_config, tiny_config
+        from medcf.models.default import denoiser_for
 
-        tiny = config["autoencoder"]["block_out_channels"] == tiny_config()["autoencoder"]["block_out_channels"]
-        config["unet"] = (tiny_config() if tiny else default_config())["unet"]
+        config["unet"] = denoiser_for(config)
     data_path, world = _world_set(options.data, options.n_pairs, options.size, options.data_seed, options.progress)
     pairs = pair_starts(world) if options.paired else None
     size = int(world.images.shape[-1])
