@@ -16,7 +16,7 @@ EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfa
 def cmd_train_judge(args: argparse.Namespace) -> int:
     import json
 
-    from medcf.eval.judge import JudgeOptions, recalibrate_judge, train_judge
+    from medcf.eval.judge import NETWORKS, JudgeOptions, recalibrate_judge, train_judge
 
     if args.recalibrate is not None:
         report = recalibrate_judge(args.recalibrate, args.out / "judge", model=args.model,
@@ -27,7 +27,8 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
                                       seed=args.seed, threads=args.threads, resume=args.resume,
                                       max_minutes=args.max_minutes, progress=not args.quiet,
                                       autoencoded=not args.renders_only, look=not args.renders_only,
-                                      model=args.model, reports=not args.no_reports))
+                                      model=args.model, reports=not args.no_reports,
+                                      network=NETWORKS[args.network]()))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -154,6 +155,10 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge.add_argument("--renders-only", action="store_true",
                        help="train on sharp renders alone, without the autoencoded copies and look augmentation "
                             "(the first judge's recipe; it reads the generator's films as findings)")
+    judge.add_argument("--network", choices=["pooled", "lesion-map"], default="pooled",
+                       help="pooled: a DenseNet averaged over the film (the committed judge's); lesion-map: the "
+                            "same trunk read as a 32 x 32 map of where each finding is, trained on where each "
+                            "pair's films differ, presence a soft maximum over the map (small findings: nodules)")
     judge.add_argument("--model", type=Path, default=None,
                        help="generator whose autoencoder gives the films' look and whose normal samples are judged "
                             "(default: the bundle's)")

@@ -53,10 +53,89 @@ def network_definition() -> dict:
             "growth_rate": 16, "block_config": [4, 6, 8, 6], "bn_size": 4}
 
 
+LESION_MAP = "lesion_map"
+
+
+def lesion_map_definition() -> dict:
+    """The lesion-map judge (issue 16): the same DenseNet trunk, read at 32 × 32 cells rather
+    than pooled. A nodule 12–32 mm across covers 9–23 px of a 256² film; averaged over the
+    trunk's last 8 × 8 grid it is a trace, and the pooled judge found a moderate nodule no
+    better than chance (AUC 0.46 on held-out renders, a severe one 0.71). Here every cell
+    says whether each finding is there, trained on where the pair's two films differ (the
+    world renders the same film with and without the finding, so the lesion's footprint is
+    known exactly), and presence is a soft maximum over cells, sides the soft maximum over
+    each half of the film (the patient's left is on the film's right)."""
+    return {"kind": LESION_MAP, "trunk": network_definition(), "cells": 32, "head_features": 48,
+            "sharpness": 5.0}
+
+
+class LesionMapNet(torch.nn.Module):
+    """A DenseNet trunk with a finding map head: ``maps(x)`` gives ``(B, findings, cells,
+    cells)`` logits from the trunk's 32², 16² and 8² stages (upsampled and joined, as a
+    feature pyramid does), ``forward(x)`` the judge's :data:`LABELS` logits pooled from them
+    by log-mean-exp (``sharpness`` r: r → ∞ is the maximum, r → 0 the mean)."""
+
+    def __init__(self, trunk: dict, cells: int = 32, head_features: int = 48, sharpness: float = 5.0) -> None:
+        super().__init__()
+        from monai.networks.nets import DenseNet
+
+        self.trunk = DenseNet(**{**trunk, "out_channels": 1}).features
+        self.cells, self.sharpness = cells, sharpness
+        with torch.no_grad():
+            taps = self._taps(torch.zeros(1, trunk["in_channels"], 8 * cells, 8 * cells))
+        self.head = torch.nn.Sequential(
+            torch.nn.Conv2d(sum(t.shape[1] for t in taps), head_features, 3, padding=1),
+            torch.nn.BatchNorm2d(head_features), torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(head_features, len(Finding), 1))
+        self.sided = [list(Finding).index(f) for f in SIDED]
+
+    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for name, layer in self.trunk.named_children():
+            x = layer(x)
+            if name in ("denseblock2", "denseblock3", "norm5"):
+                taps.append(F.relu(x) if name == "norm5" else x)
+        return taps
+
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's last stage, averaged: the space of the benchmark's FID-style distance."""
+        return self._taps(x)[-1].mean(dim=(2, 3))
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        taps = self._taps(x)
+        size = taps[0].shape[-2:]
+        joined = torch.cat([taps[0], *(F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+                                       for t in taps[1:])], dim=1)
+        maps = self.head(joined)
+        return maps if maps.shape[-1] == self.cells else F.adaptive_avg_pool2d(maps, self.cells)
+
+    def pool(self, maps: torch.Tensor) -> torch.Tensor:
+        """:data:`LABELS` logits from finding maps: presence over the whole film, then per
+        sided finding its left (the film's right half) and right (left half) logits."""
+        def soft_max(m: torch.Tensor) -> torch.Tensor:
+            r = self.sharpness
+            return (torch.logsumexp(r * m.flatten(2), dim=2) - np.log(m[0, 0].numel())) / r
+
+        half = maps.shape[-1] // 2
+        left, right = soft_max(maps[..., half:])[:, self.sided], soft_max(maps[..., :half])[:, self.sided]
+        return torch.cat([soft_max(maps), torch.stack([left, right], dim=2).flatten(1)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.maps(x))
+
+
+NETWORKS = {"pooled": network_definition, "lesion-map": lesion_map_definition}  # `medcf train judge --network`
+
+
 def build_network(definition: dict | None = None) -> torch.nn.Module:
+    """The judge's network from its definition: MONAI DenseNet keyword arguments (the
+    pooled judge), or ``{"kind": "lesion_map", ...}`` (:class:`LesionMapNet`)."""
     from monai.networks.nets import DenseNet
 
-    return DenseNet(**(definition or network_definition()))
+    definition = definition or network_definition()
+    if definition.get("kind") == LESION_MAP:
+        return LesionMapNet(**{k: v for k, v in definition.items() if k != "kind"})
+    return DenseNet(**definition)
 
 
 def labels_of(record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +159,8 @@ def labels_of(record: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _features(network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The DenseNet's pooled penultimate features (the space of the FID-style distance)."""
+    if isinstance(network, LesionMapNet):
+        return network.pooled_features(images)
     x = network.features(images)
     return network.class_layers[:-1](x)  # relu, pool, flatten
 
@@ -311,6 +392,7 @@ class JudgeOptions:
     autoencoded: bool = True  # also train (and evaluate) on the films through the generator's autoencoder
     look: bool = True  # look augmentation (_look): blur, noise texture, contrast curves
     model: Path | None = None  # generator whose autoencoder gives the look (default: the bundle's)
+    paired_batches: bool = False  # batches of whole pairs (a film and the same film without its finding)
     reports: bool = True  # after training: normal-sample false alarms and sham flips (medcf.eval.judge_report)
 
 
@@ -352,14 +434,59 @@ def _look(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, generator: torch.Generator,
+             aligned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Brightness/contrast jitter and small shifts: the judge should read findings, not one
-    renderer's exact grey levels. No flips: sides matter."""
+    renderer's exact grey levels. No flips: sides matter. ``aligned`` (maps of the same
+    films, same size) is shifted with them."""
     batch = x.shape[0]
     gain = 1 + 0.15 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
     bias = 0.1 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
     shift = torch.randint(-8, 9, (2,), generator=generator)
-    return torch.roll(x * gain + bias, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+    shifts = (int(shift[0]), int(shift[1]))
+    return (torch.roll(x * gain + bias, shifts=shifts, dims=(2, 3)),
+            None if aligned is None else torch.roll(aligned, shifts=shifts, dims=(2, 3)))
+
+
+MAP_POSITIVE_WEIGHT = 4.0  # a nodule fills 1–8 of 1024 cells: its cells weigh more than the empty ones
+FOOTPRINT_FLOOR = 0.004  # display units; the faintest nodule of world v2 peaks at ~0.02
+
+
+def lesion_footprints(world) -> tuple[np.ndarray, np.ndarray]:
+    """Where each factual film's main finding shows: ``(footprints (P, H, W) bool, row (N,))``,
+    ``row[i]`` the footprint of film ``i`` or −1 (a counterfactual film, or a film without
+    its pair). A world pair is one render with and without the finding — same anatomy,
+    pose, exposure and noise — so the finding is exactly where the two differ: above 15 % of
+    the pair's largest difference (scatter spreads a large lesion's change thinly across
+    the film) and above :data:`FOOTPRINT_FLOOR`."""
+    from medcf.models.data import pair_starts
+
+    starts = pair_starts(world, needed_by="the lesion-map judge")
+    row = np.full(len(world.records), -1, np.int64)
+    footprints = np.zeros((len(starts), *world.images.shape[1:]), bool)
+    for k, i in enumerate(starts):
+        difference = np.abs(world.float_images([i])[0] - world.float_images([i + 1])[0])
+        footprints[k] = difference > max(FOOTPRINT_FLOOR, 0.15 * float(difference.max()))
+        row[i] = k
+    return footprints, row
+
+
+def _map_targets(footprint: torch.Tensor, records: list[dict], targets: np.ndarray,
+                 cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell targets and a mask of known cells ``(B, findings, cells, cells)`` for a batch:
+    a finding absent from a film is absent from every cell; a factual film's main finding
+    is in the cells its (shifted) footprint touches; a co-occurring finding's cells are
+    unknown (it is in both films of the pair, so the pair does not show where)."""
+    batch, findings = len(records), len(Finding)
+    where = F.adaptive_max_pool2d(footprint, cells)  # (B, 1, cells, cells)
+    target = torch.zeros(batch, findings, cells, cells)
+    known = torch.from_numpy(1.0 - targets[:, :findings]).float()[:, :, None, None].expand(-1, -1, cells, cells)
+    known = known.clone()
+    for b, record in enumerate(records):
+        if record["finding"] != "none" and footprint[b].any():
+            c = [f.value for f in Finding].index(record["finding"])
+            target[b, c], known[b, c] = where[b, 0], 1.0
+    return target, known
 
 
 def _with_autoencoded(paths: list[Path], generator, progress: bool) -> list[Path]:
@@ -388,7 +515,7 @@ def train_judge(options: JudgeOptions) -> dict:
     carries its normal-sample false alarms and sham flip rates."""
     from tqdm import tqdm
 
-    from medcf.models.data import WorldSet, WorldSetSpec, load_world_set, render_world_set
+    from medcf.models.data import WorldSet, WorldSetSpec, load_world_set, pair_starts, render_world_set
     from medcf.models.train import RunFolder, _setup, hardware, load_checkpoint
 
     device = _setup(options.seed, options.threads)
@@ -403,12 +530,19 @@ def train_judge(options: JudgeOptions) -> dict:
         from medcf.models.loaders import load_generator
 
         generator = load_generator(options.model or bundle_root())
+    n_renders = len(sources)
     if options.autoencoded:
         sources = _with_autoencoded(sources, generator, options.progress)
     train = WorldSet.join([load_world_set(path) for path in sources])
     targets = np.stack([labels_of(r)[0] for r in train.records])
     known = np.stack([labels_of(r)[1] for r in train.records])
     definition = options.network or network_definition()
+    lesion_map = definition.get("kind") == LESION_MAP
+    paired = pair_starts(train, needed_by="--paired-batches") if options.paired_batches else None
+    if lesion_map:  # footprints from the renders; an autoencoded copy shares its render's
+        renders = WorldSet.join([load_world_set(path) for path in sources[:n_renders]])
+        footprints, footprint_row = lesion_footprints(renders)
+        footprint_row = np.tile(footprint_row, len(sources) // n_renders)
     network = build_network(definition).to(device)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
     step = 0
@@ -427,15 +561,35 @@ def train_judge(options: JudgeOptions) -> dict:
     with tqdm(total=options.steps, initial=step, desc="judge", unit="step", disable=not options.progress) as bar:
         while step < options.steps:
             generator_ = torch.Generator().manual_seed(options.seed * 1_000_003 + step)  # batch s depends on (seed, s)
-            index = torch.randint(0, len(train.images), (options.batch,), generator=generator_).numpy()
+            if paired is None:
+                index = torch.randint(0, len(train.images), (options.batch,), generator=generator_).numpy()
+            else:  # both films of each drawn pair: the only difference in the batch is the finding
+                drawn = paired[torch.randint(0, len(paired), (options.batch // 2,), generator=generator_).numpy()]
+                index = np.stack([drawn, drawn + 1], axis=1).ravel()
             x = _resized(train.float_images(index), options.size)
             if options.look:
                 x = _look(x, generator_)
-            x = _with_coordinates(_augment(_normalised(x), generator_), definition["in_channels"]).to(device)
+            footprint = None
+            if lesion_map:
+                rows = footprint_row[index]
+                empty = np.zeros(footprints.shape[1:], bool)
+                footprint = _resized(np.stack([footprints[r] if r >= 0 else empty for r in rows]), options.size)
+            x, footprint = _augment(_normalised(x), generator_, footprint)
+            x = _with_coordinates(x, _input_channels(network)).to(device)
             y, m = torch.from_numpy(targets[index]).to(device), torch.from_numpy(known[index]).to(device)
             for group in optimiser.param_groups:
                 group["lr"] = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / options.steps))
-            loss = (F.binary_cross_entropy_with_logits(network(x), y, reduction="none") * m).sum() / m.sum()
+            if lesion_map:
+                maps = network.maps(x)
+                cell_y, cell_m = _map_targets(footprint, [train.records[i] for i in index], targets[index],
+                                              network.cells)
+                cell_loss = F.binary_cross_entropy_with_logits(maps, cell_y.to(device), reduction="none",
+                                                               pos_weight=torch.tensor(MAP_POSITIVE_WEIGHT))
+                logits = network.pool(maps)
+                loss = ((F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum()
+                        + (cell_loss * cell_m.to(device)).sum() / cell_m.sum().clamp(min=1))
+            else:
+                loss = (F.binary_cross_entropy_with_logits(network(x), y, reduction="none") * m).sum() / m.sum()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -452,7 +606,8 @@ def train_judge(options: JudgeOptions) -> dict:
     judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
                     "train": train_source, "heldout": heldout_source,
                     "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
-                    "recipe": {"autoencoded": options.autoencoded, "look_augmentation": options.look},
+                    "recipe": {"autoencoded": options.autoencoded, "look_augmentation": options.look,
+                               "paired_batches": options.paired_batches},
                     "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
     return _calibrate_and_save(judge, heldout_path or render_world_set(heldout_spec, progress=options.progress),
                                generator if options.autoencoded else None, generator if options.reports else None,
