@@ -60,7 +60,7 @@ def located_crops(world, finding: str, rng: np.random.Generator) -> tuple[np.nda
         for film, label in ((i, 1), (i + 1, 0)):
             crops.append(films[film, cy - CROP // 2:cy + CROP // 2, cx - CROP // 2:cx + CROP // 2])
             labels.append(label)
-            severities.append(record["severity"])
+            severities.append(record.get("severity"))
     if not crops:
         raise SystemExit(f"error: no {finding} pairs in this world set")
     return np.stack(crops)[:, None], np.array(labels), np.array(severities)

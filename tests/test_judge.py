@@ -369,3 +369,36 @@ def test_lesion_map_judge_learns_where_a_small_finding_is(tmp_path):
     peaks = [divmod(int(m.argmax()), 8) for m in maps]
     near = [abs(pr - r // 8) <= 1 and abs(pc - c // 8) <= 1 for (pr, pc), (r, c) in zip(peaks, heldout_centres)]
     assert np.mean(near) > 0.8
+
+
+def test_located_crops_benchmark_separates_a_visible_lesion_and_not_a_missing_one(tmp_path):
+    """benchmarks/small_finding_limits.py: each crop pair holds the whole lesion (the crop with
+    it minus the crop without it is exactly the blob), and the crop network told where it is
+    separates a visible blob on held-out pairs but not a blob of zero contrast."""
+    import importlib.util
+
+    from medcf.models.data import load_world_set
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("small_finding_limits", root / "benchmarks" / "small_finding_limits.py")
+    limits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(limits)
+
+    train_path, _ = _nodule_pairs(tmp_path / "train.npz", 40, 0, size=128)
+    heldout_path, _ = _nodule_pairs(tmp_path / "heldout.npz", 20, 1, size=128)
+    rng = np.random.default_rng(0)
+    train = limits.located_crops(load_world_set(train_path), "nodule", rng)
+    heldout = limits.located_crops(load_world_set(heldout_path), "nodule", rng)
+    crops, labels, _ = train
+    assert crops.shape == (80, 1, limits.CROP, limits.CROP) and list(labels[:4]) == [1, 0, 1, 0]
+    blob = crops[0::2] - crops[1::2]
+    assert np.allclose(blob.sum(axis=(1, 2, 3)), 13 * 0.25, atol=0.01)  # the radius-2 disc, whole
+
+    seen = limits.learnability(train, heldout, 1.0, steps=150, seed=0)
+    assert seen["training_pairs"] == 40 and seen["auc"] > 0.9
+    flat = (crops[1::2].repeat(2, axis=0), labels, train[2])  # both crops of a pair without the blob
+    held_flat = (heldout[0][1::2].repeat(2, axis=0), heldout[1], heldout[2])
+    unseen = limits.learnability(flat, held_flat, 1.0, steps=150, seed=0)
+    assert unseen["auc"] < 0.75
+    with pytest.raises(SystemExit, match="no pneumothorax pairs"):
+        limits.located_crops(load_world_set(train_path), "pneumothorax", rng)
