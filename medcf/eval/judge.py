@@ -538,7 +538,7 @@ def train_judge(options: JudgeOptions) -> dict:
     known = np.stack([labels_of(r)[1] for r in train.records])
     definition = options.network or network_definition()
     lesion_map = definition.get("kind") == LESION_MAP
-    paired = pair_starts(train, needed_by="--paired-batches") if options.paired_batches else None
+    paired = pair_starts(train, needed_by="paired batches") if options.paired_batches else None
     if lesion_map:  # footprints from the renders; an autoencoded copy shares its render's
         renders = WorldSet.join([load_world_set(path) for path in sources[:n_renders]])
         footprints, footprint_row = lesion_footprints(renders)
@@ -579,17 +579,15 @@ def train_judge(options: JudgeOptions) -> dict:
             y, m = torch.from_numpy(targets[index]).to(device), torch.from_numpy(known[index]).to(device)
             for group in optimiser.param_groups:
                 group["lr"] = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / options.steps))
-            if lesion_map:
-                maps = network.maps(x)
+            maps = network.maps(x) if lesion_map else None
+            logits = network(x) if maps is None else network.pool(maps)
+            loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum()
+            if maps is not None:  # and where: the cells the pair's footprint touches
                 cell_y, cell_m = _map_targets(footprint, [train.records[i] for i in index], targets[index],
                                               network.cells)
                 cell_loss = F.binary_cross_entropy_with_logits(maps, cell_y.to(device), reduction="none",
                                                                pos_weight=torch.tensor(MAP_POSITIVE_WEIGHT))
-                logits = network.pool(maps)
-                loss = ((F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum()
-                        + (cell_loss * cell_m.to(device)).sum() / cell_m.sum().clamp(min=1))
-            else:
-                loss = (F.binary_cross_entropy_with_logits(network(x), y, reduction="none") * m).sum() / m.sum()
+                loss = loss + (cell_loss * cell_m.to(device)).sum() / cell_m.sum().clamp(min=1)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
