@@ -21,10 +21,11 @@ import numpy as np
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.vocab import Finding, Organ, ViewPosition
+from medcf.world.seeds import SeedRange
 
 DATASET_VERSION = 1  # bump when the world's rendering or this sampling changes: cached sets are redone
-TRAIN_SEED = 100_000
-HELD_OUT_SEED = 900_000
+TRAIN_SEED = SeedRange.SEGMENTER_TRAIN.start
+HELD_OUT_SEED = SeedRange.SEGMENTER_HELD_OUT.start
 SEED_SPAN = 100_000  # a set may use at most this many seeds from its start
 ORGAN_BITS = {Organ.LUNG_RIGHT: "lung_right", Organ.LUNG_LEFT: "lung_left", Organ.HEART: "heart"}
 VIEW_SHARE = {ViewPosition.PA: 0.6, ViewPosition.AP: 0.4}

@@ -41,10 +41,11 @@ from medcf.editing.spec import SIDELESS, EditSpec, Method
 from medcf.errors import InputError
 from medcf.models.data import NONE
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+from medcf.world.seeds import SeedRange
 
-TRAIN_SEED = 600_000  # rendered training pairs (apart from the model's, segmenter's and judge's ranges)
-HELDOUT_SEED = 1_500_000  # held-out rendered pairs (apart from every other evaluation range)
-PAIR_SEED = 1_600_000  # the generator's noise seeds and the pair specs
+TRAIN_SEED = SeedRange.AUGMENT_TRAIN.start  # rendered training pairs (apart from the model's, segmenter's and judge's ranges)
+HELDOUT_SEED = SeedRange.AUGMENT_HELD_OUT.start  # held-out rendered pairs (apart from every other evaluation range)
+PAIR_SEED = SeedRange.PAIRS.start  # the generator's noise seeds and the pair specs
 RENDERED, REPROMPT = "rendered", "+reprompt"
 DEFAULT_PAIR_METHODS = (Method.STEER, Method.REGULATED_STEER)
 CLASSIFIER_RECIPE = {"autoencoded": False, "look": False, "reports": False}  # the classifier learns from its arm only

@@ -43,15 +43,17 @@ from medcf.editing.baselines import BASELINE_SETTINGS, BASELINES, MASKED_BASELIN
 from medcf.editing.spec import Method
 from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Organ, Side
+from medcf.world.seeds import SeedRange, require_held_out
 
-BENCH_SEED = 1_400_000
-TUNING_SEED = 1_100_000  # the editor's tuning patients: where its settings are chosen (never BENCH_SEED)
+BENCH_SEED = SeedRange.BENCHMARK.start
+TUNING_SEED = SeedRange.TUNING.start  # the editor's tuning patients: where its settings are chosen (never BENCH_SEED)
 OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
 OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance", "renoise")  # EditSpec fields the suite may set for MedCF's methods
 MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
+FINDING_SEED_STRIDE = 1000  # each finding's patients start this many seeds after the previous finding's
 MEDIAN_MEASURES = ("truth_gain",)  # a ratio with a small denominator on faint lesions: the median, not the mean
 
 
@@ -92,16 +94,27 @@ class Case:
     lesion: np.ndarray  # the true lesion region (bool), where truth and source differ by design
 
 
+def suite_seeds(first_seed: int, n: int) -> range:
+    """The patient seeds a suite of ``n`` cases per finding renders from ``first_seed``
+    (every finding's block), refused when any lies in a training range."""
+    if n > FINDING_SEED_STRIDE:
+        raise InputError(f"--n {n}: at most {FINDING_SEED_STRIDE} patients per finding (their seeds would overlap)")
+    seeds = range(first_seed, first_seed + FINDING_SEED_STRIDE * (len(Finding) - 1) + n)
+    require_held_out(seeds.start, seeds.stop - 1, "counterfactual suite")
+    return seeds
+
+
 def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=None) -> list[Case]:
     from medcf.anatomy.segment import segment
     from medcf.world.ct import load_chest_ct
     from medcf.world.pairs import PhantomRequest, plan_sample
     from medcf.world.render import World, draw_acquisition
 
+    suite_seeds(first_seed, n)
     world = World(ct or load_chest_ct())
     cases = []
     for finding in findings:
-        request = PhantomRequest(n=n, size=size, seed=first_seed + 1000 * list(Finding).index(finding),
+        request = PhantomRequest(n=n, size=size, seed=first_seed + FINDING_SEED_STRIDE * list(Finding).index(finding),
                                  findings=(finding,))
         for index in range(n):
             seed, view, lesion = plan_sample(request, index)
@@ -232,7 +245,7 @@ def load_suite_films(folder: str | Path) -> SuiteFilms:
     return SuiteFilms(cases, outputs, drawn, tuple(record["methods"]), record["settings"])
 
 
-def _check_suite_options(n: int, methods, ours: dict) -> None:
+def _check_suite_options(n: int, methods, ours: dict, first_seed: int) -> None:
     from medcf.editing.spec import EditSpec
 
     unknown = [m for m in methods if m not in METHODS]
@@ -244,6 +257,7 @@ def _check_suite_options(n: int, methods, ours: dict) -> None:
     if unknown:
         raise InputError(f"cannot set {', '.join(unknown)} for MedCF's methods here ({', '.join(OUR_SETTINGS)})")
     EditSpec(Finding.EDEMA, Action.ADD, **ours)  # validates before any work
+    suite_seeds(first_seed, n)
 
 
 def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int = 256, first_seed: int = BENCH_SEED,
@@ -263,7 +277,7 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     from medcf.models.sampling import sample
 
     ours = dict(ours or {})
-    _check_suite_options(n, methods, ours)
+    _check_suite_options(n, methods, ours, first_seed)
     chosen = EditSpec(Finding.EDEMA, Action.ADD, **ours)  # defaults where not set
     editor = editor or load_editor(placement=placement)
     cases = [case for case in render_cases(findings, n, size, first_seed, editor.segmenter, ct)
@@ -389,7 +403,7 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     ``keep_films``: a folder where the films are also kept for :func:`rescore_suite`."""
     from medcf.io.atomic import new_output_dir
 
-    _check_suite_options(n, methods, dict(ours or {}))
+    _check_suite_options(n, methods, dict(ours or {}), first_seed)
     if keep_films is not None and Path(keep_films).resolve() == Path(out_dir).resolve():
         raise InputError("--keep-films needs a folder of its own, not --out")
     for folder in (out_dir, keep_films):  # fail early, before any work, if a folder is not new or empty

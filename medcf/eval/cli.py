@@ -56,7 +56,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result = run_counterfactual_suite(_or(args.n, 2), args.out, methods=args.methods, findings=findings,
                                           size=_or(args.size, 256), judge=judge, editor=editor,
                                           progress=not args.quiet,
-                                          first_seed=args.classifier_first_seed,
+                                          first_seed=args.first_seed,
                                           ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
                                                                 ("passes", args.passes), ("guidance", args.guidance),
                                                                 ("renoise", args.renoise))

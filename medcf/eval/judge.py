@@ -34,9 +34,10 @@ import torch.nn.functional as F
 
 from medcf.errors import InputError
 from medcf.vocab import Finding, Side
+from medcf.world.seeds import SeedRange
 
-TRAIN_SEED = 500_000
-HELDOUT_SEED = 1_300_000
+TRAIN_SEED = SeedRange.JUDGE_TRAIN.start
+HELDOUT_SEED = SeedRange.PLAUSIBILITY.start
 SIDED = [f for f in Finding if f is not Finding.CARDIOMEGALY]
 LABELS = [f.value for f in Finding] + [f"{f.value}_{s}" for f in SIDED for s in ("left", "right")]
 WEIGHTS_FILE = "judge.safetensors"

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from medcf.vocab import Action, Finding, ViewPosition
+from medcf.world.seeds import SeedRange
 
-NORMAL_SAMPLE_SEED = 2_700_000  # apart from every training, held-out, tuning and benchmark range
+NORMAL_SAMPLE_SEED = SeedRange.NORMAL_SAMPLES.start  # apart from every training, held-out, tuning and benchmark range
 NORMAL_SAMPLES = 60
 SHAM_PATIENTS = 10  # per finding (× add and remove): benchmark inputs, seeds from bench.BENCH_SEED
 TARGETS = {"auc": 0.95, "side_auc": 0.90, "false_alarms": 0.10, "sham_flip_rate": 0.05}

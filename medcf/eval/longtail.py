@@ -32,8 +32,9 @@ import numpy as np
 from medcf.errors import InputError
 from medcf.eval.bench import aggregate_or_none, markdown_rows
 from medcf.vocab import Action, Finding, Severity, Side, Zone
+from medcf.world.seeds import SeedRange
 
-LONGTAIL_SEED = 1_800_000
+LONGTAIL_SEED = SeedRange.LONGTAIL.start
 DEFAULT_METHODS = ("causal", "steer", "regulated")
 DEFAULT_PAIR_METHODS = ("causal", "steer")
 COLUMNS = ("bucket", "combination", "setting", "method", "noise_optimization", "n", "training_share", "flip_rate",

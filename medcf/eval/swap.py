@@ -29,8 +29,9 @@ import torch
 
 from medcf.eval.bench import aggregate_or_none, markdown_rows
 from medcf.vocab import Finding, Side
+from medcf.world.seeds import SeedRange
 
-SWAP_SEED = 1_700_000
+SWAP_SEED = SeedRange.SWAP.start
 KINDS = ("posterior", "prior", "autoencoded", "unchanged")
 MEASURES = ("flip_rate", "dice_lungs", "ssim_outside_lesion", "fidelity_psnr", "truth_gain")
 

@@ -22,8 +22,9 @@ import numpy as np
 
 from medcf.cache import cache_dir
 from medcf.errors import InputError, OutputError
+from medcf.world.seeds import HELD_OUT_START
 
-HELD_OUT_SEED_START = 1_000_000
+HELD_OUT_SEED_START = HELD_OUT_START
 DATA_VERSION = 2  # 2: nodules 12 mm across at least (world v2)
 NONE = "none"
 
