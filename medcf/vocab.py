@@ -182,3 +182,38 @@ class ReportFinding(StrEnum):
     FIBROSIS = "fibrosis"
     COPD = "copd"
     BULLA = "bulla"
+
+
+# --- Where findings occur, and how anatomy is stored ----------------------
+
+# Which sides and zones make sense per finding (None: the attribute does not apply): the
+# simulated world draws findings there, and the editor takes a finding's region from them
+# when none is asked.
+FINDING_SIDES: dict[Finding, tuple[Side, ...] | None] = {
+    Finding.PLEURAL_EFFUSION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
+    Finding.CONSOLIDATION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
+    Finding.ATELECTASIS: (Side.LEFT, Side.RIGHT),
+    Finding.CARDIOMEGALY: None,
+    Finding.PNEUMOTHORAX: (Side.LEFT, Side.RIGHT),
+    Finding.NODULE: (Side.LEFT, Side.RIGHT),
+    Finding.EDEMA: (Side.BILATERAL,),
+}
+FINDING_ZONES: dict[Finding, tuple[Zone, ...] | None] = {
+    Finding.PLEURAL_EFFUSION: (Zone.LOWER,),
+    Finding.CONSOLIDATION: (Zone.LOWER, Zone.MIDDLE, Zone.UPPER),
+    Finding.ATELECTASIS: (Zone.LOWER, Zone.MIDDLE),
+    Finding.CARDIOMEGALY: None,
+    Finding.PNEUMOTHORAX: (Zone.UPPER,),
+    Finding.NODULE: (Zone.UPPER, Zone.MIDDLE, Zone.LOWER),
+    Finding.EDEMA: None,
+}
+
+LOBAR_FINDINGS = (Finding.CONSOLIDATION,)
+
+# Anatomy label map: one bit per structure, so overlapping structures (the
+# heart over the lungs) survive in one 8-bit image. Zones combine with the
+# lung bits: left lower zone = lung_left & zone_lower.
+ANATOMY_BITS: dict[str, int] = {
+    "lung_right": 1, "lung_left": 2, "heart": 4, "mediastinum": 8,
+    "zone_upper": 16, "zone_middle": 32, "zone_lower": 64,
+}

@@ -79,7 +79,7 @@ def anatomy_source(masks: AnatomyMasks, spec: EditSpec, placed_by_model: bool = 
     made from scratch, whose factual film the model drew from a prompt. Two things follow.
 
     - Zone: the prompt names no zone, so the model draws the finding in any zone its
-      training world gave it (``medcf.world.pathology.FINDING_ZONES``: atelectasis lower
+      training world gave it (``medcf.vocab.FINDING_ZONES``: atelectasis lower
       *or* middle), while a reader's edit without a zone starts where the finding usually
       starts (``DEFAULT_ZONES``: atelectasis lower). With no zone asked, the region covers
       every zone the finding can take (tuning seeds, atelectasis removals the benchmark's
@@ -94,7 +94,7 @@ def anatomy_source(masks: AnatomyMasks, spec: EditSpec, placed_by_model: bool = 
         spec = replace(spec, side=Side.BILATERAL)
     finding, side = spec.finding, spec.side or Side.BILATERAL
     if placed_by_model and spec.zone is None:
-        from medcf.world.pathology import FINDING_ZONES
+        from medcf.vocab import FINDING_ZONES
 
         zones = FINDING_ZONES.get(finding)
         if zones and len(zones) > 1:

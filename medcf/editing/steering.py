@@ -145,7 +145,7 @@ def finding_prompts(finding: Finding, count: int, side: Side | None = None, seve
                     view: ViewPosition = ViewPosition.PA, style=None) -> list[str]:
     """Positive prompts for ``finding``: the given side/severity, or cycling through every
     side and severity so that the direction is the finding's, not one presentation's."""
-    from medcf.world.pathology import FINDING_SIDES
+    from medcf.vocab import FINDING_SIDES
 
     sides = [side] if side else [s for s in (FINDING_SIDES.get(finding) or [None])]
     severities = [severity] if severity else list(Severity)

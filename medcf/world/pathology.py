@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from medcf.vocab import Finding, Lobe, Severity, Side, Zone
+from medcf.vocab import FINDING_SIDES, FINDING_ZONES, LOBAR_FINDINGS, Finding, Lobe, Severity, Side, Zone
 from medcf.world.ct import LOBE_LABELS, ChestCT, Structure
 from medcf.world.physics import basis_densities
 
@@ -28,27 +28,6 @@ FLUID = 1.0
 SOFT_TISSUE = 1.04
 AIRWAY_HU = -950  # lung whose 3x3x3 mean is below this is an airway and stays aerated
 
-# Which sides and zones make sense per finding (None: the attribute does not apply).
-FINDING_SIDES: dict[Finding, tuple[Side, ...] | None] = {
-    Finding.PLEURAL_EFFUSION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
-    Finding.CONSOLIDATION: (Side.LEFT, Side.RIGHT, Side.BILATERAL),
-    Finding.ATELECTASIS: (Side.LEFT, Side.RIGHT),
-    Finding.CARDIOMEGALY: None,
-    Finding.PNEUMOTHORAX: (Side.LEFT, Side.RIGHT),
-    Finding.NODULE: (Side.LEFT, Side.RIGHT),
-    Finding.EDEMA: (Side.BILATERAL,),
-}
-FINDING_ZONES: dict[Finding, tuple[Zone, ...] | None] = {
-    Finding.PLEURAL_EFFUSION: (Zone.LOWER,),
-    Finding.CONSOLIDATION: (Zone.LOWER, Zone.MIDDLE, Zone.UPPER),
-    Finding.ATELECTASIS: (Zone.LOWER, Zone.MIDDLE),
-    Finding.CARDIOMEGALY: None,
-    Finding.PNEUMOTHORAX: (Zone.UPPER,),
-    Finding.NODULE: (Zone.UPPER, Zone.MIDDLE, Zone.LOWER),
-    Finding.EDEMA: None,
-}
-
-LOBAR_FINDINGS = (Finding.CONSOLIDATION,)
 COLLAPSED_BAND_MM = 10.0  # pneumothorax: depth of compressed lung under the visceral pleura
 COLLAPSED_SHARE = 0.5  # share of the displaced lung mass that densifies that band
 CARDIOTHORACIC_TARGET = {Severity.MILD: 0.55, Severity.MODERATE: 0.62, Severity.SEVERE: 0.70}

@@ -13,20 +13,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from medcf.vocab import Finding, Severity, Side, ViewPosition, Zone
+from medcf.vocab import ANATOMY_BITS, Finding, Severity, Side, ViewPosition, Zone
 from medcf.world.ct import ChestCT, Structure
 from medcf.world.habitus import Habitus, body, breast_volume, draw_habitus
 from medcf.world.pathology import LesionSpec, build_lesion
 from medcf.world.physics import DisplayProcessing, Exposure, basis_densities, basis_weights, detect
 from medcf.world.projector import MM_PER_CM, Pose, Projector, SlabStack, geometry_for, slab_sums
 
-# Anatomy label map: one bit per structure, so overlapping structures (the
-# heart over the lungs) survive in one 8-bit image. Zones combine with the
-# lung bits: left lower zone = lung_left & zone_lower.
-ANATOMY_BITS: dict[str, int] = {
-    "lung_right": 1, "lung_left": 2, "heart": 4, "mediastinum": 8,
-    "zone_upper": 16, "zone_middle": 32, "zone_lower": 64,
-}
 LESION_LEGEND = {"background": 0, "lesion": 1}
 MASK_THRESHOLD_MM = 2.0
 MAX_PROJECTION_SIZE = 512  # a ray that crosses at least this much of a structure shows it
