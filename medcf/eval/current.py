@@ -191,18 +191,30 @@ def augmentation_figures(source: str | Path) -> dict[str, Any]:
 
 
 def judge_figures(source: str | Path) -> dict[str, Any]:
-    """The committed judge's record: AUCs on renders and autoencoded renders, false alarms, shams."""
+    """The committed judge's record: presence and side AUCs on renders and autoencoded renders,
+    thresholds, false alarms on the model's normal samples, sham flips."""
     record = _read_json(source)
+    reports = {"renders": record["heldout_report"], "autoencoded": record["heldout_report_autoencoded"]}
     shams = record["sham_flip_rate"]["rates"]
     cells = [(sham, f, a, v["flip"]) for sham, per in shams.items() for f, acts in per.items() for a, v in acts.items()]
     worst = max(cells, key=lambda c: c[3])
-    return {
-        "auc_renders": {f: round(record["heldout_report"]["auc"][f], 2) for f in FINDINGS},
-        "auc_autoencoded": {f: round(record["heldout_report_autoencoded"]["auc"][f], 2) for f in FINDINGS},
-        "normal_false_alarms": {f: round(record["normal_sample_false_alarms"]["rates"][f], 2) for f in FINDINGS},
-        "sham_cells_over_0_05": sum(c[3] > 0.05 for c in cells), "sham_cells": len(cells),
-        "sham_worst": {"sham": worst[0], "finding": worst[1], "action": worst[2], "flip": round(worst[3], 2)},
-    }
+    r4 = lambda x: round(x, 4)  # noqa: E731
+    per_finding = {}
+    for f in FINDINGS:
+        row: dict[str, Any] = {
+            "auc": {k: r4(rep["auc"][f]) for k, rep in reports.items()},
+            "threshold": r4(record["heldout_report"]["threshold"][f]),
+            "normal_false_alarm": r4(record["normal_sample_false_alarms"]["rates"][f]),
+            "sham_flip": {sham: {a: r4(shams[sham][f][a]["flip"]) for a in ACTIONS} for sham in shams},
+        }
+        if f"{f}_left" in record["heldout_report"]["auc"] and f in record["heldout_report"].get("side_accuracy", {}):
+            row["side_auc_left_right"] = {k: [r4(rep["auc"][f"{f}_left"]), r4(rep["auc"][f"{f}_right"])] for k, rep in reports.items()}
+            row["side_margin_auc"] = {k: r4(rep["side_margin_auc"][f]) for k, rep in reports.items()}
+            row["side_accuracy"] = {k: r4(rep["side_accuracy"][f]) for k, rep in reports.items()}
+        per_finding[f] = row
+    return {"findings": per_finding, "normal_samples": record["normal_sample_false_alarms"]["n"],
+            "sham_cells_over_0_05": sum(c[3] > 0.05 for c in cells), "sham_cells": len(cells),
+            "sham_worst": {"sham": worst[0], "finding": worst[1], "action": worst[2], "flip": round(worst[3], 2)}}
 
 
 def model_figures(source: str | Path) -> dict[str, Any]:
@@ -212,8 +224,8 @@ def model_figures(source: str | Path) -> dict[str, Any]:
                    {"carried_mean": round(p["carried"]["mean"], 2),
                     "carried": {f: round(p["carried"]["per_finding"][f], 2) for f in FINDINGS}}
                    for p in record["prompt_faithfulness"]}
-    return {"autoencoder_psnr_db": {"mean": record["autoencoder_psnr_db"]["mean"],
-                                    "min": record["autoencoder_psnr_db"]["min"]},
+    ae = record["autoencoder_psnr_db"]
+    return {"autoencoder_psnr_db": {"mean": ae["mean"], "min": ae["min"], "images": ae["images"], "seeds": ae["seeds"]},
             "prompt_faithfulness": by_guidance}
 
 
@@ -340,12 +352,37 @@ def render_augmentation(current: dict[str, Any]) -> str:
 
 def _judge_table(current: dict[str, Any], from_dir: str) -> str:
     f = current["sections"]["judge"]["figures"]
-    rows = [[x, f"{f['auc_renders'][x]:.2f}", f"{f['auc_autoencoded'][x]:.2f}", f"{f['normal_false_alarms'][x]:.2f}"]
-            for x in FINDINGS]
+    rows = [[x, f"{v['auc']['renders']:.2f}", f"{v['auc']['autoencoded']:.2f}", f"{v['normal_false_alarm']:.2f}"]
+            for x, v in f["findings"].items()]
     w = f["sham_worst"]
     return _table(["finding", "AUC renders", "AUC autoencoded", "false alarms on normal samples"], rows) + \
         f"\n\nSham cells above 0.05: {f['sham_cells_over_0_05']} of {f['sham_cells']} (worst: {w['finding']} " \
         f"{w['action']} under {w['sham']}, {w['flip']:.2f}). Source: {_link(_src(current, Section.JUDGE), from_dir)}."
+
+
+def render_judge_card(current: dict[str, Any]) -> str:
+    """The judge's card: every held-out figure per finding."""
+    f = current["sections"]["judge"]["figures"]["findings"]
+    pair = lambda d, fmt="{:.3f}": f"{fmt.format(d['renders'])} / {fmt.format(d['autoencoded'])}"  # noqa: E731
+    rows = []
+    for x, v in f.items():
+        side = "side_accuracy" in v
+        lr = lambda k: " / ".join(f"{y:.3f}" for y in v["side_auc_left_right"][k]) if side else "– / –"  # noqa: E731
+        rows.append([x, f"{v['auc']['renders']:.3f}", f"{v['auc']['autoencoded']:.3f}", lr("renders"), lr("autoencoded"),
+                     pair(v["side_margin_auc"]) if side else "– / –", pair(v["side_accuracy"]) if side else "– / –",
+                     f"{v['threshold']:.3f}", f"{v['normal_false_alarm']:.3f}"])
+    return _table(["finding", "AUC renders", "AUC autoencoded", "left / right AUC renders", "left / right AUC autoencoded",
+                   "side (left − right margin) AUC renders / autoencoded", "side accuracy renders / autoencoded",
+                   "threshold", "false alarms on normal samples"], rows) + \
+        f"\n\nSource: {_link(_src(current, Section.JUDGE), 'monai_bundle/docs')}."
+
+
+def render_judge_shams(current: dict[str, Any]) -> str:
+    """The judge's card: sham flip rate per finding and sham, add / remove."""
+    f = current["sections"]["judge"]["figures"]["findings"]
+    shams = list(next(iter(f.values()))["sham_flip"])
+    rows = [[x] + [f"{v['sham_flip'][s]['add']:.3f} / {v['sham_flip'][s]['remove']:.3f}" for s in shams] for x, v in f.items()]
+    return _table(["finding"] + shams, rows)
 
 
 def render_model(current: dict[str, Any]) -> str:
@@ -355,7 +392,8 @@ def render_model(current: dict[str, Any]) -> str:
             for g, v in f["prompt_faithfulness"].items()]
     ae = f["autoencoder_psnr_db"]
     return _table(["samples carry the prompted finding", "mean"] + list(FINDINGS), rows) + \
-        f"\n\nAutoencoder PSNR on held-out renders: {ae['mean']} dB mean, {ae['min']} dB worst. " \
+        f"\n\nAutoencoder PSNR on held-out renders: {ae['mean']} dB mean, {ae['min']} dB worst " \
+        f"({ae['images']} images, seeds {ae['seeds']}). " \
         f"Source: {_link(_src(current, Section.MODEL), 'monai_bundle/docs')}."
 
 
@@ -379,7 +417,8 @@ TABLES: dict[tuple[str, str], Callable[[dict[str, Any]], str]] = {
     ("docs/bench.md", "judge"): lambda c: _judge_table(c, "docs"),
     ("monai_bundle/docs/README.md", "model"): render_model,
     ("monai_bundle/docs/README.md", "auto"): render_model_card_auto,
-    ("monai_bundle/docs/judge.md", "judge"): lambda c: _judge_table(c, "monai_bundle/docs"),
+    ("monai_bundle/docs/judge.md", "judge-card"): render_judge_card,
+    ("monai_bundle/docs/judge.md", "judge-shams"): render_judge_shams,
 }
 
 _BLOCK = re.compile(r"(<!-- current:begin (?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n?<!-- current:end -->)", re.S)
