@@ -61,6 +61,7 @@ class Section(str, enum.Enum):
     AUGMENTATION = "augmentation"
     JUDGE = "judge"
     MODEL = "model"
+    AUTO_CHOICES = "auto_choices"
     DEMO_JUDGE = "demo_judge"
     SPEED = "speed"
 
@@ -229,6 +230,19 @@ def model_figures(source: str | Path) -> dict[str, Any]:
             "prompt_faithfulness": by_guidance}
 
 
+def auto_choices_figures(source: str | Path) -> dict[str, Any]:
+    """The shipped per-finding settings of ``--method auto`` and their tuning figures."""
+    record = _read_json(source)
+    keys = ("method", "depth", "guidance", "renoise", "denoiser", "flip_rate", "fidelity_psnr")
+    cells = {f: {a: {k: record["choices"][f][a].get(k) for k in keys} for a in ACTIONS if a in record["choices"][f]}
+             for f in FINDINGS if f in record["choices"]}
+    for per in cells.values():
+        for c in per.values():
+            c["flip_rate"] = round(c["flip_rate"], 2)
+            c["fidelity_psnr"] = round(c["fidelity_psnr"], 1)
+    return {"rule": record["rule"], "cells": cells}
+
+
 # Sections whose figures are read from a results file by an extractor; the others
 # (demo_judge, speed) are printed by a script and recorded with that script named as source.
 EXTRACTORS: dict[Section, Callable[[str | Path], dict[str, Any]]] = {
@@ -237,6 +251,7 @@ EXTRACTORS: dict[Section, Callable[[str | Path], dict[str, Any]]] = {
     Section.AUGMENTATION: augmentation_figures,
     Section.JUDGE: judge_figures,
     Section.MODEL: model_figures,
+    Section.AUTO_CHOICES: auto_choices_figures,
 }
 
 
@@ -408,6 +423,21 @@ def render_model_card_auto(current: dict[str, Any]) -> str:
         f"\n\nSource: {_link(_src(current, Section.COUNTERFACTUAL_AUTO), 'monai_bundle/docs')}."
 
 
+def render_auto_choices(current: dict[str, Any]) -> str:
+    """docs/editing.md: the setting ``auto`` uses per finding and action, with its tuning figures."""
+    f = current["sections"]["auto_choices"]["figures"]
+
+    def cell(c: dict[str, Any]) -> str:
+        extra = "".join([f", renoise {c['renoise']:g}" if c["renoise"] else "",
+                         f", {c['denoiser']} denoiser" if c["denoiser"] else ""])
+        return f"`{c['method']}` {c['depth']:g} / {c['guidance']:g}{extra} ({c['flip_rate']:.2f}, {c['fidelity_psnr']:.1f} dB)"
+
+    rows = [[x] + [cell(v[a]) for a in ACTIONS] for x, v in f["cells"].items()]
+    return _table(["finding", "add: method depth / guidance (tuning flip, fidelity)",
+                   "remove: method depth / guidance (tuning flip, fidelity)"], rows) + \
+        f"\n\nRule: {f['rule']}. Source: {_link(_src(current, Section.AUTO_CHOICES), 'docs')}."
+
+
 # (page, table name) -> renderer. The page is where the markers live.
 TABLES: dict[tuple[str, str], Callable[[dict[str, Any]], str]] = {
     ("README.md", "headline"): render_readme_headline,
@@ -415,6 +445,7 @@ TABLES: dict[tuple[str, str], Callable[[dict[str, Any]], str]] = {
     ("docs/bench.md", "counterfactual-auto"): render_counterfactual_auto,
     ("docs/bench.md", "augmentation"): render_augmentation,
     ("docs/bench.md", "judge"): lambda c: _judge_table(c, "docs"),
+    ("docs/editing.md", "auto-choices"): render_auto_choices,
     ("monai_bundle/docs/README.md", "model"): render_model,
     ("monai_bundle/docs/README.md", "auto"): render_model_card_auto,
     ("monai_bundle/docs/judge.md", "judge-card"): render_judge_card,
