@@ -296,7 +296,7 @@ def render_readme_headline(current: dict[str, Any]) -> str:
          f"{_pct(add['flip_rate'])} / {_pct(rem['flip_rate'])}", link(Section.COUNTERFACTUAL_AUTO)],
         ["`auto` fidelity to the true counterfactual, add / remove",
          f"{add['fidelity_psnr']} / {rem['fidelity_psnr']} dB", link(Section.COUNTERFACTUAL_AUTO)],
-        ["`auto` SSIM outside the edit region; lung Dice in vs out",
+        ["`auto` SSIM outside the region; lung Dice input vs output, add / remove",
          f"{min(add['ssim_out'], rem['ssim_out'])}; {add['dice_lungs']} / {rem['dice_lungs']}",
          link(Section.COUNTERFACTUAL_AUTO)],
         ["`causal` added / removed; fidelity add",
