@@ -209,7 +209,8 @@ def judge_figures(source: str | Path) -> dict[str, Any]:
             "sham_flip": {sham: {a: r4(shams[sham][f][a]["flip"]) for a in ACTIONS} for sham in shams},
         }
         if f"{f}_left" in record["heldout_report"]["auc"] and f in record["heldout_report"].get("side_accuracy", {}):
-            row["side_auc_left_right"] = {k: [r4(rep["auc"][f"{f}_left"]), r4(rep["auc"][f"{f}_right"])] for k, rep in reports.items()}
+            row["side_auc_left_right"] = {k: [r4(rep["auc"][f"{f}_left"]), r4(rep["auc"][f"{f}_right"])]
+                                          for k, rep in reports.items()}
             row["side_margin_auc"] = {k: r4(rep["side_margin_auc"][f]) for k, rep in reports.items()}
             row["side_accuracy"] = {k: r4(rep["side_accuracy"][f]) for k, rep in reports.items()}
         per_finding[f] = row
@@ -396,7 +397,8 @@ def render_judge_shams(current: dict[str, Any]) -> str:
     """The judge's card: sham flip rate per finding and sham, add / remove."""
     f = current["sections"]["judge"]["figures"]["findings"]
     shams = list(next(iter(f.values()))["sham_flip"])
-    rows = [[x] + [f"{v['sham_flip'][s]['add']:.3f} / {v['sham_flip'][s]['remove']:.3f}" for s in shams] for x, v in f.items()]
+    rows = [[x] + [f"{v['sham_flip'][s]['add']:.3f} / {v['sham_flip'][s]['remove']:.3f}" for s in shams]
+            for x, v in f.items()]
     return _table(["finding"] + shams, rows)
 
 
@@ -419,7 +421,8 @@ def render_model_card_auto(current: dict[str, Any]) -> str:
             + [f"{f['cells'][c]['add']['model_target_rate']:.1f}"] for c in f["cells"]]
     rows.append(["*mean*"] + [f"{f['mean'][a]['flip_rate']:.2f} / {f['mean'][a]['fidelity_psnr']:.1f} dB" for a in ACTIONS]
                 + [f"{f['mean']['add']['model_target_rate']:.2f}"])
-    return _table(["finding", "`auto` add: flip / fidelity", "`auto` remove: flip / fidelity", "model draws (add)"], rows) + \
+    header = ["finding", "`auto` add: flip / fidelity", "`auto` remove: flip / fidelity", "model draws (add)"]
+    return _table(header, rows) + \
         f"\n\nSource: {_link(_src(current, Section.COUNTERFACTUAL_AUTO), 'monai_bundle/docs')}."
 
 
@@ -430,7 +433,8 @@ def render_auto_choices(current: dict[str, Any]) -> str:
     def cell(c: dict[str, Any]) -> str:
         extra = "".join([f", renoise {c['renoise']:g}" if c["renoise"] else "",
                          f", {c['denoiser']} denoiser" if c["denoiser"] else ""])
-        return f"`{c['method']}` {c['depth']:g} / {c['guidance']:g}{extra} ({c['flip_rate']:.2f}, {c['fidelity_psnr']:.1f} dB)"
+        return (f"`{c['method']}` {c['depth']:g} / {c['guidance']:g}{extra} "
+                f"({c['flip_rate']:.2f}, {c['fidelity_psnr']:.1f} dB)")
 
     rows = [[x] + [cell(v[a]) for a in ACTIONS] for x, v in f["cells"].items()]
     return _table(["finding", "add: method depth / guidance (tuning flip, fidelity)",
@@ -500,10 +504,12 @@ def write_pages(current: dict[str, Any] | None = None, root: Path = ROOT) -> lis
 def main(argv: list[str] | None = None) -> int:
     """``python -m medcf.eval.current --check | --write | --record SECTION SOURCE``."""
     parser = argparse.ArgumentParser(prog="python -m medcf.eval.current",
-                                     description="The current figures (docs/results/current.json) and the tables generated from them.")
+                                     description="The current figures (docs/results/current.json) and the tables "
+                                                 "generated from them.")
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--check", action="store_true", help="exit 1 when a generated table differs from current.json")
-    mode.add_argument("--write", action="store_true", help="regenerate the tables in README.md, docs/bench.md and the model cards")
+    mode.add_argument("--write", action="store_true",
+                      help="regenerate the tables in README.md, docs/bench.md, docs/editing.md and the model cards")
     mode.add_argument("--record", nargs=2, metavar=("SECTION", "SOURCE"),
                       help=f"make a run current: read SOURCE (repository-relative run folder or file) into SECTION "
                            f"({', '.join(s.value for s in EXTRACTORS)}), then regenerate the tables")
