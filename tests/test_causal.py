@@ -1,4 +1,4 @@
-"""The causal factor model (methods.md §5, issue 22): attributes, the skewed long-tail
+"""The causal factor model (docs/methods.md §5, issue 22): attributes, the skewed long-tail
 training set, training on exact pairs until the swaps beat doing nothing, and the
 ``causal`` method end to end (edit and pairs) on a tiny model and on the committed one."""
 

@@ -1,4 +1,4 @@
-"""Initial-noise optimisation (InitNO, methods.md §5): bounded, reproducible, never worse than
+"""Initial-noise optimisation (InitNO, docs/methods.md §5): bounded, reproducible, never worse than
 the seed's own noise by its own measure, and a pair made from the optimised noise keeps the
 pair's contract (both films from one noise, identical outside the region)."""
 

@@ -74,7 +74,7 @@ def add_factor_parser(train_sub: argparse._SubParsersAction, epilog: str = "") -
     """``medcf train factors`` under ``train_sub``."""
     parser = train_sub.add_parser(
         "factors", help="train the causal factor model (anatomy/pathology disentanglement, --method causal)",
-        description="Train the two-factor model of methods.md §5 on the default model's autoencoder latents of "
+        description="Train the two-factor model of docs/methods.md §5 on the default model's autoencoder latents of "
                     "the simulated world's exact pairs (the same patient with and without one finding): an "
                     "identity/anatomy factor, a pathology factor, an attribute prior (finding, side, zone, "
                     "severity) and a decoder, with reconstruction, group-swap, prior-swap, KL, classification, "

@@ -1,5 +1,5 @@
 """The factor model: a radiograph's latent split into an identity/anatomy factor ``z_id``
-and a pathology factor ``z_path`` (methods.md §5), and the attribute prior that names a
+and a pathology factor ``z_path`` (docs/methods.md §5), and the attribute prior that names a
 pathology factor from (finding, side, zone, severity).
 
 It works on the default model's autoencoder latents (4 × 32 × 32 for a 256² film), so its

@@ -1,4 +1,4 @@
-"""The ``causal`` editing method (methods.md §5, findings-guided generation): the factor
+"""The ``causal`` editing method (docs/methods.md §5, findings-guided generation): the factor
 model swaps the input's pathology factor for the one the edit names while its identity
 factor pins the anatomy; the denoiser then re-draws that proposal from ``depth`` under the
 target prompt, so the text condition finishes what the factors started and the result

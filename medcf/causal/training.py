@@ -1,7 +1,7 @@
 """Training the factor model (:mod:`medcf.causal.factors`) on the simulated world's exact
 pairs: the same patient, pose and anatomy rendered with and without one finding.
 
-Losses (methods.md §5), per batch of ``batch`` pairs (factual ``f``, counterfactual ``c``):
+Losses (docs/methods.md §5), per batch of ``batch`` pairs (factual ``f``, counterfactual ``c``):
 
 - reconstruction: each film from its own factors, L2 + λ(1 − SSIM) on the latent grid;
 - group swap: ``decode(z_id(c), z_path(f)) = f`` and ``decode(z_id(f), z_path(c)) = c``,

@@ -1,4 +1,4 @@
-"""The baselines of the counterfactual benchmark (methods.md §6), run through the same
+"""The baselines of the counterfactual benchmark (docs/methods.md §6), run through the same
 engine as MedCF's methods (one sampler, one attention controller, the same prompts,
 encoding, guard and native-resolution transfer) so that only the method differs.
 

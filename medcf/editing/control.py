@@ -1,4 +1,4 @@
-"""The one attention-control mechanism every editing method goes through (methods.md §0).
+"""The one attention-control mechanism every editing method goes through (docs/methods.md §0).
 
 An :class:`AttentionController` is both the attention processor installed on every
 attention site of a :class:`~medcf.models.base.Generator` and the observer the sampler

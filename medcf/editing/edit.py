@@ -1,4 +1,4 @@
-"""Edit a given radiograph (methods.md §4): encode → invert → re-sample under the
+"""Edit a given radiograph (docs/methods.md §4): encode → invert → re-sample under the
 attention controller with the chosen methods and latent blending → transfer only the
 difference, inside the feathered region, back to the native-resolution original.
 

@@ -1,4 +1,4 @@
-"""Attention-concentration energy and its latent correction (methods.md §2).
+"""Attention-concentration energy and its latent correction (docs/methods.md §2).
 
 For each pathology token ``k`` of the conditional prompt, ``Ã_k`` is its spatial
 attention (the cross-attention probabilities renormalised over the prompt tokens after

@@ -1,4 +1,4 @@
-"""Initial-noise optimisation for rare findings (InitNO, CVPR 2024; methods.md §5).
+"""Initial-noise optimisation for rare findings (InitNO, CVPR 2024; docs/methods.md §5).
 
 Why: a model that rarely saw a (finding, side, zone, severity) combination often ignores
 its words: the finding's tokens draw no attention at the first step, and the film comes
@@ -36,7 +36,7 @@ from medcf.models.sampling import initial_noise
 
 @dataclass(frozen=True)
 class NoiseOptimization:
-    """InitNO's settings (methods.md §5: Adam lr 1e-2, up to ~5 rounds × 10 steps)."""
+    """InitNO's settings (docs/methods.md §5: Adam lr 1e-2, up to ~5 rounds × 10 steps)."""
 
     rounds: int = 5
     iterations: int = 10

@@ -1,4 +1,4 @@
-"""Turning a given radiograph's latent back into a sampling trajectory (methods.md §4).
+"""Turning a given radiograph's latent back into a sampling trajectory (docs/methods.md §4).
 
 - :func:`ddim_inversion`: run DDIM backwards (deterministic, approximate: the sampler
   does not retrace it exactly, so a reconstruction differs from the input);

@@ -1,4 +1,4 @@
-"""Factual/counterfactual pairs from scratch (MedSteer, methods.md §3): sample a film,
+"""Factual/counterfactual pairs from scratch (MedSteer, docs/methods.md §3): sample a film,
 then sample again from the same initial noise with the edit's methods, latents outside
 the edit region held on the factual trajectory. No inversion, so no inversion error.
 

@@ -1,4 +1,4 @@
-"""Anatomy-aware attention regularization and pathology-guided enhancement (methods.md §1–2),
+"""Anatomy-aware attention regularization and pathology-guided enhancement (docs/methods.md §1–2),
 as attention-logit biases the :class:`~medcf.editing.control.AttentionController` adds.
 
 - :class:`AnatomyRegulation`: self-attention queries inside an organ see keys of other

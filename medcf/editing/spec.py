@@ -9,7 +9,7 @@ from medcf.vocab import Action, Finding, Severity, Side, StrEnum, Zone
 
 
 class Method(StrEnum):
-    """Editing methods (methods.md §1–3); they compose through one attention controller."""
+    """Editing methods (docs/methods.md §1–3); they compose through one attention controller."""
 
     AUTO = "auto"  # the method (and depth, guidance) measured best for the finding on this model
     REGULATED = "regulated"  # re-prompt with anatomy regulation, pathology enhancement, concentration energy
@@ -39,7 +39,7 @@ class Inversion(StrEnum):
 
 @dataclass(frozen=True)
 class EditConstants:
-    """The methods' constants (methods.md §1–3), kept as configuration data: the bundle's
+    """The methods' constants (docs/methods.md §1–3), kept as configuration data: the bundle's
     ``configs/edit.json`` holds them under ``constants`` and ``medcf edit`` reads them
     from there (:mod:`medcf.editing.config`); these values are the documented defaults a
     library caller gets without a bundle. ``strength`` and the severity scale multiply

@@ -1,4 +1,4 @@
-"""MedSteer activation steering (methods.md §3): pathology vectors per (cross-attention
+"""MedSteer activation steering (docs/methods.md §3): pathology vectors per (cross-attention
 layer, step), estimated once from the frozen model, applied with a spatially selective
 gate — and, our extension, a gate restricted to the target region.
 
@@ -158,7 +158,7 @@ def estimate_vectors(generator: Generator, findings: Sequence[Finding], seeds: S
                      side: Side | None = None, severity: Severity | None = None, batch: int = 16,
                      progress: bool = True) -> SteeringVectors:
     """``v_{l,t} = normalize(h̄⁺ − h̄⁻)`` for each finding, positive prompts of the finding vs
-    the normal prompt, over the same ``seeds`` (methods.md §3)."""
+    the normal prompt, over the same ``seeds`` (docs/methods.md §3)."""
     if len(seeds) < 2:
         raise InputError("--seeds: at least 2 seeds are needed to average activations")
     seeds = [int(s) for s in seeds]

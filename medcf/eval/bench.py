@@ -1,6 +1,6 @@
 """``medcf bench --suite counterfactual``: MedCF's methods against the baselines on
 held-out films of the simulated world, where the true counterfactual is known
-(methods.md §7, issue 7).
+(docs/methods.md §7, issue 7).
 
 For every finding, ``n`` patients are rendered with and without it from the same CT, pose
 and anatomy; ``add`` edits the film without it, ``remove`` the film with it, and every

@@ -1,4 +1,4 @@
-"""The finding judge of the counterfactual benchmark (methods.md §7, issue 7): a MONAI
+"""The finding judge of the counterfactual benchmark (docs/methods.md §7, issue 7): a MONAI
 DenseNet that reads a frontal film and says, per finding, whether it is present and on
 which side — trained on rendered films of the simulated world only, never on generated
 ones, so that it cannot have learned the generator's habits.

@@ -1,5 +1,5 @@
 """``medcf bench --suite longtail``: does disentanglement plus initial-noise optimisation
-lift the tail? (the second source paper's claim; methods.md §5, issue 22)
+lift the tail? (the second source paper's claim; docs/methods.md §5, issue 22)
 
 The factor model under test was trained on a world set in which some (finding, side,
 zone) combinations were made deliberately rare (``medcf train factors --rare``); its

@@ -1,4 +1,4 @@
-"""``medcf bench --suite swap``: does the factor model disentangle? (methods.md §5, issue 22)
+"""``medcf bench --suite swap``: does the factor model disentangle? (docs/methods.md §5, issue 22)
 
 For every finding, ``n`` held-out patient pairs (a, b) from :data:`SWAP_SEED`: patient a
 without the finding, patient b with it. The world renders the exact answer: a's

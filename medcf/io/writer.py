@@ -1,5 +1,5 @@
 """Write a synthetic radiograph derived from a source as a new, unmistakably
-synthetic DICOM instance (rules: shared/docs/dicom.md "Writing synthetic images").
+synthetic DICOM instance (rules: docs/io.md "Writing").
 
 Secondary Capture is built by highdicom's ``SCImage``; DX For Presentation by
 highdicom's generic ``SOPClass`` plus the DX modules below. Both then go

@@ -5,7 +5,7 @@ sampler and the editor need: text encoding, autoencoder encode/decode, one
 denoiser call, the scheduler it was trained with, and the list of its attention
 layers (:class:`AttentionSite`).
 
-Attention sites are the seam of methods.md §0: every site, whatever the
+Attention sites are the seam of docs/methods.md §0: every site, whatever the
 architecture (diffusers UNet, diffusers PixArt DiT, MONAI DiffusionModelUNet),
 runs its attention through a MedCF :class:`AttentionProcessor` once one is
 installed, with the same arguments everywhere:

@@ -5,7 +5,7 @@ Why: the default model's text encoder is frozen MiniLM, whose contextual token s
 every word of a prompt into every token, so "left" and "right", "mild" and "severe" reach the
 denoiser only as small differences spread over 32 similar vectors. The second source paper
 conditions its generator on report-derived attributes (severity, location) for the same
-reason (``../shared/docs/methods.md`` §5). Here each stated finding becomes one extra token,
+reason (``docs/methods.md`` §5). Here each stated finding becomes one extra token,
 the sum of four learned embeddings (finding + side + zone + severity; an empty slot is the
 learned "no finding" token), appended after the text tokens. The attributes are read from the
 prompt by :mod:`medcf.text`'s rule reader -- the same reader for a world caption at training

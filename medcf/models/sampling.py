@@ -98,7 +98,7 @@ def sample(generator: Generator, prompts: str | Sequence[str], *, seed: int | Se
     ``start_step``: skip the first steps; ``latents`` are then the trajectory at that
     step's timestep (editing from an inverted trajectory). ``noise_maps``: the noise added
     at each step of an ``eta = 1`` sampler, already scaled (``σ_t z_t``), from the
-    edit-friendly DDPM inversion (methods.md §4).
+    edit-friendly DDPM inversion (docs/methods.md §4).
     ``text``: an already encoded prompt batch (conditioning that is not plain text).
     """
     from tqdm import tqdm
