@@ -66,7 +66,8 @@ setup(
         # `medcf batch --ray`, `medcf pairs --ray` (medcf/onray/); imported only with --ray.
         "ray": ["ray==2.60.0"],
         # Qt: the Slicer module's .ui loads (tests); ray: tests/test_ray.py runs a real local cluster.
-        "test": ["pytest>=8", "pytest-xdist>=3", "PySide6-Essentials>=6.5", "ray==2.60.0"],
+        # import-linter: the layer contracts in .importlinter (tests/test_layers.py).
+        "test": ["pytest>=8", "pytest-xdist>=3", "PySide6-Essentials>=6.5", "ray==2.60.0", "import-linter>=2.1"],
     },
     entry_points={"console_scripts": ["medcf=medcf.cli:main"]},
     classifiers=[
