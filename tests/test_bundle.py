@@ -79,7 +79,8 @@ def test_configs_name_medcf_classes_by_target():
         assert '"_target_": "medcf.models.' in text
     parser = ConfigParser(ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.json")))
     parser["bundle_root"] = "/tmp/bundle-root"
-    from medcf.models.train import AutoencoderOptions, GeneratorOptions
+    from medcf.training.autoencoder import AutoencoderOptions
+    from medcf.training.generator import GeneratorOptions
 
     autoencoder = parser.get_parsed_content("autoencoder")
     generator = parser.get_parsed_content("generator")
