@@ -23,8 +23,8 @@ from medcf.eval.judge import (HELDOUT_SEED, LABELS, TRAIN_SEED, Judge, build_net
 from medcf.metrics import gaussian_blur
 from medcf.models.data import WorldSet, WorldSetSpec, autoencoded_world_set, load_world_set, render_world_set
 from medcf.models.loaders import load_generator
-from medcf.training.engine import (Deadline, RunFolder, cosine_lr, hardware, progress_bar, seed_and_device, set_lr,
-                                   step_generator)
+from medcf.training.engine import (Deadline, RunFolder, cosine_lr, due, hardware, progress_bar, seed_and_device,
+                                   set_lr, step_generator)
 
 
 @dataclass
@@ -156,7 +156,7 @@ def train_judge(options: JudgeOptions) -> dict:
             if step % 50 == 0:
                 run.log(step=step, loss=round(float(loss.detach()), 5))
             stop = deadline.passed()
-            if step % options.checkpoint_every == 0 or step == options.steps or stop:
+            if due(step, options.checkpoint_every, options.steps) or stop:
                 run.save(step, {"kind": "judge", "network": network.state_dict(), "optimiser": optimiser.state_dict(),
                                 "step": step})
             if stop:
