@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.augment import mirror_sides
-from medcf.anatomy.dataset import HELD_OUT_SEED
 from medcf.anatomy.outputs import load_segmenter, segment_input
 from medcf.anatomy.segment import segment
-from medcf.anatomy.train import dice, rendered_chunks
 from medcf.io.inputs import read_input
+from medcf.metrics import dice
+from medcf.training.anatomy_augment import mirror_sides
+from medcf.training.anatomy_data import HELD_OUT_SEED
+from medcf.training.segmenter import rendered_chunks
 from medcf.vocab import Organ, Side
 
 BENCH_SEED = HELD_OUT_SEED + 10_000

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.train import dice
+from medcf.metrics import dice
 from medcf.eval.bench import TUNING_SEED, psnr_capped, ssim_mean
 
 # Held out from every training set (generator 0..2399, segmenter 100000.., 9x0000..). Defaults

@@ -39,9 +39,9 @@ def main() -> None:
     from medcf.io.atomic import write_new_text
     from medcf.models.default import DefaultGenerator
     from medcf.models.grounding import measure_grounding
-    from medcf.models.train import _heldout
+    from medcf.training.data import heldout_world_set
 
-    _, world = _heldout(args.pairs, 256, progress=True)
+    _, world = heldout_world_set(args.pairs, 256, progress=True)
     results = {}
     for folder in args.models:
         generator = DefaultGenerator.from_folder(folder)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.dataset import AnatomySet, render_set
+from medcf.training.anatomy_data import AnatomySet, render_set
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.anatomy.outputs import load_segmenter
 from medcf.anatomy.plausibility import THRESHOLDS, check_anatomy

@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.dataset import AnatomySet
 from medcf.anatomy.masks import MIN_CONFIDENCE, AnatomyMasks, SegmentationError
 from medcf.anatomy.plausibility import check_anatomy
 from medcf.anatomy.segment import default_segmenter, segment
-from medcf.anatomy.train import dice, rendered_chunks
 from medcf.io.inputs import read_input
+from medcf.metrics import dice
+from medcf.training.anatomy_data import AnatomySet
+from medcf.training.segmenter import rendered_chunks
 from medcf.vocab import Organ
 from medcf.world.film import FilmLook, RandCollimationd, RandFilmProcessingd, RandGridLinesd
 
@@ -100,7 +101,7 @@ def figure(data: AnatomySet, bank_path: Path | None, path: Path, seed: int = 3) 
     from PIL import Image
     from skimage.segmentation import find_boundaries
 
-    from medcf.anatomy.augment import LUNG_CHANNELS, realism_transforms
+    from medcf.training.anatomy_augment import LUNG_CHANNELS, realism_transforms
     from medcf.world.film import FilmLook, ShapeBank
 
     look = FilmLook(multiscale_prob=0.7, unsharp_prob=0.7, compression_prob=0.5, voi_prob=0.5, grid_prob=0.5,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import medcf
 from medcf.anatomy.cli import add_anatomy_parsers
-from medcf.causal.cli import add_factor_parser
 from medcf.batch.cli import add_batch_parser, add_pull_parser
 from medcf.editing.cli import add_editing_parsers
 from medcf.errors import InputError, MedCFError
 from medcf.eval.cli import add_eval_parsers
 from medcf.models.cli import add_model_parsers
 from medcf.text.cli import add_report_parse_parser
+from medcf.training.cli import add_training_parsers
 from medcf.world.cli import add_world_parsers
 
 EPILOG = (
@@ -205,10 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train one of MedCF's networks on the simulated world.", epilog=EPILOG)
     train_sub = train.add_subparsers(dest="train_command", metavar="MODEL")
     train_sub.required = True
-    add_anatomy_parsers(sub, train_sub)
-    add_model_parsers(sub, train_sub)
-    add_factor_parser(train_sub)
-    add_eval_parsers(sub, train_sub)
+    add_anatomy_parsers(sub)
+    model_sub = add_model_parsers(sub)
+    add_eval_parsers(sub)
+    add_training_parsers(train_sub, model_sub)
     return parser
 
 

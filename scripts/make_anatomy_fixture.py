@@ -4,7 +4,7 @@ held-out seeds (never used in training), for the anatomy tests. Needs the chest 
 
 from pathlib import Path
 
-from medcf.anatomy.dataset import HELD_OUT_SEED, render_set
+from medcf.training.anatomy_data import HELD_OUT_SEED, render_set
 
 FIRST_SEED = HELD_OUT_SEED + 50_000  # apart from the sets the training run checks itself on
 PATIENTS = 3

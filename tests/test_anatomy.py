@@ -19,14 +19,14 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medcf.anatomy.augment import mirror_sides
-from medcf.anatomy.dataset import AnatomySet
 from medcf.anatomy.masks import SegmentationError
 from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks, SegmentationError, lung_zone
 from medcf.anatomy.network import Letterbox, normalize_intensity
 from medcf.anatomy.segment import assign_lungs, get_segmenter, register_segmenter, segment
-from medcf.anatomy.train import dice
 from medcf.cli import main
+from medcf.metrics import dice
+from medcf.training.anatomy_augment import mirror_sides
+from medcf.training.anatomy_data import AnatomySet
 from medcf.vocab import Organ, Side, Zone, ViewPosition
 from tests.dicom_validation import assert_valid_dicom
 
@@ -317,7 +317,7 @@ def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out)
     """Four steps straight through equal two steps, an interruption, and two more."""
     from safetensors.torch import load_file
 
-    import medcf.anatomy.train as train_module
+    import medcf.training.segmenter as train_module
     from medcf.io.atomic import sha256_of_file
 
     monkeypatch.setattr(train_module, "rendered_chunks", lambda first, n, size: held_out)
@@ -341,16 +341,16 @@ def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out)
                                         shape_patients=2)
 
     straight = train_module.train_segmenter(config(tmp_path / "a", 4), progress=False)
-    real_save = train_module._save_checkpoint
+    real_save = train_module.RunFolder.save
 
-    def save_then_interrupt(out_dir, state):
-        real_save(out_dir, state)
+    def save_then_interrupt(run, step, state):
+        real_save(run, step, state)
         raise KeyboardInterrupt  # Ctrl-C right after the first checkpoint
 
-    monkeypatch.setattr(train_module, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(train_module.RunFolder, "save", save_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         train_module.train_segmenter(config(tmp_path / "b", 4), progress=False)
-    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    monkeypatch.setattr(train_module.RunFolder, "save", real_save)
     assert not (tmp_path / "b" / "anatomy_unet.safetensors").exists()
     resumed = train_module.train_segmenter(config(tmp_path / "b", 4), resume=True, progress=False)
     a, b = load_file(str(straight)), load_file(str(resumed))

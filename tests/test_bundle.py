@@ -74,12 +74,13 @@ def test_bundle_files_are_present():
 def test_configs_name_medcf_classes_by_target():
     from monai.bundle import ConfigParser
 
-    for name in ("inference.json", "train.json"):
+    for name, package in (("inference.json", "models"), ("train.json", "training")):
         text = (BUNDLE / "configs" / name).read_text()
-        assert '"_target_": "medcf.models.' in text
+        assert f'"_target_": "medcf.{package}.' in text
     parser = ConfigParser(ConfigParser.load_config_file(str(BUNDLE / "configs" / "train.json")))
     parser["bundle_root"] = "/tmp/bundle-root"
-    from medcf.models.train import AutoencoderOptions, GeneratorOptions
+    from medcf.training.autoencoder import AutoencoderOptions
+    from medcf.training.generator import GeneratorOptions
 
     autoencoder = parser.get_parsed_content("autoencoder")
     generator = parser.get_parsed_content("generator")

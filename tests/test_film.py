@@ -215,8 +215,8 @@ def test_real_masks_keep_only_two_lung_drawings(tmp_path):
 
 
 def test_training_transform_with_film_look_is_seeded_and_keeps_labels_binary():
-    from medcf.anatomy.augment import training_transform
-    from medcf.anatomy.dataset import AnatomySet
+    from medcf.training.anatomy_augment import training_transform
+    from medcf.training.anatomy_data import AnatomySet
 
     data = AnatomySet.load(ROOT / "tests" / "data" / "anatomy_heldout.npz")
     bank = film.ShapeBank(film.register_shape(oval_lungs(), tapered_lungs())[None], np.zeros(1), np.ones(1))
@@ -240,8 +240,8 @@ def test_training_transform_with_film_look_is_seeded_and_keeps_labels_binary():
 
 
 def test_missing_lung_shapes_are_one_line(tmp_path):
-    from medcf.anatomy.dataset import AnatomySet
-    from medcf.anatomy.train import TrainConfig, lung_shape_bank
+    from medcf.training.anatomy_data import AnatomySet
+    from medcf.training.segmenter import TrainConfig, lung_shape_bank
 
     data = AnatomySet.load(ROOT / "tests" / "data" / "anatomy_heldout.npz")
     config = TrainConfig(out_dir=tmp_path, lung_shape_source=tmp_path / "absent.zip")
@@ -252,7 +252,7 @@ def test_missing_lung_shapes_are_one_line(tmp_path):
 
 
 def test_train_options_reach_the_recipe(tmp_path, monkeypatch):
-    import medcf.anatomy.train as train_module
+    import medcf.training.segmenter as train_module
     from medcf.cli import build_parser
 
     seen = {}

@@ -111,7 +111,8 @@ def test_fine_tuning_adds_finding_tokens_to_a_model_without_them(folders, tmp_pa
     from medcf.models.default import CONFIG_NAME, UNET_FILE
     from medcf.models.findings import FindingTokens
     from medcf.models.text import minilm_encoder
-    from medcf.models.train import GeneratorOptions, export_default_model, train_generator
+    from medcf.training.export import export_default_model
+    from medcf.training.generator import GeneratorOptions, train_generator
 
     data = _paired_set(tmp_path / "pairs.npz")
     # the denoiser frozen (lr ~0), the new tokens learning (scaled up): the tokens alone move

@@ -130,7 +130,7 @@ def test_nothing_grounded_gives_a_zero_loss_that_still_backpropagates():
 
 
 def test_training_with_grounding_logs_the_share_and_records_the_recipe(world, plain, tmp_path):
-    from medcf.models.train import GeneratorOptions, train_generator
+    from medcf.training.generator import GeneratorOptions, train_generator
 
     data = _pairs(tmp_path / "pairs.npz")
     train_generator(GeneratorOptions(out=str(tmp_path / "run"), init=str(plain), data=str(data), batch=4, steps=3,

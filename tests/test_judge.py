@@ -10,7 +10,8 @@ import pytest
 
 from medcf.vocab import Finding
 from tests import model_fixtures
-from medcf.eval.judge import LABELS, Judge, JudgeOptions, auc, labels_of, train_judge, youden_threshold
+from medcf.eval.judge import LABELS, Judge, auc, labels_of, youden_threshold
+from medcf.training.judge import JudgeOptions, train_judge
 
 
 def _small_network(in_channels: int = 3) -> dict:
@@ -149,7 +150,7 @@ def test_truth_gain_measures_the_share_of_the_true_change():
 def test_look_augmentation_changes_the_look_not_the_layout():
     import torch
 
-    from medcf.eval.judge import _look
+    from medcf.training.judge import _look
 
     yy = torch.linspace(0, 1, 64)[None, None, :, None].expand(16, 1, 64, 64)
     x = 0.2 + 0.6 * yy
@@ -313,92 +314,3 @@ def test_concept_misses_read_the_side_margin_where_the_judge_has_one():
     record["heldout_report"]["side_margin_auc"]["consolidation"] = 0.95
     assert not any(m.startswith("side AUC ") for m in concept_misses(record, Finding.CONSOLIDATION, Action.ADD))
     assert "| 0.950 / – | 0.750 / – |" in report_markdown(record)
-
-
-def _nodule_pairs(path: Path, n_pairs: int, seed: int, size: int = 64) -> tuple[Path, list[tuple[int, int]]]:
-    """World-layout pairs: one textured film with a small faint blob (a 'nodule' of radius 2
-    px anywhere in the film, on the patient's left = the image's right, or right) and the
-    same film without it — the blob is a trace on the whole film, as a nodule is at 256²."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    images, records, centres = [], [], []
-    for i in range(n_pairs):
-        base = 0.4 + 0.06 * rng.standard_normal((size, size))
-        side = "left" if i % 2 else "right"
-        column = int(rng.integers(size // 2 + 4, size - 6) if side == "left" else rng.integers(6, size // 2 - 4))
-        row = int(rng.integers(6, size - 6))
-        blob = 0.25 * (((xx - column) ** 2 + (yy - row) ** 2) <= 4)
-        for image, kind in ((base + blob, "factual"), (base, "counterfactual")):
-            images.append(np.rint(np.clip(image, 0, 1) * 65535).astype(np.uint16))
-            records.append({"seed": seed * 10_000 + i, "kind": kind, "finding": "nodule" if kind == "factual" else "none",
-                            "side": side if kind == "factual" else None, "background": []})
-        centres.append((row, column))
-    return model_fixtures.write_world_set(path, images, records), centres
-
-
-def test_lesion_map_judge_learns_where_a_small_finding_is(tmp_path):
-    """The lesion-map judge: footprints come from where a pair's films differ; trained on
-    them it finds a faint small blob and its side, and its map peaks where the blob is."""
-    import torch
-
-    from medcf.eval.judge import LesionMapNet, lesion_footprints, lesion_map_definition
-    from medcf.models.data import load_world_set
-
-    train_path, centres = _nodule_pairs(tmp_path / "train.npz", 60, 0)
-    footprints, row = lesion_footprints(load_world_set(train_path))
-    assert footprints.shape == (60, 64, 64) and list(row[:4]) == [0, -1, 1, -1]
-    r, c = centres[0]
-    assert footprints[0, r, c] and footprints[0].sum() == 13  # the radius-2 disc, nothing else
-
-    definition = {**lesion_map_definition(), "cells": 8, "head_features": 16,
-                  "trunk": {**_small_network(), "block_config": [2, 2, 2, 2]}}
-    heldout_path, heldout_centres = _nodule_pairs(tmp_path / "heldout.npz", 30, 1)
-    report = train_judge(JudgeOptions(out=tmp_path / "run", size=64, steps=300, batch=16, learning_rate=3e-3,
-                                      threads=1, checkpoint_every=300, progress=False, data=train_path,
-                                      heldout_data=heldout_path, network=definition, autoencoded=False,
-                                      look=False, reports=False))
-    assert report["auc"]["nodule"] > 0.9
-    assert report["side_margin_auc"]["nodule"] > 0.9
-    judge = Judge.load(tmp_path / "run" / "judge")
-    assert isinstance(judge.network, LesionMapNet)
-    films = load_world_set(heldout_path).float_images()[0::2]
-    with torch.no_grad():
-        from medcf.eval.judge import _prepare
-
-        maps = judge.network.maps(_prepare(films, 64, 3))[:, list(Finding).index(Finding.NODULE)]
-    peaks = [divmod(int(m.argmax()), 8) for m in maps]
-    near = [abs(pr - r // 8) <= 1 and abs(pc - c // 8) <= 1 for (pr, pc), (r, c) in zip(peaks, heldout_centres)]
-    assert np.mean(near) > 0.8
-
-
-def test_located_crops_benchmark_separates_a_visible_lesion_and_not_a_missing_one(tmp_path):
-    """benchmarks/small_finding_limits.py: each crop pair holds the whole lesion (the crop with
-    it minus the crop without it is exactly the blob), and the crop network told where it is
-    separates a visible blob on held-out pairs but not a blob of zero contrast."""
-    import importlib.util
-
-    from medcf.models.data import load_world_set
-
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("small_finding_limits", root / "benchmarks" / "small_finding_limits.py")
-    limits = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(limits)
-
-    train_path, _ = _nodule_pairs(tmp_path / "train.npz", 40, 0, size=128)
-    heldout_path, _ = _nodule_pairs(tmp_path / "heldout.npz", 20, 1, size=128)
-    rng = np.random.default_rng(0)
-    train = limits.located_crops(load_world_set(train_path), "nodule", rng)
-    heldout = limits.located_crops(load_world_set(heldout_path), "nodule", rng)
-    crops, labels, _ = train
-    assert crops.shape == (80, 1, limits.CROP, limits.CROP) and list(labels[:4]) == [1, 0, 1, 0]
-    blob = crops[0::2] - crops[1::2]
-    assert np.allclose(blob.sum(axis=(1, 2, 3)), 13 * 0.25, atol=0.01)  # the radius-2 disc, whole
-
-    seen = limits.learnability(train, heldout, 1.0, steps=150, seed=0)
-    assert seen["training_pairs"] == 40 and seen["auc"] > 0.9
-    flat = (crops[1::2].repeat(2, axis=0), labels, train[2])  # both crops of a pair without the blob
-    held_flat = (heldout[0][1::2].repeat(2, axis=0), heldout[1], heldout[2])
-    unseen = limits.learnability(flat, held_flat, 1.0, steps=150, seed=0)
-    assert unseen["auc"] < 0.75
-    with pytest.raises(SystemExit, match="no pneumothorax pairs"):
-        limits.located_crops(load_world_set(train_path), "pneumothorax", rng)

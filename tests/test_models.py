@@ -314,8 +314,10 @@ def _synthetic_world_set(path: Path, n: int = 12, size: int = 64) -> Path:
 
 def test_training_resumes_exactly_and_exports_a_loadable_bundle(tmp_path):
     from medcf.models.default import CONFIG_NAME
-    from medcf.models.train import (AutoencoderOptions, GeneratorOptions, export_default_model, load_checkpoint,
-                                    train_autoencoder, train_generator)
+    from medcf.training.autoencoder import AutoencoderOptions, train_autoencoder
+    from medcf.training.engine import load_checkpoint
+    from medcf.training.export import export_default_model
+    from medcf.training.generator import GeneratorOptions, train_generator
 
     data = _synthetic_world_set(tmp_path / "set.npz")
     common = dict(data=str(data), heldout_data=str(data), batch=2, crop=32, checkpoint_every=2, progress=False,
@@ -375,7 +377,7 @@ def _paired_world_set(path: Path, n_pairs: int = 6, size: int = 64) -> Path:
 
 def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
     from medcf.models.data import load_world_set, pair_starts
-    from medcf.models.train import GeneratorOptions, generator_batch
+    from medcf.training.generator import GeneratorOptions, generator_batch
 
     world = load_world_set(_paired_world_set(tmp_path / "pairs.npz"))
     pairs = pair_starts(world)
@@ -396,8 +398,9 @@ def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
 
 def test_fine_tuning_starts_from_an_exported_model_and_records_it(tmp_path):
     from medcf.models.default import CONFIG_NAME, UNET_FILE
-    from medcf.models.train import (AutoencoderOptions, GeneratorOptions, export_default_model, train_autoencoder,
-                                    train_generator)
+    from medcf.training.autoencoder import AutoencoderOptions, train_autoencoder
+    from medcf.training.export import export_default_model
+    from medcf.training.generator import GeneratorOptions, train_generator
     from safetensors.torch import load_file
 
     data = _paired_world_set(tmp_path / "pairs.npz")
@@ -428,7 +431,7 @@ def test_fine_tuning_starts_from_an_exported_model_and_records_it(tmp_path):
 
 
 def test_resume_without_checkpoint_is_an_input_error(tmp_path):
-    from medcf.models.train import AutoencoderOptions, train_autoencoder
+    from medcf.training.autoencoder import AutoencoderOptions, train_autoencoder
 
     with pytest.raises(InputError, match="--resume: no checkpoint"):
         train_autoencoder(AutoencoderOptions(out=str(tmp_path / "fresh"), resume=True, progress=False))
@@ -557,7 +560,9 @@ def test_the_fine_architecture_halves_the_latent_cell_and_keeps_the_attention_gr
 
 def test_a_generator_trained_on_a_fine_autoencoder_takes_the_fine_denoiser_and_resuming_keeps_it(tmp_path):
     from medcf.models.default import fine_config
-    from medcf.models.train import AutoencoderOptions, GeneratorOptions, load_checkpoint, train_autoencoder, train_generator
+    from medcf.training.autoencoder import AutoencoderOptions, train_autoencoder
+    from medcf.training.engine import load_checkpoint
+    from medcf.training.generator import GeneratorOptions, train_generator
 
     data = _synthetic_world_set(tmp_path / "set.npz")
     common = dict(data=str(data), heldout_data=str(data), batch=2, crop=32, checkpoint_every=1, progress=False)

@@ -38,7 +38,7 @@ def _medcf(*args) -> subprocess.CompletedProcess:
 
 
 def test_finetune_is_reproducible_and_keeps_its_start(tmp_path: Path) -> None:
-    from medcf.anatomy.finetune import FinetuneConfig, finetune_segmenter
+    from medcf.training.segmenter_labels import FinetuneConfig, finetune_segmenter
 
     _, items = _labelled(tmp_path)
     before = sha256_of_file(BUNDLE_WEIGHTS)

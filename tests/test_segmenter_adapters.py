@@ -30,7 +30,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def film(tmp_path_factory) -> Path:
-    from medcf.anatomy.dataset import AnatomySet
+    from medcf.training.anatomy_data import AnatomySet
     from medcf.io.images import write_png16
 
     image = AnatomySet.load(DATA / "anatomy_heldout.npz").images[0]

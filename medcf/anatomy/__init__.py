@@ -6,8 +6,8 @@ Pipeline: :mod:`~medcf.anatomy.network` (network, letterbox) -> :mod:`~medcf.ana
 (segmenters, registry, post-processing) -> :mod:`~medcf.anatomy.masks` (``AnatomyMasks``,
 zones) -> :mod:`~medcf.anatomy.plausibility` (rules any chest film meets) ->
 :mod:`~medcf.anatomy.outputs` / :mod:`~medcf.anatomy.dicom_seg`. A user's own masks:
-:mod:`~medcf.anatomy.given`. Training:
-:mod:`~medcf.anatomy.dataset`, :mod:`~medcf.anatomy.augment`, :mod:`~medcf.anatomy.train`.
+:mod:`~medcf.anatomy.given`. Training lives in the lab: :mod:`medcf.training.segmenter`,
+:mod:`medcf.training.segmenter_labels`.
 """
 
 from importlib import import_module

@@ -1,4 +1,4 @@
-"""``medcf segment`` and ``medcf train segmenter``: argument parsing only."""
+"""``medcf segment`` and ``medcf anatomy-score``: argument parsing only."""
 
 from __future__ import annotations
 
@@ -29,21 +29,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_segmenter(args: argparse.Namespace) -> int:
-    from medcf.anatomy.train import TrainConfig, train_segmenter
-    from medcf.world.film import FilmLook
-
-    config = TrainConfig(out_dir=args.out, patients=args.patients, steps=args.steps, batch=args.batch,
-                         learning_rate=args.lr, seed=args.seed, eval_patients=args.eval_patients,
-                         checkpoint_every=args.checkpoint_every, init_weights=args.init,
-                         film_look=None if args.no_film_look else FilmLook(), lung_shapes=args.lung_shapes,
-                         lung_shape_source=args.lung_shape_source)
-    weights = train_segmenter(config, resume=args.resume, progress=not args.quiet)
-    print(f"weights: {weights}", file=sys.stderr)
-    print(f"record: {weights.parent / 'training.json'}", file=sys.stderr)
-    return 0
-
-
 def cmd_anatomy_score(args: argparse.Namespace) -> int:
     import json
 
@@ -55,18 +40,8 @@ def cmd_anatomy_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_segmenter_labels(args: argparse.Namespace) -> int:
-    from medcf.anatomy.finetune import FinetuneConfig, finetune_segmenter, read_manifest
-
-    config = FinetuneConfig(out_dir=args.out, init_weights=args.init, steps=args.steps, batch=args.batch,
-                            learning_rate=args.lr, seed=args.seed, min_labels=args.min_labels)
-    weights = finetune_segmenter(read_manifest(args.pairs), config, progress=not args.quiet)
-    print(f"weights: {weights}")
-    print(f"record: {weights.parent / 'training.json'}")
-    return 0
-
-
-def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+def add_anatomy_parsers(sub: argparse._SubParsersAction) -> None:
+    """``medcf segment`` and ``medcf anatomy-score`` under ``sub``."""
     from medcf.anatomy.masks import MIN_CONFIDENCE
 
     segment = sub.add_parser(
@@ -111,58 +86,3 @@ def add_anatomy_parsers(sub: argparse._SubParsersAction, train_sub: argparse._Su
     score.add_argument("--weights", type=Path, default=None, help="weights file (default: the bundle's)")
     add_device_options(score)
     score.set_defaults(func=cmd_anatomy_score)
-
-    from medcf.anatomy.finetune import MIN_LABELS
-
-    labels = train_sub.add_parser(
-        "segmenter-labels",
-        help="fine-tune the anatomy network on films people labelled",
-        description="Fine-tune the anatomy network on labelled films, starting from --init (default: the bundle's "
-                    "weights), and write OUT/anatomy_unet.safetensors and OUT/training.json. The manifest is a "
-                    "JSON list of {\"image\": FILE, \"label\": FILE}: images as `medcf segment` reads them, labels "
-                    "as `medcf edit --masks` reads them (label map 1 lung_right, 2 lung_left, 3 heart; Slicer "
-                    ".seg.nrrd; DICOM SEG). Lungs are not trained under a labelled heart (docs/monailabel.md).",
-        epilog=EPILOG,
-    )
-    labels.add_argument("--pairs", type=Path, required=True, metavar="MANIFEST.json", help="labelled films")
-    labels.add_argument("--out", type=Path, required=True, help="new or empty folder for the weights and record")
-    labels.add_argument("--init", type=Path, default=None, help="start weights (default: the bundle's)")
-    labels.add_argument("--steps", type=int, default=100, help="optimiser steps (default 100)")
-    labels.add_argument("--batch", type=int, default=4, help="films per step (default 4)")
-    labels.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    labels.add_argument("--seed", type=int, default=0, help="seed of batches and augmentation (default 0)")
-    labels.add_argument("--min-labels", type=int, default=MIN_LABELS,
-                        help=f"refuse to train on fewer labelled films (default {MIN_LABELS})")
-    labels.add_argument("--quiet", action="store_true", help="no per-step lines")
-    labels.set_defaults(func=cmd_train_segmenter_labels)
-
-    train = train_sub.add_parser(
-        "segmenter",
-        help="train the anatomy network on the simulated world",
-        description="Render training images from the simulated world (cached in $MEDCF_CACHE/anatomy), train the "
-                    "MONAI UNet of monai_bundle/configs/anatomy.json with augmentation aimed at real radiographs, "
-                    "check Dice on held-out seeds, and write OUT/anatomy_unet.safetensors and OUT/training.json. "
-                    "A checkpoint is kept every --checkpoint-every steps; --resume continues an interrupted run.",
-        epilog=EPILOG,
-    )
-    train.add_argument("--out", type=Path, required=True, help="run folder (new or empty, or the run to --resume)")
-    train.add_argument("--patients", type=int, default=800, help="simulated patients, 2 images each (default 800)")
-    train.add_argument("--steps", type=int, default=4000, help="optimiser steps (default 4000)")
-    train.add_argument("--batch", type=int, default=16, help="images per step (default 16)")
-    train.add_argument("--lr", type=float, default=3e-3, help="peak learning rate, one-cycle schedule (default 3e-3)")
-    train.add_argument("--seed", type=int, default=0, help="seed of initialisation and augmentation (default 0)")
-    train.add_argument("--eval-patients", type=int, default=40, help="held-out patients checked during training")
-    train.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints (default 250)")
-    train.add_argument("--init", type=Path, default=None,
-                       help="start from these weights (.safetensors) instead of random ones: fine-tuning")
-    train.add_argument("--no-film-look", action="store_true",
-                       help="train on renders as they are, without the real-film steps (processing, grid lines, "
-                            "collimation, lung shapes; docs/anatomy.md)")
-    train.add_argument("--lung-shapes", type=int, default=48,
-                       help="real lung outlines the renders' lungs are warped toward (default 48; 0: none)")
-    train.add_argument("--lung-shape-source", type=Path, default=None, metavar="ZIP",
-                       help="zip of lung mask images (default: semantic_masks_v7labs_lungs.zip of an installed "
-                            "torchxrayvision, CC BY 4.0)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train_segmenter)

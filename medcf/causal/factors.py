@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from medcf.errors import InputError
+from medcf.models.base import module_fingerprint
 from medcf.vocab import Finding, Severity, Side, Zone
 
 NONE = "none"
@@ -133,7 +134,7 @@ class _ResBlock(nn.Module):
 
 class FactorModel(nn.Module):
     """Encoders for ``z_id`` and ``z_path``, the decoder, the attribute prior and the
-    finding classifier on ``z_path`` (:mod:`medcf.causal.training` trains them)."""
+    finding classifier on ``z_path`` (:mod:`medcf.training.factors` trains them)."""
 
     def __init__(self, config: FactorConfig = FactorConfig()):
         super().__init__()
@@ -239,3 +240,8 @@ def load_factors(folder: str | Path) -> tuple[FactorModel, FactorRecord]:
     record = FactorRecord(config, data["autoencoder_sha256"], data.get("recipe", {}), data.get("figures", {}))
     return model.eval().requires_grad_(False), record
 
+
+def autoencoder_fingerprint(generator) -> str:
+    """The fingerprint of ``generator``'s autoencoder: a factor model works only in the latent
+    space it was trained in, so it records this and is refused beside another autoencoder."""
+    return module_fingerprint(getattr(generator, "vae", None) or generator.autoencoder)

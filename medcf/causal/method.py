@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from medcf.causal.factors import CONFIG_FILE, Attributes, FactorModel, FactorRecord, load_factors
+from medcf.causal.factors import (CONFIG_FILE, Attributes, FactorModel, FactorRecord, autoencoder_fingerprint,
+                                  load_factors)
 from medcf.errors import InputError
 from medcf.models.base import Generator
 from medcf.vocab import Action
@@ -41,7 +42,6 @@ def _load(path: Path) -> LoadedFactors:
 
 def find_factors(generator: Generator) -> LoadedFactors | None:
     """The factor model shipped beside ``generator``'s weights, if it was trained on its autoencoder."""
-    from medcf.causal.training import autoencoder_fingerprint
     from medcf.editing.records import find_beside
 
     return find_beside(generator, CONFIG_FILE, _load, fingerprint=autoencoder_fingerprint)
@@ -74,7 +74,6 @@ def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.
 def use_factors(generator: Generator, folder: str | Path) -> LoadedFactors:
     """Make ``generator``'s ``causal`` method use the factor model in ``folder`` instead of
     the one beside its weights (refused if it was trained on another autoencoder)."""
-    from medcf.causal.training import autoencoder_fingerprint
     from medcf.editing.records import attach
 
     factors = _load(Path(folder) / CONFIG_FILE)

@@ -49,7 +49,7 @@ VECTOR_SEEDS = 64  # `medcf steer-vectors`' default, for its cost estimate
 
 def _errors(image: np.ndarray, reference: np.ndarray) -> dict:
     """Mean absolute error and PSNR (dB, peak 1) of two [0, 1] images."""
-    from medcf.models.train import psnr
+    from medcf.metrics import psnr
 
     return {"mae": round(float(np.mean(np.abs(image - reference))), 5), "psnr_db": round(psnr(reference, image), 2)}
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.spec import SIDELESS, EditSpec
 from medcf.errors import InputError
+from medcf.metrics import gaussian_blur
 from medcf.vocab import Action, Finding, Organ, Severity, Side, Zone
 
 #: token labels on attention grids: background attends freely
@@ -57,19 +58,6 @@ def _disk_dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     r = torch.arange(-radius, radius + 1, dtype=torch.float32)
     disk = ((r[:, None] ** 2 + r[None, :] ** 2) <= radius ** 2).float()[None, None]
     return (F.conv2d(mask.float()[None, None], disk, padding=radius)[0, 0] > 0)
-
-
-def _gaussian_blur(mask: torch.Tensor, sigma: float) -> torch.Tensor:
-    if sigma <= 0:
-        return mask.float()
-    radius = max(1, int(round(3 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
-    kernel = kernel / kernel.sum()
-    out = mask.float()[None, None]
-    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return out[0, 0]
 
 
 def anatomy_source(masks: AnatomyMasks, spec: EditSpec, placed_by_model: bool = False) -> np.ndarray:
@@ -147,7 +135,7 @@ class EditRegion:
         radius = int(round(MARGIN[spec.finding] * max(working_size)))
         target = _disk_dilate(source, radius).float()
         # 0 on the region's border, rising to 1 about two sigmas inside: no seam at the edge.
-        feathered = (2 * _gaussian_blur(target, FEATHER * max(working_size)) - 1).clamp(0, 1) * target
+        feathered = (2 * gaussian_blur(target, FEATHER * max(working_size)) - 1).clamp(0, 1) * target
         weight = F.interpolate(feathered[None, None], size=native, mode="bilinear", align_corners=False)[0, 0]
         region = F.interpolate(target[None, None], size=native, mode="nearest")[0, 0] > 0
         weight = (weight * region).numpy().astype(np.float32)

@@ -1,2 +1,2 @@
-"""Evaluation: the finding judge (:mod:`~medcf.eval.judge`) and, with it, the
-counterfactual benchmark (:mod:`~medcf.eval.bench`)."""
+"""Evaluation: the finding judge (:mod:`~medcf.eval.judge`; trained by
+:mod:`medcf.training.judge`) and, with it, the counterfactual benchmark (:mod:`~medcf.eval.bench`)."""

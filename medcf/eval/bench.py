@@ -67,7 +67,7 @@ def ssim_mean(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> 
 
 def psnr_capped(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB, 100 for identical images (JSON has no infinity)."""
-    from medcf.models.train import psnr
+    from medcf.metrics import psnr
 
     return min(100.0, psnr(np.asarray(a), np.asarray(b)))
 
@@ -143,7 +143,7 @@ def truth_gain(source: np.ndarray, output: np.ndarray, truth: np.ndarray, region
 def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]:
     """Preservation, anatomy and fidelity of one edit (``result``: a ``Counterfactual``)."""
     from medcf.anatomy.segment import segment
-    from medcf.anatomy.train import dice
+    from medcf.metrics import dice
 
     outside = ~result.region.native_region
     masks_out = segment(result.image, segmenter, min_confidence=0.0)

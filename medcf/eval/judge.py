@@ -19,13 +19,15 @@ same content and labels, the generator's softer look), and training augments tha
 that the judge reads findings, not the renderer's sharpness: the first judge, trained on
 sharp renders alone, called most films the model samples from the normal prompt
 "consolidation" or "nodule" (issue 15). It still never sees a sampled film.
+
+This module is the judge as the suites run it (network, preparation, decisions, their
+calibration); training is :mod:`medcf.training.judge` (``medcf train judge``).
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,89 +56,11 @@ def network_definition() -> dict:
             "growth_rate": 16, "block_config": [4, 6, 8, 6], "bn_size": 4}
 
 
-LESION_MAP = "lesion_map"
-
-
-def lesion_map_definition() -> dict:
-    """The lesion-map judge (issue 16): the same DenseNet trunk, read at 32 × 32 cells rather
-    than pooled. A nodule 12–32 mm across covers 9–23 px of a 256² film; averaged over the
-    trunk's last 8 × 8 grid it is a trace, and the pooled judge found a moderate nodule no
-    better than chance (AUC 0.46 on held-out renders, a severe one 0.71). Here every cell
-    says whether each finding is there, trained on where the pair's two films differ (the
-    world renders the same film with and without the finding, so the lesion's footprint is
-    known exactly), and presence is a soft maximum over cells, sides the soft maximum over
-    each half of the film (the patient's left is on the film's right)."""
-    return {"kind": LESION_MAP, "trunk": network_definition(), "cells": 32, "head_features": 48,
-            "sharpness": 5.0}
-
-
-class LesionMapNet(torch.nn.Module):
-    """A DenseNet trunk with a finding map head: ``maps(x)`` gives ``(B, findings, cells,
-    cells)`` logits from the trunk's 32², 16² and 8² stages (upsampled and joined, as a
-    feature pyramid does), ``forward(x)`` the judge's :data:`LABELS` logits pooled from them
-    by log-mean-exp (``sharpness`` r: r → ∞ is the maximum, r → 0 the mean)."""
-
-    def __init__(self, trunk: dict, cells: int = 32, head_features: int = 48, sharpness: float = 5.0) -> None:
-        super().__init__()
-        from monai.networks.nets import DenseNet
-
-        self.trunk = DenseNet(**{**trunk, "out_channels": 1}).features
-        self.cells, self.sharpness = cells, sharpness
-        with torch.no_grad():
-            taps = self._taps(torch.zeros(1, trunk["in_channels"], 8 * cells, 8 * cells))
-        self.head = torch.nn.Sequential(
-            torch.nn.Conv2d(sum(t.shape[1] for t in taps), head_features, 3, padding=1),
-            torch.nn.BatchNorm2d(head_features), torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(head_features, len(Finding), 1))
-        self.sided = [list(Finding).index(f) for f in SIDED]
-
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for name, layer in self.trunk.named_children():
-            x = layer(x)
-            if name in ("denseblock2", "denseblock3", "norm5"):
-                taps.append(F.relu(x) if name == "norm5" else x)
-        return taps
-
-    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's last stage, averaged: the space of the benchmark's FID-style distance."""
-        return self._taps(x)[-1].mean(dim=(2, 3))
-
-    def maps(self, x: torch.Tensor) -> torch.Tensor:
-        taps = self._taps(x)
-        size = taps[0].shape[-2:]
-        joined = torch.cat([taps[0], *(F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-                                       for t in taps[1:])], dim=1)
-        maps = self.head(joined)
-        return maps if maps.shape[-1] == self.cells else F.adaptive_avg_pool2d(maps, self.cells)
-
-    def pool(self, maps: torch.Tensor) -> torch.Tensor:
-        """:data:`LABELS` logits from finding maps: presence over the whole film, then per
-        sided finding its left (the film's right half) and right (left half) logits."""
-        def soft_max(m: torch.Tensor) -> torch.Tensor:
-            r = self.sharpness
-            return (torch.logsumexp(r * m.flatten(2), dim=2) - np.log(m[0, 0].numel())) / r
-
-        half = maps.shape[-1] // 2
-        left, right = soft_max(maps[..., half:])[:, self.sided], soft_max(maps[..., :half])[:, self.sided]
-        return torch.cat([soft_max(maps), torch.stack([left, right], dim=2).flatten(1)], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.maps(x))
-
-
-NETWORKS = {"pooled": network_definition, "lesion-map": lesion_map_definition}  # `medcf train judge --network`
-
-
 def build_network(definition: dict | None = None) -> torch.nn.Module:
-    """The judge's network from its definition: MONAI DenseNet keyword arguments (the
-    pooled judge), or ``{"kind": "lesion_map", ...}`` (:class:`LesionMapNet`)."""
+    """The judge's network from its definition (MONAI DenseNet keyword arguments)."""
     from monai.networks.nets import DenseNet
 
-    definition = definition or network_definition()
-    if definition.get("kind") == LESION_MAP:
-        return LesionMapNet(**{k: v for k, v in definition.items() if k != "kind"})
-    return DenseNet(**definition)
+    return DenseNet(**(definition or network_definition()))
 
 
 def labels_of(record: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -160,13 +84,11 @@ def labels_of(record: dict) -> tuple[np.ndarray, np.ndarray]:
 
 def _features(network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The DenseNet's pooled penultimate features (the space of the FID-style distance)."""
-    if isinstance(network, LesionMapNet):
-        return network.pooled_features(images)
     x = network.features(images)
     return network.class_layers[:-1](x)  # relu, pool, flatten
 
 
-def _resized(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
+def resized(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """Films ``(N, 1, size, size)`` in [0, 1] from ``(H, W)``, ``(N, H, W)`` or ``(N, 1, H, W)``."""
     x = torch.as_tensor(np.asarray(images, np.float32))
     if x.ndim == 2:
@@ -177,11 +99,12 @@ def _resized(images: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     return x
 
 
-def _normalised(x: torch.Tensor) -> torch.Tensor:
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """Films in [0, 1] to the judge's input scale (mid-grey 0, about unit spread)."""
     return (x - 0.5) / 0.25
 
 
-def _with_coordinates(x: torch.Tensor, channels: int) -> torch.Tensor:
+def with_coordinates(x: torch.Tensor, channels: int) -> torch.Tensor:
     """``x`` (normalised films, one channel) with column and row coordinates in [−1, 1] as
     channels 2 and 3 when the network takes three channels (judges before them took one)."""
     if channels == 1:
@@ -192,13 +115,14 @@ def _with_coordinates(x: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.cat([x, columns, rows], dim=1)
 
 
-def _input_channels(network: torch.nn.Module) -> int:
+def input_channels(network: torch.nn.Module) -> int:
+    """Channels the network's first convolution takes (3 with coordinates, 1 for older judges)."""
     first = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     return first.in_channels
 
 
 def _prepare(images: np.ndarray | torch.Tensor, size: int, channels: int = 1) -> torch.Tensor:
-    return _with_coordinates(_normalised(_resized(images, size)), channels)
+    return with_coordinates(normalised(resized(images, size)), channels)
 
 
 @dataclass
@@ -216,13 +140,13 @@ class Judge:
     def probabilities(self, images, batch: int = 32) -> np.ndarray:
         """``(N, len(LABELS))`` probabilities for films ``(N, H, W)`` (or one ``(H, W)``) in [0, 1]."""
         self.network.eval()
-        x = _prepare(images, self.size, _input_channels(self.network))
+        x = _prepare(images, self.size, input_channels(self.network))
         return torch.cat([torch.sigmoid(self.network(x[i:i + batch])) for i in range(0, len(x), batch)]).numpy()
 
     @torch.no_grad()
     def features(self, images, batch: int = 32) -> np.ndarray:
         self.network.eval()
-        x = _prepare(images, self.size, _input_channels(self.network))
+        x = _prepare(images, self.size, input_channels(self.network))
         return torch.cat([_features(self.network, x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
 
     def present(self, probabilities: np.ndarray, finding: Finding, side: Side | None = None) -> np.ndarray:
@@ -371,131 +295,6 @@ def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict]
     return report
 
 
-@dataclass
-class JudgeOptions:
-    out: Path
-    n_pairs: int = 3000
-    heldout_pairs: int = 300
-    size: int = 256
-    steps: int = 8000
-    batch: int = 16
-    learning_rate: float = 1e-3
-    seed: int = 0
-    threads: int = 1
-    checkpoint_every: int = 250
-    resume: bool = False
-    max_minutes: float | None = None
-    comorbidity: float = 0.3
-    progress: bool = True
-    data: Path | list[Path] | None = None  # world set .npz file(s) instead of the default rendered one
-    heldout_data: Path | None = None
-    network: dict | None = None  # default: network_definition()
-    autoencoded: bool = True  # also train (and evaluate) on the films through the generator's autoencoder
-    look: bool = True  # look augmentation (_look): blur, noise texture, contrast curves
-    model: Path | None = None  # generator whose autoencoder gives the look (default: the bundle's)
-    paired_batches: bool = False  # batches of whole pairs (a film and the same film without its finding)
-    reports: bool = True  # after training: normal-sample false alarms and sham flips (medcf.eval.judge_report)
-
-
-def _chance(batch: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    return (torch.rand(batch, 1, 1, 1, generator=generator) < p).float()
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian blur of ``(B, 1, H, W)`` films (MONAI's separable ``GaussianFilter``)."""
-    from monai.networks.layers import GaussianFilter
-
-    return GaussianFilter(2, sigma)(x)
-
-
-def _patch_weight(batch: int, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
-    """Per film 1 everywhere (half the films) or a smooth random patch (the other half):
-    look changes happen to a whole film or to part of it, and neither is a finding."""
-    field = torch.rand(batch, 1, 6, 6, generator=generator)
-    field = F.interpolate(field, size=size, mode="bicubic", align_corners=False)
-    patch = ((field - 0.6) / 0.15).clamp(0, 1)
-    return torch.where(_chance(batch, 0.5, generator) > 0, torch.ones_like(patch), patch)
-
-
-def _look(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Augment the *look* of films ``(B, 1, H, W)`` in [0, 1] without touching their content:
-    a contrast curve (gamma 0.75–1.35), a blur (σ 0.5–1.5 px) and a noise texture (σ up to
-    0.03, slightly correlated), each on a random share of films, over the whole film or a
-    random patch. These are the ways the generator's films differ from renders — and the
-    ways a sham edit would try to pass for a finding."""
-    batch, size = x.shape[0], tuple(x.shape[-2:])
-    gamma = 0.75 + 0.6 * torch.rand(batch, 1, 1, 1, generator=generator)
-    curved = x.clamp(0, 1) ** gamma
-    x = x + _chance(batch, 0.5, generator) * _patch_weight(batch, size, generator) * (curved - x)
-    sigma = float(0.5 + torch.rand(1, generator=generator))
-    x = x + _chance(batch, 0.3, generator) * _patch_weight(batch, size, generator) * (_gaussian_blur(x, sigma) - x)
-    texture = _gaussian_blur(torch.randn(x.shape, generator=generator), 0.7) * 1.6  # unit sd after the blur
-    level = 0.03 * torch.rand(batch, 1, 1, 1, generator=generator)
-    x = x + _chance(batch, 0.3, generator) * _patch_weight(batch, size, generator) * level * texture
-    return x.clamp(0, 1)
-
-
-def _augment(x: torch.Tensor, generator: torch.Generator,
-             aligned: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Brightness/contrast jitter and small shifts: the judge should read findings, not one
-    renderer's exact grey levels. No flips: sides matter. ``aligned`` (maps of the same
-    films, same size) is shifted with them."""
-    batch = x.shape[0]
-    gain = 1 + 0.15 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
-    bias = 0.1 * (torch.rand(batch, 1, 1, 1, generator=generator) * 2 - 1)
-    shift = torch.randint(-8, 9, (2,), generator=generator)
-    shifts = (int(shift[0]), int(shift[1]))
-    return (torch.roll(x * gain + bias, shifts=shifts, dims=(2, 3)),
-            None if aligned is None else torch.roll(aligned, shifts=shifts, dims=(2, 3)))
-
-
-MAP_POSITIVE_WEIGHT = 4.0  # a nodule fills 1–8 of 1024 cells: its cells weigh more than the empty ones
-FOOTPRINT_FLOOR = 0.004  # display units; the faintest nodule of world v2 peaks at ~0.02
-
-
-def lesion_footprints(world) -> tuple[np.ndarray, np.ndarray]:
-    """Where each factual film's main finding shows: ``(footprints (P, H, W) bool, row (N,))``,
-    ``row[i]`` the footprint of film ``i`` or −1 (a counterfactual film, or a film without
-    its pair). A world pair is one render with and without the finding — same anatomy,
-    pose, exposure and noise — so the finding is exactly where the two differ: above 15 % of
-    the pair's largest difference (scatter spreads a large lesion's change thinly across
-    the film) and above :data:`FOOTPRINT_FLOOR`."""
-    from medcf.models.data import pair_starts
-
-    starts = pair_starts(world, needed_by="the lesion-map judge")
-    row = np.full(len(world.records), -1, np.int64)
-    footprints = np.zeros((len(starts), *world.images.shape[1:]), bool)
-    for k, i in enumerate(starts):
-        difference = np.abs(world.float_images([i])[0] - world.float_images([i + 1])[0])
-        footprints[k] = difference > max(FOOTPRINT_FLOOR, 0.15 * float(difference.max()))
-        row[i] = k
-    return footprints, row
-
-
-def _map_targets(footprint: torch.Tensor, records: list[dict], targets: np.ndarray,
-                 cells: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cell targets and a mask of known cells ``(B, findings, cells, cells)`` for a batch:
-    a finding absent from a film is absent from every cell; a factual film's main finding
-    is in the cells its (shifted) footprint touches; a co-occurring finding's cells are
-    unknown (it is in both films of the pair, so the pair does not show where)."""
-    batch, findings = len(records), len(Finding)
-    where = F.adaptive_max_pool2d(footprint, cells)  # (B, 1, cells, cells)
-    target = torch.zeros(batch, findings, cells, cells)
-    known = torch.from_numpy(1.0 - targets[:, :findings]).float()[:, :, None, None].expand(-1, -1, cells, cells)
-    known = known.clone()
-    for b, record in enumerate(records):
-        if record["finding"] != "none" and footprint[b].any():
-            c = [f.value for f in Finding].index(record["finding"])
-            target[b, c], known[b, c] = where[b, 0], 1.0
-    return target, known
-
-
-def _with_autoencoded(paths: list[Path], generator, progress: bool) -> list[Path]:
-    from medcf.models.data import autoencoded_world_set
-
-    return [*paths, *(autoencoded_world_set(path, generator, progress=progress) for path in paths)]
-
-
 def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
     """AUC per label on each held-out set (``{report name: world set path}``); thresholds
     (Youden) on all of them together, since the judge is asked about both looks."""
@@ -508,113 +307,8 @@ def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
             for name, world in sets.items()}
 
 
-def train_judge(options: JudgeOptions) -> dict:
-    """Train, checkpoint (resumable), evaluate on held-out films and save the judge into ``out``.
-
-    Returns the held-out report on renders (``heldout_report``), and with ``autoencoded``
-    the same on the autoencoded held-out films; with ``reports`` the judge's record also
-    carries its normal-sample false alarms and sham flip rates."""
-    from tqdm import tqdm
-
-    from medcf.models.data import WorldSet, WorldSetSpec, load_world_set, pair_starts, render_world_set
-    from medcf.models.train import RunFolder, _setup, hardware, load_checkpoint
-
-    device = _setup(options.seed, options.threads)
-    run = RunFolder(Path(options.out) / "run", options.resume)
-    train_spec = WorldSetSpec(options.n_pairs, options.size, TRAIN_SEED, options.comorbidity)
-    heldout_spec = WorldSetSpec(options.heldout_pairs, options.size, HELDOUT_SEED, options.comorbidity, "heldout")
-    sources = options.data if isinstance(options.data, (list, tuple)) else [options.data] if options.data else []
-    sources = [Path(path) for path in sources] or [render_world_set(train_spec, progress=options.progress)]
-    generator = None
-    if options.autoencoded or options.reports:
-        from medcf.bundle import bundle_root
-        from medcf.models.loaders import load_generator
-
-        generator = load_generator(options.model or bundle_root())
-    n_renders = len(sources)
-    if options.autoencoded:
-        sources = _with_autoencoded(sources, generator, options.progress)
-    train = WorldSet.join([load_world_set(path) for path in sources])
-    targets = np.stack([labels_of(r)[0] for r in train.records])
-    known = np.stack([labels_of(r)[1] for r in train.records])
-    definition = options.network or network_definition()
-    lesion_map = definition.get("kind") == LESION_MAP
-    paired = pair_starts(train, needed_by="paired batches") if options.paired_batches else None
-    if lesion_map:  # footprints from the renders; an autoencoded copy shares its render's
-        renders = WorldSet.join([load_world_set(path) for path in sources[:n_renders]])
-        footprints, footprint_row = lesion_footprints(renders)
-        footprint_row = np.tile(footprint_row, len(sources) // n_renders)
-    network = build_network(definition).to(device)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=1e-4)
-    step = 0
-    if options.resume:
-        state = load_checkpoint(run.latest())
-        network.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
-        step = state["step"]
-    train_source = [str(path) for path in sources]
-    heldout_path = Path(options.heldout_data) if options.heldout_data else None
-    heldout_source = str(heldout_path) if heldout_path else asdict(heldout_spec)
-    run.write_recipe({"options": {k: str(v) for k, v in asdict(options).items()}, "network": definition,
-                      "labels": LABELS, "train": train_source, "heldout": heldout_source, "hardware": hardware()})
-    started = time.perf_counter()
-    network.train()
-    with tqdm(total=options.steps, initial=step, desc="judge", unit="step", disable=not options.progress) as bar:
-        while step < options.steps:
-            generator_ = torch.Generator().manual_seed(options.seed * 1_000_003 + step)  # batch s depends on (seed, s)
-            if paired is None:
-                index = torch.randint(0, len(train.images), (options.batch,), generator=generator_).numpy()
-            else:  # both films of each drawn pair: the only difference in the batch is the finding
-                drawn = paired[torch.randint(0, len(paired), (options.batch // 2,), generator=generator_).numpy()]
-                index = np.stack([drawn, drawn + 1], axis=1).ravel()
-            x = _resized(train.float_images(index), options.size)
-            if options.look:
-                x = _look(x, generator_)
-            footprint = None
-            if lesion_map:
-                rows = footprint_row[index]
-                empty = np.zeros(footprints.shape[1:], bool)
-                footprint = _resized(np.stack([footprints[r] if r >= 0 else empty for r in rows]), options.size)
-            x, footprint = _augment(_normalised(x), generator_, footprint)
-            x = _with_coordinates(x, _input_channels(network)).to(device)
-            y, m = torch.from_numpy(targets[index]).to(device), torch.from_numpy(known[index]).to(device)
-            for group in optimiser.param_groups:
-                group["lr"] = options.learning_rate * 0.5 * (1 + np.cos(np.pi * step / options.steps))
-            maps = network.maps(x) if lesion_map else None
-            logits = network(x) if maps is None else network.pool(maps)
-            loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m).sum() / m.sum()
-            if maps is not None:  # and where: the cells the pair's footprint touches
-                cell_y, cell_m = _map_targets(footprint, [train.records[i] for i in index], targets[index],
-                                              network.cells)
-                cell_loss = F.binary_cross_entropy_with_logits(maps, cell_y.to(device), reduction="none",
-                                                               pos_weight=torch.tensor(MAP_POSITIVE_WEIGHT))
-                loss = loss + (cell_loss * cell_m.to(device)).sum() / cell_m.sum().clamp(min=1)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            step += 1
-            bar.update(1)
-            if step % 50 == 0:
-                run.log(step=step, loss=round(float(loss.detach()), 5))
-            stop = options.max_minutes is not None and time.perf_counter() - started > 60 * options.max_minutes
-            if step % options.checkpoint_every == 0 or step == options.steps or stop:
-                run.save(step, {"network": network.state_dict(), "optimiser": optimiser.state_dict(), "step": step})
-            if stop:
-                return {"stopped_at": step, "resume": "run again with --resume"}
-    judge = Judge(network.cpu().eval(), options.size)
-    judge.record = {"network": definition, "steps": options.steps, "seed": options.seed,
-                    "train": train_source, "heldout": heldout_source,
-                    "train_seconds": round(time.perf_counter() - started, 1), "hardware": hardware(),
-                    "recipe": {"autoencoded": options.autoencoded, "look_augmentation": options.look,
-                               "paired_batches": options.paired_batches},
-                    "notice": "trained on simulated radiographs only; a benchmark instrument, not a diagnostic"}
-    return _calibrate_and_save(judge, heldout_path or render_world_set(heldout_spec, progress=options.progress),
-                               generator if options.autoencoded else None, generator if options.reports else None,
-                               Path(options.out) / "judge", options.progress)
-
-
-def _calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_generator, out: Path,
-                        progress: bool) -> dict:
+def calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_generator, out: Path,
+                       progress: bool) -> dict:
     """Calibrate ``judge`` on the held-out films (and, given ``look_generator``, on their
     autoencoded copies), add the field reports when ``report_generator`` is given, save it
     into the new folder ``out``; returns the held-out report on renders."""
@@ -661,5 +355,5 @@ def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = 
         raise InputError(f"{folder}: the judge's record names no held-out films that can be re-made ({heldout!r})")
     autoencoded = judge.record.get("recipe", {}).get("autoencoded", False)
     generator = load_generator(model or bundle_root()) if autoencoded or reports else None
-    return _calibrate_and_save(judge, heldout_path, generator if autoencoded else None,
+    return calibrate_and_save(judge, heldout_path, generator if autoencoded else None,
                                generator if reports else None, Path(out), progress)

@@ -76,11 +76,11 @@ def normal_sample_false_alarms(judge, generator, n: int = NORMAL_SAMPLES, first_
 def sham_film(sham: str, source: np.ndarray, weight: np.ndarray, generator, seed: int) -> np.ndarray:
     """``source`` with sham change ``sham`` inside the feathered region ``weight``."""
     from medcf.editing.regions import resize_image
-    from medcf.eval.judge import _gaussian_blur
+    from medcf.metrics import gaussian_blur
 
     scale = source.shape[0] / 256  # the stated sizes are at 256²
     if sham == "blur":
-        changed = _gaussian_blur(torch.as_tensor(source)[None, None], 1.5 * scale)[0, 0].numpy()
+        changed = gaussian_blur(torch.as_tensor(source), 1.5 * scale).numpy()
     elif sham == "noise":
         changed = source + 0.03 * np.random.default_rng(seed).standard_normal(source.shape).astype(np.float32)
     elif sham == "contrast":

@@ -75,7 +75,7 @@ def run_swap_suite(out_dir: str | Path, n: int = 5, findings=tuple(Finding), siz
     from tqdm import tqdm
 
     from medcf.anatomy.segment import segment
-    from medcf.anatomy.train import dice
+    from medcf.metrics import dice
     from medcf.causal.method import require_factors, use_factors
     from medcf.editing.api import load_editor
     from medcf.eval.bench import bundle_judge, psnr_capped, ssim_mean, truth_gain

@@ -1,5 +1,5 @@
 """Generative models behind MedCF's editor: one :class:`Generator` interface and its
-adapters, one sampler, the default model's training code and the loaders for real
+adapters, one sampler and the loaders for real
 chest radiograph diffusion models kept in local folders.
 
 - :mod:`~medcf.models.base` — :class:`Generator`, :class:`AttentionSite`,
@@ -9,8 +9,8 @@ chest radiograph diffusion models kept in local folders.
   MONAI DiffusionModelUNet bundles.
 - :mod:`~medcf.models.default` — MedCF's default model (the MONAI bundle in ``monai_bundle/``).
 - :mod:`~medcf.models.loaders` — :func:`load_generator`: any of the above from a local folder.
-- :mod:`~medcf.models.data`, :mod:`~medcf.models.train` — training set from the simulated
-  world, ``medcf train autoencoder`` / ``medcf train generator``.
+- :mod:`~medcf.models.data` — world sets from the simulated world (training is in the lab:
+  :mod:`medcf.training.autoencoder`, :mod:`medcf.training.generator`).
 
 Heavy libraries (torch, diffusers, transformers) are imported on first use: importing
 this package costs nothing, so ``medcf --help`` stays fast.

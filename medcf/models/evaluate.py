@@ -89,7 +89,7 @@ def evaluate_model(model: str | Path | None, per_finding: int = 10, steps: int =
     from medcf.models.bundle import resolve_model_dir
     from medcf.models.data import WorldSetSpec, load_world_set, render_world_set
     from medcf.models.loaders import load_generator
-    from medcf.models.train import psnr
+    from medcf.metrics import psnr
 
     generator = load_generator(resolve_model_dir(model))
     if judge is None:

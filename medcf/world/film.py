@@ -28,6 +28,7 @@ import torch
 from monai import transforms as T
 
 from medcf.errors import InputError
+from medcf.metrics import dice
 from medcf.vocab import StrEnum
 
 IMAGE, LABEL = "image", "label"
@@ -384,11 +385,6 @@ class ShapeBank:
             return cls(data["fields"], data["dice_before"], data["dice_after"])
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
-
-
 def build_shape_bank(world_lungs: list[np.ndarray], real: list[np.ndarray], count: int, seed: int) -> ShapeBank:
     """Register the world's mean lung outline (the mean of ``world_lungs`` in their frame,
     thresholded at one half) to ``count`` real outlines drawn from ``real`` by ``seed``
@@ -404,8 +400,8 @@ def build_shape_bank(world_lungs: list[np.ndarray], real: list[np.ndarray], coun
         field = register_shape(moving, target)
         moved, _ = warp(torch.as_tensor(moving, dtype=torch.float32)[None], None, field)
         fields.append(field)
-        before.append(_dice(moving, target))
-        after.append(_dice(moved[0].numpy() > 0.5, target))
+        before.append(dice(moving, target))
+        after.append(dice(moved[0].numpy() > 0.5, target))
     return ShapeBank(np.stack(fields), np.array(before), np.array(after))
 
 

@@ -21,6 +21,9 @@ import numpy as np
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.vocab import Finding, Organ, ViewPosition
+from medcf.world import World, draw_acquisition, load_chest_ct
+from medcf.world.pairs import PhantomRequest, draw_lesion, plan_background
+from medcf.world.render import anatomy_channel
 from medcf.world.seeds import SeedRange
 
 DATASET_VERSION = 1  # bump when the world's rendering or this sampling changes: cached sets are redone
@@ -67,17 +70,12 @@ class AnatomySet:
 
 def organ_masks(bits: np.ndarray) -> np.ndarray:
     """(len(Organ), h, w) bool masks from the world's bit-coded anatomy label map."""
-    from medcf.world.render import anatomy_channel
-
     return np.stack([anatomy_channel(bits, ORGAN_BITS[organ]) for organ in Organ])
 
 
 def render_set(n: int, first_seed: int, size: int, progress: bool = True) -> AnatomySet:
     """Render ``n`` patients (2 images each) starting at seed ``first_seed``."""
     from tqdm import tqdm
-
-    from medcf.world import World, draw_acquisition, load_chest_ct
-    from medcf.world.pairs import PhantomRequest, draw_lesion, plan_background
 
     for start in (TRAIN_SEED, HELD_OUT_SEED):
         inside = start <= first_seed and first_seed + n <= start + SEED_SPAN

@@ -1,9 +1,10 @@
 """``medcf train segmenter``: train the default anatomy network on the simulated world.
 
 Reproducible: the rendered sets are fixed by their seeds (cached under
-``$MEDCF_CACHE/anatomy/``), augmentation and initialisation by ``--seed``. Resumable:
-a checkpoint (network, optimiser, step, random states) is written atomically every
-``checkpoint_every`` steps; ``--resume`` continues from it. The result is a safetensors
+``$MEDCF_CACHE/anatomy/``), augmentation and initialisation by ``--seed``. Resumable: the
+training engine (:mod:`medcf.training.engine`) writes a checkpoint (network, optimiser,
+schedule, step, random state) atomically every ``checkpoint_every`` steps into
+``OUT/checkpoints``; ``--resume`` continues from the newest. The result is a safetensors
 file of the network weights plus a JSON record of the recipe and the held-out figures.
 """
 
@@ -18,13 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.dataset import DATASET_VERSION, HELD_OUT_SEED, TRAIN_SEED, AnatomySet, render_set
 from medcf.anatomy.network import build_network, network_definition
+from medcf.anatomy.segment import NetworkSegmenter
 from medcf.cache import cache_dir
 from medcf.errors import InputError
 from medcf.io.atomic import sha256_of_file, write_new_file
+from medcf.metrics import dice
+from medcf.training.anatomy_augment import LUNG_CHANNELS, training_transform
+from medcf.training.anatomy_data import DATASET_VERSION, HELD_OUT_SEED, TRAIN_SEED, AnatomySet, render_set
+from medcf.training.engine import RunFolder, progress_bar
 from medcf.vocab import Organ
-from medcf.world.film import FilmLook, ShapeBank
+from medcf.world.film import FilmLook, ShapeBank, cached_shape_bank, installed_lung_shapes
 
 CHUNK = 200  # patients per cached rendered chunk
 
@@ -66,19 +71,6 @@ def rendered_chunks(first_seed: int, patients: int, size: int) -> AnatomySet:
                       np.concatenate([s.pixel_mm for s in sets]))
 
 
-def _installed_source() -> Path | None:
-    """The installed torchxrayvision's lung masks (for the record: which file the shapes came from)."""
-    from medcf.world.film import installed_lung_shapes
-
-    return installed_lung_shapes()
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks (1.0 when both are empty)."""
-    total = prediction.sum() + truth.sum()
-    return 1.0 if total == 0 else float(2.0 * np.logical_and(prediction, truth).sum() / total)
-
-
 class SampleStream(torch.utils.data.Dataset):
     def __init__(self, data: AnatomySet, transform):
         self.data, self.transform = data, transform
@@ -98,35 +90,18 @@ def lung_shape_bank(config: TrainConfig, train: AnatomySet) -> ShapeBank | None:
     masks inside an installed torchxrayvision (CC BY 4.0; read at train time, never copied
     into MedCF); the fields are cached in ``$MEDCF_CACHE/anatomy`` under a name fixed by
     their inputs, so a resumed run uses the same ones."""
-    from medcf.world.film import cached_shape_bank, installed_lung_shapes
-
     if config.film_look is None or config.lung_shapes <= 0:
         return None
     source = config.lung_shape_source or installed_lung_shapes()
     if source is None or not Path(source).is_file():
         raise InputError("real lung shapes not found: pip install --no-deps torchxrayvision==1.5.7, give "
                          "--lung-shape-source ZIP, or --lung-shapes 0 to train without them")
-    from medcf.anatomy.augment import LUNG_CHANNELS
-
     lungs = [masks[list(LUNG_CHANNELS)].any(axis=0) for masks in train.masks[:config.shape_patients * 2:2]]
     return cached_shape_bank(lungs, Path(source), config.lung_shapes, config.seed, cache_dir("anatomy"))
 
 
-def _checkpoint_path(out_dir: Path) -> Path:
-    return out_dir / "checkpoint.pt"
-
-
-def _save_checkpoint(out_dir: Path, state: dict) -> None:
-    path = _checkpoint_path(out_dir)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def evaluate(network: torch.nn.Module, data: AnatomySet, size: int) -> dict[str, float]:
     """Mean Dice per organ of the network on ``data`` at the set's own resolution."""
-    from medcf.anatomy.segment import NetworkSegmenter
-
     segmenter = NetworkSegmenter(network, input_size=size)
     scores: dict[str, list[float]] = {organ.value: [] for organ in Organ}
     for image, truth in zip(data.images, data.masks):
@@ -141,14 +116,9 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
     from monai.losses import DiceCELoss
     from monai.utils import set_determinism
     from safetensors.torch import save_file
-    from tqdm import tqdm
-
-    from medcf.anatomy.augment import training_transform
 
     out = Path(config.out_dir)
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise InputError(f"{out} is not empty: give a new folder, or --resume to continue the run in it")
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(out, resume)
     set_determinism(seed=config.seed)
     started = time.time()
     train = rendered_chunks(TRAIN_SEED, config.patients, config.size)
@@ -167,8 +137,8 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
                                                    pct_start=0.1)
     loss_function = DiceCELoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
     step, history, train_seconds = 0, [], 0.0
-    if resume and _checkpoint_path(out).exists():
-        state = torch.load(_checkpoint_path(out), weights_only=False)
+    state = run.resume_state(resume)
+    if state is not None:
         network.load_state_dict(state["network"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -182,7 +152,7 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
     stream = SampleStream(train, training_transform(config.size, config.seed, config.film_look, bank))
     network.train()
     threads = torch.get_num_threads()
-    bar = tqdm(total=config.steps, initial=step, desc="training anatomy network", unit="step", disable=not progress)
+    bar = progress_bar(config.steps, step, "training anatomy network", progress)
     while step < config.steps:
         tick = time.time()
         rng = np.random.default_rng([config.seed, step])
@@ -211,9 +181,9 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
                             "train_seconds": round(train_seconds, 1)})
             bar.write(f"step {step}: loss {loss.item():.4f}, held-out Dice " +
                       ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
-            _save_checkpoint(out, {"network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                                   "schedule": schedule.state_dict(), "step": step, "history": history,
-                                   "train_seconds": train_seconds, "torch_rng": torch.get_rng_state()})
+            run.save(step, {"kind": "segmenter", "network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                            "schedule": schedule.state_dict(), "step": step, "history": history,
+                            "train_seconds": train_seconds, "torch_rng": torch.get_rng_state()})
     bar.close()
 
     weights = out / "anatomy_unet.safetensors"
@@ -227,7 +197,7 @@ def train_segmenter(config: TrainConfig, resume: bool = False, progress: bool = 
                  "images_per_patient": 2, "size": config.size},
         "init_sha256": sha256_of_file(config.init_weights) if config.init_weights else None,
         "lung_shapes": None if bank is None else {
-            "fields": len(bank), "source_sha256": sha256_of_file(config.lung_shape_source or _installed_source()),
+            "fields": len(bank), "source_sha256": sha256_of_file(config.lung_shape_source or installed_lung_shapes()),
             "dice_to_real_before": round(float(bank.dice_before.mean()), 4),
             "dice_to_real_after": round(float(bank.dice_after.mean()), 4), "seconds": round(shape_seconds, 1)},
         "history": history, "train_seconds": round(train_seconds, 1), "render_seconds": round(render_seconds, 1),

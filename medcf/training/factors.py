@@ -1,5 +1,6 @@
-"""Training the factor model (:mod:`medcf.causal.factors`) on the simulated world's exact
-pairs: the same patient, pose and anatomy rendered with and without one finding.
+"""``medcf train factors``: the factor model (:mod:`medcf.causal.factors`) trained on the
+simulated world's exact pairs: the same patient, pose and anatomy rendered with and without
+one finding.
 
 Losses (docs/methods.md §5), per batch of ``batch`` pairs (factual ``f``, counterfactual ``c``):
 
@@ -19,14 +20,14 @@ Then a second phase fits the pathology encoder alone to the frozen rest
 (:func:`posterior_losses`).
 
 The latents are the default model's autoencoder means (scaled), cached per autoencoder.
-A run folder keeps checkpoints and ``log.jsonl``; ``--resume`` continues from the newest
-checkpoint with the same batches an uninterrupted run would have seen.
+Runs on the training engine (:mod:`medcf.training.engine`): a run folder keeps checkpoints
+and ``log.jsonl``; ``--resume`` continues from the newest checkpoint with the same batches
+an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,10 +36,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcf.causal.factors import NONE, Attributes, FactorConfig, FactorModel, FactorRecord, attribute_tensor
+from medcf.causal.factors import (Attributes, FactorConfig, FactorModel, FactorRecord, attribute_tensor,
+                                  autoencoder_fingerprint)
+from medcf.editing.regions import resize_image
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file
+from medcf.models.data import WorldSet, load_world_set, pair_starts
+from medcf.world.seeds import SeedRange
+from medcf.training.engine import (RunFolder, hardware, load_checkpoint, progress_bar, seed_and_device, set_lr,
+                                   step_generator, warmup_lr)
 
-SWAP_SEED = 1_700_000  # held-out patients of the swap test (apart from every other range)
+SWAP_SEED = SeedRange.SWAP.start  # held-out patients of the swap test (apart from every other range)
 
 
 @dataclass
@@ -60,19 +68,10 @@ class PairLatents:
                            [self.attributes[i] for i in indices], [self.seeds[i] for i in indices])
 
 
-def autoencoder_fingerprint(generator) -> str:
-    from medcf.models.base import module_fingerprint
-
-    return module_fingerprint(getattr(generator, "vae", None) or generator.autoencoder)
-
-
 def encode_pairs(world, generator, batch: int = 32, progress: bool = True) -> PairLatents:
     """The latents of every factual/counterfactual pair of ``world`` (a :class:`WorldSet`),
     through ``generator.encode_images`` exactly as the editor encodes its input."""
     from tqdm import tqdm
-
-    from medcf.editing.regions import resize_image
-    from medcf.models.data import pair_starts
 
     starts = pair_starts(world)
     working = tuple(generator.image_size)
@@ -92,8 +91,6 @@ def encode_pairs(world, generator, batch: int = 32, progress: bool = True) -> Pa
 def cached_pair_latents(paths: list[Path], generator, progress: bool = True) -> PairLatents:
     """:func:`encode_pairs` of the joined world sets ``paths``, cached beside the first one
     (keyed by the sets' names and the autoencoder's fingerprint)."""
-    from medcf.models.data import WorldSet, load_world_set
-
     key = hashlib.sha256(("|".join(p.name for p in paths) + autoencoder_fingerprint(generator)).encode()).hexdigest()[:14]
     cache = paths[0].with_name(f"pair-latents-{key}.pt")
     if cache.is_file():
@@ -101,8 +98,6 @@ def cached_pair_latents(paths: list[Path], generator, progress: bool = True) -> 
         return PairLatents(data["factual"], data["counterfactual"], [Attributes(**a) for a in data["attributes"]],
                            data["seeds"])
     pairs = encode_pairs(WorldSet.join([load_world_set(p) for p in paths]), generator, progress=progress)
-    from medcf.io.atomic import write_new_file
-
     write_new_file(cache, lambda tmp: torch.save({"factual": pairs.factual, "counterfactual": pairs.counterfactual,
                                                   "attributes": [asdict(a) for a in pairs.attributes],
                                                   "seeds": pairs.seeds}, tmp))
@@ -228,17 +223,13 @@ def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256
     """Train on ``pairs``: ``options.steps`` joint steps, then ``options.posterior_steps``
     of the pathology encoder alone (:func:`posterior_losses`); checkpoints and
     ``log.jsonl`` go into ``options.out``."""
-    from tqdm import tqdm
-
-    from medcf.models.train import RunFolder, _lr, _setup, hardware, load_checkpoint
-
     run = RunFolder(options.out, options.resume)
-    device = _setup(options.seed, options.threads)
+    device = seed_and_device(options.seed, options.threads)
     model = FactorModel(options.config)
     total = options.steps + options.posterior_steps
-    start, seconds, state = 0, 0.0, None
-    if options.resume:
-        state = load_checkpoint(run.latest())
+    start, seconds = 0, 0.0
+    state = run.resume_state(options.resume)
+    if state is not None:
         model.load_state_dict(state["model"])
         start, seconds = int(state["step"]), float(state.get("seconds", 0.0))
 
@@ -259,17 +250,15 @@ def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256
     attributes = attribute_tensor(pairs.attributes)
     ssim = _ssim_loss(pairs.factual.shape[-1])
     model.train()
-    bar = tqdm(range(start, total), desc="training factors", unit="step", disable=not progress,
-               initial=start, total=total)
-    for step in bar:
+    bar = progress_bar(total, start, "training factors", progress)
+    for step in range(start, total):
         if step == options.steps and phase == 1:
             phase, optimizer = 2, optimizer_for(2)
         tick = time.perf_counter()
         rng = np.random.default_rng([options.seed, step])
         index = torch.from_numpy(rng.choice(len(pairs), options.batch, replace=False))
-        noise = torch.Generator().manual_seed(options.seed * 1_000_003 + step)
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(step if phase == 1 else step - options.steps, options.lr, options.warmup)
+        noise = step_generator(options.seed, step)
+        set_lr(optimizer, warmup_lr(step if phase == 1 else step - options.steps, options.lr, options.warmup))
         batch = (pairs.factual[index].to(device), pairs.counterfactual[index].to(device), attributes[index].to(device))
         losses = factor_losses(model, *batch, options.weights, noise, ssim) if phase == 1 \
             else posterior_losses(model, *batch, options.weights, ssim)
@@ -286,19 +275,20 @@ def train_factors(options: FactorOptions, pairs: PairLatents, autoencoder_sha256
             run.save(step + 1, {"kind": "causal-factors", "step": step + 1, "phase": phase, "seconds": seconds,
                                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "config": asdict(options.config)})
+        bar.update(1)
+    bar.close()
     model.eval().requires_grad_(False)
     recipe["wall_seconds"] = round(seconds, 1)
     return model, recipe
 
 
 def record_for(model: FactorModel, recipe: dict, figures: dict) -> FactorRecord:
+    """What ``--export`` writes beside the weights: config, autoencoder fingerprint, recipe, figures."""
     return FactorRecord(model.config, recipe["autoencoder_sha256"], recipe, figures)
 
 
 def factors_from_run(folder: str | Path) -> FactorModel:
     """The model of the newest checkpoint of a factor run."""
-    from medcf.models.train import RunFolder, load_checkpoint
-
     latest = RunFolder(folder, resume=True).latest()
     state = load_checkpoint(latest)
     if state.get("kind") != "causal-factors":

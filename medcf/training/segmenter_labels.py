@@ -34,8 +34,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medcf.anatomy.given import read_masks
+from medcf.anatomy.network import Letterbox
+from medcf.anatomy.segment import default_segmenter
+from medcf.bundle import bundle_config
 from medcf.errors import InputError
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_file, write_new_text
+from medcf.io.inputs import read_input
+from medcf.training.anatomy_augment import training_transform
 from medcf.vocab import Organ
 
 if TYPE_CHECKING:  # torch is imported where it is used: `medcf --help` stays light
@@ -84,10 +90,6 @@ def read_manifest(path: str | Path) -> list[dict]:
 def load_labelled(image_path: str | Path, label_path: str | Path, size: int) -> LabelledFilm:
     """Read one film and its label, letterboxed as inference sees it (:class:`Letterbox`)."""
     import torch
-
-    from medcf.anatomy.given import read_masks
-    from medcf.anatomy.network import Letterbox
-    from medcf.io.inputs import read_input
 
     image = read_input(image_path)
     masks = read_masks(label_path, image).masks
@@ -162,10 +164,6 @@ def finetune_segmenter(items: list[dict], config: FinetuneConfig, progress: bool
 
     from monai.utils import set_determinism
     from safetensors.torch import save_file
-
-    from medcf.anatomy.augment import training_transform
-    from medcf.anatomy.segment import default_segmenter
-    from medcf.bundle import bundle_config
 
     if len(items) < config.min_labels:
         raise InputError(f"{len(items)} labelled film(s); fine-tuning needs at least {config.min_labels} "
