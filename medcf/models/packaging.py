@@ -180,6 +180,17 @@ def _bundle_name(folder: Path) -> str | None:
     return None
 
 
+def refresh_package(folder: str | Path) -> Packaged | None:
+    """After a command wrote a piece into ``folder`` (``medcf train factors --export DIR``):
+    when ``folder`` holds a model, rewrite its manifest so that the new piece is listed and
+    used; None when it holds no model (a piece exported on its own, for ``--factors``)."""
+    try:
+        detect_format(folder)
+    except InputError:
+        return None
+    return write_manifest(folder)
+
+
 def write_manifest(folder: str | Path, name: str | None = None, text_encoder: str | Path | None = None) -> Packaged:
     """Write (or replace) the manifest of the model in ``folder``; the manifest is derived
     from the folder, so refreshing it loses nothing."""
