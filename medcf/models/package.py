@@ -22,7 +22,8 @@ Manifest (``format`` ``medcf-model-package``, version 1), paths relative to its 
 the identity the editor compares at edit time, whatever the file format or ``--dtype``);
 ``sha256`` is each file's. ``medcf model package DIR`` (:mod:`medcf.models.packaging`)
 writes the manifest. A folder without one still loads, as a package with no optional
-pieces (a bring-your-own model before it is packaged).
+pieces (a bring-your-own model before it is packaged). The benchmark's judge
+(``models/judge/``) is the lab's instrument, not part of the model, and is not listed.
 
 This module reads only JSON: it imports no torch and of MedCF only :mod:`medcf.bundle`
 and :mod:`medcf.errors`, so every layer may use it.
