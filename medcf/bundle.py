@@ -36,14 +36,7 @@ def bundle_path(*parts: str) -> Path:
     return bundle_root().joinpath(*parts)
 
 
-WEIGHTS_DIR = "models"  # a bundle keeps its weights (and the records beside them) here
-
-
-def beside_weights(folder: str | Path, name: str) -> Path | None:
-    """The file ``folder/name`` or ``folder/models/name``, whichever exists; None if neither.
-    A model may be given as the bundle or as its weights folder, so everything that lives
-    beside the weights is looked for in both places."""
-    return next((p for p in (Path(folder) / name, Path(folder) / WEIGHTS_DIR / name) if p.is_file()), None)
+WEIGHTS_DIR = "models"  # a bundle keeps its weights and their package manifest here (medcf.models.package)
 
 
 def bundle_config(name: str, overrides: dict | None = None):

@@ -335,8 +335,9 @@ def test_the_models_own_check_runs_on_every_loader(generators, name):
 
 
 def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generators):
-    from medcf.editing import records
     from medcf.editing.steering import denoiser_fingerprint
+    from medcf.models.package import MANIFEST_FILE, ModelPackage, attach_package
+    from medcf.models.packaging import write_manifest
 
     generator = generators["medcf-default"]
     spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT)
@@ -344,7 +345,9 @@ def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generat
     assert spec.method is Method.AUTO and not path.exists()
 
     def settle(spec):
-        records._FOUND.pop(generator, None)  # looked up once per generator: forget between files
+        if path.exists():  # the package lists what the folder holds, read once per generator
+            write_manifest(generator.source)
+        attach_package(generator, ModelPackage.load(generator.source))
         settled, origin = resolve(spec, generator)
         return (settled.method, settled.depth, settled.guidance), origin
 
@@ -361,13 +364,15 @@ def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generat
         assert settle(replace(spec, method="regulated+steer")) == ((Method.REGULATED_STEER, 0.5, None), "as asked")
     finally:
         path.unlink(missing_ok=True)
-        records._FOUND.pop(generator, None)
+        (Path(generator.source) / MANIFEST_FILE).unlink(missing_ok=True)
+        attach_package(generator, ModelPackage.load(generator.source))
 
 
 def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_weights(tmp_path):
     from medcf.editing.defaults import settle
     from medcf.editing.steering import denoiser_fingerprint
     from medcf.models.default import DefaultGenerator, save_default_model, tiny_config
+    from medcf.models.packaging import write_manifest
     from medcf.models.variants import DENOISERS_DIR
 
     folder = model_fixtures.make_default_model(tmp_path / "model")
@@ -384,6 +389,8 @@ def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_w
     EditDefaults({"pleural_effusion": {"add": Choice("regulated", 0.7, 8.0, 1.0, 20.0, denoiser="grounded"),
                                        "remove": Choice("regulated", 0.5, 4.0, 1.0, 20.0)}},
                  "rule", {}, denoiser_fingerprint(generator)).save(folder / DEFAULTS_FILE)
+    write_manifest(folder)  # the package lists the choice and the denoiser
+    generator = load_generator(folder)
 
     settled = settle(spec, generator)
     variant = settled.generator
@@ -404,8 +411,8 @@ def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_w
     assert "denoiser" not in own.settings and np.abs(own.image - result.image).max() > 1e-3
 
     (folder / DENOISERS_DIR / "grounded" / "unet.safetensors").unlink()
-    with pytest.raises(InputError, match="names denoiser 'grounded'.*lacks unet.safetensors"):
-        settle(spec, load_generator(folder))
+    with pytest.raises(InputError, match="lists weights denoiser unet.safetensors, which is missing.*grounded"):
+        load_generator(folder)  # the package no longer holds what its manifest lists: refused at load
 
 
 def test_spec_validation_is_precise():

@@ -20,6 +20,7 @@ from scipy import ndimage
 from medcf.anatomy.masks import MIN_CONFIDENCE, AnatomyMasks, SegmentationError, lateral_direction
 from medcf.anatomy.network import DEFAULT_INPUT_SIZE, Letterbox, build_network
 from medcf.errors import InputError
+from medcf.models.package import segmenter_weights
 from medcf.vocab import Organ
 
 ENTRY_POINT_GROUP = "medcf.segmenters"
@@ -162,9 +163,7 @@ def default_segmenter(weights: str | Path | None = None, network: dict | None = 
     """MedCF's default: a MONAI UNet trained on the simulated world (docs/anatomy.md)."""
     from safetensors.torch import load_file
 
-    from medcf.bundle import bundle_path
-
-    path = Path(weights) if weights else bundle_path("models", "anatomy_unet.safetensors")
+    path = Path(weights) if weights else segmenter_weights()
     if not path.is_file():
         raise InputError(f"anatomy weights not found: {path} (train them with `medcf train segmenter`)")
     model = build_network(network)

@@ -32,12 +32,13 @@ from torch import nn
 
 from medcf.errors import InputError
 from medcf.models.base import module_fingerprint
+from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role
 from medcf.vocab import Finding, Severity, Side, Zone
 
 NONE = "none"
 FORMAT = "medcf-causal-factors"
-CONFIG_FILE = "causal_factors.json"
-WEIGHTS_FILE = "causal_factors.safetensors"
+CONFIG_FILE = PIECE_FILES[PieceKind.FACTORS][Role.RECORD]  # the layout `--export` writes (medcf.models.package)
+WEIGHTS_FILE = PIECE_FILES[PieceKind.FACTORS][Role.WEIGHTS]
 
 # Every attribute's vocabulary, "none" first: a film without the finding has none of them.
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -221,13 +222,22 @@ def save_factors(folder: str | Path, model: FactorModel, record: FactorRecord) -
 
 
 def load_factors(folder: str | Path) -> tuple[FactorModel, FactorRecord]:
-    """The factor model and its record from ``folder`` (``causal_factors.json`` + weights)."""
+    """The factor model and its record from a folder ``save_factors`` wrote (``causal_factors.json`` + weights)."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file():
+        raise InputError(f"{folder}: no {CONFIG_FILE} (train one with `medcf train factors`)")
+    return load_factor_files(folder / CONFIG_FILE, folder / WEIGHTS_FILE)
+
+
+def load_factor_piece(piece: Piece) -> tuple[FactorModel, FactorRecord]:
+    """The factor model a model package lists (its ``factors`` piece)."""
+    return load_factor_files(piece.path(Role.RECORD), piece.path(Role.WEIGHTS))
+
+
+def load_factor_files(path: Path, weights: Path) -> tuple[FactorModel, FactorRecord]:
+    """The factor model from its record ``path`` and its ``weights``."""
     from medcf.models.default import load_weights
 
-    folder = Path(folder)
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise InputError(f"{folder}: no {CONFIG_FILE} (train one with `medcf train factors`)")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:
@@ -236,7 +246,7 @@ def load_factors(folder: str | Path) -> tuple[FactorModel, FactorRecord]:
         raise InputError(f"{path} is not a MedCF factor model (format {data.get('format')!r})")
     config = FactorConfig(**data["config"])
     model = FactorModel(config)
-    load_weights(model, folder / WEIGHTS_FILE)
+    load_weights(model, weights)
     record = FactorRecord(config, data["autoencoder_sha256"], data.get("recipe", {}), data.get("figures", {}))
     return model.eval().requires_grad_(False), record
 

@@ -4,7 +4,7 @@ factor pins the anatomy; the denoiser then re-draws that proposal from ``depth``
 target prompt, so the text condition finishes what the factors started and the result
 lies on the model's image manifold.
 
-The factor model is looked up beside the model's weights (``causal_factors.json``) and
+The factor model is the ``factors`` piece of the model's package (:mod:`medcf.models.package`),
 used only if it was trained in that model's latent space (its autoencoder fingerprint).
 """
 
@@ -16,9 +16,10 @@ from pathlib import Path
 import torch
 
 from medcf.causal.factors import (CONFIG_FILE, Attributes, FactorModel, FactorRecord, autoencoder_fingerprint,
-                                  load_factors)
+                                  load_factor_piece, load_factors)
 from medcf.errors import InputError
 from medcf.models.base import Generator
+from medcf.models.package import Piece, PieceKind, Role, measured, package_of, use_record
 from medcf.vocab import Action
 
 CAUSAL_DEPTH = 0.3  # the denoiser's share of the steps after the factor swap (chosen on tuning patients)
@@ -35,23 +36,23 @@ class LoadedFactors:
         return self.record.autoencoder_sha256
 
 
-def _load(path: Path) -> LoadedFactors:
-    model, record = load_factors(path.parent)
-    return LoadedFactors(model, record, path.parent)
+def _load_piece(piece: Piece) -> LoadedFactors:
+    model, record = load_factor_piece(piece)
+    return LoadedFactors(model, record, piece.path(Role.RECORD).parent)
 
 
 def find_factors(generator: Generator) -> LoadedFactors | None:
-    """The factor model shipped beside ``generator``'s weights, if it was trained on its autoencoder."""
-    from medcf.editing.records import find_beside
+    """The factor model in ``generator``'s package, if it was trained on its autoencoder."""
 
-    return find_beside(generator, CONFIG_FILE, _load, fingerprint=autoencoder_fingerprint)
+    return measured(generator, PieceKind.FACTORS, _load_piece, fingerprint=autoencoder_fingerprint)
 
 
 def require_factors(generator: Generator) -> LoadedFactors:
     factors = find_factors(generator)
     if factors is None:
         raise InputError(f"method causal needs a factor model ({CONFIG_FILE}) trained on this model's autoencoder "
-                         f"beside its weights ({generator.source}); make one with `medcf train factors --export`")
+                         f"in its package ({package_of(generator).folder}); make one with `medcf train factors "
+                         "--export`, then `medcf model package`")
     return factors
 
 
@@ -73,11 +74,11 @@ def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.
 
 def use_factors(generator: Generator, folder: str | Path) -> LoadedFactors:
     """Make ``generator``'s ``causal`` method use the factor model in ``folder`` instead of
-    the one beside its weights (refused if it was trained on another autoencoder)."""
-    from medcf.editing.records import attach
+    the one in its package (refused if it was trained on another autoencoder)."""
 
-    factors = _load(Path(folder) / CONFIG_FILE)
+    model, record = load_factors(folder)
+    factors = LoadedFactors(model, record, Path(folder))
     if factors.fingerprint != autoencoder_fingerprint(generator):
         raise InputError(f"{folder}: this factor model was trained on another autoencoder than {generator.source}'s")
-    attach(generator, CONFIG_FILE, factors)
+    use_record(generator, PieceKind.FACTORS, factors)
     return factors

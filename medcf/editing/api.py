@@ -9,12 +9,12 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from medcf.bundle import beside_weights
 from medcf.devices import Placement
 from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
 from medcf.editing.spec import EditSpec
-from medcf.editing.steering import VECTORS_FILE, SteeringVectors, denoiser_fingerprint, load_vectors
+from medcf.editing.steering import SteeringVectors, denoiser_fingerprint, load_vectors
 from medcf.errors import InputError
+from medcf.models.package import Role, package_of
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
 
 
@@ -94,12 +94,12 @@ def vectors_cache_path(fingerprint: str) -> Path:
 
 
 def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
-    """Where ``generator``'s steering vectors are: shipped beside its weights (the folder or
-    its ``models/``), else in the cache ``medcf steer-vectors`` fills; None if nowhere."""
+    """Where ``generator``'s steering vectors are: in its package, else in the cache
+    ``medcf steer-vectors`` fills; None if nowhere."""
     fingerprint = fingerprint or denoiser_fingerprint(generator)
-    shipped = beside_weights(generator.source, VECTORS_FILE)
+    shipped = package_of(generator).steering_vectors
     if shipped is not None:
-        return shipped
+        return shipped.path(Role.VECTORS)
     cached = vectors_cache_path(fingerprint)
     return cached if cached.is_file() else None
 
@@ -128,7 +128,7 @@ def load_editor(model: str | Path | None = None, vectors: str | Path | None = No
 
 def own_vectors(generator, path: str | Path | None = None) -> tuple[SteeringVectors | None, Path | None]:
     """``generator``'s steering vectors and where they came from: ``path`` if given, else
-    the file shipped beside its weights or cached (:func:`find_vectors_path`); vectors made
+    the file its package lists or the cache (:func:`find_vectors_path`); vectors made
     for other weights are refused. ``(None, None)`` where there are none."""
     fingerprint = denoiser_fingerprint(generator)
     path = Path(path) if path is not None else find_vectors_path(generator, fingerprint)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from medcf.editing.spec import GENERIC_DEPTH, EditSpec, Method
 from medcf.models.base import Generator
+from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role, measured
 from medcf.vocab import Action, Finding
 
-DEFAULTS_FILE = "edit_defaults.json"  # beside the model's weights
+DEFAULTS_FILE = PIECE_FILES[PieceKind.EDIT_DEFAULTS][Role.RECORD]  # the package's per-finding settings
 GENERIC_METHOD = Method.STEER  # auto's method on a model without a measured choice
 
 
@@ -77,10 +78,12 @@ def parse_choices(data: dict) -> dict[str, dict[str, Choice]]:
 
 
 def find_defaults(generator: Generator) -> EditDefaults | None:
-    """The choice measured for ``generator``'s denoiser, if one is shipped beside it."""
-    from medcf.editing.records import find_beside
+    """The choice measured for ``generator``'s denoiser, if its package holds one."""
+    return measured(generator, PieceKind.EDIT_DEFAULTS, _load_piece)
 
-    return find_beside(generator, DEFAULTS_FILE, EditDefaults.load)
+
+def _load_piece(piece: Piece) -> EditDefaults:
+    return EditDefaults.load(piece.path(Role.RECORD))
 
 
 @dataclass(frozen=True)

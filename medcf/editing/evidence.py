@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 
 from medcf.models.base import Generator, TextEncoding
+from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role, measured
 from medcf.vocab import Finding
 
-EVIDENCE_FILE = "evidence.json"  # beside the model's weights: how far the check can be trusted per finding
+EVIDENCE_FILE = PIECE_FILES[PieceKind.EVIDENCE][Role.RECORD]  # the package's evidence piece: how far the check can be trusted
 MIN_RELIABLE_AUC = 0.85  # below this the check's verdict is reported, not acted upon
 
 
@@ -117,8 +118,10 @@ class EvidenceReliability:
 
 
 def find_reliability(generator: Generator) -> EvidenceReliability | None:
-    """The reliability shipped beside ``generator``'s weights, if it was measured for this
-    denoiser (a retrained model must be measured again before its check drives passes)."""
-    from medcf.editing.records import find_beside
+    """The reliability in ``generator``'s package, if it was measured for this denoiser (a
+    retrained model must be measured again before its check drives passes)."""
+    return measured(generator, PieceKind.EVIDENCE, _load_piece)
 
-    return find_beside(generator, EVIDENCE_FILE, EvidenceReliability.load)
+
+def _load_piece(piece: Piece) -> EvidenceReliability:
+    return EvidenceReliability.load(piece.path(Role.RECORD))

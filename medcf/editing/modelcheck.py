@@ -20,8 +20,8 @@ the committed simulated sample study's PA film):
 
 What will not work is read from the model itself: its attention sites (no cross-attention
 → no steering, no word gating), its tokenizer (a finding word the prompt does not keep as
-tokens → no pathology enhancement for that finding), and the measurements the editor
-looks for beside its weights (steering vectors, ``edit_defaults.json``, ``evidence.json``).
+tokens → no pathology enhancement for that finding), and the measurements its package
+lists (:mod:`medcf.models.package`: steering vectors, ``edit_defaults.json``, ``evidence.json``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import resize_image
 from medcf.editing.regulation import ORGAN_WORDS, PATHOLOGY_WORDS, word_tokens
 from medcf.models.base import CROSS, SELF, Generator
+from medcf.models.package import package_of
 from medcf.models.sampling import sample
 from medcf.text.prompts import prompt
 from medcf.vocab import Finding, Severity, Side, ViewPosition
@@ -74,7 +75,7 @@ class ModelCheck:
     def lines(self) -> list[str]:
         m, r, s = self.model, self.reconstruction, self.seconds
         lines = [
-            f"model: {m['format']} from {m['source']}",
+            f"model: {m['format']} from {m['source']} (package: {m['package'] or 'no manifest, no optional pieces'})",
             f"  working size {m['image_size'][0]}x{m['image_size'][1]}, latent {m['latent']}, "
             f"{m['prediction_type']}, guidance {m['guidance_scale']:g}, intensity convention "
             f"{(m['convention'] or {}).get('intensity', {}).get('mapping', 'identity (no medcf_convention.json)')}; "
@@ -152,6 +153,7 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
              "latent": [generator.latent_channels, *generator.latent_size], "prediction_type": generator.prediction_type,
              "guidance_scale": generator.guidance_scale, **generator.placement(),
              "convention": generator.convention.to_dict() if generator.convention is not None else None,
+             "package": str(package_of(generator).manifest) if package_of(generator).manifest else None,
              "attention_sites": {"self": sum(s.kind == SELF for s in sites), "cross": sum(s.kind == CROSS for s in sites)}}
 
     normal = prompt(ViewPosition.PA, style=generator.convention)
@@ -214,8 +216,9 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
                            f"{seconds['per_step']:.3f} s per step — it samples 16 seeds to a batch, which took the "
                            "default model from that bound's 82 min to 311 s on one CPU thread)")
     if defaults is None:
-        unavailable.append("no edit_defaults.json measured for these weights: --method auto falls back to steer at "
-                           "depth 0.5 (give --method and --depth yourself, or measure with the bench's tuning seeds)")
+        unavailable.append("no edit_defaults.json measured for these weights in the model's package: --method auto "
+                           "falls back to steer at depth 0.5 (give --method and --depth yourself, or measure with the "
+                           "bench's tuning seeds and list it with `medcf model package`)")
     for name in sorted({c.denoiser for actions in (defaults.choices if defaults else {}).values()
                         for c in actions.values() if c.denoiser}):
         try:  # an alternative denoiser the measured choice names must load, or auto fails on those findings
@@ -223,8 +226,8 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
         except MedCFError as error:
             unavailable.append(f"--method auto: {error}")
     if reliability is None:
-        unavailable.append("no evidence.json measured for these weights: the model's own check is reported but "
-                           "counted unreliable for every finding, so --passes has no effect")
+        unavailable.append("no evidence.json measured for these weights in the model's package: the model's own check "
+                           "is reported but counted unreliable for every finding, so --passes has no effect")
     seconds["total"] = round(time.perf_counter() - started, 2)
     return ModelCheck(model, seconds, sampled, reconstruction, methods, unavailable,
                       films={"sample": film, "input": source, "autoencoder": autoencoded, "ddpm": ddpm, "ddim": ddim})

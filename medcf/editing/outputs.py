@@ -12,12 +12,12 @@ import numpy as np
 
 import medcf
 from medcf.anatomy.masks import AnatomyMasks
-from medcf.bundle import beside_weights
 from medcf.editing.edit import Counterfactual
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_text
 from medcf.io.images import write_png16
 from medcf.io.inputs import InputFormat, InputImage, radiograph_affine, write_nifti_2d
 from medcf.io.provenance import Provenance
+from medcf.models.package import Role, package_of
 from medcf.vocab import Organ
 
 MODEL_NOTICE = "default model learned from simulated radiographs only"
@@ -38,16 +38,15 @@ class ModelInfo:
 
     @classmethod
     def of(cls, generator, vectors_path: Path | None) -> "ModelInfo":
-        from medcf.models.default import UNET_FILE
-
         folder = Path(generator.source)
-        weights = beside_weights(folder, UNET_FILE)
+        weights = package_of(generator).weights_file(Role.DENOISER)  # a MedCF default model's; None otherwise
         version = None
         for metadata in (folder.parent / "configs" / "metadata.json", folder / "configs" / "metadata.json"):
             if metadata.is_file():
                 version = json.loads(metadata.read_text(encoding="utf-8")).get("version")
                 break
-        return cls(generator.format, str(folder), version, sha256_of_file(weights) if weights else None,
+        return cls(generator.format, str(folder), version,
+                   (weights.sha256 or sha256_of_file(weights.path)) if weights and weights.path.is_file() else None,
                    str(vectors_path) if vectors_path else None,
                    sha256_of_file(vectors_path) if vectors_path and vectors_path.is_file() else None,
                    generator.placement())

@@ -2,8 +2,8 @@
 layer, step), estimated once from the frozen model, applied with a spatially selective
 gate — and, our extension, a gate restricted to the target region.
 
-Vectors live in one safetensors file per model (``steering_vectors.safetensors`` beside
-the weights), keyed ``<finding>/<site name>`` with shape ``(steps, channels)``; the file's
+Vectors live in one safetensors file per model (``steering_vectors.safetensors``, the
+steering-vectors piece of the model's package, :mod:`medcf.models.package`), keyed ``<finding>/<site name>`` with shape ``(steps, channels)``; the file's
 metadata names the denoiser weights' SHA-256 they were estimated on, and
 :func:`load_vectors` refuses a file made for other weights.
 """
@@ -27,7 +27,6 @@ from medcf.models.sampling import COND, sample
 from medcf.text.prompts import prompt
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
 
-VECTORS_FILE = "steering_vectors.safetensors"
 FORMAT = "medcf-steering-vectors"
 VERSION = 1
 

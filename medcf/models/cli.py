@@ -55,6 +55,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_package(args: argparse.Namespace) -> int:
+    from medcf.models.packaging import write_manifest
+
+    packaged = write_manifest(args.model, name=args.name, text_encoder=args.text_encoder)
+    for line in packaged.pieces:
+        print(line)
+    for note in packaged.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(packaged.manifest)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from medcf.editing.modelcheck import check_model, write_check
 
@@ -113,6 +125,18 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
     info.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
     add_device_options(info)
     info.set_defaults(func=cmd_info)
+    package = model_sub.add_parser(
+        "package", help="write or refresh a model folder's manifest (medcf_model.json)",
+        description="List the model's weights and the optional pieces beside them (steering vectors, per-finding "
+                    "settings, evidence for the model's own check, the causal factor model, the segmenter, alternative "
+                    "denoisers in denoisers/<name>/), each file with its SHA-256 and each piece with the fingerprint of "
+                    "the weights it was made for, in medcf_model.json beside the weights (replaced if there). The "
+                    "editor uses only what the manifest lists; run it again after changing any listed file.",
+        epilog=EPILOG)
+    package.add_argument("model", type=Path, help="model folder (any format `medcf model info` reads)")
+    package.add_argument("--name", default=None, help="the package's name (default: the bundle's or the folder's)")
+    package.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    package.set_defaults(func=cmd_package)
     check = model_sub.add_parser(
         "check", help="smoke-test a model folder: load, sample, invert and reconstruct one film, say what will not work",
         description="Load the model, sample one film from the normal prompt, encode one film (default: the committed "

@@ -38,10 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.bundle import beside_weights
 from medcf.errors import InputError
-
-CONVENTION_FILE = "medcf_convention.json"
+from medcf.models.package import CONVENTION_FILE
 MAPPINGS = ("identity", "equalize", "window8")
 BINS = 256
 _KEYS = {"intensity", "image_size", "prompt_template", "normal_phrase", "guidance_scale", "notes"}
@@ -156,11 +154,6 @@ class Convention:
 
         body = finding_sentence if finding_sentence is not None else (self.normal_phrase or NORMAL_PHRASE)
         return " ".join(self.prompt_template.format(view=view_sentence, finding=body).split())
-
-
-def find_convention(folder: str | Path) -> Path | None:
-    """``medcf_convention.json`` in ``folder`` or its ``models/``, if there is one."""
-    return beside_weights(folder, CONVENTION_FILE)
 
 
 def read_convention(path: str | Path) -> Convention:

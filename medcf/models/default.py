@@ -28,11 +28,11 @@ import torch
 
 from medcf.errors import InputError
 from medcf.models.adapters import DiffusersUNetGenerator
+from medcf.models.package import AUTOENCODER_FILE, CONFIG_FILE, DENOISER_FILE
 
 FORMAT = "medcf-default"
-CONFIG_NAME = "medcf_generator.json"
-AUTOENCODER_FILE = "autoencoder.safetensors"
-UNET_FILE = "unet.safetensors"
+CONFIG_NAME = CONFIG_FILE  # the file layout is stated once, in medcf.models.package
+UNET_FILE = DENOISER_FILE
 IMAGE_SIZE = 256
 TEXT_MAX_LENGTH = 32  # longest world prompt (three findings) is 28 MiniLM tokens
 

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from medcf.bundle import beside_weights
 from medcf.errors import InputError
 from medcf.models.base import Generator
-from medcf.models.convention import apply_convention, find_convention, read_convention
+from medcf.models.convention import apply_convention, read_convention
+from medcf.models.package import CONFIG_FILE, ModelPackage, Role, attach_package, weights_folder
 
 FORMATS = ("medcf-default", "diffusers-sd", "diffusers-pixart", "monai-ldm")
 _SD_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
@@ -52,14 +52,12 @@ def _read_json(path: Path) -> dict:
 
 def detect_format(folder: str | Path) -> str:
     """Which of :data:`FORMATS` ``folder`` holds (raises :class:`InputError` if none)."""
-    from medcf.models.default import CONFIG_NAME
-
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"model folder {folder} does not exist")
     if not folder.is_dir():
         raise InputError(f"{folder} is a file; a model is a folder (a MONAI bundle or a diffusers pipeline)")
-    if beside_weights(folder, CONFIG_NAME) is not None:
+    if (weights_folder(folder) / CONFIG_FILE).is_file():
         return "medcf-default"
     if (folder / "model_index.json").is_file():
         name = _read_json(folder / "model_index.json").get("_class_name", "")
@@ -72,14 +70,16 @@ def detect_format(folder: str | Path) -> str:
     for name in ("inference.json", "inference.yaml"):
         if (folder / "configs" / name).is_file():
             return "monai-ldm"
-    raise InputError(f"{folder} is not a model folder MedCF knows: expected a MedCF bundle (models/{CONFIG_NAME}), "
+    raise InputError(f"{folder} is not a model folder MedCF knows: expected a MedCF bundle (models/{CONFIG_FILE}), "
                      "a diffusers pipeline (model_index.json) or a MONAI bundle (configs/inference.json)")
 
 
 def load_generator(folder: str | Path, format: str | None = None, *, text_encoder: str | Path | None = None,
                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                   image_size: tuple[int, int] | None = None) -> Generator:
-    """Load the model in ``folder`` (format detected unless given) as a Generator."""
+                   image_size: tuple[int, int] | None = None, package: ModelPackage | None = None) -> Generator:
+    """Load the model in ``folder`` (format detected unless given) as a Generator, with its
+    package (:mod:`medcf.models.package`; read from ``folder`` unless given), which the
+    editor asks for the model's steering vectors, settings, evidence and factor model."""
     from medcf.models.text import offline
 
     offline()
@@ -87,12 +87,14 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
     detected = detect_format(folder)
     if format is not None and format != detected:
         raise InputError(f"{folder} holds a {detected} model, not {format}")
-    convention_path = find_convention(folder)
-    convention = read_convention(convention_path) if convention_path else None  # a bad file fails before loading
+    package = package or ModelPackage.load(folder)  # a file changed since packaging fails here, in one line
+    convention = read_convention(package.convention) if package.convention else None  # a bad file fails before loading
     if detected == "medcf-default":
-        from medcf.models.default import CONFIG_NAME, DefaultGenerator
+        from medcf.models.default import DefaultGenerator
 
-        generator = DefaultGenerator.from_folder(beside_weights(folder, CONFIG_NAME).parent, device=device, dtype=dtype)
+        config = package.weights_file(Role.CONFIG)
+        home = config.path.parent if config is not None else weights_folder(folder)
+        generator = DefaultGenerator.from_folder(home, device=device, dtype=dtype)
     elif detected == "diffusers-sd":
         generator = load_diffusers_sd(folder, device=device, dtype=dtype, image_size=image_size)
     elif detected == "diffusers-pixart":
@@ -104,6 +106,7 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
         if image_size is not None:  # the caller's size wins over the file's
             convention = replace(convention, image_size=None)
         apply_convention(generator, convention)
+    attach_package(generator, package)
     return generator
 
 

@@ -148,6 +148,7 @@ def parse_rare(values: list[str] | None) -> dict[str, float]:
 def cmd_train_factors(args: argparse.Namespace) -> int:
     from medcf.bundle import bundle_root
     from medcf.causal.factors import CONFIG_FILE, FactorConfig, autoencoder_fingerprint, save_factors
+    from medcf.models.packaging import refresh_package
     from medcf.causal.skew import skewed_subset
     from medcf.models.data import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
@@ -185,6 +186,9 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
     if args.export is not None:
         written = save_factors(args.export, model, record_for(model, recipe, figures))
         print(f"exported: {', '.join(str(p) for p in written)}")
+        packaged = refresh_package(args.export)  # exported beside a model's weights: its package lists them
+        if packaged is not None:
+            print(f"package: {packaged.manifest}")
     return 0
 
 
@@ -301,7 +305,8 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
                     "cross-patient swap-consistency and HSIC independence losses; then the pathology encoder "
                     "alone is fitted to the frozen rest (--posterior-steps). Reports the held-out latent "
                     "error of the swaps; --export writes causal_factors.json + .safetensors for `medcf edit "
-                    "--method causal` (copy them beside the model's weights, e.g. monai_bundle/models).",
+                    "--method causal`; exported into a model folder, they are listed in its package "
+                    "(medcf_model.json, as `medcf model package` writes it).",
         epilog=MODEL_EPILOG)
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, run.json")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
