@@ -156,8 +156,7 @@ class AutoencoderOptions:
     max_minutes: float = 0.0
     resume: bool = False
     progress: bool = True
-    tiny: bool = False
-    architecture: str = "default"  # medcf.models.default.ARCHITECTURES; tiny=True means "tiny"
+    tiny: bool = False  # the miniature architecture (medcf.models.default.tiny_config), for the trainers' tests
     extra: dict = field(default_factory=dict)
 
 
@@ -180,9 +179,9 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         heldout_path, heldout = Path(options.heldout_data), load_world_set(options.heldout_data)
     else:
         heldout_path, heldout = _heldout(options.heldout_pairs, world.images.shape[-1], options.progress)
-    # A resumed run keeps the architecture it started with, whatever --architecture says now.
+    # A resumed run keeps the architecture it started with.
     state = load_checkpoint(run.latest()) if options.resume else None
-    config = state["config"] if state else architecture_config("tiny" if options.tiny else options.architecture)
+    config = state["config"] if state else architecture_config("tiny" if options.tiny else "default")
     vae = build_autoencoder(config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=options.lr, weight_decay=0.0)
     step = 0
@@ -278,8 +277,6 @@ class GeneratorOptions:
     progress: bool = True
     init: str | None = None
     paired: bool = False
-    finding_tokens: bool = False
-    token_lr_scale: float = 10.0
     ground: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -357,7 +354,6 @@ def train_generator(options: GeneratorOptions) -> dict:
 
     from medcf.io.atomic import write_new_file
     from medcf.models.default import build_unet
-    from medcf.models.findings import ATTRIBUTE, SLOTS, finding_tokens_of, read_codes
     from medcf.models.grounding import grounding_loss
     from medcf.models.text import minilm_encoder, offline
 
@@ -379,7 +375,6 @@ def train_generator(options: GeneratorOptions) -> dict:
     # checkpoint when *it* started, which may be older.
     if resumed is not None:
         config["unet"] = resumed["config"]["unet"]
-        config["finding_tokens"] = resumed["config"].get("finding_tokens")
     elif not options.init:
         from medcf.models.default import denoiser_for
 
@@ -413,26 +408,10 @@ def train_generator(options: GeneratorOptions) -> dict:
         table = encoded.embeddings.cpu()
         empty = text([""]).embeddings.cpu()
     prompt_index = torch.tensor([unique.index(p) for p in prompts])
-    had_tokens = bool(config.get("finding_tokens"))
-    if options.finding_tokens and resumed is None:
-        config["finding_tokens"] = {"slots": SLOTS, "reader": "medcf.text rules (editable findings of the prompt)"}
     unet = build_unet(config).to(device)
-    tokens = finding_tokens_of(unet)
-    if tokens is not None:
-        # The attributes each prompt states, read as they will be at inference.
-        token_rows = tokens.rows([read_codes(p) for p in tqdm(unique, desc="reading the prompts' findings",
-                                                              disable=not options.progress)])
-        empty_rows = tokens.rows([()])
-        if resumed is None and not (options.init and had_tokens):
-            tokens.initialise_from_words(text)
     ema = copy.deepcopy(unet).requires_grad_(False)
     grounding = _grounding(options, world, encoded, prompt_index, unet, latents.shape[-2:]) if options.ground > 0 else None
-    # New finding tokens learn faster than the denoiser around them (--token-lr-scale).
-    named = list(unet.named_parameters())
-    groups = [{"params": [p for n, p in named if not n.startswith(f"{ATTRIBUTE}.")], "lr_scale": 1.0}]
-    if tokens is not None:
-        groups.append({"params": list(tokens.parameters()), "lr_scale": float(options.token_lr_scale)})
-    optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=0.01)
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
     step = 0
@@ -440,8 +419,7 @@ def train_generator(options: GeneratorOptions) -> dict:
     if options.init and resumed is None:
         from medcf.models.default import UNET_FILE, load_weights
 
-        load_weights(unet, Path(options.init) / UNET_FILE,
-                     new_prefixes=() if had_tokens or tokens is None else (f"{ATTRIBUTE}.",))
+        load_weights(unet, Path(options.init) / UNET_FILE)
         ema.load_state_dict(unet.state_dict())
     if options.init:
         initial = {"folder": str(options.init), "training": config.pop("training", None)}
@@ -461,7 +439,7 @@ def train_generator(options: GeneratorOptions) -> dict:
         "autoencoder": {"checkpoint": str(ae_checkpoint), "step": ae_step, "scaling_factor": scaling},
         "data": {"path": str(data_path), "spec": world.spec, "images": int(len(world.images)),
                  "distinct_prompts": len(unique)},
-        "text_encoder": config["text_encoder"], "finding_tokens": config.get("finding_tokens"),
+        "text_encoder": config["text_encoder"],
         "loss": f"MSE on epsilon, min-SNR weighting gamma={options.snr_gamma}; prompt dropout {options.prompt_dropout}",
         "batches": ("paired: each batch holds whole factual/counterfactual pairs, both films of a pair under the "
                     "same noise and timestep" if options.paired else "films drawn independently"),
@@ -482,15 +460,11 @@ def train_generator(options: GeneratorOptions) -> dict:
         drop = torch.from_numpy(rng.random(len(index)) < options.prompt_dropout)
         context = table[prompt_index[index]].clone()
         context[drop] = empty[0]
-        if tokens is not None:
-            rows = token_rows[prompt_index[index]].clone()
-            rows[drop] = empty_rows[0]
-            context = torch.cat([context.to(device), tokens(rows)], dim=1)
         x0 = latents[index].to(device)
         noise = noise.to(device)
         tick = time.perf_counter()
         for group in optimizer.param_groups:
-            group["lr"] = _lr(step, options.lr, options.warmup) * group.get("lr_scale", 1.0)
+            group["lr"] = _lr(step, options.lr, options.warmup)
         noisy = noise_schedule.add_noise(x0, noise, timesteps)
         if grounding is not None:
             grounded = grounding["grounded"][index] & ~drop
