@@ -159,28 +159,12 @@ def make_default_model(folder: Path) -> Path:
     return folder
 
 
-def make_default_model_with_finding_tokens(folder: Path) -> Path:
-    """The tiny default model with structured finding tokens (medcf.models.findings), their
-    side/zone/severity rows random so that every attribute changes the conditioning."""
-    from medcf.models.default import DefaultGenerator, save_default_model, tiny_config
-
-    torch.manual_seed(6)
-    config = tiny_config()
-    config["finding_tokens"] = {"slots": 3}
-    generator = DefaultGenerator.build(config)
-    randomize_zero_init(generator.unet)
-    save_default_model(folder, generator.config, generator.unet, generator.vae, half=True)
-    return folder
-
-
-#: one builder per model format MedCF loads (tests of the models and of the editor share it),
-#: and the default model with finding tokens (the key names the format before a "+")
+#: one builder per model format MedCF loads (tests of the models and of the editor share it)
 BUILDERS = {
     "diffusers-sd": make_sd_pipeline,
     "diffusers-pixart": make_pixart_pipeline,
     "monai-ldm": make_monai_bundle,
     "medcf-default": make_default_model,
-    "medcf-default+tokens": make_default_model_with_finding_tokens,
 }
 
 

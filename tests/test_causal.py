@@ -61,27 +61,29 @@ def test_skewed_subset_makes_a_combination_rare_and_buckets_it():
         skewed_subset(_pairs(common), {"nodule/right/*": 0.01})
 
 
-def _blob_world(path: Path, n: int, seed: int) -> Path:
+def _blob_world(path: Path, n: int, seed: int, combinations: list[tuple[str, str, str]] | None = None) -> Path:
     """Pairs of a 64² synthetic 'patient' (smooth random background) without and with a
-    bright blob low in the left or right half, severity = blob size: the exact pairs the
-    factor model learns from, in miniature."""
+    bright blob in the left or right half, low or high by zone, severity = blob size: the
+    exact pairs the factor model learns from, in miniature. ``combinations`` gives each
+    pair's (finding, side, zone) label (default: a pleural effusion, sides alternating)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:64, :64] / 64.0
     images, records = [], []
     for i in range(n):
         a, b, c = rng.uniform(0.2, 0.5, 3)
         background = a + 0.3 * b * xx + 0.3 * c * yy + 0.05 * np.sin(8 * xx + 10 * a)
-        side = ["left", "right"][i % 2]
+        label, side, zone = combinations[i] if combinations else ("pleural_effusion", ["left", "right"][i % 2], "lower")
         severity = ["mild", "moderate", "severe"][(i // 2) % 3]
         cx = 0.72 if side == "left" else 0.28  # the patient's left is the image's right
+        cy = 0.3 if zone == "upper" else 0.7
         radius = {"mild": 0.08, "moderate": 0.12, "severe": 0.16}[severity]
-        blob = np.exp(-(((xx - cx) ** 2 + (yy - 0.7) ** 2) / (2 * radius ** 2)))
+        blob = np.exp(-(((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * radius ** 2)))
         factual = np.clip(background + 0.45 * blob, 0, 1)
-        for kind, film, finding in (("factual", factual, "pleural_effusion"), ("counterfactual", background, "none")):
+        for kind, film, finding in (("factual", factual, label), ("counterfactual", background, "none")):
             images.append(np.rint(np.clip(film, 0, 1) * 65535).astype(np.uint16))
             present = finding != "none"
             records.append({"seed": seed + i, "kind": kind, "finding": finding, "side": side if present else None,
-                            "zone": "lower" if present else None, "severity": severity if present else None,
+                            "zone": zone if present else None, "severity": severity if present else None,
                             "prompt": ""})
     return model_fixtures.write_world_set(path, images, records)
 
@@ -206,21 +208,43 @@ def test_swap_suite_compares_swaps_with_the_exact_render(tmp_path):
     assert (tmp_path / "swap" / "examples.png").is_file()
 
 
-@needs_factors
-def test_long_tail_suite_writes_bucket_rows(tmp_path):
+def test_long_tail_suite_writes_bucket_rows(tiny_factors, tmp_path):
+    """The suite on the tiny model, with a factor model trained here on a blob world skewed by
+    ``--rare`` into a head, a medium and a tail combination (the suite needs its recipe's shares)."""
+    from medcf.editing.api import load_editor
     from medcf.eval.longtail import run_longtail_suite
     from medcf.world.ct import load_chest_ct
 
+    root, model, _ = tiny_factors
+    # 160 pairs: two common combinations, and two cut down by --rare to 3 pairs (2 %: medium) and
+    # 1 pair (0.7 %: tail) of the 144 kept
+    combinations = ([("pleural_effusion", "left", "lower"), ("nodule", "right", "lower")] * 70
+                    + [("pleural_effusion", "right", "lower"), ("nodule", "left", "upper")] * 10)
+    skewed = _blob_world(tmp_path / "skewed.npz", len(combinations), 7000, combinations)
+    done = _medcf("train", "factors", "--model", model, "--data", skewed, "--heldout", root / "heldout.npz",
+                  "--rare", "pleural_effusion/right/*=0.02", "--rare", "nodule/left/upper=0.005",
+                  "--steps", "20", "--posterior-steps", "10", "--batch", "8", "--width", "16", "--blocks", "1",
+                  "--threads", "1", "--quiet", "--out", tmp_path / "run", "--export", tmp_path / "factors")
+    assert done.returncode == 0, done.stderr
     ct = load_chest_ct(ROOT / "tests" / "data" / "ct_fixture.npz")
-    result = run_longtail_suite(tmp_path / "tail", ROOT / "monai_bundle" / "candidates" / "longtail-factors", n=1,
-                                pair_n=1, per_bucket=1, methods=("causal", "steer"), pair_methods=("steer",),
-                                judge=_small_judge(), progress=False, ct=ct)
+    editor = load_editor(model, segmenter=model_fixtures.AtlasSegmenter())  # a random model's films have no anatomy
+    result = run_longtail_suite(tmp_path / "tail", tmp_path / "factors", n=1, pair_n=1, per_bucket=1, size=64,
+                                methods=("causal", "regulated"), pair_methods=("causal",),
+                                judge=_small_judge(), editor=editor, progress=False, ct=ct)
     keys = {"bucket", "method", "noise_optimization", "flip_rate", "fidelity_psnr", "truth_gain"}
     assert all(keys <= set(row) for row in result["rows"])
     assert {r["bucket"] for r in result["summary"]} == {"head", "medium", "tail"}
+    assert result["settings"]["combinations"]["tail"] == ["nodule/left/upper"]
     pairs = [r for r in result["rows"] if r["setting"] == "pairs"]
     assert {r["noise_optimization"] for r in pairs} == {False, True} and all(r["truth_gain"] is None for r in pairs)
     edits = [r for r in result["rows"] if r["setting"] == "edit"]
     assert all(r["fidelity_psnr"] is not None and r["noise_optimization"] is False for r in edits)
-    with pytest.raises(InputError, match="trained with --rare"):
-        run_longtail_suite(tmp_path / "plain", BUNDLE_MODELS, judge=_small_judge(), progress=False, ct=ct)
+    with pytest.raises(InputError, match="trained with --rare"):  # the factors beside the model: no skew
+        run_longtail_suite(tmp_path / "plain", model, judge=_small_judge(), editor=editor, progress=False, ct=ct)
+
+
+def test_long_tail_suite_needs_its_factors_named():
+    """No factor model for the long-tail suite ships; the CLI says how to train one."""
+    done = _medcf("bench", "--suite", "longtail", "--out", "unused-never-written")
+    assert done.returncode == 2 and "--suite longtail needs --factors DIR" in done.stderr
+    assert "medcf train factors" in done.stderr and "--rare" in done.stderr and "Traceback" not in done.stderr

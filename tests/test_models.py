@@ -43,9 +43,9 @@ def generators(folders):
 
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_folder_format_is_detected_and_loaded(folders, generators, name):
-    assert detect_format(folders[name]) == name.split("+")[0]
+    assert detect_format(folders[name]) == name
     generator = generators[name]
-    assert generator.format == name.split("+")[0]
+    assert generator.format == name
     images = np.random.default_rng(0).random((2, *generator.image_size)).astype(np.float32)
     latents = generator.encode_images(images)
     assert latents.shape == (2, generator.latent_channels, *generator.latent_size)
@@ -255,6 +255,11 @@ def test_wrong_weights_and_missing_text_encoder(tmp_path, folders):
         load_generator(default)
     (default / UNET_FILE).write_bytes(b"garbage")
     with pytest.raises(InputError, match="not a readable safetensors file"):
+        load_generator(default)
+    # structured finding tokens were tried and not shipped: such a model is refused by name
+    config["finding_tokens"] = {"slots": 3}
+    (default / "medcf_generator.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="structured finding tokens, which MedCF no longer loads .* commit 836c212"):
         load_generator(default)
 
     monai = tmp_path / "monai"
@@ -542,38 +547,23 @@ def test_prompt_faithfulness_asks_the_judge_about_the_prompted_side(folders):
                                                                               "cardiomegaly": 1.0}}
 
 
-def test_the_fine_architecture_halves_the_latent_cell_and_keeps_the_attention_grids():
-    """--architecture fine: 256² films on a 64×64 latent grid, attention where the default has it."""
-    from medcf.models.default import DefaultGenerator, architecture_config, denoiser_for
-
-    default, fine = (DefaultGenerator.build(architecture_config(name)) for name in ("default", "fine"))
-    assert default.latent_size == (32, 32) and fine.latent_size == (64, 64)
-    film = torch.zeros(1, 1, 256, 256)
-    assert fine.vae.encode(film).latent_dist.mean.shape == (1, 4, 64, 64)
-    grids = {name: sorted((s.kind, tuple(s.grid), s.heads) for s in g.attention_sites())
-             for name, g in (("default", default), ("fine", fine))}
-    assert grids["fine"] == grids["default"] and {grid for _, grid, _ in grids["fine"]} == {(16, 16), (8, 8)}
-    assert denoiser_for(architecture_config("fine")) == architecture_config("fine")["unet"]
-    with pytest.raises(InputError, match="unknown architecture 'huge'"):
-        architecture_config("huge")
-
-
-def test_a_generator_trained_on_a_fine_autoencoder_takes_the_fine_denoiser_and_resuming_keeps_it(tmp_path):
-    from medcf.models.default import fine_config
+def test_a_resumed_autoencoder_run_keeps_its_architecture_and_its_generator_takes_the_matching_denoiser(tmp_path):
+    from medcf.models.default import architecture_config, tiny_config
     from medcf.training.autoencoder import AutoencoderOptions, train_autoencoder
     from medcf.training.engine import load_checkpoint
     from medcf.training.generator import GeneratorOptions, train_generator
 
     data = _synthetic_world_set(tmp_path / "set.npz")
     common = dict(data=str(data), heldout_data=str(data), batch=2, crop=32, checkpoint_every=1, progress=False)
-    train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), steps=1, architecture="fine", **common))
-    # resuming under another --architecture continues the run's own
+    train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), steps=1, tiny=True, **common))
+    # resuming without tiny=True continues the run's own (miniature) architecture
     train_autoencoder(AutoencoderOptions(out=str(tmp_path / "ae"), steps=2, resume=True, **common))
     state = load_checkpoint(tmp_path / "ae" / "checkpoints" / "step-0000002.pt")
-    assert state["config"]["architecture"] == "fine"
-    assert len(state["config"]["autoencoder"]["block_out_channels"]) == 3
+    assert state["config"]["architecture"] == "tiny"
+    assert state["config"]["autoencoder"]["block_out_channels"] == tiny_config()["autoencoder"]["block_out_channels"]
     train_generator(GeneratorOptions(out=str(tmp_path / "gen"), autoencoder=str(tmp_path / "ae"), data=str(data),
                                      batch=2, steps=1, progress=False))
     recipe = json.loads((tmp_path / "gen" / "run.json").read_text())
-    assert recipe["architecture"]["down_block_types"] == fine_config()["unet"]["down_block_types"]
-    assert recipe["architecture"]["sample_size"] == 64 // 4  # the 64-pixel test films on the f = 4 grid
+    assert recipe["architecture"]["block_out_channels"] == tiny_config()["unet"]["block_out_channels"]
+    with pytest.raises(InputError, match="unknown architecture 'fine'; one of default, tiny"):
+        architecture_config("fine")  # tried and not shipped (monai_bundle/docs/README.md)

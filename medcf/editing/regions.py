@@ -77,7 +77,7 @@ def anatomy_source(masks: AnatomyMasks, spec: EditSpec, placed_by_model: bool = 
       the finding's zones on both sides; an addition draws on the asked side. Tuning seeds,
       removals the judge agrees with, asked side → both sides: effusion 3 → 7 of 8,
       consolidation 0 → 4, atelectasis 4 → 7, pneumothorax 5 → 7, nodule 3 → 2
-      (benchmarks/probe_pair_regions.py, docs/editing.md)."""
+      (docs/editing.md, "Pairs from scratch")."""
     if placed_by_model and spec.action is Action.REMOVE and spec.finding not in SIDELESS:
         spec = replace(spec, side=Side.BILATERAL)
     finding, side = spec.finding, spec.side or Side.BILATERAL

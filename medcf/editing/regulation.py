@@ -43,12 +43,8 @@ def word_tokens(text: TextEncoding, words: Sequence[str], prompt_index: int = 0)
 
 
 def pathology_tokens(text: TextEncoding, finding: Finding, prompt_index: int = 0) -> list[int]:
-    """The tokens that carry ``finding`` in one prompt: its words (:data:`PATHOLOGY_WORDS`) and,
-    for a model with structured finding tokens (:mod:`medcf.models.findings`), its token."""
-    from medcf.models.findings import structured_token_indices
-
-    return sorted(set(word_tokens(text, PATHOLOGY_WORDS[finding], prompt_index))
-                  | set(structured_token_indices(text, finding, prompt_index)))
+    """The tokens that carry ``finding`` in one prompt: its words (:data:`PATHOLOGY_WORDS`)."""
+    return word_tokens(text, PATHOLOGY_WORDS[finding], prompt_index)
 
 
 @dataclass

@@ -74,10 +74,20 @@ def _bench_judge(args: argparse.Namespace) -> int:
     return _print_outputs(result["out"])
 
 
+#: how to make the factor model the long-tail suite needs (its --rare shares are the committed run's)
+LONGTAIL_FACTORS_RECIPE = ("medcf train factors --out RUN --export DIR --rare 'pneumothorax/right/*=0.01' "
+                           "--rare 'nodule/left/upper=0.005' --rare 'atelectasis/left/middle=0.005'")
+
+
 def _bench_causal(args: argparse.Namespace) -> int:
     from medcf.editing.api import load_editor
+    from medcf.errors import InputError
     from medcf.eval.judge import Judge
 
+    if args.suite == "longtail" and args.factors is None:
+        # Checked before anything loads: the suite needs a factor model trained on a skewed set.
+        raise InputError(f"--suite longtail needs --factors DIR: a factor model trained on a skewed set, "
+                         f"e.g. `{LONGTAIL_FACTORS_RECIPE}`")
     judge = Judge.load(args.judge) if args.judge else None
     editor = load_editor(placement=placement_from_args(args))
     if args.suite == "swap":
@@ -90,11 +100,9 @@ def _bench_causal(args: argparse.Namespace) -> int:
             print(f"{row['swap']:10s} flip {row['flip_rate']:.2f}  lungs {row['dice_lungs']:.3f}  ssim outside "
                   f"lesion {row['ssim_outside_lesion']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB")
         return _print_outputs(result["out"])
-    from medcf.bundle import bundle_path
     from medcf.eval.longtail import run_longtail_suite
 
-    factors = args.factors or bundle_path("candidates", "longtail-factors")
-    result = run_longtail_suite(args.out, factors, n=_or(args.n, 4), pair_n=args.pair_n, per_bucket=args.per_bucket,
+    result = run_longtail_suite(args.out, args.factors, n=_or(args.n, 4), pair_n=args.pair_n, per_bucket=args.per_bucket,
                                 size=_or(args.size, 256), judge=judge, editor=editor, progress=not args.quiet)
     for row in result["summary"]:
         print(f"{row['bucket']:6s} {row['setting']:5s} {row['method']:10s} noise-opt {str(row['noise_optimization']):5s} "
@@ -184,8 +192,8 @@ def add_eval_parsers(sub: argparse._SubParsersAction) -> None:
                                      "(default: medcf edit's)")
     causal = bench.add_argument_group("swap and long-tail suites")
     causal.add_argument("--factors", type=Path, default=None,
-                        help="factor model folder (swap default: the one beside the model's weights; longtail "
-                             "default: monai_bundle/candidates/longtail-factors, trained with --rare)")
+                        help="factor model folder (swap default: the one beside the model's weights; longtail: "
+                             "required, a factor model trained with `medcf train factors --rare ... --export DIR`)")
     causal.add_argument("--per-bucket", type=int, default=3,
                         help="longtail: combinations of different findings per bucket (default 3)")
     causal.add_argument("--pair-n", type=int, default=2,

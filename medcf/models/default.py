@@ -76,32 +76,13 @@ def tiny_config() -> dict:
     return config
 
 
-def fine_config() -> dict:
-    """The default model on a finer latent grid: f = 4 (256² → 64×64×4), for findings a few
-    pixels across (a 12 mm nodule is ≈ 9 pixels, one cell of the f = 8 grid, four of this one).
-
-    The denoiser gains one convolution-only level at 64×64 in front of the default's and keeps
-    its attention where the default has it (16×16 and 8×8, same heads and widths), so the
-    editor's attention sites, organ masks on the attention grids and steering vectors' shapes
-    mean what they mean for the default; only the convolutions see the finer grid. Training
-    cost per step on the 2-core CPU: 0.85 s against the default's 0.62 s (batch 16, two threads;
-    monai_bundle/docs/README.md), where the default's three levels moved to 64×64 would cost 3.7 s."""
-    config = default_config()
-    config["autoencoder"].update(down_block_types=["DownEncoderBlock2D"] * 3, up_block_types=["UpDecoderBlock2D"] * 3,
-                                 block_out_channels=[16, 32, 64])
-    config["unet"].update(sample_size=IMAGE_SIZE // 4,
-                          down_block_types=["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-                          up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-                          block_out_channels=[32, 32, 64, 128])
-    return config
-
-
-ARCHITECTURES = {"default": default_config, "fine": fine_config, "tiny": tiny_config}
+#: the shipped model's architecture and its miniature (the trainers' tests build both halves of it)
+ARCHITECTURES = {"default": default_config, "tiny": tiny_config}
 
 
 def architecture_config(name: str) -> dict:
-    """The named architecture's config (``medcf train autoencoder --architecture NAME``), marked
-    with its name so that the generator trained on its autoencoder takes the matching denoiser."""
+    """The named architecture's config, marked with its name so that the generator trained on
+    its autoencoder takes the matching denoiser."""
     if name not in ARCHITECTURES:
         raise InputError(f"unknown architecture {name!r}; one of {', '.join(ARCHITECTURES)}")
     config = ARCHITECTURES[name]()
@@ -127,13 +108,14 @@ def build_autoencoder(config: dict):
 
 
 def build_unet(config: dict):
-    """The denoiser, with its structured finding tokens when the config has them
-    (:mod:`medcf.models.findings`)."""
+    """The denoiser. A config that asks for structured finding tokens (a lever tried and not
+    shipped, monai_bundle/docs/README.md) is refused by name rather than failing on its weights."""
     from diffusers import UNet2DConditionModel
 
-    from medcf.models.findings import attach_finding_tokens
-
-    return attach_finding_tokens(UNet2DConditionModel(**config["unet"]), config.get("finding_tokens"))
+    if config.get("finding_tokens"):
+        raise InputError("this model conditions on structured finding tokens, which MedCF no longer loads "
+                         "(tried and not shipped; the code last lived in git commit 836c212)")
+    return UNet2DConditionModel(**config["unet"])
 
 
 def read_config(folder: str | Path) -> dict:
@@ -150,10 +132,8 @@ def read_config(folder: str | Path) -> dict:
     return config
 
 
-def load_weights(module: torch.nn.Module, path: Path, new_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a safetensors file (any float dtype) into ``module``; every key must match, except
-    that parameters under ``new_prefixes`` may be absent from the file (a fine-tune that adds
-    them, e.g. finding tokens, keeps their initial values)."""
+def load_weights(module: torch.nn.Module, path: Path) -> None:
+    """Load a safetensors file (any float dtype) into ``module``; every key must match."""
     from safetensors.torch import load_file
 
     if not path.is_file():
@@ -163,7 +143,7 @@ def load_weights(module: torch.nn.Module, path: Path, new_prefixes: tuple[str, .
     except Exception as error:  # safetensors raises its own error types
         raise InputError(f"{path} is not a readable safetensors file ({' '.join(str(error).split())[:200]})") from None
     own = module.state_dict()
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(new_prefixes))
+    missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise InputError(f"{path} does not fit the architecture in {CONFIG_NAME}: "
@@ -172,7 +152,7 @@ def load_weights(module: torch.nn.Module, path: Path, new_prefixes: tuple[str, .
     if bad:
         raise InputError(f"{path}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, the architecture "
                          f"expects {tuple(own[bad[0]].shape)}")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=not new_prefixes)
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
 class DefaultGenerator(DiffusersUNetGenerator):
@@ -182,23 +162,12 @@ class DefaultGenerator(DiffusersUNetGenerator):
 
     def __init__(self, config: dict, unet, vae, source: str = "(in memory)", text=None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        from medcf.models.findings import StructuredText, finding_tokens_of
         from medcf.models.text import minilm_encoder
 
         self.config = config
         text = text or minilm_encoder(config["text_encoder"]["max_length"], device=device, dtype=dtype)
-        tokens = finding_tokens_of(unet)
-        if tokens is not None and not isinstance(text, StructuredText):
-            text = StructuredText(text, tokens)
         super().__init__(unet, vae, text, config["scheduler"], source, image_size=tuple(config["image_size"]),
                          guidance_scale=float(config.get("guidance_scale", 4.0)), device=device, dtype=dtype)
-
-    def describe(self) -> dict:
-        """The base description, and whether the denoiser has structured finding tokens (how many slots)."""
-        from medcf.models.findings import finding_tokens_of
-
-        tokens = finding_tokens_of(self.unet)
-        return {**super().describe(), "finding_tokens": None if tokens is None else tokens.slots}
 
     @classmethod
     def build(cls, config: dict | None = None, **kwargs) -> "DefaultGenerator":

@@ -77,8 +77,6 @@ class GroundingProcessor(AttentionProcessor):
             return super().attend(site, query, key, value, scale=scale, bias=bias)
         probabilities = attention_probabilities(query, key, scale, bias)
         weights = self.weights.to(probabilities)
-        if weights.shape[1] < probabilities.shape[-1]:  # structured finding tokens follow the words
-            weights = F.pad(weights, (0, probabilities.shape[-1] - weights.shape[1]))
         self.maps.append(torch.einsum("bhqk,bk->bq", probabilities, weights) / probabilities.shape[1])
         return torch.einsum("bhqk,bhkd->bhqd", probabilities.to(value.dtype), value)
 

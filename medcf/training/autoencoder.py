@@ -59,8 +59,7 @@ class AutoencoderOptions:
     max_minutes: float = 0.0
     resume: bool = False
     progress: bool = True
-    tiny: bool = False
-    architecture: str = "default"  # medcf.models.default.ARCHITECTURES; tiny=True means "tiny"
+    tiny: bool = False  # the miniature architecture (medcf.models.default.tiny_config), for the trainers' tests
     extra: dict = field(default_factory=dict)
 
 
@@ -78,9 +77,9 @@ def train_autoencoder(options: AutoencoderOptions) -> dict:
         heldout_path, heldout = Path(options.heldout_data), load_world_set(options.heldout_data)
     else:
         heldout_path, heldout = heldout_world_set(options.heldout_pairs, world.images.shape[-1], options.progress)
-    # A resumed run keeps the architecture it started with, whatever --architecture says now.
+    # A resumed run keeps the architecture it started with.
     state = run.resume_state(options.resume)
-    config = state["config"] if state else architecture_config("tiny" if options.tiny else options.architecture)
+    config = state["config"] if state else architecture_config("tiny" if options.tiny else "default")
     vae = build_autoencoder(config).to(device)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=options.lr, weight_decay=0.0)
     step = 0

@@ -55,7 +55,7 @@ def cmd_train_autoencoder(args: argparse.Namespace) -> int:
         out=str(args.out), data=str(args.data) if args.data else None, n_pairs=args.n_pairs, size=args.size,
         data_seed=args.data_seed, steps=args.steps, batch=args.batch, crop=args.crop, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, threads=args.threads, max_minutes=args.max_minutes,
-        resume=args.resume, progress=not args.quiet, tiny=args.tiny, architecture=args.architecture,
+        resume=args.resume, progress=not args.quiet,
         heldout_pairs=args.heldout_pairs,
         heldout_data=str(args.heldout_data) if args.heldout_data else None))
     print(json.dumps(result))
@@ -67,8 +67,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
 
     result = train_generator(GeneratorOptions(
         out=str(args.out), autoencoder=str(args.autoencoder) if args.autoencoder else None,
-        init=str(args.init) if args.init else None, paired=args.paired, finding_tokens=args.finding_tokens,
-        token_lr_scale=args.token_lr_scale, ground=args.ground, data=str(args.data) if args.data else None,
+        init=str(args.init) if args.init else None, paired=args.paired, ground=args.ground, data=str(args.data) if args.data else None,
         n_pairs=args.n_pairs, size=args.size, data_seed=args.data_seed, steps=args.steps, batch=args.batch,
         lr=args.lr, prompt_dropout=args.prompt_dropout, seed=args.seed, checkpoint_every=args.checkpoint_every,
         threads=args.threads, max_minutes=args.max_minutes, resume=args.resume, progress=not args.quiet))
@@ -251,8 +250,7 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
 
     ae = train_sub.add_parser(
         "autoencoder", help="train the default model's KL autoencoder on the simulated world",
-        description="Train the default model's autoencoder (1 channel, 256x256 -> 32x32x4, or 64x64x4 with "
-                    "--architecture fine) on random crops of "
+        description="Train the default model's autoencoder (1 channel, 256x256 -> 32x32x4) on random crops of "
                     "simulated radiographs (rendered once into the cache, training seeds 0..999999). Reports "
                     "reconstruction PSNR on held-out images (seeds from 1000000). Checkpoints every "
                     "--checkpoint-every steps; --resume continues.", epilog=MODEL_EPILOG)
@@ -261,11 +259,6 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
     ae.add_argument("--heldout-pairs", type=positive(int), default=32, help="held-out pairs for PSNR (default 32)")
     ae.add_argument("--heldout-data", type=Path, default=None,
                     help="a held-out world set .npz for PSNR (default: render seeds from 1000000 into the cache)")
-    ae.add_argument("--architecture", choices=["default", "fine"], default="default",
-                    help="default: f = 8, 256x256 -> 32x32x4 (the shipped model); fine: f = 4, 256x256 -> 64x64x4, "
-                         "and `medcf train generator` on it takes a denoiser with one more, convolution-only level "
-                         "(attention stays at 16x16 and 8x8). A resumed run keeps the architecture it started with")
-    ae.add_argument("--tiny", action="store_true", help="a miniature architecture (smoke tests)")
     ae.set_defaults(func=cmd_train_autoencoder)
 
     gen = train_sub.add_parser(
@@ -283,12 +276,6 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
     gen.add_argument("--paired", action="store_true",
                      help="paired batches: each batch holds whole factual/counterfactual pairs, both films of a "
                           "pair under the same noise and timestep, so the prompt is all that tells them apart")
-    gen.add_argument("--finding-tokens", action="store_true",
-                     help="condition on structured finding tokens too: each finding the prompt states (finding, "
-                          "side, zone, severity, read by medcf.text) becomes one learned token beside the text "
-                          "tokens (medcf.models.findings); with --init, added to a model that has none")
-    gen.add_argument("--token-lr-scale", type=float, default=10.0,
-                     help="learning rate of the finding tokens relative to --lr (default 10: they start new)")
     gen.add_argument("--ground", type=float, default=0.0, metavar="WEIGHT",
                      help="attention grounding (medcf.models.grounding): add WEIGHT x a loss that pulls the "
                           "finding words' cross-attention into the lesion's cells, taken from each pair's "

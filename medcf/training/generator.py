@@ -1,6 +1,6 @@
 """``medcf train generator``: the default model's text-conditioned UNet, trained on the
 autoencoder's latents of the simulated world's films (optionally in whole factual /
-counterfactual pairs, with finding tokens, or with a grounding loss).
+counterfactual pairs, or with a grounding loss).
 
 Runs on the training engine (:mod:`medcf.training.engine`): the run folder keeps
 ``latents.pt`` (the training set encoded once by the autoencoder) beside the checkpoints;
@@ -24,7 +24,6 @@ from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.models.data import NONE, pair_starts
 from medcf.models.default import UNET_FILE, build_unet, denoiser_for, load_weights
-from medcf.models.findings import ATTRIBUTE, SLOTS, finding_tokens_of, read_codes
 from medcf.models.grounding import (GroundingProcessor, cross_sites, grounding_loss, lesion_footprints, lesion_masks,
                                     token_grids)
 from medcf.models.text import minilm_encoder, offline
@@ -59,8 +58,6 @@ class GeneratorOptions:
     progress: bool = True
     init: str | None = None
     paired: bool = False
-    finding_tokens: bool = False
-    token_lr_scale: float = 10.0
     ground: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -124,7 +121,6 @@ def train_generator(options: GeneratorOptions) -> dict:
     # checkpoint when *it* started, which may be older.
     if resumed is not None:
         config["unet"] = resumed["config"]["unet"]
-        config["finding_tokens"] = resumed["config"].get("finding_tokens")
     elif not options.init:
         config["unet"] = denoiser_for(config)
     data_path, world = training_world_set(options.data, options.n_pairs, options.size, options.data_seed,
@@ -157,33 +153,16 @@ def train_generator(options: GeneratorOptions) -> dict:
         table = encoded.embeddings.cpu()
         empty = text([""]).embeddings.cpu()
     prompt_index = torch.tensor([unique.index(p) for p in prompts])
-    had_tokens = bool(config.get("finding_tokens"))
-    if options.finding_tokens and resumed is None:
-        config["finding_tokens"] = {"slots": SLOTS, "reader": "medcf.text rules (editable findings of the prompt)"}
     unet = build_unet(config).to(device)
-    tokens = finding_tokens_of(unet)
-    if tokens is not None:
-        # The attributes each prompt states, read as they will be at inference.
-        token_rows = tokens.rows([read_codes(p) for p in tqdm(unique, desc="reading the prompts' findings",
-                                                              disable=not options.progress)])
-        empty_rows = tokens.rows([()])
-        if resumed is None and not (options.init and had_tokens):
-            tokens.initialise_from_words(text)
     ema = copy.deepcopy(unet).requires_grad_(False)
     grounding = _grounding(options, world, encoded, prompt_index, unet, latents.shape[-2:]) if options.ground > 0 else None
-    # New finding tokens learn faster than the denoiser around them (--token-lr-scale).
-    named = list(unet.named_parameters())
-    groups = [{"params": [p for n, p in named if not n.startswith(f"{ATTRIBUTE}.")], "lr_scale": 1.0}]
-    if tokens is not None:
-        groups.append({"params": list(tokens.parameters()), "lr_scale": float(options.token_lr_scale)})
-    optimizer = torch.optim.AdamW(groups, lr=options.lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=options.lr, weight_decay=0.01)
     noise_schedule = DDPMScheduler.from_config(config["scheduler"])
     alphas = noise_schedule.alphas_cumprod.to(device)
     step = 0
     initial = None
     if options.init and resumed is None:
-        load_weights(unet, Path(options.init) / UNET_FILE,
-                     new_prefixes=() if had_tokens or tokens is None else (f"{ATTRIBUTE}.",))
+        load_weights(unet, Path(options.init) / UNET_FILE)
         ema.load_state_dict(unet.state_dict())
     if options.init:
         initial = {"folder": str(options.init), "training": config.pop("training", None)}
@@ -203,7 +182,7 @@ def train_generator(options: GeneratorOptions) -> dict:
         "autoencoder": {"checkpoint": str(ae_checkpoint), "step": ae_step, "scaling_factor": scaling},
         "data": {"path": str(data_path), "spec": world.spec, "images": int(len(world.images)),
                  "distinct_prompts": len(unique)},
-        "text_encoder": config["text_encoder"], "finding_tokens": config.get("finding_tokens"),
+        "text_encoder": config["text_encoder"],
         "loss": f"MSE on epsilon, min-SNR weighting gamma={options.snr_gamma}; prompt dropout {options.prompt_dropout}",
         "batches": ("paired: each batch holds whole factual/counterfactual pairs, both films of a pair under the "
                     "same noise and timestep" if options.paired else "films drawn independently"),
@@ -224,10 +203,6 @@ def train_generator(options: GeneratorOptions) -> dict:
         drop = torch.from_numpy(rng.random(len(index)) < options.prompt_dropout)
         context = table[prompt_index[index]].clone()
         context[drop] = empty[0]
-        if tokens is not None:
-            rows = token_rows[prompt_index[index]].clone()
-            rows[drop] = empty_rows[0]
-            context = torch.cat([context.to(device), tokens(rows)], dim=1)
         x0 = latents[index].to(device)
         noise = noise.to(device)
         tick = time.perf_counter()
