@@ -11,7 +11,7 @@ import pytest
 from medcf.vocab import Finding
 from tests import model_fixtures
 from medcf.eval.judge import LABELS, Judge, auc, labels_of, youden_threshold
-from medcf.training.judge import JudgeOptions, train_judge
+from medcf.eval.judge_training import JudgeOptions, train_judge
 
 
 def _small_network(in_channels: int = 3) -> dict:
@@ -150,7 +150,7 @@ def test_truth_gain_measures_the_share_of_the_true_change():
 def test_look_augmentation_changes_the_look_not_the_layout():
     import torch
 
-    from medcf.training.judge import _look
+    from medcf.eval.judge_training import _look
 
     yy = torch.linspace(0, 1, 64)[None, None, :, None].expand(16, 1, 64, 64)
     x = 0.2 + 0.6 * yy
@@ -279,7 +279,7 @@ def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
 
 
 def test_a_judge_is_recalibrated_without_training(tmp_path):
-    from medcf.eval.judge import recalibrate_judge
+    from medcf.eval.judge_training import recalibrate_judge
 
     small = _small_network()
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=20, batch=16, threads=1, progress=False,

@@ -1,2 +1,2 @@
 """Evaluation: the finding judge (:mod:`~medcf.eval.judge`; trained by
-:mod:`medcf.training.judge`) and, with it, the counterfactual benchmark (:mod:`~medcf.eval.bench`)."""
+:mod:`medcf.eval.judge_training`) and, with it, the counterfactual benchmark (:mod:`~medcf.eval.bench`)."""

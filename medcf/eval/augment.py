@@ -16,7 +16,7 @@ The generated films are labelled by their prompts (what a user of the pairs woul
 ``add`` pair is "no finding" → "finding on side", a ``remove`` pair the reverse. Pair specs
 (finding, side, severity, action, view) are drawn once from :data:`PAIR_SEED` and shared by
 every generated arm, whose factual films are therefore identical: only the counterfactual
-method differs. The classifier is the judge's recipe (:func:`medcf.training.judge.train_judge`,
+method differs. The classifier is the judge's recipe (:func:`medcf.eval.judge_training.train_judge`,
 MONAI DenseNet) with the same steps and seed for every arm, repeated with ``repeats`` seeds
 — without the judge's autoencoded copies and look augmentation (:data:`CLASSIFIER_RECIPE`):
 those would give the rendered arm the generator's look and blur the very difference
@@ -298,7 +298,7 @@ def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict
     """One classifier per arm and seed, taken from ``earlier`` where it holds it; after each
     seed, ``publish(rows, reused, seeds done)`` with the AUC rows so far (one per finding)
     and, per arm, the seeds taken. Returns the last publication."""
-    from medcf.training.judge import JudgeOptions, train_judge
+    from medcf.eval.judge_training import JudgeOptions, train_judge
 
     rows: list[dict] = []
     reused: dict[str, list[int]] = {}

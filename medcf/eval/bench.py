@@ -352,7 +352,7 @@ def markdown_rows(head: tuple[str, ...], rows: list[dict]) -> list[str]:
 def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> dict:
     """The judge's verdicts on ``films`` and one row per (concept, action, method); writes
     ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir`` if given."""
-    from medcf.eval.judge_report import concept_misses
+    from medcf.eval.judge import concept_misses
     from medcf.io.atomic import new_output_dir, write_new_text
 
     out = new_output_dir(out_dir) if out_dir is not None else None

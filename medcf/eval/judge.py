@@ -21,7 +21,7 @@ sharp renders alone, called most films the model samples from the normal prompt
 "consolidation" or "nodule" (issue 15). It still never sees a sampled film.
 
 This module is the judge as the suites run it (network, preparation, decisions, their
-calibration); training is :mod:`medcf.training.judge` (``medcf train judge``).
+calibration); training is :mod:`medcf.eval.judge_training` (``medcf train judge``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from medcf.errors import InputError
-from medcf.vocab import Finding, Side
+from medcf.vocab import Action, Finding, Side
 from medcf.world.seeds import SeedRange
 
 TRAIN_SEED = SeedRange.JUDGE_TRAIN.start
@@ -307,53 +307,64 @@ def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
             for name, world in sets.items()}
 
 
-def calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_generator, out: Path,
-                       progress: bool) -> dict:
-    """Calibrate ``judge`` on the held-out films (and, given ``look_generator``, on their
-    autoencoded copies), add the field reports when ``report_generator`` is given, save it
-    into the new folder ``out``; returns the held-out report on renders."""
-    from medcf.io.atomic import new_output_dir
-
-    heldout = {"heldout_report": heldout_path}
-    if look_generator is not None:
-        from medcf.models.data import autoencoded_world_set
-
-        heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, look_generator,
-                                                                      progress=progress)
-    reports = evaluate_looks(judge, heldout)
-    judge.record.update(reports)
-    if report_generator is not None:
-        from medcf.eval.judge_report import judge_field_reports
-
-        judge.record.update(judge_field_reports(judge, report_generator, progress=progress))
-    judge.save(new_output_dir(out))
-    return reports["heldout_report"]
+# What the judge's record must show before its verdicts are read without caveats.
+TARGETS = {"auc": 0.95, "side_auc": 0.90, "false_alarms": 0.10, "sham_flip_rate": 0.05}
 
 
-def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = None, reports: bool = True,
-                      progress: bool = True) -> dict:
-    """A trained judge's decisions calibrated anew, without training: the same weights, the
-    held-out films its training run used (re-rendered from the recorded spec; a recorded
-    file path is read as it is), thresholds, side calibration and field reports re-made,
-    saved into the new folder ``out`` (``reports``: the field reports too, which sample and
-    edit with the generator). For judges saved before a calibration existed (issue 16: the
-    side margins); the training record (steps, seconds, data) is kept."""
-    from medcf.bundle import bundle_root
-    from medcf.io.atomic import new_output_dir
-    from medcf.models.data import WorldSetSpec, render_world_set
-    from medcf.models.loaders import load_generator
+def targets_met(record: dict) -> dict[str, list[str]]:
+    """What misses the issue's targets, by report (empty lists: all met)."""
+    misses: dict[str, list[str]] = {}
+    for name in ("heldout_report", "heldout_report_autoencoded"):
+        aucs = record.get(name, {}).get("auc", {})
+        if not aucs:
+            misses[name] = ["not measured"]
+            continue
+        misses[name] = [f"{label} {value}" for label, value in aucs.items() if value is not None and value <
+                        (TARGETS["auc"] if label in {f.value for f in Finding} else TARGETS["side_auc"])]
+        misses[name] += [f"{finding} side margin {value}" for finding, value in
+                         record.get(name, {}).get("side_margin_auc", {}).items()
+                         if value is not None and value < TARGETS["side_auc"]]
+    alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
+    misses["normal_sample_false_alarms"] = [f"{k} {v}" for k, v in alarms.items() if v > TARGETS["false_alarms"]]
+    shams = record.get("sham_flip_rate", {}).get("rates", {})
+    misses["sham_flip_rate"] = [f"{sham} {finding} {action} {entry['flip']}"
+                                for sham, findings in shams.items() for finding, actions in findings.items()
+                                for action, entry in actions.items()
+                                if entry["flip"] is not None and entry["flip"] > TARGETS["sham_flip_rate"]]
+    return misses
 
-    judge = Judge.load(folder)
-    new_output_dir(out)  # fail before the work, not after it
-    judge.thresholds, judge.side_margins, judge.side_thresholds = {}, {}, {}
-    heldout = judge.record.get("heldout")
-    if isinstance(heldout, dict):
-        heldout_path = render_world_set(WorldSetSpec(**heldout), progress=progress)
-    elif isinstance(heldout, str) and Path(heldout).is_file():
-        heldout_path = Path(heldout)
-    else:
-        raise InputError(f"{folder}: the judge's record names no held-out films that can be re-made ({heldout!r})")
-    autoencoded = judge.record.get("recipe", {}).get("autoencoded", False)
-    generator = load_generator(model or bundle_root()) if autoencoded or reports else None
-    return calibrate_and_save(judge, heldout_path, generator if autoencoded else None,
-                               generator if reports else None, Path(out), progress)
+
+def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
+    """The judge's missed targets that bear on one (finding, action) row of the
+    counterfactual suite: its AUCs (and side AUCs, for a sided finding's add: the AUC of
+    the margin the side is decided on where the judge is calibrated so, else of each side
+    head), its false alarms on normal samples, its sham flips for that action. Empty: the
+    row's flip rate can be read as the judge's verdict; otherwise as the judge's, with
+    these caveats."""
+    misses = []
+    for name, short in (("heldout_report", "AUC"), ("heldout_report_autoencoded", "AUC autoencoded")):
+        aucs = record.get(name, {}).get("auc", {})
+        if finding.value not in aucs:
+            misses.append(f"{short} not measured")
+            continue
+        if aucs[finding.value] < TARGETS["auc"]:
+            misses.append(f"{short} {aucs[finding.value]:.2f}")
+        if action is Action.ADD:
+            margin = record.get(name, {}).get("side_margin_auc", {}).get(finding.value)
+            sides = [margin] if margin is not None else [aucs.get(f"{finding.value}_{s}") for s in ("left", "right")]
+            sides = [value for value in sides if value is not None]
+            if sides and min(sides) < TARGETS["side_auc"]:
+                misses.append(f"side {short} {min(sides):.2f}")
+    alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
+    if finding.value not in alarms:
+        misses.append("false alarms not measured")
+    elif alarms[finding.value] > TARGETS["false_alarms"]:
+        misses.append(f"false alarms {alarms[finding.value]:.2f}")
+    shams = record.get("sham_flip_rate", {}).get("rates", {})
+    if not shams:
+        misses.append("shams not measured")
+    for sham, findings in shams.items():
+        flip = findings.get(finding.value, {}).get(action.value, {}).get("flip")
+        if flip is not None and flip > TARGETS["sham_flip_rate"]:
+            misses.append(f"{sham} sham {flip:.2f}")
+    return misses

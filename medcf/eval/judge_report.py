@@ -27,11 +27,11 @@ import torch
 
 from medcf.vocab import Action, Finding, ViewPosition
 from medcf.world.seeds import SeedRange
+from medcf.eval.judge import TARGETS, concept_misses, targets_met
 
 NORMAL_SAMPLE_SEED = SeedRange.NORMAL_SAMPLES.start  # apart from every training, held-out, tuning and benchmark range
 NORMAL_SAMPLES = 60
 SHAM_PATIENTS = 10  # per finding (× add and remove): benchmark inputs, seeds from bench.BENCH_SEED
-TARGETS = {"auc": 0.95, "side_auc": 0.90, "false_alarms": 0.10, "sham_flip_rate": 0.05}
 
 
 @dataclass(frozen=True)
@@ -147,65 +147,6 @@ def judge_field_reports(judge, generator, segmenter=None, progress: bool = True)
     """The two reports, as the judge's record keys."""
     return {"normal_sample_false_alarms": normal_sample_false_alarms(judge, generator, progress=progress),
             "sham_flip_rate": sham_flip_rates(judge, generator, segmenter, progress=progress)}
-
-
-def targets_met(record: dict) -> dict[str, list[str]]:
-    """What misses the issue's targets, by report (empty lists: all met)."""
-    misses: dict[str, list[str]] = {}
-    for name in ("heldout_report", "heldout_report_autoencoded"):
-        aucs = record.get(name, {}).get("auc", {})
-        if not aucs:
-            misses[name] = ["not measured"]
-            continue
-        misses[name] = [f"{label} {value}" for label, value in aucs.items() if value is not None and value <
-                        (TARGETS["auc"] if label in {f.value for f in Finding} else TARGETS["side_auc"])]
-        misses[name] += [f"{finding} side margin {value}" for finding, value in
-                         record.get(name, {}).get("side_margin_auc", {}).items()
-                         if value is not None and value < TARGETS["side_auc"]]
-    alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
-    misses["normal_sample_false_alarms"] = [f"{k} {v}" for k, v in alarms.items() if v > TARGETS["false_alarms"]]
-    shams = record.get("sham_flip_rate", {}).get("rates", {})
-    misses["sham_flip_rate"] = [f"{sham} {finding} {action} {entry['flip']}"
-                                for sham, findings in shams.items() for finding, actions in findings.items()
-                                for action, entry in actions.items()
-                                if entry["flip"] is not None and entry["flip"] > TARGETS["sham_flip_rate"]]
-    return misses
-
-
-def concept_misses(record: dict, finding: Finding, action: Action) -> list[str]:
-    """The judge's missed targets that bear on one (finding, action) row of the
-    counterfactual suite: its AUCs (and side AUCs, for a sided finding's add: the AUC of
-    the margin the side is decided on where the judge is calibrated so, else of each side
-    head), its false alarms on normal samples, its sham flips for that action. Empty: the
-    row's flip rate can be read as the judge's verdict; otherwise as the judge's, with
-    these caveats."""
-    misses = []
-    for name, short in (("heldout_report", "AUC"), ("heldout_report_autoencoded", "AUC autoencoded")):
-        aucs = record.get(name, {}).get("auc", {})
-        if finding.value not in aucs:
-            misses.append(f"{short} not measured")
-            continue
-        if aucs[finding.value] < TARGETS["auc"]:
-            misses.append(f"{short} {aucs[finding.value]:.2f}")
-        if action is Action.ADD:
-            margin = record.get(name, {}).get("side_margin_auc", {}).get(finding.value)
-            sides = [margin] if margin is not None else [aucs.get(f"{finding.value}_{s}") for s in ("left", "right")]
-            sides = [value for value in sides if value is not None]
-            if sides and min(sides) < TARGETS["side_auc"]:
-                misses.append(f"side {short} {min(sides):.2f}")
-    alarms = record.get("normal_sample_false_alarms", {}).get("rates", {})
-    if finding.value not in alarms:
-        misses.append("false alarms not measured")
-    elif alarms[finding.value] > TARGETS["false_alarms"]:
-        misses.append(f"false alarms {alarms[finding.value]:.2f}")
-    shams = record.get("sham_flip_rate", {}).get("rates", {})
-    if not shams:
-        misses.append("shams not measured")
-    for sham, findings in shams.items():
-        flip = findings.get(finding.value, {}).get(action.value, {}).get("flip")
-        if flip is not None and flip > TARGETS["sham_flip_rate"]:
-            misses.append(f"{sham} sham {flip:.2f}")
-    return misses
 
 
 def report_markdown(record: dict) -> str:

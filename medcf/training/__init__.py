@@ -7,7 +7,7 @@ resume, EMA, learning-rate schedules, seeds and threads) and one module per netw
 - :mod:`~medcf.training.segmenter` (on the simulated world; its data
   :mod:`~medcf.training.anatomy_data` and augmentation :mod:`~medcf.training.anatomy_augment`)
   and :mod:`~medcf.training.segmenter_labels` (on films people labelled);
-- :mod:`~medcf.training.judge`: the benchmark's finding judge;
+- :mod:`~medcf.eval.judge_training`: the benchmark's finding judge;
 - :mod:`~medcf.training.factors`: the causal factor model.
 
 The lab imports the product (models, anatomy, causal, editing, io); nothing in the product

@@ -1,4 +1,4 @@
-"""``medcf train autoencoder|generator|segmenter|segmenter-labels|judge|factors`` and
+"""``medcf train autoencoder|generator|segmenter|segmenter-labels|factors`` and
 ``medcf model export``: the lab's commands, parsing only; each calls one trainer of
 :mod:`medcf.training`. Nothing heavy is imported until a command runs.
 """
@@ -20,8 +20,6 @@ MODEL_EPILOG = (
 )
 ANATOMY_EPILOG = ("The default anatomy model learned from simulated radiographs only. MedCF output is for "
                   "research only, never for diagnosis.")
-BENCH_EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfactual is known. "
-                "MedCF output is synthetic, for research only, never for diagnosis. Details: docs/bench.md.")
 DEFAULT_SETS = ((1200, 0), (1200, 1200))  # (pairs, first seed): the default model's comorbidity-free renders
 HELDOUT_SET = (300, SeedRange.PLAUSIBILITY.start)  # the judge's held-out renders: latent errors only
 
@@ -106,26 +104,6 @@ def cmd_train_segmenter_labels(args: argparse.Namespace) -> int:
     weights = finetune_segmenter(read_manifest(args.pairs), config, progress=not args.quiet)
     print(f"weights: {weights}")
     print(f"record: {weights.parent / 'training.json'}")
-    return 0
-
-
-def cmd_train_judge(args: argparse.Namespace) -> int:
-    import json
-
-    from medcf.eval.judge import recalibrate_judge
-    from medcf.training.judge import JudgeOptions, train_judge
-
-    if args.recalibrate is not None:
-        report = recalibrate_judge(args.recalibrate, args.out / "judge", model=args.model,
-                                   reports=not args.no_reports, progress=not args.quiet)
-        print(json.dumps(report, indent=2))
-        return 0
-    report = train_judge(JudgeOptions(out=args.out, n_pairs=args.pairs, steps=args.steps, batch=args.batch,
-                                      seed=args.seed, threads=args.threads, resume=args.resume,
-                                      max_minutes=args.max_minutes, progress=not args.quiet,
-                                      autoencoded=not args.renders_only, look=not args.renders_only,
-                                      model=args.model, reports=not args.no_reports))
-    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -322,34 +300,6 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=cmd_train_factors)
 
-    judge = train_sub.add_parser(
-        "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",
-        description="Train the finding judge of `medcf bench`: presence of every finding and the side of the "
-                    "main one, from simulated renders and their copies through the model's autoencoder (never "
-                    "sampled or edited films). Resumable (--resume), stops cleanly with --max-minutes; writes "
-                    "OUT/run (checkpoints) and OUT/judge (weights, held-out AUC per finding, calibrated thresholds, "
-                    "false alarms on normal samples, sham flips).", epilog=BENCH_EPILOG)
-    judge.add_argument("--out", type=Path, required=True, help="run folder")
-    judge.add_argument("--pairs", type=int, default=3000, help="training pairs rendered (default 3000)")
-    judge.add_argument("--steps", type=int, default=8000, help="training steps (default 8000)")
-    judge.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
-    judge.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    judge.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    judge.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/run")
-    judge.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
-    judge.add_argument("--renders-only", action="store_true",
-                       help="train on sharp renders alone, without the autoencoded copies and look augmentation "
-                            "(the first judge's recipe; it reads the generator's films as findings)")
-    judge.add_argument("--model", type=Path, default=None,
-                       help="generator whose autoencoder gives the films' look and whose normal samples are judged "
-                            "(default: the bundle's)")
-    judge.add_argument("--no-reports", action="store_true",
-                       help="skip the normal-sample false alarms and sham flips after training")
-    judge.add_argument("--recalibrate", type=Path, default=None, metavar="JUDGE",
-                       help="train nothing: calibrate the trained judge in folder JUDGE anew on its held-out films "
-                            "(presence thresholds, the side margins, the field reports) into OUT/judge, same weights")
-    judge.add_argument("--quiet", action="store_true", help="no progress bar")
-    judge.set_defaults(func=cmd_train_judge)
 
     export = model_sub.add_parser(
         "export", help="write the bundle's models/ folder from training runs",

@@ -1,4 +1,4 @@
-"""``medcf train judge``: the benchmark's finding judge (:mod:`medcf.eval.judge`), trained on
+"""``medcf train judge`` (the lab's instrument, trained here with the shared engine): the benchmark's finding judge (:mod:`medcf.eval.judge`), trained on
 rendered films of the simulated world and their copies through the model's autoencoder
 (never on sampled or edited films), then calibrated on held-out films and saved.
 
@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from medcf.bundle import bundle_root
-from medcf.eval.judge import (HELDOUT_SEED, LABELS, TRAIN_SEED, Judge, build_network, calibrate_and_save,
-                              input_channels, labels_of, network_definition, normalised, resized, with_coordinates)
+from medcf.eval.judge import (HELDOUT_SEED, LABELS, TRAIN_SEED, Judge, build_network, evaluate_looks, input_channels,
+                              labels_of, network_definition, normalised, resized, with_coordinates)
+from medcf.errors import InputError
 from medcf.metrics import gaussian_blur
 from medcf.models.data import WorldSet, WorldSetSpec, autoencoded_world_set, load_world_set, render_world_set
 from medcf.models.loaders import load_generator
@@ -170,3 +171,55 @@ def train_judge(options: JudgeOptions) -> dict:
     return calibrate_and_save(judge, heldout_path or render_world_set(heldout_spec, progress=options.progress),
                               generator if options.autoencoded else None, generator if options.reports else None,
                               Path(options.out) / "judge", options.progress)
+
+
+def calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_generator, out: Path,
+                       progress: bool) -> dict:
+    """Calibrate ``judge`` on the held-out films (and, given ``look_generator``, on their
+    autoencoded copies), add the field reports when ``report_generator`` is given, save it
+    into the new folder ``out``; returns the held-out report on renders."""
+    from medcf.io.atomic import new_output_dir
+
+    heldout = {"heldout_report": heldout_path}
+    if look_generator is not None:
+        from medcf.models.data import autoencoded_world_set
+
+        heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, look_generator,
+                                                                      progress=progress)
+    reports = evaluate_looks(judge, heldout)
+    judge.record.update(reports)
+    if report_generator is not None:
+        from medcf.eval.judge_report import judge_field_reports
+
+        judge.record.update(judge_field_reports(judge, report_generator, progress=progress))
+    judge.save(new_output_dir(out))
+    return reports["heldout_report"]
+
+
+def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = None, reports: bool = True,
+                      progress: bool = True) -> dict:
+    """A trained judge's decisions calibrated anew, without training: the same weights, the
+    held-out films its training run used (re-rendered from the recorded spec; a recorded
+    file path is read as it is), thresholds, side calibration and field reports re-made,
+    saved into the new folder ``out`` (``reports``: the field reports too, which sample and
+    edit with the generator). For judges saved before a calibration existed (issue 16: the
+    side margins); the training record (steps, seconds, data) is kept."""
+    from medcf.bundle import bundle_root
+    from medcf.io.atomic import new_output_dir
+    from medcf.models.data import WorldSetSpec, render_world_set
+    from medcf.models.loaders import load_generator
+
+    judge = Judge.load(folder)
+    new_output_dir(out)  # fail before the work, not after it
+    judge.thresholds, judge.side_margins, judge.side_thresholds = {}, {}, {}
+    heldout = judge.record.get("heldout")
+    if isinstance(heldout, dict):
+        heldout_path = render_world_set(WorldSetSpec(**heldout), progress=progress)
+    elif isinstance(heldout, str) and Path(heldout).is_file():
+        heldout_path = Path(heldout)
+    else:
+        raise InputError(f"{folder}: the judge's record names no held-out films that can be re-made ({heldout!r})")
+    autoencoded = judge.record.get("recipe", {}).get("autoencoded", False)
+    generator = load_generator(model or bundle_root()) if autoencoded or reports else None
+    return calibrate_and_save(judge, heldout_path, generator if autoencoded else None,
+                               generator if reports else None, Path(out), progress)
