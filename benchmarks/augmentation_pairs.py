@@ -42,7 +42,7 @@ CHANGE_LEVEL = 0.02  # a grey-level move a reader can see on a windowed film
 
 def arm_pairs(path: Path) -> tuple:
     """Factual films, counterfactual films (both ``(P, H, W)`` in [0, 1]) and the records."""
-    from medcf.models.data import load_world_set
+    from medcf.training.world_sets import load_world_set
 
     world_set = load_world_set(path)
     films = world_set.images.astype("float32") / 65535.0

@@ -38,8 +38,8 @@ def main() -> None:
 
     from medcf.io.atomic import write_new_text
     from medcf.models.default import DefaultGenerator
-    from medcf.models.grounding import measure_grounding
-    from medcf.training.data import heldout_world_set
+    from medcf.training.grounding import measure_grounding
+    from medcf.training.world_sets import heldout_world_set
 
     _, world = heldout_world_set(args.pairs, 256, progress=True)
     results = {}

@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub.required = True
     add_anatomy_parsers(sub)
     model_sub = add_model_parsers(sub)
-    add_eval_parsers(sub, train_sub)
+    add_eval_parsers(sub, train_sub, model_sub)
     add_training_parsers(train_sub, model_sub)
     return parser
 

@@ -169,10 +169,10 @@ BUILDERS = {
 
 
 def write_world_set(path: Path, images: list, records: list[dict]) -> Path:
-    """A world-set .npz (medcf.models.data layout) from uint16 images and their records."""
+    """A world-set .npz (medcf.training.world_sets layout) from uint16 images and their records."""
     import numpy as np
 
-    from medcf.models.data import save_world_set
+    from medcf.training.world_sets import save_world_set
 
     return save_world_set(path, np.stack(images), records, {"synthetic": True})
 

@@ -125,7 +125,7 @@ def test_inference_from_inside_the_bundle_folder_uses_it_as_root(tiny_bundle):
 
 def test_missing_weights_are_named_clearly(tmp_path):
     from medcf.errors import InputError
-    from medcf.models.bundle import trained_model_dir
+    from medcf.editing.bundle import trained_model_dir
 
     with pytest.raises(InputError, match="holds no trained default model yet"):
         trained_model_dir(tmp_path)
@@ -139,7 +139,7 @@ def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
     from medcf.anatomy.outputs import load_segmenter
     from medcf.anatomy.segment import segment
     from medcf.errors import InputError
-    from medcf.models.bundle import trained_model_dir
+    from medcf.editing.bundle import trained_model_dir
     from medcf.models.default import DefaultGenerator
     from medcf.models.sampling import sample
     from medcf.vocab import Organ

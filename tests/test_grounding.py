@@ -1,4 +1,4 @@
-"""Attention grounding (medcf.models.grounding): lesion masks from a pair's difference, a loss
+"""Attention grounding (medcf.training.grounding): lesion masks from a pair's difference, a loss
 that moves the finding words' cross-attention into them, and training that applies it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medcf.errors import InputError
-from medcf.models.grounding import (GroundingProcessor, cross_sites, grounding_loss, lesion_footprints, lesion_masks,
+from medcf.training.grounding import (GroundingProcessor, cross_sites, grounding_loss, lesion_footprints, lesion_masks,
                                     measure_grounding, token_grids)
 from medcf.models.loaders import load_generator
 from tests import model_fixtures
@@ -41,7 +41,7 @@ def _pairs(path: Path, n: int = 6) -> Path:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from medcf.models.data import load_world_set
+    from medcf.training.world_sets import load_world_set
 
     return load_world_set(_pairs(tmp_path_factory.mktemp("grounding") / "pairs.npz"))
 

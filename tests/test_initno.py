@@ -66,7 +66,7 @@ def test_a_pair_from_optimised_noise_starts_both_films_there_and_records_it(gene
 def test_generate_with_optimised_noise_records_the_cost(generator, tmp_path):
     import json
 
-    from medcf.models.bundle import GenerateImages
+    from medcf.editing.bundle import GenerateImages
 
     paths = GenerateImages(generator, str(tmp_path / "out"), PROMPT, seed=7, num_images=2, steps=3, progress=False,
                            optimize_noise=True).run()

@@ -381,7 +381,7 @@ def _paired_world_set(path: Path, n_pairs: int = 6, size: int = 64) -> Path:
 
 
 def test_paired_batches_hold_whole_pairs_under_one_noise_and_timestep(tmp_path):
-    from medcf.models.data import load_world_set, pair_starts
+    from medcf.training.world_sets import load_world_set, pair_starts
     from medcf.training.generator import GeneratorOptions, generator_batch
 
     world = load_world_set(_paired_world_set(tmp_path / "pairs.npz"))
@@ -446,7 +446,7 @@ def test_resume_without_checkpoint_is_an_input_error(tmp_path):
 
 
 def test_world_set_seed_ranges_never_overlap():
-    from medcf.models.data import HELD_OUT_SEED_START, WorldSetSpec
+    from medcf.training.world_sets import HELD_OUT_SEED_START, WorldSetSpec
 
     WorldSetSpec(n_pairs=10, seed=HELD_OUT_SEED_START - 10)
     with pytest.raises(InputError, match="must lie in 0..999999"):
@@ -457,7 +457,7 @@ def test_world_set_seed_ranges_never_overlap():
 
 
 def test_world_set_renders_pairs_with_prompts(tmp_path):
-    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set
+    from medcf.training.world_sets import WorldSetSpec, load_world_set, render_world_set
     from medcf.world.ct import load_chest_ct
 
     ct = load_chest_ct(Path(__file__).parent / "data" / "ct_fixture.npz")
@@ -474,7 +474,7 @@ def test_world_set_renders_pairs_with_prompts(tmp_path):
 
 
 def test_a_world_set_rendered_meanwhile_by_another_process_is_taken_not_an_error(tmp_path, monkeypatch):
-    import medcf.models.data as data
+    import medcf.training.world_sets as data
     from medcf.world.ct import load_chest_ct
 
     ct = load_chest_ct(Path(__file__).parent / "data" / "ct_fixture.npz")
@@ -491,8 +491,8 @@ def test_a_world_set_rendered_meanwhile_by_another_process_is_taken_not_an_error
 
 
 def test_evaluate_reports_psnr_and_judged_rates_per_guidance(tmp_path, folders):
-    from medcf.models.data import HELD_OUT_SEED_START, WorldSetSpec, render_world_set
-    from medcf.models.evaluate import evaluate_model
+    from medcf.training.world_sets import HELD_OUT_SEED_START, WorldSetSpec, render_world_set
+    from medcf.eval.model_evaluate import evaluate_model
     from medcf.world.ct import load_chest_ct
 
     ct = load_chest_ct(Path(__file__).parent / "data" / "ct_fixture.npz")
@@ -531,7 +531,7 @@ class _SideJudge:
 
 
 def test_prompt_faithfulness_asks_the_judge_about_the_prompted_side(folders):
-    from medcf.models.evaluate import prompt_faithfulness
+    from medcf.eval.model_evaluate import prompt_faithfulness
     from medcf.models.loaders import load_generator
 
     generator = load_generator(folders["medcf-default"])

@@ -71,7 +71,7 @@ class Attributes:
 
     @classmethod
     def from_record(cls, record: dict) -> "Attributes":
-        """From a world-set record (:mod:`medcf.models.data`)."""
+        """From a world-set record (:mod:`medcf.training.world_sets`)."""
         return cls(record.get("finding") or NONE, record.get("side") or NONE, record.get("zone") or NONE,
                    record.get("severity") or NONE)
 

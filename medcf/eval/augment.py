@@ -39,7 +39,7 @@ import numpy as np
 
 from medcf.editing.spec import SIDELESS, EditSpec, Method
 from medcf.errors import InputError
-from medcf.models.data import NONE
+from medcf.training.world_sets import NONE
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
 from medcf.world.seeds import SeedRange
 
@@ -200,7 +200,7 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
     from medcf.editing.api import load_editor
     from medcf.io.atomic import new_output_dir, replace_own_text
-    from medcf.models.data import WorldSetSpec, render_world_set, save_world_set
+    from medcf.training.world_sets import WorldSetSpec, render_world_set, save_world_set
     from medcf.world.ct import load_chest_ct
 
     out = new_output_dir(options.out)

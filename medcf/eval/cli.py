@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
+from medcf.models.cli import positive
 from medcf.vocab import Finding
 
 EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfactual is known. "
@@ -140,7 +141,19 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+def cmd_model_evaluate(args: argparse.Namespace) -> int:
+    from medcf.eval.model_evaluate import evaluate_model
+
+    report = evaluate_model(args.model, per_finding=args.per_finding, steps=args.steps, out=args.out,
+                            heldout_pairs=args.heldout_pairs, progress=not args.quiet,
+                            heldout_data=args.heldout_data, judge=args.judge,
+                            guidance_scales=args.guidance_scales)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction,
+                     model_sub: argparse._SubParsersAction) -> None:
     """``medcf bench`` under ``sub``."""
     from medcf.editing.baselines import BASELINES
     from medcf.editing.spec import Method
@@ -240,6 +253,30 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                                    "arm); every arm's films are still made and recorded by digest")
     augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     bench.set_defaults(func=cmd_bench)
+
+    evaluate = model_sub.add_parser(
+        "evaluate", help="figures of a model: autoencoder PSNR, how often samples carry the prompted finding",
+        description="Autoencoder reconstruction PSNR on held-out simulated films, and prompt faithfulness by the "
+                    "benchmark's judge: per finding, the share of samples from held-out prompts in which the judge "
+                    "finds the prompted finding on the prompted side, and the share of normal-prompt samples it "
+                    "calls each finding (false alarms), at each --guidance-scales side by side. The judge's own AUC "
+                    "per finding is printed beside them: a finding it sees poorly gives rates that say more about "
+                    "the judge than the model.", epilog=EPILOG)
+    evaluate.add_argument("model", type=Path, help="model folder (MedCF bundle)")
+    evaluate.add_argument("--per-finding", type=positive(int), default=10,
+                          help="samples per finding (default 10; twice as many from the normal prompt)")
+    evaluate.add_argument("--steps", type=positive(int), default=25, help="DDIM steps (default 25)")
+    evaluate.add_argument("--guidance-scales", type=float, nargs="+", default=None,
+                          help="classifier-free guidance scales to compare (default: the model's own)")
+    evaluate.add_argument("--judge", type=Path, default=None,
+                          help="judge folder (default: the bundle's models/judge)")
+    evaluate.add_argument("--heldout-pairs", type=positive(int), default=280,
+                          help="held-out pairs for PSNR and the prompts (default 280)")
+    evaluate.add_argument("--heldout-data", type=Path, default=None,
+                          help="a held-out world set .npz (seeds >= 1000000; default: render it into the cache)")
+    evaluate.add_argument("--out", type=Path, default=None, help="also write a sample panel PNG into this folder")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=cmd_model_evaluate)
 
     judge = train_sub.add_parser(
         "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",

@@ -11,7 +11,7 @@ the *margin* left − right for a one-sided question (which side is it on?); a t
 per side label for a bilateral one (is it on both?). See :meth:`Judge.present` for why the
 margin. The penultimate features are the space of the benchmark's FID-style distance.
 
-Data: ``medcf.models.data`` world sets — training seeds from :data:`TRAIN_SEED`, held-out
+Data: ``medcf.training.world_sets`` world sets — training seeds from :data:`TRAIN_SEED`, held-out
 seeds from :data:`HELDOUT_SEED`, both apart from every other training and benchmark range.
 Every rendered film is also seen as the bundle's autoencoder returns it (encode → decode:
 same content and labels, the generator's softer look), and training augments that look
@@ -298,7 +298,7 @@ def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict]
 def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
     """AUC per label on each held-out set (``{report name: world set path}``); thresholds
     (Youden) on all of them together, since the judge is asked about both looks."""
-    from medcf.models.data import WorldSet, load_world_set
+    from medcf.training.world_sets import WorldSet, load_world_set
 
     sets = {name: load_world_set(path) for name, path in heldout.items()}
     joined = WorldSet.join(list(sets.values()))

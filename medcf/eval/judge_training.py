@@ -22,7 +22,7 @@ from medcf.eval.judge import (HELDOUT_SEED, LABELS, TRAIN_SEED, Judge, build_net
                               labels_of, network_definition, normalised, resized, with_coordinates)
 from medcf.errors import InputError
 from medcf.metrics import gaussian_blur
-from medcf.models.data import WorldSet, WorldSetSpec, autoencoded_world_set, load_world_set, render_world_set
+from medcf.training.world_sets import WorldSet, WorldSetSpec, autoencoded_world_set, load_world_set, render_world_set
 from medcf.models.loaders import load_generator
 from medcf.training.engine import (Deadline, RunFolder, cosine_lr, due, hardware, progress_bar, seed_and_device,
                                    set_lr, step_generator)
@@ -182,7 +182,7 @@ def calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_
 
     heldout = {"heldout_report": heldout_path}
     if look_generator is not None:
-        from medcf.models.data import autoencoded_world_set
+        from medcf.training.world_sets import autoencoded_world_set
 
         heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, look_generator,
                                                                       progress=progress)
@@ -206,7 +206,7 @@ def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = 
     side margins); the training record (steps, seconds, data) is kept."""
     from medcf.bundle import bundle_root
     from medcf.io.atomic import new_output_dir
-    from medcf.models.data import WorldSetSpec, render_world_set
+    from medcf.training.world_sets import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
 
     judge = Judge.load(folder)

@@ -9,7 +9,7 @@ chest radiograph diffusion models kept in local folders.
   MONAI DiffusionModelUNet bundles.
 - :mod:`~medcf.models.default` — MedCF's default model (the MONAI bundle in ``monai_bundle/``).
 - :mod:`~medcf.models.loaders` — :func:`load_generator`: any of the above from a local folder.
-- :mod:`~medcf.models.data` — world sets from the simulated world (training is in the lab:
+- :mod:`~medcf.training.world_sets` — world sets from the simulated world (training is in the lab:
   :mod:`medcf.training.autoencoder`, :mod:`medcf.training.generator`).
 
 Heavy libraries (torch, diffusers, transformers) are imported on first use: importing

@@ -1,4 +1,4 @@
-"""``medcf generate`` and ``medcf model info|check|evaluate``.
+"""``medcf generate`` and ``medcf model info|check``.
 
 Registered from medcf/cli.py with :func:`add_model_parsers`; parsing only, each command
 calls one library function. Nothing heavy is imported until a command runs.
@@ -33,7 +33,7 @@ def positive(kind):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from medcf.models.bundle import generate_to_folder
+    from medcf.editing.bundle import generate_to_folder
 
     for path in generate_to_folder(args.model, args.prompt, args.out, seed=args.seed, steps=args.steps,
                                    guidance_scale=args.guidance_scale, num_images=args.n,
@@ -79,20 +79,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medcf.models.evaluate import evaluate_model
-
-    report = evaluate_model(args.model, per_finding=args.per_finding, steps=args.steps, out=args.out,
-                            heldout_pairs=args.heldout_pairs, progress=not args.quiet,
-                            heldout_data=args.heldout_data, judge=args.judge,
-                            guidance_scales=args.guidance_scales)
-    print(json.dumps(report, indent=2))
-    return 0
-
-
 def add_model_parsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """``medcf generate`` and ``medcf model info|check|evaluate`` under ``sub``; returns the
-    ``model`` actions, where the lab adds ``export`` (:mod:`medcf.training.cli`)."""
+    """``medcf generate`` and ``medcf model info|check`` under ``sub``; returns the
+    ``model`` actions, where the lab adds ``export`` (:mod:`medcf.training.cli`) and ``evaluate`` (:mod:`medcf.eval.cli`)."""
     generate = sub.add_parser(
         "generate", help="generate synthetic chest radiographs from a prompt",
         description="Sample images from a generative model in a local folder (MedCF bundle, diffusers SD or "
@@ -155,29 +144,6 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
     check.add_argument("--out", type=Path, default=None, help="also write check.json and the films into this new folder")
     add_device_options(check)
     check.set_defaults(func=cmd_check)
-    evaluate = model_sub.add_parser(
-        "evaluate", help="figures of a model: autoencoder PSNR, how often samples carry the prompted finding",
-        description="Autoencoder reconstruction PSNR on held-out simulated films, and prompt faithfulness by the "
-                    "benchmark's judge: per finding, the share of samples from held-out prompts in which the judge "
-                    "finds the prompted finding on the prompted side, and the share of normal-prompt samples it "
-                    "calls each finding (false alarms), at each --guidance-scales side by side. The judge's own AUC "
-                    "per finding is printed beside them: a finding it sees poorly gives rates that say more about "
-                    "the judge than the model.", epilog=EPILOG)
-    evaluate.add_argument("model", type=Path, help="model folder (MedCF bundle)")
-    evaluate.add_argument("--per-finding", type=positive(int), default=10,
-                          help="samples per finding (default 10; twice as many from the normal prompt)")
-    evaluate.add_argument("--steps", type=positive(int), default=25, help="DDIM steps (default 25)")
-    evaluate.add_argument("--guidance-scales", type=float, nargs="+", default=None,
-                          help="classifier-free guidance scales to compare (default: the model's own)")
-    evaluate.add_argument("--judge", type=Path, default=None,
-                          help="judge folder (default: the bundle's models/judge)")
-    evaluate.add_argument("--heldout-pairs", type=positive(int), default=280,
-                          help="held-out pairs for PSNR and the prompts (default 280)")
-    evaluate.add_argument("--heldout-data", type=Path, default=None,
-                          help="a held-out world set .npz (seeds >= 1000000; default: render it into the cache)")
-    evaluate.add_argument("--out", type=Path, default=None, help="also write a sample panel PNG into this folder")
-    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
-    evaluate.set_defaults(func=cmd_evaluate)
     return model_sub
 
 

@@ -15,10 +15,9 @@ import numpy as np
 import torch
 
 from medcf.metrics import psnr
-from medcf.models.data import load_world_set
+from medcf.training.world_sets import heldout_world_set, load_world_set, training_world_set
 from medcf.models.default import (AUTOENCODER_FILE, CONFIG_NAME, architecture_config, build_autoencoder,
                                   load_weights, read_config)
-from medcf.training.data import heldout_world_set, training_world_set
 from medcf.training.engine import (Deadline, RunFolder, due, hardware, newest_checkpoint, progress_bar,
                                    seed_and_device, set_lr, warmup_lr)
 

@@ -127,7 +127,7 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
     from medcf.causal.factors import CONFIG_FILE, FactorConfig, autoencoder_fingerprint, save_factors
     from medcf.models.packaging import refresh_package
     from medcf.causal.skew import skewed_subset
-    from medcf.models.data import WorldSetSpec, render_world_set
+    from medcf.training.world_sets import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
     from medcf.training.factors import (FactorOptions, cached_pair_latents, latent_errors, record_for,
                                         train_factors)
@@ -255,7 +255,7 @@ def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argpa
                      help="paired batches: each batch holds whole factual/counterfactual pairs, both films of a "
                           "pair under the same noise and timestep, so the prompt is all that tells them apart")
     gen.add_argument("--ground", type=float, default=0.0, metavar="WEIGHT",
-                     help="attention grounding (medcf.models.grounding): add WEIGHT x a loss that pulls the "
+                     help="attention grounding (medcf.training.grounding): add WEIGHT x a loss that pulls the "
                           "finding words' cross-attention into the lesion's cells, taken from each pair's "
                           "|factual - counterfactual| (TokenCompose's token loss); 0 = off (default)")
     gen.add_argument("--prompt-dropout", type=float, default=0.1, help="share of empty prompts (default 0.1)")

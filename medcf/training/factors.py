@@ -41,7 +41,7 @@ from medcf.causal.factors import (Attributes, FactorConfig, FactorModel, FactorR
 from medcf.editing.regions import resize_image
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
-from medcf.models.data import WorldSet, load_world_set, pair_starts
+from medcf.training.world_sets import WorldSet, load_world_set, pair_starts
 from medcf.world.seeds import SeedRange
 from medcf.training.engine import (RunFolder, hardware, load_checkpoint, progress_bar, seed_and_device, set_lr,
                                    step_generator, warmup_lr)

@@ -22,13 +22,12 @@ import torch.nn.functional as F
 from medcf.editing.regulation import pathology_tokens
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
-from medcf.models.data import NONE, pair_starts
+from medcf.training.world_sets import NONE, pair_starts, training_world_set
 from medcf.models.default import UNET_FILE, build_unet, denoiser_for, load_weights
-from medcf.models.grounding import (GroundingProcessor, cross_sites, grounding_loss, lesion_footprints, lesion_masks,
+from medcf.training.grounding import (GroundingProcessor, cross_sites, grounding_loss, lesion_footprints, lesion_masks,
                                     token_grids)
 from medcf.models.text import minilm_encoder, offline
 from medcf.training.autoencoder import autoencoder_from_run
-from medcf.training.data import training_world_set
 from medcf.training.engine import (Deadline, RunFolder, due, ema_decay, ema_update, hardware, progress_bar,
                                    seed_and_device, set_lr, step_generator, warmup_lr)
 from medcf.vocab import Finding
@@ -80,7 +79,7 @@ def generator_batch(options: GeneratorOptions, step: int, n_films: int, latent_s
     """The films, timesteps and noise of step ``step`` (a function of (seed, step) only, so a
     resumed run sees what an uninterrupted one would), and the step's generator for the rest.
 
-    With ``pairs`` (from :func:`medcf.models.data.pair_starts`) the batch holds whole pairs, each pair's two
+    With ``pairs`` (from :func:`medcf.training.world_sets.pair_starts`) the batch holds whole pairs, each pair's two
     films adjacent under one noise and one timestep."""
     rng = np.random.default_rng([options.seed, step, 1])
     generator = step_generator(options.seed, step)

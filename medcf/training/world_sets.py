@@ -216,3 +216,19 @@ def autoencoded_world_set(path: str | Path, generator, batch: int = 16, progress
         out[start:start + batch] = np.rint(np.clip(decoded, 0.0, 1.0) * 65535.0).astype(np.uint16)
     spec = {**source.spec, "autoencoded": {"from": path.name, "autoencoder_sha256": digest.hexdigest()}}
     return save_world_set(target, out, source.records, spec)
+
+
+def training_world_set(data: str | None, n_pairs: int, size: int, seed: int,
+                       progress: bool) -> tuple[Path, WorldSet]:
+    """The given world set ``data``, or the default one of ``n_pairs`` pairs from ``seed``."""
+    if data:
+        return Path(data), load_world_set(data)
+    path = render_world_set(WorldSetSpec(n_pairs=n_pairs, size=size, seed=seed), progress=progress)
+    return path, load_world_set(path)
+
+
+def heldout_world_set(n_pairs: int, size: int, progress: bool) -> tuple[Path, WorldSet]:
+    """``n_pairs`` held-out pairs (seeds from :data:`HELD_OUT_SEED_START`, apart from training)."""
+    path = render_world_set(WorldSetSpec(n_pairs=n_pairs, size=size, seed=HELD_OUT_SEED_START, split="heldout"),
+                            progress=progress)
+    return path, load_world_set(path)

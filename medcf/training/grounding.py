@@ -148,7 +148,7 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
     from diffusers import DDPMScheduler
 
     from medcf.editing.regulation import pathology_tokens
-    from medcf.models.data import NONE, pair_starts
+    from medcf.training.world_sets import NONE, pair_starts
     from medcf.vocab import Finding
 
     starts = pair_starts(world, needed_by="measuring grounding")

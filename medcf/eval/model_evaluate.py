@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.models.data import HELD_OUT_SEED_START, NONE
+from medcf.training.world_sets import HELD_OUT_SEED_START, NONE
 
 
 def _share(values) -> float | None:
@@ -86,8 +86,8 @@ def evaluate_model(model: str | Path | None, per_finding: int = 10, steps: int =
     prompt-faithfulness figures; a sample panel into ``out`` if given."""
     from medcf.errors import InputError
     from medcf.eval.judge import Judge
-    from medcf.models.bundle import resolve_model_dir
-    from medcf.models.data import WorldSetSpec, load_world_set, render_world_set
+    from medcf.editing.bundle import resolve_model_dir
+    from medcf.training.world_sets import WorldSetSpec, load_world_set, render_world_set
     from medcf.models.loaders import load_generator
     from medcf.metrics import psnr
 
