@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from medcf.errors import InputError
+from medcf.models.base import module_fingerprint
 from medcf.vocab import Finding, Severity, Side, Zone
 
 NONE = "none"
@@ -239,3 +240,8 @@ def load_factors(folder: str | Path) -> tuple[FactorModel, FactorRecord]:
     record = FactorRecord(config, data["autoencoder_sha256"], data.get("recipe", {}), data.get("figures", {}))
     return model.eval().requires_grad_(False), record
 
+
+def autoencoder_fingerprint(generator) -> str:
+    """The identity of the latent space a factor model works in: its autoencoder's weights
+    (a factor model trained on another autoencoder speaks another latent language)."""
+    return module_fingerprint(getattr(generator, "vae", None) or generator.autoencoder)

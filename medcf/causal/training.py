@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcf.causal.factors import NONE, Attributes, FactorConfig, FactorModel, FactorRecord, attribute_tensor
+from medcf.causal.factors import (NONE, Attributes, FactorConfig, FactorModel, FactorRecord, attribute_tensor,
+                                  autoencoder_fingerprint)
 from medcf.errors import InputError
 
 SWAP_SEED = 1_700_000  # held-out patients of the swap test (apart from every other range)
@@ -58,12 +59,6 @@ class PairLatents:
         indices = list(indices)
         return PairLatents(self.factual[indices], self.counterfactual[indices],
                            [self.attributes[i] for i in indices], [self.seeds[i] for i in indices])
-
-
-def autoencoder_fingerprint(generator) -> str:
-    from medcf.models.base import module_fingerprint
-
-    return module_fingerprint(getattr(generator, "vae", None) or generator.autoencoder)
 
 
 def encode_pairs(world, generator, batch: int = 32, progress: bool = True) -> PairLatents:

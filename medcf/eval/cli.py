@@ -135,7 +135,7 @@ def _print_outputs(folder: str) -> int:
 
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
     from medcf.eval.bench import BENCH_SEED, METHODS, OURS, TUNING_SEED
-    from medcf.editing.baselines import BASELINES
+    from medcf.editing.methods.baselines import BASELINES
 
     judge = train_sub.add_parser(
         "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",

@@ -4,6 +4,11 @@ factor pins the anatomy; the denoiser then re-draws that proposal from ``depth``
 target prompt, so the text condition finishes what the factors started and the result
 lies on the model's image manifold.
 
+Why here and not in :mod:`medcf.causal`: the factor model is a model component
+(:mod:`medcf.causal.factors`, trained by :mod:`medcf.causal.training`), while this module is
+an editing method that uses it. Editing depends on the model component, never the reverse,
+so ``medcf.causal`` imports nothing of ``medcf.editing``.
+
 The factor model is looked up beside the model's weights (``causal_factors.json``) and
 used only if it was trained in that model's latent space (its autoencoder fingerprint).
 """
@@ -15,7 +20,12 @@ from pathlib import Path
 
 import torch
 
-from medcf.causal.factors import CONFIG_FILE, Attributes, FactorModel, FactorRecord, load_factors
+from medcf.causal.factors import (CONFIG_FILE, Attributes, FactorModel, FactorRecord, autoencoder_fingerprint,
+                                  load_factors)
+from medcf.editing.methods.base import Need, register
+from medcf.editing.methods.guided import Controls, GuidedMethod
+from medcf.editing.records import attach, find_beside
+from medcf.editing.spec import EditSpec
 from medcf.errors import InputError
 from medcf.models.base import Generator
 from medcf.vocab import Action
@@ -40,10 +50,8 @@ def _load(path: Path) -> LoadedFactors:
 
 
 def find_factors(generator: Generator) -> LoadedFactors | None:
-    """The factor model shipped beside ``generator``'s weights, if it was trained on its autoencoder."""
-    from medcf.causal.training import autoencoder_fingerprint
-    from medcf.editing.records import find_beside
-
+    """The factor model shipped beside ``generator``'s weights, if it was trained on its
+    autoencoder (the one function that finds it: the model package replaces it)."""
     return find_beside(generator, CONFIG_FILE, _load, fingerprint=autoencoder_fingerprint)
 
 
@@ -55,14 +63,14 @@ def require_factors(generator: Generator) -> LoadedFactors:
     return factors
 
 
-def edit_attributes(spec) -> tuple[list[Attributes], list[Attributes]]:
+def edit_attributes(spec: EditSpec) -> tuple[list[Attributes], list[Attributes]]:
     """The pathology the edit switches from and to: none → the asked finding (add), the
     named finding → none (remove)."""
     finding = [Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)]
     return ([Attributes()], finding) if spec.action is Action.ADD else (finding, [Attributes()])
 
 
-def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.Tensor:
+def causal_proposal(generator: Generator, latents: torch.Tensor, spec: EditSpec) -> torch.Tensor:
     """``latents`` plus ``spec.strength`` times the factor model's counterfactual change."""
     factors = require_factors(generator)
     model = factors.model.to(latents.device)
@@ -74,11 +82,29 @@ def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.
 def use_factors(generator: Generator, folder: str | Path) -> LoadedFactors:
     """Make ``generator``'s ``causal`` method use the factor model in ``folder`` instead of
     the one beside its weights (refused if it was trained on another autoencoder)."""
-    from medcf.causal.training import autoencoder_fingerprint
-    from medcf.editing.records import attach
-
     factors = _load(Path(folder) / CONFIG_FILE)
     if factors.fingerprint != autoencoder_fingerprint(generator):
         raise InputError(f"{folder}: this factor model was trained on another autoencoder than {generator.source}'s")
     attach(generator, CONFIG_FILE, factors)
     return factors
+
+
+class Causal(GuidedMethod):
+    """The factors draw the finding; the target prompt finishes it (no attention controls of its own)."""
+
+    name = "causal"
+    default_depth = CAUSAL_DEPTH  # re-draws a proposal that already carries the finding: fewer steps
+    needs = frozenset({Need.FACTOR_MODEL})
+    proposes = True
+
+    def require(self, generator, vectors) -> None:
+        require_factors(generator)
+
+    def proposal(self, generator, latents, spec) -> torch.Tensor:
+        return causal_proposal(generator, latents, spec)
+
+    def controls(self, generator, spec, region, prompts, vectors) -> Controls:
+        return Controls([], prompts["target"], "" if spec.action is Action.ADD else prompts["finding"])
+
+
+register(Causal())
