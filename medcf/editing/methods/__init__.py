@@ -8,6 +8,7 @@ one that inserts a physically simulated finding) registers itself the same way, 
 from medcf.editing.methods import guided  # noqa: F401, I001
 from medcf.editing.methods import causal  # noqa: F401, I001
 from medcf.editing.methods import baselines  # noqa: F401, I001
-from medcf.editing.methods.base import EditMethod, MethodPass, Need, get_method, method_names, register
+from medcf.editing.methods.base import (EditMethod, MethodPass, Need, get_method, method_names, register,
+                                        unregister)
 
-__all__ = ["EditMethod", "MethodPass", "Need", "get_method", "method_names", "register"]
+__all__ = ["EditMethod", "MethodPass", "Need", "get_method", "method_names", "register", "unregister"]

@@ -78,6 +78,11 @@ def register(method: EditMethod) -> EditMethod:
     return method
 
 
+def unregister(name: str) -> None:
+    """Remove the method registered under ``name`` (a plugin unloaded, a test's own method)."""
+    _REGISTRY.pop(name, None)
+
+
 def get_method(name: str) -> EditMethod:
     """The method registered under ``name`` (a :class:`medcf.editing.spec.Method` is a str too)."""
     method = _REGISTRY.get(str(name))
