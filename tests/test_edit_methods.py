@@ -137,7 +137,7 @@ def test_the_record_states_each_value_once():
     # no value of the spec is repeated anywhere else under extra, nor is the placement
     elsewhere = [(path, leaf) for path, leaf in _leaves({k: v for k, v in extra.items() if k != "spec"})]
     spec_keys = ("strength", "depth", "seed", "renoise", "inversion", "placement")
-    repeated = [p for p, leaf in elsewhere if p[-1] in spec_keys and p != ("placement",) and p[:2] != ("plan", "sources")]
+    repeated = [p for p, _ in elsewhere if p[-1] in spec_keys and p != ("placement",) and p[:2] != ("plan", "sources")]
     assert not repeated
     assert extra["placement"] == placement and extra["model"] == model.details()
 
