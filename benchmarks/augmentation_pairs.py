@@ -122,7 +122,8 @@ def model_check_lines(factual, checked: list[tuple], plans: list) -> list[str]:
 
     from medcf.anatomy.segment import segment
     from medcf.editing.api import load_editor
-    from medcf.editing.edit import edit_prompts, in_target_state, target_reached
+    from medcf.editing.edit import in_target_state, target_reached
+    from medcf.editing.film import edit_prompts
     from medcf.editing.evidence import evidence_score, find_reliability
     from medcf.editing.regions import EditRegion
     from medcf.vocab import Action, Finding

@@ -58,7 +58,8 @@ def candidates(sweep: Path, denoiser: str | None = None, settled_by: dict | None
     stands for the choice it was settled from: ``settled_by`` (``EditDefaults.choices`` of
     the ``edit_defaults.json`` the sweep ran with) gives its method, depth, guidance and
     denoiser, the run its own settings on top (a renoise sweep of the chosen cells)."""
-    from medcf.editing.defaults import generic_depth, parse_choices
+    from medcf.editing.defaults import parse_choices
+    from medcf.editing.plan import generic_depth
     from medcf.editing.spec import Method
     from medcf.eval.bench import OURS, TUNING_SEED
 

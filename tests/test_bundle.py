@@ -249,7 +249,7 @@ def test_medcf_edit_takes_its_defaults_from_the_bundle_edit_config(tmp_path, mon
 
 
 def test_edit_constants_reach_the_methods():
-    from medcf.editing.edit import control_methods
+    from medcf.editing.methods import get_method
     from medcf.editing.spec import EditConstants, EditSpec
 
     class Vectors:
@@ -260,7 +260,8 @@ def test_edit_constants_reach_the_methods():
 
     constants = EditConstants(steering_alpha=3.0)
     spec = EditSpec("nodule", "add", "left", method="steer", severity="severe", strength=2.0, constants=constants)
-    methods, _, _ = control_methods(None, spec, None, {"source": "a", "target": "b", "finding": "b"}, Vectors())
+    methods = get_method(spec.method).controls(None, spec, None, {"source": "a", "target": "b", "finding": "b"},
+                                               Vectors()).methods
     assert methods[0].alpha == pytest.approx(3.0 * 2.0 * 1.5)
     assert EditSpec("nodule", "add", "left").to_dict()["constants"]["steering_alpha"] == 2.0
     from medcf.errors import InputError

@@ -22,7 +22,8 @@ from medcf.editing.energy import ConcentrationEnergy
 from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion, refresh_noise_maps
 from medcf.editing.regions import EditRegion
 from medcf.editing.regulation import PATHOLOGY_WORDS, AnatomyRegulation, PathologyEnhancement, word_tokens
-from medcf.editing.defaults import DEFAULTS_FILE, Choice, EditDefaults, resolve
+from medcf.editing.defaults import DEFAULTS_FILE, Choice, EditDefaults
+from medcf.editing.plan import plan_edit
 from medcf.editing.spec import EditSpec, Method
 from medcf.editing.steering import Steering, estimate_vectors, load_vectors
 from medcf.errors import InputError
@@ -328,7 +329,7 @@ def test_the_models_own_check_runs_on_every_loader(generators, name):
     image = np.clip(0.5 + 0.1 * np.random.default_rng(1).standard_normal(shape), 0, 1).astype(np.float32)
     spec = EditSpec(Finding.PLEURAL_EFFUSION, Action.ADD, Side.LEFT, method=Method.REGULATED, steps=3, passes=3)
     result = edit(image, phantom_masks(shape), spec, generator, None, progress=False)
-    check = result.settings["check"]
+    check = result.check.to_dict()
     assert all(np.isfinite(check[k]) for k in ("input_score", "input_stderr", "output_score", "output_stderr"))
     assert check["input_stderr"] > 0 and check["reliable"] is False and check["passes"] == 1
     assert isinstance(check["target_reached"], bool) and isinstance(check["input_in_target_state"], bool)
@@ -348,20 +349,24 @@ def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generat
         if path.exists():  # the package lists what the folder holds, read once per generator
             write_manifest(generator.source)
         attach_package(generator, ModelPackage.load(generator.source))
-        settled, origin = resolve(spec, generator)
-        return (settled.method, settled.depth, settled.guidance), origin
+        plan = plan_edit(spec, generator)
+        assert plan.spec.method is plan.method and plan.spec.depth == plan.depth  # the spec the editor runs
+        return (plan.method, plan.depth, plan.guidance), {k: plan.sources[k].value for k in ("method", "depth")}
 
-    assert settle(spec) == ((Method.STEER, 0.5, None), "auto: generic defaults (no measured choice for this model)")
+    generic = {"method": "generic", "depth": "generic"}
+    assert settle(spec) == ((Method.STEER, 0.5, None), generic)
     choice = Choice("regulated", 0.7, 8.0, 1.0, 20.0)
     try:
         EditDefaults({"pleural_effusion": {"add": choice}}, "rule", {}, "other weights").save(path)
         assert settle(spec)[0] == (Method.STEER, 0.5, None)  # measured on other weights: ignored
         path.unlink()
         EditDefaults({"pleural_effusion": {"add": choice}}, "rule", {}, denoiser_fingerprint(generator)).save(path)
-        assert settle(spec) == ((Method.REGULATED, 0.7, 8.0), f"auto: {DEFAULTS_FILE} (measured on tuning patients)")
-        assert settle(replace(spec, depth=0.3, guidance=5.0))[0] == (Method.REGULATED, 0.3, 5.0)  # asked for: kept
-        assert settle(replace(spec, action=Action.REMOVE))[0] == (Method.STEER, 0.5, None)  # nothing measured
-        assert settle(replace(spec, method="regulated+steer")) == ((Method.REGULATED_STEER, 0.5, None), "as asked")
+        assert settle(spec) == ((Method.REGULATED, 0.7, 8.0), {"method": "measured", "depth": "measured"})
+        assert settle(replace(spec, depth=0.3, guidance=5.0)) == ((Method.REGULATED, 0.3, 5.0),  # asked for: kept
+                                                                  {"method": "measured", "depth": "asked"})
+        assert settle(replace(spec, action=Action.REMOVE)) == ((Method.STEER, 0.5, None), generic)  # nothing measured
+        assert settle(replace(spec, method="regulated+steer")) == ((Method.REGULATED_STEER, 0.5, None),
+                                                                   {"method": "asked", "depth": "generic"})
     finally:
         path.unlink(missing_ok=True)
         (Path(generator.source) / MANIFEST_FILE).unlink(missing_ok=True)
@@ -369,7 +374,7 @@ def test_auto_takes_the_models_measured_choice_and_explicit_settings_win(generat
 
 
 def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_weights(tmp_path):
-    from medcf.editing.defaults import settle
+    from medcf.editing.plan import load_planned
     from medcf.editing.steering import denoiser_fingerprint
     from medcf.models.default import DefaultGenerator, save_default_model, tiny_config
     from medcf.models.packaging import write_manifest
@@ -392,9 +397,12 @@ def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_w
     write_manifest(folder)  # the package lists the choice and the denoiser
     generator = load_generator(folder)
 
-    settled = settle(spec, generator)
-    variant = settled.generator
-    assert settled.denoiser == "grounded" and settled.chosen_by.endswith("denoiser grounded")
+    def settle(spec, generator):
+        return load_planned(plan_edit(spec, generator), generator)
+
+    plan = plan_edit(spec, generator)
+    assert plan.denoiser == "grounded" and plan.sources["denoiser"].value == "measured"
+    variant = settle(spec, generator).generator
     assert variant is not generator and variant.vae is generator.vae and variant.text is generator.text
     assert denoiser_fingerprint(variant) != denoiser_fingerprint(generator)
     assert settle(spec, generator).generator is variant  # loaded once
@@ -404,11 +412,11 @@ def test_a_measured_choice_can_name_an_alternative_denoiser_shipped_beside_the_w
     image = np.clip(0.5 + 0.1 * np.random.default_rng(2).standard_normal(generator.image_size), 0, 1)
     result = edit(image.astype(np.float32), phantom_masks(generator.image_size), spec, generator, None,
                   progress=False, check=False)
-    assert result.settings["denoiser"] == {"name": "grounded", "folder": variant.source,
+    assert result.denoiser.to_dict() == {"name": "grounded", "folder": variant.source,
                                            "sha256": denoiser_fingerprint(variant)}
     own = edit(image.astype(np.float32), phantom_masks(generator.image_size), replace(spec, method="regulated", depth=0.7,
                guidance=8.0), generator, None, progress=False, check=False)  # the same setting on the model's own
-    assert "denoiser" not in own.settings and np.abs(own.image - result.image).max() > 1e-3
+    assert own.denoiser is None and np.abs(own.image - result.image).max() > 1e-3
 
     (folder / DENOISERS_DIR / "grounded" / "unet.safetensors").unlink()
     with pytest.raises(InputError, match="lists weights denoiser unet.safetensors, which is missing.*grounded"):
@@ -482,8 +490,9 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
     # auto took the committed model's measured choice for an added effusion, and says so
     chosen = EditDefaults.load(BUNDLE_MODELS / DEFAULTS_FILE).choice(Finding.PLEURAL_EFFUSION, Action.ADD)
     assert (record["extra"]["spec"]["method"], record["extra"]["spec"]["guidance"]) == (chosen.method, chosen.guidance)
-    assert DEFAULTS_FILE in record["extra"]["settings"]["settings_from"]
-    assert record["extra"]["settings"].get("denoiser", {}).get("name") == chosen.denoiser  # the one it names, if any
+    plan = record["extra"]["plan"]  # where each setting came from: the model's measured choice
+    assert plan["measured_in"] == DEFAULTS_FILE and plan["sources"]["method"] == "measured"
+    assert (plan["denoiser"] or {}).get("name") == chosen.denoiser  # the one it names, if any
     assert record["extra"]["model"]["vectors_sha256"]
     check = record["extra"]["settings"]["check"]  # the model's own verdict on input and output is recorded
     assert {"input_score", "output_score", "target_reached", "input_in_target_state", "passes"} <= set(check)
@@ -560,7 +569,8 @@ def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser(
     ``auto``: the measured setting, on the denoiser the choice names, and each method from
     the request rather than from the first method's settled depth."""
     from medcf.editing.api import load_editor
-    from medcf.editing.defaults import find_defaults, generic_depth, settle
+    from medcf.editing.defaults import find_defaults
+    from medcf.editing.plan import generic_depth, load_planned
     from medcf.editing.pairs import generate_pair, resample_pair
     from medcf.editing.spec import SIDELESS
 
@@ -573,15 +583,16 @@ def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser(
     spec = EditSpec(finding, action, None if finding in SIDELESS else Side.LEFT, None, Severity.MODERATE,
                     Method.STEER, seed=11)
     pair = generate_pair(editor.generator, spec, editor.segmenter, editor.vectors)
-    settled = settle(replace(spec, method=Method.AUTO), editor.generator, editor.vectors)
+    plan = plan_edit(replace(spec, method=Method.AUTO), editor.generator)
+    settled = load_planned(plan, editor.generator, editor.vectors)
     assert settled.denoiser is not None
     auto = resample_pair(editor.generator, pair, Method.AUTO, editor.vectors)
-    assert auto.spec == settled.spec  # not the steer pair's depth: each method settles from the request
+    assert auto.spec == plan.spec  # not the steer pair's depth: each method settles from the request
     assert resample_pair(editor.generator, pair, Method.CAUSAL, editor.vectors).spec.depth == generic_depth(Method.CAUSAL)
-    as_set = replace(pair, spec=settled.spec, request=settled.spec)
-    by_hand = resample_pair(settled.generator, as_set, settled.spec.method, settled.vectors)
+    as_set = replace(pair, spec=plan.spec, request=plan.spec)
+    by_hand = resample_pair(settled.generator, as_set, plan.method, settled.vectors)
     assert np.array_equal(auto.counterfactual, by_hand.counterfactual)
-    own = resample_pair(editor.generator, as_set, settled.spec.method, editor.vectors)
+    own = resample_pair(editor.generator, as_set, plan.method, editor.vectors)
     assert not np.array_equal(auto.counterfactual, own.counterfactual)  # the named denoiser, not the base one
     outside = pair.region.native_weight == 0
     assert outside.any() and np.allclose(auto.counterfactual[outside], pair.factual[outside], atol=1e-6)
@@ -675,7 +686,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
     monkeypatch.setattr(evidence, "evidence_score", lambda *args, **kwargs: evidence.EvidenceScore(next(scripted), 0.0))
     result = edit(image, masks, spec, generator, progress=False)
     assert (result.check.passes, result.check.reached, result.check.input_in_target) == (3, True, False)
-    assert (result.spec.strength, result.spec.depth) == (2.25, 0.8) and result.settings["check"]["strength"] == 2.25
+    assert (result.spec.strength, result.spec.depth) == (2.25, 0.8) and result.check.strength == 2.25
     assert "target reached after 3 passes" in result.check.remark()
     # never reached: the pass closest to the target is kept and labelled so
     scripted = iter([0.3, -0.2, -0.05, -0.1])
@@ -726,7 +737,7 @@ def test_blank_or_broken_inputs_are_refused_before_any_sampling(generators):
 
 @pytest.mark.parametrize("name", ["reprompt", "sdedit", "ddim+p2p", "pnp"])
 def test_baselines_run_through_the_engine_and_touch_the_whole_image(generators, name):
-    from medcf.editing.baselines import BASELINE_SETTINGS, baseline_edit
+    from medcf.editing.methods.baselines import BASELINE_SETTINGS, baseline_edit
 
     generator = generators["medcf-default"]
     shape = (64, 64)
@@ -742,7 +753,7 @@ def test_baselines_run_through_the_engine_and_touch_the_whole_image(generators, 
 def test_attention_injection_replaces_the_maps_of_another_run(generators):
     """Maps recorded in one run and injected into a run from other noise change that run:
     the controller hands the stored probabilities to the attention."""
-    from medcf.editing.baselines import AttentionStore
+    from medcf.editing.methods.baselines import AttentionStore
 
     generator = generators["medcf-default"]
     store = AttentionStore((CROSS, SELF))

@@ -9,12 +9,25 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
-from medcf.devices import Placement
-from medcf.editing.outputs import EditOutputs, ModelInfo, write_edit
-from medcf.editing.spec import EditSpec
-from medcf.editing.steering import SteeringVectors, denoiser_fingerprint, load_vectors
+from medcf.anatomy.given import GivenMasks, read_masks
+from medcf.anatomy.outputs import load_segmenter, place_segmenter, segmenter_record
+from medcf.anatomy.plausibility import require_plausible
+from medcf.anatomy.segment import segment
+from medcf.bundle import bundle_root
+from medcf.devices import Placement, loader_kwargs, resolve_placement
+from medcf.editing.edit import run_plan
+from medcf.editing.outputs import EditOutputs, write_edit
+from medcf.editing.pairs import write_pairs
+from medcf.editing.plan import load_planned, plan_edit
+from medcf.editing.record import EditRecord, ModelInfo
+from medcf.editing.records import own_vectors, vectors_cache_path
+from medcf.editing.spec import SIDELESS, EditSpec
+from medcf.editing.steering import SteeringVectors, estimate_vectors, load_vectors
 from medcf.errors import InputError
-from medcf.models.package import Role, package_of
+from medcf.io.atomic import new_output_dir
+from medcf.io.inputs import InputImage, read_input
+from medcf.models.loaders import load_generator
+from medcf.text import editable_findings, get_reader
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
 
 
@@ -63,8 +76,6 @@ class EditorRecipe:
 
     def placement(self) -> Placement:
         """The device and dtype; one :class:`InputError` line for a device this machine lacks."""
-        from medcf.devices import resolve_placement
-
         return resolve_placement(self.device, self.dtype)
 
     def load_segmenter(self, placement: Placement | None = None):
@@ -73,8 +84,6 @@ class EditorRecipe:
         fails in one line before seconds of loading."""
         if not (self.segmenter or self.weights):
             return None
-        from medcf.anatomy.outputs import load_segmenter
-
         return load_segmenter(self.segmenter, self.weights, placement or self.placement())
 
     def load(self, segmenter=None) -> Editor:
@@ -87,23 +96,6 @@ class EditorRecipe:
                            text_encoder=self.text_encoder)
 
 
-def vectors_cache_path(fingerprint: str) -> Path:
-    from medcf.cache import cache_dir
-
-    return cache_dir("steering") / f"{fingerprint[:16]}.safetensors"
-
-
-def find_vectors_path(generator, fingerprint: str | None = None) -> Path | None:
-    """Where ``generator``'s steering vectors are: in its package, else in the cache
-    ``medcf steer-vectors`` fills; None if nowhere."""
-    fingerprint = fingerprint or denoiser_fingerprint(generator)
-    shipped = package_of(generator).steering_vectors
-    if shipped is not None:
-        return shipped.path(Role.VECTORS)
-    cached = vectors_cache_path(fingerprint)
-    return cached if cached.is_file() else None
-
-
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,
                 segmenter=None, placement: Placement | None = None,
                 text_encoder: str | Path | None = None) -> Editor:
@@ -112,11 +104,6 @@ def load_editor(model: str | Path | None = None, vectors: str | Path | None = No
     on ``placement``'s device and dtype (``--device``/``--dtype``; default CPU float32).
     A ``segmenter`` given here is placed too. ``text_encoder``: a local CLIP folder for a
     MONAI LDM bundle that does not carry one (``--text-encoder``)."""
-    from medcf.anatomy.outputs import load_segmenter, place_segmenter
-    from medcf.bundle import bundle_root
-    from medcf.devices import loader_kwargs
-    from medcf.models.loaders import load_generator
-
     generator = load_generator(model or bundle_root(), text_encoder=text_encoder, **loader_kwargs(placement))
     if segmenter is None:
         segmenter = load_segmenter(placement=placement)
@@ -124,15 +111,6 @@ def load_editor(model: str | Path | None = None, vectors: str | Path | None = No
         segmenter = place_segmenter(segmenter, placement)
     loaded, path = own_vectors(generator, vectors)
     return Editor(generator, loaded, path, segmenter)
-
-
-def own_vectors(generator, path: str | Path | None = None) -> tuple[SteeringVectors | None, Path | None]:
-    """``generator``'s steering vectors and where they came from: ``path`` if given, else
-    the file its package lists or the cache (:func:`find_vectors_path`); vectors made
-    for other weights are refused. ``(None, None)`` where there are none."""
-    fingerprint = denoiser_fingerprint(generator)
-    path = Path(path) if path is not None else find_vectors_path(generator, fingerprint)
-    return (load_vectors(path, fingerprint=fingerprint) if path is not None else None), path
 
 
 def _view(image) -> ViewPosition:
@@ -143,25 +121,19 @@ def _view(image) -> ViewPosition:
 
 def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, editor: Editor | None = None,
               progress: bool = True, command: str | None = None, extras: list[dict] | None = None,
-              sop_class: str = "sc", masks: str | Path | None = None,
-              accept_anatomy: bool = False) -> list[EditOutputs]:
+              sop_class: str = "sc", masks: str | Path | GivenMasks | None = None,
+              accept_anatomy: bool = False, image: InputImage | None = None) -> list[EditOutputs]:
     """Read, segment (or read the user's ``masks`` file: a label map, a .seg.nrrd or a DICOM
     SEG, :mod:`medcf.anatomy.given`), check the anatomy's plausibility (refused unless
-    ``accept_anatomy``), edit and write; one output folder per spec (``out_dir`` itself for
-    one spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report). The provenance
-    records where the anatomy came from and the check's verdict."""
-    from medcf.anatomy.given import read_masks
-    from medcf.anatomy.outputs import segmenter_record
-    from medcf.anatomy.plausibility import require_plausible
-    from medcf.anatomy.segment import segment
-    from medcf.editing.edit import edit
-    from medcf.io.atomic import new_output_dir
-    from medcf.io.inputs import read_input
-
+    ``accept_anatomy``), plan, edit and write; one output folder per spec (``out_dir`` itself
+    for one spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report). The provenance
+    records where the anatomy came from and the check's verdict. ``image`` (``path`` as
+    read already) and ``masks`` as :class:`GivenMasks`: what a caller read to check before
+    loading the model, so that each file is read once."""
     if not specs:
         raise InputError("nothing to edit: no edit was requested")
-    image = read_input(path)  # input errors come before the model loads
-    given = read_masks(masks, image) if masks is not None else None
+    image = image if image is not None else read_input(path)  # input errors come before the model loads
+    given = masks if isinstance(masks, GivenMasks) or masks is None else read_masks(masks, image)
     editor = editor or load_editor()
     if given is not None:
         anatomy, masks = given.record(), given.masks
@@ -175,10 +147,13 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     if len(specs) > 1:
         root = new_output_dir(root)
     for index, spec in enumerate(specs):
-        counterfactual = edit(image.display, masks, spec, editor.generator, editor.vectors, view, progress)
+        plan = plan_edit(spec, editor.generator)
+        model = load_planned(plan, editor.generator, editor.vectors)
+        counterfactual = run_plan(image.display, masks, plan, model, view, progress)
         target = root if len(specs) == 1 else root / f"{index + 1}-{spec.action.value}-{spec.finding.value}"
-        extra = {**(extras or [{}] * len(specs))[index], "anatomy": anatomy}
-        outputs.append(write_edit(image, masks, counterfactual, editor.model_info, target, command, extra, sop_class))
+        record = EditRecord.of(counterfactual, editor.model_info, image, command, anatomy,
+                               (extras or [{}] * len(specs))[index])
+        outputs.append(write_edit(image, masks, counterfactual, record, target, sop_class))
     return outputs
 
 
@@ -187,9 +162,6 @@ def specs_from_report(text: str, action: Action, base: EditSpec | None = None, b
     """Edit specs for every present, certain, editable finding of a report, and what each
     came from (goes into the provenance). A finding the report gives no side for is edited
     on both sides; one it gives no severity for at the base spec's."""
-    from medcf.editing.spec import SIDELESS
-    from medcf.text import editable_findings, get_reader
-
     mentions = get_reader(backend).parse(text)
     found = editable_findings(mentions)
     if not found:
@@ -217,11 +189,6 @@ def estimate_and_cache(findings: list[Finding], n_seeds: int, seed: int = 0, ste
     """``medcf steer-vectors``: estimate vectors and write them to ``out`` (default: the
     cache keyed by the model's weights, merged with what is cached there already); the
     file and what the estimate cost (seconds, films sampled, device)."""
-    from medcf.bundle import bundle_root
-    from medcf.devices import loader_kwargs
-    from medcf.editing.steering import estimate_vectors
-    from medcf.models.loaders import load_generator
-
     generator = load_generator(model or bundle_root(), text_encoder=text_encoder, **loader_kwargs(placement))
     vectors = estimate_vectors(generator, findings, list(range(seed, seed + n_seeds)), steps=steps, side=side,
                                severity=severity, progress=progress)
@@ -242,8 +209,6 @@ def make_pairs(specs: list[EditSpec], out_dir: str | Path, editor: Editor | None
                progress: bool = True) -> Path:
     """One factual/counterfactual pair per spec (``medcf.editing.pairs.seeded_specs`` for n
     pairs of one edit, :meth:`medcf.editing.report_mix.ReportMix.draw` for a report corpus's mix)."""
-    from medcf.editing.pairs import write_pairs
-
     editor = editor or load_editor()
     return write_pairs(editor.generator, specs, out_dir, editor.segmenter, editor.vectors, progress)
 
@@ -253,8 +218,6 @@ def run_demo(out_dir: str | Path, study: str | Path | None = None, method: str =
     """The main job on the committed sample study: add a moderate left pleural effusion,
     then remove it again from the counterfactual (read back from its DICOM file). Returns
     the panels and DICOM files, and the model's own verdict on each edit."""
-    from medcf.io.atomic import new_output_dir
-
     study = Path(study) if study else Path(__file__).resolve().parents[1] / "data" / "sample_study"
     out = new_output_dir(out_dir)
     editor = load_editor(placement=placement)

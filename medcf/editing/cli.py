@@ -131,14 +131,15 @@ def cmd_edit(args: argparse.Namespace) -> int:
     else:
         specs = [_spec(args)]
     image = read_input(args.input)  # a bad input fails before the model loads
-    if args.masks is not None:  # and so do bad masks
+    masks = args.masks
+    if masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
-        read_masks(args.masks, image)
+        masks = read_masks(masks, image)
     # the device is resolved first, then a named segmenter, then the model: each fails in one line before the next
     editor = EditorRecipe.from_args(args, segmenter=args.masks is None).load()
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
-                        masks=args.masks, accept_anatomy=args.accept_anatomy)
+                        masks=masks, accept_anatomy=args.accept_anatomy, image=image)
     for output in outputs:
         for name in ("dicom", "image", "panel", "provenance"):
             if name in output.files:

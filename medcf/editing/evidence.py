@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from medcf.editing.inversion import predicted_noise
 from medcf.models.base import Generator, TextEncoding
 from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role, measured
 from medcf.vocab import Finding
@@ -71,8 +72,6 @@ def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEnco
     grid) for one film's latents ``(1, C, h, w)``, with its standard error over the draws:
     > 0 when the finding prompt explains the film better than the normal prompt. Same
     noise for both prompts (a paired comparison)."""
-    from medcf.editing.inversion import _epsilon
-
     timesteps = torch.tensor([t for t in settings.timesteps for _ in range(settings.draws)], device=latents.device)
     count = len(timesteps)
     noise = torch.randn((count,) + tuple(latents.shape[1:]), generator=torch.Generator().manual_seed(settings.seed))
@@ -83,7 +82,7 @@ def evidence_score(generator: Generator, latents: torch.Tensor, normal: TextEnco
     with torch.no_grad():
         prediction = generator.denoise(torch.cat([noisy, noisy]), torch.cat([timesteps, timesteps]),
                                        TextEncoding.cat([normal.repeat(count), finding.repeat(count)]))
-    epsilon = _epsilon(generator, prediction, torch.cat([noisy, noisy]), torch.cat([alphas, alphas]))
+    epsilon = predicted_noise(generator, prediction, torch.cat([noisy, noisy]), torch.cat([alphas, alphas]))
     weight = mask.to(latents.device, latents.dtype).expand_as(latents)
     errors = (((epsilon - torch.cat([noise, noise])) ** 2) * weight).sum(dim=(1, 2, 3)) / weight.sum().clamp_min(1e-6)
     drops = (errors[:count] - errors[count:]) / errors[:count].mean().clamp_min(1e-12)  # one per draw

@@ -37,7 +37,9 @@ class Trajectory:
         return len(self.timesteps)
 
 
-def _epsilon(generator: Generator, prediction: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def predicted_noise(generator: Generator, prediction: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The noise the denoiser's ``prediction`` at ``x`` (cumulative alpha ``alpha``) implies,
+    whatever it predicts (ε, v or x₀): inversion and the evidence check both reason in ε."""
     if generator.prediction_type == "epsilon":
         return prediction
     if generator.prediction_type == "v_prediction":
@@ -59,7 +61,7 @@ def ddim_inversion(generator: Generator, latents: torch.Tensor, text: TextEncodi
             alpha_prev = alphas[timesteps[index + 1]] if index + 1 < steps else scheduler.final_alpha_cumprod
             alpha_t = alphas[t]
             prediction = guided_prediction(generator, x, t, text, uncond, guidance_scale)
-            eps = _epsilon(generator, prediction, x, alpha_t)
+            eps = predicted_noise(generator, prediction, x, alpha_t)
             x0 = (x - (1 - alpha_prev).sqrt() * eps) / alpha_prev.sqrt()
             x = alpha_t.sqrt() * x0 + (1 - alpha_t).sqrt() * eps
             path.append(x)

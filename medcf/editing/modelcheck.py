@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from medcf.devices import precision_hint
-from medcf.editing.edit import check_image
+from medcf.editing.film import check_image
 from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
 from medcf.editing.regions import resize_image
 from medcf.editing.regulation import ORGAN_WORDS, PATHOLOGY_WORDS, word_tokens
@@ -135,7 +135,7 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
     """Load ``folder``, sample one film, invert and reconstruct one film (``image``, default
     the committed sample study), and list what will not work (module docstring)."""
     from medcf.devices import loader_kwargs
-    from medcf.editing.api import find_vectors_path
+    from medcf.editing.records import find_vectors_path
     from medcf.editing.defaults import find_defaults
     from medcf.editing.evidence import find_reliability
     from medcf.editing.steering import denoiser_fingerprint

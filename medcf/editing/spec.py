@@ -17,18 +17,6 @@ class Method(StrEnum):
     REGULATED_STEER = "regulated+steer"
     CAUSAL = "causal"  # the factor model's pathology swap, re-drawn by the denoiser under the target prompt (§5)
 
-    @property
-    def regulated(self) -> bool:
-        return self in (Method.REGULATED, Method.REGULATED_STEER)
-
-    @property
-    def steered(self) -> bool:
-        return self in (Method.STEER, Method.REGULATED_STEER)
-
-    @property
-    def causal(self) -> bool:
-        return self is Method.CAUSAL
-
 
 class Inversion(StrEnum):
     """How a given radiograph's latent is turned back into a sampling trajectory (§4)."""
@@ -104,7 +92,7 @@ class EditSpec:
     :func:`medcf.editing.inversion.refresh_noise_maps`; ``None``: ``auto``'s choice, else 0). ``optimize_noise``: for a pair sampled from scratch, optimise the initial
     noise first so that the finding's tokens are attended to (InitNO,
     :mod:`medcf.editing.initno`; rare combinations). ``None`` and ``auto`` are settled by
-    :func:`medcf.editing.defaults.resolve` before an edit runs. ``constants``: the
+    :func:`medcf.editing.plan.plan_edit` before an edit runs. ``constants``: the
     methods' constants (:class:`EditConstants`), recorded with the spec in ``edit.json``.
     """
 

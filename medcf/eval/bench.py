@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.editing.baselines import BASELINE_SETTINGS, BASELINES, MASKED_BASELINES, unmasked_name
+from medcf.editing.methods.baselines import BASELINE_SETTINGS, BASELINES, MASKED_BASELINES, unmasked_name
 from medcf.editing.spec import Method
 from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Organ, Side
@@ -270,9 +270,10 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     from tqdm import tqdm
 
     from medcf.editing.api import load_editor
-    from medcf.editing.baselines import baseline_edits
+    from medcf.editing.methods.baselines import baseline_edits
     from medcf.editing.defaults import auto_choices
-    from medcf.editing.edit import edit, edit_prompts
+    from medcf.editing.edit import edit
+    from medcf.editing.film import edit_prompts
     from medcf.editing.spec import EditSpec
     from medcf.models.sampling import sample
 

@@ -155,7 +155,7 @@ def cmd_model_evaluate(args: argparse.Namespace) -> int:
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction,
                      model_sub: argparse._SubParsersAction) -> None:
     """``medcf bench`` under ``sub``."""
-    from medcf.editing.baselines import BASELINES
+    from medcf.editing.methods.baselines import BASELINES
     from medcf.editing.spec import Method
     from medcf.eval.bench import BENCH_SEED, METHODS, OURS, TUNING_SEED
     from medcf.eval.augment import DEFAULT_PAIR_METHODS

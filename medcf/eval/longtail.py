@@ -100,9 +100,9 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
 
     from tqdm import tqdm
 
-    from medcf.causal.method import use_factors
+    from medcf.editing.methods.causal import use_factors
     from medcf.editing.api import load_editor
-    from medcf.editing.defaults import settle
+    from medcf.editing.plan import load_planned, plan_edit
     from medcf.editing.edit import edit
     from medcf.editing.pairs import generate_pair
     from medcf.editing.spec import EditSpec, Method
@@ -154,9 +154,10 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
                 for k in range(pair_n):
                     spec = EditSpec(finding, Action.ADD, side, zone, Severity.MODERATE, Method(method),
                                     seed=LONGTAIL_SEED + 1000 * index + 500 + k, optimize_noise=optimized)
-                    settled = settle(spec, generator, editor.vectors)
+                    plan = plan_edit(spec, generator)
+                    model = load_planned(plan, generator, editor.vectors)
                     tick = time.perf_counter()
-                    pair = generate_pair(settled.generator, settled.spec, editor.segmenter, settled.vectors)
+                    pair = generate_pair(model.generator, plan.spec, editor.segmenter, model.vectors)
                     seconds.append(time.perf_counter() - tick)
                     flips.append(float(judge.present(judge.probabilities(pair.counterfactual[None]), finding,
                                                      judged_side)[0]))

@@ -76,7 +76,7 @@ def run_swap_suite(out_dir: str | Path, n: int = 5, findings=tuple(Finding), siz
 
     from medcf.anatomy.segment import segment
     from medcf.metrics import dice
-    from medcf.causal.method import require_factors, use_factors
+    from medcf.editing.methods.causal import require_factors, use_factors
     from medcf.editing.api import load_editor
     from medcf.eval.bench import bundle_judge, psnr_capped, ssim_mean, truth_gain
     from medcf.io.atomic import new_output_dir, write_new_text

@@ -4,6 +4,11 @@ factor pins the anatomy; the denoiser then re-draws that proposal from ``depth``
 target prompt, so the text condition finishes what the factors started and the result
 lies on the model's image manifold.
 
+Why here and not in :mod:`medcf.causal`: the factor model is a model component
+(:mod:`medcf.causal.factors`, trained by :mod:`medcf.training.factors`), while this module is
+an editing method that uses it. Editing depends on the model component, never the reverse,
+so ``medcf.causal`` imports nothing of ``medcf.editing``.
+
 The factor model is the ``factors`` piece of the model's package (:mod:`medcf.models.package`),
 used only if it was trained in that model's latent space (its autoencoder fingerprint).
 """
@@ -17,6 +22,9 @@ import torch
 
 from medcf.causal.factors import (CONFIG_FILE, Attributes, FactorModel, FactorRecord, autoencoder_fingerprint,
                                   load_factor_piece, load_factors)
+from medcf.editing.methods.base import Need, register
+from medcf.editing.methods.guided import Controls, GuidedMethod
+from medcf.editing.spec import EditSpec
 from medcf.errors import InputError
 from medcf.models.base import Generator
 from medcf.models.package import Piece, PieceKind, Role, measured, package_of, use_record
@@ -56,14 +64,14 @@ def require_factors(generator: Generator) -> LoadedFactors:
     return factors
 
 
-def edit_attributes(spec) -> tuple[list[Attributes], list[Attributes]]:
+def edit_attributes(spec: EditSpec) -> tuple[list[Attributes], list[Attributes]]:
     """The pathology the edit switches from and to: none → the asked finding (add), the
     named finding → none (remove)."""
     finding = [Attributes.from_spec(spec.finding, spec.side, spec.zone, spec.severity)]
     return ([Attributes()], finding) if spec.action is Action.ADD else (finding, [Attributes()])
 
 
-def causal_proposal(generator: Generator, latents: torch.Tensor, spec) -> torch.Tensor:
+def causal_proposal(generator: Generator, latents: torch.Tensor, spec: EditSpec) -> torch.Tensor:
     """``latents`` plus ``spec.strength`` times the factor model's counterfactual change."""
     factors = require_factors(generator)
     model = factors.model.to(latents.device)
@@ -82,3 +90,24 @@ def use_factors(generator: Generator, folder: str | Path) -> LoadedFactors:
         raise InputError(f"{folder}: this factor model was trained on another autoencoder than {generator.source}'s")
     use_record(generator, PieceKind.FACTORS, factors)
     return factors
+
+
+class Causal(GuidedMethod):
+    """The factors draw the finding; the target prompt finishes it (no attention controls of its own)."""
+
+    name = "causal"
+    default_depth = CAUSAL_DEPTH  # re-draws a proposal that already carries the finding: fewer steps
+    needs = frozenset({Need.FACTOR_MODEL})
+    proposes = True
+
+    def require(self, generator, vectors) -> None:
+        require_factors(generator)
+
+    def proposal(self, generator, latents, spec) -> torch.Tensor:
+        return causal_proposal(generator, latents, spec)
+
+    def controls(self, generator, spec, region, prompts, vectors) -> Controls:
+        return Controls([], prompts["target"], "" if spec.action is Action.ADD else prompts["finding"])
+
+
+register(Causal())

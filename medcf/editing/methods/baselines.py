@@ -9,7 +9,8 @@ MedCF's edit region exactly as MedCF's own methods are transferred (same region,
 feathering, same native-resolution difference transfer): it separates what the attention
 methods add from what the compositing alone gives (RadEdit, the closest published CXR
 editor, masks too). Names and settings (:data:`BASELINE_SETTINGS`) are recorded with
-every result.
+every result. Each form is an edit method registered under its name
+(:mod:`medcf.editing.methods.base`), so the editor core runs it as it runs MedCF's own.
 
 - ``reprompt``: DDIM-invert the film to its initial noise (the film's "seed") under the
   factual prompt, sample again from it with the counterfactual prompt.
@@ -33,9 +34,11 @@ import torch
 
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
-from medcf.editing.edit import Counterfactual, EditInputs, finish, prepare
+from medcf.editing.film import Counterfactual, EditInputs, finish, prepare
 from medcf.editing.inversion import ddim_inversion
-from medcf.editing.spec import EditSpec
+from medcf.editing.methods.base import MethodPass, Need, register
+from medcf.editing.spec import GENERIC_DEPTH, EditSpec
+from medcf.editing.steering import SteeringVectors
 from medcf.errors import InputError
 from medcf.models.base import CROSS, SELF, Generator
 from medcf.models.sampling import sample
@@ -139,13 +142,36 @@ def baseline_edits(name: str, display: np.ndarray, masks: AnatomyMasks, spec: Ed
     wrong = [form for form in forms if unmasked_name(form) != name]
     if wrong:
         raise InputError(f"{', '.join(wrong)} is not a form of baseline {name}")
-    settings = {"baseline": name, **BASELINE_SETTINGS[name]}
     inputs = prepare(display, masks, spec, generator, view)
     latents = _baseline_latents(name, inputs, spec, generator, progress)
-    everywhere = np.ones(inputs.display.shape, np.float32)
-    return {form: finish(inputs, spec, generator, latents, {**settings, "region": form.endswith(MASK_SUFFIX)},
-                         None if form.endswith(MASK_SUFFIX) else everywhere)
-            for form in forms}
+    return {form: finish(inputs, spec, generator, latents, *_form(form, inputs)) for form in forms}
+
+
+def _form(form: str, inputs: EditInputs) -> tuple[dict, np.ndarray | None]:
+    """What a form records and its transfer weight: the region's (``+mask``) or 1 everywhere."""
+    masked = form.endswith(MASK_SUFFIX)
+    name = unmasked_name(form)
+    settings = {"baseline": name, **BASELINE_SETTINGS[name], "region": masked}
+    return settings, None if masked else np.ones(inputs.display.shape, np.float32)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One form of a baseline as an edit method (:class:`medcf.editing.methods.base.EditMethod`):
+    its own sampling, no region in it; the form decides the transfer."""
+
+    name: str
+    default_depth: float = GENERIC_DEPTH  # unused by the baselines' own settings, stated for the protocol
+    needs: frozenset[Need] = frozenset()
+
+    def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
+        return None
+
+    def edit_latents(self, inputs: EditInputs, spec: EditSpec, generator: Generator,
+                     vectors: SteeringVectors | None, progress: bool) -> MethodPass:
+        latents = _baseline_latents(unmasked_name(self.name), inputs, spec, generator, progress)
+        settings, weight = _form(self.name, inputs)
+        return MethodPass(latents, settings, weight)
 
 
 def _baseline_latents(name: str, inputs: EditInputs, spec: EditSpec, generator: Generator,
@@ -184,3 +210,7 @@ def _baseline_latents(name: str, inputs: EditInputs, spec: EditSpec, generator: 
         methods.append(self_store)
     with AttentionController(generator, methods, steps=steps, latent_hw=inputs.latent_hw) as controller:
         return sample(generator, [target], latents=path.latents[0], observer=controller, **common).latents
+
+
+for _name in (*BASELINES, *MASKED_BASELINES):
+    register(Baseline(_name))
