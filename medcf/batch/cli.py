@@ -67,7 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     check_out_dir(args.out, local)
     studies = (discover_studies(local) if local else []) + unfetched
     if rows:
-        from medcf.editing.cli import chosen_settings
+        from medcf.editing.options import chosen_settings
 
         # blank plan cells take the command line's values, and the bundle's configs/edit.json where it is silent
         defaults = chosen_settings(args)
@@ -168,6 +168,7 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     from medcf.editing.cli import _edit_options
+    from medcf.editing.options import EditCommand
     from medcf.onray.options import add_ray_options
 
     batch = sub.add_parser(
@@ -186,7 +187,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                        "DICOM files, study addresses (dicom://AET@host:port/<uid>, http(s)://…/studies/<uid>), or a "
                        "study list LIST.csv (column 'study' = Study Instance UID or address, or 'accession') "
                        "fetched from --server")
-    _edit_options(batch, finding_required=False, action_required=False)
+    _edit_options(batch, EditCommand.BATCH, action_required=False)
     batch.add_argument("--plan", type=Path, metavar="PLAN.csv", help="the edits, one row each (instead of --finding)")
     batch.add_argument("--from-report", type=Path, metavar="REPORTS.csv",
                        help="the edits from each study's report: columns study (Study Instance UID, or a path "

@@ -6,8 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from functools import partial
+
 from medcf.devices import add_device_options, placement_from_args
-from medcf.vocab import Finding
+from medcf.editing.options import add_namespaced_options, namespaced_values
+from medcf.errors import InputError
+from medcf.vocab import Finding, StrEnum
 
 EPILOG = ("The benchmark runs on simulated radiographs, where the true counterfactual is known. "
           "MedCF output is synthetic, for research only, never for diagnosis. Details: docs/bench.md.")
@@ -33,13 +37,92 @@ def cmd_train_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.suite == "augmentation":
-        return _bench_augmentation(args)
-    if args.suite == "judge":
-        return _bench_judge(args)
-    if args.suite in ("swap", "longtail"):
-        return _bench_causal(args)
+class Suite(StrEnum):
+    """The suites of ``medcf bench``."""
+
+    COUNTERFACTUAL = "counterfactual"
+    AUGMENTATION = "augmentation"
+    JUDGE = "judge"
+    SWAP = "swap"
+    LONGTAIL = "longtail"
+
+
+OURS_PREFIX = "ours"  # dest prefix of the counterfactual suite's settings for MedCF's methods (schema-generated)
+
+
+class SuiteOptionError(AttributeError):
+    """The code of one suite read an option of another: a wiring slip, never the user's."""
+
+
+class SuiteArgs:
+    """The parsed ``medcf bench`` options one suite may read: the common ones (``--out``,
+    ``--quiet``, the device) and its own. Reading another suite's option raises
+    :class:`SuiteOptionError`, so an option cannot silently reach the wrong suite (as
+    ``--first-seed`` once fed the augmentation suite's ``--classifier-first-seed``)."""
+
+    def __init__(self, args: argparse.Namespace, suite: Suite, scopes: "SuiteScopes"):
+        self._args, self._suite, self._scopes = args, suite, scopes
+
+    def __getattr__(self, dest: str):
+        if dest.startswith("_"):
+            raise AttributeError(dest)
+        suites = self._scopes.suites.get(dest)
+        if suites is not None and self._suite not in suites:
+            raise SuiteOptionError(f"{self._scopes.flags[dest]} is an option of --suite "
+                                   f"{' / '.join(s.value for s in sorted(suites))}, read by --suite {self._suite.value}")
+        return getattr(self._args, dest)
+
+    def namespaced(self, prefix: str) -> dict:
+        """The given options under ``prefix`` (:func:`medcf.editing.options.namespaced_values`)."""
+        if any(self._suite not in suites for dest, suites in self._scopes.suites.items()
+               if dest.startswith(prefix + ".")):
+            raise SuiteOptionError(f"options {prefix}.* do not belong to --suite {self._suite.value}")
+        return namespaced_values(self._args, prefix)
+
+
+class SuiteScopes:
+    """Which suites read each suite option, recorded as the option is added: the one
+    statement of an option's scope, used both to refuse an option given to a suite that
+    ignores it and to build each suite's :class:`SuiteArgs`."""
+
+    def __init__(self) -> None:
+        self.suites: dict[str, frozenset[Suite]] = {}
+        self.flags: dict[str, str] = {}
+        self.defaults: dict[str, object] = {}
+
+    def add(self, container, *flags: str, suites: tuple[Suite, ...], **kwargs) -> argparse.Action:
+        action = container.add_argument(*flags, **kwargs)
+        self.record(action, suites)
+        return action
+
+    def record(self, action: argparse.Action, suites: tuple[Suite, ...]) -> None:
+        self.suites[action.dest] = frozenset(suites)
+        self.flags[action.dest] = action.option_strings[0]
+        self.defaults[action.dest] = action.default
+
+    def view(self, args: argparse.Namespace) -> SuiteArgs:
+        """``args`` as the chosen suite may read them; an option it would ignore, given
+        with another value than its default, is refused in one line."""
+        suite = Suite(args.suite)
+        given = [self.flags[dest] for dest, suites in self.suites.items()
+                 if suite not in suites and getattr(args, dest) != self.defaults[dest]]
+        if given:
+            raise InputError(f"{', '.join(given)}: not an option of --suite {suite.value} (see medcf bench --help)")
+        return SuiteArgs(args, suite, self)
+
+
+def cmd_bench(args: argparse.Namespace, scopes: SuiteScopes) -> int:
+    suite = scopes.view(args)
+    if args.suite == Suite.AUGMENTATION:
+        return _bench_augmentation(suite)
+    if args.suite == Suite.JUDGE:
+        return _bench_judge(suite)
+    if args.suite in (Suite.SWAP, Suite.LONGTAIL):
+        return _bench_causal(suite)
+    return _bench_counterfactual(suite)
+
+
+def _bench_counterfactual(args: SuiteArgs) -> int:
     from medcf.eval.bench import rescore_suite, run_counterfactual_suite, summary_rows
     from medcf.eval.judge import Judge
 
@@ -57,10 +140,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                           size=_or(args.size, 256), judge=judge, editor=editor,
                                           progress=not args.quiet,
                                           first_seed=args.first_seed,
-                                          ours={k: v for k, v in (("depth", args.depth), ("strength", args.strength),
-                                                                ("passes", args.passes), ("guidance", args.guidance),
-                                                                ("renoise", args.renoise))
-                                                if v is not None}, keep_films=args.keep_films,
+                                          ours=args.namespaced(OURS_PREFIX), keep_films=args.keep_films,
                                           placement=placement_from_args(args))
     for row in summary_rows(result["rows"]):
         print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
@@ -69,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _print_outputs(result["out"])
 
 
-def _bench_augmentation(args: argparse.Namespace) -> int:
+def _bench_augmentation(args: SuiteArgs) -> int:
     from medcf.eval.augment import AugmentOptions, run_augmentation_suite
 
     options = AugmentOptions(out=args.out, n=_or(args.n, 100), generated=args.generated, heldout=args.heldout,
@@ -84,7 +164,7 @@ def _bench_augmentation(args: argparse.Namespace) -> int:
     return _print_outputs(result["out"])
 
 
-def _bench_judge(args: argparse.Namespace) -> int:
+def _bench_judge(args: SuiteArgs) -> int:
     from medcf.eval.judge_report import run_judge_suite
 
     result = run_judge_suite(args.out, judge_folder=args.judge, model=args.model, n=_or(args.n, None),
@@ -94,7 +174,7 @@ def _bench_judge(args: argparse.Namespace) -> int:
     return _print_outputs(result["out"])
 
 
-def _bench_causal(args: argparse.Namespace) -> int:
+def _bench_causal(args: SuiteArgs) -> int:
     from medcf.editing.api import load_editor
     from medcf.eval.judge import Judge
 
@@ -134,7 +214,7 @@ def _print_outputs(folder: str) -> int:
 
 
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
-    from medcf.eval.bench import BENCH_SEED, METHODS, OURS, TUNING_SEED
+    from medcf.eval.bench import BENCH_SEED, METHODS, OUR_SETTINGS, OURS, TUNING_SEED
     from medcf.editing.baselines import BASELINES
 
     judge = train_sub.add_parser(
@@ -191,78 +271,79 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
                     "fidelity per frequency bucket (head/medium/tail) of a factor model trained with deliberately "
                     "rare combinations, per method, with and without initial-noise optimisation. "
                     "All write results.json, results.md and examples.png.", epilog=EPILOG)
-    bench.add_argument("--suite", choices=["counterfactual", "augmentation", "judge", "swap", "longtail"],
-                       default="counterfactual",
+    bench.add_argument("--suite", choices=[s.value for s in Suite], default=Suite.COUNTERFACTUAL.value,
                        help="the suite to run (default counterfactual)")
-    bench.add_argument("--n", type=int, default=None,
-                       help="counterfactual: patients per finding (default 2); augmentation: rendered training "
-                            "pairs (default 100); judge: benchmark patients per finding for the shams (default 10); "
-                            "swap: patient pairs per finding (default 5); longtail: patients per combination "
-                            "(default 4). "
-                            "docs/bench.md has the full runs")
-    bench.add_argument("--size", type=int, default=None,
-                       help="counterfactual: film size (default 256); augmentation: classifier input (default 128)")
     bench.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     bench.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_options(bench)  # the generator and the segmenter; the judge and the trained classifiers stay on CPU
+    # Every other option belongs to the suites named with it: another suite refuses it, and cannot read it.
+    scopes = SuiteScopes()
+    cf, aug, judge_suite, swap, longtail = Suite.COUNTERFACTUAL, Suite.AUGMENTATION, Suite.JUDGE, Suite.SWAP, \
+        Suite.LONGTAIL
+    scopes.add(bench, "--n", type=int, default=None, suites=tuple(Suite),
+               help="counterfactual: patients per finding (default 2); augmentation: rendered training "
+                    "pairs (default 100); judge: benchmark patients per finding for the shams (default 10); "
+                    "swap: patient pairs per finding (default 5); longtail: patients per combination "
+                    "(default 4). "
+                    "docs/bench.md has the full runs")
+    scopes.add(bench, "--size", type=int, default=None, suites=(cf, aug, swap, longtail),
+               help="counterfactual, swap, longtail: film size (default 256); augmentation: classifier input "
+                    "(default 128)")
     counterfactual = bench.add_argument_group("counterfactual suite")
-    counterfactual.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
-                                help="default: all")
-    counterfactual.add_argument("--findings", nargs="+", choices=[f.value for f in Finding], help="default: all")
-    counterfactual.add_argument("--judge", type=Path,
-                                help="judge folder (default: the bundle's models/judge); also for --suite judge")
-    counterfactual.add_argument("--first-seed", type=int, default=BENCH_SEED,
-                                help=f"first patient seed (default {BENCH_SEED}, the benchmark's own patients, for "
-                                     f"reporting; choose settings on the editor's tuning patients, {TUNING_SEED})")
-    counterfactual.add_argument("--keep-films", type=Path, default=None,
-                                help="also keep every edit's film (judge-free) in this new folder, so that another "
-                                     "judge can score them later with --films (an n = 10 run: about 0.5 GB)")
-    counterfactual.add_argument("--films", type=Path, default=None,
-                                help="score films kept by --keep-films with --judge instead of editing again "
-                                     "(--n, --methods, --findings and --size come from the kept run)")
-    counterfactual.add_argument("--model", type=Path, default=None,
-                                help="--suite judge: the generator to sample from; --suite counterfactual: the model "
-                                     "whose edits are judged (default: the bundle's)")
-    counterfactual.add_argument("--depth", type=float, default=None,
-                                help="MedCF methods: share of the trajectory re-sampled (default: medcf edit's, 0.5)")
-    counterfactual.add_argument("--passes", type=int, default=None,
-                                help="MedCF methods: passes until the model's own check finds the target "
-                                     "(default: medcf edit's, 1)")
-    counterfactual.add_argument("--strength", type=float, default=None,
-                                help="MedCF methods: scale of every push (default: medcf edit's, 1)")
-    counterfactual.add_argument("--guidance", type=float, default=None,
-                                help="MedCF methods: guidance scale inside the edit region (default: medcf edit's)")
-    counterfactual.add_argument("--renoise", type=float, default=None,
-                                help="MedCF methods: share of the inverted noise drawn afresh inside the edit region "
-                                     "(default: medcf edit's)")
+    scopes.add(counterfactual, "--methods", nargs="+", default=list(METHODS), choices=list(METHODS), suites=(cf,),
+               help="default: all")
+    scopes.add(counterfactual, "--findings", nargs="+", choices=[f.value for f in Finding], suites=(cf, swap),
+               help="default: all (also --suite swap)")
+    scopes.add(counterfactual, "--judge", type=Path, suites=(cf, judge_suite, swap, longtail),
+               help="judge folder (default: the bundle's models/judge); also for --suite judge, swap, longtail")
+    scopes.add(counterfactual, "--first-seed", type=int, default=BENCH_SEED, suites=(cf,),
+               help=f"first patient seed (default {BENCH_SEED}, the benchmark's own patients, for "
+                    f"reporting; choose settings on the editor's tuning patients, {TUNING_SEED})")
+    scopes.add(counterfactual, "--keep-films", type=Path, default=None, suites=(cf,),
+               help="also keep every edit's film (judge-free) in this new folder, so that another "
+                    "judge can score them later with --films (an n = 10 run: about 0.5 GB)")
+    scopes.add(counterfactual, "--films", type=Path, default=None, suites=(cf,),
+               help="score films kept by --keep-films with --judge instead of editing again "
+                    "(--n, --methods, --findings and --size come from the kept run)")
+    scopes.add(counterfactual, "--model", type=Path, default=None, suites=(cf, judge_suite),
+               help="--suite judge: the generator to sample from; --suite counterfactual: the model "
+                    "whose edits are judged (default: the bundle's)")
+    # MedCF's settings, generated from the edit options schema, under their own dest prefix
+    for action in add_namespaced_options(counterfactual, OUR_SETTINGS, OURS_PREFIX,
+                                         "MedCF methods (as medcf edit, without the bundle's configs/edit.json)"):
+        scopes.record(action, (cf,))
     causal = bench.add_argument_group("swap and long-tail suites")
-    causal.add_argument("--factors", type=Path, default=None,
-                        help="factor model folder (swap default: the one beside the model's weights; longtail "
-                             "default: monai_bundle/candidates/longtail-factors, trained with --rare)")
-    causal.add_argument("--per-bucket", type=int, default=3,
-                        help="longtail: combinations of different findings per bucket (default 3)")
-    causal.add_argument("--pair-n", type=int, default=2,
-                        help="longtail: pairs from scratch per combination, method and noise setting (default 2)")
+    scopes.add(causal, "--factors", type=Path, default=None, suites=(swap, longtail),
+               help="factor model folder (swap default: the one beside the model's weights; longtail "
+                    "default: monai_bundle/candidates/longtail-factors, trained with --rare)")
+    scopes.add(causal, "--per-bucket", type=int, default=3, suites=(longtail,),
+               help="longtail: combinations of different findings per bucket (default 3)")
+    scopes.add(causal, "--pair-n", type=int, default=2, suites=(longtail,),
+               help="longtail: pairs from scratch per combination, method and noise setting (default 2)")
     augmentation = bench.add_argument_group("augmentation suite")
-    augmentation.add_argument("--generated", type=int, default=None,
-                              help="generated pairs added per arm (default: --n)")
-    augmentation.add_argument("--heldout", type=int, default=300, help="held-out rendered pairs (default 300)")
-    augmentation.add_argument("--steps", type=int, default=2000, help="classifier steps per arm (default 2000)")
-    augmentation.add_argument("--repeats", type=int, default=2, help="classifier seeds per arm (default 2)")
-    augmentation.add_argument("--classifier-first-seed", type=int, default=0,
-                              help="first classifier seed (default 0); a run with later seeds can be pooled with "
-                                   "an earlier one by benchmarks/combine_augmentation.py")
-    augmentation.add_argument("--pair-methods", nargs="+", choices=[m.value for m in Method],
-                              default=[m.value for m in DEFAULT_PAIR_METHODS],
-                              help="MedCF methods for the pairs, one arm each (default: "
-                                   f"{' '.join(m.value for m in DEFAULT_PAIR_METHODS)})")
-    augmentation.add_argument("--reuse-classifiers", type=Path, nargs="+", default=[], metavar="RUN",
-                              help="earlier runs' --out folders: a classifier one of them trained with the same "
-                                   "settings, seed, held-out films and training films (by content digest) is taken "
-                                   "from it instead of trained again, so a change to one arm's pairs re-trains that "
-                                   "arm only")
-    augmentation.add_argument("--train-arms", nargs="+", default=[], metavar="ARM",
-                              help="train classifiers for these arms only (e.g. +medcf/auto +reprompt; default: every "
-                                   "arm); every arm's films are still made and recorded by digest")
-    augmentation.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
-    bench.set_defaults(func=cmd_bench)
+    scopes.add(augmentation, "--generated", type=int, default=None, suites=(aug,),
+               help="generated pairs added per arm (default: --n)")
+    scopes.add(augmentation, "--heldout", type=int, default=300, suites=(aug,),
+               help="held-out rendered pairs (default 300)")
+    scopes.add(augmentation, "--steps", type=int, default=2000, suites=(aug,),
+               help="classifier steps per arm (default 2000)")
+    scopes.add(augmentation, "--repeats", type=int, default=2, suites=(aug,),
+               help="classifier seeds per arm (default 2)")
+    scopes.add(augmentation, "--classifier-first-seed", type=int, default=0, suites=(aug,),
+               help="first classifier seed (default 0); a run with later seeds can be pooled with "
+                    "an earlier one by benchmarks/combine_augmentation.py")
+    scopes.add(augmentation, "--pair-methods", nargs="+", choices=[m.value for m in Method],
+               default=[m.value for m in DEFAULT_PAIR_METHODS], suites=(aug,),
+               help="MedCF methods for the pairs, one arm each (default: "
+                    f"{' '.join(m.value for m in DEFAULT_PAIR_METHODS)})")
+    scopes.add(augmentation, "--reuse-classifiers", type=Path, nargs="+", default=[], metavar="RUN", suites=(aug,),
+               help="earlier runs' --out folders: a classifier one of them trained with the same "
+                    "settings, seed, held-out films and training films (by content digest) is taken "
+                    "from it instead of trained again, so a change to one arm's pairs re-trains that "
+                    "arm only")
+    scopes.add(augmentation, "--train-arms", nargs="+", default=[], metavar="ARM", suites=(aug,),
+               help="train classifiers for these arms only (e.g. +medcf/auto +reprompt; default: every "
+                    "arm); every arm's films are still made and recorded by digest")
+    scopes.add(augmentation, "--threads", type=int, default=1, suites=(aug,),
+               help="torch threads for training (default 1)")
+    bench.set_defaults(func=partial(cmd_bench, scopes=scopes))
