@@ -16,7 +16,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from medcf.batch.plan import (REPORT_COLUMNS, discover_studies, items_from_plan, items_from_spec, plan_paths,
                                   read_plan)
     from medcf.batch.runner import SendOptions, check_out_dir, run_batch
-    from medcf.editing.cli import _spec
+    from medcf.editing.options import spec_from_args
     from medcf.errors import InputError
     from medcf.batch.sources import expand_sources, fetch_sources
     from medcf.io.pacs import is_remote
@@ -77,7 +77,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from medcf.vocab import Action, Finding, Side
 
         # the findings, sides, zones and severities come from each report; the rest from the options
-        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
         items, silent = items_from_reports(reports, studies, args.from_report, Action(args.action), base,
                                            evidence=not args.deidentify)
         if silent:
@@ -85,7 +85,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                   f"line(s) {', '.join(silent[:10])}{', …' if len(silent) > 10 else ''}): those studies get no edit",
                   file=sys.stderr)
     else:
-        items = items_from_spec(studies, _spec(args))
+        items = items_from_spec(studies, spec_from_args(args))
     from dataclasses import replace
 
     engine = None

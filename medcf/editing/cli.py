@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
-from medcf.editing.options import EditCommand, add_edit_options, chosen_settings, schema_json, schema_table
-from medcf.editing.spec import EditSpec
+from medcf.editing.options import EditCommand, add_edit_options, schema_json, schema_table, spec_from_args
 from medcf.onray.options import add_ray_options
 from medcf.vocab import Action, Finding, Severity, Side
 
@@ -38,10 +37,7 @@ def _edit_options(parser: argparse.ArgumentParser, command: EditCommand, finding
     add_device_options(parser)
 
 
-def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
-    """The spec the options ask for (``finding``/``side``: a base the report's findings replace)."""
-    return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    optimize_noise=getattr(args, "optimize_noise", False), **chosen_settings(args))
+_spec = spec_from_args  # its former name here (tests/test_bundle.py)
 
 
 def cmd_options(args: argparse.Namespace) -> int:
@@ -62,12 +58,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
         if not args.from_report.is_file():
             raise InputError(f"--from-report {args.from_report}: no such file")
         text = args.from_report.read_text(encoding="utf-8", errors="replace")
-        specs, extras = specs_from_report(text, Action(args.action), _spec(args, Finding.PLEURAL_EFFUSION.value,
-                                                                           Side.LEFT.value))
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)  # the report names the finding
+        specs, extras = specs_from_report(text, Action(args.action), base)
     elif not args.finding:
         raise InputError("--finding (or --from-report REPORT.txt) is required")
     else:
-        specs = [_spec(args)]
+        specs = [spec_from_args(args)]
     image = read_input(args.input)  # a bad input fails before the model loads
     if args.masks is not None:  # and so do bad masks
         from medcf.anatomy.given import read_masks
@@ -102,7 +98,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         from medcf.text.corpus import read_corpus
 
         # side and severity of the base are what a report leaves unsaid (the base's finding is replaced)
-        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
         mix = mix_of(read_corpus(args.from_reports), Action(args.action), base, progress=not args.quiet)
         specs = mix.draw(args.n, base)
         print(f"{mix.corpus}: {mix.reports} reports, {mix.stated} editable findings in {len(mix.counts)} "
@@ -111,7 +107,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     elif not args.finding:
         raise InputError("--finding (or --from-reports [REPORTS.csv|FOLDER]) is required")
     else:
-        specs = seeded_specs(_spec(args), args.n)
+        specs = seeded_specs(spec_from_args(args), args.n)
     recipe = EditorRecipe.from_args(args)
     if args.ray is not None:  # only now is anything of Ray imported
         from medcf.editing.pairs import write_pair_stream

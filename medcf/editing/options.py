@@ -87,6 +87,13 @@ def chosen_settings(args: argparse.Namespace, settings: EditSettings | None = No
     return {**chosen, "seed": args.seed, "constants": settings.constants}
 
 
+def spec_from_args(args: argparse.Namespace, finding: str | None = None, side: str | None = None) -> EditSpec:
+    """The spec the options of :func:`add_edit_options` ask for. ``finding``/``side``: a
+    base whose finding a report replaces (its zone is the report's, so the options' is dropped)."""
+    return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
+                    optimize_noise=bool(getattr(args, "optimize_noise", False)), **chosen_settings(args))
+
+
 def add_namespaced_options(container, names: tuple[str, ...], prefix: str, purpose: str) -> list[argparse.Action]:
     """Settings ``names`` of the schema as options whose values land under ``PREFIX.name``
     (read them with :func:`namespaced_values`): e.g. the counterfactual suite's overrides
