@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from functools import partial
+from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
 from medcf.editing.options import add_namespaced_options, namespaced_values
@@ -50,8 +49,9 @@ class Suite(StrEnum):
 OURS_PREFIX = "ours"  # dest prefix of the counterfactual suite's settings for MedCF's methods (schema-generated)
 
 
-class SuiteOptionError(AttributeError):
-    """The code of one suite read an option of another: a wiring slip, never the user's."""
+class SuiteOptionError(RuntimeError):
+    """The code of one suite read an option of another: a wiring slip, never the user's. Not
+    an AttributeError, so that ``getattr(args, name, default)`` cannot swallow it."""
 
 
 class SuiteArgs:
