@@ -11,6 +11,7 @@ from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
 from medcf.editing.options import EditCommand, add_edit_options, schema_json, schema_table, spec_from_args
+from medcf.editing.spec import OPTIONS
 from medcf.onray.options import add_ray_options
 from medcf.vocab import Action, Finding, Severity, Side
 
@@ -215,7 +216,8 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--side", choices=_values(Side), help="only this side in the prompts (default: every side)")
     vectors.add_argument("--severity", choices=_values(Severity), help="only this severity (default: every one)")
     vectors.add_argument("--seeds", default="64", help="a count (64, from seed 0) or a range (100-163); default 64")
-    vectors.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, as the editor)")
+    steps = OPTIONS["steps"].default  # the vectors are estimated at the editor's steps
+    vectors.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps}, as the editor)")
     vectors.add_argument("--model", type=Path, help="model folder (default: the bundle's)")
     vectors.add_argument("--text-encoder", type=Path, default=None,
                          help="local CLIP folder for a MONAI LDM bundle that does not carry models/text_encoder")

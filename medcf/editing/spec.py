@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from medcf.editing.schema import OptionSpec, Range, Scope, options_of
-
 from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Severity, Side, StrEnum, Zone
 
@@ -85,6 +84,7 @@ DEFAULT_ZONES = {
     Finding.PLEURAL_EFFUSION: Zone.LOWER, Finding.ATELECTASIS: Zone.LOWER, Finding.PNEUMOTHORAX: Zone.UPPER,
 }
 
+#: the methods in words (the --method help; Method's members say the same in short)
 METHOD_HELP = (
     "auto = the method, depth and region guidance measured best for this finding and action on the model in use "
     "(edit_defaults.json beside its weights; steer when the model has none); steer = MedSteer activation steering "
