@@ -22,6 +22,8 @@ from slicer.ScriptedLoadableModule import (
 
 from MedCFLib import (
     EDIT_CHOICES,
+    EDIT_OPTIONS,
+    EDIT_START,
     FAILED,
     FINISHED,
     RUNNING,
@@ -156,9 +158,11 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         for name, values in EDIT_CHOICES.items():
             combo = getattr(self.ui, f"{name}ComboBox")
             combo.addItems(values)
+            combo.setCurrentText(EDIT_START[name])
             self.editCombos[name] = combo
-        self.ui.severityComboBox.setCurrentText("moderate")
-        self.ui.methodComboBox.setCurrentText("auto")
+        # the spin boxes start at MedCF's defaults (medcf options --json), within their ranges
+        self.ui.strengthSpinBox.value = EDIT_OPTIONS["strength"]["default"]
+        self.ui.seedSpinBox.value = EDIT_OPTIONS["seed"]["default"]
         self.ui.serverUrlEdit.text = qt.QSettings().value("MedCF/ServerURL", "")
 
         self.editTimer = qt.QTimer()

@@ -16,7 +16,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from medcf.batch.plan import (REPORT_COLUMNS, discover_studies, items_from_plan, items_from_spec, plan_paths,
                                   read_plan)
     from medcf.batch.runner import SendOptions, check_out_dir, run_batch
-    from medcf.editing.cli import _spec
+    from medcf.editing.options import spec_from_args
     from medcf.errors import InputError
     from medcf.batch.sources import expand_sources, fetch_sources
     from medcf.io.pacs import is_remote
@@ -67,7 +67,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     check_out_dir(args.out, local)
     studies = (discover_studies(local) if local else []) + unfetched
     if rows:
-        from medcf.editing.cli import chosen_settings
+        from medcf.editing.options import chosen_settings
 
         # blank plan cells take the command line's values, and the bundle's configs/edit.json where it is silent
         defaults = chosen_settings(args)
@@ -77,7 +77,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from medcf.vocab import Action, Finding, Side
 
         # the findings, sides, zones and severities come from each report; the rest from the options
-        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
         items, silent = items_from_reports(reports, studies, args.from_report, Action(args.action), base,
                                            evidence=not args.deidentify)
         if silent:
@@ -85,7 +85,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                   f"line(s) {', '.join(silent[:10])}{', …' if len(silent) > 10 else ''}): those studies get no edit",
                   file=sys.stderr)
     else:
-        items = items_from_spec(studies, _spec(args))
+        items = items_from_spec(studies, spec_from_args(args))
     from dataclasses import replace
 
     engine = None
@@ -168,6 +168,7 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
     from medcf.editing.cli import _edit_options
+    from medcf.editing.options import EditCommand
     from medcf.onray.options import add_ray_options
 
     batch = sub.add_parser(
@@ -186,7 +187,7 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:
                        "DICOM files, study addresses (dicom://AET@host:port/<uid>, http(s)://…/studies/<uid>), or a "
                        "study list LIST.csv (column 'study' = Study Instance UID or address, or 'accession') "
                        "fetched from --server")
-    _edit_options(batch, finding_required=False, action_required=False)
+    _edit_options(batch, EditCommand.BATCH, action_required=False)
     batch.add_argument("--plan", type=Path, metavar="PLAN.csv", help="the edits, one row each (instead of --finding)")
     batch.add_argument("--from-report", type=Path, metavar="REPORTS.csv",
                        help="the edits from each study's report: columns study (Study Instance UID, or a path "

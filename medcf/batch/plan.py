@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pydicom
 
-from medcf.editing.spec import EditSpec
+from medcf.editing.spec import OPTIONS, EditSpec
 from medcf.errors import InputError
 from medcf.io.reader import InstanceSummary, inspect_study, select_frontal
 
-PLAN_COLUMNS = ("study", "finding", "action", "side", "zone", "severity", "method", "seed")
+PLAN_COLUMNS = ("study", "finding", "action", "side", "zone", "severity", "method", "seed")  # study + edit options
 REQUIRED_COLUMNS = ("study", "finding", "action")
 REPORT_COLUMNS = ("study", "report")  # --from-report REPORTS.csv: a study and its report's text
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)+$")
@@ -174,16 +174,15 @@ def items_from_plan(rows: Sequence[dict[str, str]], studies: Sequence[Study], pl
         study = _match(row["study"], studies, plan)
         if study is None:
             raise InputError(f"{where}: study {row['study']!r} is not under the sources")
-        values = {name: row.get(name) or None for name in ("finding", "action", "side", "zone", "severity", "method")}
-        if not values["finding"] or not values["action"]:
+        if not row.get("finding") or not row.get("action"):
             raise InputError(f"{where}: finding and action are required")
-        options = {k: v for k, v in defaults.items()}
-        options.update({k: v for k, v in values.items() if v is not None})
-        if row.get("seed"):
-            try:
-                options["seed"] = int(row["seed"])
-            except ValueError:
-                raise InputError(f"{where}: seed {row['seed']!r} is not an integer") from None
+        options = dict(defaults)
+        for name in PLAN_COLUMNS[1:]:  # each cell read as the options schema types it (medcf.editing.schema)
+            if row.get(name):
+                try:
+                    options[name] = OPTIONS[name].from_text(row[name])
+                except InputError as error:
+                    raise InputError(f"{where}: {error}") from None
         try:
             spec = EditSpec(**options)
         except InputError as error:

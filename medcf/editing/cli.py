@@ -10,80 +10,26 @@ import sys
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
-from medcf.editing.spec import DEFAULT_ZONES, Inversion, Method
+from medcf.editing.options import EditCommand, add_edit_options, schema_json, schema_table, spec_from_args
+from medcf.editing.spec import OPTIONS
 from medcf.onray.options import add_ray_options
-from medcf.vocab import Action, Finding, Severity, Side, Zone
+from medcf.vocab import Action, Finding, Severity, Side
 
 EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "
     "MedCF output is synthetic, for research only, never for diagnosis. Methods: docs/editing.md."
 )
-METHOD_HELP = ("auto (default) = the method, depth and region guidance measured best for this finding and "
-               "action on the model in use (edit_defaults.json beside its weights; steer at depth 0.5 when the model "
-               "has none); steer = MedSteer activation steering gated to the edit region; regulated = re-prompt with anatomy-gated attention and "
-               "pathology enhancement (+ --energy); regulated+steer = both; causal = the factor model's pathology swap "
-               "(anatomy factor kept, pathology factor named by finding/side/zone/severity), re-drawn by the "
-               "denoiser from depth 0.3 under the target prompt (needs causal_factors.json beside the weights)")
 
 
 def _values(enum) -> list[str]:
     return [member.value for member in enum]
 
 
-def _shown_settings():
-    """The config's defaults for ``--help``; a broken config is reported when a command runs."""
-    from medcf.editing.config import EditSettings, load_edit_settings
-    from medcf.errors import InputError
-
-    try:
-        return load_edit_settings()
-    except InputError:
-        return EditSettings()
-
-
-def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, action_required: bool = True) -> None:
-    shown = _shown_settings().default
-    parser.add_argument("--finding", choices=_values(Finding), required=finding_required,
-                        help="the finding to add or remove")
-    parser.add_argument("--action", choices=_values(Action), required=action_required,
-                        help="add or remove the finding")
-    parser.add_argument("--side", choices=_values(Side),
-                        help="patient side (needed except for cardiomegaly; edema defaults to bilateral)")
-    parser.add_argument("--zone", choices=_values(Zone),
-                        help="lung zone of the edit (default: where the finding starts: "
-                             + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
-                             + "; the whole lung otherwise)")
-    # The editor's settings default to the bundle's configs/edit.json (None here: read when
-    # the command runs, so one config serves medcf edit, medcf pairs and monai.bundle run).
-    parser.add_argument("--severity", choices=_values(Severity), default=None,
-                        help=f"default {shown('severity')} (configs/edit.json)")
-    parser.add_argument("--method", choices=_values(Method), default=None,
-                        help=METHOD_HELP + f" (default {shown('method')}, configs/edit.json)")
-    parser.add_argument("--strength", type=float, default=None,
-                        help=f"scales steering and enhancement (0 < s <= 4; default {shown('strength'):g})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same output")
-    parser.add_argument("--steps", type=int, default=None, help=f"sampling steps (default {shown('steps')})")
-    parser.add_argument("--depth", type=float, default=None,
-                        help="how much of the trajectory is re-sampled: 1 = from noise (default: auto's choice for "
-                             "the finding, else 0.5)")
-    parser.add_argument("--inversion", choices=_values(Inversion), default=None,
-                        help=f"ddpm = edit-friendly DDPM inversion, exact; ddim = DDIM inversion "
-                             f"(default {shown('inversion')})")
-    parser.add_argument("--energy", action="store_true", default=None,
-                        help="add the attention-concentration latent correction to regulated additions (off by "
-                             "default: it lowered fidelity on the default model, docs/editing.md)")
-    parser.add_argument("--passes", type=int, default=None,
-                        help="passes the editor may make until the model's own check finds the target state, each "
-                             "stronger (x1.5) and deeper (+0.15) than the last (1..5; default "
-                             f"{shown('passes')}). The check of the "
-                             "input and of the output is reported in edit.json and on the panel either way")
-    parser.add_argument("--guidance", type=float, default=None,
-                        help="classifier-free guidance scale inside the edit region (1..30; default: auto's choice "
-                             "for the finding, else the model's own); outside the region the model's own applies")
-    parser.add_argument("--renoise", type=float, default=None,
-                        help="share of the inverted noise drawn afresh inside the edit region: 0 keeps the input's "
-                             "own noise maps (they pull the region back towards the input), 1 re-draws the region "
-                             "from fresh noise (0..1; default: auto's choice for the finding, else 0)")
+def _edit_options(parser: argparse.ArgumentParser, command: EditCommand, finding_required: bool = False,
+                  action_required: bool = True) -> None:
+    """The edit options (generated from the schema, :mod:`medcf.editing.options`) and the
+    model's: what every command that edits takes."""
+    add_edit_options(parser, command, finding_required, action_required)
     parser.add_argument("--model", type=Path, help="model folder (default: the MedCF bundle's default model)")
     parser.add_argument("--vectors", type=Path, help="steering vectors file (default: shipped with the model)")
     parser.add_argument("--text-encoder", type=Path, default=None,
@@ -92,23 +38,12 @@ def _edit_options(parser: argparse.ArgumentParser, finding_required: bool, actio
     add_device_options(parser)
 
 
-def chosen_settings(args: argparse.Namespace) -> dict:
-    """The editor settings the options ask for, the bundle's configs/edit.json filling what
-    they leave out, with the methods' constants (EditSpec keyword arguments)."""
-    from medcf.editing.config import SETTING_KEYS, load_edit_settings
-
-    settings = load_edit_settings()
-    chosen = {key: getattr(args, key) if getattr(args, key) is not None else settings.default(key)
-              for key in SETTING_KEYS}
-    return {**chosen, "seed": args.seed, "constants": settings.constants}
+_spec = spec_from_args  # its former name here (tests/test_bundle.py)
 
 
-def _spec(args: argparse.Namespace, finding: str | None = None, side: str | None = None):
-    """The spec the options ask for (``finding``/``side``: a base the report's findings replace)."""
-    from medcf.editing.spec import EditSpec
-
-    return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    optimize_noise=getattr(args, "optimize_noise", False), **chosen_settings(args))
+def cmd_options(args: argparse.Namespace) -> int:
+    print(schema_json() if args.json else schema_table(), end="" if args.json else "\n")
+    return 0
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
@@ -124,12 +59,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
         if not args.from_report.is_file():
             raise InputError(f"--from-report {args.from_report}: no such file")
         text = args.from_report.read_text(encoding="utf-8", errors="replace")
-        specs, extras = specs_from_report(text, Action(args.action), _spec(args, Finding.PLEURAL_EFFUSION.value,
-                                                                           Side.LEFT.value))
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)  # the report names the finding
+        specs, extras = specs_from_report(text, Action(args.action), base)
     elif not args.finding:
         raise InputError("--finding (or --from-report REPORT.txt) is required")
     else:
-        specs = [_spec(args)]
+        specs = [spec_from_args(args)]
     image = read_input(args.input)  # a bad input fails before the model loads
     masks = args.masks
     if masks is not None:  # and so do bad masks
@@ -165,7 +100,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
         from medcf.text.corpus import read_corpus
 
         # side and severity of the base are what a report leaves unsaid (the base's finding is replaced)
-        base = _spec(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
+        base = spec_from_args(args, Finding.PLEURAL_EFFUSION.value, Side.LEFT.value)
         mix = mix_of(read_corpus(args.from_reports), Action(args.action), base, progress=not args.quiet)
         specs = mix.draw(args.n, base)
         print(f"{mix.corpus}: {mix.reports} reports, {mix.stated} editable findings in {len(mix.counts)} "
@@ -174,7 +109,7 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     elif not args.finding:
         raise InputError("--finding (or --from-reports [REPORTS.csv|FOLDER]) is required")
     else:
-        specs = seeded_specs(_spec(args), args.n)
+        specs = seeded_specs(spec_from_args(args), args.n)
     recipe = EditorRecipe.from_args(args)
     if args.ray is not None:  # only now is anything of Ray imported
         from medcf.editing.pairs import write_pair_stream
@@ -232,7 +167,7 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                     "(input | counterfactual | difference | region), masks/ and edit.json (provenance).",
         epilog=EPILOG)
     edit.add_argument("input", type=Path, metavar="INPUT", help="DICOM file or folder, PNG, or NIfTI radiograph")
-    _edit_options(edit, finding_required=False)
+    _edit_options(edit, EditCommand.EDIT)
     edit.add_argument("--from-report", type=Path, metavar="REPORT.txt",
                       help="take the findings (side, zone, severity) from a free-text report: one output folder "
                            "per present, certain, editable finding")
@@ -255,7 +190,7 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                     "finding added or removed inside the segmented region (MedSteer-style; no inversion). "
                     "Writes pairs.jsonl in the simulated world's layout, images/, masks/ and panel.png.",
         epilog=EPILOG)
-    _edit_options(pairs, finding_required=False)
+    _edit_options(pairs, EditCommand.PAIRS)
     pairs.add_argument("--from-reports", nargs="?", const="iu", default=None, metavar="REPORTS.csv|FOLDER",
                        help="instead of --finding: draw each pair's finding, side, zone and severity with the "
                             "frequencies a report corpus states them (read by MedCF's report reader, as "
@@ -263,11 +198,6 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
                             "column, or a folder of .txt reports. Writes report_mix.md/.json (the corpus's "
                             "combinations, head/medium/tail, pairs drawn)")
     pairs.add_argument("--n", type=int, default=8, help="number of pairs (default 8); pair i uses seed --seed + i")
-    pairs.add_argument("--optimize-noise", action="store_true",
-                       help="InitNO: before each pair, optimise the initial noise (at most 5 rounds x 10 "
-                            "differentiable denoiser calls) so that the finding's words are attended to at the first "
-                            "step; for rare combinations. What it did and cost goes into pairs.jsonl. On the default "
-                            "model it measured no gain (docs/editing.md)")
     pairs.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
     pairs.add_argument("--segmenter", default=None,
                        help="segmenter of the factual films (default medcf; or a site's registered name)")
@@ -287,7 +217,8 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--side", choices=_values(Side), help="only this side in the prompts (default: every side)")
     vectors.add_argument("--severity", choices=_values(Severity), help="only this severity (default: every one)")
     vectors.add_argument("--seeds", default="64", help="a count (64, from seed 0) or a range (100-163); default 64")
-    vectors.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, as the editor)")
+    steps = OPTIONS["steps"].default  # the vectors are estimated at the editor's steps
+    vectors.add_argument("--steps", type=int, default=steps, help=f"sampling steps (default {steps}, as the editor)")
     vectors.add_argument("--model", type=Path, help="model folder (default: the bundle's)")
     vectors.add_argument("--text-encoder", type=Path, default=None,
                          help="local CLIP folder for a MONAI LDM bundle that does not carry models/text_encoder")
@@ -295,6 +226,15 @@ def add_editing_parsers(sub: argparse._SubParsersAction) -> None:
     vectors.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_options(vectors)
     vectors.set_defaults(func=cmd_steer_vectors)
+
+    options = sub.add_parser(
+        "options", help="list the edit options: flag, choices or type, range, default",
+        description="The edit options of medcf edit, pairs and batch as MedCF states them (medcf.editing.spec."
+                    "EditSpec), one per line; --json prints the document the Slicer module and the MONAI Label "
+                    "app read (their committed copies are kept equal to it by a test).",
+        epilog=EPILOG)
+    options.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    options.set_defaults(func=cmd_options)
 
     demo = sub.add_parser(
         "demo", help="the main job on the committed sample study: add, then remove, a left pleural effusion",

@@ -19,13 +19,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medcf.editing.spec import EditConstants, EditSpec
+from medcf.editing.schema import Scope
+from medcf.editing.spec import EDIT_OPTIONS, OPTIONS, EditConstants, EditSpec
 from medcf.errors import InputError
 
 CONFIG_FILE = "edit.json"
-# The EditSpec fields whose defaults the config sets (the rest -- finding, action, side,
-# zone, seed -- describe one edit, not the editor).
-SETTING_KEYS = ("severity", "method", "strength", "steps", "depth", "inversion", "energy", "passes", "guidance", "renoise")
+# The EditSpec fields whose defaults the config sets: the schema's settings (the rest --
+# finding, action, side, zone, seed -- describe one edit, not the editor).
+SETTING_KEYS = tuple(option.name for option in EDIT_OPTIONS if option.spec.scope is Scope.SETTING)
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class EditSettings:
     def default(self, key: str):
         if key not in SETTING_KEYS:
             raise KeyError(key)
-        return self.values.get(key, EditSpec.__dataclass_fields__[key].default)
+        return self.values.get(key, OPTIONS[key].default)
 
 
 def config_path(root: str | Path | None = None) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from medcf.editing.schema import OptionSpec, Range, Scope, options_of
 from medcf.errors import InputError
 from medcf.vocab import Action, Finding, Severity, Side, StrEnum, Zone
 
@@ -71,56 +72,86 @@ DEFAULT_ZONES = {
     Finding.PLEURAL_EFFUSION: Zone.LOWER, Finding.ATELECTASIS: Zone.LOWER, Finding.PNEUMOTHORAX: Zone.UPPER,
 }
 
+#: the methods in words (the --method help; Method's members say the same in short)
+METHOD_HELP = (
+    "auto = the method, depth and region guidance measured best for this finding and action on the model in use "
+    "(edit_defaults.json beside its weights; steer when the model has none); steer = MedSteer activation steering "
+    "gated to the edit region; regulated = re-prompt with anatomy-gated attention and pathology enhancement "
+    "(+ --energy); regulated+steer = both; causal = the factor model's pathology swap (anatomy factor kept, "
+    "pathology factor named by finding/side/zone/severity), re-drawn by the denoiser under the target prompt "
+    "(needs causal_factors.json beside the weights)")
+#: what a depth, guidance or renoise left out becomes (medcf.editing.defaults.resolve)
+_AUTO_OR = "with --method auto, the value measured for the finding and action on the model in use (its " \
+           "edit_defaults.json; as steer where it has none)"
+
 
 @dataclass(frozen=True)
 class EditSpec:
     """One requested change: add or remove ``finding`` on ``side`` (and ``zone``) at ``severity``.
 
-    ``method`` (default ``auto``: the method, depth and guidance measured best for this
-    finding and action on the model in use, :mod:`medcf.editing.defaults`); ``strength``
-    scales every method's push (1 = the documented defaults); ``steps`` is the number of
-    sampling steps; ``depth`` how far back the trajectory is re-sampled (1 = from pure
-    noise, 0.5 = the last half of the steps; ``None``: ``auto``'s choice, else 0.5);
-    ``guidance`` the classifier-free guidance scale inside the edit region (``None``:
-    ``auto``'s choice, else the model's own; outside the region the model's own always
-    applies); ``energy`` adds the concentration-energy latent correction to ``regulated``
-    additions; ``passes`` how many passes the editor may make, each stronger and deeper
-    than the last, until the model's own check (:mod:`medcf.editing.evidence`) finds the
-    target state. ``renoise``: the share of the edit-friendly inversion's noise maps drawn
-    afresh inside the edit region (0 = the input's own maps, which pull the region back
-    towards the input; 1 = fresh noise there, as SDEdit;
-    :func:`medcf.editing.inversion.refresh_noise_maps`; ``None``: ``auto``'s choice, else 0). ``optimize_noise``: for a pair sampled from scratch, optimise the initial
-    noise first so that the finding's tokens are attended to (InitNO,
-    :mod:`medcf.editing.initno`; rare combinations). ``None`` and ``auto`` are settled by
-    :func:`medcf.editing.plan.plan_edit` before an edit runs. ``constants``: the
-    methods' constants (:class:`EditConstants`), recorded with the spec in ``edit.json``.
+    Every field but ``constants`` is an edit option, and its metadata (:class:`OptionSpec`)
+    is the one statement of that option: the command lines, the bundle's
+    ``configs/edit.json``, the Slicer panel and the MONAI Label app take their choices,
+    ranges, defaults and help from it (:mod:`medcf.editing.schema`,
+    :mod:`medcf.editing.options`). The help of each field says what it does; in short:
+    ``method`` ``auto`` takes the method, depth, guidance and renoise measured best for this
+    finding and action on the model (:mod:`medcf.editing.defaults`); ``strength`` scales
+    every method's push; ``depth`` how far back the trajectory is re-sampled; ``guidance``
+    the classifier-free guidance scale inside the edit region; ``passes`` how many passes
+    the editor may make until the model's own check (:mod:`medcf.editing.evidence`) finds
+    the target state; ``renoise`` the share of the edit-friendly inversion's noise maps
+    drawn afresh inside the region (:func:`medcf.editing.inversion.refresh_noise_maps`);
+    ``optimize_noise`` InitNO for pairs sampled from scratch (:mod:`medcf.editing.initno`).
+    ``None`` and ``auto`` are settled by :func:`medcf.editing.plan.plan_edit` before an
+    edit runs. ``constants``: the methods' constants (:class:`EditConstants`), recorded
+    with the spec in ``edit.json``.
     """
 
-    finding: Finding
-    action: Action
-    side: Side | None = None
-    zone: Zone | None = None
-    severity: Severity = Severity.MODERATE
-    method: Method = Method.AUTO
-    strength: float = 1.0
-    seed: int = 0
-    steps: int = 25
-    depth: float | None = None
-    inversion: Inversion = Inversion.DDPM
-    energy: bool = False
-    passes: int = 1
-    guidance: float | None = None
-    renoise: float | None = None
-    optimize_noise: bool = False
+    finding: Finding = OptionSpec("the finding to add or remove", Scope.EDIT).field()
+    action: Action = OptionSpec("add or remove the finding", Scope.EDIT).field()
+    side: Side | None = OptionSpec(
+        "patient side: needed except for " + ", ".join(f.value for f in SIDELESS) + " (which has none); edema "
+        "defaults to bilateral", Scope.EDIT).field(None)
+    zone: Zone | None = OptionSpec(
+        "lung zone of the edit", Scope.EDIT,
+        unset="where the finding starts: " + ", ".join(f"{f.value} {z.value}" for f, z in DEFAULT_ZONES.items())
+              + "; the whole lung otherwise").field(None)
+    severity: Severity = OptionSpec("how marked the finding is drawn").field(Severity.MODERATE)
+    method: Method = OptionSpec(METHOD_HELP).field(Method.AUTO)
+    strength: float = OptionSpec("scales steering and enhancement: 1 = the documented constants",
+                                 range=Range(0.0, 4.0, low_open=True)).field(1.0)
+    seed: int = OptionSpec("random seed; same seed, same output", Scope.EDIT).field(0)
+    steps: int = OptionSpec("sampling steps", range=Range(2, 1000)).field(25)
+    depth: float | None = OptionSpec(
+        "how much of the trajectory is re-sampled: 1 = from noise, 0.5 = the last half of the steps",
+        range=Range(0.1, 1.0),
+        unset=f"{_AUTO_OR}; with a method named, {GENERIC_DEPTH:g} (causal: its own, shorter re-draw)").field(None)
+    inversion: Inversion = OptionSpec(
+        "ddpm = edit-friendly DDPM inversion, exact; ddim = DDIM inversion").field(Inversion.DDPM)
+    energy: bool = OptionSpec(
+        "add the attention-concentration latent correction to regulated additions (it lowered fidelity on the "
+        "default model, docs/editing.md)").field(False)
+    passes: int = OptionSpec(
+        "passes the editor may make until the model's own check finds the target state, each stronger (x1.5) and "
+        "deeper (+0.15) than the last; the check of the input and of the output is reported in edit.json and on "
+        "the panel either way", range=Range(1, MAX_PASSES)).field(1)
+    guidance: float | None = OptionSpec(
+        "classifier-free guidance scale inside the edit region; outside it the model's own always applies",
+        range=Range(1.0, MAX_GUIDANCE), unset=f"{_AUTO_OR}; else the model's own").field(None)
+    renoise: float | None = OptionSpec(
+        "share of the inverted noise drawn afresh inside the edit region: 0 keeps the input's own noise maps (they "
+        "pull the region back towards the input), 1 re-draws the region from fresh noise (as SDEdit)",
+        range=Range(0.0, 1.0), unset=f"{_AUTO_OR}; else 0").field(None)
+    optimize_noise: bool = OptionSpec(
+        "InitNO: before each pair, optimise the initial noise (at most 5 rounds x 10 differentiable denoiser "
+        "calls) so that the finding's words are attended to at the first step; for rare combinations. What it did "
+        "and cost goes into pairs.jsonl. On the default model it measured no gain (docs/editing.md)",
+        Scope.PAIRS).field(False)
     constants: EditConstants = EditConstants()
 
     def __post_init__(self) -> None:
-        for name, cls in (("finding", Finding), ("action", Action), ("severity", Severity), ("method", Method),
-                          ("inversion", Inversion)):
-            object.__setattr__(self, name, _parse(cls, getattr(self, name), name))
-        for name, cls in (("side", Side), ("zone", Zone)):
-            value = getattr(self, name)
-            object.__setattr__(self, name, None if value is None else _parse(cls, value, name))
+        for option in EDIT_OPTIONS:  # types, choices and ranges: checked in one place (Option.check)
+            object.__setattr__(self, option.name, option.check(getattr(self, option.name)))
         if self.finding in SIDELESS:
             if self.side not in (None, Side.BILATERAL):
                 raise InputError(f"--side {self.side.value}: {self.finding.value} has no side (leave --side out)")
@@ -131,20 +162,8 @@ class EditSpec:
                 object.__setattr__(self, "side", Side.BILATERAL)
             else:
                 raise InputError(f"--side is needed for {self.finding.value} (left, right or bilateral)")
-        if not 0.0 < self.strength <= 4.0:
-            raise InputError(f"--strength {self.strength:g} is outside (0, 4]")
-        if not 2 <= self.steps <= 1000:
-            raise InputError(f"--steps {self.steps} is outside 2..1000")
-        if self.depth is not None and not 0.1 <= self.depth <= 1.0:
-            raise InputError(f"--depth {self.depth:g} is outside 0.1..1")
-        if self.renoise is not None and not 0.0 <= self.renoise <= 1.0:
-            raise InputError(f"--renoise {self.renoise:g} is outside 0..1")
-        if self.guidance is not None and not 1.0 <= self.guidance <= MAX_GUIDANCE:
-            raise InputError(f"--guidance {self.guidance:g} is outside 1..{MAX_GUIDANCE:g}")
         if isinstance(self.constants, dict):
             object.__setattr__(self, "constants", EditConstants.from_dict(self.constants))
-        if not 1 <= self.passes <= MAX_PASSES:
-            raise InputError(f"--passes {self.passes} is outside 1..{MAX_PASSES}")
 
     @property
     def region_zone(self) -> Zone | None:
@@ -160,10 +179,7 @@ class EditSpec:
         return {k: (str(v) if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
 
 
-def _parse(cls, value, name: str):
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls.parse(str(value))
-    except ValueError as error:
-        raise InputError(f"--{name}: {error}") from None
+
+#: every edit option, in the order EditSpec states them
+EDIT_OPTIONS = options_of(EditSpec)
+OPTIONS = {option.name: option for option in EDIT_OPTIONS}

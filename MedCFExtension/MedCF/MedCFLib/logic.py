@@ -20,23 +20,50 @@ position, and ImagerPixelSpacing is at the detector, not the patient.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-# The edit controls' choices, spelled as medcf.vocab / medcf.editing.spec spell them ("-" = not
-# given); written out here so that the module loads without the library (a test keeps them equal).
-EDIT_CHOICES = {
-    "finding": ["pleural_effusion", "consolidation", "atelectasis", "cardiomegaly", "pneumothorax", "nodule",
-                "edema"],
-    "action": ["add", "remove"],
-    "side": ["left", "right", "bilateral", "-"],
-    "zone": ["-", "upper", "middle", "lower"],
-    "severity": ["mild", "moderate", "severe"],
-    "method": ["auto", "steer", "regulated", "regulated+steer", "causal"],
-}
+#: MedCF's edit options as data (``medcf options --json``): the module loads without the library,
+#: so it reads this committed copy, which a test keeps equal to the library's schema.
+EDIT_OPTIONS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "edit_options.json"
+#: the edit controls that are combo boxes (``<name>ComboBox`` in the .ui), each an option of the schema
+PANEL_COMBOS = ("finding", "action", "side", "zone", "severity", "method")
+NOT_GIVEN = "-"  # a combo's item for an option left out (the command's default applies)
+
+
+def read_edit_options(path: str | os.PathLike = EDIT_OPTIONS_FILE) -> dict[str, dict[str, Any]]:
+    """The schema's options by name, as ``medcf options --json`` writes them."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {option["name"]: option for option in document["options"]}
+
+
+def edit_choices(options: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Each combo's items: the option's choices, and :data:`NOT_GIVEN` where the option may
+    be left out: first where leaving it out has a meaning of its own (the schema's
+    ``unset``: zone = where the finding starts), last where most edits need a value (side)."""
+    choices = {}
+    for name in PANEL_COMBOS:
+        option = options[name]
+        items = list(option["choices"])
+        if not option["required"] and option.get("default") is None:
+            items = [NOT_GIVEN, *items] if option.get("unset") else [*items, NOT_GIVEN]
+        choices[name] = items
+    return choices
+
+
+def panel_start(options: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The item each combo starts on: the option's default where it has one, else the first item."""
+    return {name: options[name]["default"] if options[name].get("default") is not None else items[0]
+            for name, items in edit_choices(options).items()}
+
+
+EDIT_OPTIONS = read_edit_options()
+EDIT_CHOICES = edit_choices(EDIT_OPTIONS)
+EDIT_START = panel_start(EDIT_OPTIONS)
 
 # The label maps `medcf segment` writes (anatomy.nii.gz, zones.nii.gz; docs/anatomy.md), copied here so
 # that the module loads without the library (a test keeps them equal to medcf.anatomy.masks).

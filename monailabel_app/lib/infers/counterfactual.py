@@ -23,12 +23,12 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.models import ModelStore
+from lib.options import served_params
 from lib.versions import check_client
 from lib.worker import MedCFWorker
 
 #: params a request may give, and the ``medcf edit`` option each becomes (None: left to MedCF's defaults)
-PARAMS = {"finding": None, "action": None, "side": None, "zone": None, "severity": None, "method": None,
-          "strength": None, "seed": 0}
+PARAMS = served_params()
 
 
 class CounterfactualInfer(InferTask):
