@@ -101,8 +101,8 @@ def test_types_are_checked_with_the_ranges():
 
 def test_the_depth_left_out_is_what_the_help_says():
     """Two help texts once said depth defaults to 0.5: it is auto's measured choice, and the
-    generic depth only for a method named (medcf.editing.defaults)."""
-    from medcf.editing.defaults import generic_depth
+    generic depth only for a method named (medcf.editing.plan)."""
+    from medcf.editing.plan import generic_depth
 
     unset = OPTIONS["depth"].spec.unset
     assert "measured" in unset and f"with a method named, {GENERIC_DEPTH:g}" in unset
