@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.anatomy.masks import AnatomyMasks
+from medcf.anatomy.masks import AnatomyMasks, masks_from_probabilities
 from medcf.anatomy.network import Letterbox
 from medcf.errors import InputError
 from medcf.vocab import Organ
@@ -111,8 +111,6 @@ class XRVPSPNetSegmenter:
 
     @torch.no_grad()
     def segment_image(self, image: np.ndarray) -> AnatomyMasks:
-        from medcf.anatomy.segment import masks_from_probabilities
-
         import warnings
 
         box = Letterbox(image.shape, self.input_size)

@@ -176,3 +176,54 @@ def costophrenic_region(lung: np.ndarray, side: Side, heart: np.ndarray) -> np.n
     box = (slice(top, bottom), slice(left, right))
     out[box] = disc[box] & (ndimage.distance_transform_edt(~lung[box]) <= margin)
     return out
+
+
+# From a segmenter's probability maps to masks (every network segmenter shares this).
+MIN_COMPONENT_SHARE = 0.002  # of the image: smaller specks are dropped
+LUNG_FIELD_SHARE = 0.25  # of the largest lung field: a smaller field is not a lung of its own
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return ndimage.binary_fill_holes(mask)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
+    return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+
+
+def assign_lungs(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Right and left lung masks from the two lung probability maps.
+
+    Sides are decided per connected lung field, not per pixel, so one lung is never split
+    between labels: each of the two largest fields takes the side its probabilities vote
+    for; if both vote for the same side, the field that votes more weakly takes the other.
+    """
+    right_p, left_p = probabilities[list(Organ).index(Organ.LUNG_RIGHT)], probabilities[list(Organ).index(Organ.LUNG_LEFT)]
+    lungs = np.maximum(right_p, left_p) > 0.5
+    labels, count = ndimage.label(lungs)
+    if count == 0:
+        return lungs, lungs.copy()
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(lungs, labels, index)
+    # A field far smaller than the largest is a speck, not a lung: when the lungs touch they
+    # form one field, and a speck must not then be taken for the other lung.
+    floor = max(MIN_COMPONENT_SHARE * lungs.size, LUNG_FIELD_SHARE * sizes.max())
+    keep = [i for i in index[np.argsort(sizes)[::-1]] if sizes[i - 1] >= floor][:2]
+    if len(keep) == 1:
+        # Both lungs in one field (they touch): split it by the per-pixel vote.
+        field_mask = labels == keep[0]
+        return _largest(field_mask & (right_p >= left_p)), _largest(field_mask & (left_p > right_p))
+    votes = [float(ndimage.sum_labels(left_p - right_p, labels, [k])[0]) for k in keep]  # >0: left
+    first_left = votes[0] > 0
+    if (votes[1] > 0) == first_left:
+        first_left = abs(votes[0]) > abs(votes[1]) if first_left else abs(votes[0]) < abs(votes[1])
+    left_field, right_field = (keep[0], keep[1]) if first_left else (keep[1], keep[0])
+    return ndimage.binary_fill_holes(labels == right_field), ndimage.binary_fill_holes(labels == left_field)
+
+
+def masks_from_probabilities(probabilities: np.ndarray, segmenter: str) -> AnatomyMasks:
+    """Threshold at 0.5, keep the main fields, assign lung sides (see :func:`assign_lungs`)."""
+    right, left = assign_lungs(probabilities)
+    heart = _largest(probabilities[list(Organ).index(Organ.HEART)] > 0.5)
+    return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, segmenter,
+                        probabilities=probabilities)

@@ -15,17 +15,16 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from medcf.anatomy.masks import MIN_CONFIDENCE, AnatomyMasks, SegmentationError, lateral_direction
+from medcf.anatomy.adapters import xrv_pspnet_segmenter
+from medcf.anatomy.masks import (MIN_CONFIDENCE, AnatomyMasks, SegmentationError, assign_lungs, lateral_direction,
+                                 masks_from_probabilities)
 from medcf.anatomy.network import DEFAULT_INPUT_SIZE, Letterbox, build_network
 from medcf.errors import InputError
 from medcf.models.package import segmenter_weights
 from medcf.vocab import Organ
 
 ENTRY_POINT_GROUP = "medcf.segmenters"
-MIN_COMPONENT_SHARE = 0.002  # of the image: smaller specks are dropped
-LUNG_FIELD_SHARE = 0.25  # of the largest lung field: a smaller field is not a lung of its own
 _REGISTRY: dict[str, Callable[..., "Segmenter"]] = {}
 
 
@@ -93,52 +92,6 @@ def segment(image: np.ndarray, segmenter: Segmenter, min_confidence: float = MIN
     return checked(segmenter.segment_image(image.astype(np.float32, copy=False)), image.shape, min_confidence)
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count <= 1:
-        return ndimage.binary_fill_holes(mask)
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, count + 1))
-    return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
-
-
-def assign_lungs(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Right and left lung masks from the two lung probability maps.
-
-    Sides are decided per connected lung field, not per pixel, so one lung is never split
-    between labels: each of the two largest fields takes the side its probabilities vote
-    for; if both vote for the same side, the field that votes more weakly takes the other.
-    """
-    right_p, left_p = probabilities[list(Organ).index(Organ.LUNG_RIGHT)], probabilities[list(Organ).index(Organ.LUNG_LEFT)]
-    lungs = np.maximum(right_p, left_p) > 0.5
-    labels, count = ndimage.label(lungs)
-    if count == 0:
-        return lungs, lungs.copy()
-    index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(lungs, labels, index)
-    # A field far smaller than the largest is a speck, not a lung: when the lungs touch they
-    # form one field, and a speck must not then be taken for the other lung.
-    floor = max(MIN_COMPONENT_SHARE * lungs.size, LUNG_FIELD_SHARE * sizes.max())
-    keep = [i for i in index[np.argsort(sizes)[::-1]] if sizes[i - 1] >= floor][:2]
-    if len(keep) == 1:
-        # Both lungs in one field (they touch): split it by the per-pixel vote.
-        field_mask = labels == keep[0]
-        return _largest(field_mask & (right_p >= left_p)), _largest(field_mask & (left_p > right_p))
-    votes = [float(ndimage.sum_labels(left_p - right_p, labels, [k])[0]) for k in keep]  # >0: left
-    first_left = votes[0] > 0
-    if (votes[1] > 0) == first_left:
-        first_left = abs(votes[0]) > abs(votes[1]) if first_left else abs(votes[0]) < abs(votes[1])
-    left_field, right_field = (keep[0], keep[1]) if first_left else (keep[1], keep[0])
-    return ndimage.binary_fill_holes(labels == right_field), ndimage.binary_fill_holes(labels == left_field)
-
-
-def masks_from_probabilities(probabilities: np.ndarray, segmenter: str) -> AnatomyMasks:
-    """Threshold at 0.5, keep the main fields, assign lung sides (see :func:`assign_lungs`)."""
-    right, left = assign_lungs(probabilities)
-    heart = _largest(probabilities[list(Organ).index(Organ.HEART)] > 0.5)
-    return AnatomyMasks({Organ.LUNG_RIGHT: right, Organ.LUNG_LEFT: left, Organ.HEART: heart}, segmenter,
-                        probabilities=probabilities)
-
-
 class NetworkSegmenter:
     """A network that maps a letterboxed square image to one logit map per :class:`Organ`."""
 
@@ -181,6 +134,4 @@ register_segmenter("medcf")(default_segmenter)  # the name `--segmenter medcf` g
 @register_segmenter("torchxrayvision")
 def torchxrayvision_segmenter(weights: str | Path | None = None, **options) -> Segmenter:
     """TorchXRayVision's ChestX-Det PSPNet from a local weights file (:mod:`medcf.anatomy.adapters`)."""
-    from medcf.anatomy.adapters import xrv_pspnet_segmenter
-
     return xrv_pspnet_segmenter(weights, **options)
