@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medcf.causal.factors import Attributes, FactorConfig, FactorModel, attribute_tensor, load_factors
-from medcf.causal.skew import bucket_of, frequencies, skewed_subset
+from medcf.training.skew import bucket_of, frequencies, skewed_subset
 from medcf.training.factors import PairLatents
 from medcf.editing.report_mix import Bucket
 from medcf.errors import InputError

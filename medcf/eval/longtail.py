@@ -46,7 +46,7 @@ def choose_combinations(frequencies: dict[str, float], per_bucket: int) -> dict[
     bucket is not one finding the model cannot draw): the commonest of the head, the
     rarest of the medium bucket and of the tail. Combinations the world cannot render as
     asked are left out (a zone-less combination of a zoned finding is lobar consolidation)."""
-    from medcf.causal.skew import bucket_of
+    from medcf.training.skew import bucket_of
     from medcf.world.pathology import FINDING_ZONES
 
     chosen: dict[str, list[str]] = {"head": [], "medium": [], "tail": []}

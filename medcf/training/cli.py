@@ -126,7 +126,7 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
     from medcf.bundle import bundle_root
     from medcf.causal.factors import CONFIG_FILE, FactorConfig, autoencoder_fingerprint, save_factors
     from medcf.models.packaging import refresh_package
-    from medcf.causal.skew import skewed_subset
+    from medcf.training.skew import skewed_subset
     from medcf.training.world_sets import WorldSetSpec, render_world_set
     from medcf.models.loaders import load_generator
     from medcf.training.factors import (FactorOptions, cached_pair_latents, latent_errors, record_for,
