@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import medcf
-from medcf.anatomy.cli import add_anatomy_parsers
-from medcf.batch.cli import add_batch_parser, add_pull_parser
-from medcf.editing.cli import add_editing_parsers
+from medcf.commands.segment import add_anatomy_parsers
+from medcf.commands.batch import add_batch_parser, add_pull_parser
+from medcf.commands.edit import add_editing_parsers
 from medcf.errors import InputError, MedCFError
 from medcf.eval.cli import add_eval_parsers
-from medcf.models.cli import add_model_parsers
-from medcf.text.cli import add_report_parse_parser
+from medcf.commands.model import add_model_parsers
+from medcf.commands.report import add_report_parse_parser
 from medcf.training.cli import add_training_parsers
 from medcf.world.cli import add_world_parsers
 

@@ -224,7 +224,7 @@ def _bundle_copy(tmp_path: Path, **changes) -> Path:
 
 def test_medcf_edit_takes_its_defaults_from_the_bundle_edit_config(tmp_path, monkeypatch):
     from medcf.cli import build_parser
-    from medcf.editing.cli import _spec
+    from medcf.commands.edit import _spec
     from medcf.errors import InputError
 
     root = _bundle_copy(tmp_path, steps=12, method="steer", strength=1.5, severity="severe",

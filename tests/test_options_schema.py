@@ -70,7 +70,7 @@ def test_each_range_is_checked_in_one_place_whichever_door_a_value_comes_in_by(o
             EditSpec("nodule", "add", "left", **{option.name: value})
     # the command line reaches the same check (argparse itself checks only the type) ...
     parser = build_parser()
-    from medcf.editing.cli import _spec
+    from medcf.commands.edit import _spec
 
     args = parser.parse_args(["edit", "x.png", "--finding", "nodule", "--action", "add", "--side", "left",
                               "--out", "o", option.flag, str(outside[0])])

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from medcf.devices import add_device_options, placement_from_args
-from medcf.models.cli import positive
+from medcf.commands.model import positive
 from medcf.editing.options import add_namespaced_options, namespaced_values
 from medcf.errors import InputError
 from medcf.vocab import Finding, StrEnum

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from medcf.errors import InputError
 from medcf.world.seeds import SeedRange
-from medcf.models.cli import positive
+from medcf.commands.model import positive
 
 MODEL_EPILOG = (
     "The default model learned from simulated radiographs rendered from one chest CT, not from patients. "

@@ -167,7 +167,7 @@ def add_pull_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def add_batch_parser(sub: argparse._SubParsersAction) -> None:
-    from medcf.editing.cli import _edit_options
+    from medcf.commands.edit import _edit_options
     from medcf.editing.options import EditCommand
     from medcf.onray.options import add_ray_options
 
