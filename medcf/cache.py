@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from medcf.errors import InputError
+
 
 def cache_root() -> Path:
     return Path(os.environ.get("MEDCF_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "medcf"))
@@ -30,7 +32,6 @@ def download_wheel(requirement: str, folder: Path) -> Path:
     import subprocess
     import sys
 
-    from medcf.errors import InputError
 
     done = subprocess.run([sys.executable, "-m", "pip", "download", requirement, "--no-deps", "-q", "-d", str(folder)],
                           capture_output=True, text=True)

@@ -22,7 +22,8 @@ from scipy import ndimage
 from medcf.anatomy.masks import SegmentationError
 from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks, SegmentationError, lung_zone
 from medcf.anatomy.network import Letterbox, normalize_intensity
-from medcf.anatomy.segment import assign_lungs, get_segmenter, register_segmenter, segment
+from medcf.anatomy.masks import assign_lungs
+from medcf.anatomy.segment import get_segmenter, register_segmenter, segment
 from medcf.cli import main
 from medcf.metrics import dice
 from medcf.training.anatomy_augment import mirror_sides

@@ -218,7 +218,7 @@ def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
 
 
 def test_concept_misses_name_what_the_judge_misses_for_one_row():
-    from medcf.eval.judge_report import concept_misses
+    from medcf.eval.judge import concept_misses
     from medcf.vocab import Action
 
     auc = {"pleural_effusion": 0.99, "pleural_effusion_left": 0.95, "pleural_effusion_right": 0.85, "nodule": 0.6}
@@ -302,7 +302,8 @@ def test_a_judge_is_recalibrated_without_training(tmp_path):
 
 
 def test_concept_misses_read_the_side_margin_where_the_judge_has_one():
-    from medcf.eval.judge_report import concept_misses, report_markdown
+    from medcf.eval.judge import concept_misses
+    from medcf.eval.judge_report import report_markdown
     from medcf.vocab import Action
 
     auc = {"consolidation": 0.96, "consolidation_left": 0.42, "consolidation_right": 0.74}

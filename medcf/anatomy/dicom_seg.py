@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+import medcf
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.io.atomic import write_new_dataset
 from medcf.vocab import Organ, Side, Zone
@@ -60,7 +61,6 @@ def write_anatomy_seg(path: str | Path, masks: AnatomyMasks, source, algorithm_n
     """Write ``masks`` as a DICOM SEG of the source dataset ``source`` (new series, same study)."""
     import highdicom as hd
 
-    import medcf
 
     version = version or medcf.__version__
     descriptions, pixels = _segment_descriptions(masks, algorithm_name, version)

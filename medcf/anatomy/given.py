@@ -28,6 +28,8 @@ import numpy as np
 
 from medcf.anatomy.masks import LABEL_LEGEND, AnatomyMasks
 from medcf.errors import InputError
+from medcf.io.atomic import sha256_of_file
+from medcf.io.inputs import read_nifti_2d
 from medcf.vocab import Organ
 
 ORGAN_NAMES = {
@@ -49,8 +51,6 @@ class GivenMasks:
     segments: dict[str, str] = field(default_factory=dict)  # organ -> the file's segment (name or label)
 
     def record(self) -> dict:
-        from medcf.io.atomic import sha256_of_file
-
         return {"source": "file", "path": str(self.path), "format": self.format,
                 "sha256": sha256_of_file(self.path), "segments": dict(self.segments)}
 
@@ -95,8 +95,6 @@ def read_masks(path: str | Path, image) -> GivenMasks:
 
 
 def _read_nifti(path: Path, image) -> tuple[dict, dict]:
-    from medcf.io.inputs import read_nifti_2d
-
     data, _, _ = read_nifti_2d(path)
     labels = np.rint(data).astype(np.int64)
     known = set(LABEL_LEGEND.values())

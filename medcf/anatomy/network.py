@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medcf.bundle import bundle_config
 from medcf.vocab import Organ
 
 DEFAULT_INPUT_SIZE = 256
@@ -36,8 +37,6 @@ PERCENTILES = (1.0, 99.0)
 def network_definition() -> dict:
     """The default network's definition: ``network_def`` of the bundle's anatomy config
     (one source for training and inference)."""
-    from medcf.bundle import bundle_config
-
     return dict(bundle_config("anatomy").get("network_def"))
 
 

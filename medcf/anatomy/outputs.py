@@ -24,10 +24,16 @@ from pathlib import Path
 import numpy as np
 
 import medcf
-from medcf.anatomy.masks import LABEL_LEGEND, ZONE_LEGEND, AnatomyMasks
+from medcf.anatomy.dicom_seg import write_anatomy_seg
+from medcf.anatomy.masks import LABEL_LEGEND, MIN_CONFIDENCE, ZONE_LEGEND, AnatomyMasks
+from medcf.anatomy.plausibility import require_plausible
+from medcf.anatomy.segment import segment
+from medcf.bundle import bundle_config
+from medcf.devices import place_network
 from medcf.errors import InputError, MedCFError
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_text
 from medcf.io.inputs import InputFormat, InputImage, radiograph_affine, read_input, write_nifti_2d
+from medcf.viz import Tile, overlay, render_grid, save_png
 from medcf.vocab import Organ, Side, Zone
 
 MODEL_NOTICE = "anatomy model trained on simulated radiographs only"
@@ -58,7 +64,6 @@ def place_segmenter(segmenter, placement):
     float32 is then one :class:`InputError` line rather than a silent CPU run."""
     import torch
 
-    from medcf.devices import place_network
 
     network = getattr(segmenter, "network", None)
     if isinstance(network, torch.nn.Module):
@@ -72,8 +77,6 @@ def place_segmenter(segmenter, placement):
 
 
 def _configured_segmenter(name: str | None, weights: str | Path | None):
-    from medcf.bundle import bundle_config
-
     overrides = {}
     if name:
         overrides["segmenter_name"] = name
@@ -104,8 +107,6 @@ def cardiothoracic_ratio(masks: AnatomyMasks) -> float:
 
 
 def overlay_panel(image: InputImage, masks: AnatomyMasks, title: str):
-    from medcf.viz import Tile, overlay, render_grid
-
     organs = overlay(image.display, {organ.value: masks.organs[organ] for organ in Organ})
     zones = {}
     for side in (Side.RIGHT, Side.LEFT):
@@ -145,12 +146,6 @@ def segment_input(path: str | Path, out_dir: str | Path, segmenter=None,
                   min_confidence: float | None = None, accept_anatomy: bool = False) -> SegmentationResult:
     """Segment the radiograph at ``path`` and write every output into ``out_dir`` (new or empty).
     Implausible masks are refused before anything is written, unless ``accept_anatomy``."""
-    from medcf.anatomy.dicom_seg import write_anatomy_seg
-    from medcf.anatomy.masks import MIN_CONFIDENCE
-    from medcf.anatomy.plausibility import require_plausible
-    from medcf.anatomy.segment import segment
-    from medcf.viz import save_png
-
     image = read_input(path)  # errors about the input come before anything is created
     segmenter = segmenter or load_segmenter()
     started = time.perf_counter()

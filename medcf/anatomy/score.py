@@ -13,16 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medcf.anatomy.plausibility import check_anatomy
+from medcf.anatomy.segment import segment
 from medcf.errors import MedCFError
+from medcf.io.inputs import read_input
 
 
 def score_input(path: str | Path, segmenter) -> dict:
     """Confidence and plausibility of the segmenter's masks on one film. A film it cannot
     segment is scored too (``error``), never raised: one bad film must not stop a ranking."""
-    from medcf.anatomy.plausibility import check_anatomy
-    from medcf.anatomy.segment import segment
-    from medcf.io.inputs import read_input
-
     try:
         image = read_input(path)
         masks = segment(image.display, segmenter, min_confidence=0.0)

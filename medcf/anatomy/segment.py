@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medcf.anatomy.adapters import xrv_pspnet_segmenter
-from medcf.anatomy.masks import (MIN_CONFIDENCE, AnatomyMasks, SegmentationError, assign_lungs, lateral_direction,
+from medcf.anatomy.masks import (MIN_CONFIDENCE, AnatomyMasks, SegmentationError, lateral_direction,
                                  masks_from_probabilities)
 from medcf.anatomy.network import DEFAULT_INPUT_SIZE, Letterbox, build_network
 from medcf.errors import InputError

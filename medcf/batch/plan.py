@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pydicom
 
+from medcf.editing.api import specs_from_report
 from medcf.editing.spec import OPTIONS, EditSpec
 from medcf.errors import InputError
 from medcf.io.reader import InstanceSummary, inspect_study, select_frontal
@@ -203,8 +204,6 @@ def items_from_reports(rows: Sequence[dict[str, str]], studies: Sequence[Study],
     such finding (a normal report is common in a cohort: those studies are not edited, and
     the caller says so). ``evidence``: keep the report's sentence in the provenance (not
     with --deidentify: free text can name people and dates)."""
-    from medcf.editing.api import specs_from_report
-
     items: list[BatchItem] = []
     lines: dict[str, str] = {}
     silent: list[str] = []

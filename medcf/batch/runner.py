@@ -36,7 +36,9 @@ from typing import Protocol
 
 from medcf.batch.manifest import ItemStatus, Manifest, ManifestLine
 from medcf.batch.plan import BatchItem
+from medcf.editing import api
 from medcf.errors import InputError, MedCFError, OutputError
+from medcf.io.pacs import NetworkError, send
 
 PARTIAL = ".partial"
 LOCK = ".lock"
@@ -76,8 +78,6 @@ def send_with_retries(folder: Path, options: SendOptions) -> dict:
     """Store every .dcm under ``folder`` with :func:`medcf.io.pacs.send`; retry network
     errors only (a refused object fails at once). Returns the record for the manifest;
     raises the last error, with the attempts in its message, when every try failed."""
-    from medcf.io.pacs import NetworkError, send
-
     attempts = 0
     while True:
         attempts += 1
@@ -177,8 +177,6 @@ class Engine(Protocol):
 def edit_item(editor: object, source: Path, item: BatchItem, dest: Path, options: EditOptions) -> None:
     """The one edit of an item (:func:`medcf.editing.api.edit_file`, as ``medcf edit``),
     written into ``dest``, a folder that does not exist yet. Every engine calls this."""
-    from medcf.editing import api
-
     extra = {"batch": {"key": item.key}, **({"report": item.report} if item.report else {})}
     api.edit_file(source, [item.spec], dest, editor, progress=False, command=options.command,
                   extras=[extra], sop_class=options.sop_class,

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 from medcf.batch.plan import Study
 from medcf.errors import InputError, MedCFError
+from medcf.io.pacs import fetch_study, find_studies, is_remote, parse_remote, study_address
 
 UID_COLUMNS = ("study", "study_instance_uid", "studyinstanceuid")
 ACCESSION_COLUMNS = ("accession", "accession_number", "accessionnumber")
@@ -32,8 +33,6 @@ def _address(server: str, uid: str | None = None, accession: str | None = None) 
 
 def read_study_list(path: Path, server: str | None) -> list[str]:
     """Study addresses from a CSV with a ``study`` (UID or full address) or ``accession`` column."""
-    from medcf.io.pacs import is_remote
-
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower(): c for c in reader.fieldnames or []}
@@ -85,7 +84,6 @@ def pull(addresses: Sequence[str], cache_dir: str | Path | None, calling_aet: st
     A malformed address is bad input and stops everything before the first fetch."""
     from tqdm import tqdm
 
-    from medcf.io.pacs import fetch_study, parse_remote
 
     parsed = [(address, parse_remote(address)) for address in addresses]
     report = PullReport()
@@ -103,8 +101,6 @@ def _match_queries(parsed: Sequence[tuple[str, object]], calling_aet: str, repor
     """Each address without a Study Instance UID is a query (C-FIND or QIDO-RS: accession
     number, patient, study date range, modality): replaced by one address per study it
     matches. A query that matches nothing or cannot be asked goes to ``report.failed``."""
-    from medcf.io.pacs import find_studies, study_address
-
     targets: dict[str, tuple] = {}
     for address, study in parsed:
         if "StudyInstanceUID" in study.query:
@@ -128,8 +124,6 @@ def fetch_sources(sources: Sequence[str], cache_dir: str | Path | None, calling_
     """Local sources as they are, remote ones fetched into the cache (:func:`pull`); a study
     that could not be fetched (unreachable server, no match) comes back as an uneditable
     :class:`Study`, so that its items fail with the reason instead of stopping the batch."""
-    from medcf.io.pacs import is_remote, parse_remote
-
     local = [s for s in sources if not is_remote(s)]
     report = pull([s for s in sources if is_remote(s)], cache_dir, calling_aet, progress, move_port)
     local.extend(str(folder) for _, folder in report.fetched)

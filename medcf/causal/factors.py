@@ -31,7 +31,9 @@ import torch
 from torch import nn
 
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file, write_new_text
 from medcf.models.base import module_fingerprint
+from medcf.models.default import load_weights
 from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role
 from medcf.vocab import Finding, Severity, Side, Zone
 
@@ -213,7 +215,6 @@ def save_factors(folder: str | Path, model: FactorModel, record: FactorRecord) -
     """Write the weights and the record into ``folder``; never overwrites."""
     from safetensors.torch import save_file
 
-    from medcf.io.atomic import write_new_file, write_new_text
 
     folder = Path(folder)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
@@ -236,8 +237,6 @@ def load_factor_piece(piece: Piece) -> tuple[FactorModel, FactorRecord]:
 
 def load_factor_files(path: Path, weights: Path) -> tuple[FactorModel, FactorRecord]:
     """The factor model from its record ``path`` and its ``weights``."""
-    from medcf.models.default import load_weights
-
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as error:

@@ -13,20 +13,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import medcf
+from medcf.bundle import bundle_root as root
+from medcf.devices import loader_kwargs
+from medcf.editing.initno import optimize_initial_noise
+from medcf.editing.regulation import pathology_tokens
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_text
+from medcf.io.images import write_png16
+from medcf.models.default import CONFIG_NAME
+from medcf.models.loaders import load_generator
+from medcf.models.sampling import sample
+from medcf.vocab import Finding
 
 
 def bundle_root() -> str:
     """The bundle folder (:func:`medcf.bundle.bundle_root`), as configs want it: a string."""
-    from medcf.bundle import bundle_root as root
-
     return str(root())
 
 
 def trained_model_dir(root: str | Path | None = None) -> Path:
     """The bundle's ``models/`` folder, with a clear error while it holds no trained model."""
-    from medcf.models.default import CONFIG_NAME
-
     folder = Path(root or bundle_root()) / "models"
     if not (folder / CONFIG_NAME).is_file():
         raise InputError(f"{folder} holds no trained default model yet ({CONFIG_NAME} is missing): train it with "
@@ -55,8 +61,6 @@ class GenerateImages:
     optimize_noise: bool = False  # InitNO (medcf.editing.initno) before each image: rare findings
 
     def run(self) -> list[Path]:
-        from medcf.models.sampling import sample
-
         if not str(self.prompt).strip():
             raise InputError("the prompt is empty")
         if not self.optimize_noise:
@@ -75,10 +79,6 @@ class GenerateImages:
 def optimized_prompt_noise(generator, prompt: str, seed: int, steps: int):
     """InitNO's noise for ``prompt`` from ``seed``: every finding the prompt names
     (:data:`medcf.editing.regulation.PATHOLOGY_WORDS`) must be attended to at the first step."""
-    from medcf.editing.initno import optimize_initial_noise
-    from medcf.editing.regulation import pathology_tokens
-    from medcf.vocab import Finding
-
     text = generator.encode_text([prompt])
     tokens = sorted({token for finding in Finding for token in pathology_tokens(text, finding)})
     if not tokens:
@@ -88,9 +88,6 @@ def optimized_prompt_noise(generator, prompt: str, seed: int, steps: int):
 
 def write_samples(result, output_dir: str | Path, generator, extra: dict | None = None) -> list[Path]:
     """One 16-bit PNG and one JSON record per image (plus ``extra``); new files only."""
-    from medcf.io.atomic import write_new_text
-    from medcf.io.images import write_png16
-
     out = Path(output_dir)
     paths = []
     for image, prompt, seed in zip(result.images, result.prompts, result.seeds):
@@ -112,9 +109,6 @@ def generate_to_folder(model: str | Path | None, prompt: str, out: str | Path, s
                        progress: bool = True, placement=None, optimize_noise: bool = False) -> list[Path]:
     """``medcf generate``: load any supported model folder (on ``placement``, a
     :class:`medcf.devices.Placement`; default CPU float32) and write samples."""
-    from medcf.devices import loader_kwargs
-    from medcf.models.loaders import load_generator
-
     generator = load_generator(resolve_model_dir(model), text_encoder=text_encoder, **loader_kwargs(placement))
     return GenerateImages(generator, str(out), prompt, seed, num_images, steps, guidance_scale, progress,
                           optimize_noise).run()

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcf.bundle import bundle_root
 from medcf.editing.schema import Scope
 from medcf.editing.spec import EDIT_OPTIONS, OPTIONS, EditConstants, EditSpec
 from medcf.errors import InputError
@@ -46,8 +47,6 @@ def config_path(root: str | Path | None = None) -> Path | None:
     """``configs/edit.json`` of the bundle (``root``, else :func:`medcf.bundle.bundle_root`);
     None when there is no bundle (a library install without one)."""
     if root is None:
-        from medcf.bundle import bundle_root
-
         try:
             root = bundle_root()
         except InputError:

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from medcf.editing.inversion import predicted_noise
+from medcf.io.atomic import write_new_text
 from medcf.models.base import Generator, TextEncoding
 from medcf.models.package import PIECE_FILES, Piece, PieceKind, Role, measured
 from medcf.vocab import Finding
@@ -106,8 +107,6 @@ class EvidenceReliability:
         return self.auc.get(finding.value, 0.0) >= MIN_RELIABLE_AUC
 
     def save(self, path: str | Path) -> Path:
-        from medcf.io.atomic import write_new_text
-
         return write_new_text(Path(path), json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod

@@ -33,14 +33,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.devices import precision_hint
+from medcf.devices import loader_kwargs, precision_hint
+from medcf.editing.defaults import find_defaults
+from medcf.editing.evidence import find_reliability
 from medcf.editing.film import check_image
 from medcf.editing.inversion import ddim_inversion, edit_friendly_inversion
+from medcf.editing.records import find_vectors_path
 from medcf.editing.regions import resize_image
 from medcf.editing.regulation import ORGAN_WORDS, PATHOLOGY_WORDS, word_tokens
+from medcf.editing.steering import denoiser_fingerprint
+from medcf.errors import InputError, MedCFError
+from medcf.io.atomic import new_output_dir, write_new_text
+from medcf.io.images import write_png16
+from medcf.io.inputs import read_input
+from medcf.metrics import psnr
 from medcf.models.base import CROSS, SELF, Generator
+from medcf.models.convention import Intensity
+from medcf.models.loaders import load_generator
 from medcf.models.package import package_of
 from medcf.models.sampling import sample
+from medcf.models.variants import with_denoiser
 from medcf.text.prompts import prompt
 from medcf.vocab import Finding, Severity, Side, ViewPosition
 
@@ -50,8 +62,6 @@ VECTOR_SEEDS = 64  # `medcf steer-vectors`' default, for its cost estimate
 
 def _errors(image: np.ndarray, reference: np.ndarray) -> dict:
     """Mean absolute error and PSNR (dB, peak 1) of two [0, 1] images."""
-    from medcf.metrics import psnr
-
     return {"mae": round(float(np.mean(np.abs(image - reference))), 5), "psnr_db": round(psnr(reference, image), 2)}
 
 
@@ -103,9 +113,6 @@ class ModelCheck:
 
 def _film(image: str | Path | None, generator: Generator) -> tuple[np.ndarray, str]:
     """The film to reconstruct at the working size, in the model's intensities (its convention)."""
-    from medcf.io.inputs import read_input
-    from medcf.models.convention import Intensity
-
     path = Path(image) if image is not None else SAMPLE_STUDY
     display = read_input(path).display
     convention = generator.convention
@@ -134,15 +141,6 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
                 image: str | Path | None = None, seed: int = 0) -> ModelCheck:
     """Load ``folder``, sample one film, invert and reconstruct one film (``image``, default
     the committed sample study), and list what will not work (module docstring)."""
-    from medcf.devices import loader_kwargs
-    from medcf.editing.records import find_vectors_path
-    from medcf.editing.defaults import find_defaults
-    from medcf.editing.evidence import find_reliability
-    from medcf.editing.steering import denoiser_fingerprint
-    from medcf.errors import InputError, MedCFError
-    from medcf.models.variants import with_denoiser
-    from medcf.models.loaders import load_generator
-
     if steps < 2:
         raise InputError(f"--steps {steps}: the check needs at least 2 steps")
     started = time.perf_counter()
@@ -237,8 +235,6 @@ def write_check(check: ModelCheck, out: str | Path) -> list[Path]:
     """``check.json`` and the films (16-bit PNGs) into ``out`` (new or empty)."""
     import json
 
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.io.images import write_png16
 
     folder = new_output_dir(out)
     paths = [write_png16(folder / f"{name}.png", film) for name, film in check.films.items()]

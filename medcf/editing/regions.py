@@ -25,7 +25,7 @@ from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.spec import SIDELESS, EditSpec
 from medcf.errors import InputError
 from medcf.metrics import gaussian_blur
-from medcf.vocab import Action, Finding, Organ, Severity, Side, Zone
+from medcf.vocab import FINDING_ZONES, Action, Finding, Organ, Severity, Side, Zone
 
 #: token labels on attention grids: background attends freely
 ORGAN_LABELS = {Organ.LUNG_RIGHT: 1, Organ.LUNG_LEFT: 2, Organ.HEART: 3}
@@ -82,8 +82,6 @@ def anatomy_source(masks: AnatomyMasks, spec: EditSpec, placed_by_model: bool = 
         spec = replace(spec, side=Side.BILATERAL)
     finding, side = spec.finding, spec.side or Side.BILATERAL
     if placed_by_model and spec.zone is None:
-        from medcf.vocab import FINDING_ZONES
-
         zones = FINDING_ZONES.get(finding)
         if zones and len(zones) > 1:
             return np.logical_or.reduce([masks.zone(side, zone) for zone in zones])

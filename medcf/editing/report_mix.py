@@ -19,6 +19,7 @@ from enum import Enum
 
 import numpy as np
 
+from medcf.editing.api import specs_from_report
 from medcf.editing.spec import EditSpec
 from medcf.errors import InputError
 from medcf.text.corpus import ReportCorpus
@@ -129,7 +130,6 @@ def mix_of(corpus: ReportCorpus, action: Action, base: EditSpec, progress: bool 
     """Read every report of ``corpus`` with the rule reader and count the edits it states."""
     from tqdm import tqdm
 
-    from medcf.editing.api import specs_from_report
 
     mix = ReportMix(corpus.name, len(corpus), 0)
     for _, text in tqdm(corpus.reports, desc="reading reports", unit="report", disable=not progress):

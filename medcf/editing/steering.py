@@ -22,10 +22,11 @@ import torch
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
 from medcf.editing.regions import EditRegion
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file
 from medcf.models.base import CROSS, Generator
 from medcf.models.sampling import COND, sample
 from medcf.text.prompts import prompt
-from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+from medcf.vocab import FINDING_SIDES, Action, Finding, Severity, Side, ViewPosition
 
 FORMAT = "medcf-steering-vectors"
 VERSION = 1
@@ -68,7 +69,6 @@ class SteeringVectors:
     def save(self, path: str | Path) -> Path:
         from safetensors.torch import save_file
 
-        from medcf.io.atomic import write_new_file
 
         tensors = {f"{finding}/{site}": v.contiguous().float() for finding, sites in self.vectors.items()
                    for site, v in sites.items()}
@@ -144,8 +144,6 @@ def finding_prompts(finding: Finding, count: int, side: Side | None = None, seve
                     view: ViewPosition = ViewPosition.PA, style=None) -> list[str]:
     """Positive prompts for ``finding``: the given side/severity, or cycling through every
     side and severity so that the direction is the finding's, not one presentation's."""
-    from medcf.vocab import FINDING_SIDES
-
     sides = [side] if side else [s for s in (FINDING_SIDES.get(finding) or [None])]
     severities = [severity] if severity else list(Severity)
     combos = [(s, v) for s in sides for v in severities]

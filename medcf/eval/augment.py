@@ -37,10 +37,18 @@ from pathlib import Path
 
 import numpy as np
 
+from medcf.devices import cpu_model
+from medcf.editing.api import load_editor
+from medcf.editing.defaults import auto_choices
+from medcf.editing.pairs import generate_pair_retrying, reprompted, resample_pair
 from medcf.editing.spec import SIDELESS, EditSpec, Method
 from medcf.errors import InputError
-from medcf.training.world_sets import NONE
+from medcf.eval.judge_training import JudgeOptions, train_judge
+from medcf.io.atomic import new_output_dir, replace_own_text
+from medcf.training.world_sets import NONE, WorldSetSpec, render_world_set, save_world_set
+from medcf.viz import Tile, difference, render_grid, save_png
 from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+from medcf.world.ct import load_chest_ct
 from medcf.world.seeds import SeedRange
 
 TRAIN_SEED = SeedRange.AUGMENT_TRAIN.start  # rendered training pairs (apart from the model's, segmenter's and judge's ranges)
@@ -153,7 +161,6 @@ def generate_arms(editor, plans: list[tuple[EditSpec, ViewPosition]], methods: t
     ``{arm: (films, records)}`` plus ``"examples"``."""
     from tqdm import tqdm
 
-    from medcf.editing.pairs import generate_pair_retrying, reprompted, resample_pair
 
     spare = itertools.count(PAIR_SEED + len(plans))
     arms = [*(medcf_arm(m) for m in methods), REPROMPT]
@@ -198,11 +205,6 @@ def summarize(rows: list[dict], arms: tuple[str, ...]) -> dict:
 def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placement=None) -> dict:
     """Render, generate, train every arm ``repeats`` times, evaluate; write ``results.json``,
     ``results.md`` and ``examples.png`` (and the data and classifiers) into ``options.out``."""
-    from medcf.editing.api import load_editor
-    from medcf.io.atomic import new_output_dir, replace_own_text
-    from medcf.training.world_sets import WorldSetSpec, render_world_set, save_world_set
-    from medcf.world.ct import load_chest_ct
-
     out = new_output_dir(options.out)
     (out / "data").mkdir()
     editor = editor or load_editor(placement=placement)  # the generator and segmenter; classifiers stay on CPU
@@ -241,8 +243,6 @@ def run_augmentation_suite(options: AugmentOptions, editor=None, ct=None, placem
                 "labels": "generated films are labelled by their prompts", "data_sha256": digests,
                 "machine": machine_description(), **timings}
     if Method.AUTO in options.methods:
-        from medcf.editing.defaults import auto_choices
-
         settings["auto_choices"] = auto_choices(editor.generator)
     tick = time.perf_counter()
 
@@ -272,7 +272,6 @@ def machine_description() -> str:
     import os
     import platform
 
-    from medcf.devices import cpu_model
 
     return f"{cpu_model() or platform.machine()}, {os.cpu_count()} CPUs"
 
@@ -298,8 +297,6 @@ def _train_arms(options: AugmentOptions, out: Path, seeds: list[int], sets: dict
     """One classifier per arm and seed, taken from ``earlier`` where it holds it; after each
     seed, ``publish(rows, reused, seeds done)`` with the AUC rows so far (one per finding)
     and, per arm, the seeds taken. Returns the last publication."""
-    from medcf.eval.judge_training import JudgeOptions, train_judge
-
     rows: list[dict] = []
     reused: dict[str, list[int]] = {}
     published: dict = {}
@@ -467,8 +464,6 @@ def arm_folder(arm: str) -> str:
 
 
 def _examples(examples: dict, path: Path) -> None:
-    from medcf.viz import Tile, difference, render_grid, save_png
-
     factual, specs = examples["factual"], examples["specs"]
     arms = [arm for arm in examples if arm not in ("factual", "specs")]
     tiles = []

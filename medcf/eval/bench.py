@@ -39,10 +39,25 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.editing.methods.baselines import BASELINE_SETTINGS, BASELINES, MASKED_BASELINES, unmasked_name
-from medcf.editing.spec import Method
+from medcf.anatomy.segment import segment
+from medcf.bundle import bundle_path
+from medcf.editing.api import load_editor
+from medcf.editing.defaults import auto_choices
+from medcf.editing.edit import edit
+from medcf.editing.film import edit_prompts
+from medcf.editing.methods.baselines import (BASELINES, BASELINE_SETTINGS, MASKED_BASELINES, baseline_edits,
+                                             unmasked_name)
+from medcf.editing.spec import EditSpec, Method
 from medcf.errors import InputError
-from medcf.vocab import Action, Finding, Organ, Side
+from medcf.eval.judge import Judge, concept_misses
+from medcf.io.atomic import new_output_dir, write_new_file, write_new_text
+from medcf.metrics import dice, psnr
+from medcf.models.sampling import sample
+from medcf.viz import Tile, difference, render_grid, save_png
+from medcf.vocab import Action, Finding, Organ, Severity, Side, ViewPosition, Zone
+from medcf.world.ct import load_chest_ct
+from medcf.world.pairs import PhantomRequest, plan_sample
+from medcf.world.render import World, draw_acquisition
 from medcf.world.seeds import SeedRange, require_held_out
 
 BENCH_SEED = SeedRange.BENCHMARK.start
@@ -67,8 +82,6 @@ def ssim_mean(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> 
 
 def psnr_capped(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB, 100 for identical images (JSON has no infinity)."""
-    from medcf.metrics import psnr
-
     return min(100.0, psnr(np.asarray(a), np.asarray(b)))
 
 
@@ -105,11 +118,6 @@ def suite_seeds(first_seed: int, n: int) -> range:
 
 
 def render_cases(findings, n: int, size: int, first_seed: int, segmenter, ct=None) -> list[Case]:
-    from medcf.anatomy.segment import segment
-    from medcf.world.ct import load_chest_ct
-    from medcf.world.pairs import PhantomRequest, plan_sample
-    from medcf.world.render import World, draw_acquisition
-
     suite_seeds(first_seed, n)
     world = World(ct or load_chest_ct())
     cases = []
@@ -142,9 +150,6 @@ def truth_gain(source: np.ndarray, output: np.ndarray, truth: np.ndarray, region
 
 def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]:
     """Preservation, anatomy and fidelity of one edit (``result``: a ``Counterfactual``)."""
-    from medcf.anatomy.segment import segment
-    from medcf.metrics import dice
-
     outside = ~result.region.native_region
     masks_out = segment(result.image, segmenter, min_confidence=0.0)
     return {
@@ -160,8 +165,6 @@ def _measures(case: Case, result, seconds: float, segmenter) -> dict[str, float]
 
 
 def _spec(case: Case, method: Method, ours: dict):
-    from medcf.editing.spec import EditSpec
-
     return EditSpec(case.finding, case.action, case.side, case.zone, case.severity, method, seed=case.seed, **ours)
 
 
@@ -191,8 +194,6 @@ def save_suite_films(films: SuiteFilms, folder: str | Path) -> Path:
     judge can score the same edits: an n = 10 run's edits take about 45 min on two CPU
     cores, scoring them about one minute. Films are kept exactly as made (the judge sees what
     the run made); the cases' anatomy masks are not kept (scoring does not use them)."""
-    from medcf.io.atomic import new_output_dir, write_new_file
-
     out = new_output_dir(folder)
     position = {id(case): i for i, case in enumerate(films.cases)}
     arrays = {name: np.stack([getattr(case, name) for case in films.cases]) for name in ("source", "truth", "lesion")}
@@ -219,8 +220,6 @@ def save_suite_films(films: SuiteFilms, folder: str | Path) -> Path:
 
 def load_suite_films(folder: str | Path) -> SuiteFilms:
     """The films :func:`save_suite_films` kept (``masks`` of every case is ``None``)."""
-    from medcf.vocab import Severity, ViewPosition, Zone
-
     path = Path(folder) / FILMS_FILE
     if not path.is_file():
         raise InputError(f"{folder}: no {FILMS_FILE} (make one with medcf bench --keep-films)")
@@ -246,8 +245,6 @@ def load_suite_films(folder: str | Path) -> SuiteFilms:
 
 
 def _check_suite_options(n: int, methods, ours: dict, first_seed: int) -> None:
-    from medcf.editing.spec import EditSpec
-
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise InputError(f"unknown method(s) {', '.join(unknown)}; choose from: {', '.join(METHODS)}")
@@ -269,13 +266,6 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     sweep that only needs one need not make the other)."""
     from tqdm import tqdm
 
-    from medcf.editing.api import load_editor
-    from medcf.editing.methods.baselines import baseline_edits
-    from medcf.editing.defaults import auto_choices
-    from medcf.editing.edit import edit
-    from medcf.editing.film import edit_prompts
-    from medcf.editing.spec import EditSpec
-    from medcf.models.sampling import sample
 
     ours = dict(ours or {})
     _check_suite_options(n, methods, ours, first_seed)
@@ -353,9 +343,6 @@ def markdown_rows(head: tuple[str, ...], rows: list[dict]) -> list[str]:
 def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> dict:
     """The judge's verdicts on ``films`` and one row per (concept, action, method); writes
     ``results.json``, ``results.md`` and ``examples.png`` into ``out_dir`` if given."""
-    from medcf.eval.judge import concept_misses
-    from medcf.io.atomic import new_output_dir, write_new_text
-
     out = new_output_dir(out_dir) if out_dir is not None else None
     rows = []
     # per concept, the same question asked of the unedited inputs (how often the judge already
@@ -402,8 +389,6 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
     ``ours``: :class:`EditSpec` fields (``depth``, ``strength``, ``energy``) for MedCF's
     methods instead of ``medcf edit``'s defaults; the baselines keep their settings.
     ``keep_films``: a folder where the films are also kept for :func:`rescore_suite`."""
-    from medcf.io.atomic import new_output_dir
-
     _check_suite_options(n, methods, dict(ours or {}), first_seed)
     if keep_films is not None and Path(keep_films).resolve() == Path(out_dir).resolve():
         raise InputError("--keep-films needs a folder of its own, not --out")
@@ -420,17 +405,12 @@ def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findi
 def rescore_suite(films_dir: str | Path, out_dir: str | Path, judge=None) -> dict:
     """Score films kept by ``--keep-films`` with ``judge`` (default: the bundle's), without
     editing again; writes the same three files as :func:`run_counterfactual_suite`."""
-    from medcf.io.atomic import new_output_dir
-
     new_output_dir(out_dir)
     films = load_suite_films(films_dir)
     return score_suite(films, judge or bundle_judge(), out_dir)
 
 
 def bundle_judge():
-    from medcf.bundle import bundle_path
-    from medcf.eval.judge import Judge
-
     return Judge.load(bundle_path("models", JUDGE_FOLDER))
 
 
@@ -473,8 +453,6 @@ def results_table(rows: list[dict], settings: dict) -> str:
 
 
 def _figure(outputs: dict, methods, path: Path) -> None:
-    from medcf.viz import Tile, difference, render_grid, save_png
-
     tiles = []
     firsts: dict[tuple, dict] = {}
     for (finding, action, method), items in outputs.items():

@@ -35,6 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file, write_new_text
+from medcf.models.default import load_weights
+from medcf.training.world_sets import WorldSet, load_world_set
 from medcf.vocab import Action, Finding, Side
 from medcf.world.seeds import SeedRange
 
@@ -177,7 +180,6 @@ class Judge:
     def save(self, folder: str | Path) -> list[Path]:
         from safetensors.torch import save_file
 
-        from medcf.io.atomic import write_new_file, write_new_text
 
         folder = Path(folder)
         state = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
@@ -191,8 +193,6 @@ class Judge:
 
     @classmethod
     def load(cls, folder: str | Path) -> "Judge":
-        from medcf.models.default import load_weights
-
         folder = Path(folder)
         path = folder / RECORD_FILE
         if not path.is_file():
@@ -298,8 +298,6 @@ def calibrate_sides(judge: Judge, probabilities: np.ndarray, records: list[dict]
 def evaluate_looks(judge: Judge, heldout: dict[str, Path]) -> dict[str, dict]:
     """AUC per label on each held-out set (``{report name: world set path}``); thresholds
     (Youden) on all of them together, since the judge is asked about both looks."""
-    from medcf.training.world_sets import WorldSet, load_world_set
-
     sets = {name: load_world_set(path) for name, path in heldout.items()}
     joined = WorldSet.join(list(sets.values()))
     evaluate_judge(judge, joined.float_images(), joined.records)  # sets judge's thresholds and side calibration

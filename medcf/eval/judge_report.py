@@ -25,9 +25,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from medcf.anatomy.outputs import load_segmenter
+from medcf.bundle import bundle_root
+from medcf.devices import loader_kwargs
+from medcf.editing.regions import EditRegion, resize_image
+from medcf.editing.spec import Method
+from medcf.errors import InputError
+from medcf.eval.bench import BENCH_SEED, _spec, bundle_judge, in_target_state, render_cases
+from medcf.io.atomic import new_output_dir, write_new_text
+from medcf.metrics import gaussian_blur
+from medcf.models.loaders import load_generator
+from medcf.models.sampling import sample
+from medcf.text.prompts import prompt
+from medcf.viz import Tile, render_grid, save_png
 from medcf.vocab import Action, Finding, ViewPosition
 from medcf.world.seeds import SeedRange
-from medcf.eval.judge import TARGETS, concept_misses, targets_met
+from medcf.eval.judge import TARGETS, Judge, targets_met
 
 NORMAL_SAMPLE_SEED = SeedRange.NORMAL_SAMPLES.start  # apart from every training, held-out, tuning and benchmark range
 NORMAL_SAMPLES = 60
@@ -57,8 +70,6 @@ def normal_sample_false_alarms(judge, generator, n: int = NORMAL_SAMPLES, first_
     both) at its default guidance."""
     from tqdm import tqdm
 
-    from medcf.models.sampling import sample
-    from medcf.text.prompts import prompt
 
     views = [ViewPosition.PA if i % 2 == 0 else ViewPosition.AP for i in range(n)]
     films = []
@@ -75,9 +86,6 @@ def normal_sample_false_alarms(judge, generator, n: int = NORMAL_SAMPLES, first_
 
 def sham_film(sham: str, source: np.ndarray, weight: np.ndarray, generator, seed: int) -> np.ndarray:
     """``source`` with sham change ``sham`` inside the feathered region ``weight``."""
-    from medcf.editing.regions import resize_image
-    from medcf.metrics import gaussian_blur
-
     scale = source.shape[0] / 256  # the stated sizes are at 256²
     if sham == "blur":
         changed = gaussian_blur(torch.as_tensor(source), 1.5 * scale).numpy()
@@ -99,10 +107,6 @@ def sham_film(sham: str, source: np.ndarray, weight: np.ndarray, generator, seed
 
 def region_weight(case, generator) -> np.ndarray:
     """The feathered native-size weight of the region the editor would use for ``case``."""
-    from medcf.editing.regions import EditRegion
-    from medcf.editing.spec import Method
-    from medcf.eval.bench import _spec
-
     return EditRegion.build(case.masks, _spec(case, Method.STEER, {}), tuple(generator.image_size)).native_weight
 
 
@@ -113,11 +117,8 @@ def sham_flip_rates(judge, generator, segmenter=None, n: int = SHAM_PATIENTS, ca
     flip (``n``). The region is the editor's for that concept."""
     from tqdm import tqdm
 
-    from medcf.eval.bench import BENCH_SEED, in_target_state, render_cases
 
     if cases is None:
-        from medcf.anatomy.outputs import load_segmenter
-
         cases = render_cases(tuple(Finding), n, 256, BENCH_SEED, segmenter or load_segmenter())
     before = in_target_state(judge, np.stack([case.source for case in cases]), cases)
     weights = [region_weight(case, generator) for case in cases]
@@ -191,14 +192,6 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
     import json
     from pathlib import Path
 
-    from medcf.anatomy.outputs import load_segmenter
-    from medcf.bundle import bundle_root
-    from medcf.devices import loader_kwargs
-    from medcf.errors import InputError
-    from medcf.eval.bench import BENCH_SEED, bundle_judge, render_cases
-    from medcf.eval.judge import Judge
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.models.loaders import load_generator
 
     n = SHAM_PATIENTS if n is None else n
     if n < 1:
@@ -224,8 +217,6 @@ def run_judge_suite(out_dir, judge_folder=None, model=None, n: int | None = None
 
 
 def _sham_figure(cases, generator, path) -> None:
-    from medcf.viz import Tile, render_grid, save_png
-
     tiles = []
     for finding in Finding:
         case = next(c for c in cases if c.finding is finding and c.action is Action.ADD)

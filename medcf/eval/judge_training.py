@@ -21,6 +21,8 @@ from medcf.bundle import bundle_root
 from medcf.eval.judge import (HELDOUT_SEED, LABELS, TRAIN_SEED, Judge, build_network, evaluate_looks, input_channels,
                               labels_of, network_definition, normalised, resized, with_coordinates)
 from medcf.errors import InputError
+from medcf.eval.judge_report import judge_field_reports
+from medcf.io.atomic import new_output_dir
 from medcf.metrics import gaussian_blur
 from medcf.training.world_sets import WorldSet, WorldSetSpec, autoencoded_world_set, load_world_set, render_world_set
 from medcf.models.loaders import load_generator
@@ -178,19 +180,13 @@ def calibrate_and_save(judge: Judge, heldout_path: Path, look_generator, report_
     """Calibrate ``judge`` on the held-out films (and, given ``look_generator``, on their
     autoencoded copies), add the field reports when ``report_generator`` is given, save it
     into the new folder ``out``; returns the held-out report on renders."""
-    from medcf.io.atomic import new_output_dir
-
     heldout = {"heldout_report": heldout_path}
     if look_generator is not None:
-        from medcf.training.world_sets import autoencoded_world_set
-
         heldout["heldout_report_autoencoded"] = autoencoded_world_set(heldout_path, look_generator,
                                                                       progress=progress)
     reports = evaluate_looks(judge, heldout)
     judge.record.update(reports)
     if report_generator is not None:
-        from medcf.eval.judge_report import judge_field_reports
-
         judge.record.update(judge_field_reports(judge, report_generator, progress=progress))
     judge.save(new_output_dir(out))
     return reports["heldout_report"]
@@ -204,11 +200,6 @@ def recalibrate_judge(folder: str | Path, out: str | Path, model: Path | None = 
     saved into the new folder ``out`` (``reports``: the field reports too, which sample and
     edit with the generator). For judges saved before a calibration existed (issue 16: the
     side margins); the training record (steps, seconds, data) is kept."""
-    from medcf.bundle import bundle_root
-    from medcf.io.atomic import new_output_dir
-    from medcf.training.world_sets import WorldSetSpec, render_world_set
-    from medcf.models.loaders import load_generator
-
     judge = Judge.load(folder)
     new_output_dir(out)  # fail before the work, not after it
     judge.thresholds, judge.side_margins, judge.side_thresholds = {}, {}, {}

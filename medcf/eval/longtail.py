@@ -29,9 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
+from medcf.anatomy.segment import segment
+from medcf.editing.api import load_editor
+from medcf.editing.edit import edit
+from medcf.editing.methods.causal import use_factors
+from medcf.editing.pairs import generate_pair
+from medcf.editing.plan import load_planned, plan_edit
+from medcf.editing.spec import EditSpec, Method
 from medcf.errors import InputError
-from medcf.eval.bench import aggregate_or_none, markdown_rows
+from medcf.eval.bench import aggregate_or_none, bundle_judge, markdown_rows, psnr_capped, truth_gain
+from medcf.io.atomic import new_output_dir, write_new_text
+from medcf.training.skew import bucket_of
+from medcf.viz import Tile, render_grid, save_png
 from medcf.vocab import Action, Finding, Severity, Side, Zone
+from medcf.world.ct import load_chest_ct
+from medcf.world.pairs import PhantomRequest, plan_sample
+from medcf.world.pathology import FINDING_ZONES
+from medcf.world.render import World, draw_acquisition
 from medcf.world.seeds import SeedRange
 
 LONGTAIL_SEED = SeedRange.LONGTAIL.start
@@ -46,9 +60,6 @@ def choose_combinations(frequencies: dict[str, float], per_bucket: int) -> dict[
     bucket is not one finding the model cannot draw): the commonest of the head, the
     rarest of the medium bucket and of the tail. Combinations the world cannot render as
     asked are left out (a zone-less combination of a zoned finding is lobar consolidation)."""
-    from medcf.training.skew import bucket_of
-    from medcf.world.pathology import FINDING_ZONES
-
     chosen: dict[str, list[str]] = {"head": [], "medium": [], "tail": []}
     for bucket in chosen:
         keys = [k for k in frequencies if bucket_of(frequencies[k]).value == bucket]
@@ -70,10 +81,6 @@ def _parts(key: str) -> tuple[Finding, Side | None, Zone | None]:
 
 
 def _cases(key: str, index: int, n: int, size: int, world, segmenter):
-    from medcf.anatomy.segment import segment
-    from medcf.world.pairs import PhantomRequest, plan_sample
-    from medcf.world.render import draw_acquisition
-
     finding, side, zone = _parts(key)
     request = PhantomRequest(n=n, size=size, seed=LONGTAIL_SEED + 1000 * index, findings=(finding,), side=side,
                              zone=zone)
@@ -96,20 +103,8 @@ def run_longtail_suite(out_dir: str | Path, factors_folder: str | Path, n: int =
                        per_bucket: int = 3, methods=DEFAULT_METHODS, pair_methods=DEFAULT_PAIR_METHODS,
                        size: int = 256, judge=None, editor=None, progress: bool = True, ct=None) -> dict:
     """Run the suite; writes ``results.json``, ``results.md`` and ``examples.png``."""
-    from dataclasses import replace
-
     from tqdm import tqdm
 
-    from medcf.editing.methods.causal import use_factors
-    from medcf.editing.api import load_editor
-    from medcf.editing.plan import load_planned, plan_edit
-    from medcf.editing.edit import edit
-    from medcf.editing.pairs import generate_pair
-    from medcf.editing.spec import EditSpec, Method
-    from medcf.eval.bench import bundle_judge, psnr_capped, truth_gain
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.world.ct import load_chest_ct
-    from medcf.world.render import World
 
     out = new_output_dir(out_dir)
     editor = editor or load_editor()
@@ -209,8 +204,6 @@ def _table(summary: list[dict], rows: list[dict], settings: dict) -> str:
 
 
 def _figure(examples, methods, path: Path) -> None:
-    from medcf.viz import Tile, render_grid, save_png
-
     tiles = []
     for key, bucket, source, truth, outputs in examples:
         finding, side, zone = key.split("/")

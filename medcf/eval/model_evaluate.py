@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.training.world_sets import HELD_OUT_SEED_START, NONE
+from medcf.editing.bundle import resolve_model_dir
+from medcf.errors import InputError
+from medcf.eval.bench import bundle_judge
+from medcf.eval.judge import Judge
+from medcf.metrics import psnr
+from medcf.models.loaders import load_generator
+from medcf.models.sampling import sample
+from medcf.training.world_sets import HELD_OUT_SEED_START, NONE, WorldSetSpec, load_world_set, render_world_set
+from medcf.viz import Tile, render_grid, save_png
+from medcf.vocab import Finding, Side
 
 
 def _share(values) -> float | None:
@@ -42,8 +51,6 @@ def _prompt_sets(records: list[dict], per_finding: int) -> tuple[dict[str, list[
 
 
 def _sample_all(generator, records: list[dict], first_seed: int, steps: int, guidance: float) -> np.ndarray:
-    from medcf.models.sampling import sample
-
     films = []
     for start in range(0, len(records), 8):
         chunk = records[start:start + 8]
@@ -58,7 +65,6 @@ def prompt_faithfulness(generator, judge, by_finding: dict[str, list[dict]], nor
     the prompted side), per finding the share of normal samples called it, and the films."""
     from tqdm import tqdm
 
-    from medcf.vocab import Finding, Side
 
     carried, films = {}, {}
     for index, (finding, records) in enumerate(tqdm(by_finding.items(), desc=f"samples at guidance {guidance:g}",
@@ -84,17 +90,8 @@ def evaluate_model(model: str | Path | None, per_finding: int = 10, steps: int =
                    judge: str | Path | None = None, guidance_scales: list[float] | None = None) -> dict:
     """Autoencoder PSNR and, per guidance scale (default: the model's own), the judge's
     prompt-faithfulness figures; a sample panel into ``out`` if given."""
-    from medcf.errors import InputError
-    from medcf.eval.judge import Judge
-    from medcf.editing.bundle import resolve_model_dir
-    from medcf.training.world_sets import WorldSetSpec, load_world_set, render_world_set
-    from medcf.models.loaders import load_generator
-    from medcf.metrics import psnr
-
     generator = load_generator(resolve_model_dir(model))
     if judge is None:
-        from medcf.eval.bench import bundle_judge
-
         judge_model = bundle_judge()
     else:
         judge_model = Judge.load(judge)
@@ -136,8 +133,6 @@ def evaluate_model(model: str | Path | None, per_finding: int = 10, steps: int =
 
 def _panel(runs: list[dict], by_finding: dict[str, list[dict]], path: Path) -> Path:
     """Per finding one sample per guidance scale, the judge's verdict under each; a normal sample last."""
-    from medcf.viz import Tile, render_grid, save_png
-
     tiles = []
     for finding, records in by_finding.items():
         for run in runs:

@@ -27,8 +27,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medcf.eval.bench import aggregate_or_none, markdown_rows
+from medcf.anatomy.segment import segment
+from medcf.causal.factors import Attributes
+from medcf.editing.api import load_editor
+from medcf.editing.methods.causal import require_factors, use_factors
+from medcf.eval.bench import aggregate_or_none, bundle_judge, markdown_rows, psnr_capped, ssim_mean, truth_gain
+from medcf.io.atomic import new_output_dir, write_new_text
+from medcf.metrics import dice
+from medcf.viz import Tile, difference, render_grid, save_png
 from medcf.vocab import Finding, Side
+from medcf.world.ct import load_chest_ct
+from medcf.world.pairs import PhantomRequest, plan_sample
+from medcf.world.render import World, draw_acquisition
 from medcf.world.seeds import SeedRange
 
 SWAP_SEED = SeedRange.SWAP.start
@@ -38,9 +48,6 @@ MEASURES = ("flip_rate", "dice_lungs", "ssim_outside_lesion", "fidelity_psnr", "
 
 def swap_cases(finding: Finding, n: int, size: int, world, first_seed: int = SWAP_SEED):
     """``n`` triples (a without the finding, b with it, a with b's lesion = the truth, the lesion mask)."""
-    from medcf.world.pairs import PhantomRequest, plan_sample
-    from medcf.world.render import draw_acquisition
-
     request = PhantomRequest(n=2 * n, size=size, seed=first_seed + 1000 * list(Finding).index(finding),
                              findings=(finding,))
     cases = []
@@ -55,8 +62,6 @@ def swap_cases(finding: Finding, n: int, size: int, world, first_seed: int = SWA
 
 
 def swapped_films(generator, factors, case) -> dict[str, np.ndarray]:
-    from medcf.causal.factors import Attributes
-
     spec = case["spec"]
     with torch.no_grad():
         z_a, z_b = generator.encode_images(np.stack([case["a"], case["b"]])).float().split(1)
@@ -74,14 +79,6 @@ def run_swap_suite(out_dir: str | Path, n: int = 5, findings=tuple(Finding), siz
     """Run the swap test; writes ``results.json``, ``results.md`` and ``examples.png``."""
     from tqdm import tqdm
 
-    from medcf.anatomy.segment import segment
-    from medcf.metrics import dice
-    from medcf.editing.methods.causal import require_factors, use_factors
-    from medcf.editing.api import load_editor
-    from medcf.eval.bench import bundle_judge, psnr_capped, ssim_mean, truth_gain
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.world.ct import load_chest_ct
-    from medcf.world.render import World
 
     out = new_output_dir(out_dir)
     judge = judge or bundle_judge()
@@ -139,8 +136,6 @@ def _table(rows: list[dict], settings: dict) -> str:
 
 
 def _figure(examples, path: Path) -> None:
-    from medcf.viz import Tile, difference, render_grid, save_png
-
     tiles = []
     for finding, case, films in examples:
         tiles += [Tile(case["a"], f"{finding.value}\npatient a (without)"), Tile(case["b"], "patient b (with)"),

@@ -44,7 +44,7 @@ from pydicom.dataset import Dataset
 
 import medcf
 from medcf.errors import InputError, OutputError
-from medcf.io.atomic import replace_own_text
+from medcf.io.atomic import replace_own_text, write_new_dataset, write_new_text
 from medcf.vocab import StrEnum
 
 TABLE_EDITION = "dicomfields_2026c"  # dicom-anonymizer's extraction of PS3.15 Table E.1-1
@@ -383,8 +383,6 @@ class Deidentifier:
         """De-identify an unpublished ``edit_file`` folder in place: its DICOM files
         (renamed to their new SOP Instance UIDs) and JSON records; the panel is removed
         (its title names the input file). Saves the table before returning."""
-        from medcf.io.atomic import write_new_dataset, write_new_text
-
         study = item.study
         pseudonym = self.table.patient(patient_key(study.patient_id, study.patient_name, study.uid))
         identities = {v: pseudonym for v in (study.patient_id, study.patient_name) if v and len(v) > 2}

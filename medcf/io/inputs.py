@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from medcf.errors import InputError
-from medcf.io.reader import Radiograph
+from medcf.io.atomic import write_new_file
+from medcf.io.images import read_png
+from medcf.io.reader import Radiograph, load_radiograph
 from medcf.vocab import StrEnum
 
 
@@ -87,9 +89,6 @@ def read_input(path: str | Path) -> InputImage:
 
 
 def _read_input(path: str | Path) -> InputImage:
-    from medcf.io.images import read_png
-    from medcf.io.reader import load_radiograph
-
     path = Path(path)
     kind = input_format(path)
     if kind is not InputFormat.DICOM and not path.is_file():
@@ -125,7 +124,6 @@ def write_nifti_2d(path: str | Path, image: np.ndarray, affine: np.ndarray, desc
     """Write a (rows, cols) array as NIfTI (x = column, y = row), atomically."""
     import nibabel as nib
 
-    from medcf.io.atomic import write_new_file
 
     nifti = nib.Nifti1Image(np.ascontiguousarray(np.asarray(image).T[:, :, None]), affine)
     nifti.header["descrip"] = description[:79].encode()

@@ -34,6 +34,8 @@ from pydicom.uid import (
 
 from medcf.io.atomic import write_new_dataset
 from medcf.io.checks import CR_IMAGE_STORAGE, DX_FOR_PRESENTATION, DX_FOR_PROCESSING, SECONDARY_CAPTURE
+from medcf.io.dx import complete_dx_modules
+from medcf.io.reader import read_pixels
 from medcf.vocab import Photometric, SpacingSource, ViewPosition
 
 SAMPLE_TRANSFER_SYNTAXES: dict[str, UID] = {
@@ -234,8 +236,6 @@ def make_sample(spec: SampleSpec, image: np.ndarray | None = None) -> tuple[Data
         setattr(ds, spec.spacing.value, [spec.spacing_mm, spec.spacing_mm])
 
     if spec.modality in ("DX", "DXP"):
-        from medcf.io.dx import complete_dx_modules
-
         complete_dx_modules(ds, view)
     dtype = (np.int8 if spec.signed else np.uint8) if ds.BitsAllocated == 8 else (np.int16 if spec.signed else np.uint16)
     pixels = stored.astype(dtype)
@@ -243,8 +243,6 @@ def make_sample(spec: SampleSpec, image: np.ndarray | None = None) -> tuple[Data
     if spec.transfer_syntax in _LOSSY:
         ds.LossyImageCompression = "01"
         # Lossy codecs change the pixels: recompute the truth from what was stored.
-        from medcf.io.reader import read_pixels
-
         q = read_pixels(ds).astype(np.int64) - offset
         expected_p = _voi_forward(q, levels, spec)
         expected = (1.0 - expected_p) if spec.inverted else expected_p

@@ -25,6 +25,7 @@ import medcf
 from medcf.errors import OutputError
 from medcf.io.atomic import sha256_of_file, write_new_dataset, write_new_text
 from medcf.io.checks import DX_FOR_PRESENTATION
+from medcf.io.deidentify import DeidOption, PseudonymTable, deidentify_dataset
 from medcf.io.dx import complete_dx_modules
 from medcf.io.provenance import Provenance
 from medcf.io.reader import Radiograph
@@ -355,8 +356,6 @@ def write_synthetic(
         # Retain Patient Characteristics (sex), not a hand-picked subset of attributes. One
         # object has no batch to keep pseudonyms consistent across, so the table lives in memory:
         # referenced source UIDs get new ones, the patient the pseudonym of _patient_fields.
-        from medcf.io.deidentify import DeidOption, PseudonymTable, deidentify_dataset
-
         deidentify_dataset(ds, PseudonymTable(None), str(ds.PatientID), (DeidOption.RETAIN_PATIENT_CHARACTERISTICS,),
                            name=str(ds.PatientName))
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from medcf.errors import InputError
 from medcf.models.package import CONVENTION_FILE
+from medcf.text.prompts import NORMAL_PHRASE
 MAPPINGS = ("identity", "equalize", "window8")
 BINS = 256
 _KEYS = {"intensity", "image_size", "prompt_template", "normal_phrase", "guidance_scale", "notes"}
@@ -150,8 +151,6 @@ class Convention:
 
     def format_prompt(self, view_sentence: str, finding_sentence: str | None) -> str:
         """The prompt in the model's style; ``finding_sentence`` None = a normal film."""
-        from medcf.text.prompts import NORMAL_PHRASE
-
         body = finding_sentence if finding_sentence is not None else (self.normal_phrase or NORMAL_PHRASE)
         return " ".join(self.prompt_template.format(view=view_sentence, finding=body).split())
 

@@ -27,8 +27,10 @@ from pathlib import Path
 import torch
 
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file, write_new_text
 from medcf.models.adapters import DiffusersUNetGenerator
 from medcf.models.package import AUTOENCODER_FILE, CONFIG_FILE, DENOISER_FILE
+from medcf.models.text import minilm_encoder
 
 FORMAT = "medcf-default"
 CONFIG_NAME = CONFIG_FILE  # the file layout is stated once, in medcf.models.package
@@ -162,8 +164,6 @@ class DefaultGenerator(DiffusersUNetGenerator):
 
     def __init__(self, config: dict, unet, vae, source: str = "(in memory)", text=None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        from medcf.models.text import minilm_encoder
-
         self.config = config
         text = text or minilm_encoder(config["text_encoder"]["max_length"], device=device, dtype=dtype)
         super().__init__(unet, vae, text, config["scheduler"], source, image_size=tuple(config["image_size"]),
@@ -193,7 +193,6 @@ def save_default_model(folder: str | Path, config: dict, unet, vae, half: bool =
     """Write ``config`` and the weights (fp16 unless ``half=False``) into ``folder``; never overwrites."""
     from safetensors.torch import save_file
 
-    from medcf.io.atomic import write_new_file, write_new_text
 
     folder = Path(folder)
     dtype = torch.float16 if half else torch.float32

@@ -26,9 +26,12 @@ from pathlib import Path
 import torch
 
 from medcf.errors import InputError
+from medcf.models.adapters import DiffusersUNetGenerator, MonaiLDMGenerator, PixArtGenerator
 from medcf.models.base import Generator
 from medcf.models.convention import apply_convention, read_convention
+from medcf.models.default import DefaultGenerator
 from medcf.models.package import CONFIG_FILE, ModelPackage, Role, attach_package, weights_folder
+from medcf.models.text import load_text_encoder, offline
 
 FORMATS = ("medcf-default", "diffusers-sd", "diffusers-pixart", "monai-ldm")
 _SD_CLASSES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
@@ -80,8 +83,6 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
     """Load the model in ``folder`` (format detected unless given) as a Generator, with its
     package (:mod:`medcf.models.package`; read from ``folder`` unless given), which the
     editor asks for the model's steering vectors, settings, evidence and factor model."""
-    from medcf.models.text import offline
-
     offline()
     folder = Path(folder)
     detected = detect_format(folder)
@@ -90,8 +91,6 @@ def load_generator(folder: str | Path, format: str | None = None, *, text_encode
     package = package or ModelPackage.load(folder)  # a file changed since packaging fails here, in one line
     convention = read_convention(package.convention) if package.convention else None  # a bad file fails before loading
     if detected == "medcf-default":
-        from medcf.models.default import DefaultGenerator
-
         config = package.weights_file(Role.CONFIG)
         home = config.path.parent if config is not None else weights_folder(folder)
         generator = DefaultGenerator.from_folder(home, device=device, dtype=dtype)
@@ -130,8 +129,6 @@ def _scheduler_config(folder: Path) -> dict:
 def load_diffusers_sd(folder: Path, device="cpu", dtype=torch.float32, image_size=None) -> Generator:
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from medcf.models.adapters import DiffusersUNetGenerator
-    from medcf.models.text import load_text_encoder
 
     unet = _component(folder, "unet", UNet2DConditionModel)
     vae = _component(folder, "vae", AutoencoderKL)
@@ -144,8 +141,6 @@ def load_diffusers_sd(folder: Path, device="cpu", dtype=torch.float32, image_siz
 def load_diffusers_pixart(folder: Path, device="cpu", dtype=torch.float32, image_size=None) -> Generator:
     from diffusers import AutoencoderKL, PixArtTransformer2DModel
 
-    from medcf.models.adapters import PixArtGenerator
-    from medcf.models.text import load_text_encoder
 
     transformer = _component(folder, "transformer", PixArtTransformer2DModel)
     vae = _component(folder, "vae", AutoencoderKL)
@@ -231,8 +226,6 @@ def load_monai_ldm(folder: Path, text_encoder: str | Path | None = None, device=
                    image_size=None) -> Generator:
     from monai.bundle import ConfigParser
 
-    from medcf.models.adapters import MonaiLDMGenerator
-    from medcf.models.text import load_text_encoder
 
     config_path = next(p for p in (folder / "configs" / "inference.json", folder / "configs" / "inference.yaml")
                        if p.is_file())

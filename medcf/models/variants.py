@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from medcf.errors import InputError
 from medcf.models.base import Generator
+from medcf.models.default import FORMAT, DefaultGenerator, build_unet, load_weights, read_config
 from medcf.models.package import DENOISERS_DIR, Role, attach_package, package_of
 
 __all__ = ["DENOISERS_DIR", "SHARED", "with_denoiser"]
@@ -26,8 +27,6 @@ def with_denoiser(generator: Generator, name: str) -> Generator:
     """``generator`` with denoiser ``name`` (listed in its package) in place of its own, on
     the same device and dtype, sharing its autoencoder and text encoder. Loaded once per
     generator and name."""
-    from medcf.models.default import FORMAT, DefaultGenerator, build_unet, load_weights, read_config
-
     loaded = generator.__dict__.setdefault("_denoiser_variants", {})
     if name not in loaded:
         if generator.format != FORMAT:

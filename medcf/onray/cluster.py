@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from medcf.errors import InputError, MedCFError
+from medcf.onray.worker import EditorWorker
 
 LOCAL = "local"
 RESTARTS = 3  # per actor: a worker killed more often than this fails its items (retried by the next run)
@@ -132,8 +133,6 @@ def start_workers(cluster: Cluster, recipe) -> list:
     ``recipe`` (:class:`medcf.editing.api.EditorRecipe`) once; waits until every one has
     loaded it, so that a wrong model is one line here, not a failure per item."""
     ray = import_ray()
-    from medcf.onray.worker import EditorWorker
-
     remote = ray.remote(EditorWorker).options(num_cpus=0 if cluster.gpus_per_worker else 1,
                                               num_gpus=cluster.gpus_per_worker, max_restarts=RESTARTS,
                                               max_task_retries=RESTARTS)

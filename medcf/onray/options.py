@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from medcf.errors import InputError
+from medcf.onray.cluster import check_address
+
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", metavar="ADDRESS|local",
@@ -18,13 +21,9 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
 def check_ray_options(args: argparse.Namespace) -> None:
     """Bad ``--ray`` options in one line before anything is read, loaded or written (a
     cluster address that does not answer included: Ray itself would retry it for minutes)."""
-    from medcf.errors import InputError
-
     if args.ray_workers is not None and args.ray is None:
         raise InputError("--ray-workers only applies with --ray local|ADDRESS")
     if args.ray_workers is not None and args.ray_workers < 1:
         raise InputError(f"--ray-workers {args.ray_workers}: at least 1")
     if args.ray is not None and args.ray != "local":
-        from medcf.onray.cluster import check_address
-
         check_address(args.ray)

@@ -13,6 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from medcf.batch.runner import edit_item, one_line
+from medcf.editing.pairs import pair_arrays
+from medcf.errors import MedCFError
+
 
 class EditorWorker:
     """Holds the editor a :class:`medcf.editing.api.EditorRecipe` describes."""
@@ -31,8 +35,6 @@ class EditorWorker:
         """One batch item (:func:`medcf.batch.runner.edit_item`) in a private temporary
         folder; returns its files as ``{relative path: bytes}``, or the one-line error.
         ``source``: the input's bytes, used when the input's path is not on this machine."""
-        from medcf.batch.runner import edit_item, one_line
-
         begin = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="medcf-ray-") as scratch:
             path = Path(item.study.selected)
@@ -51,9 +53,6 @@ class EditorWorker:
     def pair(self, spec) -> dict:
         """One factual/counterfactual pair from ``spec.seed`` (:func:`medcf.editing.pairs.pair_record`),
         or ``{"refused": reason}`` when the factual sample is not read as a chest film."""
-        from medcf.editing.pairs import pair_arrays
-        from medcf.errors import MedCFError
-
         try:
             return {**pair_arrays(self.editor, spec), "worker": self.who}
         except MedCFError as error:

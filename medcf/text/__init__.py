@@ -16,7 +16,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Protocol
 
+from medcf.errors import InputError
 from medcf.text.editable import EditableFinding, editable_findings
+from medcf.text.llm import LLMConfig, LLMReader
+from medcf.text.rules import RuleReader
 from medcf.text.schema import Mention, report_to_dict, validate_report
 
 __all__ = ["EditableFinding", "Mention", "ReportReader", "editable_findings", "get_reader", "parse_report",
@@ -33,8 +36,6 @@ class ReportReader(Protocol):
 
 @lru_cache(maxsize=1)
 def _rule_reader():
-    from medcf.text.rules import RuleReader
-
     return RuleReader()
 
 
@@ -43,11 +44,7 @@ def get_reader(backend: str = "rules", **llm_options: Any) -> ReportReader:
     if backend == "rules":
         return _rule_reader()
     if backend == "llm":
-        from medcf.text.llm import LLMConfig, LLMReader
-
         return LLMReader(LLMConfig.from_env(**llm_options))
-    from medcf.errors import InputError
-
     raise InputError(f"unknown report reader backend {backend!r}; choose rules or llm")
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medcf.errors import InputError
+from medcf.text.iu import fetch_reports, load_reports
 
 #: The name a corpus is given when none is: the IU collection, ids 1–1000 only (project rule).
 DEFAULT_CORPUS = "iu"
@@ -37,8 +38,6 @@ def read_corpus(source: str | Path | None = None) -> ReportCorpus:
     and optionally an ``id``/``study`` column; or a folder of ``*.txt`` files, one report
     each. Anything else, or a corpus with no text, is one :class:`InputError` line."""
     if source is None or str(source) == DEFAULT_CORPUS:
-        from medcf.text.iu import fetch_reports, load_reports
-
         return ReportCorpus("IU reports 1-1000", [(str(r.id), r.text) for r in load_reports(fetch_reports())])
     path = Path(source)
     if path.is_dir():

@@ -100,7 +100,6 @@ def generator_batch(options: GeneratorOptions, step: int, n_films: int, latent_s
 def train_generator(options: GeneratorOptions) -> dict:
     """Train the text-conditioned UNet on the autoencoder's latents of the world set."""
     from diffusers import DDPMScheduler
-    from tqdm import tqdm
 
     if options.paired and (options.batch < 2 or options.batch % 2):
         raise InputError(f"--paired needs an even batch of at least 2 (two films a pair), not {options.batch}")

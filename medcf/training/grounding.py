@@ -29,7 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medcf.models.base import CROSS, AttentionProcessor, AttentionSite, attention_probabilities, probe_token_counts
+from medcf.editing.regulation import pathology_tokens
+from medcf.models.adapters import diffusers_attention_modules
+from medcf.models.base import (CROSS, AttentionProcessor, AttentionSite, DiffusersBackend, attention_probabilities,
+                               probe_token_counts)
+from medcf.training.world_sets import NONE, pair_starts
+from medcf.vocab import Finding
 
 #: a cell is "lesion" where the pair's pooled difference reaches this share of its peak
 HALF_PEAK = 0.5
@@ -83,9 +88,6 @@ class GroundingProcessor(AttentionProcessor):
 
 def cross_sites(denoiser: torch.nn.Module) -> list[AttentionSite]:
     """The cross-attention sites of a diffusers denoiser, ready for a processor."""
-    from medcf.models.adapters import diffusers_attention_modules
-    from medcf.models.base import DiffusersBackend
-
     return [AttentionSite(name, kind, module, heads, backend)
             for name, kind, module, heads, backend in diffusers_attention_modules(denoiser, DiffusersBackend())
             if kind == CROSS]
@@ -147,9 +149,6 @@ def measure_grounding(generator, world, timesteps: Sequence[int] = (200, 500, 80
         raise ValueError(f"film {film!r}: factual or counterfactual")
     from diffusers import DDPMScheduler
 
-    from medcf.editing.regulation import pathology_tokens
-    from medcf.training.world_sets import NONE, pair_starts
-    from medcf.vocab import Finding
 
     starts = pair_starts(world, needed_by="measuring grounding")
     starts = starts[[world.records[i].get("finding") not in (None, NONE) for i in starts]]

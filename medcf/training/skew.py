@@ -11,6 +11,7 @@ import numpy as np
 
 from medcf.causal.factors import Attributes
 from medcf.editing.report_mix import HEAD_SHARE, TAIL_SHARE, Bucket
+from medcf.errors import InputError
 
 
 def combination(attributes: Attributes) -> str:
@@ -33,8 +34,6 @@ def skewed_subset(pairs, rare: dict[str, float], seed: int = 0):
     for pattern, share in rare.items():
         matching = [i for i, a in enumerate(pairs.attributes) if matches(a, pattern)]
         if not matching:
-            from medcf.errors import InputError
-
             raise InputError(f"--rare {pattern}: no training pair matches (combinations look like "
                              f"{combination(pairs.attributes[0])})")
         keep = min(len(matching), max(1, round(share * total)))

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from medcf.cache import cache_dir
+from medcf.editing.regions import resize_image
 from medcf.errors import InputError, OutputError
+from medcf.io.atomic import write_new_file
+from medcf.text.prompts import prompt_for
+from medcf.world.ct import load_chest_ct
+from medcf.world.pairs import PhantomRequest, plan_background, plan_sample
+from medcf.world.render import World, draw_acquisition
 from medcf.world.seeds import HELD_OUT_START
 
 HELD_OUT_SEED_START = HELD_OUT_START
@@ -63,10 +69,6 @@ def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None
     """Render ``spec`` into ``path`` (default: the cache) unless it is there already; its path."""
     from tqdm import tqdm
 
-    from medcf.text.prompts import prompt_for
-    from medcf.world.ct import load_chest_ct
-    from medcf.world.pairs import PhantomRequest, plan_background, plan_sample
-    from medcf.world.render import World, draw_acquisition
 
     path = Path(path) if path else default_path(spec)
     if path.is_file():
@@ -109,8 +111,6 @@ def render_world_set(spec: WorldSetSpec, path: str | Path | None = None, ct=None
 def save_world_set(path: str | Path, images: np.ndarray, records: list[dict], spec: dict) -> Path:
     """Write films ``(N, H, W)`` (uint16, or float in [0, 1]) and one record per film as a
     new world-set ``.npz`` — the one layout every MedCF trainer reads."""
-    from medcf.io.atomic import write_new_file
-
     images = np.asarray(images)
     if images.dtype != np.uint16:
         images = np.rint(np.clip(images, 0.0, 1.0) * 65535.0).astype(np.uint16)
@@ -189,7 +189,6 @@ def autoencoded_world_set(path: str | Path, generator, batch: int = 16, progress
     import torch
     from tqdm import tqdm
 
-    from medcf.editing.regions import resize_image
 
     digest = hashlib.sha256()
     autoencoder = getattr(generator, "vae", None) or generator.autoencoder  # diffusers / MONAI adapters

@@ -28,6 +28,7 @@ import torch
 from monai import transforms as T
 
 from medcf.errors import InputError
+from medcf.io.atomic import write_new_file
 from medcf.metrics import dice
 from medcf.vocab import StrEnum
 
@@ -371,8 +372,6 @@ class ShapeBank:
         return len(self.fields)
 
     def save(self, path: Path) -> Path:
-        from medcf.io.atomic import write_new_file
-
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez_compressed(handle, fields=self.fields, dice_before=self.dice_before,

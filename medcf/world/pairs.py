@@ -30,8 +30,10 @@ from medcf.errors import InputError
 from medcf.io.atomic import new_output_dir, write_new_text
 from medcf.io.images import write_label_png, write_png16
 from medcf.text.prompts import prompt_for
+from medcf.viz import Tile, difference, overlay, render_grid, save_png
 from medcf.vocab import Finding, Lobe, Severity, Side, ViewPosition, Zone
 from medcf.world.ct import ChestCT
+from medcf.world.dicom import write_pair_studies
 from medcf.world.pathology import FINDING_SIDES, FINDING_ZONES, LOBAR_FINDINGS, LesionSpec, lesions_overlap
 from medcf.world.render import ANATOMY_BITS, LESION_LEGEND, Rendering, World, anatomy_channel, draw_acquisition
 
@@ -175,8 +177,6 @@ def write_phantom(out_dir: str | Path, request: PhantomRequest, ct: ChestCT, pro
         record = _write_sample(out, f"{index:06d}", seed, lesion, rendering, acquisition.view, request.ladder,
                                background)
         if request.dicom:
-            from medcf.world.dicom import write_pair_studies
-
             record["dicom"] = write_pair_studies(out, record["id"], seed, acquisition.view, lesion, rendering, world,
                                                  background)
         result.records.append(record)
@@ -235,8 +235,6 @@ def _write_sample(out: Path, sample_id: str, seed: int, lesion: LesionSpec, rend
 
 def panel_tiles(record: dict, rendering: Rendering, severity: Severity):
     """factual | counterfactual | difference | masks of one pair, as captioned tiles."""
-    from medcf.viz import Tile, difference, overlay
-
     factual, counterfactual = rendering.factual[severity], rendering.counterfactual
     bits = rendering.anatomy_factual[severity]
     masks = {name: anatomy_channel(bits, name) for name in ("lung_right", "lung_left", "heart")}
@@ -251,8 +249,6 @@ def panel_tiles(record: dict, rendering: Rendering, severity: Severity):
 
 
 def write_panel(path: Path, renderings: Sequence[tuple[dict, Rendering, Severity]]) -> Path:
-    from medcf.viz import render_grid, save_png
-
     tiles = [tile for record, rendering, severity in renderings for tile in panel_tiles(record, rendering, severity)]
     title = "MedCF simulated world: factual | counterfactual | difference | masks (simulated, not patients)"
     return save_png(render_grid(tiles, title, tile_size=300, columns=4), path)
