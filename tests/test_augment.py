@@ -65,6 +65,7 @@ def test_cli_bad_option_is_one_line(tmp_path):
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_augmentation_suite_end_to_end(tmp_path, monkeypatch):
     from medcf.eval.augment import run_augmentation_suite
     from medcf.world.ct import load_chest_ct

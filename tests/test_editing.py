@@ -581,6 +581,7 @@ def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser(
 
 
 @needs_weights
+@pytest.mark.slow
 def test_demo_adds_then_removes_and_says_where(tmp_path):
     done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
@@ -625,6 +626,7 @@ def test_steer_vectors_cli_writes_a_file(tmp_path):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_from_report_on_nifti_writes_one_folder_per_finding(tmp_path):
     import nibabel as nib
 

@@ -54,6 +54,7 @@ def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
     return model_fixtures.write_world_set(path, images, records)
 
 
+@pytest.mark.slow
 def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
     small = _small_network()
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=60, batch=16, learning_rate=3e-3, threads=1,
@@ -92,6 +93,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     from medcf.errors import InputError
     from medcf.eval.bench import rescore_suite, run_counterfactual_suite
@@ -185,6 +187,7 @@ def test_sham_films_change_only_the_region():
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
     from medcf.anatomy.outputs import load_segmenter
     from medcf.bundle import bundle_root
@@ -277,6 +280,7 @@ def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
     assert held["side_margin"]["consolidation"] == 10.0 and held["side_accuracy"]["consolidation"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_judge_is_recalibrated_without_training(tmp_path):
     from medcf.eval.judge import recalibrate_judge
 
@@ -371,6 +375,7 @@ def test_lesion_map_judge_learns_where_a_small_finding_is(tmp_path):
     assert np.mean(near) > 0.8
 
 
+@pytest.mark.slow
 def test_located_crops_benchmark_separates_a_visible_lesion_and_not_a_missing_one(tmp_path):
     """benchmarks/small_finding_limits.py: each crop pair holds the whole lesion (the crop with
     it minus the crop without it is exactly the blob), and the crop network told where it is
