@@ -376,7 +376,7 @@ def test_lesion_map_judge_learns_where_a_small_finding_is(tmp_path):
 
 
 @pytest.mark.slow
-def test_located_crops_benchmark_separates_a_visible_lesion_and_not_a_missing_one(tmp_path):
+def test_located_crops_benchmark_separates_a_visible_lesion_and_not_a_missing_one(tmp_path, one_torch_thread):
     """benchmarks/small_finding_limits.py: each crop pair holds the whole lesion (the crop with
     it minus the crop without it is exactly the blob), and the crop network told where it is
     separates a visible blob on held-out pairs but not a blob of zero contrast."""

@@ -87,10 +87,11 @@ def ray_cluster(env):
 
 
 # The limits of these runs are CPU seconds (tests/waiting.py), not wall seconds: the work, which
-# does not grow when other jobs share the machine. Measured on one core of a 2-core x86 VM
-# (tiny model, 2 steps, the CPU of the medcf process, the Ray cluster it starts and its workers):
-# a plain batch of 3 items 6 CPU s, `--ray local` with 2 workers 35 CPU s, `pairs --n 3` 8 CPU s.
-# The budget gives 10x that for a slower CPU; a hang is caught sooner, as a stall (no CPU, no output).
+# does not grow when other jobs share the machine. Measured on a busy 2-core x86 VM (tiny model,
+# 2 steps; the medcf process, the Ray processes it starts, and the cluster's): a plain batch of 3
+# items 12 CPU s; `--ray local` with 2 workers 31 CPU s (300 s of wall time there); the batch of 9
+# on the cluster 12 CPU s; `pairs --n 3` 11 CPU s. The budget is about 20x the largest, for a
+# slower CPU; a hang is caught sooner, as a stall (idle and silent for 5 minutes).
 CPU_BUDGET = 600.0
 
 
