@@ -123,6 +123,7 @@ def assert_exactly_once(out: Path, keys: set[str]) -> None:
     assert not any((out / ".partial").glob("*"))
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_plan_batch_records_every_item_keeps_going_after_a_failure_and_retries_only_it(cohort, tiny_model,
                                                                                      tmp_path):
     from tests.dicom_validation import assert_valid_dicom
@@ -174,6 +175,7 @@ def test_plan_batch_records_every_item_keeps_going_after_a_failure_and_retries_o
     assert len(manifest(out)) == 5
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_a_killed_batch_resumes_with_no_duplicates_and_no_gaps(cohort, tiny_model, tmp_path):
     out = tmp_path / "out"
     rows = [{"study": s, "finding": "pleural_effusion", "action": "add", "side": "left", "seed": str(seed)}
@@ -301,6 +303,7 @@ def test_send_retries_are_bounded_recorded_and_resumed_without_editing_again(coh
         assert copy.SyntheticData == "YES" and copy.PixelData == ds.PixelData
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_bad_batch_requests_are_one_line_errors_before_anything_is_written(cohort, tmp_path):
     plan = write_plan(cohort["root"] / "plan.csv", [{"study": "nowhere", "finding": "nodule", "action": "add",
                                                     "side": "left"}])
@@ -496,6 +499,7 @@ def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort,
     assert bad.returncode == 2 and "is not a study address" in bad.stderr
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(cohort, tiny_model, tmp_path):
     reports = cohort["root"] / "reports.csv"
     with open(reports, "w", newline="") as handle:
@@ -584,6 +588,7 @@ def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_p
     assert bad.returncode == 2 and "--move-port 70000" in bad.stderr
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_plain_batch_runs_the_editor_on_the_device_and_dtype_asked_for(cohort, tiny_model, tmp_path):
     """``--device``/``--dtype`` reach the editor of a batch without Ray as they do ``medcf edit``
     (one recipe for both), and an absent GPU is one line before anything is written."""

@@ -203,6 +203,7 @@ def test_a_segmenter_without_a_network_module_cannot_be_moved():
 
 
 @pytest.mark.parametrize("name", list(model_fixtures.BUILDERS))
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_edit_cli_in_float16_records_the_placement_in_edit_json_and_the_dicom_provenance(tmp_path, folders, name):
     import nibabel
 
@@ -312,6 +313,7 @@ def test_the_default_model_keeps_its_vectors_and_measured_files_in_bfloat16():
     assert find_defaults(editor.generator) is not None and find_reliability(editor.generator) is not None
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_a_monai_bundle_without_its_text_encoder_edits_with_text_encoder(tmp_path, folders):
     """--text-encoder on every command that loads a model for editing: edit, pairs (same
     options) and steer-vectors; without it the bundle is refused in one line naming the flag."""

@@ -158,9 +158,9 @@ needs_weights = pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet
 
 # Limits in CPU seconds (tests/waiting.py), not wall seconds. SHORT: a Python start, an import or
 # a Qt window, a few CPU s each. EDIT: an edit of the sample study with the committed model,
-# 40 steps (measured about 60 CPU s on a 2-core x86 VM); 10x for a slower CPU.
+# 40 steps: measured 87 CPU s on a busy 2-core x86 VM (14 minutes of wall time there); 10x.
 SHORT_CPU_BUDGET = 120.0
-EDIT_CPU_BUDGET = 600.0
+EDIT_CPU_BUDGET = 900.0
 
 
 def _env(extra_path: Path | None = None) -> dict[str, str]:
@@ -219,6 +219,7 @@ def test_background_edit_reports_rising_progress_and_finishes_with_the_files(tmp
 
 
 @needs_weights
+@pytest.mark.slow
 def test_cancelled_background_edit_stops_the_process_and_leaves_no_output(tmp_path):
     options = {"finding": "pleural_effusion", "action": "add", "side": "left", "steps": "100"}
     out = tmp_path / "out"
