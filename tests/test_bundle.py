@@ -104,6 +104,7 @@ def _monai_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                        cpu_budget=CPU_BUDGET, what="monai.bundle run")
 
 
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_inference_config_runs_with_prompt_and_seed_overrides(tiny_bundle, tmp_path):
     out = tmp_path / "generated"
     done = _monai_run("--config_file", str(tiny_bundle / "configs" / "inference.json"),
@@ -119,6 +120,7 @@ def test_inference_config_runs_with_prompt_and_seed_overrides(tiny_bundle, tmp_p
     assert read_png(out / "generated-seed7-steps2.png").shape == (64, 64)
 
 
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_inference_from_inside_the_bundle_folder_uses_it_as_root(tiny_bundle):
     done = _monai_run("--config_file", "configs/inference.json", "--seed", "11", "--steps", "1", cwd=tiny_bundle)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -176,6 +178,7 @@ def _small_film_png(folder: Path) -> Path:
 
 
 @pytest.mark.skipif(not (BUNDLE / "models" / "anatomy_unet.safetensors").is_file(), reason="no committed weights")
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_anatomy_config_runs_on_an_input_and_asks_for_one(tmp_path):
     png = _small_film_png(tmp_path)
     done = _monai_run("--config_file", str(BUNDLE / "configs" / "anatomy.json"), "--input", str(png),
