@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medcf-installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test install system-deps bench bench-reports clean monailabel monailabel-server slicer-env test-slicer
+.PHONY: demo test test-fast install system-deps bench bench-reports clean monailabel monailabel-server slicer-env test-slicer
 
 # MONAI Label server (docs/monailabel.md): its own environment, because monailabel 0.8.5 needs
 # pydicom < 3 and numpy < 2; the app hands MedCF's work to $(VENV) through a worker process.
@@ -84,6 +84,12 @@ test: install system-deps monailabel slicer-env
 # The speed and accuracy benchmarks of the runtime's pieces that `medcf bench` does not run:
 # film I/O, the simulated world, the anatomy segmenter, sampling. The editor, the judge and the
 # downstream suites are `medcf bench --suite counterfactual|judge|augmentation|swap|longtail`.
+# Units and small end-to-end runs, under 3 minutes on 2 cores: `make test` without the tests marked
+# slow (training, long end-to-end runs) or integration (Orthanc, MONAI Label, Ray, the Slicer
+# environment); pytest.ini defines the marks. system-deps: dciodvfy checks every DICOM object written.
+test-fast: install system-deps
+	$(PY) -m pytest -n 2 -q -m "not slow and not integration" tests
+
 bench: install
 	$(PY) benchmarks/bench_io.py
 	$(PY) -m medcf data fetch-ct

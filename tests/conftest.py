@@ -31,6 +31,20 @@ def sample_file(tmp_path: Path):
     return make
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for this test, restored after. A training whose figure a test bounds
+    must not depend on the machine's core count (the thread count splits each reduction, so its
+    rounding and the trained network differ) nor on which test ran before it in this process
+    (several module fixtures set one thread and leave it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def require_tool(name: str) -> str:
     """Return the tool's path; the test fails (never skips) when it is missing,
     because `make test` installs it (scripts/install-system-deps.sh)."""

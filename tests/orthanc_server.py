@@ -11,11 +11,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.waiting import Watch
+
 DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 class OrthancUnavailable(RuntimeError):
-    """Orthanc is not installed, or did not answer within its start-up time."""
+    """Orthanc is not installed, or did not start (it exited, or stalled before answering)."""
 
 
 def free_port() -> int:
@@ -68,16 +70,20 @@ def _start(binary: str, root: Path, name: str, aet: str) -> tuple[subprocess.Pop
     with open(root / "orthanc.log", "w") as log:
         process = subprocess.Popen([binary, str(root / "config.json")], stdout=log, stderr=log, cwd=root)
     http = f"http://127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 30
+    # Not a wall-clock deadline: starting takes longer beside other jobs. It failed if Orthanc
+    # exited, stalled (no CPU for a minute while not answering) or ran away (1-2 CPU s measured).
+    progress = Watch([process.pid], cpu_budget=60, stall=60, what="Orthanc's start")
     while True:
         try:
             urllib.request.urlopen(f"{http}/system", timeout=1).read()
             break
         except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
+            why = "it exited" if process.poll() is not None else progress.problem()
+            if why:
                 process.kill()
                 process.wait()
-                raise OrthancUnavailable(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}") from None
+                raise OrthancUnavailable(f"Orthanc did not start ({why}): "
+                                         f"{(root / 'orthanc.log').read_text()[-2000:]}") from None
             time.sleep(0.2)
     return process, {"dimse": f"dicom://{aet}@127.0.0.1:{dicom_port}", "web": f"{http}/dicom-web", "http": http,
                      "move_port": move_port}

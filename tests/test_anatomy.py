@@ -314,6 +314,7 @@ def test_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
 # --- training ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_and_resumable(tmp_path, monkeypatch, held_out):
     """Four steps straight through equal two steps, an interruption, and two more."""
     from safetensors.torch import load_file

@@ -65,6 +65,7 @@ def test_cli_bad_option_is_one_line(tmp_path):
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_augmentation_suite_end_to_end(tmp_path, monkeypatch):
     from medcf.eval.augment import run_augmentation_suite
     from medcf.world.ct import load_chest_ct
@@ -212,6 +213,7 @@ def test_combining_runs_pools_disjoint_seeds_over_the_same_data_and_refuses_the_
         combine_runs([_fake_run([0], auc)])
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_combine_script_writes_the_pooled_table_and_a_paired_comparison(tmp_path):
     auc = {"rendered": 0.60, "+medcf/auto": 0.70, "+reprompt": 0.65}
     for name, seeds in (("a", [0, 1]), ("b", [2, 3]), ("c", [3])):

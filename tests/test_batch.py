@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tests import model_fixtures
+from tests import model_fixtures, waiting
 from tests.orthanc_server import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,9 +75,15 @@ def cohort(tmp_path: Path) -> dict:
     return {"root": root, "studies": studies, "uids": uids}
 
 
-def medcf(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medcf", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=timeout)
+# A limit in CPU seconds (tests/waiting.py), not wall seconds: a batch of 3 edits measured 12 CPU s
+# (loading torch and the tiny model is most of it) on a 2-core x86 VM, 47 s of wall time there beside
+# other jobs. 25x that for a slower CPU; a hang is caught sooner, as a stall.
+CPU_BUDGET = 300.0
+
+
+def medcf(*args) -> subprocess.CompletedProcess:
+    return waiting.run([sys.executable, "-m", "medcf", *map(str, args)], env=ENV, cpu_budget=CPU_BUDGET,
+                       what=f"medcf {args[0]}")
 
 
 def write_plan(path: Path, rows: list[dict]) -> Path:
@@ -118,6 +123,7 @@ def assert_exactly_once(out: Path, keys: set[str]) -> None:
     assert not any((out / ".partial").glob("*"))
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_plan_batch_records_every_item_keeps_going_after_a_failure_and_retries_only_it(cohort, tiny_model,
                                                                                      tmp_path):
     from tests.dicom_validation import assert_valid_dicom
@@ -169,6 +175,7 @@ def test_plan_batch_records_every_item_keeps_going_after_a_failure_and_retries_o
     assert len(manifest(out)) == 5
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_a_killed_batch_resumes_with_no_duplicates_and_no_gaps(cohort, tiny_model, tmp_path):
     out = tmp_path / "out"
     rows = [{"study": s, "finding": "pleural_effusion", "action": "add", "side": "left", "seed": str(seed)}
@@ -176,11 +183,17 @@ def test_a_killed_batch_resumes_with_no_duplicates_and_no_gaps(cohort, tiny_mode
     plan = write_plan(cohort["root"] / "plan.csv", rows)
     args = [sys.executable, "-m", "medcf", "batch", "--plan", plan, "--model", tiny_model, *EDIT, "--out", out]
     process = subprocess.Popen(list(map(str, args)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not (out / "manifest.jsonl").is_file() or not (out / "manifest.jsonl").read_text().strip():
+
+    def first_line_written() -> bool:
         assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+        return (out / "manifest.jsonl").is_file() and bool((out / "manifest.jsonl").read_text().strip())
+
+    try:
+        waiting.wait_until(first_line_written, watch=[process.pid], cpu_budget=CPU_BUDGET,
+                           what="the first item of the batch")
+    except BaseException:
+        waiting.kill_tree(process)
+        raise
     process.send_signal(signal.SIGKILL)
     process.wait()
     process.stderr.close()
@@ -261,6 +274,7 @@ def test_interrupts_between_publication_and_manifest_line_are_recovered_not_redo
     assert_exactly_once(out, {item.key for item in items})
 
 
+@pytest.mark.integration
 def test_send_retries_are_bounded_recorded_and_resumed_without_editing_again(cohort, tiny_model, orthanc, tmp_path):
     out = tmp_path / "out"
     dead = "dicom://NOBODY@127.0.0.1:9"
@@ -289,6 +303,7 @@ def test_send_retries_are_bounded_recorded_and_resumed_without_editing_again(coh
         assert copy.SyntheticData == "YES" and copy.PixelData == ds.PixelData
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_bad_batch_requests_are_one_line_errors_before_anything_is_written(cohort, tmp_path):
     plan = write_plan(cohort["root"] / "plan.csv", [{"study": "nowhere", "finding": "nodule", "action": "add",
                                                     "side": "left"}])
@@ -335,6 +350,7 @@ def test_bad_batch_requests_are_one_line_errors_before_anything_is_written(cohor
 # --- de-identified exports ------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_deidentified_batch_is_consistent_keeps_every_marker_leaks_nothing_and_reaches_the_server(
         cohort, tiny_model, orthanc, tmp_path):
     from medcf.io.pacs import fetch_study
@@ -435,6 +451,7 @@ def test_profile_actions_on_attributes_a_source_can_bring(cohort, tmp_path):
     assert [c.CodeValue for c in again.DeidentificationMethodCodeSequence] == ["113100", "113105", "113112", "113109"]
 
 
+@pytest.mark.integration
 def test_study_list_on_a_server_is_fetched_and_an_unfetchable_study_is_a_failed_item(cohort, tiny_model, orthanc,
                                                                                    tmp_path):
     from medcf.io.pacs import send
@@ -462,6 +479,7 @@ def test_study_list_on_a_server_is_fetched_and_an_unfetchable_study_is_a_failed_
     assert refused.returncode == 2 and "needs --server URL" in refused.stderr and refused.stderr.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort, orthanc, tmp_path):
     from medcf.io.pacs import send
 
@@ -481,6 +499,7 @@ def test_pull_fetches_listed_studies_into_the_cache_and_reports_the_rest(cohort,
     assert bad.returncode == 2 and "is not a study address" in bad.stderr
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(cohort, tiny_model, tmp_path):
     reports = cohort["root"] / "reports.csv"
     with open(reports, "w", newline="") as handle:
@@ -524,6 +543,7 @@ def test_from_report_makes_one_edit_per_finding_and_lists_reports_with_none(coho
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.integration
 def test_a_query_source_fetches_every_study_it_matches_over_dimse_and_dicomweb(orthanc, tmp_path):
     import uuid
 
@@ -549,6 +569,7 @@ def test_a_query_source_fetches_every_study_it_matches_over_dimse_and_dicomweb(o
     assert nothing.returncode == 1 and "no study matches" in nothing.stderr and not nothing.stdout.strip()
 
 
+@pytest.mark.integration
 def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_path):
     from medcf.io.pacs import send
 
@@ -567,6 +588,7 @@ def test_pull_by_c_move_listens_as_our_ae_and_gets_the_same_bytes(orthanc, tmp_p
     assert bad.returncode == 2 and "--move-port 70000" in bad.stderr
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_plain_batch_runs_the_editor_on_the_device_and_dtype_asked_for(cohort, tiny_model, tmp_path):
     """``--device``/``--dtype`` reach the editor of a batch without Ray as they do ``medcf edit``
     (one recipe for both), and an absent GPU is one line before anything is written."""

@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from tests import model_fixtures
+from tests import model_fixtures, waiting
 
 BUNDLE = Path(__file__).resolve().parents[1] / "monai_bundle"
 REPO = BUNDLE.parent
+# A limit in CPU seconds (tests/waiting.py), not wall seconds: a bundle run or an edit of the
+# committed model, tens of CPU s; the budget allows 10x for a slower CPU.
+CPU_BUDGET = 600.0
 MANDATORY = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
              "required_packages_version", "task", "description", "authors", "copyright", "network_data_format",
              "intended_use", "references")
@@ -98,10 +101,11 @@ def tiny_bundle(tmp_path_factory) -> Path:
 
 def _monai_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=300)
+    return waiting.run([sys.executable, "-m", "monai.bundle", "run", *args], cwd=cwd, env=env,
+                       cpu_budget=CPU_BUDGET, what="monai.bundle run")
 
 
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_inference_config_runs_with_prompt_and_seed_overrides(tiny_bundle, tmp_path):
     out = tmp_path / "generated"
     done = _monai_run("--config_file", str(tiny_bundle / "configs" / "inference.json"),
@@ -117,6 +121,7 @@ def test_inference_config_runs_with_prompt_and_seed_overrides(tiny_bundle, tmp_p
     assert read_png(out / "generated-seed7-steps2.png").shape == (64, 64)
 
 
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_inference_from_inside_the_bundle_folder_uses_it_as_root(tiny_bundle):
     done = _monai_run("--config_file", "configs/inference.json", "--seed", "11", "--steps", "1", cwd=tiny_bundle)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -131,6 +136,7 @@ def test_missing_weights_are_named_clearly(tmp_path):
         trained_model_dir(tmp_path)
 
 
+@pytest.mark.slow
 def test_committed_default_model_draws_chest_radiographs_the_segmenter_reads():
     """The shipped weights sample films in which the anatomy segmenter confidently finds both
     lungs and the heart where a frontal chest radiograph has them (a check on the trained
@@ -173,6 +179,7 @@ def _small_film_png(folder: Path) -> Path:
 
 
 @pytest.mark.skipif(not (BUNDLE / "models" / "anatomy_unet.safetensors").is_file(), reason="no committed weights")
+@pytest.mark.integration  # MONAI's bundle runner, in a subprocess
 def test_anatomy_config_runs_on_an_input_and_asks_for_one(tmp_path):
     png = _small_film_png(tmp_path)
     done = _monai_run("--config_file", str(BUNDLE / "configs" / "anatomy.json"), "--input", str(png),
@@ -187,6 +194,7 @@ def test_anatomy_config_runs_on_an_input_and_asks_for_one(tmp_path):
 
 
 @pytest.mark.skipif(not (BUNDLE / "models" / "unet.safetensors").is_file(), reason="no committed weights")
+@pytest.mark.slow
 def test_edit_config_runs_the_editor_and_equals_medcf_edit(tmp_path):
     from medcf.io.images import read_png
 
@@ -196,8 +204,8 @@ def test_edit_config_runs_the_editor_and_equals_medcf_edit(tmp_path):
                       "--output_dir", str(tmp_path / "bundle"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    cli = subprocess.run([sys.executable, "-m", "medcf", "edit", str(png), *spec, "--quiet", "--out",
-                          str(tmp_path / "cli")], capture_output=True, text=True, env=env, timeout=300)
+    cli = waiting.run([sys.executable, "-m", "medcf", "edit", str(png), *spec, "--quiet", "--out",
+                       str(tmp_path / "cli")], env=env, cpu_budget=CPU_BUDGET, what="medcf edit")
     assert cli.returncode == 0, cli.stderr[-3000:]
     a, b = (read_png(tmp_path / name / "counterfactual.png") for name in ("bundle", "cli"))
     assert np.array_equal(a, b) and not np.array_equal(a, read_png(png))

@@ -18,7 +18,7 @@ from medcf.training.skew import bucket_of, frequencies, skewed_subset
 from medcf.training.factors import PairLatents
 from medcf.editing.report_mix import Bucket
 from medcf.errors import InputError
-from tests import model_fixtures
+from tests import model_fixtures, waiting
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE_MODELS = ROOT / "monai_bundle" / "models"
@@ -26,9 +26,14 @@ needs_factors = pytest.mark.skipif(not (BUNDLE_MODELS / "causal_factors.safetens
                                    reason="the factor model is not committed in this checkout")
 
 
-def _medcf(*args, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medcf", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=1200, **kwargs)
+# A limit in CPU seconds (tests/waiting.py), not wall seconds: the factor training here is 200
+# steps of a tiny network, well under a CPU minute; the budget allows 20x for a slower CPU.
+CPU_BUDGET = 1200.0
+
+
+def _medcf(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    return waiting.run([sys.executable, "-m", "medcf", *map(str, args)], cwd=ROOT, env=env, cpu_budget=CPU_BUDGET,
+                       what=f"medcf {args[0]}")
 
 
 def test_attributes_validate_and_index():
@@ -101,6 +106,7 @@ def tiny_factors(tmp_path_factory):
     return root, model, json.loads(done.stdout.splitlines()[0])
 
 
+@pytest.mark.slow
 def test_training_on_exact_pairs_makes_swaps_beat_doing_nothing(tiny_factors):
     root, model, figures = tiny_factors
     errors = figures["heldout_latent_mse"]
@@ -125,6 +131,7 @@ def test_training_on_exact_pairs_makes_swaps_beat_doing_nothing(tiny_factors):
     assert exists.returncode == 2 and "never overwrites" in exists.stderr and "Traceback" not in exists.stderr
 
 
+@pytest.mark.slow
 def test_causal_edit_changes_only_the_region_and_needs_its_factors(tiny_factors, tmp_path):
     from medcf.editing.edit import edit
     from medcf.editing.spec import EditSpec, Method
@@ -151,6 +158,7 @@ def test_causal_edit_changes_only_the_region_and_needs_its_factors(tiny_factors,
 
 
 @needs_factors
+@pytest.mark.slow
 def test_causal_method_end_to_end_on_the_committed_model(tmp_path):
     from medcf.io.images import read_label_png, read_png
 
@@ -191,6 +199,7 @@ def _small_judge():
 
 
 @needs_factors
+@pytest.mark.slow
 def test_swap_suite_compares_swaps_with_the_exact_render(tmp_path):
     from medcf.eval.swap import run_swap_suite
     from medcf.vocab import Finding
@@ -208,6 +217,7 @@ def test_swap_suite_compares_swaps_with_the_exact_render(tmp_path):
     assert (tmp_path / "swap" / "examples.png").is_file()
 
 
+@pytest.mark.slow
 def test_long_tail_suite_writes_bucket_rows(tiny_factors, tmp_path):
     """The suite on the tiny model, with a factor model trained here on a blob world skewed by
     ``--rare`` into a head, a medium and a tail combination (the suite needs its recipe's shares)."""

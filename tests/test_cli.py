@@ -58,6 +58,7 @@ def test_inspect_of_several_paths(study: Path) -> None:
     assert "series-003-capture" in result.stdout.split("Would edit: ")[1]
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_bad_input_gives_one_line_exit_2_and_writes_nothing(tmp_path: Path) -> None:
     cases = bad_inputs(tmp_path)
     before = sorted(tmp_path.rglob("*"))

@@ -114,6 +114,7 @@ def test_the_loader_applies_size_guidance_and_prompt_style(sd512):
     assert small.image_size == (64, 64) and small.guidance_scale == 6.0
 
 
+@pytest.mark.slow  # an edit at 512 x 512
 def test_edit_at_512_encodes_the_equalised_input_and_changes_nothing_outside_the_region(sd512):
     generator = load_generator(sd512)
     film = _film((600, 520))
@@ -138,6 +139,7 @@ def test_edit_at_512_encodes_the_equalised_input_and_changes_nothing_outside_the
     assert not np.allclose(other.image, result.image)
 
 
+@pytest.mark.slow  # an edit at 512 x 512, in a subprocess
 def test_edit_cli_dicom_in_and_out_under_the_convention(sd512, tmp_path):
     import nibabel
     import pydicom

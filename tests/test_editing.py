@@ -466,6 +466,7 @@ def test_shipped_vectors_match_the_committed_weights_and_cover_every_finding():
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input(tmp_path):
     import pydicom
 
@@ -508,6 +509,7 @@ def test_edit_cli_on_a_dicom_study_writes_a_synthetic_series_and_keeps_the_input
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_cli_png_in_png_out_and_bad_inputs(tmp_path):
     from medcf.io.images import read_png, write_png16
     from medcf.io.inputs import read_input
@@ -533,6 +535,7 @@ def test_edit_cli_png_in_png_out_and_bad_inputs(tmp_path):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_pairs_from_scratch_differ_only_inside_the_region(tmp_path):
     from medcf.io.images import read_label_png, read_png
 
@@ -550,6 +553,7 @@ def test_pairs_from_scratch_differ_only_inside_the_region(tmp_path):
     assert (tmp_path / "pairs" / "panel.png").is_file()
 
 
+@pytest.mark.slow
 def test_auto_pairs_name_the_denoiser_the_measured_choice_used(tmp_path):
     from medcf.bundle import bundle_path
     from medcf.editing.defaults import DEFAULTS_FILE, EditDefaults
@@ -564,6 +568,7 @@ def test_auto_pairs_name_the_denoiser_the_measured_choice_used(tmp_path):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser():
     """The augmentation suite's ``+medcf/auto`` arm re-samples a shared factual film with
     ``auto``: the measured setting, on the denoiser the choice names, and each method from
@@ -599,6 +604,7 @@ def test_resampling_a_pair_with_auto_is_the_measured_choice_on_its_own_denoiser(
 
 
 @needs_weights
+@pytest.mark.slow
 def test_demo_adds_then_removes_and_says_where(tmp_path):
     done = _medcf("demo", "--quiet", "--out", tmp_path / "demo")
     assert done.returncode == 0, done.stderr
@@ -643,6 +649,7 @@ def test_steer_vectors_cli_writes_a_file(tmp_path):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_from_report_on_nifti_writes_one_folder_per_finding(tmp_path):
     import nibabel as nib
 
@@ -703,6 +710,7 @@ def test_passes_grow_stronger_and_deeper_until_the_check_finds_the_target(genera
 
 
 @needs_weights
+@pytest.mark.slow
 def test_the_models_own_check_tells_a_film_with_the_finding_from_one_without():
     from medcf.anatomy.outputs import load_segmenter
     from medcf.editing.edit import EvidenceChecker, prepare
@@ -779,6 +787,7 @@ def _one_line_refusal(done, out: Path, *words: str) -> None:
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_with_masks_from_medcf_segment_nifti_and_dicom_seg(tmp_path):
     import nibabel as nib
 
@@ -802,6 +811,7 @@ def test_edit_with_masks_from_medcf_segment_nifti_and_dicom_seg(tmp_path):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_edit_with_a_slicer_seg_nrrd_and_refusals(tmp_path):
     from medcf.anatomy.outputs import load_segmenter
     from medcf.anatomy.segment import segment

@@ -55,6 +55,7 @@ def _blob_set(path: Path, n: int, seed: int, size: int = 64) -> Path:
     return model_fixtures.write_world_set(path, images, records)
 
 
+@pytest.mark.slow
 def test_judge_trains_resumes_evaluates_and_reloads(tmp_path):
     small = _small_network()
     options = dict(n_pairs=40, heldout_pairs=20, size=64, steps=60, batch=16, learning_rate=3e-3, threads=1,
@@ -93,6 +94,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_counterfactual_suite_writes_the_issue_schema(tmp_path):
     from medcf.errors import InputError
     from medcf.eval.bench import rescore_suite, run_counterfactual_suite
@@ -186,6 +188,7 @@ def test_sham_films_change_only_the_region():
 
 @pytest.mark.skipif(not (ROOT / "monai_bundle" / "models" / "unet.safetensors").is_file(),
                     reason="the default model's weights are not committed in this checkout")
+@pytest.mark.slow
 def test_judge_reports_count_false_alarms_and_sham_flips(tmp_path):
     from medcf.anatomy.outputs import load_segmenter
     from medcf.bundle import bundle_root
@@ -278,6 +281,7 @@ def test_side_is_decided_by_the_calibrated_margin_not_a_fixed_half():
     assert held["side_margin"]["consolidation"] == 10.0 and held["side_accuracy"]["consolidation"] == 0.5
 
 
+@pytest.mark.slow
 def test_a_judge_is_recalibrated_without_training(tmp_path):
     from medcf.eval.judge_training import recalibrate_judge
 

@@ -272,6 +272,7 @@ def test_wrong_weights_and_missing_text_encoder(tmp_path, folders):
         load_generator(monai, text_encoder=folders["monai-ldm"] / "models" / "text_encoder")
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_generate_cli_writes_images_and_refuses_bad_input(tmp_path, folders):
     def medcf(*args):
         return subprocess.run([sys.executable, "-m", "medcf", *args], capture_output=True, text=True)

@@ -21,7 +21,14 @@ import numpy as np
 import pytest
 
 from medcf.io.atomic import sha256_of_file
+from tests import waiting
 from tests.orthanc_server import free_port
+
+# Limits in CPU seconds of the server and its MedCF workers (tests/waiting.py), not wall seconds:
+# the work does not grow when other jobs share the machine. START: the server's imports and app
+# (tens of CPU s); WORK: one request or CLI call, an edit or a short training at most (minutes).
+START_CPU_BUDGET = 600.0
+WORK_CPU_BUDGET = 3600.0
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
@@ -68,15 +75,16 @@ class Server:
         self.handle = open(self.log, "w")
         self.process = subprocess.Popen(self.command, stdout=self.handle, stderr=subprocess.STDOUT, env=self.env,
                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
+        progress = waiting.Watch([self.process.pid], START_CPU_BUDGET, waiting.STALL, "the server's start")
         while True:
             try:
                 urllib.request.urlopen(f"{self.url}/info/", timeout=5).read()
                 return self
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                why = "it exited" if self.process.poll() is not None else progress.problem()
+                if why:
                     self.__exit__()
-                    pytest.fail(f"the MONAI Label server did not start: {self.log.read_text()[-3000:]}")
+                    pytest.fail(f"the MONAI Label server did not start ({why}): {self.log.read_text()[-3000:]}")
                 time.sleep(0.5)
 
     def __exit__(self, *_) -> None:
@@ -89,8 +97,9 @@ class Server:
         self.handle.close()
 
     def http(self, method: str, path: str, fields: dict | None = None, files: dict | None = None,
-             body: dict | None = None, timeout: float = 600) -> tuple[int, bytes, str]:
-        """Plain HTTP: status, body and content type (a multipart form for fields/files)."""
+             body: dict | None = None) -> tuple[int, bytes, str]:
+        """Plain HTTP: status, body and content type (a multipart form for fields/files); it waits
+        while the server works (no stall, within the CPU budget), not for a fixed time."""
         headers, data = {}, None
         if fields is not None or files is not None:
             boundary = "medcf-test-boundary"
@@ -106,16 +115,21 @@ class Server:
         elif body is not None:
             data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read(), response.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as error:
-            return error.code, error.read(), error.headers.get("Content-Type", "")
 
-    def client(self, *args: str, timeout: float = 600) -> dict:
+        def call() -> tuple[int, bytes, str]:
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status, response.read(), response.headers.get("Content-Type", "")
+            except urllib.error.HTTPError as error:
+                return error.code, error.read(), error.headers.get("Content-Type", "")
+
+        return waiting.while_working(call, watch=[self.process.pid], cpu_budget=WORK_CPU_BUDGET,
+                                     what=f"{method} {path}")
+
+    def client(self, *args: str) -> dict:
         """One call of MONAI Label's own client (``MONAILabelClient``), in the server's environment."""
-        done = subprocess.run([str(_server_python()), str(CLIENT), self.url, *map(str, args)], capture_output=True,
-                              text=True, timeout=timeout)
+        done = waiting.run([str(_server_python()), str(CLIENT), self.url, *map(str, args)],
+                           watch=[self.process.pid], cpu_budget=WORK_CPU_BUDGET, what=f"client {args[0]}")
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -128,8 +142,8 @@ def _label_map(path: Path) -> np.ndarray:
 
 def _medcf(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "medcf", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=900)
+    return waiting.run([sys.executable, "-m", "medcf", *map(str, args)], env=env, cpu_budget=WORK_CPU_BUDGET,
+                       what=f"medcf {args[0]}")
 
 
 def test_app_legend_is_medcf_segment_legend() -> None:
@@ -144,6 +158,7 @@ def test_app_legend_is_medcf_segment_legend() -> None:
     assert legend.LABELS == {name: value for name, value in LABEL_LEGEND.items() if value}
 
 
+@pytest.mark.integration
 def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -> None:
     from medcf.anatomy.outputs import load_segmenter
     from medcf.anatomy.segment import segment
@@ -210,7 +225,7 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         assert status == 409 and "1 saved, at least 3 needed" in json.loads(body)["detail"]
         assert not any((models / "medcf_anatomy").iterdir())
         # ... and as clients start it (in the background): the task's last line says why, no traceback
-        refused = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2}), 300)
+        refused = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2}))
         assert refused["status"]["status"] == "ERROR"
         assert refused["status"]["details"][-1] == ("not enough labels to train medcf_anatomy: 1 saved, at least 3 "
                                                     "needed (label more films and submit them)")
@@ -219,7 +234,7 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         # three labels: a few steps of training (async, as clients start it) give new weights that load
         for name in ("b", "c"):
             server.client("save_label", name, labels[name])
-        trained = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2, "batch": 2}), 600)
+        trained = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2, "batch": 2}))
         assert trained["status"]["status"] == "DONE", trained
         current = json.loads((models / "medcf_anatomy" / "current.json").read_text())
         weights = Path(current["weights"])
@@ -248,6 +263,7 @@ def _store(orthanc: dict, ds, path: Path) -> str:
     return str(ds.SeriesInstanceUID)
 
 
+@pytest.mark.integration
 def test_dicomweb_server_lists_radiographs_and_segments_them(orthanc, tmp_path: Path) -> None:
     """MONAI Label on a real Orthanc over DICOMweb: CR and DX series are the datastore (CT is
     not), and a CR film is segmented from the archive."""

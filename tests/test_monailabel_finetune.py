@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from medcf.io.atomic import sha256_of_file
+from tests import waiting
 from tests.test_monailabel import BUNDLE_WEIGHTS, REPO, _films
 
 
@@ -33,10 +35,11 @@ def _labelled(tmp_path: Path) -> tuple[dict[str, Path], list[dict]]:
 
 
 def _medcf(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medcf", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    return waiting.run([sys.executable, "-m", "medcf", *map(str, args)], env={**os.environ, "PYTHONPATH": str(REPO)},
+                       cpu_budget=600, what=f"medcf {args[0]}")  # CPU s, not wall s (tests/waiting.py)
 
 
+@pytest.mark.slow
 def test_finetune_is_reproducible_and_keeps_its_start(tmp_path: Path) -> None:
     from medcf.training.segmenter_labels import FinetuneConfig, finetune_segmenter
 

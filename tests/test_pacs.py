@@ -37,6 +37,7 @@ def _medcf(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medcf", *args], capture_output=True, text=True)
 
 
+@pytest.mark.integration
 def test_inspect_study_on_server_by_uid_and_by_accession(orthanc, stored_study, tmp_path: Path) -> None:
     for address in (f"{orthanc['dimse']}/{stored_study['study']}",
                     f"{orthanc['dimse']}/?AccessionNumber={stored_study['accession']}"):
@@ -48,6 +49,7 @@ def test_inspect_study_on_server_by_uid_and_by_accession(orthanc, stored_study, 
         assert selected["view"] == "PA" and selected["modality"] == "CR"
 
 
+@pytest.mark.integration
 def test_dicomweb_retrieval_keeps_the_stored_encoding(orthanc, stored_study, tmp_path: Path) -> None:
     folder = fetch_study(f"{orthanc['web']}/studies/{stored_study['study']}", tmp_path)
     fetched = {str(pydicom.dcmread(p).SOPInstanceUID): p for p in folder.glob("*.dcm")}
@@ -60,6 +62,7 @@ def test_dicomweb_retrieval_keeps_the_stored_encoding(orthanc, stored_study, tmp
 
 
 @pytest.mark.parametrize("protocol", ["dimse", "web"])
+@pytest.mark.integration
 def test_synthetic_series_goes_back_to_the_server(orthanc, stored_study, protocol: str, tmp_path: Path) -> None:
     source = load_radiograph(fetch_study(f"{orthanc['dimse']}/{stored_study['study']}", tmp_path / "in"))
     written = write_synthetic(source, source.display, Provenance(method=f"send-{protocol}"), tmp_path / "out",
@@ -72,6 +75,7 @@ def test_synthetic_series_goes_back_to_the_server(orthanc, stored_study, protoco
     assert f"method=send-{protocol}" in copy.DerivationDescription
 
 
+@pytest.mark.integration
 def test_send_refuses_objects_not_marked_synthetic(orthanc, stored_study) -> None:
     with pytest.raises(OutputError, match="is not marked Synthetic Data = YES"):
         send(stored_study["paths"][:1], orthanc["dimse"])
@@ -79,6 +83,7 @@ def test_send_refuses_objects_not_marked_synthetic(orthanc, stored_study) -> Non
     assert result.returncode == 2 and result.stderr.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_ambiguous_or_empty_queries(orthanc, stored_study, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no study matches"):
         fetch_study(f"{orthanc['dimse']}/?AccessionNumber=NOPE", tmp_path)

@@ -94,6 +94,7 @@ def test_the_default_corpus_is_iu_reports_1_to_1000_only(tmp_path, monkeypatch):
 
 
 @needs_weights
+@pytest.mark.slow
 def test_pairs_from_reports_follow_the_corpus_and_say_its_mix(corpus, tmp_path):
     out = tmp_path / "pairs"
     done = _medcf("pairs", "--from-reports", corpus, "--action", "add", "--n", "3", "--method", "regulated",

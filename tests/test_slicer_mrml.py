@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,24 +20,29 @@ import pydicom
 import pytest
 
 from medcf.io.atomic import sha256_of_file
+from tests import waiting
 
 REPO = Path(__file__).resolve().parents[1]
 SLICER_PYTHON = REPO / ".venv-slicer" / "bin" / "python"
 SCENARIOS = Path(__file__).with_name("slicer_scenarios.py")
+pytestmark = pytest.mark.integration  # runs in the slicer-core environment (make test-fast leaves it out)
+# A limit in CPU seconds (tests/waiting.py), not wall seconds: a scenario loads a scene and runs
+# medcf (segment, an edit of the tiny model) in a subprocess, tens of CPU s; 20x for a slower CPU.
+CPU_BUDGET = 900.0
 SAMPLE_STUDY = REPO / "medcf" / "data" / "sample_study"
 ORGANS = ["lung_right", "lung_left", "heart"]
 ZONES = ["right_upper", "right_middle", "right_lower", "left_upper", "left_middle", "left_lower",
          "right_costophrenic", "left_costophrenic"]
 
 
-def _scenario(*args: object, timeout: float = 900) -> dict:
+def _scenario(*args: object) -> dict:
     """One scenario of tests/slicer_scenarios.py in the slicer-core environment."""
     if not SLICER_PYTHON.is_file():
         pytest.fail("the slicer-core environment is missing; run `make slicer-env` (make test does)")
     env = {**os.environ, "MEDCF_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    done = subprocess.run([str(SLICER_PYTHON), str(SCENARIOS), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    done = waiting.run([str(SLICER_PYTHON), str(SCENARIOS), *map(str, args)], env=env, cpu_budget=CPU_BUDGET,
+                       what=f"the slicer-core scenario {args[0]}")
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -168,8 +172,8 @@ def test_dicom_volume_gives_a_synthetic_series_that_loads_back_with_its_tags(tin
 
 def test_bad_input_is_one_line(film: Path, tmp_path: Path) -> None:
     anatomy = tmp_path / "anatomy"
-    done = subprocess.run([sys.executable, "-m", "medcf", "segment", str(film), "--out", str(anatomy)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    done = waiting.run([sys.executable, "-m", "medcf", "segment", str(film), "--out", str(anatomy)],
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, cpu_budget=CPU_BUDGET, what="medcf segment")
     assert done.returncode == 0, done.stderr
     said = _scenario("errors", film, anatomy, tmp_path / "errors")
     rules = said.pop("rules")

