@@ -276,6 +276,7 @@ def test_model_check_finds_finding_words_the_tokenizer_loses(tmp_path):
     assert len(lost) == len(Finding)
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_model_check_cli_prints_json_writes_films_and_refuses_a_bad_folder(tmp_path, folders):
     done = _medcf("model", "check", folders["medcf-default"], "--steps", "2", "--json", "--dtype", "float16",
                   "--out", tmp_path / "check")

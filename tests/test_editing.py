@@ -634,6 +634,7 @@ def test_judging_a_demo_made_elsewhere_finds_its_input_in_the_sample_study(tmp_p
         judge_demo._source({"input": {"path": str(tmp_path / "series-001-pa" / "IM0009.dcm")}})
 
 
+@pytest.mark.integration  # a chain of medcf subprocesses
 def test_steer_vectors_cli_writes_a_file(tmp_path):
     folder = model_fixtures.make_default_model(tmp_path / "tiny")
     done = _medcf("steer-vectors", "--finding", "nodule", "--seeds", "2", "--steps", "3", "--model", folder,

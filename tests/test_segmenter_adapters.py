@@ -60,6 +60,7 @@ def random_weights(tmp_path_factory, film) -> Path:
 
 
 @needs_xrv
+@pytest.mark.integration  # TorchXRayVision's network, through medcf segment
 def test_segment_with_torchxrayvision_weights_file(tmp_path, film, random_weights, capsys):
     out = tmp_path / "seg"
     assert main(["segment", str(film), "--out", str(out), "--segmenter", "torchxrayvision",

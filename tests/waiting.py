@@ -160,7 +160,8 @@ def communicate(process: subprocess.Popen, *, cpu_budget: float, what: str, watc
                 stall: float = STALL) -> tuple[str, str, float]:
     """``process.communicate()`` (text pipes), failing on a stall or runaway of the process tree
     (and of ``watch``: other processes that do its work, a server or a cluster, say); also
-    returns the CPU seconds they used meanwhile (read once a second: the last second is missed)."""
+    returns the CPU seconds used: the process's own at its exit, or all the watched processes'
+    (read once a second), whichever is more."""
     chunks: dict[str, list[str]] = {"out": [], "err": []}
 
     def drain(stream, into: list[str]) -> None:
@@ -173,19 +174,26 @@ def communicate(process: subprocess.Popen, *, cpu_budget: float, what: str, watc
     for reader in readers:
         reader.start()
     progress = Watch([process.pid, *watch], cpu_budget, stall, what)
+    own = 0.0  # the process's own CPU time (and its reaped children's), as the OS reports it at exit
     try:
-        while process.poll() is None:
+        while process.returncode is None:
             progress.check(printed=sum(len(c) for c in chunks.values()))
             try:
-                process.wait(timeout=1.0)
-            except subprocess.TimeoutExpired:
-                pass
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere
+                process.wait()
+                break
+            if pid:
+                process.returncode = os.waitstatus_to_exitcode(status)
+                own = usage.ru_utime + usage.ru_stime
+            else:
+                time.sleep(0.05)
     except BaseException:
         kill_tree(process)
         raise
     for reader in readers:
         reader.join()
-    return "".join(chunks["out"]), "".join(chunks["err"]), progress.used
+    return "".join(chunks["out"]), "".join(chunks["err"]), max(progress.used, own)
 
 
 def run(args: Sequence[str], *, cpu_budget: float, what: str | None = None, watch: Sequence[int] = (),
