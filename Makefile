@@ -95,6 +95,7 @@ bench: install
 	$(PY) -m medcf data fetch-ct
 	$(PY) benchmarks/bench_world.py
 	$(PY) benchmarks/bench_anatomy.py
+	$(PY) benchmarks/bench_edit_speed.py
 	$(PY) benchmarks/bench_generator.py --threads 1
 
 bench-reports: install

@@ -144,12 +144,12 @@ def test_augmentation_suite_end_to_end(tmp_path, monkeypatch):
     table = (tmp_path / "again" / "results.md").read_text()
     assert "Classifiers taken from" in table and "| rendered |" not in table
     # a run is written after every seed: one stopped part-way keeps the seeds it finished
-    import medcf.eval.judge_training
+    import medcf.eval.augment
 
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(medcf.eval.judge_training, "train_judge", stopped)
+    monkeypatch.setattr(medcf.eval.augment, "train_judge", stopped)
     with pytest.raises(KeyboardInterrupt):
         run_augmentation_suite(replace(options, out=tmp_path / "stopped", methods=("steer",), repeats=2,
                                        reuse=(out,), train_arms=("+reprompt", "+medcf/steer")),

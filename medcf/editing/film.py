@@ -1,4 +1,4 @@
-"""The film's way into the model and back (methods.md §4), shared by every edit method:
+"""The film's way into the model and back (docs/methods.md §4), shared by every edit method:
 :func:`prepare` validates the input, builds the edit region, resizes and maps the film
 into the model's intensities and encodes it; :func:`finish` decodes an edited latent and
 transfers only the difference, weighted by the region, onto the native-resolution input.

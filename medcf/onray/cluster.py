@@ -12,16 +12,15 @@ twice is still published once.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from medcf.errors import InputError, MedCFError
+from medcf.onray.address import LOCAL, LOOPBACK_HOSTS, check_address
 from medcf.onray.worker import EditorWorker
 
-LOCAL = "local"
 RESTARTS = 3  # per actor: a worker killed more often than this fails its items (retried by the next run)
 OBJECT_STORE_MB = 512  # for --ray local: results pass through it on their way to the driver
 
@@ -49,32 +48,6 @@ class Cluster:
 # to loopback does not listen on) unless "Ray clusters" are off, i.e. single-machine, which
 # is what a loopback cluster is; this environment variable is Ray's switch for that.
 _LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-def _host_port(address: str) -> tuple[str, int]:
-    """``host:port`` of a cluster address (``ray://`` prefix allowed), or one line why not."""
-    rest = address.removeprefix("ray://")
-    host, _, port = rest.rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--ray {address}: give 'local' or a cluster address host:port (or ray://host:port)")
-    return host.strip("[]"), int(port)
-
-
-def _reachable(host: str, port: int, address: str) -> None:
-    """Ray itself retries an unreachable address for minutes; a refused port is one line now."""
-    try:
-        socket.create_connection((host, port), timeout=5).close()
-    except OSError as error:
-        raise InputError(f"--ray {address}: no Ray cluster answers there ({error.strerror or error}); start one "
-                         "with `ray start --head` or use --ray local") from None
-
-
-def check_address(address: str) -> str:
-    """The host of a cluster address that answers; one line if it is malformed or silent."""
-    host, port = _host_port(address)
-    _reachable(host, port, address)
-    return host
 
 
 @contextmanager
@@ -85,7 +58,7 @@ def connect(address: str, workers: int | None = None, object_store_mb: int = OBJ
     fewer. The connection (and a local cluster) is closed on exit, whatever happened."""
     if workers is not None and workers < 1:
         raise InputError(f"--ray-workers {workers}: at least 1")
-    loopback = address == LOCAL or check_address(address) in _LOOPBACK_HOSTS
+    loopback = address == LOCAL or check_address(address) in LOOPBACK_HOSTS
     ray = import_ray()
     saved = {name: os.environ.get(name) for name in ("RAY_USAGE_STATS_ENABLED", _LOOPBACK_SWITCH)}
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine

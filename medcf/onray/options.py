@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from medcf.errors import InputError
-from medcf.onray.cluster import check_address
+from medcf.onray.address import check_address
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:

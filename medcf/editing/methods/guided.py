@@ -1,4 +1,4 @@
-"""MedCF's own methods (methods.md §1–4): the film is inverted to ``depth`` and the edit
+"""MedCF's own methods (docs/methods.md §1–4): the film is inverted to ``depth`` and the edit
 region re-sampled under the attention controller, latents outside it held on the input's
 trajectory. They differ only in what they contribute to the controller and which prompts
 they sample with (:meth:`GuidedMethod.controls`), and in the latent they invert
