@@ -190,6 +190,7 @@ def test_a_piece_made_for_other_weights_is_listed_noted_and_not_used(folders, tm
     assert find_defaults(generator) is None and find_reliability(generator) is None
 
 
+@pytest.mark.integration  # a chain of `medcf model package` subprocesses (about a minute of CPU)
 def test_the_package_command_writes_the_manifest_and_refuses_a_missing_folder(folders, tmp_path):
     import shutil
 

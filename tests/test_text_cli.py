@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Each test runs `medcf report parse` as its own process (about 8 s of interpreter and spaCy start
+# apiece); the reader's logic is tested in-process by test_text.py and test_text_rules.py.
+pytestmark = pytest.mark.integration
+
 
 def medcf(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medcf", "report-parse", *args], capture_output=True, text=True,
