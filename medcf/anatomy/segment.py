@@ -93,26 +93,32 @@ def segment(image: np.ndarray, segmenter: Segmenter, min_confidence: float = MIN
 
 
 class NetworkSegmenter:
-    """A network that maps a letterboxed square image to one logit map per :class:`Organ`."""
+    """A network that maps a letterboxed square image to one logit map per :class:`Organ`.
+
+    ``inferer``: how the network is run on the packed square, a MONAI ``Inferer`` (the bundle
+    config's ``inferer``, ``SimpleInferer`` by default: one forward pass), so that a site can
+    swap in, say, a ``SlidingWindowInferer`` in configs/anatomy.json without code."""
 
     def __init__(self, network: torch.nn.Module, input_size: int = DEFAULT_INPUT_SIZE, name: str = "medcf-unet",
-                 weights_path: Path | None = None):
+                 weights_path: Path | None = None, inferer: Callable | None = None):
         self.network = network.eval()
         self.input_size = input_size
         self.name = name
         self.weights_path = weights_path
+        self.inferer = inferer
 
     @torch.no_grad()
     def segment_image(self, image: np.ndarray) -> AnatomyMasks:
         box = Letterbox(image.shape, self.input_size)
-        logits = self.network(box.pack(image))
+        packed = box.pack(image)
+        logits = self.inferer(packed, self.network) if self.inferer is not None else self.network(packed)
         probabilities = torch.sigmoid(box.unpack(logits)).numpy()
         return masks_from_probabilities(probabilities, self.name)
 
 
 @register_segmenter("medcf-unet")
 def default_segmenter(weights: str | Path | None = None, network: dict | None = None,
-                      input_size: int = DEFAULT_INPUT_SIZE) -> NetworkSegmenter:
+                      input_size: int = DEFAULT_INPUT_SIZE, inferer: Callable | None = None) -> NetworkSegmenter:
     """MedCF's default: a MONAI UNet trained on the simulated world (docs/anatomy.md)."""
     from safetensors.torch import load_file
 
@@ -125,7 +131,7 @@ def default_segmenter(weights: str | Path | None = None, network: dict | None = 
         model.load_state_dict({k: v.float() for k, v in state.items()})
     except RuntimeError as error:
         raise InputError(f"{path} does not fit the network definition: {str(error).splitlines()[0]}") from None
-    return NetworkSegmenter(model, input_size=input_size, weights_path=path)
+    return NetworkSegmenter(model, input_size=input_size, weights_path=path, inferer=inferer)
 
 
 register_segmenter("medcf")(default_segmenter)  # the name `--segmenter medcf` gives
