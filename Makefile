@@ -56,10 +56,10 @@ test-slicer: install monailabel slicer-env
 
 # STUDIES: a folder of films (NIfTI, PNG, DICOM) or a DICOMweb URL (http://host:port/dicom-web).
 # Extra app settings: ML_CONF='-c min_labels 5 -c timeout_counterfactual 3600'.
+# The same on any system, Windows included: python -m monailabel_app --studies … (monailabel_app/__main__.py).
 monailabel-server: install monailabel
-	MEDCF_PYTHON=$(abspath $(PY)) MONAI_LABEL_DATASTORE_FILE_EXT='["*.nii.gz","*.nii","*.png","*.dcm"]' \
-	MONAI_LABEL_INFER_TIMEOUT=1900 \
-	$(ML_VENV)/bin/python -m monailabel.main start_server -a monailabel_app -s $(STUDIES) -i $(HOST) -p $(PORT) $(ML_CONF)
+	$(ML_VENV)/bin/python -m monailabel_app --medcf-python $(abspath $(PY)) --studies $(STUDIES) --host $(HOST) \
+	--port $(PORT) $(ML_CONF)
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -3,8 +3,10 @@ and counterfactuals served.
 
 A thin adapter: MONAI Label 0.8.5 runs here (its own environment, ``.venv-monailabel``),
 and every piece of MedCF's work runs in MedCF's environment through ``lib/worker.py``.
-Models: ``medcf_anatomy`` (segmentation infer + train), ``medcf_counterfactual`` (OTHERS);
-strategy ``medcf_least_sure``. See docs/monailabel.md.
+Models: ``medcf_anatomy`` (segmentation infer + train), ``medcf_counterfactual`` (OTHERS: the
+film), ``medcf_counterfactual_region`` (segmentation: the same edit's region, the form MONAI
+Label's Slicer plugin lists); strategy ``medcf_least_sure``. Start: ``python -m monailabel_app``
+(``monailabel_app/__main__.py``). See docs/monailabel.md.
 
 App settings (``monailabel start_server ... -c KEY VALUE``):
 - ``models_dir``: where fine-tuned weights go (default ``<app>/model``);
@@ -31,7 +33,9 @@ from monailabel.interfaces.datastore import Datastore
 from lib.datastore import RadiographDatastore
 from lib.infers.anatomy import AnatomyInfer
 from lib.infers.counterfactual import CounterfactualInfer
-from lib.legend import ANATOMY_MODEL, APP_VERSION, COUNTERFACTUAL_MODEL, LABELS, STRATEGY
+from lib.infers.counterfactual_region import CounterfactualRegionInfer
+from lib.legend import (ANATOMY_MODEL, APP_VERSION, COUNTERFACTUAL_MODEL, COUNTERFACTUAL_REGION_MODEL, LABELS,
+                        STRATEGY)
 from lib.models import ModelStore
 from lib.strategies.least_sure import LeastSure
 from lib.trainers.anatomy import AnatomyTrain
@@ -65,6 +69,8 @@ class MedCFApp(MONAILabelApp):
             ANATOMY_MODEL: AnatomyInfer(self.worker, self.store, monailabel.__version__),
             COUNTERFACTUAL_MODEL: CounterfactualInfer(self.worker, self.store, monailabel.__version__,
                                                       generator=self.generator),
+            COUNTERFACTUAL_REGION_MODEL: CounterfactualRegionInfer(self.worker, self.store, monailabel.__version__,
+                                                                   generator=self.generator),
         }
 
     def init_trainers(self) -> dict[str, Any]:
@@ -76,7 +82,7 @@ class MedCFApp(MONAILabelApp):
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         # MONAI Label waits MONAI_LABEL_INFER_TIMEOUT (600 s) for a result unless the request
         # says otherwise; an edit on a CPU can take longer, so its own timeout applies.
-        if request.get("model") == COUNTERFACTUAL_MODEL and "timeout" not in request:
+        if request.get("model") in (COUNTERFACTUAL_MODEL, COUNTERFACTUAL_REGION_MODEL) and "timeout" not in request:
             request = {**request, "timeout": self.worker.timeouts["counterfactual"] + 60}
         return super().infer(request, datastore)
 

@@ -1,5 +1,6 @@
-"""MedCF's MONAI Label app, served for real: ``monailabel start_server`` on a loopback port
-(from ``.venv-monailabel``, which ``make test`` builds with ``make monailabel``), called
+"""MedCF's MONAI Label app, served for real: ``python -m monailabel_app`` (the app's own launcher,
+which runs ``monailabel start_server``) on a loopback port (from ``.venv-monailabel``, which
+``make test`` builds with ``make monailabel``), called
 with MONAI Label's own client class (tests/monailabel_client.py, run in the server's
 environment) and with plain HTTP. The worker runs in this environment (``sys.executable``).
 Each server is stopped by the test that started it.
@@ -58,23 +59,22 @@ def _films(folder: Path) -> dict[str, Path]:
 
 
 class Server:
-    """``monailabel start_server`` for the app, in a context: started, waited for, stopped."""
+    """``python -m monailabel_app`` in a context: started, waited for, stopped."""
 
     def __init__(self, studies: str, conf: dict[str, str], log: Path):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [str(_server_python()), "-m", "monailabel.main", "start_server", "-a", str(APP),
-                        "-s", studies, "-i", "127.0.0.1", "-p", str(self.port)]
+        self.command = [str(_server_python()), "-m", "monailabel_app", "--studies", studies, "--host", "127.0.0.1",
+                        "--port", str(self.port), "--medcf-python", sys.executable]
         for key, value in conf.items():
             self.command += ["-c", key, value]
-        self.env = {**os.environ, "MEDCF_PYTHON": sys.executable, "MEDCF_PYTHONPATH": str(REPO),
-                    "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
+        self.env = {**os.environ, "MEDCF_PYTHONPATH": str(REPO), "MONAI_LABEL_DATASTORE_AUTO_RELOAD": "false"}
         self.log = log
 
     def __enter__(self) -> "Server":
         self.handle = open(self.log, "w")
         self.process = subprocess.Popen(self.command, stdout=self.handle, stderr=subprocess.STDOUT, env=self.env,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, cwd=REPO)  # python -m finds the app package here
         progress = waiting.Watch([self.process.pid], START_CPU_BUDGET, waiting.STALL, "the server's start")
         while True:
             try:
@@ -180,12 +180,21 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         assert info["models"]["medcf_counterfactual"]["type"] == "others"
         assert set(info["models"]["medcf_counterfactual"]["config"]) >= {
             "finding", "action", "side", "zone", "severity", "method", "strength", "seed"}
+        # the form MONAI Label's Slicer plugin lists (segmentation), with the same params in its Options
+        region_task = info["models"]["medcf_counterfactual_region"]
+        assert region_task["type"] == "segmentation" and region_task["labels"] == {"edited_region": 1}
+        assert set(region_task["config"]) == set(info["models"]["medcf_counterfactual"]["config"]) - {"series"}
         assert set(info["trainers"]) == {"medcf_anatomy"} and set(info["strategies"]) == {"medcf_least_sure"}
+        stats = info["train_stats"]["medcf_anatomy"]
+        assert (stats["epoch"], stats["total_epochs"], stats["best_metric"]) == (0, 100, 0.0)
 
         # the strategy picks the film the segmenter is least sure of: the upside-down one
         picked = server.client("next_sample", "medcf_least_sure")
         assert picked["id"] == "d" and picked["failed_rules"], picked
         assert [r["id"] for r in picked["ranking"]][0] == "d" and len(picked["ranking"]) == 4
+        assert picked["scored_now"] == 4
+        again = server.client("next_sample", "medcf_least_sure")  # nothing changed: the cached scores
+        assert again["scored_now"] == 0 and again["ranking"] == picked["ranking"]
 
         # anatomy infer returns MedCF's label map for the film (client class), as `medcf segment` draws it
         labels = {}
@@ -210,6 +219,12 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         assert np.array_equal(read_nifti_2d(Path(result["file"]))[0],
                               read_nifti_2d(tmp_path / "edit" / "counterfactual.nii.gz")[0])
         assert edit["weights_sha256"] == json.loads((tmp_path / "edit" / "edit.json").read_text())["weights_sha256"]
+        # the same edit as the Slicer plugin runs it: the region it changed, as a label map
+        result = server.client("infer", "medcf_counterfactual_region", "a", json.dumps(EDIT),
+                               tmp_path / "cf-region.nii.gz")
+        assert result["params"]["label_names"] == {"edited_region": 1}
+        region = _label_map(Path(result["file"]))
+        assert region.any() and np.array_equal(region, _label_map(tmp_path / "edit" / "masks" / "edit_region.nii.gz"))
         # bad params and a client of another MONAI Label release: one clear line each
         status, body, _ = server.http("POST", "/infer/medcf_counterfactual?image=a&output=json",
                                       fields={"params": json.dumps({"finding": "nodule", "action": "add"})})
@@ -237,6 +252,11 @@ def test_local_folder_server_annotate_train_and_counterfactual(tmp_path: Path) -
         trained = server.client("train", "medcf_anatomy", json.dumps({"max_steps": 2, "batch": 2}))
         assert trained["status"]["status"] == "DONE", trained
         current = json.loads((models / "medcf_anatomy" / "current.json").read_text())
+        stats = json.loads(server.http("GET", "/info/")[1])["train_stats"]["medcf_anatomy"]
+        assert (stats["epoch"], stats["total_epochs"], stats["current_run"]) == (2, 2, current["run"])
+        assert stats["total_time"] > 0 and stats["best_metric"] == pytest.approx(
+            sum(current["labelled_dice_after"].values()) / 3, abs=1e-4)
+        assert not (models / "medcf_anatomy" / "progress.json").exists()
         weights = Path(current["weights"])
         assert weights.is_file() and weights.parent.parent.parent == models / "medcf_anatomy"
         record = json.loads(Path(current["training"]).read_text())

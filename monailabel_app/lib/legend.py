@@ -16,3 +16,6 @@ ANATOMY_MODEL = "medcf_anatomy"
 COUNTERFACTUAL_MODEL = "medcf_counterfactual"
 STRATEGY = "medcf_least_sure"
 APP_VERSION = "1.0"
+COUNTERFACTUAL_REGION_MODEL = "medcf_counterfactual_region"
+#: the one segment ``medcf_counterfactual_region`` returns: where the edit changed the film
+REGION_LABELS: dict[str, int] = {"edited_region": 1}

@@ -6,6 +6,11 @@ the weights and MedCF's ``training.json``, and ``current.json`` names the run th
 and the strategy use. ``current.json`` is replaced atomically (write beside, rename), so
 a reader sees the old run or the new one, never half a file. No ``current.json``: the
 bundle's weights.
+
+``progress.json`` says how far a training run is while it runs (written by the trainer in
+MONAI Label's background task process, read by the server's ``/info/`` for the Slicer
+plugin's progress bar); it names the process that writes it, so a run that died leaves no
+"running" state behind.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 
 class ModelStore:
@@ -52,8 +59,40 @@ class ModelStore:
     def publish(self, run: Path, weights: Path, summary: dict) -> dict:
         """Make ``run`` current."""
         record = {"run": run.name, "weights": str(weights), "training": str(weights.parent / "training.json"), **summary}
-        fd, tmp = tempfile.mkstemp(prefix=".current.", suffix=".json", dir=self.folder)
+        self._replace(self.pointer, record)
+        return record
+
+    def weights_key(self) -> str:
+        """Which weights infer and the strategy use now, as a string that changes when they do:
+        the current run's weights file with its size and time, or ``bundle``."""
+        weights = self.current_weights()
+        if weights is None:
+            return "bundle"
+        stat = weights.stat()
+        return f"{weights}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    @property
+    def progress_file(self) -> Path:
+        return self.folder / "progress.json"
+
+    def write_progress(self, run: str, step: int, steps: int, started: float) -> None:
+        """Record that ``run`` has done ``step`` of ``steps`` (atomically, like ``current.json``)."""
+        self._replace(self.progress_file, {"run": run, "step": step, "steps": steps, "start_ts": started,
+                                           "pid": os.getpid()})
+
+    def progress(self) -> dict | None:
+        """The running training's progress, or None (none running, or its process is gone)."""
+        try:
+            record = json.loads(self.progress_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return record if psutil.pid_exists(int(record.get("pid", -1))) else None
+
+    def clear_progress(self) -> None:
+        self.progress_file.unlink(missing_ok=True)
+
+    def _replace(self, path: Path, record: dict) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=self.folder)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(record, handle, indent=2)
-        os.replace(tmp, self.pointer)
-        return record
+        os.replace(tmp, path)

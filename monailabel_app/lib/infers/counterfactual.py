@@ -7,8 +7,12 @@ returned file is the counterfactual in the input's format (PNG â†’ PNG, NIfTI â†
 edit`` wrote (the synthetic DICOM series, ``edit.json``, masks, panel). ``edit.json``
 always comes back in the result's JSON (``edit``).
 
-MONAI Label's own Slicer plugin lists only segmentation-type models, so it does not show
-this task; its clients are plain HTTP and scripts (MedCF's Slicer module in its remote mode).
+MONAI Label's Slicer plugin lists only models of type segmentation, detection, deepgrow,
+deepedit and scribbles (``updateSelector`` in plugins/slicer/MONAILabel/MONAILabel.py, 0.8.5), and
+loads every result as a label map, so it cannot show a film of type OTHERS. What it shows is
+the sibling task :mod:`lib.infers.counterfactual_region` (``medcf_counterfactual_region``, type
+segmentation): the same edit, returned as the region it changed. This task's clients are plain
+HTTP, scripts and MedCF's Slicer module in its remote mode.
 """
 
 from __future__ import annotations
@@ -45,21 +49,7 @@ class CounterfactualInfer(InferTask):
 
     def command(self, image: str, request: dict[str, Any], out: Path) -> list[str]:
         """The ``medcf edit`` arguments for ``request``: one option per param given."""
-        if not request.get("finding") or not request.get("action"):
-            raise HTTPException(status_code=422, detail="medcf_counterfactual needs params finding and action "
-                                "(e.g. {\"finding\": \"pleural_effusion\", \"action\": \"add\", \"side\": \"left\"})")
-        args = ["edit", image, "--out", out, "--quiet"]
-        for name, default in PARAMS.items():
-            value = request.get(name, default)
-            if value is None or value == "":
-                continue
-            args += [f"--{name}", str(value)]
-        weights = self.store.current_weights()
-        if weights:
-            args += ["--weights", weights]
-        if self.generator:
-            args += ["--model", self.generator]
-        return args
+        return edit_args(image, request, out, self.store, self.generator, task="medcf_counterfactual")
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         check_client(request, self.server_version)
@@ -80,3 +70,24 @@ class CounterfactualInfer(InferTask):
             handle.close()
             shutil.copyfile(source, handle.name)
         return handle.name, {"edit": record, "files": files}
+
+
+def edit_args(image: str, request: dict[str, Any], out: Path, store: ModelStore, generator: str | None,
+              task: str) -> list[str]:
+    """``medcf edit`` arguments for a request's params (one option per param given; absent or
+    empty: MedCF's defaults), the app's current anatomy weights and its generator."""
+    if not request.get("finding") or not request.get("action"):
+        raise HTTPException(status_code=422, detail=f"{task} needs params finding and action "
+                            "(e.g. {\"finding\": \"pleural_effusion\", \"action\": \"add\", \"side\": \"left\"})")
+    args = ["edit", image, "--out", out, "--quiet"]
+    for name, default in PARAMS.items():
+        value = request.get(name, default)
+        if value is None or value == "":
+            continue
+        args += [f"--{name}", str(value)]
+    weights = store.current_weights()
+    if weights:
+        args += ["--weights", weights]
+    if generator:
+        args += ["--model", generator]
+    return args
