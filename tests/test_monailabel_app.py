@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+# Every test here runs in the MONAI Label environment (.venv-monailabel): `make test` builds it and
+# runs them (CI); `make test-fast`, which does not build it, leaves them out.
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "monailabel_app"
 ML_PYTHON = REPO / ".venv-monailabel" / "bin" / "python"
