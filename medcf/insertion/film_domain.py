@@ -64,7 +64,6 @@ MU_WATER_PER_MM = 0.0215
 SCATTERS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
 SCATTER_SIGMA_MM = 40.0  # scatter is the primary blurred by a Gaussian this wide
 EPS = 1e-4
-LOCAL_NOISE_PIXELS = 4096  # a 64 x 64 neighbourhood measures the noise locally
 
 
 class VoiInverse(StrEnum):
@@ -116,7 +115,7 @@ class AttenuationMapping:
     noise_std: float = 0.0  # pre-VOI units, white-equivalent std of the film's noise
     noise_sigma_px: float = 0.0  # Gaussian sigma of the noise's spatial correlation
     sharpness_px: float = 0.0  # Gaussian sigma the channel is blurred by
-    texture_sigma_px: float = 0.0
+    texture_sigma_px: float = 0.0  # the lung markings' scale; detail against twice this is removed
     notes: tuple[str, ...] = ()
 
     # --- the domain ------------------------------------------------------------------
@@ -389,10 +388,12 @@ def film_noise_field(shape: tuple[int, int], sigma_px: float, seed: int) -> np.n
 
 
 def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.ndarray,
-                     transform: DisplayTransform | None, *, pixel_mm: float | None = None) -> AttenuationMapping:
+                     transform: DisplayTransform | None, *, pixel_mm: float | None = None,
+                     scatters: tuple[float, ...] = SCATTERS) -> AttenuationMapping:
     """The film's mapping from line integral (water mm) to display value, estimated from the
     film itself (module docstring). ``background`` is the world's lesion-free line integral
-    warped onto the film; ``pixel_mm`` the film's pixel spacing where it states one."""
+    warped onto the film; ``pixel_mm`` the film's pixel spacing where it states one;
+    ``scatters`` the scatter-to-primary ratios tried (``(0.0,)``: a log signal linear in L)."""
     display = np.asarray(display, dtype=np.float32)
     background = np.asarray(background, dtype=np.float64)
     if display.shape != background.shape or display.shape != masks.shape:
@@ -446,7 +447,7 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
                               linear_exact=exact, inverted=inverted, pixel_mm=pixel, pixel_mm_stated=stated)
     tones = TONES if inverse is VoiInverse.ESTIMATED else (0.0,)
     candidates = [fit(AttenuationMapping(**{**asdict(base), "tone": tone, "scatter": scatter}))
-                  for tone in tones for scatter in SCATTERS]
+                  for tone in tones for scatter in scatters]
     # The simplest curve within 2% of the best residual: scatter and tone both bend the
     # curve, and a few anchors cannot tell a little of one from a little of the other.
     best = min(m.residual for m in candidates)
@@ -485,7 +486,7 @@ def compose(display: np.ndarray, lesion: PlacedLesion, mapping: AttenuationMappi
         return out
     # Work on the extent's bounding box plus the filters' reach: a 2800 x 2300 film is not
     # filtered whole for a 2 cm nodule.
-    reach = int(np.ceil(4.0 * max(mapping.texture_sigma_px, mapping.sharpness_px, mapping.noise_sigma_px, 1.0))) + 2
+    reach = int(np.ceil(4.0 * max(2.0 * mapping.texture_sigma_px, mapping.sharpness_px, mapping.noise_sigma_px, 1.0))) + 2
     rows, cols = np.nonzero(lesion.extent)
     r0, r1 = max(0, rows.min() - reach), min(display.shape[0], rows.max() + 1 + reach)
     c0, c1 = max(0, cols.min() - reach), min(display.shape[1], cols.max() + 1 + reach)
@@ -498,18 +499,16 @@ def compose(display: np.ndarray, lesion: PlacedLesion, mapping: AttenuationMappi
         channel = ndimage.gaussian_filter(channel, mapping.sharpness_px, mode="nearest")
     share = np.clip(np.asarray(lesion.replaced[box], dtype=np.float64), 0.0, 1.0) * extent
     if share.any():
-        texture = u - ndimage.gaussian_filter(u, mapping.texture_sigma_px, mode="reflect")
+        # Detail against a background twice as smooth as the markings' scale: against a
+        # background of the markings' own scale, the markings' broader half would stay.
+        texture = u - ndimage.gaussian_filter(u, 2.0 * mapping.texture_sigma_px, mode="reflect")
         # Removing share s of the detail leaves (1 - s) of the film's noise too; put back the
         # rest with the film's own level and correlation.
         kept = np.sqrt(np.clip(1.0 - (1.0 - share) ** 2, 0.0, 1.0))
-        # The noise around the lesion, where there is enough film to measure it (quantum noise
-        # is stronger where the body is denser); else the film's.
-        valid = (film > 0.02) & (film < 0.98)
-        level, correlation = film_noise(u, valid) if valid.sum() >= LOCAL_NOISE_PIXELS else (0.0, 0.0)
-        if level <= 0:
-            level, correlation = mapping.noise_std, mapping.noise_sigma_px
-        noise = film_noise_field(u.shape, correlation, seed)
-        u = u - share * texture + kept * level * noise
+        # The film's noise, measured on its flattest third. Not around the lesion: in a lung
+        # neighbourhood the markings would pass for noise.
+        noise = film_noise_field(u.shape, mapping.noise_sigma_px, seed)
+        u = u - share * texture + kept * mapping.noise_std * noise
     background = np.asarray(lesion.background, dtype=np.float64)
     scatter = mapping.scatter_of(background)[box] if mapping.scatter > 0 else np.zeros_like(u)
     u = mapping.add(u, channel, background[box], scatter)
