@@ -64,6 +64,8 @@ MU_WATER_PER_MM = 0.0215
 SCATTERS = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0)
 SCATTER_SIGMA_MM = 40.0  # scatter is the primary blurred by a Gaussian this wide
 EPS = 1e-4
+FIT_SIDE = 768  # the mapping is fitted on a copy at most this many pixels a side
+NOISE_SIDE = 1024  # the noise is measured on the film's central square of this side
 
 
 class VoiInverse(StrEnum):
@@ -317,6 +319,17 @@ def anchor_regions(masks: AnatomyMasks) -> dict[Anchor, np.ndarray]:
     return regions
 
 
+def _shrink(image: np.ndarray, factor: int, reduce=np.mean) -> np.ndarray:
+    """Blocks of ``factor`` x ``factor`` pixels reduced to one (edges padded by repetition)."""
+    image = np.asarray(image, dtype=np.float64)
+    if factor == 1:
+        return image
+    rows, cols = image.shape
+    padded = np.pad(image, ((0, -rows % factor), (0, -cols % factor)), mode="edge")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
+    return reduce(blocks, axis=(1, 3))
+
+
 def _huber_line(x: np.ndarray, y: np.ndarray, iterations: int = 20) -> tuple[float, float]:
     """Robust (Huber, IRLS) straight line y = a + b x: one anchor that registration put
     partly on the wrong tissue must not tilt the fit."""
@@ -402,8 +415,20 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
     inverse, center, width, exact, note = _stated_voi(transform)
     inverted = bool(transform.inverted) if transform is not None and inverse is not VoiInverse.ESTIMATED else False
     notes = [note]
+    stated = pixel_mm is not None and pixel_mm > 0
+    pixel = float(pixel_mm) if stated else FILM_SIDE_MM / max(display.shape)
+    if not stated:
+        notes.append(f"no pixel spacing: assumed {FILM_SIDE_MM:g} mm across the film's longer side")
+    # Regions' quantiles do not need 0.15 mm pixels: fit on a copy of at most FIT_SIDE pixels
+    # a side (block means; a block with a clipped pixel counts as clipped).
+    factor = max(1, int(np.ceil(max(display.shape) / FIT_SIDE)))
+    film_full = display
+    unclipped = _shrink((display > 0.0) & (display < 1.0), factor, np.min) > 0.5
+    display, background = _shrink(display, factor), _shrink(background, factor)
+    if factor > 1:
+        masks = AnatomyMasks({organ: _shrink(mask, factor) > 0.5 for organ, mask in masks.organs.items()},
+                             masks.segmenter)
     regions = anchor_regions(masks)
-    unclipped = (display > 0.0) & (display < 1.0)
     used: dict[Anchor, np.ndarray] = {}
     clipped = total = 0
     for anchor, region in regions.items():
@@ -418,10 +443,6 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
     if len(used) < 2:
         raise InputError(f"cannot fit the film's attenuation mapping: {len(used)} anchor region(s) "
                          f"({', '.join(a.value for a in used) or 'none'}); the lungs and heart masks are needed")
-    stated = pixel_mm is not None and pixel_mm > 0
-    pixel = float(pixel_mm) if stated else FILM_SIDE_MM / max(display.shape)
-    if not stated:
-        notes.append(f"no pixel spacing: assumed {FILM_SIDE_MM:g} mm across the film's longer side")
     shown = np.concatenate([np.quantile(display[r].astype(np.float64), ANCHOR_QUANTILES) for r in used.values()])
     medians = [float(np.median(background[r])) for r in used.values()]
     if max(medians) - min(medians) < MIN_SPREAD_MM:
@@ -444,7 +465,8 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
 
     base = AttenuationMapping(inverse=inverse, slope=0.0, intercept=0.0, residual=0.0, r2=0.0,
                               anchors=tuple(a.value for a in used), center=center, width=width,
-                              linear_exact=exact, inverted=inverted, pixel_mm=pixel, pixel_mm_stated=stated)
+                              linear_exact=exact, inverted=inverted, pixel_mm=pixel * factor,
+                              pixel_mm_stated=stated)
     tones = TONES if inverse is VoiInverse.ESTIMATED else (0.0,)
     candidates = [fit(AttenuationMapping(**{**asdict(base), "tone": tone, "scatter": scatter}))
                   for tone in tones for scatter in scatters]
@@ -462,12 +484,14 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
                          "check the film's masks")
     if clipped:
         notes.append(f"{clipped / max(total, 1):.1%} of anchor pixels clipped by the window; left out of the fit")
-    u_all = mapping.from_display(display)
-    body = unclipped & (display > 0.02) & (display < 0.98)
-    noise_std, noise_sigma = film_noise(u_all, body)
+    # Noise lives at the film's own pixels: measured on its central NOISE_SIDE square.
+    rows, cols = film_full.shape
+    r0, c0 = max(0, (rows - NOISE_SIDE) // 2), max(0, (cols - NOISE_SIDE) // 2)
+    centre = film_full[r0:r0 + NOISE_SIDE, c0:c0 + NOISE_SIDE]
+    noise_std, noise_sigma = film_noise(mapping.from_display(centre), (centre > 0.02) & (centre < 0.98))
     sharpness = max(noise_sigma, DETECTOR_BLUR_MM / pixel)
     return AttenuationMapping(**{
-        **asdict(mapping), "clipped_share": clipped / max(total, 1),
+        **asdict(mapping), "clipped_share": clipped / max(total, 1), "pixel_mm": pixel,
         "noise_std": noise_std, "noise_sigma_px": noise_sigma, "sharpness_px": sharpness,
         "texture_sigma_px": max(1.0, TEXTURE_SIGMA_MM / pixel), "notes": tuple(notes)})
 
