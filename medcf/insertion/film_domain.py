@@ -156,12 +156,14 @@ class AttenuationMapping:
         d = np.clip(d, 0.0, 1.0)
         return 1.0 - d if self.inverted else d
 
-    def scatter_of(self, line: np.ndarray) -> np.ndarray:
-        """Scatter reaching each pixel of a whole film whose line integrals are ``line``."""
+    def scatter_of(self, line: np.ndarray, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        """Scatter reaching each pixel (of ``box`` if given) of a whole film whose line
+        integrals are ``line``."""
+        line = np.asarray(line, dtype=np.float64)
         if self.scatter <= 0:
-            return np.zeros_like(line, dtype=np.float64)
-        primary = np.exp(-MU_WATER_PER_MM * np.asarray(line, dtype=np.float64))
-        return self.scatter * wide_blur(primary, SCATTER_SIGMA_MM / self.pixel_mm)
+            return np.zeros_like(line if box is None else line[box])
+        primary = np.exp(-MU_WATER_PER_MM * line)
+        return self.scatter * wide_blur(primary, SCATTER_SIGMA_MM / self.pixel_mm, box=box)
 
     def log_signal(self, line: np.ndarray, scatter: np.ndarray | None = None) -> np.ndarray:
         """``P``: water mm -> the detector's log signal in water mm (normalised so that it
@@ -197,20 +199,27 @@ class AttenuationMapping:
         return {key: (round(value, 6) if isinstance(value, float) else value) for key, value in record.items()}
 
 
-def wide_blur(image: np.ndarray, sigma_px: float, mode: str = "nearest") -> np.ndarray:
+def wide_blur(image: np.ndarray, sigma_px: float, mode: str = "nearest",
+              box: tuple[slice, slice] | None = None) -> np.ndarray:
     """Gaussian blur wide enough that it is done on a copy shrunk to ~sigma/4 pixels and
-    enlarged bilinearly (a 40 mm scatter kernel on a 0.15 mm film is 270 px)."""
+    read back bilinearly (a 40 mm scatter kernel on a 0.15 mm film is 270 px); only in
+    ``box`` if given (the region composition works on)."""
     image = np.asarray(image, dtype=np.float64)
     factor = max(1, int(sigma_px // 4))
     if factor == 1:
-        return ndimage.gaussian_filter(image, sigma_px, mode=mode)
+        blurred = ndimage.gaussian_filter(image, sigma_px, mode=mode)
+        return blurred if box is None else blurred[box]
     rows, cols = image.shape
     pad = ((0, -rows % factor), (0, -cols % factor))
-    padded = np.pad(image, pad, mode="edge" if mode == "nearest" else "constant")
+    padded = np.pad(image, pad, mode="constant" if mode == "constant" else "edge")
     small = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor).mean(axis=(1, 3))
     small = ndimage.gaussian_filter(small, sigma_px / factor, mode=mode)
-    zoomed = ndimage.zoom(small, factor, order=1, mode="nearest", grid_mode=True)
-    return zoomed[:rows, :cols]
+    box = box or (slice(0, rows), slice(0, cols))
+    # Pixel i's centre lies at (i + 0.5) / factor - 0.5 in the shrunk copy's pixels.
+    r = (np.arange(box[0].start or 0, box[0].stop) + 0.5) / factor - 0.5
+    c = (np.arange(box[1].start or 0, box[1].stop) + 0.5) / factor - 0.5
+    grid = np.meshgrid(r, c, indexing="ij")
+    return ndimage.map_coordinates(small, grid, order=1, mode="nearest")
 
 
 # --- tone curves -----------------------------------------------------------------------
@@ -320,14 +329,13 @@ def anchor_regions(masks: AnatomyMasks) -> dict[Anchor, np.ndarray]:
 
 
 def _shrink(image: np.ndarray, factor: int, reduce=np.mean) -> np.ndarray:
-    """Blocks of ``factor`` x ``factor`` pixels reduced to one (edges padded by repetition)."""
-    image = np.asarray(image, dtype=np.float64)
+    """Blocks of ``factor`` x ``factor`` pixels reduced to one; the last rows and columns
+    that fill no whole block are left out (fewer than ``factor``: nothing a fit needs)."""
     if factor == 1:
-        return image
-    rows, cols = image.shape
-    padded = np.pad(image, ((0, -rows % factor), (0, -cols % factor)), mode="edge")
-    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor, factor)
-    return reduce(blocks, axis=(1, 3))
+        return np.asarray(image, dtype=np.float64)
+    rows, cols = (n - n % factor for n in image.shape)
+    blocks = np.asarray(image[:rows, :cols], dtype=np.float32).reshape(rows // factor, factor, cols // factor, factor)
+    return reduce(blocks, axis=(1, 3)).astype(np.float64)
 
 
 def _huber_line(x: np.ndarray, y: np.ndarray, iterations: int = 20) -> tuple[float, float]:
@@ -341,7 +349,9 @@ def _huber_line(x: np.ndarray, y: np.ndarray, iterations: int = 20) -> tuple[flo
         r = y - (a + b * x)
         scale = 1.4826 * np.median(np.abs(r - np.median(r))) + 1e-12
         k = 1.345 * scale
-        w = np.where(np.abs(r) <= k, 1.0, k / np.maximum(np.abs(r), 1e-12))
+        previous, w = w, np.where(np.abs(r) <= k, 1.0, k / np.maximum(np.abs(r), 1e-12))
+        if np.allclose(w, previous, atol=1e-6):
+            break
     return float(a), float(b)
 
 
@@ -525,7 +535,7 @@ def compose(display: np.ndarray, lesion: PlacedLesion, mapping: AttenuationMappi
     if share.any():
         # Detail against a background twice as smooth as the markings' scale: against a
         # background of the markings' own scale, the markings' broader half would stay.
-        texture = u - ndimage.gaussian_filter(u, 2.0 * mapping.texture_sigma_px, mode="reflect")
+        texture = u - wide_blur(u, 2.0 * mapping.texture_sigma_px, mode="reflect")
         # Removing share s of the detail leaves (1 - s) of the film's noise too; put back the
         # rest with the film's own level and correlation.
         kept = np.sqrt(np.clip(1.0 - (1.0 - share) ** 2, 0.0, 1.0))
@@ -534,7 +544,7 @@ def compose(display: np.ndarray, lesion: PlacedLesion, mapping: AttenuationMappi
         noise = film_noise_field(u.shape, mapping.noise_sigma_px, seed)
         u = u - share * texture + kept * mapping.noise_std * noise
     background = np.asarray(lesion.background, dtype=np.float64)
-    scatter = mapping.scatter_of(background)[box] if mapping.scatter > 0 else np.zeros_like(u)
+    scatter = mapping.scatter_of(background, box)
     u = mapping.add(u, channel, background[box], scatter)
     composed = np.clip(mapping.to_display(u), 0.0, 1.0).astype(np.float32)
     region = out[box]
