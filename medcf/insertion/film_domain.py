@@ -49,7 +49,8 @@ DETECTOR_BLUR_MM = 0.35
 # Lung markings (vessels, bronchial walls) are 1-6 mm wide; detail finer than a Gaussian of
 # this sigma is the "texture" a replacing finding removes.
 TEXTURE_SIGMA_MM = 3.0
-ANCHOR_QUANTILES = (0.25, 0.5, 0.75)
+ANCHOR_QUANTILES = (0.35, 0.5, 0.65)  # inner quantiles: a registration error contaminates the tails first
+ANCHOR_EROSION = 0.05  # share of the lungs' height the anchors are eroded by
 MIN_ANCHOR_PIXELS = 50
 MIN_SPREAD_MM = 5.0  # the anchors' median line integrals must differ by this much
 MIN_R2 = 0.3
@@ -179,13 +180,17 @@ class AttenuationMapping:
         """Pre-VOI value the fit predicts for line integrals ``line`` (water mm)."""
         return self.intercept + self.slope * self.log_signal(line, scatter)
 
-    def add(self, values: np.ndarray, channel: np.ndarray, line: np.ndarray, scatter: np.ndarray) -> np.ndarray:
-        """Pre-VOI ``values`` with ``channel`` (water mm) added over background ``line``,
-        whose scatter is ``scatter``; the channel's own change of the scatter is counted
-        (an effusion removes primary, and so scatter, around it)."""
+    def add(self, values: np.ndarray, channel: np.ndarray, scatter: np.ndarray) -> np.ndarray:
+        """Pre-VOI ``values`` with ``channel`` (water mm) added, where ``scatter`` is the
+        scatter the registered background predicts; the channel's own change of the scatter
+        is counted (an effusion removes primary, and so scatter, around it)."""
         if self.scatter <= 0:
             return values + self.slope * channel
-        primary = np.exp(-MU_WATER_PER_MM * line)
+        # The primary under each pixel is read from the film's own value; the registered
+        # background gives only the smooth scatter.
+        total = np.exp(-MU_WATER_PER_MM * (values - self.intercept) / self.slope) * (1.0 + self.scatter)
+        primary = np.maximum(total - scatter, 0.05 * total)
+        line = -np.log(primary) / MU_WATER_PER_MM
         change = np.exp(-MU_WATER_PER_MM * (line + channel)) - primary
         after = scatter + self.scatter * wide_blur(change, SCATTER_SIGMA_MM / self.pixel_mm, mode="constant")
         return values + self.slope * (self.log_signal(line + channel, after) - self.log_signal(line, scatter))
@@ -300,7 +305,7 @@ def anchor_regions(masks: AnatomyMasks) -> dict[Anchor, np.ndarray]:
         return {}
     top, bottom = int(rows_any[0]), int(rows_any[-1])
     height = bottom - top + 1
-    erode = max(1, int(round(0.03 * height)))
+    erode = max(1, int(round(ANCHOR_EROSION * height)))
     regions = {
         Anchor.LUNG: ndimage.binary_erosion(lungs & ~heart, iterations=erode),
         Anchor.HEART: ndimage.binary_erosion(heart, iterations=erode),
@@ -545,7 +550,7 @@ def compose(display: np.ndarray, lesion: PlacedLesion, mapping: AttenuationMappi
         u = u - share * texture + kept * mapping.noise_std * noise
     background = np.asarray(lesion.background, dtype=np.float64)
     scatter = mapping.scatter_of(background, box)
-    u = mapping.add(u, channel, background[box], scatter)
+    u = mapping.add(u, channel, scatter)
     composed = np.clip(mapping.to_display(u), 0.0, 1.0).astype(np.float32)
     region = out[box]
     region[extent] = composed[extent]
