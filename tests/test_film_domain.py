@@ -323,3 +323,19 @@ def test_a_large_film_is_fitted_on_a_shrunk_copy_with_the_same_result():
                              big(line), transform, pixel_mm=0.1)
     assert large.slope == pytest.approx(small.slope, rel=0.03) and large.pixel_mm == 0.1
     assert large.sharpness_px == pytest.approx(3.5, rel=0.01)  # 0.35 mm at 0.1 mm pixels
+
+
+def test_full_range_and_lut_sequence_descriptions():
+    """No VOI attributes: the full range is a linear window (modality units recovered); a
+    VOI LUT Sequence cannot be inverted from its description, so a tone curve is fitted."""
+    line, masks = chest()
+    x = A + B * line
+    lo, hi = float(x.min()), float(x.max())
+    display = ((x - lo) / (hi - lo)).astype(np.float32)
+    full = DisplayTransform(f"full range of modality values {lo:g}..{hi:g} (no VOI attributes)", False)
+    mapping = estimate_mapping(display, masks, line, full, pixel_mm=1.0)
+    assert mapping.inverse is VoiInverse.LINEAR and mapping.slope == pytest.approx(B, rel=0.03)
+    lut = estimate_mapping(display, masks, line, DisplayTransform('VOI LUT Sequence item 1 "NORMAL"', True),
+                           pixel_mm=1.0)
+    assert lut.inverse is VoiInverse.ESTIMATED and not lut.inverted and "not invertible" in lut.notes[0]
+    assert lut.tone == 0.0  # the film is linear in L: the identity fits best
