@@ -10,15 +10,19 @@ values would give a nodule behind the heart the contrast of one in the lung. So:
    inverted back to modality values. Where it is unknown (a VOI LUT Sequence, a PNG, a
    render), a one-parameter family of tone curves from the identity to the logistic is fitted
    to the film itself (:func:`tone_inverse`).
-2. **Fit the film's mapping** ``u = intercept + slope * L`` between that pre-VOI value
-   ``u`` and the world's lesion-free line integral ``L`` (water mm) warped onto the film, on
-   anchor regions the film's masks name (aerated lung, heart, mediastinum, the abdomen below
-   the diaphragm). Quantiles are paired within each anchor, not pixels, so a registration
-   that is right about regions but not about single pixels still gives the right relation.
-   A fit whose slope has the wrong sign (denser would be darker: an inverted film) or that
-   has no spread is refused in one line.
-3. **Compose** (:func:`compose`): add ``slope * channel`` (the channel blurred to the film's
-   sharpness) in that domain and map back. Where the finding replaces aerated lung, the
+2. **Fit the film's mapping** ``u = intercept + slope * P`` between that pre-VOI value
+   ``u`` and the log signal ``P`` of the world's lesion-free line integral ``L`` (water mm)
+   warped onto the film, on anchor regions the film's masks name (aerated lung, heart,
+   mediastinum, the abdomen below the diaphragm). ``P`` is ``L`` itself when the detector
+   sees only the primary; with scatter (a ratio fitted from a short list) it flattens where
+   the scatter from the lungs around outweighs the primary, behind the heart and at the
+   bases, so a lesion there shows less, as on a real film. Quantiles are paired within each
+   anchor, not pixels, so a registration that is right about regions but not about single
+   pixels still gives the right relation. A fit whose slope has the wrong sign (denser would
+   be darker: an inverted film), that has no spread or that explains little is refused in
+   one line; the fit's residual is recorded.
+3. **Compose** (:func:`compose`): add the channel (blurred to the film's sharpness) to each
+   pixel's own line integral, read back from its value, in that domain, and map back. Where the finding replaces aerated lung, the
    film's own texture (its high-pass detail at the scale of lung markings) is taken away in
    proportion to the share, and film-matched noise (the film's noise level and correlation,
    measured on its flat regions) is put back, so the region is neither smoother nor noisier
