@@ -11,7 +11,9 @@ the attention method help beyond the compositing? Per (concept, action, method):
 - ``flip_rate``: share of edits the judge (:mod:`medcf.eval.judge`, trained on renders only)
   assigns to the target state (add: present, on the asked side; remove: absent);
   ``flip_rate_unedited``: the same for the unedited inputs (the judge's own error, the floor
-  an edit must beat); ``model_target_rate``: the same for films the model samples from
+  an edit must beat); ``truth_flip_rate``: the same for the world's exact counterfactuals
+  of the same cases (what the judge reads in the truth: the ceiling an editor can be asked
+  to reach); ``model_target_rate``: the same for films the model samples from
   scratch with the counterfactual prompt (same seed) — how often the model draws the target
   state at all, the ceiling an edit that only steers the model can hope for;
 - ``ssim_out`` / ``psnr_out``: output vs input outside the edit region (MedCF's region from
@@ -25,6 +27,10 @@ the attention method help beyond the compositing? Per (concept, action, method):
   full covariance) between the judge's features of the outputs and of the true
   counterfactual renders;
 - ``sec_per_edit``.
+
+Beside the rows, ``insertion_shams``: for the ``add`` cases, the judge's flips for changes
+with a true lesion's energy but not its shape or density (:mod:`medcf.eval.insertion_shams`):
+what an insertion's flip rate must stand clear of.
 
 Seeds: patients from :data:`BENCH_SEED` (apart from every training range and from the
 editor benchmark's tuning and report ranges).
@@ -49,6 +55,7 @@ from medcf.editing.methods.baselines import (BASELINES, BASELINE_SETTINGS, MASKE
                                              unmasked_name)
 from medcf.editing.spec import EditSpec, Method
 from medcf.errors import InputError
+from medcf.eval.insertion_shams import SHAM_WHAT, InsertionSham, sham_film
 from medcf.eval.judge import Judge, concept_misses
 from medcf.io.atomic import new_output_dir, write_new_file, write_new_text
 from medcf.metrics import dice, psnr
@@ -66,7 +73,7 @@ OURS = tuple(m.value for m in Method)
 METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
 OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance", "renoise")  # EditSpec fields the suite may set for MedCF's methods
-MEASURES = ("flip_rate", "flip_rate_unedited", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
+MEASURES = ("flip_rate", "flip_rate_unedited", "truth_flip_rate", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
 FINDING_SEED_STRIDE = 1000  # each finding's patients start this many seeds after the previous finding's
 MEDIAN_MEASURES = ("truth_gain",)  # a ratio with a small denominator on faint lesions: the median, not the mean
@@ -348,10 +355,11 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
     # per concept, the same question asked of the unedited inputs (how often the judge already
     # says "done": the floor) and of the model's own films (the ceiling)
     # and the judge's features of the true counterfactuals, shared by every method of a concept
-    floor, ceiling, truth_features = {}, {}, {}
+    floor, ceiling, truth_features, truth_rate = {}, {}, {}, {}
     for key, drawn in films.drawn.items():
         mine = [case for case in films.cases if (case.finding, case.action) == key]
         floor[key] = float(np.mean(in_target_state(judge, np.stack([case.source for case in mine]), mine)))
+        truth_rate[key] = float(np.mean(in_target_state(judge, np.stack([case.truth for case in mine]), mine)))
         ceiling[key] = float(np.mean(in_target_state(judge, drawn, mine)))
         truth_features[key] = {id(case): f for case, f in zip(mine, judge.features(np.stack([c.truth for c in mine])))}
     for (finding, action, method), items in films.outputs.items():
@@ -361,6 +369,7 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
         truths = np.stack([truth_features[(finding, action)][id(case)] for case, _, _ in items])
         row = {"concept": finding.value, "action": action.value, "method": method, "n": len(items),
                "flip_rate": float(np.mean(flips)), "flip_rate_unedited": floor[(finding, action)],
+               "truth_flip_rate": truth_rate[(finding, action)],
                "model_target_rate": ceiling[(finding, action)],
                **{k: _aggregate([m[k] for m in measures], k in MEDIAN_MEASURES) for k in measures[0]},
                "fid": frechet_diagonal(judge.features(images), truths)}
@@ -372,11 +381,49 @@ def score_suite(films: SuiteFilms, judge, out_dir: str | Path | None = None) -> 
                           "side_margins": judge.side_margins,
                           "recipe": judge.record.get("recipe", {"autoencoded": False, "look_augmentation": False}),
                           "steps": judge.record.get("steps")}}
+    shams = insertion_sham_flip_rates(judge, [case for case in films.cases if case.action is Action.ADD])
     if out is not None:
-        write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings}, indent=1) + "\n")
-        write_new_text(out / "results.md", results_table(rows, settings))
+        write_new_text(out / "results.json", json.dumps({"rows": rows, "settings": settings,
+                                                         "insertion_shams": shams}, indent=1) + "\n")
+        write_new_text(out / "results.md", results_table(rows, settings) + shams_table(shams))
         _figure(films.outputs, films.methods, out / "examples.png")
-    return {"rows": rows, "settings": settings, "out": str(out) if out is not None else None}
+    return {"rows": rows, "settings": settings, "insertion_shams": shams, "out": str(out) if out is not None else None}
+
+
+def insertion_sham_flip_rates(judge, cases: list[Case]) -> dict:
+    """Per insertion sham and finding, over ``add`` cases the judge does not already call
+    done: the share a sham puts in the target state (``flip``) and how many could flip
+    (``n``); the same count as the judge's own shams (:mod:`medcf.eval.judge_report`)."""
+    cases = [case for case in cases if case.action is Action.ADD]
+    if not cases:
+        return {"shams": {}, "rates": {}}
+    before = in_target_state(judge, np.stack([case.source for case in cases]), cases)
+    rates: dict[str, dict[str, dict]] = {}
+    for sham in InsertionSham:
+        films = np.stack([sham_film(sham, case.source, case.truth, case.lesion, case.seed) for case in cases])
+        after = in_target_state(judge, films, cases)
+        counts: dict[str, list[int]] = {}
+        for case, was, now in zip(cases, before, after):
+            entry = counts.setdefault(case.finding.value, [0, 0])
+            if not was:
+                entry[0] += int(now)
+                entry[1] += 1
+        rates[sham.value] = {finding: {"flip": round(flips / total, 4) if total else None, "n": total}
+                             for finding, (flips, total) in counts.items()}
+    return {"shams": {sham.value: what for sham, what in SHAM_WHAT.items()}, "rates": rates}
+
+
+def shams_table(shams: dict) -> str:
+    """The insertion shams' flip rates as a Markdown section (empty without ``add`` cases)."""
+    if not shams.get("rates"):
+        return ""
+    findings = sorted({finding for rates in shams["rates"].values() for finding in rates})
+    lines = ["", "Insertion shams (add cases; a flip rate well above 0 means the judge counts added contrast, "
+             "not the finding):", "", "| sham | " + " | ".join(findings) + " |", "|---|" + "---|" * len(findings)]
+    for sham, rates in shams["rates"].items():
+        cells = [rates.get(f, {}).get("flip") for f in findings]
+        lines.append(f"| {sham} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def run_counterfactual_suite(n: int, out_dir: str | Path, methods=METHODS, findings=tuple(Finding), size: int = 256,

@@ -153,7 +153,8 @@ def _bench_counterfactual(args: SuiteArgs) -> int:
                                           ours=args.namespaced(OURS_PREFIX), keep_films=args.keep_films,
                                           placement=placement_from_args(args))
     for row in summary_rows(result["rows"]):
-        print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f}  ssim_out {row['ssim_out']:.4f}  "
+        print(f"{row['action']:6s} {row['method']:16s} flip {row['flip_rate']:.2f} "
+              f"(truth {row['truth_flip_rate']:.2f})  ssim_out {row['ssim_out']:.4f}  "
               f"lungs {row['dice_lungs']:.3f}  fidelity {row['fidelity_psnr']:.2f} dB  fid {row['fid']:.3g}  "
               f"{row['sec_per_edit']:.2f} s")
     return _print_outputs(result["out"])
