@@ -269,8 +269,9 @@ def _packed(entry: Any, base: Path, manifest: Path, where: str) -> PackedFile:
         raise InputError(f"{manifest} lists {where} {entry['path']}, which is missing from {base}")
     actual = file_sha256(path)
     if actual != entry["sha256"]:
-        remedy = ("the installed file is damaged: reinstall the medcf wheel (pip install --force-reinstall --no-deps medcf-*.whl)"
-                  if in_installed_bundle(path) else f"refresh the manifest with `medcf model package {manifest.parent}`")
+        remedy = ("the installed file is damaged: reinstall the medcf wheel "
+                  "(pip install --force-reinstall --no-deps medcf-*.whl)" if in_installed_bundle(path)
+                  else f"refresh the manifest with `medcf model package {manifest.parent}`")
         raise InputError(f"{path} does not match {manifest} (sha256 {actual[:12]}…, listed {entry['sha256'][:12]}…): "
                          f"{remedy}")
     return PackedFile(path, actual)
