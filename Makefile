@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medcf-installed
 DEMO_DIR := build/demo
 
-.PHONY: demo test test-fast install system-deps bench bench-reports clean monailabel monailabel-server slicer-env test-slicer
+.PHONY: demo test test-fast install dist system-deps bench bench-reports clean monailabel monailabel-server slicer-env test-slicer
 
 # MONAI Label server (docs/monailabel.md): its own environment, because monailabel 0.8.5 needs
 # pydicom < 3 and numpy < 2; the app hands MedCF's work to $(VENV) through a worker process.
@@ -24,14 +24,23 @@ SL_VENV := .venv-slicer
 SL_STAMP := $(SL_VENV)/.slicer-core-installed
 SLICER_TESTS := tests/test_slicer_logic.py tests/test_slicer_mrml.py tests/test_slicer_remote.py
 
-$(STAMP): setup.py
+# constraints.txt: the tested releases (setup.py states ranges; docs/usage.md, "Install").
+$(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' -c constraints.txt
 	# The TorchXRayVision adapter's test needs only the package's source (no torchvision).
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps torchxrayvision==1.5.7
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The sdist and the wheel (the wheel built from the sdist, so both are complete) into dist/: the
+# wheel carries the MONAI bundle and the default model's weights as the data package medcf_bundle.
+# --no-isolation: the build runs on the setuptools of $(VENV), nothing downloaded.
+dist: install
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	@ls -l dist
 
 $(ML_STAMP): monailabel_app/requirements.txt
 	test -x $(ML_VENV)/bin/python || $(PYTHON) -m venv $(ML_VENV)
@@ -102,4 +111,4 @@ bench-reports: install
 	$(PY) benchmarks/bench_reports.py
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build dist .pytest_cache

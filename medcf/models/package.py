@@ -43,7 +43,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from medcf.bundle import WEIGHTS_DIR, bundle_root
+from medcf.bundle import WEIGHTS_DIR, bundle_root, in_installed_bundle
 from medcf.errors import InputError
 
 MANIFEST_FILE = "medcf_model.json"
@@ -269,8 +269,11 @@ def _packed(entry: Any, base: Path, manifest: Path, where: str) -> PackedFile:
         raise InputError(f"{manifest} lists {where} {entry['path']}, which is missing from {base}")
     actual = file_sha256(path)
     if actual != entry["sha256"]:
+        remedy = ("the installed file is damaged: reinstall the medcf wheel "
+                  "(pip install --force-reinstall --no-deps medcf-*.whl)" if in_installed_bundle(path)
+                  else f"refresh the manifest with `medcf model package {manifest.parent}`")
         raise InputError(f"{path} does not match {manifest} (sha256 {actual[:12]}…, listed {entry['sha256'][:12]}…): "
-                         f"refresh the manifest with `medcf model package {manifest.parent}`")
+                         f"{remedy}")
     return PackedFile(path, actual)
 
 
