@@ -268,6 +268,95 @@ def test_cancel_removes_what_the_run_wrote_and_only_that(tmp_path, existed):
     assert out.is_dir() == existed and (not existed or not any(out.iterdir()))
 
 
+# A stand-in medcf whose edit starts two helpers of its own (as a data loader or a tool might): one in
+# its process group, one that leaves it for a session of its own (setsid), which a group kill misses.
+TREE_MEDCF = '''
+import subprocess, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+sleeper = [sys.executable, "-c", "import time; time.sleep(3600)", "medcf-helper", str(out)]
+same = subprocess.Popen(sleeper)
+escaped = subprocess.Popen(sleeper, start_new_session=True)
+(out / "pids.txt").write_text(f"{same.pid} {escaped.pid}")
+for i in range(1000):
+    sys.stderr.write(f"\\rsampling: {i // 10:3d}%| | {i}/1000 [00:00<00:00]")
+    sys.stderr.flush()
+    time.sleep(0.01)
+time.sleep(3600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _processes_naming(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if marker in cmdline and _alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from Linux's /proc")
+def test_cancel_leaves_no_medcf_process_alive(tmp_path):
+    """Cancel on a running edit ends the whole tree: the medcf process, a helper in its group and a
+    helper that started a session of its own; afterwards no process names the run's output folder."""
+    from MedCFLib.process import descendants
+
+    fake = tmp_path / "fake"
+    (fake / "medcf").mkdir(parents=True)
+    (fake / "medcf" / "__init__.py").write_text("")
+    (fake / "medcf" / "__main__.py").write_text(TREE_MEDCF)
+    out = tmp_path / "out-tree"
+    run = BackgroundEdit(["input.dcm"], out, sys.executable, env=_env(fake), cwd=tmp_path).start()
+    waiting.wait_until(lambda: run.poll()[1] >= 5 and (out / "pids.txt").is_file(), watch=[run.process.pid],
+                       cpu_budget=SHORT_CPU_BUDGET, what="the stand-in medcf and its helpers", process=run.process)
+    helpers = [int(pid) for pid in (out / "pids.txt").read_text().split()]
+    assert all(_alive(pid) for pid in helpers) and set(helpers) <= set(descendants(run.process.pid))
+    assert len(_processes_naming(str(out))) == 3  # medcf and its two helpers
+    run.cancel(grace_s=2.0)
+    assert run.poll()[0] == CANCELLED
+    try:
+        # cancel() has sent SIGKILL to every one of them: an exit is due at once; 10 s of wall time is
+        # only the grace for a loaded machine to reap them (a survivor still fails, rather than hangs)
+        deadline = time.monotonic() + 10.0
+        while any(_alive(pid) for pid in [run.process.pid, *helpers]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_naming(str(out)) == [] and not out.exists()
+    finally:
+        for pid in helpers:  # whatever happened above, leave nothing running behind the test
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def test_windows_worker_has_no_console_window_and_cancel_ends_the_tree():
+    """The options a Windows run gets (checked here on any platform; only Linux has run a worker)."""
+    from MedCFLib import process
+
+    posix = process.popen_options("posix")
+    assert posix == {"start_new_session": True}
+    windows = process.popen_options("nt")
+    assert windows["creationflags"] & process.CREATE_NO_WINDOW == 0x08000000  # no console window flashes up
+    assert windows["creationflags"] & process.CREATE_NEW_PROCESS_GROUP == 0x00000200
+    if hasattr(subprocess, "STARTUPINFO"):  # Windows: the window is also asked to stay hidden
+        assert windows["startupinfo"].wShowWindow == process.SW_HIDE
+    assert process.tree_kill_command(4242) == ["taskkill", "/F", "/T", "/PID", "4242"]  # /T: the whole tree
+
+
 def test_cancel_never_touches_a_folder_that_held_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
