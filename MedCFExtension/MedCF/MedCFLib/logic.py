@@ -119,7 +119,7 @@ def slicer_version_problem(version: str) -> str | None:
 #: SNOMED CT codes of the organ segments (DICOM's coding scheme designator "SCT"), as Slicer's
 #: terminology entries carry them: category Anatomical Structure, type Lung or Heart, modifier Right
 #: or Left. The lung zones and costophrenic regions are radiographic regions with no SNOMED CT
-#: concept of their own, so they carry no terminology.
+#: concept of their own: they keep the generic entry Slicer gives an imported segment (Tissue).
 SCT = "SCT"
 ANATOMICAL_STRUCTURE = ("123037004", SCT, "Anatomical Structure")
 SEGMENT_TERMINOLOGY = {

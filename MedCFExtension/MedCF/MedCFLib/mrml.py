@@ -83,7 +83,8 @@ ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 def terminology_entry(segment_name: str) -> str | None:
     """Slicer's serialized terminology entry for an organ segment (SNOMED CT category, type and
     laterality: :data:`MedCFLib.logic.SEGMENT_TERMINOLOGY`), made by Slicer's own serializer so the
-    format is the one this Slicer reads; None for a segment with no standard concept (the zones)."""
+    format is the one this Slicer reads; None for a segment with no standard concept (the zones, which
+    keep Slicer's generic default)."""
     if segment_name not in SEGMENT_TERMINOLOGY:
         return None
     kind, modifier = SEGMENT_TERMINOLOGY[segment_name]
