@@ -48,8 +48,22 @@ def make_wheel(folder: Path, version: str = "0.9.0", requires: list[str] = REQUI
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(f"{name}/__init__.py", "")
         archive.writestr(f"{name}-{version}.dist-info/METADATA", metadata)
-        archive.writestr(f"{name}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: py3-none-any\n")
+        archive.writestr(f"{name}-{version}.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                                                               "Tag: py3-none-any\n")
+        record = "".join(f"{entry},,\n" for entry in (f"{name}/__init__.py", f"{name}-{version}.dist-info/METADATA",
+                                                        f"{name}-{version}.dist-info/WHEEL",
+                                                        f"{name}-{version}.dist-info/RECORD"))
+        archive.writestr(f"{name}-{version}.dist-info/RECORD", record)
     return wheel
+
+
+def _seen(args) -> list[str]:
+    """The pip arguments as recorded, with a constraints file's lines in place of its (temporary) path."""
+    args = list(args)
+    if "-c" in args:
+        at = args.index("-c") + 1
+        args[at] = "constraints:" + ",".join(Path(args[at]).read_text().split())
+    return args
 
 
 class Recorder:
@@ -86,7 +100,7 @@ def stand_in_slicer(recorder: Recorder, pydeps: bool = False, packaging: bool = 
     util.confirmOkCancelDisplay = confirm
     util.confirmYesNoDisplay = confirm_restart
     util.createProgressDialog = lambda **kwargs: recorder.calls.append(("progress", kwargs["maximum"])) or Progress()
-    util.pip_install = lambda args: recorder.calls.append(("util.pip_install", list(args)))
+    util.pip_install = lambda args: recorder.calls.append(("util.pip_install", _seen(args)))
     util.restart = lambda: recorder.calls.append(("restart",))
     slicer.util = util
     slicer.app = types.SimpleNamespace(processEvents=lambda: None)
@@ -103,7 +117,7 @@ def stand_in_slicer(recorder: Recorder, pydeps: bool = False, packaging: bool = 
     if packaging:
         module = types.ModuleType("slicer.packaging")
         module.pip_install = lambda args, *, requirements=None, interactive=True: recorder.calls.append(
-            ("packaging.pip_install", list(args), interactive))
+            ("packaging.pip_install", _seen(args), interactive))
         slicer.packaging = module
     return slicer
 
@@ -139,7 +153,7 @@ def _pip_args(recorder: Recorder) -> list[list[str]]:
 
 def _never_medcf_from_an_index(recorder: Recorder, wheel: Path) -> None:
     for args in _pip_args(recorder):
-        names = [a for a in args if not a.startswith("-")]
+        names = [a for a in args if not a.startswith(("-", "constraints:"))]
         assert "medcf" not in [install.canonical(n.split("[")[0].split("=")[0].split(">")[0]) for n in names], args
         if str(wheel) in args:
             assert "--no-index" in args and "--no-deps" in args, args
@@ -167,7 +181,10 @@ def test_fallback_installs_the_missing_list_then_the_wheel_without_deps_or_index
     said = first_use_install(stand_in_slicer(recorder), tmp_path / "wheels", installed(), imported={})
     assert said is None, said
     assert pytorch_extension == [(False, ">=2.3")]  # torch through the PyTorch extension, with the range
-    assert _pip_args(recorder) == [["monai<2,>=1.4", "scipy>=1.11"], ["--no-deps", "--no-index", str(wheel)]]
+    # the requirements go in with Slicer's packages pinned as installed, so their dependencies cannot move them
+    pins = "constraints:SimpleITK==2.4.0,numpy==1.26.4,vtk==9.3.1,torch==2.5.1"
+    assert _pip_args(recorder) == [["-c", pins, "monai<2,>=1.4", "scipy>=1.11"],
+                                   ["--no-deps", "--no-index", str(wheel)]]
     kinds = [call[0] for call in recorder.calls]
     assert kinds[0] == "confirm" and kinds[1] == "progress"  # asked first, then shown
     assert ("progress", 3) in recorder.calls and ("progress_closed", 3) in recorder.calls  # torch, requirements, medcf
@@ -194,8 +211,9 @@ def test_uv_based_slicer_packaging_is_used_where_there_is_no_pydeps(tmp_path, py
     assert install.choose_installer(slicer) == Installer.PACKAGING
     assert first_use_install(slicer, tmp_path / "wheels", installed(), imported={}) is None
     packaging_calls = [call for call in recorder.calls if call[0] == "packaging.pip_install"]
-    assert [call[1] for call in packaging_calls] == [["monai<2,>=1.4", "scipy>=1.11"],
-                                                     ["--no-deps", "--no-index", str(wheel)]]
+    assert [call[1] for call in packaging_calls] == [
+        ["-c", "constraints:SimpleITK==2.4.0,numpy==1.26.4,vtk==9.3.1,torch==2.5.1", "monai<2,>=1.4", "scipy>=1.11"],
+        ["--no-deps", "--no-index", str(wheel)]]
     assert all(call[2] is False for call in packaging_calls)  # the user was asked once, by MedCF
     _never_medcf_from_an_index(recorder, wheel)
 
@@ -296,3 +314,31 @@ def test_the_stand_in_matches_slicers_own_signatures():
     assert "skip_packages" in inspect.signature(slicer.pydeps.pip_install).parameters
     assert "interactive" in inspect.signature(slicer.packaging.pip_install).parameters
     assert install.choose_installer(stand_in_slicer(recorder)) == Installer.PIP_INSTALL
+
+
+def test_the_wheel_step_is_a_valid_offline_pip_install(tmp_path, pytorch_extension):
+    """The arguments the fallback gives for the wheel, run by the real pip (into a target folder, no
+    index, no network): the carried wheel installs, and nothing else is fetched."""
+    import subprocess
+
+    from tests import waiting
+
+    wheel = make_wheel(tmp_path / "wheels")
+    target = tmp_path / "site"
+    recorder = Recorder()
+    slicer = stand_in_slicer(recorder)
+    ran = []
+
+    def real_pip(args):
+        done = waiting.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                            "--target", str(target), *args], cpu_budget=120.0, what="pip install of the wheel")
+        ran.append((list(args), done.returncode, done.stderr))
+        if done.returncode:
+            raise subprocess.CalledProcessError(done.returncode, args, stderr=done.stderr)
+
+    slicer.util.pip_install = real_pip
+    ready = installed({"torch": "2.5.1", "monai": "1.5.0", "scipy": "1.14.0"})
+    assert first_use_install(slicer, tmp_path / "wheels", ready, imported={}) is None, ran
+    assert [args for args, _, _ in ran] == [["--no-deps", "--no-index", str(wheel)]]
+    assert (target / "medcf" / "__init__.py").is_file()
+    assert (target / "medcf-0.9.0.dist-info" / "METADATA").is_file()

@@ -17,7 +17,9 @@ Why this shape (docs/slicer.md, "Dependencies on first use"):
   the selective install and its own progress dialog. Otherwise the requirements are read from the
   wheel's METADATA (``Requires-Dist``), the skip list and what is already satisfied are dropped,
   the rest is installed (through ``slicer.packaging.pip_install`` where the Slicer has that uv-based
-  installer, else ``slicer.util.pip_install``), then the wheel itself with ``--no-deps``.
+  installer, else ``slicer.util.pip_install``) with Slicer's own packages pinned to their installed
+  versions in a constraints file (so the requirements' dependencies cannot move them either), then
+  the wheel itself with ``--no-deps``.
 - Nothing is installed before the user says yes; declining gives one line and changes nothing. A
   restart is offered when something already imported in this session was installed anew.
 
@@ -27,11 +29,14 @@ and ``PyTorchUtils`` are imported only when an install runs, so tests hand in st
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import importlib
 import importlib.metadata
 import inspect
+import shutil
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from enum import Enum
@@ -121,6 +126,7 @@ class InstallPlan:
     torch_problem: str | None  # torch installed but outside the wheel's range: refused, never replaced
     requirements: tuple[str, ...] = ()  # medcf's requirements not satisfied, SLICER_OWNED excluded
     skipped: tuple[str, ...] = ()  # medcf's requirements on SLICER_OWNED packages, left to Slicer
+    owned: tuple[str, ...] = ()  # SLICER_OWNED as installed ("numpy==1.26.4"): pinned while requirements go in
     installer: Installer = Installer.PIP_INSTALL
 
     @property
@@ -200,9 +206,10 @@ def plan_install(wheel: str | Path, version_of: Callable[[str], str | None] = in
             missing.append(str(requirement))
     if not torch_stated and version_of("torch") is None:
         torch = TORCH_REQUIREMENT  # a wheel that states no torch still runs on it: the default range
+    owned = tuple(f"{name}=={version_of(name)}" for name in SLICER_OWNED if version_of(name))
     return InstallPlan(wheel=wheel, version=version, medcf=version_of("medcf") != version, torch=torch,
                        torch_problem=torch_problem, requirements=tuple(missing), skipped=tuple(skipped),
-                       installer=installer)
+                       owned=owned, installer=installer)
 
 
 @dataclass
@@ -269,15 +276,19 @@ def run_plan(plan: InstallPlan, slicer) -> InstallResult:
     steps = (["torch"] if plan.torch else []) + (["requirements"] if plan.requirements
                                                  and plan.installer != Installer.PYDEPS_SKIP else []) + ["medcf"]
     progress = _progress_dialog(slicer, len(steps))
+    torch_version = None
     try:
         for index, step in enumerate(steps):
             _advance(slicer, progress, index, {"torch": f"Installing PyTorch ({plan.torch}) ...",
                                                "requirements": "Installing MedCF's requirements ...",
                                                "medcf": f"Installing medcf {plan.version} ..."}[step])
             if step == "torch":
-                _install_torch(plan.torch)
+                torch_version = _install_torch(plan.torch)
             elif step == "requirements":
-                _pip(slicer, plan.installer, list(plan.requirements))
+                # the requirements' own dependencies must not move Slicer's packages either: they are
+                # pinned to what is installed (pip then leaves them, or fails in one line)
+                with _owned_constraints(plan, torch_version) as pins:
+                    _pip(slicer, plan.installer, ["-c", str(pins), *plan.requirements])
             elif plan.installer == Installer.PYDEPS_SKIP:
                 slicer.pydeps.pip_install(str(plan.wheel), skip_packages=list(SLICER_OWNED), show_progress=True,
                                           requester=REQUESTER)
@@ -291,13 +302,30 @@ def run_plan(plan: InstallPlan, slicer) -> InstallResult:
     return result
 
 
-def _install_torch(requirement: str) -> None:
+@contextlib.contextmanager
+def _owned_constraints(plan: InstallPlan, torch_version: str | None):
+    """A constraints file holding :attr:`InstallPlan.owned`, and the torch the PyTorch extension has
+    just installed (``torch_version``)."""
+    pins = list(plan.owned) + ([f"torch=={torch_version}"] if torch_version else [])
+    folder = tempfile.mkdtemp(prefix="medcf-install-")
+    path = Path(folder) / "slicer-owned-constraints.txt"
+    path.write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _install_torch(requirement: str) -> str | None:
+    """torch through the PyTorch extension, within ``requirement``'s range; its version."""
     import PyTorchUtils  # the PyTorch extension: this extension's EXTENSION_DEPENDS
 
     spec = requirement[len("torch"):]
-    if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=spec) is None:
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=spec)
+    if torch is None:
         raise InstallError("PyTorch was not installed: install the PyTorch extension (Extensions Manager), "
                            "then try again")
+    return getattr(torch, "__version__", None)
 
 
 def _pip(slicer, installer: Installer, args: list[str]) -> None:
