@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 # module's logic calls MedCF in $(VENV) as `python -m medcf` (MEDCF_PYTHON), as it does inside Slicer.
 SL_VENV := .venv-slicer
 SL_STAMP := $(SL_VENV)/.slicer-core-installed
-SLICER_TESTS := tests/test_slicer_logic.py tests/test_slicer_mrml.py tests/test_slicer_remote.py
+SLICER_TESTS := tests/test_slicer_logic.py tests/test_slicer_install.py tests/test_slicer_mrml.py tests/test_slicer_remote.py
 
 # constraints.txt: the tested releases (setup.py states ranges; docs/usage.md, "Install").
 $(STAMP): setup.py constraints.txt

@@ -77,7 +77,7 @@ def render(out: Path) -> Path:
                        ("segmentationSelector", "(segmentation nodes)")):
         panel.findChild(QComboBox, name).addItem(text)
     panel.findChild(QLineEdit, "pathEdit").setPlaceholderText("(DICOM file or folder)")
-    panel.findChild(QLineEdit, "outputEdit").setPlaceholderText("(new or empty folder)")
+    panel.findChild(QLineEdit, "outputEdit").setPlaceholderText("(a folder: each run writes a new subfolder)")
     panel.resize(460, panel.sizeHint().height())
     shot = panel.grab().toImage()
 

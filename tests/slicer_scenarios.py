@@ -10,6 +10,7 @@ test asserts with MedCF's own readers on the other side.
     python slicer_scenarios.py dicom FILM.dcm MODEL_DIR OUT
     python slicer_scenarios.py result FILM.nii.gz EDIT_DIR OUT
     python slicer_scenarios.py errors FILM.nii.gz ANATOMY_DIR OUT
+    python slicer_scenarios.py closed FILM.nii.gz - OUT
 """
 
 from __future__ import annotations
@@ -177,11 +178,53 @@ def errors(film: Path, anatomy_dir: Path, out: Path) -> dict:
     return said
 
 
+def closed(film: Path, _unused: Path, out: Path) -> dict:
+    """``medcf segment --device cpu`` (Force CPU) -> a segmentation whose organs carry SNOMED CT
+    terminology; then File > Close Scene (``Clear``) while a result is due: loading it into the
+    deleted volume's place is refused in one line and adds no node."""
+    scene = _scene()
+    volume = _load(scene, film, "film")
+    run = mrml.start_segment(volume, out / "anatomy", out / "work", device="cpu")
+    facts = {"command": run.command, "segment": _finish(run)}
+    segmentation = mrml.segmentation_from_anatomy(out / "anatomy", volume)
+    seg = segmentation.GetSegmentation()
+    terminology = {}
+    for index in range(seg.GetNumberOfSegments()):
+        segment = seg.GetNthSegment(index)
+        tag = segment.GetTerminology() if segment.HasTag(segment.GetTerminologyEntryTagName()) else None
+        entry = None
+        if tag:
+            parsed = slicer.vtkSlicerTerminologyEntry()
+            assert slicer.vtkSlicerTerminologiesModuleLogic.DeserializeTerminologyEntry(tag, parsed), tag
+            entry = {"category": [parsed.GetCategoryObject().GetCodingSchemeDesignator(),
+                                  parsed.GetCategoryObject().GetCodeValue()],
+                     "type": [parsed.GetTypeObject().GetCodingSchemeDesignator(), parsed.GetTypeObject().GetCodeValue(),
+                              parsed.GetTypeObject().GetCodeMeaning()],
+                     "modifier": parsed.GetTypeModifierObject().GetCodeValue() or None}
+        terminology[segment.GetName()] = entry
+    facts["terminology"] = terminology
+    # the masks file written from it keeps the segments by name (what medcf edit --masks reads)
+    facts["masks_written"] = mrml.write_masks(segmentation, out / "masks.seg.nrrd", volume).is_file()
+
+    scene.Clear(0)  # File > Close Scene: the job's input volume is deleted
+    before = scene.GetNumberOfNodes()
+    said = {}
+    for name, action in {"segmentation": lambda: mrml.segmentation_from_anatomy(out / "anatomy", volume),
+                         "result": lambda: mrml.result_volume(out / "anatomy", volume)}.items():
+        try:
+            action()
+            said[name] = None
+        except mrml.MRMLError as error:
+            said[name] = str(error)
+    facts.update(after_close=said, nodes_added=scene.GetNumberOfNodes() - before)
+    return facts
+
+
 def main(argv: list[str]) -> dict:
     scenario, first, second, out = argv
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    scenarios = {"nifti": nifti, "dicom": dicom, "result": result, "errors": errors}
+    scenarios = {"nifti": nifti, "dicom": dicom, "result": result, "errors": errors, "closed": closed}
     return scenarios[scenario](Path(first), Path(second), out)
 
 

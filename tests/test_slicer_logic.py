@@ -80,7 +80,7 @@ def test_importing_logic_does_not_import_slicer_or_qt():
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(MODULE_DIR)!r})\n"
-        "import MedCFLib.logic, MedCFLib, MedCFLib.remote\n"
+        "import MedCFLib.logic, MedCFLib, MedCFLib.remote, MedCFLib.install\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'slicer', 'qt', 'ctk', 'vtk', 'PythonQt', 'PyQt5', 'PySide2', 'PySide6'})\n"
         "print(bad)\n"
@@ -268,6 +268,95 @@ def test_cancel_removes_what_the_run_wrote_and_only_that(tmp_path, existed):
     assert out.is_dir() == existed and (not existed or not any(out.iterdir()))
 
 
+# A stand-in medcf whose edit starts two helpers of its own (as a data loader or a tool might): one in
+# its process group, one that leaves it for a session of its own (setsid), which a group kill misses.
+TREE_MEDCF = '''
+import subprocess, sys, time
+from pathlib import Path
+out = Path(sys.argv[sys.argv.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+sleeper = [sys.executable, "-c", "import time; time.sleep(3600)", "medcf-helper", str(out)]
+same = subprocess.Popen(sleeper)
+escaped = subprocess.Popen(sleeper, start_new_session=True)
+(out / "pids.txt").write_text(f"{same.pid} {escaped.pid}")
+for i in range(1000):
+    sys.stderr.write(f"\\rsampling: {i // 10:3d}%| | {i}/1000 [00:00<00:00]")
+    sys.stderr.flush()
+    time.sleep(0.01)
+time.sleep(3600)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _processes_naming(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            if marker in cmdline and _alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from Linux's /proc")
+def test_cancel_leaves_no_medcf_process_alive(tmp_path):
+    """Cancel on a running edit ends the whole tree: the medcf process, a helper in its group and a
+    helper that started a session of its own; afterwards no process names the run's output folder."""
+    from MedCFLib.process import descendants
+
+    fake = tmp_path / "fake"
+    (fake / "medcf").mkdir(parents=True)
+    (fake / "medcf" / "__init__.py").write_text("")
+    (fake / "medcf" / "__main__.py").write_text(TREE_MEDCF)
+    out = tmp_path / "out-tree"
+    run = BackgroundEdit(["input.dcm"], out, sys.executable, env=_env(fake), cwd=tmp_path).start()
+    waiting.wait_until(lambda: run.poll()[1] >= 5 and (out / "pids.txt").is_file(), watch=[run.process.pid],
+                       cpu_budget=SHORT_CPU_BUDGET, what="the stand-in medcf and its helpers", process=run.process)
+    helpers = [int(pid) for pid in (out / "pids.txt").read_text().split()]
+    assert all(_alive(pid) for pid in helpers) and set(helpers) <= set(descendants(run.process.pid))
+    assert len(_processes_naming(str(out))) == 3  # medcf and its two helpers
+    run.cancel(grace_s=2.0)
+    assert run.poll()[0] == CANCELLED
+    try:
+        # cancel() has sent SIGKILL to every one of them: an exit is due at once; 10 s of wall time is
+        # only the grace for a loaded machine to reap them (a survivor still fails, rather than hangs)
+        deadline = time.monotonic() + 10.0
+        while any(_alive(pid) for pid in [run.process.pid, *helpers]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _processes_naming(str(out)) == [] and not out.exists()
+    finally:
+        for pid in helpers:  # whatever happened above, leave nothing running behind the test
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+
+def test_windows_worker_has_no_console_window_and_cancel_ends_the_tree():
+    """The options a Windows run gets (checked here on any platform; only Linux has run a worker)."""
+    from MedCFLib import process
+
+    posix = process.popen_options("posix")
+    assert posix == {"start_new_session": True}
+    windows = process.popen_options("nt")
+    assert windows["creationflags"] & process.CREATE_NO_WINDOW == 0x08000000  # no console window flashes up
+    assert windows["creationflags"] & process.CREATE_NEW_PROCESS_GROUP == 0x00000200
+    if hasattr(subprocess, "STARTUPINFO"):  # Windows: the window is also asked to stay hidden
+        assert windows["startupinfo"].wShowWindow == process.SW_HIDE
+    assert process.tree_kill_command(4242) == ["taskkill", "/F", "/T", "/PID", "4242"]  # /T: the whole tree
+
+
 def test_cancel_never_touches_a_folder_that_held_files(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -349,8 +438,56 @@ def test_cmake_installs_the_resources_and_scripts():
             assert path.relative_to(MODULE_DIR).as_posix().replace("MedCF", "${MODULE_NAME}", 1) in cmake, path
     top = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r'set\(EXTENSION_DEPENDS\s+"?PyTorch"?\)', top)
-    assert re.search(r'set\(EXTENSION_HOMEPAGE\s+"\S+"\)', top)
     assert "counterfactual" in top.lower()
+    # the wheel the first-use install takes is copied into the module's Resources/wheels and installed
+    assert 'Resources/wheels/${MEDCF_WHEEL_NAME}' in cmake and 'medcf-*-py3-none-any.whl' in cmake
+    assert 'DESTINATION "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/wheels"' in cmake
+
+
+def _cmake_setting(text: str, name: str) -> str:
+    found = re.search(rf'set\({name}\s+"([^"]*)"\)', text)
+    assert found, name
+    return found.group(1)
+
+
+def test_extension_metadata_is_what_the_extensions_index_asks_for():
+    """Absolute https URLs for homepage, icon and screenshot, all under the project's one address;
+    contributors as "Name (Org)"; a catalog entry with only the schema's keys."""
+    from MedCFLib.logic import DOCUMENTATION_URL, PROJECT_URL, RAW_URL
+
+    top = (ROOT / "CMakeLists.txt").read_text()
+    homepage, icon, shots = (_cmake_setting(top, f"EXTENSION_{key}") for key in ("HOMEPAGE", "ICONURL",
+                                                                                  "SCREENSHOTURLS"))
+    assert homepage == DOCUMENTATION_URL and homepage.startswith(PROJECT_URL + "/")
+    for url in (icon, *shots.split()):
+        assert url.startswith(RAW_URL + "/"), url
+        assert (ROOT / url[len(RAW_URL) + 1:]).is_file(), url  # the file is in the repository
+    assert shots.split()
+    contributors = _cmake_setting(top, "EXTENSION_CONTRIBUTORS")
+    assert re.fullmatch(r"[^,()]+ \([^()]+\)(, [^,()]+ \([^()]+\))*", contributors), contributors
+    assert "MedCF team" not in top and contributors in (MODULE_DIR / "MedCF.py").read_text()
+    catalog = json.loads((ROOT / "MedCFExtension" / "MedCF.json").read_text())
+    # the keys of slicer-extension-catalog-entry-schema v1.0.2 (additionalProperties: false)
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+    assert {"$schema", "category", "scm_url"} <= set(catalog) <= allowed
+    assert catalog["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert catalog["scm_url"] == PROJECT_URL and catalog["category"] == _cmake_setting(top, "EXTENSION_CATEGORY")
+    assert catalog["build_dependencies"] == ["PyTorch"] and 1 <= catalog["tier"] <= 5
+    source = (MODULE_DIR / "MedCF.py").read_text()  # the help text (an f-string) links the documentation
+    assert 'href="{DOCUMENTATION_URL}"' in source and "import DOCUMENTATION_URL" in source
+
+
+def test_sample_data_is_the_committed_sample_film():
+    import hashlib
+
+    from MedCFLib.logic import RAW_URL, SAMPLE_DATA, SAMPLE_DATA_SOURCE
+
+    source = ROOT / SAMPLE_DATA_SOURCE
+    assert SAMPLE_DATA["uris"] == f"{RAW_URL}/{SAMPLE_DATA_SOURCE}"
+    assert SAMPLE_DATA["checksums"] == "SHA256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    assert SAMPLE_DATA["fileNames"].endswith(".dcm") and SAMPLE_DATA["loadFileType"] == "VolumeFile"
+    assert "registerCustomSampleDataSource" in (MODULE_DIR / "MedCF.py").read_text()
 
 
 def test_icon_is_a_128_pixel_png():
@@ -363,34 +500,61 @@ def test_icon_is_a_128_pixel_png():
 # --- dependencies on first use, and a pasted report -------------------------------------------
 
 
-def test_missing_dependencies_are_installed_only_after_consent_and_failures_are_one_line():
-    from MedCFLib.logic import install_dependencies, missing_dependencies
+def test_each_run_gets_its_own_output_subfolder(tmp_path):
+    from datetime import datetime
 
-    assert missing_dependencies(lambda name: None if name == "medcf" else object()) == ["medcf"]
-    assert missing_dependencies(lambda name: object()) == []
-    calls = []
+    from MedCFLib.logic import run_folder
 
-    def torch():
-        calls.append("torch")
-        return object()
+    when = datetime(2026, 12, 7, 23, 15, 2)
+    options = {"finding": "pleural_effusion", "action": "add", "side": "left"}
+    first = run_folder(tmp_path, options, when)
+    assert first == tmp_path / "20261207-231502-pleural_effusion-add" and not first.exists()
+    first.mkdir()
+    (first / "edit.json").write_text("{}")
+    second = run_folder(tmp_path, options, when)  # the same second: a second Edit still gets a new folder
+    assert second == tmp_path / "20261207-231502-pleural_effusion-add-2"
+    report = run_folder(tmp_path, {"from-report": "/w/report.txt", "action": "-"}, when)
+    assert report.name == "20261207-231502-report"
+    assert run_folder(tmp_path, {"finding": "a/b c", "action": None}, when).parent == tmp_path
 
-    def pip(requirement):
-        calls.append(("pip", requirement))
 
-    questions = []
-    declined = install_dependencies(["torch", "medcf"], lambda q: questions.append(q) or False, torch, pip, "medcf")
-    assert calls == [] and "Not installed: torch, medcf" in declined and "\n" not in declined
-    assert "torch and medcf" in questions[0] and "PyTorch extension" in questions[0]
-    assert install_dependencies(["torch", "medcf"], lambda q: True, torch, pip, "/src/medcf") is None
-    assert calls == ["torch", ("pip", "/src/medcf")]  # torch first: medcf's requirements need it
-    assert install_dependencies([], lambda q: 1 / 0, torch, pip, "medcf") is None  # nothing missing: no dialog
-    assert "PyTorch extension" in install_dependencies(["torch"], lambda q: True, lambda: None, pip, "medcf")
+def test_work_folders_are_removed_and_swept(tmp_path):
+    from MedCFLib.logic import WorkFolders
 
-    def broken(requirement):
-        raise RuntimeError("pip exited with 1\nlong log")
+    folders = WorkFolders(tmp_path / "MedCF")
+    one, two = folders.new(), folders.new()
+    (one / "input.nii.gz").write_bytes(b"x")
+    (two / "anatomy").mkdir()
+    assert one != two and one.parent == two.parent == tmp_path / "MedCF"
+    folders.remove(one)
+    assert not one.exists() and two.exists()
+    elsewhere = tmp_path / "run-elsewhere"
+    elsewhere.mkdir()
+    folders.remove(elsewhere)  # only its own folders
+    assert elsewhere.exists()
+    three = folders.new()
+    assert folders.sweep(keep=(three,)) == [two] and three.exists() and not two.exists()
 
-    failed = install_dependencies(["medcf"], lambda q: True, torch, broken, "medcf")
-    assert failed == "Installing medcf failed: pip exited with 1"
+
+def test_force_cpu_sets_medcfs_device_option():
+    from MedCFLib.logic import with_device
+
+    options = {"finding": "nodule"}
+    assert with_device(options, True) == {"finding": "nodule", "device": "cpu"}
+    assert with_device(options, False) == options and "device" not in options
+    assert edit_arguments("in.dcm", with_device(options, True)) == ["in.dcm", "--finding", "nodule", "--device", "cpu"]
+    ui = UI_FILE.read_text()
+    assert 'name="forceCpuCheckBox"' in ui and "<string>forceCPU</string>" in ui
+
+
+def test_parameter_node_names_match_the_ui():
+    """Every field of MedCFParameterNode is bound to a widget by its SlicerParameterName in the .ui."""
+    source = (MODULE_DIR / "MedCF.py").read_text()
+    block = source[source.index("class MedCFParameterNode:"):source.index("@dataclass")]
+    fields = re.findall(r"^    (\w+): ", block, flags=re.M)
+    bound = re.findall(r'name="SlicerParameterName"[^>]*>\s*<string>(\w+)</string>', UI_FILE.read_text())
+    assert fields and sorted(fields) == sorted(bound)
+    assert "@parameterNodeWrapper" in source and "StartCloseEvent" in source
 
 
 def test_a_pasted_report_becomes_from_report_and_replaces_the_finding(tmp_path):

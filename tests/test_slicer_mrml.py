@@ -183,3 +183,25 @@ def test_bad_input_is_one_line(film: Path, tmp_path: Path) -> None:
                 "bad_suffix": "must end in .seg.nrrd", "no_result": "holds no edit.json"}
     for name, words in expected.items():
         assert said[name] is not None and words in said[name] and "\n" not in said[name], (name, said[name])
+
+
+def test_force_cpu_terminology_and_a_closed_scene(film: Path, tmp_path: Path) -> None:
+    """Force CPU reaches medcf segment as --device cpu; lungs and heart carry SNOMED CT codes (category
+    Anatomical Structure, type Lung/Heart, laterality), zones Slicer's generic Tissue; after the scene is closed a
+    job's result is refused in one line and no node is written."""
+    facts = _scenario("closed", film, "-", tmp_path)
+    command = facts["command"]
+    assert command[command.index("--device") + 1] == "cpu" and facts["segment"]["state"] == "finished"
+    terminology = facts["terminology"]
+    structure = ["SCT", "123037004"]
+    assert terminology["lung_right"] == {"category": structure, "type": ["SCT", "39607008", "Lung"],
+                                         "modifier": "24028007"}
+    assert terminology["lung_left"] == {"category": structure, "type": ["SCT", "39607008", "Lung"],
+                                        "modifier": "7771000"}
+    assert terminology["heart"] == {"category": structure, "type": ["SCT", "80891009", "Heart"], "modifier": None}
+    # the zones keep Slicer's generic default (Tissue): no zone claims an organ's concept
+    assert all(terminology[zone]["type"] == ["SCT", "85756007", "Tissue"] for zone in ZONES)
+    assert facts["masks_written"]
+    for name, said in facts["after_close"].items():
+        assert said is not None and "no longer in the scene" in said and "\n" not in said, (name, said)
+    assert facts["nodes_added"] == 0

@@ -9,16 +9,23 @@ the module still appears (and says what to install) when the library is absent.
 
 import logging
 import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import ctk
 import qt
 import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
+from slicer.util import VTKObservationMixin
 
 from MedCFLib import (
     EDIT_CHOICES,
@@ -27,21 +34,23 @@ from MedCFLib import (
     FAILED,
     FINISHED,
     RUNNING,
+    WorkFolders,
     default_interpreter,
-    install_dependencies,
     load_into_scene,
-    missing_dependencies,
     mrml,
+    run_folder,
     slicer_version_problem,
+    with_device,
     with_report,
 )
+from MedCFLib.logic import DOCUMENTATION_URL, SAMPLE_DATA
 from MedCFLib.remote import RemoteEdit, RemoteError
 
 RESEARCH_ONLY_LABEL = "Synthetic outputs: research only, never for diagnosis."
 
 INSTALL_HINT = (
-    "The medcf Python library is not installed in Slicer's Python. In Slicer's Python console run "
-    "slicer.util.pip_install('medcf') (or pass the path of a MedCF source checkout), then try again."
+    "The medcf Python library is not installed in Slicer's Python. Press Derive anatomy or Edit: MedCF offers to "
+    "install it from the wheel this extension carries (never from a package index)."
 )
 
 
@@ -85,29 +94,70 @@ class MedCF(ScriptedLoadableModule):
         self.parent.title = "MedCF"
         self.parent.categories = ["Utilities"]
         self.parent.dependencies = []
-        self.parent.contributors = ["MedCF team"]
-        self.parent.helpText = """
+        self.parent.contributors = ["MedCF maintainers (MedCF project)"]
+        self.parent.helpText = f"""
 <p>MedCF makes counterfactual chest X-rays: it edits one finding of a chest radiograph and
 keeps the rest of the patient. <b>Its outputs are synthetic, for research only, never for
 diagnosis.</b></p>
 <p>This module is a thin Slicer front end. The work is done by the core <code>medcf</code>
-Python library, which has no Slicer dependency and must be installed into Slicer's own Python
-first: in the Python console run <code>slicer.util.pip_install('medcf')</code> (or give the path
-of a MedCF source checkout instead of the name), then restart Slicer or reload the module.</p>
+Python library, which the extension carries as a wheel: on the first <i>Derive anatomy</i> or
+<i>Edit</i>, MedCF asks, then installs it into Slicer's Python (PyTorch through the PyTorch extension;
+Slicer's own torch, SimpleITK, numpy and VTK are left alone) and offers a restart when one is needed.</p>
 <p>Choose a DICOM file, series folder or study folder; <i>Inspect</i> lists the instances found and
 which frontal radiograph MedCF would edit, and why; <i>Load selected radiograph</i> loads it as a
-single-slice volume. Any scalar volume can be the <i>Input volume</i>. <i>Derive anatomy</i> runs
-<code>medcf segment</code> in the background: lungs, heart and zones become a segmentation to correct
-in Segment Editor; the edit uses it as corrected (<code>--masks</code>). <i>Edit</i> adds or removes one
-finding by running <code>medcf edit</code> in a background process, or on MedCF's MONAI Label server
-(<i>Remote</i>); Slicer stays responsive, a progress bar follows the sampling, <i>Cancel</i> stops it and
-keeps nothing. The counterfactual appears beside the input with the difference; its provenance
-(<code>edit.json</code>) is in the node's attributes. <i>Save to DICOM database</i> imports the synthetic
-series MedCF wrote.</p>
+single-slice volume (or load <i>MedCF sample PA chest X-ray</i> from Sample Data). Any scalar volume
+can be the <i>Input volume</i>. <i>Derive anatomy</i> runs <code>medcf segment</code> in the background:
+lungs and heart (with SNOMED CT terminology) and the lung zones become a segmentation; <i>Correct in
+Segment Editor</i> opens it there, and the edit uses it as corrected (<code>--masks</code>). <i>Force
+CPU</i> runs both on the CPU. <i>Edit</i> adds or removes one finding by running <code>medcf edit</code>
+in a background process, or on MedCF's MONAI Label server (<i>Remote</i>); each run writes into its own
+subfolder of the output folder; Slicer stays responsive, a progress bar follows the sampling,
+<i>Cancel</i> stops it and keeps nothing. The counterfactual appears beside the input with the
+difference; its provenance (<code>edit.json</code>) is in the node's attributes. <i>Save to DICOM
+database</i> imports the synthetic series MedCF wrote.</p>
+<p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>
 """
         self.parent.acknowledgementText = """
 Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and for research only.
 """
+        # Sample Data exists once the application has started
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData():
+    """The sample study's PA film (simulated, no patient) in the Sample Data module."""
+    import SampleData
+
+    iconsPath = os.path.join(os.path.dirname(__file__), "Resources", "Icons")
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        thumbnailFileName=os.path.join(iconsPath, "MedCF.png"), **SAMPLE_DATA)
+
+
+#
+# MedCFParameterNode
+#
+
+
+@parameterNodeWrapper
+class MedCFParameterNode:
+    """The module's state in the scene (saved with it, restored when the module is entered again):
+    the input volume, its segmentation, whether the edit uses it, and the CPU choice. Bound to the
+    widgets named in the .ui by their ``SlicerParameterName``."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    useSegmentation: bool = True
+    forceCPU: bool = False
+
+
+@dataclass
+class _Job:
+    """A running segment or edit: what runs it, the nodes it was started on, its work folder."""
+
+    kind: str  # "segment" or "edit"
+    run: Any  # BackgroundEdit or RemoteEdit
+    node: Any  # the input volume node
+    work: Optional[Path]  # removed when the job is over
 
 
 #
@@ -115,25 +165,30 @@ Built on the 3D Slicer scripted module template. MedCF outputs are synthetic and
 #
 
 
-class MedCFWidget(ScriptedLoadableModuleWidget):
+class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """The panel: input (a study path or a loaded volume), anatomy, edit settings, run mode, result.
 
-    The widgets come from Resources/UI/MedCF.ui. Segmenting and editing run outside Slicer's main
-    thread: a local ``python -m medcf`` process (``MedCFLib.BackgroundEdit``) or the MONAI Label server
-    (``MedCFLib.remote.RemoteEdit``, same interface); one timer polls whichever runs, so Slicer stays
-    responsive and the progress bar and Cancel button work the same way for both. The scene work is
-    ``MedCFLib.mrml`` (tested headless against slicer-core); this class only wires widgets to it."""
+    The widgets come from Resources/UI/MedCF.ui; the volume, segmentation and CPU choice live in the
+    scene's parameter node (:class:`MedCFParameterNode`). Segmenting and editing run outside Slicer's
+    main thread: a local ``python -m medcf`` process (``MedCFLib.BackgroundEdit``) or the MONAI Label
+    server (``MedCFLib.remote.RemoteEdit``, same interface); one timer polls whichever runs, so Slicer
+    stays responsive and the progress bar and Cancel button work the same way for both. Closing the
+    scene cancels a running job, so nothing is ever written into a node the close deleted. The scene
+    work is ``MedCFLib.mrml`` (tested headless against slicer-core); this class only wires widgets to it."""
 
     POLL_INTERVAL_MS = 200
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
         self.logic = None
         self.ui = None
-        self.job = None  # (kind, run, input node): kind "segment" or "edit"
+        self.job = None  # a _Job while a segment or edit runs
         self.editTimer = None
         self.resultNode = None
         self.versionProblem = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -169,28 +224,71 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         self.editTimer.setInterval(self.POLL_INTERVAL_MS)
         self.editTimer.connect("timeout()", self.onEditPoll)
 
+        # a job's nodes go away with the scene: cancel it first, then forget the parameter node
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
         self.ui.pathEdit.connect("currentPathChanged(QString)", self.updateButtons)
         self.ui.outputEdit.connect("currentPathChanged(QString)", self.updateButtons)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
-        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateButtons)
         self.ui.remoteRadioButton.connect("toggled(bool)", self.updateButtons)
         self.ui.serverUrlEdit.connect("textChanged(QString)", self.updateButtons)
         self.ui.inspectButton.connect("clicked(bool)", self.onInspect)
         self.ui.loadButton.connect("clicked(bool)", self.onLoad)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegment)
+        self.ui.openSegmentEditorButton.connect("clicked(bool)", self.onOpenSegmentEditor)
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelEdit)
         self.ui.saveToDicomButton.connect("clicked(bool)", self.onSaveToDicom)
 
+        # leftovers of a session that crashed mid-run
+        self.logic.workFolders.sweep()
+        self.initializeParameterNode()
         self.updateButtons()
 
     def cleanup(self):
         """Module closed or reloaded: a running job is cancelled, not orphaned."""
-        if self.editTimer is not None:
-            self.editTimer.stop()
+        self.cancelJob()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+
+    def onSceneStartClose(self, caller, event):
+        """File > Close Scene: the job's input (and segmentation) are about to be deleted. Cancel it
+        now, so that it can never write its result into, or beside, a node that is gone."""
         if self.job is not None:
-            self.job[1].cancel()
-            self.job = None
+            self.cancelJob()
+            self.ui.editStatusLabel.text = "The scene was closed: the running job was cancelled; nothing was kept."
+        self.resultNode = None
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+
+    def setParameterNode(self, inputParameterNode):
+        """Bind the widgets to ``inputParameterNode`` (None: unbind)."""
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
+        self.updateButtons()
 
     def currentPath(self):
         return self.ui.pathEdit.currentPath.strip()
@@ -201,20 +299,30 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
     def remote(self):
         return bool(self.ui.remoteRadioButton.checked)
 
+    def inputVolume(self):
+        return self._parameterNode.inputVolume if self._parameterNode else None
+
+    def segmentation(self):
+        return self._parameterNode.segmentation if self._parameterNode else None
+
     def updateButtons(self, *_):
+        if self.ui is None:
+            return
         if self.versionProblem:
             for button in (self.ui.inspectButton, self.ui.loadButton, self.ui.segmentButton, self.ui.editButton,
-                           self.ui.cancelButton, self.ui.saveToDicomButton):
+                           self.ui.cancelButton, self.ui.saveToDicomButton, self.ui.openSegmentEditorButton):
                 button.enabled = False
             return
         hasPath = bool(self.currentPath())
-        hasVolume = self.ui.inputVolumeSelector.currentNode() is not None
+        hasVolume = self.inputVolume() is not None
         running = self.job is not None
         remoteReady = not self.remote() or bool(self.ui.serverUrlEdit.text.strip())
         self.ui.inspectButton.enabled = hasPath
         self.ui.loadButton.enabled = hasPath
         self.ui.segmentButton.enabled = hasVolume and not running
+        self.ui.openSegmentEditorButton.enabled = self.segmentation() is not None
         self.ui.useSegmentationCheckBox.enabled = not self.remote()  # the server segments with its own weights
+        self.ui.forceCpuCheckBox.enabled = not self.remote()  # the server picks its own device
         self.ui.serverUrlEdit.enabled = self.remote()
         self.ui.editButton.enabled = hasVolume and bool(self.outputPath()) and remoteReady and not running
         self.ui.cancelButton.enabled = running
@@ -251,80 +359,121 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
         if result is None:
             return
         node, radiograph = result
-        self.ui.inputVolumeSelector.setCurrentNode(node)
+        self._parameterNode.inputVolume = node
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpGreenSliceView)
         slicer.util.setSliceViewerLayers(background=node, fit=True)
         self.ui.reportBox.appendPlainText("\n" + MedCFLogic.describeLoaded(node, radiograph))
 
     def _startJob(self, kind, start):
-        node = self.ui.inputVolumeSelector.currentNode()
-        run = self._run(lambda: start(node))
+        """``start(node, work)`` begins the job; the work folder is removed when the job is over."""
+        node = self.inputVolume()
+        work = self.logic.workFolders.new()
+        run = self._run(lambda: start(node, work))
         if run is None:
+            self.logic.workFolders.remove(work)
             return
-        self.job = (kind, run, node)
+        self.job = _Job(kind, run, node, work)
         self.ui.editProgressBar.value = 0
         self.ui.editStatusLabel.text = f"Starting medcf {kind} in the background..."
         self.updateButtons()
         self.editTimer.start()
 
+    def _endJob(self):
+        job, self.job = self.job, None
+        self.editTimer.stop()
+        if job is not None:
+            self.logic.workFolders.remove(job.work)
+        self.updateButtons()
+        return job
+
+    def cancelJob(self):
+        if self.editTimer is not None:
+            self.editTimer.stop()
+        if self.job is not None:
+            with _WaitCursor():
+                self.job.run.cancel()
+            self._endJob()
+
+    def forceCPU(self):
+        return bool(self._parameterNode and self._parameterNode.forceCPU)
+
     def onSegment(self):
         """``medcf segment`` on the input volume in the background; onEditPoll adds the segmentation."""
         if self.job is None:
-            self._startJob("segment", self.logic.startSegment)
+            self._startJob("segment", lambda node, work: self.logic.startSegment(node, work, self.forceCPU()))
 
-    def editOptions(self):
+    def onOpenSegmentEditor(self):
+        """The segmentation in Segment Editor, on the input volume: where the user corrects it."""
+        segmentation, volume = self.segmentation(), self.inputVolume()
+        if segmentation is None:
+            return
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.SegmentEditorWidget.editor
+        editor.setSegmentationNode(segmentation)
+        if volume is not None:
+            # Slicer 5.2 renamed the master volume the source volume
+            setSource = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode
+            setSource(volume)
+
+    def editOptions(self, work):
         options = {name: combo.currentText for name, combo in self.editCombos.items()}
         options["strength"] = f"{self.ui.strengthSpinBox.value:g}"
         options["seed"] = str(int(self.ui.seedSpinBox.value))
         # a pasted report names the findings (medcf edit --from-report); the first result is shown
-        return with_report(options, self.ui.reportEdit.plainText, self.logic.workDir())
+        return with_report(options, self.ui.reportEdit.plainText, work)
 
     def onEdit(self):
-        """Start the edit (local process or MONAI Label server); onEditPoll follows it."""
+        """Start the edit (local process or MONAI Label server) into a new subfolder of the output
+        folder; onEditPoll follows it."""
         if self.job is not None:
             return
-        options, out = self.editOptions(), self.outputPath()
-        if self.remote() and "from-report" in options:  # the server's counterfactual model takes a finding
+        if self.remote() and self.ui.reportEdit.plainText.strip():  # the server's model takes a finding
             self.ui.editStatusLabel.text = "A pasted report runs locally only: choose Local, or clear the report."
             return
         if self.remote():
             url = self.ui.serverUrlEdit.text.strip()
             qt.QSettings().setValue("MedCF/ServerURL", url)
-            self._startJob("edit", lambda node: self.logic.startRemoteEdit(url, node, options, out))
+
+            def start(node, work):
+                options = self.editOptions(work)
+                return self.logic.startRemoteEdit(url, node, options, run_folder(self.outputPath(), options), work)
         else:
-            segmentation = self.ui.segmentationSelector.currentNode() \
-                if self.ui.useSegmentationCheckBox.checked else None
-            self._startJob("edit", lambda node: self.logic.startEdit(node, options, out, segmentation))
+            segmentation = self.segmentation() if self._parameterNode.useSegmentation else None
+
+            def start(node, work):
+                options = with_device(self.editOptions(work), self.forceCPU())
+                return self.logic.startEdit(node, options, run_folder(self.outputPath(), options), work,
+                                            segmentation)
+        self._startJob("edit", start)
 
     def onEditPoll(self):
         if self.job is None:
             self.editTimer.stop()
             return
-        kind, run, node = self.job
-        state, percent, message = run.poll()
+        state, percent, message = self.job.run.poll()
         self.ui.editProgressBar.value = int(percent)
         if state == RUNNING:
             self.ui.editStatusLabel.text = message
             return
+        job = self.job
         self.editTimer.stop()
-        self.job = None
-        self.updateButtons()
         if state == FINISHED:
             self.ui.editStatusLabel.text = "Finished."
-            if kind == "segment":
-                segmentation = self._run(lambda: mrml.segmentation_from_anatomy(run.out_dir, node))
+            if job.kind == "segment":  # read before _endJob removes the work folder it wrote into
+                segmentation = self._run(lambda: mrml.segmentation_from_anatomy(job.run.out_dir, job.node))
                 if segmentation is not None:
-                    self.ui.segmentationSelector.setCurrentNode(segmentation)
+                    self._parameterNode.segmentation = segmentation
                     self.ui.reportBox.appendPlainText(
-                        f"\nAnatomy of '{node.GetName()}': segmentation '{segmentation.GetName()}' (lungs, heart, "
+                        f"\nAnatomy of '{job.node.GetName()}': segmentation '{segmentation.GetName()}' (lungs, heart, "
                         "zones). Correct it in Segment Editor; the edit uses it as corrected.")
             else:
-                self.showResult(node, run)
+                self.showResult(job.node, job.run)
         elif state == FAILED:
             self.ui.editStatusLabel.text = f"Failed: {message}"
             slicer.util.errorDisplay(message)
         else:
             self.ui.editStatusLabel.text = "Cancelled; nothing was kept."
+        self._endJob()
 
     def showResult(self, node, run):
         """The counterfactual beside the input, with the difference, in three coronal views."""
@@ -344,9 +493,8 @@ class MedCFWidget(ScriptedLoadableModuleWidget):
     def onCancelEdit(self):
         if self.job is None:
             return
-        with _WaitCursor():
-            self.job[1].cancel()
-        self.onEditPoll()
+        self.cancelJob()
+        self.ui.editStatusLabel.text = "Cancelled; nothing was kept."
 
     def onSaveToDicom(self):
         """Import the synthetic series MedCF's writer wrote (not Slicer's exporter, which cannot tag
@@ -379,6 +527,15 @@ class _WaitCursor:
 class MedCFLogic(ScriptedLoadableModuleLogic):
     """Calls into ``medcf`` and ``MedCFLib``; no GUI, no imaging code of its own."""
 
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        # the files handed to medcf (input as NIfTI, masks, report, a segment run's anatomy), one
+        # folder per run in Slicer's temporary folder, removed when the run is over
+        self.workFolders = WorkFolders(os.path.join(slicer.app.temporaryPath, "MedCF"))
+
+    def getParameterNode(self):
+        return MedCFParameterNode(super().getParameterNode())
+
     def inspectText(self, path):
         """The ``medcf inspect`` report for ``path`` (file, series or study folder)."""
         medcf = _import_medcf()
@@ -396,15 +553,6 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
             node.SetAttribute(mrml.SOURCE_ATTRIBUTE, str(radiograph.path))  # medcf edits this very file
         return node, radiograph
 
-    def workDir(self):
-        """A folder for the files handed to ``medcf`` (the input as NIfTI, the masks), in Slicer's
-        temporary folder, one per run so runs never share files."""
-        import tempfile
-
-        base = os.path.join(slicer.app.temporaryPath, "MedCF")
-        os.makedirs(base, exist_ok=True)
-        return tempfile.mkdtemp(prefix="run-", dir=base)
-
     def sourceFor(self, node):
         """Tell ``medcf`` which file a volume came from: MedCF's own load sets it; a volume loaded from
         Slicer's DICOM database names its instances, whose file the database knows."""
@@ -417,42 +565,33 @@ class MedCFLogic(ScriptedLoadableModuleLogic):
         return node
 
     def _needsLocalMedCF(self):
-        """medcf runs in Slicer's Python (no $MEDCF_PYTHON): on first use, offer to install what is
-        missing (torch through the PyTorch extension, medcf with pip), after a confirmation dialog."""
+        """medcf runs in Slicer's Python (no $MEDCF_PYTHON): on first use, install it from the wheel the
+        extension carries, after a confirmation (``MedCFLib.install``: selective, torch through the
+        PyTorch extension, Slicer's own packages left alone, a restart offered when needed)."""
         if os.environ.get("MEDCF_PYTHON"):
             return
-        import importlib.util
+        from MedCFLib.install import first_use_install
 
-        missing = missing_dependencies(importlib.util.find_spec)
-        if missing:
-            def install_torch():
-                import PyTorchUtils  # the PyTorch extension, this extension's EXTENSION_DEPENDS
-
-                return PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-
-            problem = install_dependencies(missing, slicer.util.confirmOkCancelDisplay, install_torch,
-                                           slicer.util.pip_install, os.environ.get("MEDCF_REQUIREMENT", "medcf"))
-            if problem:
-                raise MedCFLibraryMissing(problem)
-            importlib.invalidate_caches()
+        problem = first_use_install(slicer)
+        if problem:
+            raise MedCFLibraryMissing(problem)
         _import_medcf()
 
-    def startSegment(self, node):
-        """``medcf segment`` on ``node`` in a background process; returns the running job."""
+    def startSegment(self, node, work, forceCPU=False):
+        """``medcf segment`` on ``node`` in a background process, writing into ``work``; returns the job."""
         self._needsLocalMedCF()
-        work = self.workDir()
-        return mrml.start_segment(self.sourceFor(node), os.path.join(work, "anatomy"), work, default_interpreter())
+        return mrml.start_segment(self.sourceFor(node), os.path.join(work, "anatomy"), work, default_interpreter(),
+                                  device="cpu" if forceCPU else None)
 
-    def startEdit(self, node, options, out_dir, segmentation=None):
+    def startEdit(self, node, options, out_dir, work, segmentation=None):
         """``medcf edit`` on ``node`` (with ``segmentation`` as its anatomy when given) writing into
         ``out_dir``, in a background process; returns the running ``BackgroundEdit``."""
         self._needsLocalMedCF()
-        return mrml.start_edit(self.sourceFor(node), options, out_dir, self.workDir(), segmentation,
-                               default_interpreter())
+        return mrml.start_edit(self.sourceFor(node), options, out_dir, work, segmentation, default_interpreter())
 
-    def startRemoteEdit(self, url, node, options, out_dir):
+    def startRemoteEdit(self, url, node, options, out_dir, work):
         """The same edit on MedCF's MONAI Label server; returns the running ``RemoteEdit``."""
-        source = mrml.medcf_input(self.sourceFor(node), self.workDir())
+        source = mrml.medcf_input(self.sourceFor(node), work)
         return RemoteEdit(url, source, options, out_dir).start()
 
     def loadEditResult(self, node, run):
@@ -521,9 +660,21 @@ class MedCFTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         self.setUp()
+        self.test_parameter_node()
+        self.setUp()
         self.test_load_into_scene()
         self.setUp()
         self.test_load_sample_study()
+
+    def test_parameter_node(self):
+        """The parameter node starts with MedCF's defaults and holds a volume node reference."""
+        parameters = MedCFLogic().getParameterNode()
+        self.assertFalse(parameters.forceCPU)
+        self.assertTrue(parameters.useSegmentation)
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "MedCFTest input")
+        parameters.inputVolume = volume
+        self.assertIs(MedCFLogic().getParameterNode().inputVolume, volume)
+        self.delayDisplay("parameter node passed")
 
     def test_load_into_scene(self):
         """A stand-in radiograph becomes a (1, rows, cols) float volume with (col, row, 1) spacing."""

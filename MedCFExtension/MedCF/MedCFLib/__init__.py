@@ -2,7 +2,8 @@
 
 Importing this package pulls in neither Slicer nor Qt (a test checks it). ``MedCFLib.mrml`` (the
 scene work; needs Slicer's MRML, the application's or slicer-core's) and ``MedCFLib.remote`` (the
-MONAI Label client) are imported by name where they are used."""
+MONAI Label client) and ``MedCFLib.install`` (first-use install of the carried wheel) are imported
+by name where they are used."""
 
 from .logic import (
     CORONAL_IJK_TO_RAS,
@@ -13,12 +14,14 @@ from .logic import (
     EDIT_OPTIONS,
     EDIT_START,
     MIN_SLICER_VERSION,
+    SEGMENT_TERMINOLOGY,
     VolumeArrays,
-    install_dependencies,
+    WorkFolders,
     load_into_scene,
-    missing_dependencies,
     radiograph_to_volume_arrays,
+    run_folder,
     slicer_version_problem,
+    with_device,
     with_report,
 )
 from .process import (
@@ -53,7 +56,9 @@ __all__ = [
     "radiograph_to_volume_arrays",
     "MIN_SLICER_VERSION",
     "slicer_version_problem",
-    "install_dependencies",
-    "missing_dependencies",
+    "SEGMENT_TERMINOLOGY",
+    "WorkFolders",
+    "run_folder",
+    "with_device",
     "with_report",
 ]

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import tempfile
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -71,6 +75,25 @@ ORGAN_LABELS = {"lung_right": 1, "lung_left": 2, "heart": 3}
 ZONE_LABELS = {"right_upper": 1, "right_middle": 2, "right_lower": 3, "left_upper": 4, "left_middle": 5,
                "left_lower": 6, "right_costophrenic": 7, "left_costophrenic": 8}
 
+#: The project's public addresses (also in the top-level CMakeLists.txt and MedCFExtension/MedCF.json;
+#: a test keeps them equal).
+PROJECT_URL = "https://github.com/medcf/MedCF"
+DOCUMENTATION_URL = f"{PROJECT_URL}/blob/main/docs/slicer.md"
+RAW_URL = "https://raw.githubusercontent.com/medcf/MedCF/main"
+
+#: The sample study's PA film (medcf/data/sample_study, simulated, no patient) registered in Sample
+#: Data; the checksum is the committed file's, which a test recomputes.
+SAMPLE_DATA = {
+    "category": "MedCF",
+    "sampleName": "MedCFSampleChestXray",
+    "nodeNames": "MedCF sample PA chest X-ray",
+    "fileNames": "MedCF-sample-PA.dcm",
+    "uris": f"{RAW_URL}/medcf/data/sample_study/series-001-pa/IM0001.dcm",
+    "checksums": "SHA256:226fefa982fd460c8684ee17464835dfc4f3b2c6c50af53fbc4450d53999ff9f",
+    "loadFileType": "VolumeFile",
+}
+SAMPLE_DATA_SOURCE = "medcf/data/sample_study/series-001-pa/IM0001.dcm"
+
 #: the oldest Slicer the module runs in: 5.12 ships pydicom 3, which medcf needs (issue 19)
 MIN_SLICER_VERSION = (5, 12)
 
@@ -93,39 +116,77 @@ def slicer_version_problem(version: str) -> str | None:
     return None
 
 
-#: What the module needs in the Python that runs ``medcf`` (Slicer's own when $MEDCF_PYTHON is unset),
-#: each with how it is installed: torch through the PyTorch extension (the wheel matching the GPU),
-#: medcf with pip (its requirement: $MEDCF_REQUIREMENT, a package name or a checkout's path).
-DEPENDENCIES = ("torch", "medcf")
+#: SNOMED CT codes of the organ segments (DICOM's coding scheme designator "SCT"), as Slicer's
+#: terminology entries carry them: category Anatomical Structure, type Lung or Heart, modifier Right
+#: or Left. The lung zones and costophrenic regions are radiographic regions with no SNOMED CT
+#: concept of their own: they keep the generic entry Slicer gives an imported segment (Tissue).
+SCT = "SCT"
+ANATOMICAL_STRUCTURE = ("123037004", SCT, "Anatomical Structure")
+SEGMENT_TERMINOLOGY = {
+    "lung_right": (("39607008", SCT, "Lung"), ("24028007", SCT, "Right")),
+    "lung_left": (("39607008", SCT, "Lung"), ("7771000", SCT, "Left")),
+    "heart": (("80891009", SCT, "Heart"), None),
+}
+
+#: the value of ``medcf --device`` the panel's "Force CPU" sets (unset: medcf's ``auto``)
+FORCE_CPU_DEVICE = "cpu"
 
 
-def missing_dependencies(find_spec) -> list[str]:
-    """Which of :data:`DEPENDENCIES` ``find_spec`` (``importlib.util.find_spec``) cannot find."""
-    return [name for name in DEPENDENCIES if find_spec(name) is None]
+def with_device(options: dict[str, str | None], force_cpu: bool) -> dict[str, str | None]:
+    """``options`` with ``--device cpu`` when the user forces the CPU (e.g. a GPU another program
+    holds); otherwise unchanged, and medcf picks (cuda, then mps, then cpu)."""
+    return {**options, "device": FORCE_CPU_DEVICE} if force_cpu else dict(options)
 
 
-def install_dependencies(missing: list[str], confirm, install_torch, pip_install, requirement: str) -> str | None:
-    """Install ``missing`` on first use, only after ``confirm(question)`` says yes (Slicer's
-    ``confirmOkCancelDisplay``): torch with ``install_torch()`` (the PyTorch extension's logic),
-    medcf with ``pip_install(requirement)``. Returns None when all is installed, else the one line
-    to show (declined, or an install that failed); nothing is installed without consent."""
-    if not missing:
-        return None
-    question = (f"MedCF needs {' and '.join(missing)} in Slicer's Python, and they are not installed. "
-                f"Install now ({'PyTorch through the PyTorch extension, ' if 'torch' in missing else ''}"
-                f"{'medcf with pip from ' + requirement if 'medcf' in missing else ''})? This can take minutes.")
-    if not confirm(question):
-        return (f"Not installed: {', '.join(missing)}. MedCF cannot run without them; run "
-                f"slicer.util.pip_install({requirement!r}) in the Python console, or press Edit again.")
-    try:
-        if "torch" in missing and install_torch() is None:
-            return "PyTorch was not installed: install the PyTorch extension (Extensions Manager), then try again."
-        if "medcf" in missing:
-            pip_install(requirement)
-    except Exception as error:  # noqa: BLE001 - any installer failure becomes the one line shown
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"Installing {', '.join(missing)} failed: {reason}"
-    return None
+def run_folder(parent: str | os.PathLike, options: dict[str, str | None], now: datetime | None = None) -> Path:
+    """A new subfolder of the chosen output folder for one run, named by time and edit
+    (``20261207-231502-pleural_effusion-add``), so a second Edit into the same output folder writes
+    beside the first instead of failing (medcf writes only into a new or empty folder). The
+    folder is not created: the run creates it, and Cancel removes it."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    what = "report" if options.get("from-report") else (options.get("finding") or "edit")
+    label = "-".join(str(part) for part in (stamp, what, options.get("action")) if part not in (None, "", NOT_GIVEN))
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
+    candidate, number = Path(parent) / label, 2
+    while candidate.exists():
+        candidate, number = Path(parent) / f"{label}-{number}", number + 1
+    return candidate
+
+
+class WorkFolders:
+    """The per-run folders of files handed to ``medcf`` (the input as NIfTI, the masks, a pasted
+    report, the anatomy a segment run writes), under one base folder (Slicer's temporary folder
+    inside the application). Each is removed when its run has been loaded, failed or been
+    cancelled; :meth:`sweep` removes what a crashed session left."""
+
+    PREFIX = "run-"
+
+    def __init__(self, base: str | os.PathLike):
+        self.base = Path(base)
+
+    def new(self) -> Path:
+        self.base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=self.PREFIX, dir=self.base))
+
+    def remove(self, folder: str | os.PathLike | None) -> None:
+        """Remove one run's folder (only a folder of this base, never anything else)."""
+        if folder is None:
+            return
+        folder = Path(folder)
+        if folder.parent.resolve() == self.base.resolve() and folder.name.startswith(self.PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def sweep(self, keep: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
+        """Remove every run folder but ``keep`` (those of a job still running); returns the removed."""
+        if not self.base.is_dir():
+            return []
+        kept = {Path(k).resolve() for k in keep if k is not None}
+        removed = []
+        for folder in sorted(self.base.glob(f"{self.PREFIX}*")):
+            if folder.is_dir() and folder.resolve() not in kept:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
 
 
 def with_report(options: dict[str, str | None], report: str, work_dir: str | os.PathLike) -> dict[str, str | None]:

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .logic import ORGAN_LABELS, ZONE_LABELS
+from .logic import ANATOMICAL_STRUCTURE, ORGAN_LABELS, SEGMENT_TERMINOLOGY, ZONE_LABELS
 from .process import BackgroundEdit, edit_arguments
 
 #: node attribute: the file ``medcf`` should read for this volume (a DICOM instance or series folder)
@@ -73,6 +73,33 @@ def register_segmentation_converters() -> None:
                  slicer.vtkClosedSurfaceToFractionalLabelmapConversionRule):
         if rule.__name__ not in have:
             factory.RegisterConverterRule(rule())
+
+
+#: the terminology context Slicer lists anatomy under (its "General Anatomy" list)
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def terminology_entry(segment_name: str) -> str | None:
+    """Slicer's serialized terminology entry for an organ segment (SNOMED CT category, type and
+    laterality: :data:`MedCFLib.logic.SEGMENT_TERMINOLOGY`), made by Slicer's own serializer so the
+    format is the one this Slicer reads; None for a segment with no standard concept (the zones, which
+    keep Slicer's generic default)."""
+    if segment_name not in SEGMENT_TERMINOLOGY:
+        return None
+    kind, modifier = SEGMENT_TERMINOLOGY[segment_name]
+    modifier = modifier or ("", "", "")
+    return _slicer().vtkSlicerTerminologiesModuleLogic.SerializeTerminologyEntry(
+        TERMINOLOGY_CONTEXT, *ANATOMICAL_STRUCTURE, *kind, *modifier, ANATOMIC_CONTEXT, "", "", "", "", "", "")
+
+
+def require_in_scene(node, scene=None, what: str = "the volume") -> None:
+    """One line when ``node`` is no longer in the scene (File > Close Scene, or deleted while a job
+    ran): a result must never be written into, or placed beside, a node that is gone."""
+    scene = _scene(scene)
+    if node is None or not scene.IsNodePresent(node):
+        raise MRMLError(f"{what} this job was started on is no longer in the scene (closed or deleted); "
+                        "its result was not loaded")
 
 
 def geometry(node) -> Geometry:
@@ -160,6 +187,7 @@ def segmentation_from_anatomy(anatomy_dir: str | Path, reference, name: str | No
     so live on a layer of their own."""
     slicer = _slicer()
     scene = _scene(scene)
+    require_in_scene(reference, scene)
     register_segmentation_converters()
     anatomy_dir = Path(anatomy_dir)
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
@@ -187,6 +215,9 @@ def segmentation_from_anatomy(anatomy_dir: str | Path, reference, name: str | No
             segment.SetName(segment_name)
             if segment_name in ORGAN_COLORS:
                 segment.SetColor(*ORGAN_COLORS[segment_name])
+            entry = terminology_entry(segment_name)
+            if entry:
+                segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
     return segmentation
 
 
@@ -315,6 +346,7 @@ def result_volume(out_dir: str | Path, input_node, name: str | None = None, scen
     ``edit.json``'s facts as attributes (:func:`edit_attributes`). The synthetic file itself is
     untouched; the node names it (:data:`SOURCE_ATTRIBUTE`) when it is DICOM."""
     scene = _scene(scene)
+    require_in_scene(input_node, scene)
     out_dir = Path(out_dir)
     # one edit writes into out_dir; several (a report's findings) into out_dir/<n>-<finding>: the first
     record_path = next(iter([out_dir / "edit.json"] if (out_dir / "edit.json").is_file()
@@ -372,11 +404,13 @@ def dicom_tags(path: str | Path, tags: list[str]) -> dict[str, str]:
 
 
 def start_segment(input_node, out_dir: str | Path, work_dir: str | Path, interpreter: str | None = None,
-                  env: dict[str, str] | None = None, scene=None) -> BackgroundEdit:
+                  env: dict[str, str] | None = None, scene=None, device: str | None = None) -> BackgroundEdit:
     """``medcf segment`` on ``input_node`` in a background process writing into ``out_dir``; when it
-    has finished, :func:`segmentation_from_anatomy` turns ``out_dir`` into the segmentation node."""
+    has finished, :func:`segmentation_from_anatomy` turns ``out_dir`` into the segmentation node.
+    ``device`` is medcf's ``--device`` (``cpu`` when the user forces the CPU; None: medcf's auto)."""
     source = medcf_input(input_node, work_dir, scene)
-    return BackgroundEdit([str(source)], out_dir, interpreter, env=env, subcommand="segment").start()
+    args = edit_arguments(source, {"device": device})
+    return BackgroundEdit(args, out_dir, interpreter, env=env, subcommand="segment").start()
 
 
 def start_edit(input_node, options: dict[str, str | None], out_dir: str | Path, work_dir: str | Path,

@@ -11,10 +11,25 @@ two daemon threads, and answers :meth:`BackgroundEdit.poll` with
 call it. Progress is read from the progress bar ``medcf edit`` writes to stderr
 (tqdm: ``sampling:  42%|####  | 5/12 [...]``, redrawn with carriage returns).
 
-:meth:`BackgroundEdit.cancel` terminates the whole process group (SIGTERM,
-then SIGKILL) and removes what the run wrote: the output folder if the run
-created it, or everything in it if it was an empty folder before the run. A
-folder that held files before is never touched (medcf refuses to write there).
+:meth:`BackgroundEdit.cancel` stops the whole process tree and removes what the run
+wrote: the output folder if the run created it, or everything in it if it was an
+empty folder before the run. A folder that held files before is never touched
+(medcf refuses to write there).
+
+How the tree is started and stopped, per platform (:func:`popen_options`,
+:func:`descendants`, :func:`tree_kill_command`):
+
+- POSIX: the child leads a new session (its own process group); Cancel sends SIGTERM
+  to the group, then SIGKILL after a grace period, and also to every descendant seen
+  before the signal (found with psutil when Slicer's Python has it, else from
+  ``/proc`` on Linux), so that a grandchild that started a session of its own dies too.
+- Windows: the child gets ``CREATE_NO_WINDOW`` and a hidden-window ``STARTUPINFO`` (no
+  console window flashes up on each run) and ``CREATE_NEW_PROCESS_GROUP``. A process
+  without a console cannot receive CTRL_BREAK, so Cancel ends the tree outright:
+  psutil's ``children(recursive=True)`` when available, else ``taskkill /F /T /PID``,
+  which walks the tree from the child (run before the child itself is gone). medcf
+  writes its outputs atomically, so a hard stop leaves no half-written file under its
+  final name; the partial ones are removed below. Only Linux has been run.
 """
 
 from __future__ import annotations
@@ -33,6 +48,12 @@ FINISHED = "finished"
 FAILED = "failed"
 CANCELLED = "cancelled"
 
+#: Windows process-creation flags (subprocess's names exist only on Windows, hence the values)
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_NO_WINDOW = 0x08000000
+STARTF_USESHOWWINDOW = 0x00000001
+SW_HIDE = 0
+
 _COUNT = re.compile(r"(\d+)/(\d+)\s*\[")  # tqdm's "n/total [elapsed<remaining"
 _PERCENT = re.compile(r"(?<![\d.])(\d{1,3})%")  # tqdm's "NN%|"
 
@@ -50,6 +71,76 @@ def parse_progress(line: str) -> float | None:
     if percent and int(percent.group(1)) <= 100:
         return float(percent.group(1))
     return None
+
+
+def popen_options(os_name: str = os.name) -> dict:
+    """The ``subprocess.Popen`` keyword arguments that make the worker a tree Cancel can end: a new
+    session on POSIX; on Windows a new process group, no console window and a hidden-window
+    ``STARTUPINFO`` (built only on Windows, where ``subprocess.STARTUPINFO`` exists)."""
+    if os_name == "posix":
+        return {"start_new_session": True}
+    options: dict = {"creationflags": CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW}
+    if hasattr(subprocess, "STARTUPINFO"):
+        startupinfo = subprocess.STARTUPINFO()
+        startupinfo.dwFlags |= STARTF_USESHOWWINDOW
+        startupinfo.wShowWindow = SW_HIDE
+        options["startupinfo"] = startupinfo
+    return options
+
+
+def tree_kill_command(pid: int) -> list[str]:
+    """Windows without psutil: end ``pid`` and every process it started (/T), forcibly (/F)."""
+    return ["taskkill", "/F", "/T", "/PID", str(int(pid))]
+
+
+def _proc_children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, read from Linux's /proc (no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces or parentheses, so split after the last ")"
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and fields[1].isdigit():
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process ``pid`` started, directly or not (children before grandchildren): psutil's
+    view where it is installed (Slicer's Python usually has it), else /proc on Linux, else none
+    (the process group or ``taskkill /T`` then does the work)."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        try:
+            return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+    if not os.path.isdir("/proc"):
+        return []
+    tree, found, queue = _proc_children(), [], [pid]
+    while queue:
+        for child in tree.get(queue.pop(0), []):
+            if child not in found:
+                found.append(child)
+                queue.append(child)
+    return found
+
+
+def _kill_pids(pids: list[int], sig) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
 
 
 def default_interpreter() -> str:
@@ -127,13 +218,8 @@ class BackgroundEdit:
             raise RuntimeError("this edit was already started")
         self._out_existed = self.out_dir.exists()
         self._out_held_files = self._out_existed and (not self.out_dir.is_dir() or any(self.out_dir.iterdir()))
-        kwargs = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # own process group: cancel reaches any children too
-        else:
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, env=self._env, cwd=self._cwd, **kwargs)
+                                        stderr=subprocess.PIPE, env=self._env, cwd=self._cwd, **popen_options())
         for stream, sink in ((self.process.stdout, self._stdout), (self.process.stderr, self._stderr)):
             thread = threading.Thread(target=self._read, args=(stream, sink), daemon=True)
             thread.start()
@@ -219,33 +305,53 @@ class BackgroundEdit:
     # --- cancelling --------------------------------------------------------------------------
 
     def cancel(self, grace_s: float = 5.0) -> None:
-        """Stop the run (its whole process group) and remove what it wrote."""
+        """Stop the run (its whole process tree) and remove what it wrote."""
         if self.process is None:
             return
         with self._lock:
             if self.process.poll() is not None and not self._cancelled:
                 return  # already over: nothing to cancel, its outputs are complete
             self._cancelled = True
-        self._signal(signal.SIGTERM if os.name == "posix" else signal.CTRL_BREAK_EVENT)
-        try:
-            self.process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL if os.name == "posix" else None)
-            self.process.wait()
+        tree = descendants(self.process.pid)  # seen before any signal, while the child still holds them
+        if os.name == "posix":
+            self._signal_group(signal.SIGTERM)
+            _kill_pids(tree, signal.SIGTERM)
+            try:
+                self.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            self._signal_group(signal.SIGKILL)  # the group's stragglers, and descendants that left it
+            _kill_pids(descendants(self.process.pid) + tree, signal.SIGKILL)
+        else:
+            self._end_windows_tree(tree)
+        self.process.wait()
         for thread in self._threads:
             thread.join(timeout=5)
         self._remove_outputs()
 
-    def _signal(self, sig) -> None:
+    def _signal_group(self, sig) -> None:
         try:
-            if os.name == "posix":
-                os.killpg(self.process.pid, sig)
-            elif sig is None:
-                self.process.kill()
-            else:
-                self.process.send_signal(sig)
+            os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+    def _end_windows_tree(self, tree: list[int]) -> None:
+        """No console, so no CTRL_BREAK: end the tree at once, children first."""
+        try:
+            import psutil
+        except ImportError:
+            psutil = None
+        if psutil is not None:
+            for pid in [*tree, self.process.pid]:
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.Error:
+                    pass
+            return
+        subprocess.run(tree_kill_command(self.process.pid), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False, **popen_options())
+        if self.process.poll() is None:
+            self.process.kill()
 
     def _remove_outputs(self) -> None:
         if self._out_held_files or not self.out_dir.is_dir():

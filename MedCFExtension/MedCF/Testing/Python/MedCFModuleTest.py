@@ -27,10 +27,15 @@ class MedCFModuleTest(ScriptedLoadableModuleTest):
         for name in ("pathEdit", "inspectButton", "loadButton", "reportBox", "outputEdit", "editButton",
                      "cancelButton", "editProgressBar", "editStatusLabel", "findingComboBox", "inputVolumeSelector",
                      "segmentButton", "segmentationSelector", "useSegmentationCheckBox", "strengthSpinBox",
-                     "seedSpinBox", "localRadioButton", "remoteRadioButton", "serverUrlEdit", "saveToDicomButton"):
+                     "seedSpinBox", "localRadioButton", "remoteRadioButton", "serverUrlEdit", "saveToDicomButton",
+                     "openSegmentEditorButton", "forceCpuCheckBox"):
             self.assertTrue(hasattr(widget.ui, name), name)
         self.assertEqual(widget.ui.findingComboBox.count, 7)
         self.assertFalse(widget.ui.cancelButton.enabled)
+        # the parameter node drives the bound widgets (parameterNodeWrapper's connectGui)
+        widget._parameterNode.forceCPU = True
+        self.assertTrue(widget.ui.forceCpuCheckBox.checked)
+        widget._parameterNode.forceCPU = False
         self.delayDisplay("MedCF.ui loaded")
 
     def test_background_process_is_cancelled(self):
