@@ -16,8 +16,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["medcf", "medcf.*"]),
-    # The simulated sample study `make demo` and `medcf demo` start from.
-    package_data={"medcf": ["data/sample_study/*/*.dcm", "data/README.md"]},
+    # The simulated sample study `make demo` and `medcf demo` start from; the lesion bank of --method insert.
+    package_data={"medcf": ["data/sample_study/*/*.dcm", "data/README.md", "insertion/data/lesion_bank.npz",
+                            "insertion/data/lesion_bank.json"]},
     install_requires=[
         # The CPU build these machines keep on disk; a looser pin pulls a multi-GB CUDA build.
         "torch==2.13.0",

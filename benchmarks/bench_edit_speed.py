@@ -7,7 +7,10 @@ series and the panel, as a user's ``medcf edit`` does. Each method runs in a fre
 same machine and load. ``medcf bench --suite counterfactual`` measures seconds per edit at the
 model's 256² only; this is the figure a user with a real detector size waits for.
 
-Usage: python benchmarks/bench_edit_speed.py [--methods auto steer regulated+steer] [--threads 2]
+``insert`` (the simulated world's lesion registered onto the film and added to it, no diffusion
+model) is timed the same way; its target is 10 s (docs/insertion.md).
+
+Usage: python benchmarks/bench_edit_speed.py [--methods auto steer regulated+steer insert] [--threads 2]
        [--json FILE]
 """
 
@@ -49,7 +52,7 @@ def edit_once(film: Path, method: str, out: Path, threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["auto", "steer", "regulated+steer"])
+    parser.add_argument("--methods", nargs="+", default=["auto", "steer", "regulated+steer", "insert"])
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each edit (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this new JSON file")
     args = parser.parse_args()

@@ -51,7 +51,9 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
              Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}{denoiser}"),
              Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
              Tile(roi, region_title)]
-    note = cf.check.remark() if cf.check is not None else cf.settings.get("model_check")
+    note = cf.check.remark() if cf.check is not None else None
+    if note is None and cf.settings.get("model_check"):  # a film method says why the model's check did not run
+        note = f"model check: {cf.settings['model_check']}"
     return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})", note=note)
 
 

@@ -168,7 +168,7 @@ def check_rule(request: LesionRequest, warped: Warped, masks: AnatomyMasks) -> s
         if (row - top) / max(bottom - top, 1.0) > APEX_SHARE:
             return "its air is not at the apex or the lateral pleura"
     if finding is Finding.PLEURAL_EFFUSION:
-        lowest = r0 + float(np.nonzero(core.any(axis=1))[0].max())
+        lowest = r0 + float(np.nonzero(warped.extent.any(axis=1))[0].max())  # the thin fluid of the recess counts
         if lowest < bottom - BASE_SHARE * (bottom - top):
             return "it does not reach the costophrenic angle"
     return None
