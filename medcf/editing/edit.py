@@ -201,8 +201,7 @@ def film_edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, method: 
     check_image(done.image, "the counterfactual")
     if not np.array_equal(done.image[~done.extent], display[~done.extent]):
         raise RuntimeError(f"method {method.name} changed the film outside its extent")  # a bug, not an input
-    anatomy = EditRegion.build(masks, spec, FILM_REGION_SIZE)
-    region = replace(anatomy, native_region=done.extent.copy(), native_weight=done.extent.astype(np.float32))
+    region = EditRegion.of_extent(masks, done.extent, FILM_REGION_SIZE)
     return Counterfactual(done.image, display, spec, region, edit_prompts(spec, view), {}, done.settings,
                           time.perf_counter() - started, outline=done.outline)
 

@@ -149,7 +149,7 @@ def _film_pair(pair: Pair, spec: EditSpec, method: FilmEditMethod) -> Pair:
     if pair.masks is None:
         raise InputError(f"method {method.name} needs the factual film's anatomy masks")
     done = method.edit_film(pair.factual, pair.masks, spec, ViewPosition.PA)
-    region = replace(pair.region, native_region=done.extent.copy(), native_weight=done.extent.astype(np.float32))
+    region = EditRegion.of_extent(pair.masks, done.extent, pair.region.working_size)
     return replace(pair, counterfactual=done.image, spec=spec, region=region)
 
 

@@ -33,7 +33,7 @@ from medcf.insertion.bank import LesionBank
 from medcf.insertion.placed import PlacedLesion
 from medcf.insertion.placement import LesionRequest, place_lesion
 from medcf.models.base import Generator
-from medcf.vocab import FINDING_ZONES, Finding, Organ, Side, ViewPosition
+from medcf.vocab import FINDING_ZONES, Organ, Side, ViewPosition
 
 OUTLINE_SHARE = 0.05  # the panel's outline: where the lesion's channel reaches this share of its peak
 MODEL_CHECK = ("not run: insert draws nothing with the diffusion model, whose check reads only its own "
