@@ -231,3 +231,24 @@ def test_edit_cli_inserts_on_the_sample_study_and_records_it(tmp_path, capsys):
     source = pydicom.dcmread(sorted((SAMPLE_STUDY / "series-001-pa").glob("*.dcm"))[0])
     edited = pydicom.dcmread(written[0])
     assert (edited.Rows, edited.Columns) == (source.Rows, source.Columns)
+
+
+def test_a_pair_from_scratch_takes_its_counterfactual_from_the_film_method(bank, film, monkeypatch):
+    """``medcf pairs --method insert``: the model's factual film (here a render) gets the
+    lesion on its segmented anatomy; the pair's region is the lesion's extent."""
+    from medcf.editing.methods import insert
+    from medcf.editing.pairs import Pair, resample_pair
+    from medcf.editing.regions import EditRegion
+    from medcf.editing.spec import Method
+
+    display, masks = film
+    monkeypatch.setattr(insert, "lesion_bank", lambda path=None: bank)
+    spec = EditSpec("nodule", "add", "left", method="insert")
+    pair = Pair(display, display, EditRegion.build(masks, spec, (64, 64)), np.zeros(display.shape, np.uint8), {},
+                spec, spec, None, masks=masks)
+    made = resample_pair(None, pair, Method.INSERT, None)  # no generator: the film method needs none
+    region = made.region.native_region
+    assert region.any() and not np.array_equal(made.counterfactual, display)
+    assert np.array_equal(made.counterfactual[~region], display[~region])
+    with pytest.raises(InputError, match="needs the factual film's anatomy masks"):
+        resample_pair(None, replace(pair, masks=None), Method.INSERT, None)
