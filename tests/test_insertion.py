@@ -252,3 +252,22 @@ def test_a_pair_from_scratch_takes_its_counterfactual_from_the_film_method(bank,
     assert np.array_equal(made.counterfactual[~region], display[~region])
     with pytest.raises(InputError, match="needs the factual film's anatomy masks"):
         resample_pair(None, replace(pair, masks=None), Method.INSERT, None)
+
+
+def test_harmonize_with_a_method_that_edits_a_latent_is_refused_before_the_film_is_encoded(film):
+    from medcf.editing.edit import run_plan
+    from medcf.editing.plan import PlannedModel, plan_edit
+
+    display, masks = film
+    plan = plan_edit(EditSpec("nodule", "add", "left", method="regulated", harmonize=0.3), None)
+    with pytest.raises(InputError, match=r"^--harmonize applies to --method insert only, not regulated$"):
+        run_plan(display, masks, plan, PlannedModel(None, None))
+
+
+def test_an_edit_of_film_methods_only_loads_no_diffusion_model():
+    from medcf.editing.api import Editor, needs_model
+
+    assert not needs_model([EditSpec("nodule", "add", "left", method="insert")])
+    assert needs_model([EditSpec("nodule", "add", "left", method="insert"), EditSpec("nodule", "add", "left")])
+    assert needs_model([EditSpec("nodule", "add", "left", method="steer")])
+    assert Editor(None, None, None, None).model_info.name.startswith("none")
