@@ -13,7 +13,8 @@ import torch
 
 from medcf.editing.edit import edit_pass
 from medcf.editing.film import prepare
-from medcf.editing.methods import EditMethod, MethodPass, get_method, method_names, register, unregister
+from medcf.editing.methods import (EditMethod, FilmEditMethod, MethodPass, get_method, method_names, register,
+                                  unregister)
 from medcf.editing.methods.baselines import BASELINES, MASKED_BASELINES
 from medcf.editing.plan import GENERIC_METHOD, PLANNED, EditPlan, Source, generic_depth, plan_edit
 from medcf.editing.spec import GENERIC_DEPTH, EditSpec, Method
@@ -29,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_method_and_baseline_is_registered_under_its_name():
     assert set(method_names()) == {m.value for m in Method if m is not Method.AUTO} | set(BASELINES) \
         | set(MASKED_BASELINES)
-    assert all(isinstance(get_method(name), EditMethod) and get_method(name).name == name for name in method_names())
+    assert all(isinstance(get_method(name), (EditMethod, FilmEditMethod)) and get_method(name).name == name
+               for name in method_names())
     assert get_method(Method.CAUSAL).default_depth == 0.3 and generic_depth("steer") == GENERIC_DEPTH
     with pytest.raises(InputError, match="unknown edit method 'inpaint'; known: regulated, steer"):
         get_method("inpaint")

@@ -47,7 +47,7 @@ def cmd_options(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from medcf.editing.api import EditorRecipe, edit_file, specs_from_report
+    from medcf.editing.api import EditorRecipe, edit_file, needs_model, specs_from_report
     from medcf.errors import InputError
     from medcf.io.inputs import read_input
 
@@ -71,7 +71,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
         from medcf.anatomy.given import read_masks
         masks = read_masks(masks, image)
     # the device is resolved first, then a named segmenter, then the model: each fails in one line before the next
-    editor = EditorRecipe.from_args(args, segmenter=args.masks is None).load()
+    editor = EditorRecipe.from_args(args, segmenter=args.masks is None).load(model=needs_model(specs))
     outputs = edit_file(args.input, specs, args.out, editor, progress=not args.quiet, command=command,
                         extras=extras, sop_class=args.sop_class,
                         masks=masks, accept_anatomy=args.accept_anatomy, image=image)

@@ -16,12 +16,13 @@ from medcf.anatomy.segment import segment
 from medcf.bundle import bundle_root
 from medcf.devices import Placement, loader_kwargs, resolve_placement
 from medcf.editing.edit import run_plan
+from medcf.editing.methods import FilmEditMethod, get_method
 from medcf.editing.outputs import EditOutputs, write_edit
 from medcf.editing.pairs import write_pairs
 from medcf.editing.plan import load_planned, plan_edit
 from medcf.editing.record import EditRecord, ModelInfo
 from medcf.editing.records import own_vectors, vectors_cache_path
-from medcf.editing.spec import SIDELESS, EditSpec
+from medcf.editing.spec import SIDELESS, EditSpec, Method
 from medcf.editing.steering import SteeringVectors, estimate_vectors, load_vectors
 from medcf.errors import InputError
 from medcf.io.atomic import new_output_dir
@@ -42,7 +43,10 @@ class Editor:
 
     @cached_property
     def model_info(self) -> ModelInfo:
-        """Names and SHA-256 of the weights and vectors (hashed once per editor, not per edit)."""
+        """Names and SHA-256 of the weights and vectors (hashed once per editor, not per edit);
+        an editor loaded without a model (film methods only) says so."""
+        if self.generator is None:
+            return ModelInfo.without_model()
         return ModelInfo.of(self.generator, self.vectors_path)
 
 
@@ -86,14 +90,27 @@ class EditorRecipe:
             return None
         return load_segmenter(self.segmenter, self.weights, placement or self.placement())
 
-    def load(self, segmenter=None) -> Editor:
+    def load(self, segmenter=None, model: bool = True) -> Editor:
         """The editor on this recipe's placement (``segmenter``: one loaded already by
-        :meth:`load_segmenter`)."""
+        :meth:`load_segmenter`; ``model=False``: no diffusion model, for edits whose methods
+        all edit the film itself, :func:`needs_model`)."""
         placement = self.placement()
         if segmenter is None:
             segmenter = self.load_segmenter(placement)
+        if not model:
+            return Editor(None, None, None, segmenter if segmenter is not None
+                          else load_segmenter(placement=placement))
         return load_editor(self.model, self.vectors, segmenter=segmenter, placement=placement,
                            text_encoder=self.text_encoder)
+
+
+def needs_model(specs: list[EditSpec]) -> bool:
+    """Whether any of ``specs`` needs the diffusion model: ``auto`` (settled on the model),
+    or a method that edits a latent; a method that edits the film itself
+    (:class:`~medcf.editing.methods.FilmEditMethod`) does not, and loading the model would
+    cost it more than its whole edit."""
+    return any(spec.method is Method.AUTO or not isinstance(get_method(spec.method), FilmEditMethod)
+               for spec in specs)
 
 
 def load_editor(model: str | Path | None = None, vectors: str | Path | None = None,

@@ -5,7 +5,10 @@ original.
 
 The core never names a method: it looks the plan's method up in the registry
 (:mod:`medcf.editing.methods`) and asks it for the edited latent of each pass; what
-differs between methods lives in the method object. Outside the edit region the output
+differs between methods lives in the method object. A method that edits the native film
+itself (:class:`~medcf.editing.methods.base.FilmEditMethod`, e.g. ``insert``) is run on
+the display and the masks directly (:func:`film_edit`): the core asks which protocol the
+method implements, never its name. Outside the edit region the output
 *is* the input (the transfer weight is exactly zero there); the region is built from the
 segmented anatomy (:mod:`medcf.editing.regions`).
 """
@@ -21,12 +24,13 @@ import torch
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing import evidence
 from medcf.editing.evidence import EvidenceScore
-from medcf.editing.film import Counterfactual, EditInputs, finish, prepare
-from medcf.editing.methods import EditMethod, get_method
+from medcf.editing.film import Counterfactual, EditInputs, check_image, edit_prompts, finish, prepare
+from medcf.editing.methods import EditMethod, FilmEditMethod, film_methods, get_method
 from medcf.editing.plan import EditPlan, PlannedModel, load_planned, plan_edit
-from medcf.editing.regions import resize_image
+from medcf.editing.regions import EditRegion, resize_image
 from medcf.editing.spec import EditSpec
 from medcf.editing.steering import SteeringVectors
+from medcf.errors import InputError
 from medcf.models.base import Generator
 from medcf.vocab import Action, ViewPosition
 
@@ -165,11 +169,41 @@ def run_plan(display: np.ndarray, masks: AnatomyMasks, plan: EditPlan, model: Pl
     method = get_method(plan.method)
     method.require(model.generator, model.vectors)  # a missing need fails before the film is encoded
     spec = plan.spec
+    if isinstance(method, FilmEditMethod):
+        result = film_edit(display, masks, spec, method, view)
+        result.plan, result.denoiser = plan, None
+        return result
+    if spec.harmonize > 0:
+        raise InputError(f"--harmonize applies to --method {', '.join(film_methods())} only, not {method.name}")
     inputs = prepare(display, masks, spec, model.generator, view)
     result = checked_edit(inputs, spec, model.generator, model.vectors, progress, method) if check \
         else edit_pass(inputs, spec, model.generator, model.vectors, progress, method)
     result.plan, result.denoiser = plan, model.denoiser
     return result
+
+
+FILM_REGION_SIZE = (256, 256)  # the anatomy grid of a film method's region record (no model grid to follow)
+
+
+def film_edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, method: FilmEditMethod,
+              view: ViewPosition = ViewPosition.PA) -> Counterfactual:
+    """One edit by a method that edits the native film (:class:`FilmEditMethod`): the input
+    checked as for every method, the method's film, its extent as the edit region (the
+    output equals the input outside it, which is checked here), the output guarded. The
+    model's own check does not run: it reads the diffusion model's evidence of its own
+    samples (the method's ``settings`` say so)."""
+    started = time.perf_counter()
+    display = np.asarray(display, dtype=np.float32)
+    if display.ndim != 2 or display.shape != tuple(masks.shape):
+        raise InputError(f"image {display.shape} and anatomy masks {tuple(masks.shape)} differ in size")
+    check_image(display, "the input image", InputError)
+    done = method.edit_film(display, masks, spec, view)
+    check_image(done.image, "the counterfactual")
+    if not np.array_equal(done.image[~done.extent], display[~done.extent]):
+        raise RuntimeError(f"method {method.name} changed the film outside its extent")  # a bug, not an input
+    region = EditRegion.of_extent(masks, done.extent, FILM_REGION_SIZE)
+    return Counterfactual(done.image, display, spec, region, edit_prompts(spec, view), {}, done.settings,
+                          time.perf_counter() - started, outline=done.outline)
 
 
 def checked_edit(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,

@@ -50,6 +50,7 @@ class Counterfactual:
     check: TargetCheck | None = None  # the model's own verdict, when the edit was checked
     plan: EditPlan | None = None
     denoiser: DenoiserFacts | None = None  # the alternative denoiser the plan named, once loaded
+    outline: np.ndarray | None = None  # a film method's lesion outline at native size, drawn on the panel
 
     @property
     def difference(self) -> np.ndarray:

@@ -38,14 +38,22 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
     edge |= cf.region.native_region & ~np.roll(cf.region.native_region, 3, axis=1)
     roi[cf.region.native_region] = 0.75 * roi[cf.region.native_region] + 0.25 * np.array([1.0, 0.85, 0.0])
     roi[edge] = (1.0, 0.85, 0.0)
+    region_title = "edit region (yellow), lungs, heart"
+    if cf.outline is not None:  # a film method's lesion (insert): its outline in red
+        ring = cf.outline & ~(np.roll(cf.outline, 2, axis=0) & np.roll(cf.outline, -2, axis=0)
+                              & np.roll(cf.outline, 2, axis=1) & np.roll(cf.outline, -2, axis=1))
+        roi[ring] = (1.0, 0.1, 0.1)
+        region_title = "lesion outline (red), edit region (yellow),\nlungs, heart"
     change = float(np.abs(cf.difference).max())
     gain = float(np.clip(0.45 / change, 1.0, 50.0)) if change > 0 else 1.0  # the largest change near full scale
     denoiser = f"\n{cf.denoiser.name} denoiser" if cf.denoiser is not None else ""
     tiles = [Tile(cf.source, "input"),
              Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}{denoiser}"),
              Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
-             Tile(roi, "edit region (yellow), lungs, heart")]
+             Tile(roi, region_title)]
     note = cf.check.remark() if cf.check is not None else None
+    if note is None and cf.settings.get("model_check"):  # a film method says why the model's check did not run
+        note = f"model check: {cf.settings['model_check']}"
     return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})", note=note)
 
 

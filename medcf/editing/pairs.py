@@ -28,7 +28,8 @@ from medcf.editing.edit import edit_pass
 from medcf.editing.film import EditInputs, check_image, edit_prompts
 from medcf.editing.initno import optimize_initial_noise
 from medcf.editing.inversion import Trajectory
-from medcf.editing.methods import get_method
+from medcf.anatomy.masks import AnatomyMasks
+from medcf.editing.methods import FilmEditMethod, get_method
 from medcf.editing.methods.guided import GuidedMethod, LatentBlend, region_guidance
 from medcf.editing.plan import load_planned, plan_edit
 from medcf.editing.regions import EditRegion
@@ -69,6 +70,7 @@ class Pair:
     request: EditSpec  # as asked, before any method settled it: each method re-sampling the pair starts here
     trajectory: Trajectory  # the factual's sampling path: another method can re-sample from it
     noise_report: dict | None = None  # what the initial-noise optimisation did (spec.optimize_noise)
+    masks: AnatomyMasks | None = None  # the factual's segmented anatomy (a film method edits on it)
 
 
 def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: SteeringVectors | None,
@@ -90,8 +92,8 @@ def generate_pair(generator: Generator, spec: EditSpec, segmenter, vectors: Stee
     bits = np.zeros(factual.shape, np.uint8)
     for organ in Organ:
         bits[masks.organs[organ]] |= ANATOMY_BITS[organ.value]
-    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, spec, trajectory, noise_report),
-                         spec.method, vectors)
+    return resample_pair(generator, Pair(factual, factual, region, bits, prompts, spec, spec, trajectory, noise_report,
+                                         masks), spec.method, vectors)
 
 
 def pair_noise(generator: Generator, spec: EditSpec, prompts: dict[str, str]) -> tuple[torch.Tensor, dict | None]:
@@ -119,6 +121,8 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     model = load_planned(plan, generator, vectors)
     spec, generator, vectors = plan.spec, model.generator, model.vectors
     chosen = get_method(spec.method)
+    if isinstance(chosen, FilmEditMethod):
+        return _film_pair(pair, spec, chosen)
     if not isinstance(chosen, GuidedMethod):
         raise InputError(f"method {chosen.name} does not re-sample pairs")
     if chosen.proposes:
@@ -136,6 +140,17 @@ def resample_pair(generator: Generator, pair: Pair, method: Method, vectors: Ste
     check_image(decoded, "the counterfactual sample", hint=precision_hint(generator.dtype))
     counterfactual = np.clip(pair.factual + pair.region.native_weight * (decoded - pair.factual), 0, 1)
     return replace(pair, counterfactual=counterfactual.astype(np.float32), spec=spec)
+
+
+def _film_pair(pair: Pair, spec: EditSpec, method: FilmEditMethod) -> Pair:
+    """The counterfactual of ``pair``'s factual film by a method that edits the film itself
+    (``insert``): on the factual's segmented anatomy, as an edit of a given film would be;
+    the lesion's extent becomes the pair's region (outside it the two films are equal)."""
+    if pair.masks is None:
+        raise InputError(f"method {method.name} needs the factual film's anatomy masks")
+    done = method.edit_film(pair.factual, pair.masks, spec, ViewPosition.PA)
+    region = EditRegion.of_extent(pair.masks, done.extent, pair.region.working_size)
+    return replace(pair, counterfactual=done.image, spec=spec, region=region)
 
 
 def _edited_pair(generator: Generator, pair: Pair, spec: EditSpec, method: GuidedMethod) -> Pair:

@@ -64,6 +64,11 @@ class ModelInfo:
                    sha256_of_file(vectors_path) if vectors_path and vectors_path.is_file() else None,
                    generator.placement())
 
+    @classmethod
+    def without_model(cls) -> "ModelInfo":
+        """An edit made without the diffusion model (a film method such as ``insert``)."""
+        return cls("none (the film was edited without the diffusion model)", "")
+
     def details(self) -> dict:
         """What ``extra.model`` says: the facts the top-level summary (name, bundle version,
         weights' SHA-256) and ``extra.placement`` do not."""

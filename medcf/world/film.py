@@ -10,7 +10,8 @@ so that any trainer (the segmenter today; the judge and the generator later) can
 them. The ranges drawn from are configuration, :class:`FilmLook`, recorded with each run.
 
 Library code is used where a library has the operation: unsharp masking is scikit-image's,
-the lung-shape registration is SimpleITK's B-spline registration framework, the warp is
+the lung-shape registration is SimpleITK's B-spline registration framework (the product's
+one mechanism, :mod:`medcf.anatomy.registration`, which lesion insertion uses too), the warp is
 MONAI's ``Warp`` (``grid_sample`` on a dense displacement field). Written here, each with
 its reason in its docstring: the Laplacian-pyramid enhancement (no Python library
 implements MUSICA-type processing), the DICOM VOI LUT functions (two formulas of PS3.3
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from monai import transforms as T
 
+from medcf.anatomy.registration import register_shape, thoracic_silhouette
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.metrics import dice
@@ -204,53 +206,6 @@ def in_frame(mask: np.ndarray, size: int = FRAME, margin: float = FRAME_MARGIN) 
                                              (max(0, -l), max(0, r - mask.shape[1]))))
     crop = padded[t + max(0, -t):b + max(0, -t), l + max(0, -l):r + max(0, -l)]
     return resize(crop, (size, size), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-
-
-def thoracic_silhouette(lungs: np.ndarray) -> np.ndarray:
-    """Both lungs with the space between them filled, row by row: the outline of the
-    thorax's lung fields (apices, lateral walls, domes) without the medial borders.
-    Registration matches this outline, because conventions differ at the heart (hand-drawn
-    lung fields such as V7's stop there or take it in; MedCF's whole projected lung runs
-    behind it) and the medial border would teach the warp a convention, not an anatomy."""
-    lungs = np.asarray(lungs) > 0.5
-    out = lungs.copy()
-    for row in np.nonzero(lungs.any(axis=1))[0]:
-        cols = np.nonzero(lungs[row])[0]
-        out[row, cols.min():cols.max() + 1] = True
-    return out
-
-
-def register_shape(moving: np.ndarray, fixed: np.ndarray, mesh: int = 4, iterations: int = 60) -> np.ndarray:
-    """A smooth deformation that carries the ``moving`` shape onto the ``fixed`` one, both
-    binary masks of the same size: SimpleITK's B-spline registration (``mesh`` x ``mesh``
-    control grid, so the warp stays smooth and one region stays one region) of their
-    signed distance maps, mean squares metric, L-BFGS-B, two resolutions. Returns the
-    dense displacement field (2, rows, cols) in pixels, (row, col) components, in the
-    fixed frame: ``warped(x) = moving(x + field(x))``, MONAI ``Warp``'s convention."""
-    import SimpleITK as sitk
-
-    def distance(mask: np.ndarray) -> sitk.Image:
-        image = sitk.GetImageFromArray((np.asarray(mask) > 0.5).astype(np.uint8))
-        signed = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False,
-                                              useImageSpacing=True)
-        return sitk.Clamp(sitk.Cast(signed, sitk.sitkFloat32), lowerBound=-10.0, upperBound=10.0)
-
-    fixed_image, moving_image = distance(fixed), distance(moving)
-    transform = sitk.BSplineTransformInitializer(fixed_image, [mesh, mesh], order=3)
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMeanSquares()
-    method.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations)
-    method.SetInterpolator(sitk.sitkLinear)
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    method.SetInitialTransform(transform, inPlace=True)
-    method.SetNumberOfThreads(1)  # a sum in one order: the same field on every run
-    method.Execute(fixed_image, moving_image)
-    field = sitk.TransformToDisplacementField(transform, sitk.sitkVectorFloat64, fixed_image.GetSize(),
-                                              fixed_image.GetOrigin(), fixed_image.GetSpacing(),
-                                              fixed_image.GetDirection())
-    vectors = sitk.GetArrayFromImage(field)  # (rows, cols, 2) as (x = col, y = row)
-    return np.stack([vectors[..., 1], vectors[..., 0]]).astype(np.float32)
 
 
 def taper(size: int = FRAME, margin: float = FRAME_MARGIN) -> np.ndarray:

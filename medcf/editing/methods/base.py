@@ -8,6 +8,12 @@ asked, the proposal they start from, what they contribute to the attention contr
 lives in the method object, never in the core: :mod:`medcf.editing.edit` looks a method
 up here by name and asks it.
 
+A method that edits the native film itself, without the generator (``insert``: a
+physically simulated finding added in the film's own attenuation domain), implements
+:class:`FilmEditMethod` instead: the core asks which protocol a method implements (a
+capability), never its name, and runs such a method on the display and the masks directly
+(:func:`medcf.editing.edit.run_plan`).
+
 Every method registers itself under its name when its module is imported
 (:func:`register`); :mod:`medcf.editing.methods` imports the built-in ones.
 """
@@ -21,11 +27,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing.film import EditInputs
 from medcf.editing.spec import EditSpec
 from medcf.editing.steering import SteeringVectors
 from medcf.errors import InputError
 from medcf.models.base import Generator
+from medcf.vocab import ViewPosition
 
 
 class Need(Enum):
@@ -65,13 +73,45 @@ class EditMethod(Protocol):
         """One pass of the method on the prepared film."""
 
 
-_REGISTRY: dict[str, EditMethod] = {}
+@dataclass(frozen=True)
+class FilmPass:
+    """What a film method made: the edited film at native size (display values in [0, 1]),
+    what it did (recorded as the counterfactual's ``settings``), where the output may differ
+    from the input (``extent``; outside it the output is the input) and the outline the
+    panel draws (None: none)."""
+
+    image: np.ndarray
+    settings: dict
+    extent: np.ndarray
+    outline: np.ndarray | None = None
 
 
-def register(method: EditMethod) -> EditMethod:
+@runtime_checkable
+class FilmEditMethod(Protocol):
+    """What the editor core asks of a method that edits the native film directly (no
+    latent, no generator): :meth:`edit_film` on the display and its anatomy masks."""
+
+    name: str
+    #: unused by a film method's own edit; stated so that a plan can settle a depth as for every method
+    default_depth: float
+    needs: frozenset[Need]
+
+    def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
+        """Raise one :class:`InputError` line when something in :attr:`needs` is missing."""
+
+    def edit_film(self, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec,
+                  view: ViewPosition) -> FilmPass:
+        """The edit of ``display`` (``(rows, cols)`` in [0, 1]) whose anatomy is ``masks``."""
+
+
+AnyMethod = EditMethod | FilmEditMethod
+_REGISTRY: dict[str, AnyMethod] = {}
+
+
+def register(method: AnyMethod) -> AnyMethod:
     """Make ``method`` available under ``method.name`` (a second method of the same name is refused)."""
-    if not isinstance(method, EditMethod):
-        raise TypeError(f"{method!r} does not implement EditMethod")
+    if not isinstance(method, (EditMethod, FilmEditMethod)):
+        raise TypeError(f"{method!r} implements neither EditMethod nor FilmEditMethod")
     if method.name in _REGISTRY:
         raise ValueError(f"an edit method named {method.name!r} is registered already")
     _REGISTRY[method.name] = method
@@ -83,12 +123,17 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def get_method(name: str) -> EditMethod:
+def get_method(name: str) -> AnyMethod:
     """The method registered under ``name`` (a :class:`medcf.editing.spec.Method` is a str too)."""
     method = _REGISTRY.get(str(name))
     if method is None:
         raise InputError(f"unknown edit method {str(name)!r}; known: {', '.join(method_names())}")
     return method
+
+
+def film_methods() -> tuple[str, ...]:
+    """The registered methods that edit the native film directly (:class:`FilmEditMethod`)."""
+    return tuple(name for name, method in _REGISTRY.items() if isinstance(method, FilmEditMethod))
 
 
 def method_names() -> tuple[str, ...]:
