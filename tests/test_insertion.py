@@ -172,7 +172,7 @@ def test_the_output_equals_the_input_outside_the_extent(bank, film, finding, sid
         assert change.min() < -0.02  # air: darker
     else:
         assert change.max() > 0.02  # fluid, tissue: denser
-    assert done.mapping["slope_per_mm"] > 0 and np.isfinite(done.mapping["residual_rms"])
+    assert done.mapping["slope"] > 0 and np.isfinite(done.mapping["residual"])
 
 
 def test_insert_is_a_film_method_and_the_core_runs_it_without_a_model(bank, film, monkeypatch):
@@ -227,7 +227,7 @@ def test_edit_cli_inserts_on_the_sample_study_and_records_it(tmp_path, capsys):
     assert settings["insert"]["lesion"] == {"finding": "nodule", "side": "right", "zone": "upper",
                                             "severity": "moderate", "seed": 0}
     assert settings["insert"]["registration"]["dice_lungs"] > 0.9 and settings["insert"]["placement"]["rule"] == "kept"
-    assert "residual_rms" in settings["mapping"] and settings["harmonised"] is False
+    assert "residual" in settings["mapping"] and settings["harmonised"] is False
     source = pydicom.dcmread(sorted((SAMPLE_STUDY / "series-001-pa").glob("*.dcm"))[0])
     edited = pydicom.dcmread(written[0])
     assert (edited.Rows, edited.Columns) == (source.Rows, source.Columns)

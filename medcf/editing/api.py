@@ -16,6 +16,7 @@ from medcf.anatomy.segment import segment
 from medcf.bundle import bundle_root
 from medcf.devices import Placement, loader_kwargs, resolve_placement
 from medcf.editing.edit import run_plan
+from medcf.editing.film import FilmFacts
 from medcf.editing.methods import FilmEditMethod, get_method
 from medcf.editing.outputs import EditOutputs, write_edit
 from medcf.editing.pairs import write_pairs
@@ -166,7 +167,9 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     for index, spec in enumerate(specs):
         plan = plan_edit(spec, editor.generator)
         model = load_planned(plan, editor.generator, editor.vectors)
-        counterfactual = run_plan(image.display, masks, plan, model, view, progress)
+        counterfactual = run_plan(image.display, masks, plan, model, view, progress,
+                                  facts=FilmFacts.of(image.radiograph.transform if image.radiograph else None,
+                                                     image.spacing_mm))
         target = root if len(specs) == 1 else root / f"{index + 1}-{spec.action.value}-{spec.finding.value}"
         record = EditRecord.of(counterfactual, editor.model_info, image, command, anatomy,
                                (extras or [{}] * len(specs))[index])

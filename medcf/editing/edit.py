@@ -24,7 +24,8 @@ import torch
 from medcf.anatomy.masks import AnatomyMasks
 from medcf.editing import evidence
 from medcf.editing.evidence import EvidenceScore
-from medcf.editing.film import Counterfactual, EditInputs, check_image, edit_prompts, finish, prepare
+from medcf.editing.film import (Counterfactual, EditInputs, FilmFacts, check_image, edit_prompts, finish,
+                                prepare)
 from medcf.editing.methods import EditMethod, FilmEditMethod, film_methods, get_method
 from medcf.editing.plan import EditPlan, PlannedModel, load_planned, plan_edit
 from medcf.editing.regions import EditRegion, resize_image
@@ -158,19 +159,21 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
 
 
 def run_plan(display: np.ndarray, masks: AnatomyMasks, plan: EditPlan, model: PlannedModel,
-             view: ViewPosition = ViewPosition.PA, progress: bool = True, check: bool = True) -> Counterfactual:
+             view: ViewPosition = ViewPosition.PA, progress: bool = True, check: bool = True,
+             facts: FilmFacts = FilmFacts()) -> Counterfactual:
     """Run ``plan`` on ``display`` with ``model`` (what :func:`medcf.editing.plan.load_planned`
     loaded for it). With ``check`` the model's own evidence is read from the input first and
     from each pass's output; while the target is not reached and ``plan.passes`` allows, the
     next pass is stronger and deeper (:func:`pass_spec`). The pass kept is the first that
     reaches the target, else the one closest to it; ``Counterfactual.check`` says which
     and whether it got there. Without ``check`` (the benchmark's one-pass rows) one pass
-    runs and nothing is claimed."""
+    runs and nothing is claimed. ``facts``: how the display was derived (a film method
+    works in the film's own attenuation domain with them)."""
     method = get_method(plan.method)
     method.require(model.generator, model.vectors)  # a missing need fails before the film is encoded
     spec = plan.spec
     if isinstance(method, FilmEditMethod):
-        result = film_edit(display, masks, spec, method, view)
+        result = film_edit(display, masks, spec, method, view, facts)
         result.plan, result.denoiser = plan, None
         return result
     if spec.harmonize > 0:
@@ -186,7 +189,7 @@ FILM_REGION_SIZE = (256, 256)  # the anatomy grid of a film method's region reco
 
 
 def film_edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, method: FilmEditMethod,
-              view: ViewPosition = ViewPosition.PA) -> Counterfactual:
+              view: ViewPosition = ViewPosition.PA, facts: FilmFacts = FilmFacts()) -> Counterfactual:
     """One edit by a method that edits the native film (:class:`FilmEditMethod`): the input
     checked as for every method, the method's film, its extent as the edit region (the
     output equals the input outside it, which is checked here), the output guarded. The
@@ -197,7 +200,7 @@ def film_edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, method: 
     if display.ndim != 2 or display.shape != tuple(masks.shape):
         raise InputError(f"image {display.shape} and anatomy masks {tuple(masks.shape)} differ in size")
     check_image(display, "the input image", InputError)
-    done = method.edit_film(display, masks, spec, view)
+    done = method.edit_film(display, masks, spec, view, facts)
     check_image(done.image, "the counterfactual")
     if not np.array_equal(done.image[~done.extent], display[~done.extent]):
         raise RuntimeError(f"method {method.name} changed the film outside its extent")  # a bug, not an input

@@ -21,6 +21,7 @@ from medcf.devices import precision_hint
 from medcf.editing.regions import EditRegion, resize_image
 from medcf.editing.spec import SIDELESS, EditSpec
 from medcf.errors import InputError, MedCFError, OutputError
+from medcf.io.display import DisplayTransform
 from medcf.models.base import Generator
 from medcf.models.convention import Intensity, IntensityMap
 from medcf.text.prompts import prompt
@@ -29,6 +30,22 @@ from medcf.vocab import Action, ViewPosition
 if TYPE_CHECKING:  # type hints only: the check and the plan are made above this module
     from medcf.editing.edit import TargetCheck
     from medcf.editing.plan import DenoiserFacts, EditPlan
+
+
+@dataclass(frozen=True)
+class FilmFacts:
+    """What the reader knows of a film beyond its display values: how they were derived
+    (VOI window, polarity) and the pixel spacing. A method that works in the film's own
+    attenuation domain (``insert``) needs both to undo the display curve and to match the
+    film's sharpness; a film the model generated has neither (the defaults)."""
+
+    transform: DisplayTransform | None = None
+    pixel_mm: float | None = None
+
+    @classmethod
+    def of(cls, transform: DisplayTransform | None, spacing_mm: tuple[float, float] | None) -> "FilmFacts":
+        """From a read film's display transform and (row, column) spacing, when stated."""
+        return cls(transform, float(min(spacing_mm)) if spacing_mm else None)
 
 
 @dataclass

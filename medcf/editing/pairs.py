@@ -148,7 +148,7 @@ def _film_pair(pair: Pair, spec: EditSpec, method: FilmEditMethod) -> Pair:
     the lesion's extent becomes the pair's region (outside it the two films are equal)."""
     if pair.masks is None:
         raise InputError(f"method {method.name} needs the factual film's anatomy masks")
-    done = method.edit_film(pair.factual, pair.masks, spec, ViewPosition.PA)
+    done = method.edit_film(pair.factual, pair.masks, spec, ViewPosition.PA)  # a generated film: no VOI, no spacing
     region = EditRegion.of_extent(pair.masks, done.extent, pair.region.working_size)
     return replace(pair, counterfactual=done.image, spec=spec, region=region)
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from medcf.anatomy.masks import AnatomyMasks
-from medcf.editing.film import EditInputs
+from medcf.editing.film import EditInputs, FilmFacts
 from medcf.editing.spec import EditSpec
 from medcf.editing.steering import SteeringVectors
 from medcf.errors import InputError
@@ -100,8 +100,9 @@ class FilmEditMethod(Protocol):
         """Raise one :class:`InputError` line when something in :attr:`needs` is missing."""
 
     def edit_film(self, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec,
-                  view: ViewPosition) -> FilmPass:
-        """The edit of ``display`` (``(rows, cols)`` in [0, 1]) whose anatomy is ``masks``."""
+                  view: ViewPosition, facts: FilmFacts = FilmFacts()) -> FilmPass:
+        """The edit of ``display`` (``(rows, cols)`` in [0, 1]) whose anatomy is ``masks``;
+        ``facts``: what the reader knows of how the display was derived."""
 
 
 AnyMethod = EditMethod | FilmEditMethod
