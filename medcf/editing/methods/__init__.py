@@ -9,6 +9,6 @@ from medcf.editing.methods import guided  # noqa: F401, I001
 from medcf.editing.methods import causal  # noqa: F401, I001
 from medcf.editing.methods import baselines  # noqa: F401, I001
 from medcf.editing.methods.base import (EditMethod, MethodPass, Need, get_method, method_names, register,
-                                        unregister)
+                                        unregister, uses_model)
 
-__all__ = ["EditMethod", "MethodPass", "Need", "get_method", "method_names", "register", "unregister"]
+__all__ = ["EditMethod", "MethodPass", "Need", "get_method", "method_names", "register", "unregister", "uses_model"]

@@ -56,6 +56,10 @@ class EditMethod(Protocol):
     #: the share of the steps re-sampled when neither the user nor the model's measured choice sets it
     default_depth: float
     needs: frozenset[Need]
+    #: whether the method runs the diffusion model on the film (True for every method MedCF ships
+    #: today); one that does not (a physically simulated finding inserted into the film) is not
+    #: refused outside the model's domain (:mod:`medcf.domain`), since the model's domain does not apply
+    uses_model: bool
 
     def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
         """Raise one :class:`InputError` line when something in :attr:`needs` is missing."""
@@ -89,6 +93,11 @@ def get_method(name: str) -> EditMethod:
     if method is None:
         raise InputError(f"unknown edit method {str(name)!r}; known: {', '.join(method_names())}")
     return method
+
+
+def uses_model(name: str) -> bool:
+    """Whether the method registered under ``name`` runs the diffusion model on the film."""
+    return bool(getattr(get_method(name), "uses_model", True))
 
 
 def method_names() -> tuple[str, ...]:
