@@ -77,13 +77,14 @@ def test_the_committed_manifest_fingerprints_match_the_committed_files():
 @needs_weights
 def test_each_shipped_piece_was_made_for_the_shipped_weights():
     """``made_for`` names the weights each piece was measured on: the denoiser's parameter
-    fingerprint (the identity the editor compares), or the autoencoder's for the factor model."""
+    fingerprint (the identity the editor compares), or the autoencoder's for the factor model,
+    or both for the domain calibration."""
     manifest = json.loads((BUNDLE_MODELS / MANIFEST_FILE).read_text())
     own = manifest["fingerprints"]
     for name, piece in manifest["pieces"].items():
         kind = PieceKind(name)
-        assert piece["made_for"] == (None if kind.identity is Identity.NONE else {kind.identity.value:
-                                                                                   own[kind.identity.value]})
+        assert piece["made_for"] == ({i.value: own[i.value] for i in kind.identities} or None)
+    assert PieceKind.DOMAIN.identities == (Identity.DENOISER, Identity.AUTOENCODER)
     defaults = json.loads((BUNDLE_MODELS / "edit_defaults.json").read_text())
     assert own["denoiser"] == defaults["denoiser_sha256"]  # the record itself says the same
     grounded = manifest["denoisers"]["attention-grounded"]

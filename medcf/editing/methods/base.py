@@ -56,10 +56,11 @@ class EditMethod(Protocol):
     #: the share of the steps re-sampled when neither the user nor the model's measured choice sets it
     default_depth: float
     needs: frozenset[Need]
-    #: whether the method runs the diffusion model on the film (True for every method MedCF ships
-    #: today); one that does not (a physically simulated finding inserted into the film) is not
-    #: refused outside the model's domain (:mod:`medcf.domain`), since the model's domain does not apply
-    uses_model: bool
+    # ``uses_model: bool`` (optional, read by :func:`uses_model`; True when absent, as for every
+    # method MedCF shipped before it): whether the method runs the diffusion model on the film. One
+    # that does not (a physically simulated finding inserted into the film) sets it False and is
+    # not refused outside the model's domain (:mod:`medcf.domain`), since that domain does not
+    # apply. Not a required member: a plugin written before it still registers.
 
     def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
         """Raise one :class:`InputError` line when something in :attr:`needs` is missing."""
