@@ -42,8 +42,8 @@ def _thumbnail(image: np.ndarray, size: int) -> "Image.Image":  # noqa: F821
 
 def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns: int = 4,
                 footer: str = RESEARCH_ONLY_NOTICE, note: str | None = None) -> "Image.Image":  # noqa: F821
-    """Lay ``tiles`` out on a dark sheet with a title, captions, an optional one-line
-    ``note`` (e.g. whether an edit reached its target) and a footer."""
+    """Lay ``tiles`` out on a dark sheet with a title, captions, an optional ``note`` (e.g.
+    whether an edit reached its target; one line, or several separated by newlines) and a footer."""
     from PIL import Image, ImageDraw, ImageFont
 
     if not tiles:
@@ -55,7 +55,7 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
     lines = max(2, max(len(tile.caption.splitlines()) for tile in tiles))  # the longest caption sets the row
     pad, caption_h, header_h, footer_h = 10, 6 + 17 * lines, 36, 28
     width = columns * (tile_size + pad) + pad
-    note_h = 22 if note else 0
+    note_h = 5 + 17 * len(note.splitlines()) if note else 0
     height = header_h + rows * (tile_size + caption_h + pad) + note_h + footer_h
     sheet = Image.new("RGB", (width, height), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
@@ -73,7 +73,8 @@ def render_grid(tiles: Sequence[Tile], title: str, tile_size: int = 320, columns
         for line_no, line in enumerate(tile.caption.splitlines()):
             draw.text((x, y + tile_size + 4 + 17 * line_no), line, fill=(220, 220, 220), font=font)
     if note:
-        draw.text((pad, height - footer_h - note_h + 6), note, fill=(255, 214, 90), font=font)
+        for line_no, line in enumerate(note.splitlines()):
+            draw.text((pad, height - footer_h - note_h + 6 + 17 * line_no), line, fill=(255, 214, 90), font=font)
     draw.text((pad, height - footer_h + 6), footer, fill=(255, 140, 120), font=font)
     return sheet
 

@@ -65,7 +65,7 @@ def folders(tmp_path_factory) -> dict[str, Path]:
 def test_the_committed_manifest_fingerprints_match_the_committed_files():
     manifest = json.loads((BUNDLE_MODELS / MANIFEST_FILE).read_text())
     listed = _listed(manifest, BUNDLE_MODELS)
-    assert len(listed) == 14  # 3 weights + 7 piece files, and the denoiser's 2 weights + 2 piece files
+    assert len(listed) == 15  # 3 weights + 8 piece files (7 + the domain calibration), and the denoiser's 2 + 2
     wrong = [str(path) for path, sha in listed.items() if not path.is_file() or _sha256(path) != sha]
     assert not wrong, f"refresh with `medcf model package monai_bundle`: {wrong}"
     # every piece beside the weights is listed; the lab's judge is not part of the model
@@ -77,13 +77,14 @@ def test_the_committed_manifest_fingerprints_match_the_committed_files():
 @needs_weights
 def test_each_shipped_piece_was_made_for_the_shipped_weights():
     """``made_for`` names the weights each piece was measured on: the denoiser's parameter
-    fingerprint (the identity the editor compares), or the autoencoder's for the factor model."""
+    fingerprint (the identity the editor compares), or the autoencoder's for the factor model,
+    or both for the domain calibration."""
     manifest = json.loads((BUNDLE_MODELS / MANIFEST_FILE).read_text())
     own = manifest["fingerprints"]
     for name, piece in manifest["pieces"].items():
         kind = PieceKind(name)
-        assert piece["made_for"] == (None if kind.identity is Identity.NONE else {kind.identity.value:
-                                                                                   own[kind.identity.value]})
+        assert piece["made_for"] == ({i.value: own[i.value] for i in kind.identities} or None)
+    assert PieceKind.DOMAIN.identities == (Identity.DENOISER, Identity.AUTOENCODER)
     defaults = json.loads((BUNDLE_MODELS / "edit_defaults.json").read_text())
     assert own["denoiser"] == defaults["denoiser_sha256"]  # the record itself says the same
     grounded = manifest["denoisers"]["attention-grounded"]

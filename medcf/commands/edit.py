@@ -76,6 +76,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
                         extras=extras, sop_class=args.sop_class,
                         masks=masks, accept_anatomy=args.accept_anatomy, image=image)
     for output in outputs:
+        for note in output.notes:
+            print(note)
         for name in ("dicom", "image", "panel", "provenance"):
             if name in output.files:
                 print(output.files[name])

@@ -67,6 +67,23 @@ def cmd_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate_domain(args: argparse.Namespace) -> int:
+    from medcf.domain.calibration import DomainRule
+    from medcf.domain.films import calibrate_folder, film_paths
+    from medcf.models.loaders import load_generator
+    from medcf.models.packaging import write_manifest
+
+    rule = DomainRule(args.quantile, args.margin)  # a bad rule or folder fails before the model loads
+    film_paths(args.films)
+    generator = load_generator(args.model, text_encoder=args.text_encoder, **loader_kwargs(placement_from_args(args)))
+    done = calibrate_folder(generator, args.model, args.films, rule)
+    packaged = write_manifest(args.model, text_encoder=args.text_encoder)
+    print(done.path)
+    print(packaged.manifest)
+    print(f"cost: {done.seconds:.1f} s for {done.calibration.n_films} films on {generator.device}", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from medcf.editing.modelcheck import check_model, write_check
 
@@ -126,6 +143,26 @@ def add_model_parsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAc
     package.add_argument("--name", default=None, help="the package's name (default: the bundle's or the folder's)")
     package.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
     package.set_defaults(func=cmd_package)
+    domain = model_sub.add_parser(
+        "calibrate-domain", help="measure a model's film domain on held-out films of its own kind",
+        description="Measure each film as an edit's input is measured (autoencoder reconstruction error and "
+                    "denoising error at fixed noise levels, inside the lungs and over the whole film), keep the "
+                    "quantiles per measure in domain_calibration.json beside the weights, tied to the model's "
+                    "fingerprints, and refresh medcf_model.json. From then on `medcf edit` refuses a film beyond "
+                    "QUANTILE x MARGIN on any measure (or writes it marked, with --allow-out-of-domain). Give films "
+                    "the model was NOT trained on but that are of the kind it was trained on (at least 20; 100 "
+                    "or more place the 99.5th percentile well).", epilog=EPILOG)
+    domain.add_argument("model", type=Path, help="model folder (any format `medcf model info` reads)")
+    domain.add_argument("--films", type=Path, nargs="+", required=True, metavar="FOLDER",
+                        help="folder(s) of DICOM, PNG or NIfTI films of the model's own domain, read recursively")
+    domain.add_argument("--quantile", type=float, default=0.995,
+                        help="the quantile of the films' values a film must stay below (default 0.995)")
+    domain.add_argument("--margin", type=float, default=1.25,
+                        help="times the quantile (default 1.25: chosen on the default model's tuning renders, "
+                             "docs/models.md)")
+    domain.add_argument("--text-encoder", type=Path, default=None, help="local CLIP folder for MONAI bundles")
+    add_device_options(domain)
+    domain.set_defaults(func=cmd_calibrate_domain)
     check = model_sub.add_parser(
         "check", help="smoke-test a model folder: load, sample, invert and reconstruct one film, say what will not work",
         description="Load the model, sample one film from the normal prompt, encode one film (default: the committed "

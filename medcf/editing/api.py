@@ -15,12 +15,13 @@ from medcf.anatomy.plausibility import require_plausible
 from medcf.anatomy.segment import segment
 from medcf.bundle import bundle_root
 from medcf.devices import Placement, loader_kwargs, resolve_placement
+from medcf.domain.assess import DomainStatus, DomainVerdict, assess, require_inside
 from medcf.editing.edit import run_plan
 from medcf.editing.film import FilmFacts
-from medcf.editing.methods import FilmEditMethod, get_method
+from medcf.editing.methods import FilmEditMethod, get_method, uses_model
 from medcf.editing.outputs import EditOutputs, write_edit
 from medcf.editing.pairs import write_pairs
-from medcf.editing.plan import load_planned, plan_edit
+from medcf.editing.plan import EditPlan, load_planned, plan_edit
 from medcf.editing.record import EditRecord, ModelInfo
 from medcf.editing.records import own_vectors, vectors_cache_path
 from medcf.editing.spec import SIDELESS, EditSpec, Method
@@ -30,7 +31,7 @@ from medcf.io.atomic import new_output_dir
 from medcf.io.inputs import InputImage, read_input
 from medcf.models.loaders import load_generator
 from medcf.text import editable_findings, get_reader
-from medcf.vocab import Action, Finding, Severity, Side, ViewPosition
+from medcf.vocab import Action, Finding, Organ, Severity, Side, ViewPosition
 
 
 @dataclass
@@ -137,6 +138,24 @@ def _view(image) -> ViewPosition:
     return ViewPosition.AP if view is ViewPosition.AP else ViewPosition.PA
 
 
+def domain_verdicts(plans: list[EditPlan], generator, display, masks, what: str) -> list[DomainVerdict]:
+    """Where the film lies for the model, per planned edit: assessed once (inside the lungs
+    and over the whole film, :func:`medcf.domain.assess.assess`) when any plan's method
+    runs the model; NOT_ASSESSED for a method that does not. Outside the domain, an edit
+    whose spec does not allow it is refused in one line before anything is written."""
+    verdict = None
+    verdicts = []
+    for plan in plans:
+        if not uses_model(plan.method):
+            verdicts.append(DomainVerdict(DomainStatus.NOT_ASSESSED, allowed=plan.spec.allow_out_of_domain))
+            continue
+        if verdict is None:
+            lungs = masks.organs[Organ.LUNG_RIGHT] | masks.organs[Organ.LUNG_LEFT]
+            verdict = assess(generator, display, lungs)
+        verdicts.append(require_inside(replace(verdict, allowed=plan.spec.allow_out_of_domain), what))
+    return verdicts
+
+
 def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, editor: Editor | None = None,
               progress: bool = True, command: str | None = None, extras: list[dict] | None = None,
               sop_class: str = "sc", masks: str | Path | GivenMasks | None = None,
@@ -147,7 +166,10 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
     for one spec, ``out_dir/<n>-<finding>`` for several, e.g. from a report). The provenance
     records where the anatomy came from and the check's verdict. ``image`` (``path`` as
     read already) and ``masks`` as :class:`GivenMasks`: what a caller read to check before
-    loading the model, so that each file is read once."""
+    loading the model, so that each file is read once. A film outside the model's domain
+    (:mod:`medcf.domain`) is refused in one line before anything is written, unless the
+    spec allows it (``allow_out_of_domain``) or its method runs no diffusion model; the
+    record says where the film lies either way."""
     if not specs:
         raise InputError("nothing to edit: no edit was requested")
     image = image if image is not None else read_input(path)  # input errors come before the model loads
@@ -160,19 +182,20 @@ def edit_file(path: str | Path, specs: list[EditSpec], out_dir: str | Path, edit
         anatomy = {"source": "segmenter", **segmenter_record(masks, editor.segmenter)}
     anatomy["plausibility"] = require_plausible(masks, image.display, str(path), accept_anatomy).to_dict()
     view = _view(image)
+    plans = [plan_edit(spec, editor.generator, has_vectors=editor.vectors is not None) for spec in specs]
+    domains = domain_verdicts(plans, editor.generator, image.display, masks, str(path))  # refused: nothing written
     outputs = []
     root = Path(out_dir)
     if len(specs) > 1:
         root = new_output_dir(root)
-    for index, spec in enumerate(specs):
-        plan = plan_edit(spec, editor.generator)
+    for index, (spec, plan, domain) in enumerate(zip(specs, plans, domains)):
         model = load_planned(plan, editor.generator, editor.vectors)
-        counterfactual = run_plan(image.display, masks, plan, model, view, progress,
+        counterfactual = run_plan(image.display, masks, plan, model, view, progress, outside_domain=domain.outside,
                                   facts=FilmFacts.of(image.radiograph.transform if image.radiograph else None,
                                                      image.spacing_mm))
         target = root if len(specs) == 1 else root / f"{index + 1}-{spec.action.value}-{spec.finding.value}"
         record = EditRecord.of(counterfactual, editor.model_info, image, command, anatomy,
-                               (extras or [{}] * len(specs))[index])
+                               (extras or [{}] * len(specs))[index], domain)
         outputs.append(write_edit(image, masks, counterfactual, record, target, sop_class))
     return outputs
 

@@ -33,7 +33,7 @@ from medcf.editing.spec import EditSpec
 from medcf.editing.steering import SteeringVectors
 from medcf.errors import InputError
 from medcf.models.base import Generator
-from medcf.vocab import Action, ViewPosition
+from medcf.vocab import Action, StrEnum, ViewPosition
 
 
 def edit_pass(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,
@@ -77,12 +77,24 @@ def target_reached(action: Action, input_score: EvidenceScore, output_score: Evi
     return in_target_state(action, output_score) and moved
 
 
+class Verdict(StrEnum):
+    """What the model's own check says of an edit."""
+
+    REACHED = "reached"
+    NOT_REACHED = "not reached"
+    NOT_CHECKED = "not checked"  # the check cannot be trusted here: its scores are recorded, no verdict is given
+
+
 @dataclass(frozen=True)
 class TargetCheck:
     """What the model's own check (:mod:`medcf.editing.evidence`) says of the input and
     the output: > 0 means the finding prompt explains the film better than the normal one.
     ``reliable``: the check separates this finding on rendered tuning patients (AUC ≥
-    MIN_RELIABLE_AUC); when it does not, the verdicts are reported but do not drive passes."""
+    MIN_RELIABLE_AUC); ``outside_domain``: the input lies outside the model's domain
+    (:mod:`medcf.domain`). In either case the check's scores mean nothing about the film:
+    they are recorded, they drive no further pass, and the verdict is "not checked", never
+    "reached" (on a real film a check that could not read it said "reached" for an edit
+    that went the wrong way)."""
 
     action: Action
     input_score: EvidenceScore
@@ -91,6 +103,7 @@ class TargetCheck:
     passes: int
     strength: float
     depth: float
+    outside_domain: bool = False
 
     @property
     def input_in_target(self) -> bool:
@@ -98,29 +111,49 @@ class TargetCheck:
 
     @property
     def reached(self) -> bool:
+        """The scores' own answer (:func:`target_reached`), whether or not it can be trusted."""
         return target_reached(self.action, self.input_score, self.output_score)
+
+    @property
+    def why_not_checked(self) -> str | None:
+        """Why the check gives no verdict (None: it gives one)."""
+        reasons = (["the input lies outside the model's domain"] if self.outside_domain else []) + \
+            ([] if self.reliable else ["check unreliable for this finding"])
+        return " and ".join(reasons) or None
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.why_not_checked is not None:
+            return Verdict.NOT_CHECKED
+        return Verdict.REACHED if self.reached else Verdict.NOT_REACHED
 
     def remark(self) -> str:
         """One honest line for the panel and the log."""
-        words = [f"model check: target {'reached' if self.reached else 'NOT reached'} "
-                 f"after {self.passes} pass{'es' if self.passes > 1 else ''} (strength {self.strength:g}, "
-                 f"depth {self.depth:g})"]
+        settings = (f"after {self.passes} pass{'es' if self.passes > 1 else ''} (strength {self.strength:g}, "
+                    f"depth {self.depth:g})")
+        if self.verdict is Verdict.NOT_CHECKED:
+            return f"model check: target not checked {settings}: {self.why_not_checked}"
+        words = [f"model check: target {'reached' if self.reached else 'NOT reached'} {settings}"]
         if self.input_in_target:
             words.append("the input already shows it" if self.action is Action.ADD
                          else "the input is already without it")
-        if not self.reliable:
-            words.append("check unreliable for this finding")
         return "; ".join(words)
 
     def to_dict(self) -> dict:
-        """The verdict for the record (the strength and depth of the pass are the spec's, recorded there)."""
-        return {"input_score": round(self.input_score.value, 5), "input_stderr": round(self.input_score.stderr, 5),
+        """The verdict for the record (the strength and depth of the pass are the spec's,
+        recorded there). ``target_reached`` and ``input_in_target_state`` are None when not
+        checked: a reader of the record never finds "reached" where the check cannot tell."""
+        checked = self.verdict is not Verdict.NOT_CHECKED
+        return {"verdict": self.verdict.value, "not_checked_because": self.why_not_checked,
+                "input_score": round(self.input_score.value, 5), "input_stderr": round(self.input_score.stderr, 5),
                 "output_score": round(self.output_score.value, 5), "output_stderr": round(self.output_score.stderr, 5),
-                "input_in_target_state": self.input_in_target, "target_reached": self.reached,
-                "reliable": self.reliable, "passes": self.passes,
+                "input_in_target_state": self.input_in_target if checked else None,
+                "target_reached": self.reached if checked else None,
+                "reliable": self.reliable, "outside_domain": self.outside_domain, "passes": self.passes,
                 "rule": "score = (e_normal - e_finding) / e_normal of the model's noise prediction in the edit "
                         "region, over 16 noise draws; add: reached when above 2 standard errors and above the "
-                        "input's, remove: when not above 2 standard errors and below the input's"}
+                        "input's, remove: when not above 2 standard errors and below the input's; not checked "
+                        "when the check is unreliable for the finding or the input lies outside the model's domain"}
 
 
 class EvidenceChecker:
@@ -154,13 +187,13 @@ def edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Ge
     ``auto`` and the unset options, :func:`medcf.editing.plan.load_planned` loads what the
     plan names (an alternative denoiser), :func:`run_plan` runs it. Callers that want the
     plan first (to show or log it) call the three themselves."""
-    plan = plan_edit(spec, generator)
+    plan = plan_edit(spec, generator, has_vectors=vectors is not None)
     return run_plan(display, masks, plan, load_planned(plan, generator, vectors), view, progress, check)
 
 
 def run_plan(display: np.ndarray, masks: AnatomyMasks, plan: EditPlan, model: PlannedModel,
              view: ViewPosition = ViewPosition.PA, progress: bool = True, check: bool = True,
-             facts: FilmFacts = FilmFacts()) -> Counterfactual:
+             facts: FilmFacts = FilmFacts(), outside_domain: bool = False) -> Counterfactual:
     """Run ``plan`` on ``display`` with ``model`` (what :func:`medcf.editing.plan.load_planned`
     loaded for it). With ``check`` the model's own evidence is read from the input first and
     from each pass's output; while the target is not reached and ``plan.passes`` allows, the
@@ -168,7 +201,9 @@ def run_plan(display: np.ndarray, masks: AnatomyMasks, plan: EditPlan, model: Pl
     reaches the target, else the one closest to it; ``Counterfactual.check`` says which
     and whether it got there. Without ``check`` (the benchmark's one-pass rows) one pass
     runs and nothing is claimed. ``facts``: how the display was derived (a film method
-    works in the film's own attenuation domain with them)."""
+    works in the film's own attenuation domain with them). ``outside_domain`` (the input
+    lies outside the model's domain, :mod:`medcf.domain`): one pass, and the check says
+    "not checked"."""
     method = get_method(plan.method)
     method.require(model.generator, model.vectors)  # a missing need fails before the film is encoded
     spec = plan.spec
@@ -179,7 +214,7 @@ def run_plan(display: np.ndarray, masks: AnatomyMasks, plan: EditPlan, model: Pl
     if spec.harmonize > 0:
         raise InputError(f"--harmonize applies to --method {', '.join(film_methods())} only, not {method.name}")
     inputs = prepare(display, masks, spec, model.generator, view)
-    result = checked_edit(inputs, spec, model.generator, model.vectors, progress, method) if check \
+    result = checked_edit(inputs, spec, model.generator, model.vectors, progress, method, outside_domain) if check \
         else edit_pass(inputs, spec, model.generator, model.vectors, progress, method)
     result.plan, result.denoiser = plan, model.denoiser
     return result
@@ -210,14 +245,14 @@ def film_edit(display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, method: 
 
 
 def checked_edit(inputs: EditInputs, spec: EditSpec, generator: Generator, vectors: SteeringVectors | None,
-                 progress: bool, method: EditMethod) -> Counterfactual:
+                 progress: bool, method: EditMethod, outside_domain: bool = False) -> Counterfactual:
     """Passes until the model's own check finds the target (at most ``spec.passes``); the
     pass kept carries the check (:func:`run_plan`)."""
     checker = EvidenceChecker(inputs, spec, generator)
     input_score = checker.score(inputs.z0)
     sign = 1.0 if spec.action is Action.ADD else -1.0
     best, best_score, best_index = None, None, 0
-    passes = spec.passes if checker.reliable else 1
+    passes = spec.passes if checker.reliable and not outside_domain else 1
     for index in range(passes):
         result = edit_pass(inputs, pass_spec(spec, index), generator, vectors, progress, method)
         score = checker.score_image(result.image)
@@ -227,6 +262,6 @@ def checked_edit(inputs: EditInputs, spec: EditSpec, generator: Generator, vecto
             break
     used = pass_spec(spec, best_index)
     best.check = TargetCheck(spec.action, input_score, best_score, checker.reliable, index + 1, used.strength,
-                             used.depth)
+                             used.depth, outside_domain)
     best.seconds = time.perf_counter() - inputs.started
     return best

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from medcf.devices import loader_kwargs, precision_hint
+from medcf.domain.calibration import find_calibration
 from medcf.editing.defaults import find_defaults
 from medcf.editing.evidence import find_reliability
 from medcf.editing.film import check_image
@@ -214,9 +215,10 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
                            f"{seconds['per_step']:.3f} s per step — it samples 16 seeds to a batch, which took the "
                            "default model from that bound's 82 min to 311 s on one CPU thread)")
     if defaults is None:
-        unavailable.append("no edit_defaults.json measured for these weights in the model's package: --method auto "
-                           "falls back to steer at depth 0.5 (give --method and --depth yourself, or measure with the "
-                           "bench's tuning seeds and list it with `medcf model package`)")
+        fallback = "steer" if vectors is not None else "regulated (no steering vectors either)"
+        unavailable.append(f"no edit_defaults.json measured for these weights in the model's package: --method auto "
+                           f"falls back to {fallback} at depth 0.5 (give --method and --depth yourself, or measure "
+                           "with the bench's tuning seeds and list it with `medcf model package`)")
     for name in sorted({c.denoiser for actions in (defaults.choices if defaults else {}).values()
                         for c in actions.values() if c.denoiser}):
         try:  # an alternative denoiser the measured choice names must load, or auto fails on those findings
@@ -225,7 +227,11 @@ def check_model(folder: str | Path, *, text_encoder: str | Path | None = None, p
             unavailable.append(f"--method auto: {error}")
     if reliability is None:
         unavailable.append("no evidence.json measured for these weights in the model's package: the model's own check "
-                           "is reported but counted unreliable for every finding, so --passes has no effect")
+                           "says 'not checked' for every finding, so --passes has no effect")
+    if find_calibration(generator) is None:
+        unavailable.append(f"no domain calibration for these weights in the model's package: edits are never refused "
+                           f"as outside the model's domain and are recorded 'domain: not calibrated' (calibrate with "
+                           f"`medcf model calibrate-domain {folder} --films FOLDER` on held-out films of its own kind)")
     seconds["total"] = round(time.perf_counter() - started, 2)
     return ModelCheck(model, seconds, sampled, reconstruction, methods, unavailable,
                       films={"sample": film, "input": source, "autoencoder": autoencoded, "ddpm": ddpm, "ddim": ddim})

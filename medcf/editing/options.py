@@ -91,7 +91,8 @@ def spec_from_args(args: argparse.Namespace, finding: str | None = None, side: s
     """The spec the options of :func:`add_edit_options` ask for. ``finding``/``side``: a
     base whose finding a report replaces (its zone is the report's, so the options' is dropped)."""
     return EditSpec(finding or args.finding, args.action, side or args.side, None if side else args.zone,
-                    optimize_noise=bool(getattr(args, "optimize_noise", False)), **chosen_settings(args))
+                    optimize_noise=bool(getattr(args, "optimize_noise", False)),
+                    allow_out_of_domain=bool(getattr(args, "allow_out_of_domain", False)), **chosen_settings(args))
 
 
 def add_namespaced_options(container, names: tuple[str, ...], prefix: str, purpose: str) -> list[argparse.Action]:

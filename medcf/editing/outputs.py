@@ -29,9 +29,13 @@ class EditOutputs:
     out_dir: Path
     files: dict[str, Path] = field(default_factory=dict)
     check: str | None = None  # the model's own verdict, one line (TargetCheck.remark)
+    #: lines the user must see beside the files: how auto chose on a model that lacks its pieces, and
+    #: that the input lies outside the model's domain (written with --allow-out-of-domain)
+    notes: list[str] = field(default_factory=list)
 
 
-def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
+def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str, warning: str | None = None):
+    """The panel; ``warning`` (the input lies outside the model's domain) heads its note."""
     cf = counterfactual
     roi = overlay(cf.source, {organ.value: masks.organs[organ] for organ in Organ})
     edge = cf.region.native_region & ~np.roll(cf.region.native_region, 3, axis=0)
@@ -51,9 +55,10 @@ def panel(counterfactual: Counterfactual, masks: AnatomyMasks, title: str):
              Tile(cf.image, f"counterfactual ({cf.spec.method.value}):\n{cf.spec.describe()}{denoiser}"),
              Tile(difference(cf.image, cf.source, gain=gain), f"difference x{gain:.0f}\n(bright = denser after)"),
              Tile(roi, region_title)]
-    note = cf.check.remark() if cf.check is not None else None
-    if note is None and cf.settings.get("model_check"):  # a film method says why the model's check did not run
-        note = f"model check: {cf.settings['model_check']}"
+    model_check = cf.check.remark() if cf.check is not None else None
+    if model_check is None and cf.settings.get("model_check"):  # a film method says why the model's check did not run
+        model_check = f"model check: {cf.settings['model_check']}"
+    note = "\n".join(line for line in (warning, model_check) if line) or None
     return render_grid(tiles, title, columns=4, footer=f"{medcf.RESEARCH_ONLY_NOTICE} ({MODEL_NOTICE})", note=note)
 
 
@@ -64,6 +69,9 @@ def write_edit(image: InputImage, masks: AnatomyMasks, counterfactual: Counterfa
     series' provenance."""
     out = new_output_dir(out_dir)
     result = EditOutputs(out, check=counterfactual.check.remark() if counterfactual.check is not None else None)
+    warning = record.domain.describe() if record.domain is not None and record.domain.outside else None
+    result.notes = [line for line in (counterfactual.plan.note if counterfactual.plan is not None else None,
+                                      warning) if line]
     provenance = record.provenance()
     affine = image.affine if image.affine is not None else radiograph_affine(image.spacing_mm)
     if image.format is InputFormat.DICOM:
@@ -82,7 +90,7 @@ def write_edit(image: InputImage, masks: AnatomyMasks, counterfactual: Counterfa
     result.files["region"] = write_nifti_2d(out / "masks" / "edit_region.nii.gz",
                                             counterfactual.region.native_region.astype(np.uint8), affine,
                                             "MedCF edit region")
-    result.files["panel"] = save_png(panel(counterfactual, masks, f"MedCF edit: {Path(image.path).name}"),
+    result.files["panel"] = save_png(panel(counterfactual, masks, f"MedCF edit: {Path(image.path).name}", warning),
                                      out / "panel.png")
     data = record.to_dict(result.files, out, provenance)
     result.files["provenance"] = write_new_text(out / "edit.json", json.dumps(data, indent=2, default=str) + "\n")

@@ -195,7 +195,7 @@ def pair_arrays(editor, spec: EditSpec) -> dict:
     """One pair from ``spec.seed`` (a single sample: the caller picks spare seeds) as the
     arrays and facts :func:`write_pair_stream` writes: what a Ray worker sends back (no
     tensors, no trajectory). Raises :class:`MedCFError` when the factual sample is refused."""
-    plan = plan_edit(spec, editor.generator)  # auto: this finding's measured setting
+    plan = plan_edit(spec, editor.generator, has_vectors=editor.vectors is not None)  # auto: the measured setting
     model = load_planned(plan, editor.generator, editor.vectors)
     return _arrays(generate_pair(model.generator, plan.spec, editor.segmenter, model.vectors), model.generator,
                    plan.denoiser)
@@ -229,7 +229,7 @@ def local_pairs(generator: Generator, specs: list[EditSpec], segmenter, vectors:
     seed (:func:`spare_seeds`; at most ``max_tries`` samples per pair)."""
     spare = spare_seeds(specs)
     for index, spec in enumerate(specs):
-        plan = plan_edit(spec, generator)  # auto: this finding's measured setting
+        plan = plan_edit(spec, generator, has_vectors=vectors is not None)  # auto: the measured setting
         model = load_planned(plan, generator, vectors)
         pair = generate_pair_retrying(model.generator, plan.spec, segmenter, model.vectors, spare, max_tries,
                                       f"pair {index}")

@@ -24,6 +24,9 @@ from medcf.models.base import Generator
 from medcf.vocab import StrEnum
 
 GENERIC_METHOD = Method.STEER  # auto's method on a model without a measured choice
+#: auto's method on a model that has neither a measured choice nor steering vectors (a bring-your-own
+#: model as it comes): regulated needs nothing beyond the model's weights
+NEEDS_NOTHING_METHOD = Method.REGULATED
 #: the settings a plan resolves, in the order its record lists them
 PLANNED = ("method", "depth", "guidance", "renoise", "denoiser", "strength", "passes")
 
@@ -34,6 +37,7 @@ class Source(StrEnum):
     ASKED = "asked"  # the request: the user's option, the bundle's configs/edit.json, or EditSpec's default
     MEASURED = "measured"  # the model's per-finding settings (edit_defaults.json), for ``auto``
     GENERIC = "generic"  # the generic default: no measured choice applies (the method's own depth, ...)
+    FALLBACK = "fallback"  # auto took a method that needs nothing the model lacks (no steering vectors)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class EditPlan:
     renoise: float
     denoiser: str | None
     sources: Mapping[str, Source]
+    #: one line on how ``auto`` chose when the model lacks what it would have used (None otherwise)
+    note: str | None = None
 
     def __post_init__(self) -> None:
         missing = [name for name in PLANNED if name not in self.sources]
@@ -94,11 +100,14 @@ def measured_choice(spec: EditSpec, generator: Generator) -> Choice | None:
     return defaults.choice(spec.finding, spec.action) if defaults is not None else None
 
 
-def plan_edit(spec: EditSpec, generator: Generator) -> EditPlan:
+def plan_edit(spec: EditSpec, generator: Generator, has_vectors: bool | None = None) -> EditPlan:
     """``spec`` with ``auto``, ``depth``, ``guidance``, ``renoise`` and the denoiser settled.
     What the user set explicitly is kept; ``auto`` fills the rest from the model's measured
     choice (:mod:`medcf.editing.defaults`), an explicit method (or ``auto`` on a model
-    without a measured choice) from the generic defaults."""
+    without a measured choice) from the generic defaults. ``has_vectors`` False (the caller
+    found no steering vectors for the model): ``auto`` without a measured choice takes
+    :data:`NEEDS_NOTHING_METHOD` and says so in :attr:`EditPlan.note`, so a bring-your-own
+    model edits with the defaults on its first try; None (unknown) keeps :data:`GENERIC_METHOD`."""
     chosen = measured_choice(spec, generator)
 
     def pick(asked, measured, generic):
@@ -110,8 +119,13 @@ def plan_edit(spec: EditSpec, generator: Generator) -> EditPlan:
         method, method_from = spec.method, Source.ASKED
     elif chosen is not None:
         method, method_from = Method(chosen.method), Source.MEASURED
+    elif has_vectors is False:
+        method, method_from = NEEDS_NOTHING_METHOD, Source.FALLBACK
     else:
         method, method_from = GENERIC_METHOD, Source.GENERIC
+    note = (f"auto: this model has no steering vectors and no measured per-finding settings, so the edit uses "
+            f"{method.value}, which needs neither (docs/models.md: estimate vectors with `medcf steer-vectors`)"
+            if method_from is Source.FALLBACK else None)
     depth, depth_from = pick(spec.depth, chosen and chosen.depth, generic_depth(method))
     guidance, guidance_from = pick(spec.guidance, chosen and chosen.guidance, None)
     renoise, renoise_from = pick(spec.renoise, chosen and chosen.renoise, 0.0)
@@ -119,7 +133,7 @@ def plan_edit(spec: EditSpec, generator: Generator) -> EditPlan:
     sources = {"method": method_from, "depth": depth_from, "guidance": guidance_from, "renoise": renoise_from,
                "denoiser": Source.MEASURED if chosen is not None else Source.GENERIC,
                "strength": Source.ASKED, "passes": Source.ASKED}
-    return EditPlan(spec, method, depth, guidance, renoise, denoiser, sources)
+    return EditPlan(spec, method, depth, guidance, renoise, denoiser, sources, note)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,9 @@ copied: the synthetic DICOM's Derivation Description needs it), the rest under `
   are the spec's;
 - ``settings``: what the sampler did, and ``check``: the model's own verdict;
 - ``model``: the weights' folder and the steering vectors; ``placement``: device and dtypes;
+- ``domain``: where the input lies for the model (:class:`medcf.domain.assess.DomainVerdict`:
+  inside, OUTSIDE (written only with ``--allow-out-of-domain``), not calibrated, not assessed),
+  also in the DICOM's Derivation Description;
 - ``prompts``, ``seconds``, ``anatomy`` and the caller's context (``batch``, ``report``).
 """
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medcf.domain.assess import DomainVerdict
 from medcf.editing.defaults import DEFAULTS_FILE
 from medcf.editing.edit import TargetCheck
 from medcf.editing.film import Counterfactual
@@ -108,20 +112,23 @@ class EditRecord:
     anatomy: dict | None = None
     #: what the caller adds (a batch item's key, the report sentence a spec came from)
     context: dict[str, Any] = field(default_factory=dict)
+    #: where the input lies for the model (None: not asked, e.g. a library caller's own edit)
+    domain: DomainVerdict | None = None
 
     @classmethod
     def of(cls, counterfactual: Counterfactual, model: ModelInfo, image: InputImage, command: str | None = None,
-           anatomy: dict | None = None, context: dict | None = None) -> "EditRecord":
+           anatomy: dict | None = None, context: dict | None = None,
+           domain: DomainVerdict | None = None) -> "EditRecord":
         cf = counterfactual
         return cls(cf.spec, cf.plan, cf.denoiser, cf.prompts, cf.settings, cf.check, round(cf.seconds, 3), model,
-                   InputFacts.of(image), command, anatomy, dict(context or {}))
+                   InputFacts.of(image), command, anatomy, dict(context or {}), domain)
 
     def plan_dict(self) -> dict | None:
         """``extra.plan``: where each planned setting came from (the values are the spec's)."""
         if self.plan is None:
             return None
         return {"sources": self.plan.sources_dict(), "measured_in": DEFAULTS_FILE if self.plan.measured else None,
-                "denoiser": self.denoiser.to_dict() if self.denoiser is not None else None}
+                "denoiser": self.denoiser.to_dict() if self.denoiser is not None else None, "note": self.plan.note}
 
     def provenance(self) -> Provenance:
         """The record as the synthetic DICOM carries it: the short form from the spec and
@@ -134,12 +141,15 @@ class EditRecord:
                  "model": self.model.details(), "placement": self.model.placement, "seconds": self.seconds}
         if self.anatomy is not None:
             extra["anatomy"] = self.anatomy
+        if self.domain is not None:
+            extra["domain"] = self.domain.to_dict()
         return Provenance(
             method=spec.method.value, finding=spec.finding.value, action=spec.action.value,
             side=spec.side.value if spec.side else None, zone=spec.zone.value if spec.zone else None,
             severity=spec.severity.value, strength=spec.strength, seed=spec.seed, model_name=self.model.name,
             bundle_version=self.model.bundle_version, weights_sha256=self.model.weights_sha256,
-            command=self.command, extra={**extra, **self.context})
+            command=self.command, domain=self.domain.short() if self.domain is not None else None,
+            extra={**extra, **self.context})
 
     def to_dict(self, files: dict[str, Path], out: Path, provenance: Provenance | None = None) -> dict:
         """``edit.json``: the provenance (``provenance``: the one written into the DICOM, with

@@ -106,7 +106,9 @@ class EditSpec:
     the editor may make until the model's own check (:mod:`medcf.editing.evidence`) finds
     the target state; ``renoise`` the share of the edit-friendly inversion's noise maps
     drawn afresh inside the region (:func:`medcf.editing.inversion.refresh_noise_maps`);
-    ``optimize_noise`` InitNO for pairs sampled from scratch (:mod:`medcf.editing.initno`).
+    ``optimize_noise`` InitNO for pairs sampled from scratch (:mod:`medcf.editing.initno`);
+    ``allow_out_of_domain`` writes an edit whose input lies outside the model's domain
+    (:mod:`medcf.domain`), marked so, instead of refusing it.
     ``None`` and ``auto`` are settled by :func:`medcf.editing.plan.plan_edit` before an
     edit runs. ``constants``: the methods' constants (:class:`EditConstants`), recorded
     with the spec in ``edit.json``.
@@ -156,6 +158,11 @@ class EditSpec:
         "calls) so that the finding's words are attended to at the first step; for rare combinations. What it did "
         "and cost goes into pairs.jsonl. On the default model it measured no gain (docs/editing.md)",
         Scope.PAIRS).field(False)
+    allow_out_of_domain: bool = OptionSpec(
+        "write the edit even when the input lies outside the model's training domain (the model's own "
+        "reconstruction and denoising errors beyond those of its held-out training films, medcf.domain): without it "
+        "such an edit is refused; with it edit.json, the panel and the DICOM Derivation Description say the edit "
+        "lies outside the model's domain and the model's check says 'not checked'", Scope.EDIT).field(False)
     constants: EditConstants = EditConstants()
 
     def __post_init__(self) -> None:

@@ -42,6 +42,9 @@ class Provenance:
     weights_sha256: str | None = None
     image_type_value: str = "COUNTERFACTUAL"
     command: str | None = None
+    #: where the input lay for the model that made the image (medcf.domain): "inside", "OUTSIDE the
+    #: model's training domain (allowed)", "not calibrated", ...; None when not assessed by the writer
+    domain: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # Filled in by the writer.
     source: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +80,7 @@ class Provenance:
             ("severity", self.severity),
             ("strength", None if self.strength is None else f"{self.strength:g}"),
             ("seed", self.seed),
+            ("domain", self.domain),
         ]
         text = "; ".join(f"{k}={v}" for k, v in items if v is not None)
         text += "; research use only, not for diagnosis"

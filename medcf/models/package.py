@@ -82,10 +82,26 @@ class PieceKind(str, Enum):
     EVIDENCE = "evidence"
     FACTORS = "factors"
     SEGMENTER = "segmenter"
+    DOMAIN = "domain"  # the film domain's calibration (medcf.domain): measured through denoiser and autoencoder
 
     @property
     def identity(self) -> Identity:
         return {PieceKind.FACTORS: Identity.AUTOENCODER, PieceKind.SEGMENTER: Identity.NONE}.get(self, Identity.DENOISER)
+
+    @property
+    def identities(self) -> tuple[Identity, ...]:
+        """Every part of the model the piece was measured through (``made_for`` names each):
+        the domain calibration holds the autoencoder's and the denoiser's errors, so a change
+        of either makes it stale."""
+        if self is PieceKind.DOMAIN:
+            return (Identity.DENOISER, Identity.AUTOENCODER)
+        return () if self.identity is Identity.NONE else (self.identity,)
+
+
+def joint_fingerprint(fingerprints: Mapping[Identity | str, str | None], kind: PieceKind) -> str:
+    """The one ``made_for`` string of a piece tied to several parts: their fingerprints
+    joined in :attr:`PieceKind.identities` order (a piece tied to one part: that part's)."""
+    return "+".join(str(fingerprints.get(i, fingerprints.get(i.value))) for i in kind.identities)
 
 
 #: The file layout: the one place that names each file of a MedCF model folder. Writers
@@ -101,6 +117,7 @@ PIECE_FILES: Mapping[PieceKind, Mapping[Role, str]] = MappingProxyType({
     PieceKind.EVIDENCE: {Role.RECORD: "evidence.json"},
     PieceKind.FACTORS: {Role.RECORD: "causal_factors.json", Role.WEIGHTS: "causal_factors.safetensors"},
     PieceKind.SEGMENTER: {Role.WEIGHTS: "anatomy_unet.safetensors", Role.RECORD: "anatomy_training.json"},
+    PieceKind.DOMAIN: {Role.RECORD: "domain_calibration.json"},
 })
 
 
@@ -166,6 +183,10 @@ class ModelPackage:
     @property
     def segmenter(self) -> Piece | None:
         return self.pieces.get(PieceKind.SEGMENTER)
+
+    @property
+    def domain(self) -> Piece | None:
+        return self.pieces.get(PieceKind.DOMAIN)
 
     @property
     def convention(self) -> Path | None:
@@ -285,13 +306,15 @@ def _role(name: str) -> Role | str:
 
 
 def _made_for(entry: Any, kind: PieceKind, manifest: Path) -> str | None:
-    """``{"<identity>": "<fingerprint>"}`` (None for a piece tied to no weights) → the fingerprint."""
-    if kind.identity is Identity.NONE:
+    """``{"<identity>": "<fingerprint>", ...}`` (None for a piece tied to no weights) → the
+    fingerprint (:func:`joint_fingerprint` for a piece tied to several parts)."""
+    if not kind.identities:
         return None
-    if not isinstance(entry, dict) or set(entry) != {kind.identity.value}:
-        raise InputError(f"{manifest}: {kind.value} must say what it was made for as "
-                         f"{{\"{kind.identity.value}\": \"<fingerprint>\"}}")
-    return entry[kind.identity.value]
+    wanted = {identity.value for identity in kind.identities}
+    if not isinstance(entry, dict) or set(entry) != wanted:
+        shape = ", ".join(f'"{name}": "<fingerprint>"' for name in sorted(wanted))
+        raise InputError(f"{manifest}: {kind.value} must say what it was made for as {{{shape}}}")
+    return joint_fingerprint(entry, kind)
 
 
 def _read(data: dict, base: Path, manifest: Path, parent: ModelPackage | None) -> ModelPackage:

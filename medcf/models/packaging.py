@@ -36,6 +36,7 @@ from medcf.models.package import (
     PieceKind,
     Role,
     bare,
+    joint_fingerprint,
     file_sha256,
     relative,
     weights_folder,
@@ -88,17 +89,18 @@ def _weights(model_format: str, folder: Path, base: Path) -> dict:
     return weights
 
 
-def _made_for(kind: PieceKind, files: dict[Role, Path]) -> str | None:
-    """The fingerprint a piece names for the weights it was made for (its own record says)."""
-    if kind.identity is Identity.NONE:
-        return None
+def _made_for(kind: PieceKind, files: dict[Role, Path]) -> dict[str, str | None]:
+    """The fingerprints a piece names for the weights it was made for (its own record says),
+    by identity (empty for a piece tied to no weights)."""
+    if not kind.identities:
+        return {}
     if kind is PieceKind.STEERING_VECTORS:
         from safetensors import safe_open
 
         with safe_open(str(files[Role.VECTORS]), framework="pt") as handle:
-            return (handle.metadata() or {}).get("denoiser_sha256")
+            return {Identity.DENOISER.value: (handle.metadata() or {}).get("denoiser_sha256")}
     record = json.loads(files[Role.RECORD].read_text(encoding="utf-8"))
-    return record.get("autoencoder_sha256" if kind.identity is Identity.AUTOENCODER else "denoiser_sha256")
+    return {identity.value: record.get(f"{identity.value}_sha256") for identity in kind.identities}
 
 
 def _pieces(places: list[Path], base: Path, fingerprints: dict[Identity, str], where: str,
@@ -110,12 +112,12 @@ def _pieces(places: list[Path], base: Path, fingerprints: dict[Identity, str], w
         if home is None:
             continue
         files = {role: home / name for role, name in names.items() if (home / name).is_file()}
-        made_for = _made_for(kind, files)
+        named = _made_for(kind, files)
         pieces[kind.value] = {"files": {role.value: _entry(path, base) for role, path in files.items()},
-                              "made_for": None if kind.identity is Identity.NONE else {kind.identity.value: made_for}}
+                              "made_for": named or None}
         listed.append(f"{where}{kind.value}: {', '.join(relative(p, base) for p in files.values())}")
-        wanted = fingerprints.get(kind.identity)
-        if kind.identity is not Identity.NONE and made_for != wanted:
+        made_for, wanted = joint_fingerprint(named, kind), joint_fingerprint(fingerprints, kind)
+        if kind.identities and made_for != wanted:
             notes.append(f"{where}{kind.value} was made for other weights ({str(made_for)[:12]}…, these "
                          f"{str(wanted)[:12]}…): listed, but the editor does not use it")
     return pieces

@@ -309,6 +309,7 @@ def edit_attributes(record: dict[str, Any]) -> dict[str, str]:
         "Strength": record.get("strength"), "Seed": record.get("seed"),
         "Model": record.get("model_name"), "WeightsSHA256": record.get("weights_sha256"),
         "TargetReached": check.get("target_reached"), "CheckReliable": check.get("reliable"),
+        "ModelCheck": check.get("verdict"), "Domain": (extra.get("domain") or {}).get("summary"),
         "AnatomySource": anatomy.get("source"), "AnatomyPath": anatomy.get("path"),
         "AnatomySHA256": anatomy.get("sha256"),
         "Command": record.get("command"), "Created": record.get("created"),

@@ -10,7 +10,7 @@ from medcf.editing.methods import causal  # noqa: F401, I001
 from medcf.editing.methods import baselines  # noqa: F401, I001
 from medcf.editing.methods import insert  # noqa: F401, I001
 from medcf.editing.methods.base import (EditMethod, FilmEditMethod, FilmPass, MethodPass, Need, film_methods,
-                                        get_method, method_names, register, unregister)
+                                        get_method, method_names, register, unregister, uses_model)
 
 __all__ = ["EditMethod", "FilmEditMethod", "FilmPass", "MethodPass", "Need", "film_methods", "get_method",
-           "method_names", "register", "unregister"]
+           "method_names", "register", "unregister", "uses_model"]

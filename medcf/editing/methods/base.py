@@ -64,6 +64,11 @@ class EditMethod(Protocol):
     #: the share of the steps re-sampled when neither the user nor the model's measured choice sets it
     default_depth: float
     needs: frozenset[Need]
+    # ``uses_model: bool`` (optional, read by :func:`uses_model`; True when absent, as for every
+    # method MedCF shipped before it): whether the method runs the diffusion model on the film. One
+    # that does not (a physically simulated finding inserted into the film) sets it False and is
+    # not refused outside the model's domain (:mod:`medcf.domain`), since that domain does not
+    # apply. Not a required member: a plugin written before it still registers.
 
     def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
         """Raise one :class:`InputError` line when something in :attr:`needs` is missing."""
@@ -135,6 +140,13 @@ def get_method(name: str) -> AnyMethod:
 def film_methods() -> tuple[str, ...]:
     """The registered methods that edit the native film directly (:class:`FilmEditMethod`)."""
     return tuple(name for name, method in _REGISTRY.items() if isinstance(method, FilmEditMethod))
+
+
+def uses_model(name: str) -> bool:
+    """Whether the method registered under ``name`` runs the diffusion model on the film (a
+    film method never does; a latent method may say ``uses_model = False``)."""
+    method = get_method(name)
+    return not isinstance(method, FilmEditMethod) and bool(getattr(method, "uses_model", True))
 
 
 def method_names() -> tuple[str, ...]:

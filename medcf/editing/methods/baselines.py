@@ -163,6 +163,7 @@ class Baseline:
     name: str
     default_depth: float = GENERIC_DEPTH  # unused by the baselines' own settings, stated for the protocol
     needs: frozenset[Need] = frozenset()
+    uses_model: bool = True
 
     def require(self, generator: Generator, vectors: SteeringVectors | None) -> None:
         return None

@@ -76,6 +76,7 @@ class GuidedMethod:
     name: str = ""
     default_depth: float = GENERIC_DEPTH
     needs: frozenset[Need] = frozenset()
+    uses_model: bool = True
     #: whether :meth:`proposal` changes the film's latent: such a method needs a film's final
     #: latent, so a pair is re-sampled by it as an edit of the factual film
     proposes: bool = False
