@@ -567,3 +567,120 @@ def test_a_pasted_report_becomes_from_report_and_replaces_the_finding(tmp_path):
     assert Path(given["from-report"]).read_text() == "Small left pleural effusion.\n"
     args = edit_arguments("in.dcm", given)
     assert args[args.index("--from-report") + 1] == given["from-report"] and "--finding" not in args
+
+
+# --- a refusal outside the model's domain (MedCFLib/domain.py): one line, three ways on -----------------
+
+from MedCFLib.domain import (  # noqa: E402
+    ALLOW_OPTION,
+    MODEL_FREE_METHOD,
+    REFUSAL_MARK,
+    WayOn,
+    domain_refusal,
+    retry_options,
+    ways_on_text,
+)
+from MedCFLib.process import FAILED  # noqa: E402
+
+
+def _refusal_line() -> str:
+    """The library's own refusal for a film far outside a model's domain."""
+    from medcf.domain.assess import DomainStatus, DomainVerdict, refusal_line
+
+    verdict = DomainVerdict(DomainStatus.OUTSIDE, {"reconstruction_error": 3.0}, {"reconstruction_error": 1.0})
+    return refusal_line(verdict)
+
+
+# A stand-in medcf that refuses as `medcf edit` does outside the domain (one line on stderr, exit 2,
+# nothing written) unless the edit takes a way on; then it writes edit.json and prints its path.
+REFUSING_MEDCF = '''
+import json, sys
+from pathlib import Path
+argv = sys.argv[1:]
+out = Path(argv[argv.index("--out") + 1])
+method = argv[argv.index("--method") + 1] if "--method" in argv else "auto"
+model = argv[argv.index("--model") + 1] if "--model" in argv else None
+if "--allow-out-of-domain" not in argv and method != "insert" and model is None:
+    sys.stderr.write("medcf: error: " + LINE + "\\n")
+    sys.exit(2)
+out.mkdir(parents=True)
+(out / "edit.json").write_text(json.dumps({"argv": argv}))
+print(out / "edit.json")
+'''
+
+
+def _refusing_medcf(tmp_path: Path) -> Path:
+    fake = tmp_path / "fake"
+    (fake / "medcf").mkdir(parents=True)
+    (fake / "medcf" / "__init__.py").write_text("")
+    (fake / "medcf" / "__main__.py").write_text(f"LINE = {_refusal_line()!r}\n" + REFUSING_MEDCF)
+    return fake
+
+
+def test_the_panel_knows_the_librarys_refusal_and_its_ways_on():
+    """The words the panel recognises and the options it sets are the library's own."""
+    from medcf.domain.assess import ALLOW_FLAG
+    from medcf.domain.assess import MODEL_FREE_METHOD as LIBRARY_METHOD
+    from medcf.editing.spec import Method
+
+    line = _refusal_line()
+    assert REFUSAL_MARK in line and ALLOW_FLAG in line and f"--method {LIBRARY_METHOD}" in line
+    assert f"--{ALLOW_OPTION}" == ALLOW_FLAG and MODEL_FREE_METHOD == LIBRARY_METHOD == Method.INSERT.value
+    assert MODEL_FREE_METHOD in EDIT_CHOICES["method"]  # the method combo offers insert
+    from MedCFLib.logic import EDIT_OPTIONS
+    assert EDIT_OPTIONS["allow_out_of_domain"]["flag"] == ALLOW_FLAG  # the schema the panel reads has the flag
+
+
+def test_a_domain_refusal_is_one_line_and_each_way_on_reruns_with_its_option(tmp_path):
+    """A worker that exits 2 with the domain line: the run fails with that line (no prefix, no
+    traceback), and each way on re-runs the same edit with its option and is written."""
+    fake = _refusing_medcf(tmp_path)
+    options = {"finding": "pleural_effusion", "action": "add", "side": "right", "method": "auto",
+               ALLOW_OPTION: False, "model": None}
+    refused = BackgroundEdit(edit_arguments("input.dcm", options), tmp_path / "refused", sys.executable,
+                             env=_env(fake), cwd=tmp_path).start()
+    state, _, message = refused.wait(timeout=SHORT_CPU_BUDGET)
+    assert state == FAILED and refused.returncode == 2
+    line = domain_refusal(refused.returncode, message)
+    assert line == _refusal_line() and "\n" not in line and "Traceback" not in "".join(refused.stderr_lines)
+    assert not (tmp_path / "refused").exists()
+    assert line in ways_on_text(line) and "Model folder" in ways_on_text(line)
+    assert "-c generator" in ways_on_text(line, model_choice=False)
+
+    expected = {WayOn.ALLOW: ["--allow-out-of-domain"], WayOn.INSERT: ["--method", "insert"],
+                WayOn.MODEL: ["--model", str(tmp_path / "real-model")]}
+    for way, wanted in expected.items():
+        retry = retry_options(options, way, str(tmp_path / "real-model"))
+        args = edit_arguments("input.dcm", retry)
+        assert args[:7] == ["input.dcm", "--finding", "pleural_effusion", "--action", "add", "--side", "right"]
+        assert any(args[i:i + len(wanted)] == wanted for i in range(len(args))), (way, args)
+        assert (way is WayOn.ALLOW) == ("--allow-out-of-domain" in args), (way, args)
+        assert ("auto" in args) == (way is not WayOn.INSERT), (way, args)  # insert replaces the method
+        out = tmp_path / way.name
+        run = BackgroundEdit(args, out, sys.executable, env=_env(fake), cwd=tmp_path).start()
+        assert run.wait(timeout=SHORT_CPU_BUDGET)[0] == FINISHED, (way, run.stderr_lines)
+        assert run.result()["provenance"] == str(out / "edit.json")
+    with pytest.raises(ValueError, match="Model folder"):
+        retry_options(options, WayOn.MODEL, "  ")
+
+
+def test_other_failures_are_not_taken_for_a_domain_refusal():
+    line = "medcf: error: " + _refusal_line()
+    assert domain_refusal(2, line) == _refusal_line()
+    assert domain_refusal(2, "MONAI Label server: " + _refusal_line()) == _refusal_line()
+    assert domain_refusal(1, line) is None  # an internal error that quotes it is not the refusal
+    assert domain_refusal(None, line) is None  # still running
+    assert domain_refusal(2, "medcf: error: --masks m.nrrd: no such file") is None
+
+
+def test_remote_edit_sends_the_ways_on_as_the_apps_params(tmp_path):
+    from MedCFLib.remote import RemoteEdit
+
+    film = tmp_path / "film.dcm"
+    film.write_bytes(b"x")
+    options = retry_options({"finding": "nodule", "action": "add", "zone": "-", ALLOW_OPTION: False}, WayOn.ALLOW)
+    params = RemoteEdit("http://127.0.0.1:1", film, options, tmp_path / "out").params
+    assert params["allow_out_of_domain"] is True and "zone" not in params
+    params = RemoteEdit("http://127.0.0.1:1", film, {**options, ALLOW_OPTION: False, "method": "insert"},
+                        tmp_path / "out").params
+    assert "allow_out_of_domain" not in params and params["method"] == "insert"

@@ -43,6 +43,7 @@ from MedCFLib import (
     with_device,
     with_report,
 )
+from MedCFLib.domain import ALLOW_OPTION, MODEL_OPTION, WayOn, domain_refusal, retry_options, ways_on_text
 from MedCFLib.logic import DOCUMENTATION_URL, SAMPLE_DATA
 from MedCFLib.remote import RemoteEdit, RemoteError
 
@@ -109,10 +110,12 @@ single-slice volume (or load <i>MedCF sample PA chest X-ray</i> from Sample Data
 can be the <i>Input volume</i>. <i>Derive anatomy</i> runs <code>medcf segment</code> in the background:
 lungs and heart (with SNOMED CT terminology) and the lung zones become a segmentation; <i>Correct in
 Segment Editor</i> opens it there, and the edit uses it as corrected (<code>--masks</code>). <i>Force
-CPU</i> runs both on the CPU. <i>Edit</i> adds or removes one finding by running <code>medcf edit</code>
+CPU</i> runs both on the CPU. <i>Model folder</i> edits with another model (<code>--model</code>). <i>Edit</i> adds or removes one finding by running <code>medcf edit</code>
 in a background process, or on MedCF's MONAI Label server (<i>Remote</i>); each run writes into its own
 subfolder of the output folder; Slicer stays responsive, a progress bar follows the sampling,
-<i>Cancel</i> stops it and keeps nothing. The counterfactual appears beside the input with the
+<i>Cancel</i> stops it and keeps nothing. A film outside the model's training domain is refused in one
+line, with three ways on: <i>Edit anyway</i> (<code>--allow-out-of-domain</code>, the result is marked so),
+<i>Use insert</i> (<code>--method insert</code>, no diffusion model) or <i>Choose model...</i>. The counterfactual appears beside the input with the
 difference; its provenance (<code>edit.json</code>) is in the node's attributes. <i>Save to DICOM
 database</i> imports the synthetic series MedCF wrote.</p>
 <p>Documentation: <a href="{DOCUMENTATION_URL}">{DOCUMENTATION_URL}</a></p>
@@ -158,6 +161,7 @@ class _Job:
     run: Any  # BackgroundEdit or RemoteEdit
     node: Any  # the input volume node
     work: Optional[Path]  # removed when the job is over
+    options: Optional[dict] = None  # an edit's options, kept to re-run it another way after a refusal
 
 
 #
@@ -186,6 +190,8 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.job = None  # a _Job while a segment or edit runs
         self.editTimer = None
         self.resultNode = None
+        self.refusedOptions = None  # the options of an edit refused outside the model's domain
+        self._jobOptions = None  # the options the edit being started runs with
         self.versionProblem = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
@@ -206,6 +212,8 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # property, set here rather than in the .ui so the .ui also loads without CTK's plugins)
         self.ui.pathEdit.filters = ctk.ctkPathLineEdit.Dirs
         self.ui.outputEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.modelEdit.filters = ctk.ctkPathLineEdit.Dirs
+        self.ui.waysOnWidget.visible = False
         self.ui.reportBox.setFont(qt.QFontDatabase.systemFont(qt.QFontDatabase.FixedFont))
         self.ui.inputVolumeSelector.setMRMLScene(slicer.mrmlScene)
         self.ui.segmentationSelector.setMRMLScene(slicer.mrmlScene)
@@ -239,6 +247,10 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.editButton.connect("clicked(bool)", self.onEdit)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelEdit)
         self.ui.saveToDicomButton.connect("clicked(bool)", self.onSaveToDicom)
+        # the three ways on from a refusal outside the model's domain (MedCFLib.domain)
+        self.ui.allowAnywayButton.connect("clicked(bool)", lambda: self.onWayOn(WayOn.ALLOW))
+        self.ui.useInsertButton.connect("clicked(bool)", lambda: self.onWayOn(WayOn.INSERT))
+        self.ui.chooseModelButton.connect("clicked(bool)", lambda: self.onWayOn(WayOn.MODEL))
 
         # leftovers of a session that crashed mid-run
         self.logic.workFolders.sweep()
@@ -324,6 +336,10 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.useSegmentationCheckBox.enabled = not self.remote()  # the server segments with its own weights
         self.ui.forceCpuCheckBox.enabled = not self.remote()  # the server picks its own device
         self.ui.serverUrlEdit.enabled = self.remote()
+        self.ui.modelEdit.enabled = not self.remote()  # the server's model is set when it starts
+        for button in (self.ui.allowAnywayButton, self.ui.useInsertButton):
+            button.enabled = self.refusedOptions is not None and not running
+        self.ui.chooseModelButton.enabled = self.refusedOptions is not None and not running and not self.remote()
         self.ui.editButton.enabled = hasVolume and bool(self.outputPath()) and remoteReady and not running
         self.ui.cancelButton.enabled = running
         self.ui.saveToDicomButton.enabled = self.resultNode is not None and bool(
@@ -419,14 +435,21 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         options = {name: combo.currentText for name, combo in self.editCombos.items()}
         options["strength"] = f"{self.ui.strengthSpinBox.value:g}"
         options["seed"] = str(int(self.ui.seedSpinBox.value))
+        options[ALLOW_OPTION] = bool(self.ui.allowOutOfDomainCheckBox.checked)
+        if not self.remote():
+            options[MODEL_OPTION] = self.ui.modelEdit.currentPath.strip() or None
         # a pasted report names the findings (medcf edit --from-report); the first result is shown
         return with_report(options, self.ui.reportEdit.plainText, work)
 
-    def onEdit(self):
+    def onEdit(self, retry=None):
         """Start the edit (local process or MONAI Label server) into a new subfolder of the output
-        folder; onEditPoll follows it."""
+        folder; onEditPoll follows it. ``retry``: options that replace the panel's (a way on from a
+        refusal, already shown in the panel's controls)."""
         if self.job is not None:
             return
+        retry = retry if isinstance(retry, dict) else None  # Qt's clicked(bool) may hand over its bool
+        self.refusedOptions = None
+        self.ui.waysOnWidget.visible = False
         if self.remote() and self.ui.reportEdit.plainText.strip():  # the server's model takes a finding
             self.ui.editStatusLabel.text = "A pasted report runs locally only: choose Local, or clear the report."
             return
@@ -435,16 +458,45 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             qt.QSettings().setValue("MedCF/ServerURL", url)
 
             def start(node, work):
-                options = self.editOptions(work)
+                options = retry or self.editOptions(work)
+                self._jobOptions = options
                 return self.logic.startRemoteEdit(url, node, options, run_folder(self.outputPath(), options), work)
         else:
             segmentation = self.segmentation() if self._parameterNode.useSegmentation else None
 
             def start(node, work):
-                options = with_device(self.editOptions(work), self.forceCPU())
+                options = retry or with_device(self.editOptions(work), self.forceCPU())
+                self._jobOptions = options
                 return self.logic.startEdit(node, options, run_folder(self.outputPath(), options), work,
                                             segmentation)
+        self._jobOptions = None
         self._startJob("edit", start)
+        if self.job is not None:
+            self.job.options = self._jobOptions
+
+    def onWayOn(self, way):
+        """Re-run the refused edit the chosen way (MedCFLib.domain.retry_options), and show it in the
+        controls: the checkbox ticked, the method insert, or the model folder chosen here."""
+        if self.refusedOptions is None or self.job is not None:
+            return
+        model = self.ui.modelEdit.currentPath.strip()
+        if way is WayOn.MODEL:
+            model = qt.QFileDialog.getExistingDirectory(
+                slicer.util.mainWindow(), "A model trained on real radiographs (medcf edit --model)", model) or ""
+            if not model:
+                return
+        try:
+            retry = retry_options(self.refusedOptions, way, model)
+        except ValueError as exc:
+            self.ui.editStatusLabel.text = str(exc)
+            return
+        if way is WayOn.ALLOW:
+            self.ui.allowOutOfDomainCheckBox.checked = True
+        elif way is WayOn.INSERT:
+            self.editCombos["method"].setCurrentText(retry["method"])
+        else:
+            self.ui.modelEdit.currentPath = model
+        self.onEdit(retry)
 
     def onEditPoll(self):
         if self.job is None:
@@ -469,8 +521,15 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             else:
                 self.showResult(job.node, job.run)
         elif state == FAILED:
-            self.ui.editStatusLabel.text = f"Failed: {message}"
-            slicer.util.errorDisplay(message)
+            refusal = domain_refusal(getattr(job.run, "returncode", None), message) if job.kind == "edit" else None
+            if refusal is not None and job.options is not None:  # one line, and its three ways on as buttons
+                self.refusedOptions = job.options
+                self.ui.editStatusLabel.text = ways_on_text(refusal, model_choice=not self.remote())
+                self.ui.waysOnWidget.visible = True
+                self.ui.reportBox.appendPlainText(f"\nEdit refused: {refusal}")
+            else:
+                self.ui.editStatusLabel.text = f"Failed: {message}"
+                slicer.util.errorDisplay(message)
         else:
             self.ui.editStatusLabel.text = "Cancelled; nothing was kept."
         self._endJob()
@@ -486,7 +545,8 @@ class MedCFWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic.showSideBySide(node, result, difference)
         facts = ", ".join(f"{k[len(mrml.EDIT_ATTRIBUTE_PREFIX):]}: {result.GetAttribute(k)}"
                           for k in ("MedCF.Finding", "MedCF.Action", "MedCF.Side", "MedCF.TargetReached",
-                                    "MedCF.AnatomySource") if result.GetAttribute(k))
+                                    "MedCF.AnatomySource", "MedCF.ModelCheck", "MedCF.Domain")
+                          if result.GetAttribute(k))
         self.ui.reportBox.appendPlainText(f"\nCounterfactual (synthetic, research only) '{result.GetName()}': {facts}; "
                                           f"files in {run.out_dir}")
 

@@ -153,10 +153,13 @@ def default_interpreter() -> str:
 
 def edit_arguments(input_path: str | os.PathLike, options: dict[str, str | None]) -> list[str]:
     """``medcf edit`` arguments for ``input_path`` and ``options`` (name -> value; None, "" or
-    "-" = not given, the command's default applies)."""
+    "-" = not given, the command's default applies; True = a flag given alone, such as
+    ``--allow-out-of-domain``; False = a flag left out)."""
     args = [str(input_path)]
     for name, value in options.items():
-        if value not in (None, "", "-"):
+        if value is True:
+            args.append(f"--{name}")
+        elif value is not False and value not in (None, "", "-"):
             args += [f"--{name}", str(value)]
     return args
 
@@ -280,6 +283,11 @@ class BackgroundEdit:
         if self.process is not None:
             self.process.wait(timeout)
         return self.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit status once it has ended (2: medcf refused the input in one line)."""
+        return None if self.process is None else self.process.poll()
 
     @property
     def stdout_lines(self) -> list[str]:

@@ -31,6 +31,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
+from .domain import REFUSAL_EXIT as REFUSED_EXIT
 from .process import CANCELLED, FAILED, FINISHED, RUNNING, classify_outputs
 
 MODEL = "medcf_counterfactual"
@@ -90,7 +91,8 @@ class RemoteEdit:
                  out_dir: str | os.PathLike, timeout_s: float = 1900, api_version: str = MONAI_LABEL_API):
         self.url = url.rstrip("/")
         self.input_file = Path(input_file)
-        self.params = {k: v for k, v in options.items() if v not in (None, "", "-")}
+        # the app's params are the schema's names (allow_out_of_domain), the panel's the flags' (allow-out-of-domain)
+        self.params = {k.replace("-", "_"): v for k, v in options.items() if v is not False and v not in (None, "", "-")}
         self.params.update(series=True, client_version=api_version)
         self.out_dir = Path(out_dir)
         self.timeout_s = timeout_s
@@ -100,6 +102,7 @@ class RemoteEdit:
         self._cancelled = False
         self._thread: threading.Thread | None = None
         self._written: list[str] = []
+        self.returncode: int | None = None  # 2 once the server refused the input (HTTP 422), as medcf exits
 
     def start(self) -> "RemoteEdit":
         if self._thread is not None:
@@ -139,6 +142,8 @@ class RemoteEdit:
             self._publish(answer)
             self._set(FINISHED, 100.0, "finished")
         except urllib.error.HTTPError as error:
+            if error.code == 422:  # the app's answer to medcf's exit 2: the input was refused, in one line
+                self.returncode = REFUSED_EXIT
             self._set(FAILED, message=f"MONAI Label server: {_detail(error)}")
         except RemoteError as error:
             self._set(FAILED, message=str(error))
