@@ -250,3 +250,60 @@ def test_python_m_monailabel_app_prepares_the_server(tmp_path: Path) -> None:
     assert missing.stderr.strip().splitlines() == [
         f"monailabel_app: MedCF's Python not found at {tmp_path / 'no-python'}: run `make install` in {REPO}, or pass "
         "--medcf-python (or set MEDCF_PYTHON) to the python of an environment where MedCF is installed"]
+
+
+def _domain_refusal() -> str:
+    """``medcf edit``'s own line for a film far outside the model's domain, as the worker gets it."""
+    from medcf.domain.assess import DomainStatus, DomainVerdict, refusal_line
+
+    verdict = DomainVerdict(DomainStatus.OUTSIDE, {"reconstruction_error": 3.0}, {"reconstruction_error": 1.0})
+    return "medcf: error: " + refusal_line(verdict)
+
+
+def test_a_domain_refusal_reaches_the_client_as_one_line_with_its_ways_on_as_params(tmp_path: Path) -> None:
+    """Both counterfactual tasks: a worker that fails as ``medcf edit`` does outside the model's
+    domain (exit 2, HTTP 422) becomes one 422 line that keeps MedCF's reason and names the ways on
+    as the client's params; allow_out_of_domain and method insert reach ``medcf edit`` as options;
+    any other refusal goes through as MedCF wrote it."""
+    out = _in_server_env(f"""
+        from fastapi import HTTPException
+        from lib.infers.counterfactual import CounterfactualInfer
+        from lib.infers.counterfactual_region import CounterfactualRegionInfer
+        from lib.models import ModelStore
+
+        class Refusing:
+            def __init__(self, detail):
+                self.detail, self.args = detail, []
+            def run(self, args, kind):
+                self.args.append([str(a) for a in args])
+                raise HTTPException(status_code=422, detail=self.detail)
+
+        store = ModelStore("models", "medcf_anatomy")
+        answers = {{}}
+        for task in (CounterfactualInfer, CounterfactualRegionInfer):
+            for name, detail in (("domain", {_domain_refusal()!r}), ("other", "medcf: error: --side is needed")):
+                worker = Refusing(detail)
+                infer = task(worker, store, "0.8.5")
+                for params in ({{}}, {{"allow_out_of_domain": True, "method": "insert"}},
+                               {{"allow_out_of_domain": "false"}}):
+                    try:
+                        infer({{"image": "film.dcm", "finding": "pleural_effusion", "action": "add", **params}})
+                    except HTTPException as error:
+                        answers.setdefault(task.__name__ + "/" + name, []).append([error.status_code, error.detail])
+                answers[task.__name__ + "/" + name + "/args"] = worker.args
+        print(json.dumps({{"answers": answers, "config": CounterfactualRegionInfer(None, store, "0.8.5")._config}}))
+    """, cwd=tmp_path)
+    answers = out["answers"]
+    reason = _domain_refusal()[len("medcf: error: "):].split(" Ways on: ")[0]
+    for task in ("CounterfactualInfer", "CounterfactualRegionInfer"):
+        for status, line in answers[f"{task}/domain"]:
+            assert status == 422 and "\n" not in line and line.startswith(reason), line
+            assert '"method": "insert"' in line and '"allow_out_of_domain": true' in line and "-c generator" in line
+            assert "--allow-out-of-domain" not in line  # the client sets params, not flags
+        assert [status for status, _ in answers[f"{task}/other"]] == [422] * 3
+        assert {line for _, line in answers[f"{task}/other"]} == {"medcf: error: --side is needed"}
+        plain, allowed, not_allowed = answers[f"{task}/domain/args"]
+        assert "--allow-out-of-domain" not in plain and "--method" not in plain
+        assert "--allow-out-of-domain" in allowed and allowed[allowed.index("--method") + 1] == "insert"
+        assert "--allow-out-of-domain" not in not_allowed
+    assert out["config"]["allow_out_of_domain"] is False and out["config"]["method"] == ""

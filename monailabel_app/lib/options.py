@@ -13,7 +13,7 @@ from typing import Any
 
 EDIT_OPTIONS_FILE = Path(__file__).resolve().parent / "edit_options.json"
 #: the edit options a request may give as params; each becomes the ``medcf edit`` option of its name
-SERVED = ("finding", "action", "side", "zone", "severity", "method", "strength", "seed")
+SERVED = ("finding", "action", "side", "zone", "severity", "method", "strength", "seed", "allow_out_of_domain")
 
 
 def read_edit_options(path: Path = EDIT_OPTIONS_FILE) -> dict[str, dict[str, Any]]:

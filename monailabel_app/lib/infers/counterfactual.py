@@ -27,12 +27,18 @@ from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from lib.models import ModelStore
-from lib.options import served_params
+from lib.options import read_edit_options, served_params
+from lib.refusal import client_line
 from lib.versions import check_client
 from lib.worker import MedCFWorker
 
 #: params a request may give, and the ``medcf edit`` option each becomes (None: left to MedCF's defaults)
 PARAMS = served_params()
+#: the served params that are flags (``allow_out_of_domain``), each with its ``medcf edit`` flag
+FLAGS = {name: option["flag"] for name, option in read_edit_options().items()
+         if name in PARAMS and option["kind"] == "flag"}
+#: how a client may say true for a flag param (JSON true, or the text MONAI Label's Options give)
+TRUE = ("true", "1", "yes", "on")
 
 
 class CounterfactualInfer(InferTask):
@@ -55,7 +61,7 @@ class CounterfactualInfer(InferTask):
         check_client(request, self.server_version)
         with tempfile.TemporaryDirectory(prefix="medcf-edit-") as folder:
             out = Path(folder) / "out"
-            self.worker.run(self.command(str(request["image"]), request, out), "counterfactual")
+            run_edit(self.worker, self.command(str(request["image"]), request, out))
             record = json.loads((out / "edit.json").read_text(encoding="utf-8"))
             files = record.get("files", {})
             if str(request.get("series", "")).lower() in ("true", "1", "yes"):
@@ -82,6 +88,10 @@ def edit_args(image: str, request: dict[str, Any], out: Path, store: ModelStore,
     args = ["edit", image, "--out", out, "--quiet"]
     for name, default in PARAMS.items():
         value = request.get(name, default)
+        if name in FLAGS:
+            if str(value).strip().lower() in TRUE:
+                args.append(FLAGS[name])
+            continue
         if value is None or value == "":
             continue
         args += [f"--{name}", str(value)]
@@ -91,3 +101,15 @@ def edit_args(image: str, request: dict[str, Any], out: Path, store: ModelStore,
     if generator:
         args += ["--model", generator]
     return args
+
+
+def run_edit(worker: MedCFWorker, args: list[str]) -> str:
+    """``medcf edit ARGS`` on the worker; a refusal outside the model's domain reaches the client as
+    one line naming its ways on as params (lib.refusal), any other error as MedCF wrote it."""
+    try:
+        return worker.run(args, "counterfactual")
+    except HTTPException as error:
+        line = client_line(str(error.detail)) if error.status_code == 422 else None
+        if line is None:
+            raise
+        raise HTTPException(status_code=422, detail=line) from None

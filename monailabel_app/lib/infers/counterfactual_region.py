@@ -5,7 +5,7 @@ scribbles, and loads every result as a label map (plugins/slicer/MONAILabel/MONA
 ``updateSelector`` and ``updateSegmentationMask``, release 0.8.5). A counterfactual film
 (``medcf_counterfactual``, type OTHERS) therefore never appears there. This task is the same
 ``medcf edit`` with the same params (the plugin's *Options* section edits them: finding,
-action, side, zone, severity, method, strength, seed), returned as what the plugin can load:
+action, side, zone, severity, method, strength, seed, allow_out_of_domain), returned as what the plugin can load:
 the region the edit changed, one segment ``edited_region`` on the film's own grid, for the
 annotator to see where the finding was added or removed. ``edit.json`` comes back in the
 result's JSON (``edit``); the film itself, for the same params and seed, is
@@ -22,7 +22,7 @@ from typing import Any
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from lib.infers.counterfactual import PARAMS, edit_args
+from lib.infers.counterfactual import PARAMS, edit_args, run_edit
 from lib.legend import COUNTERFACTUAL_REGION_MODEL, REGION_LABELS
 from lib.models import ModelStore
 from lib.versions import check_client
@@ -48,7 +48,7 @@ class CounterfactualRegionInfer(InferTask):
             out = Path(folder) / "out"
             args = edit_args(str(request["image"]), request, out, self.store, self.generator,
                              task=COUNTERFACTUAL_REGION_MODEL)
-            self.worker.run(args, "counterfactual")
+            run_edit(self.worker, args)
             record = json.loads((out / "edit.json").read_text(encoding="utf-8"))
             # MONAI Label deletes the returned file once sent: hand it a copy outside this folder.
             handle = tempfile.NamedTemporaryFile(prefix="medcf-edit-region-", suffix=".nii.gz", delete=False)
