@@ -35,16 +35,24 @@ Lab side only (medcf.eval): never imported by the product.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from scipy.stats import kurtosis, skew
 
 from medcf.anatomy.masks import AnatomyMasks
+from medcf.errors import InputError
+from medcf.eval.bench import Case, in_target_state, truth_gain
 from medcf.insertion.film_domain import AttenuationMapping, compose, estimate_mapping
 from medcf.insertion.placed import PlacedLesion
+from medcf.io.atomic import new_output_dir, write_new_text
+from medcf.viz import Tile, render_grid, save_png
 from medcf.vocab import Action, Finding, Organ, Severity, Side, StrEnum
+from medcf.world.ct import load_chest_ct
 from medcf.world.pairs import PhantomRequest, plan_sample
 from medcf.world.physics import basis_weights
 from medcf.world.projector import MM_PER_CM
@@ -345,8 +353,6 @@ def oracle_rows(films: FindingFilms, judge) -> dict:
     """The judge on the oracle insertion of each patient's drawn-severity lesion: truth gain
     (median, as the suite), flip rate, and beside it the same judge on the world's truth
     (``truth_flip_rate``) and on the unedited film (``flip_rate_unedited``)."""
-    from medcf.eval.bench import Case, in_target_state, truth_gain
-
     chosen = [(lesion, inserted) for lesion, inserted in zip(films.lesions, films.insertions) if lesion.drawn]
     cases = [Case(lesion.finding, Action.ADD, lesion.side, None, lesion.severity, lesion.patient, None,
                   lesion.counterfactual, lesion.factual, None, lesion.lesion) for lesion, _ in chosen]
@@ -401,16 +407,7 @@ def run_realism_study(n: int, out_dir, findings=tuple(Finding), size: int = 256,
     """Render ``n`` patients per finding, make every paste, score the discriminator and
     (with a ``judge``) the oracle rows; write ``results.json`` and ``panel.png`` into
     ``out_dir`` (new or empty) when given."""
-    import json
-    import time
-    from pathlib import Path
-
-    from medcf.io.atomic import new_output_dir, write_new_text
-    from medcf.viz import Tile, render_grid, save_png
-    from medcf.world.ct import load_chest_ct
-
     if n < 2:
-        from medcf.errors import InputError
         raise InputError("--n must be at least 2 (the discriminator is trained and tested on different patients)")
     realism_seeds(first_seed, n)
     out = new_output_dir(out_dir) if out_dir is not None else None
