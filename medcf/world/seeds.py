@@ -40,6 +40,7 @@ class SeedRange(Enum):
     PAIRS = (1_600_000, "the augmentation suite's generator noise seeds and pair specs")
     SWAP = (1_700_000, "the causal swap test's held-out patients")
     LONGTAIL = (1_800_000, "the long-tail suite's patients")
+    REALISM = (1_900_000, "the insertion realism discriminator's patients (world lesions vs inserted ones)")
     NORMAL_SAMPLES = (2_700_000, "the judge suite's normal samples of the generator")
 
     def __init__(self, start: int, purpose: str) -> None:
