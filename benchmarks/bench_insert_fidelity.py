@@ -16,7 +16,12 @@ inserted extent and the true lesion (widened by 3 px) it reports:
 - ``saturated``: share of the region at the display's ends (≤ 0.002 or ≥ 0.998) in the
   inserted film but not in the factual one (0 is right).
 
-Usage: python benchmarks/bench_insert_fidelity.py [--range tuning|held_out] [--patients 4]
+Two ways the film reaches the product (``--voi``): ``window``, as the sample study does (a
+DICOM whose stored values are the processed display under a stated linear window 2048/4096,
+so the window is inverted and the processing's tone is left in the values), and ``unknown``
+(a render or PNG: the tone curve is fitted on the film).
+
+Usage: python benchmarks/bench_insert_fidelity.py [--range tuning|held_out] [--patients 4] [--voi window|unknown]
        [--size 512] [--json docs/results/insert-fidelity/results.json]
 """
 
@@ -35,6 +40,7 @@ from medcf.editing.film import FilmFacts
 from medcf.editing.methods.insert import insert_lesion
 from medcf.editing.spec import DEFAULT_ZONES, EditSpec
 from medcf.errors import InputError
+from medcf.io.display import DisplayTransform
 from medcf.vocab import FINDING_SIDES, FINDING_ZONES, Finding, Organ, Severity, ViewPosition
 from medcf.world.ct import load_chest_ct
 from medcf.world.pathology import LesionSpec
@@ -42,6 +48,7 @@ from medcf.world.render import World, anatomy_channel, draw_acquisition
 from medcf.world.seeds import SeedRange
 
 RANGES = {"tuning": SeedRange.TUNING.start, "held_out": SeedRange.BENCHMARK.start + 90_000}
+WINDOW = DisplayTransform("Window Center/Width 2048/4096 (LINEAR)", inverted=False)  # the sample study's
 SATURATED = 0.002  # display values this close to 0 or 1 count as saturated
 
 
@@ -76,7 +83,8 @@ def measure(counterfactual: np.ndarray, factual: np.ndarray, inserted: np.ndarra
     }
 
 
-def run(first: int, patients: int, size: int, findings: tuple[Finding, ...]) -> list[dict]:
+def run(first: int, patients: int, size: int, findings: tuple[Finding, ...],
+        transform: DisplayTransform | None) -> list[dict]:
     world = World(load_chest_ct())
     rows = []
     for index in range(patients):
@@ -96,7 +104,7 @@ def run(first: int, patients: int, size: int, findings: tuple[Finding, ...]) -> 
             started = time.perf_counter()
             try:
                 done = insert_lesion(counterfactual, world_masks(rendering.anatomy), spec, centre=centre,
-                                     facts=FilmFacts(None, rendering.pixel_mm))
+                                     facts=FilmFacts(transform, rendering.pixel_mm))
             except InputError as error:
                 rows.append({**row, "refused": str(error)})
                 print(f"{seed} {finding.value:17s} refused: {error}", flush=True)
@@ -144,17 +152,20 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=4)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--findings", nargs="*", default=[f.value for f in Finding])
+    parser.add_argument("--voi", choices=("window", "unknown"), default="window")
     parser.add_argument("--label", default="current", help="the key this run is stored under in --json")
     parser.add_argument("--json", type=Path, default=None, help="results file to add this run to")
     args = parser.parse_args()
     first = RANGES[args.range]
-    rows = run(first, args.patients, args.size, tuple(Finding(f) for f in args.findings))
+    rows = run(first, args.patients, args.size, tuple(Finding(f) for f in args.findings),
+               WINDOW if args.voi == "window" else None)
     table = summary(rows)
-    print_table(f"{args.label}: {args.range} seeds {first}..{first + args.patients - 1}, {args.size} px", table)
+    print_table(f"{args.label}: {args.range} seeds {first}..{first + args.patients - 1}, {args.size} px, "
+                f"VOI {args.voi}", table)
     if args.json:
         results = json.loads(args.json.read_text()) if args.json.exists() else {}
-        results.setdefault("runs", {})[f"{args.label}/{args.range}"] = {
-            "seeds": [first, first + args.patients - 1], "size": args.size, "summary": table, "cases": rows}
+        results.setdefault("runs", {})[f"{args.label}/{args.range}/{args.voi}"] = {
+            "voi": args.voi, "seeds": [first, first + args.patients - 1], "size": args.size, "summary": table, "cases": rows}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
