@@ -361,3 +361,15 @@ def test_a_stated_linear_window_over_a_processed_film_keeps_the_films_tone():
     assert contrast > 0.05
     assert np.abs(composed - expected)[extent].max() < 0.1 * contrast
     assert not np.any(composed[extent] >= 0.998)
+
+
+def test_adding_a_dense_lesion_never_makes_the_scatter_negative():
+    """Where the registered background predicts less scatter than the lesion removes (a poor
+    fit: a held-out world render gave 1112 NaN pixels), the scatter is floored at zero and
+    every value stays finite."""
+    mapping = AttenuationMapping(inverse=VoiInverse.ESTIMATED, slope=19.4, intercept=-199.0, residual=0.0, r2=1.0,
+                                 anchors=(), scatter=0.45, pixel_mm=1.0)
+    line = np.full(SHAPE, 200.0)
+    values = mapping.intercept + mapping.slope * line
+    added = mapping.add(values, blob((80, 80), 60.0, 150.0), np.zeros(SHAPE))
+    assert np.all(np.isfinite(added)) and added.max() > values.max()

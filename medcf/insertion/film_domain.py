@@ -199,7 +199,11 @@ class AttenuationMapping:
         primary = np.maximum(total - scatter, 0.05 * total)
         line = -np.log(primary) / MU_WATER_PER_MM
         change = np.exp(-MU_WATER_PER_MM * (line + channel)) - primary
-        after = scatter + self.scatter * wide_blur(change, SCATTER_SIGMA_MM / self.pixel_mm, mode="constant")
+        # Scatter is never negative: where the registered background predicts less scatter than
+        # the film's own primary says the lesion removes (a poor fit), the sum would go below
+        # zero and its log be undefined (NaN pixels, seen on a held-out world render).
+        after = np.maximum(scatter + self.scatter * wide_blur(change, SCATTER_SIGMA_MM / self.pixel_mm, mode="constant"),
+                           0.0)
         return values + self.slope * (self.log_signal(line + channel, after) - self.log_signal(line, scatter))
 
     def to_record(self) -> dict:
