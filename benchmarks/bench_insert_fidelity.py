@@ -123,16 +123,19 @@ def run(first: int, patients: int, size: int, findings: tuple[Finding, ...],
 
 
 def summary(rows: list[dict]) -> dict:
-    """Per finding: median mean ratio, median RMS error, worst saturated share, refusals."""
+    """Per finding: median mean ratio, median RMS error, worst saturated share, refusals, and
+    the cases whose inserted film held non-finite pixels (counted apart, not in the medians)."""
     out = {}
     for finding in dict.fromkeys(r["finding"] for r in rows):
         done = [r for r in rows if r["finding"] == finding and "refused" not in r]
-        ratios = [r["mean_ratio"] for r in done if r["mean_ratio"] is not None]
+        finite = [r for r in done if r["mean_ratio"] is not None and np.isfinite(r["mean_ratio"])]
+        ratios = [r["mean_ratio"] for r in finite]
         out[finding] = {
             "n": len(done), "refused": sum("refused" in r for r in rows if r["finding"] == finding),
+            "non_finite_cases": len(done) - len(finite),
             "mean_ratio_median": round(float(np.median(ratios)), 3) if ratios else None,
             "mean_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)] if ratios else None,
-            "rms_error_median": round(float(np.median([r["rms_error"] for r in done])), 3) if done else None,
+            "rms_error_median": round(float(np.median([r["rms_error"] for r in finite])), 3) if finite else None,
             "saturated_max": round(max((r["saturated"] for r in done), default=0.0), 4),
         }
     return out
@@ -143,7 +146,8 @@ def print_table(title: str, table: dict) -> None:
     for finding, s in table.items():
         spread = f"{s['mean_ratio_median']} [{s['mean_ratio_range'][0]}, {s['mean_ratio_range'][1]}]" \
             if s["mean_ratio_range"] else "-"
-        print(f"{finding:17s} {s['n']:>2} {spread:>26} {s['rms_error_median']!s:>8} {s['saturated_max']:>8}")
+        nan = f"  ({s['non_finite_cases']} with NaN pixels)" if s.get("non_finite_cases") else ""
+        print(f"{finding:17s} {s['n']:>2} {spread:>26} {s['rms_error_median']!s:>8} {s['saturated_max']:>8}{nan}")
 
 
 def main() -> None:
@@ -166,6 +170,8 @@ def main() -> None:
         results = json.loads(args.json.read_text()) if args.json.exists() else {}
         results.setdefault("runs", {})[f"{args.label}/{args.range}/{args.voi}"] = {
             "voi": args.voi, "seeds": [first, first + args.patients - 1], "size": args.size, "summary": table, "cases": rows}
+        for run_ in results["runs"].values():  # every run summarised by the same rule
+            run_["summary"] = summary(run_["cases"])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
 
