@@ -9,7 +9,10 @@ values would give a nodule behind the heart the contrast of one in the lung. So:
    a linear window (clipped pixels noted and left out of the fit) or a DICOM sigmoid is
    inverted back to modality values. Where it is unknown (a VOI LUT Sequence, a PNG, a
    render), a one-parameter family of tone curves from the identity to the logistic is fitted
-   to the film itself (:func:`tone_inverse`).
+   to the film itself (:func:`tone_inverse`). Inside a stated linear window the same family
+   is fitted too: a film for presentation keeps its processing's S-curve in its stored
+   values, and where the anchors cannot tell the tones apart the compressive one is kept
+   (:func:`_choose`), so that a dense lesion is not carried on linearly and clipped to white.
 2. **Fit the film's mapping** ``u = intercept + slope * P`` between that pre-VOI value
    ``u`` and the log signal ``P`` of the world's lesion-free line integral ``L`` (water mm)
    warped onto the film, on anchor regions the film's masks name (aerated lung, heart,
@@ -110,7 +113,7 @@ class AttenuationMapping:
     residual: float
     r2: float
     anchors: tuple[str, ...]
-    tone: float = 0.0  # ESTIMATED only: 0 identity ... 1 logistic
+    tone: float = 0.0  # ESTIMATED and LINEAR: 0 identity ... 1 logistic (LINEAR: inside the stated window)
     scatter: float = 0.0  # scatter-to-primary ratio (0: u is linear in L)
     center: float | None = None  # stated window, modality units
     width: float | None = None
@@ -141,7 +144,7 @@ class AttenuationMapping:
             d = 1.0 - d
         if self.inverse is VoiInverse.LINEAR:
             lo, span = self._window()
-            return lo + span * d
+            return lo + span * tone_inverse(d, self.tone)
         if self.inverse is VoiInverse.SIGMOID:
             assert self.center is not None and self.width is not None
             return self.center + self.width / 4.0 * _logit(d)
@@ -152,7 +155,7 @@ class AttenuationMapping:
         u = np.asarray(values, dtype=np.float64)
         if self.inverse is VoiInverse.LINEAR:
             lo, span = self._window()
-            d = (u - lo) / span
+            d = tone_forward((u - lo) / span, self.tone)
         elif self.inverse is VoiInverse.SIGMOID:
             assert self.center is not None and self.width is not None
             d = _expit(4.0 * (u - self.center) / self.width)
@@ -196,7 +199,11 @@ class AttenuationMapping:
         primary = np.maximum(total - scatter, 0.05 * total)
         line = -np.log(primary) / MU_WATER_PER_MM
         change = np.exp(-MU_WATER_PER_MM * (line + channel)) - primary
-        after = scatter + self.scatter * wide_blur(change, SCATTER_SIGMA_MM / self.pixel_mm, mode="constant")
+        # Scatter is never negative: where the registered background predicts less scatter than
+        # the film's own primary says the lesion removes (a poor fit), the sum would go below
+        # zero and its log be undefined (NaN pixels, seen on a held-out world render).
+        after = np.maximum(scatter + self.scatter * wide_blur(change, SCATTER_SIGMA_MM / self.pixel_mm, mode="constant"),
+                           0.0)
         return values + self.slope * (self.log_signal(line + channel, after) - self.log_signal(line, scatter))
 
     def to_record(self) -> dict:
@@ -419,6 +426,23 @@ def film_noise_field(shape: tuple[int, int], sigma_px: float, seed: int) -> np.n
 # --- the two entry points --------------------------------------------------------------
 
 
+def _choose(candidates: list[AttenuationMapping]) -> AttenuationMapping:
+    """Among the curves within 2% of the best residual (a few anchors cannot tell a little
+    scatter from a little tone, nor one tone from the next), the least scatter, then the
+    strongest tone.
+
+    The anchors pin the curve only between the lungs and the densest anchor; a dense lesion
+    (an effusion over the abdomen) is added beyond them, where the tone alone decides. A film
+    for presentation is processed with an S-curve that compresses toward white, so where the
+    anchors cannot choose, the compressive curve is the film's; the identity would carry the
+    lesion on linearly and clip it to white. Measured on world renders through the product
+    path (``benchmarks/bench_insert_fidelity.py``, tuning seeds): the identity's ties left up
+    to 9% of an effusion's extent saturated and a mean change up to 1.7x the truth's.
+    """
+    best = min(m.residual for m in candidates)
+    return min((m for m in candidates if m.residual <= 1.02 * best + 1e-6), key=lambda m: (m.scatter, -m.tone))
+
+
 def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.ndarray,
                      transform: DisplayTransform | None, *, pixel_mm: float | None = None,
                      scatters: tuple[float, ...] = SCATTERS) -> AttenuationMapping:
@@ -486,13 +510,15 @@ def estimate_mapping(display: np.ndarray, masks: AnatomyMasks, background: np.nd
                               anchors=tuple(a.value for a in used), center=center, width=width,
                               linear_exact=exact, inverted=inverted, pixel_mm=pixel * factor,
                               pixel_mm_stated=stated)
-    tones = TONES if inverse is VoiInverse.ESTIMATED else (0.0,)
+    # A stated linear window says how the stored values were shown, not how they were made: a
+    # film "for presentation" carries its vendor's processing (an S-curve that compresses
+    # toward white and black) inside the stored values, so the tone is fitted inside the
+    # window too. Without it a lesion over dense tissue is extrapolated linearly and clips
+    # to white (the sample study's effusion over the abdomen). A DICOM sigmoid is already one.
+    tones = (0.0,) if inverse is VoiInverse.SIGMOID else TONES
     candidates = [fit(AttenuationMapping(**{**asdict(base), "tone": tone, "scatter": scatter}))
                   for tone in tones for scatter in scatters]
-    # The simplest curve within 2% of the best residual: scatter and tone both bend the
-    # curve, and a few anchors cannot tell a little of one from a little of the other.
-    best = min(m.residual for m in candidates)
-    mapping = min((m for m in candidates if m.residual <= 1.02 * best + 1e-6), key=lambda m: (m.scatter, m.tone))
+    mapping = _choose(candidates)
     # Denser must be brighter on the display: the slope in display sense is positive.
     display_slope = -mapping.slope if inverted else mapping.slope
     if not np.isfinite(display_slope) or display_slope <= 0:
