@@ -470,6 +470,26 @@ def _implausible(held_out) -> dict[str, tuple[AnatomyMasks, np.ndarray, str]]:
     cases["wedge-shaped heart"] = (_with(masks, heart=wedge), image, "heart_shape")
     cases["tiny lungs"] = (_with(masks, lung_right=ndimage_zoom_to(right, 0.3), lung_left=ndimage_zoom_to(left, 0.3)),
                            image, "lung_size")
+    # Issue 46: a right lung drawn on below the diaphragm into the liver (its lower third run
+    # down by 30 % of its height), the heart up among the apices, lungs upside down, a right
+    # lung without its apex.
+    lung_rows = np.flatnonzero(right.any(axis=1))
+    tall = lung_rows[-1] - lung_rows[0] + 1
+    lower = np.zeros_like(right)
+    lower[lung_rows[-1] - tall // 3:] = right[lung_rows[-1] - tall // 3:]
+    run_down = right | np.any([np.roll(lower, shift, axis=0) for shift in range(int(0.3 * tall) + 1)], axis=0)
+    cases["right lung into the liver"] = (_with(masks, lung_right=run_down), image, "lung_bases")
+    both = np.flatnonzero((right | left).any(axis=1))
+    cases["heart among the apices"] = (_with(masks, heart=np.roll(heart, -(heart_rows[0] - both[0]), axis=0)), image,
+                                       "heart_in_mediastinum")
+    flipped_right, flipped_left = right.copy(), left.copy()
+    flipped_right[both[0]:both[-1] + 1] = right[both[0]:both[-1] + 1][::-1]
+    flipped_left[both[0]:both[-1] + 1] = left[both[0]:both[-1] + 1][::-1]
+    cases["lungs upside down"] = (_with(masks, lung_right=flipped_right, lung_left=flipped_left), image,
+                                  "lung_outline")
+    no_apex = right.copy()
+    no_apex[:lung_rows[0] + int(0.35 * tall)] = False
+    cases["right lung without its apex"] = (_with(masks, lung_right=no_apex), image, "lung_outline")
     return cases
 
 
@@ -493,8 +513,35 @@ def test_implausible_anatomy_is_refused_by_the_right_rule(held_out):
         with pytest.raises(AnatomyImplausibleError, match=rule) as refused:
             require_plausible(masks, image, "film.png")
         assert "\n" not in str(refused.value) and "--accept-anatomy" in str(refused.value)
+        assert "--masks" in str(refused.value) and "Slicer" in str(refused.value)  # the way on: a corrected segmentation
         accepted = require_plausible(masks, image, "film.png", accept=True)
         assert accepted.overridden and accepted.to_dict()["failed"] == result.failed
+
+
+def test_shape_model_is_checked_or_recorded_unavailable(held_out, monkeypatch):
+    """With torchxrayvision installed the lungs' outline is compared with the shape model of
+    real and rendered chests (recorded); without it the check says so and every other rule
+    still runs."""
+    from medcf.anatomy import shape_model
+    from medcf.anatomy.plausibility import check_anatomy
+
+    if shape_model.installed_lung_shapes() is None:
+        pytest.skip("torchxrayvision is not installed: the real outlines are read from it")
+    model, source = shape_model.load_shape_model()
+    assert model is not None and model.counts == {"real": 435, "world": 320}, source
+    good = _exact(held_out, 0)
+    result = check_anatomy(good, held_out.images[0])
+    assert result.passed and result.shape_model["status"] == "checked"
+    assert result.measured["lung_outline_distance"] < 0.6 * shape_model.MAX_DISTANCE
+    monkeypatch.setattr(shape_model, "installed_lung_shapes", lambda: None)
+    model, why = shape_model.load_shape_model()
+    assert model is None and "torchxrayvision is not installed" in why
+    result = check_anatomy(good, held_out.images[0])
+    record = result.to_dict()
+    assert result.passed and record["shape_model"] == {"status": "unavailable", "why": why}
+    assert record["measured"]["lung_outline_distance"] is None
+    swapped = _with(good, lung_right=good.organs[Organ.LUNG_LEFT], lung_left=good.organs[Organ.LUNG_RIGHT])
+    assert "lung_sides" in check_anatomy(swapped, held_out.images[0]).failed  # the rules still run
 
 
 class _SwappedSegmenter:
