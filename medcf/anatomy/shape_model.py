@@ -36,8 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medcf.errors import OutputError
 from medcf.anatomy.real_shapes import in_frame, installed_lung_shapes, real_lung_masks, thoracic_silhouette
+from medcf.bundle import WEIGHTS_DIR, bundle_path
+from medcf.cache import cache_dir
+from medcf.errors import OutputError
+from medcf.io.atomic import write_new_file
 from medcf.vocab import StrEnum
 
 SIDE = 32  # the signed distance map's side (px of the lungs' frame)
@@ -100,8 +103,6 @@ class ShapeModel:
         return float(np.sqrt(squared / vector.size))
 
     def save(self, path: Path) -> Path:
-        from medcf.io.atomic import write_new_file
-
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, mean=self.mean, components=self.components, variances=self.variances,
@@ -134,8 +135,6 @@ def world_outlines(path: Path) -> np.ndarray:
 
 def save_world_outlines(outlines: np.ndarray, path: Path) -> Path:
     """Write frame outlines (n, SIDE, SIDE) bool, bit-packed (``benchmarks/bench_plausibility.py``)."""
-    from medcf.io.atomic import write_new_file
-
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, outlines=np.packbits(np.asarray(outlines, bool), axis=-1))
@@ -148,8 +147,6 @@ def real_outlines(source: Path) -> np.ndarray:
 
 
 def _world_path() -> Path:
-    from medcf.bundle import WEIGHTS_DIR, bundle_path
-
     return bundle_path(WEIGHTS_DIR, WORLD_OUTLINES)
 
 
@@ -160,8 +157,6 @@ def load_shape_model(source: Path | None = None, world: Path | None = None) -> t
     """The shape model and a one-phrase account of where it came from; ``(None, why)`` when
     it cannot be had (no torchxrayvision installed, no world outlines). Fitted once per
     input and cached on disk and in the process."""
-    from medcf.cache import cache_dir
-
     source = source if source is not None else installed_lung_shapes()
     if source is None:
         return None, "torchxrayvision is not installed (pip install --no-deps torchxrayvision==1.5.7)"
