@@ -7,7 +7,11 @@ wedge-shaped). A network is sure of itself where it is wrong in ways it was neve
 the rules below are what any frontal chest film must satisfy, whoever drew the masks (the
 default network, a site's segmenter, or a user's own file given with ``medcf edit
 --masks``). Each rule has a name (in the one-line refusal, ``anatomy.json`` and
-``edit.json``), the values it measured, and a threshold in :data:`THRESHOLDS`.
+``edit.json``), the values it measured, and a threshold in :data:`THRESHOLDS`. One rule,
+``lung_outline``, compares the lungs' outline with a statistical shape model of real and
+rendered chests (:mod:`medcf.anatomy.shape_model`); without torchxrayvision, where the real
+outlines are read from, it is recorded as unavailable and the other rules run. A refusal
+names the way on: a corrected segmentation given with ``--masks``.
 
 Conventions (those of :mod:`medcf.anatomy.masks` and the readers): the display is
 MONOCHROME2 sense, bright = dense, so aerated lung is dark; a frontal film (PA or AP) is
@@ -324,7 +328,14 @@ def check_anatomy(masks: AnatomyMasks, image: np.ndarray) -> PlausibilityResult:
         m["lung_outline_distance"] = _nan()
         shape = {"status": ShapeModelStatus.UNAVAILABLE.value, "why": account}
     else:
+        from skimage.morphology import convex_hull_image
+
         lungs = _grid(masks.organs[Organ.LUNG_RIGHT]) | _grid(masks.organs[Organ.LUNG_LEFT])
+        if lungs.any():
+            # Lungs stopped at the heart border (a label map) get the heart inside their hull
+            # back, as for lung_regions: where the heart covers a lung's whole width the row
+            # would otherwise end at the other lung, and the outline would have a notch.
+            lungs = lungs | (_grid(masks.organs[Organ.HEART]) & convex_hull_image(lungs))
         m["lung_outline_distance"] = model.distance(lungs) if lungs.any() else _nan()
         shape = {"status": ShapeModelStatus.CHECKED.value, "source": account}
         if not m["lung_outline_distance"] <= t["lung_outline_distance_max"]:
