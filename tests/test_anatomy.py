@@ -289,6 +289,40 @@ def test_segment_png_and_nifti_keep_their_format(tmp_path, held_out):
     assert np.allclose(written.affine, affine)
 
 
+def test_confidence_calibration_is_monotone_tied_to_its_weights_and_recorded(tmp_path, held_out):
+    """The calibrated chance of right masks: a monotone map fitted for one set of weights,
+    refused when not monotone, not applied to other weights (recorded why), and written
+    by `medcf segment` beside the raw confidence."""
+    from medcf.anatomy.calibration import (ConfidenceCalibration, calibrated_confidence, default_calibration_path,
+                                           is_right)
+    from medcf.errors import InputError
+    from medcf.io.atomic import sha256_of_file
+    from medcf.io.images import write_png16
+
+    calibration = ConfidenceCalibration("abc", (0.9, 0.95, 0.99), (0.2, 0.6, 0.97), {"method": "test"})
+    path = calibration.save(tmp_path / "calibration.json")
+    assert ConfidenceCalibration.load(path) == calibration
+    assert calibration.chance_right(0.5) == 0.2 and calibration.chance_right(1.0) == 0.97  # flat beyond the knots
+    assert calibration.chance_right(0.97) == pytest.approx(0.785)
+    with pytest.raises(InputError, match="non-decreasing"):
+        ConfidenceCalibration("abc", (0.9, 0.95), (0.6, 0.2), {})
+    assert calibrated_confidence(0.97, "abc", path)["chance_right"] == pytest.approx(0.785, abs=1e-3)
+    other = calibrated_confidence(0.97, "other weights", path)
+    assert other["chance_right"] is None and "other weights" in other["why"]
+    assert is_right({Organ.LUNG_RIGHT: 0.9, Organ.LUNG_LEFT: 0.86, Organ.HEART: 0.75})
+    assert not is_right({Organ.LUNG_RIGHT: 0.84, Organ.LUNG_LEFT: 0.99, Organ.HEART: 0.99})
+    # The shipped calibration is the shipped weights', and `medcf segment` records it.
+    shipped = ConfidenceCalibration.load(default_calibration_path())
+    weights = default_calibration_path().parent / "anatomy_unet.safetensors"
+    assert shipped.weights_sha256 == sha256_of_file(weights)
+    png = write_png16(tmp_path / "film.png", held_out.images[0])
+    assert main(["segment", str(png), "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "anatomy.json").read_text())
+    assert record["confidence_calibrated"]["chance_right"] == pytest.approx(shipped.chance_right(record["confidence"]),
+                                                                            abs=0.01)
+    assert "Dice" in record["confidence_calibrated"]["meaning"]
+
+
 def test_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -513,7 +547,8 @@ def test_implausible_anatomy_is_refused_by_the_right_rule(held_out):
         with pytest.raises(AnatomyImplausibleError, match=rule) as refused:
             require_plausible(masks, image, "film.png")
         assert "\n" not in str(refused.value) and "--accept-anatomy" in str(refused.value)
-        assert "--masks" in str(refused.value) and "Slicer" in str(refused.value)  # the way on: a corrected segmentation
+        # the way on: a corrected segmentation
+        assert "--masks" in str(refused.value) and "Slicer" in str(refused.value)
         accepted = require_plausible(masks, image, "film.png", accept=True)
         assert accepted.overridden and accepted.to_dict()["failed"] == result.failed
 

@@ -211,7 +211,8 @@ def test_warp_tapers_to_zero_at_the_image_edge():
     field = film.register_shape(world, target)
     size = 128
     lungs = np.zeros((size, size), bool)
-    lungs[40:, 20:108] = np.asarray(Image.fromarray(world.astype(np.uint8) * 255).resize((88, 88), Image.NEAREST))[:88] > 127
+    small = Image.fromarray(world.astype(np.uint8) * 255).resize((88, 88), Image.NEAREST)
+    lungs[40:, 20:108] = np.asarray(small) > 127
     placed = film.place_field(field, lungs, 1.0)
     assert np.abs(placed).max() > 1.0  # the lungs do move
     for edge in (placed[:, 0, :], placed[:, -1, :], placed[:, :, 0], placed[:, :, -1]):
@@ -220,7 +221,8 @@ def test_warp_tapers_to_zero_at_the_image_edge():
     assert (rows + placed[0]).min() >= -0.5 and (rows + placed[0]).max() <= size - 0.5
     assert (cols + placed[1]).min() >= -0.5 and (cols + placed[1]).max() <= size - 0.5
     weights = film.edge_taper(size, size)
-    assert weights[0].max() == 0 and weights[size // 2, size // 2] == 1.0 and np.all(np.diff(weights[: size // 2, 64]) >= 0)
+    assert weights[0].max() == 0 and weights[size // 2, size // 2] == 1.0
+    assert np.all(np.diff(weights[: size // 2, 64]) >= 0)
 
 
 def two_lung_png(tmp_path: Path) -> bytes:

@@ -314,8 +314,8 @@ def check_anatomy(masks: AnatomyMasks, image: np.ndarray) -> PlausibilityResult:
                                         f"(min {t['lung_darker_share_min']:.2f} at the same level; inverted, or not a chest film?)")
     if not t["lung_base_offset_min"] <= m["lung_base_offset"] <= t["lung_base_offset_max"]:
         lower = "right" if m["lung_base_offset"] > 0 else "left"
-        reasons["lung_bases"] = (f"the {lower} lung ends {abs(m['lung_base_offset']):.2f} of the lungs' height below the "
-                                 f"other (bounds {t['lung_base_offset_min']:.2f} to {t['lung_base_offset_max']:.2f}: "
+        reasons["lung_bases"] = (f"the {lower} lung ends {abs(m['lung_base_offset']):.2f} of the lungs' height "
+                                 f"below the other (bounds {t['lung_base_offset_min']:.2f} to {t['lung_base_offset_max']:.2f}: "
                                  "drawn across the diaphragm?)")
     if not (t["heart_level_min"] <= m["heart_level"] <= t["heart_level_max"]
             and m["heart_between_centres"] >= t["heart_between_centres_min"]):

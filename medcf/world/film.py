@@ -445,7 +445,8 @@ class RandFilmProcessingd(_FilmLookTransform):
                                    float(R.uniform(*look.compression_strength)))
         if R.rand() < look.voi_prob:
             function = list(VoiFunction)[int(R.randint(len(VoiFunction)))]
-            center, width = relative_window(image, float(R.uniform(*look.voi_center)), float(R.uniform(*look.voi_width)))
+            center, width = relative_window(image, float(R.uniform(*look.voi_center)),
+                                            float(R.uniform(*look.voi_width)))
             image = voi_lut(image, function, center, width)
         return _with_image(data, image)
 
