@@ -553,7 +553,7 @@ def test_implausible_anatomy_is_refused_by_the_right_rule(held_out):
         assert accepted.overridden and accepted.to_dict()["failed"] == result.failed
 
 
-def test_shape_model_is_checked_or_recorded_unavailable(held_out, monkeypatch):
+def test_shape_model_is_checked_or_recorded_unavailable(held_out, monkeypatch, tmp_path):
     """With torchxrayvision installed the lungs' outline is compared with the shape model of
     real and rendered chests (recorded); without it the check says so and every other rule
     still runs."""
@@ -568,6 +568,15 @@ def test_shape_model_is_checked_or_recorded_unavailable(held_out, monkeypatch):
     result = check_anatomy(good, held_out.images[0])
     assert result.passed and result.shape_model["status"] == "checked"
     assert result.measured["lung_outline_distance"] < 0.6 * shape_model.MAX_DISTANCE
+    import zipfile
+
+    from tests.test_film import two_lung_png
+
+    few = tmp_path / "few.zip"
+    with zipfile.ZipFile(few, "w") as archive:
+        archive.writestr("masks/one.png", two_lung_png(tmp_path))
+    model, why = shape_model.load_shape_model(source=few)
+    assert model is None and "too few" in why  # a model of one outline would refuse everything else
     monkeypatch.setattr(shape_model, "installed_lung_shapes", lambda: None)
     model, why = shape_model.load_shape_model()
     assert model is None and "torchxrayvision is not installed" in why

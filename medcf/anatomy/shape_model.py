@@ -31,6 +31,7 @@ plausibility check records that and runs its other rules.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,8 +143,10 @@ def save_world_outlines(outlines: np.ndarray, path: Path) -> Path:
 
 
 def real_outlines(source: Path) -> np.ndarray:
-    """The frame outlines of the two-lung drawings in ``source`` (a zip of mask images)."""
-    return np.stack([outline(mask) for mask in real_lung_masks(source, frame=False)])
+    """The frame outlines of the two-lung drawings in ``source`` (a zip of mask images),
+    (n, SIDE, SIDE) bool; n may be 0."""
+    outlines = [outline(mask) for mask in real_lung_masks(source, frame=False)]
+    return np.stack(outlines) if outlines else np.zeros((0, SIDE, SIDE), bool)
 
 
 def _world_path() -> Path:
@@ -175,7 +178,12 @@ def load_shape_model(source: Path | None = None, world: Path | None = None) -> t
     if cached.is_file():
         model = ShapeModel.load(cached)
     else:
-        real, ours = real_outlines(Path(source)), world_outlines(Path(world))
+        try:
+            real, ours = real_outlines(Path(source)), world_outlines(Path(world))
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            return None, f"the outlines cannot be read ({error})"
+        if len(real) < 10 * COMPONENTS:
+            return None, f"{len(real)} two-lung outlines in {Path(source).name}, too few for the model"
         vectors = np.stack([descriptor(o) for o in np.concatenate([real, ours])])
         model = fit(vectors, {"real": len(real), "world": len(ours)})
         cached.parent.mkdir(parents=True, exist_ok=True)
