@@ -220,6 +220,10 @@ def test_warp_tapers_to_zero_at_the_image_edge():
     rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
     assert (rows + placed[0]).min() >= -0.5 and (rows + placed[0]).max() <= size - 0.5
     assert (cols + placed[1]).min() >= -0.5 and (cols + placed[1]).max() <= size - 0.5
+    # and the warp never folds the film onto itself: the map x -> x + d(x) keeps its orientation
+    jacobian = ((1 + np.gradient(placed[0], axis=0)) * (1 + np.gradient(placed[1], axis=1))
+                - np.gradient(placed[0], axis=1) * np.gradient(placed[1], axis=0))
+    assert jacobian.min() > 0
     weights = film.edge_taper(size, size)
     assert weights[0].max() == 0 and weights[size // 2, size // 2] == 1.0
     assert np.all(np.diff(weights[: size // 2, 64]) >= 0)
