@@ -10,6 +10,7 @@ three ways: with the default network's masks, with those masks cut at the heart 
 back), and with the world's exact masks. Also the committed sample study.
 
 Usage: python benchmarks/bench_plausibility.py [--patients 80] [--size 512] [--renders FILE.npz]
+       python benchmarks/bench_plausibility.py --shape-model   (the shape model's leave-one-out bound)
 """
 
 from __future__ import annotations
@@ -42,17 +43,49 @@ def label_map_masks(masks: AnatomyMasks) -> AnatomyMasks:
                          Organ.LUNG_LEFT: masks.organs[Organ.LUNG_LEFT] & ~heart, Organ.HEART: heart}, "label map")
 
 
+def shape_model_leave_one_out() -> None:
+    """Issue 46: the shape model's refusal bound. Each real outline is scored by a model
+    fitted without it, each tuning render's two images (exact and network masks, four
+    outlines) by one fitted without that patient; the percentiles set MAX_DISTANCE."""
+    from medcf.anatomy import shape_model as sm
+
+    source = sm.installed_lung_shapes()
+    if source is None:
+        raise SystemExit("torchxrayvision is not installed: the real outlines are read from it")
+    real = sm.real_outlines(source)
+    world = sm.world_outlines(sm._world_path())
+    vectors = np.stack([sm.descriptor(o) for o in np.concatenate([real, world])])
+    patients = len(world) // 4  # the file holds exact then network outlines, two images a patient
+    groups = np.concatenate([np.arange(len(real)), len(real) + (np.arange(len(world)) % (2 * patients)) // 2])
+    loo = np.zeros(len(vectors))
+    for group in np.unique(groups):
+        out = groups == group
+        model = sm.fit(vectors[~out], {"real": 0, "world": 0})
+        loo[out] = [model.distance_of(v) for v in vectors[out]]
+    for name, values in (("real", loo[:len(real)]), ("world", loo[len(real):])):
+        print(f"{name} outlines ({len(values)}): median {np.median(values):.3f}, 99th {np.percentile(values, 99):.3f}, "
+              f"99.5th {np.percentile(values, 99.5):.3f}, max {values.max():.3f}; refused at {sm.MAX_DISTANCE}: "
+              f"{int((values > sm.MAX_DISTANCE).sum())}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape-model", action="store_true",
+                        help="leave-one-out distances of the shape model's own outlines (its bound) and stop")
     parser.add_argument("--patients", type=int, default=80)
+    parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
+                        help="first patient (issue 46 checked the held-out renders from 1 400 000 at 256 px)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--renders", type=Path, help="an AnatomySet .npz already rendered from FIRST_SEED (reused)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.shape_model:
+        shape_model_leave_one_out()
+        return
     if args.renders and args.renders.is_file():
         data = AnatomySet.load(args.renders)
     else:
-        data = render_set(args.patients, FIRST_SEED, args.size)
+        data = render_set(args.patients, args.first_seed, args.size)
         if args.renders:
             data.save(args.renders)
     segmenter = load_segmenter()
@@ -77,7 +110,7 @@ def main() -> None:
                 refused[kind].update(result.failed)
                 print(f"refused ({kind}): seed {seed} {view.value}: {result.summary()}")
     n = len(data)
-    print(f"\n{n} images ({args.patients} patients, seeds {FIRST_SEED}..{FIRST_SEED + args.patients - 1}) "
+    print(f"\n{n} images ({args.patients} patients, seeds {args.first_seed}..{args.first_seed + args.patients - 1}) "
           f"at {data.images.shape[1]}x{data.images.shape[2]}; "
           f"{sum(v.value == 'PA' for v in data.views)} PA, {sum(v.value == 'AP' for v in data.views)} AP")
     for kind in kinds:

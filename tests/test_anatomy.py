@@ -289,6 +289,40 @@ def test_segment_png_and_nifti_keep_their_format(tmp_path, held_out):
     assert np.allclose(written.affine, affine)
 
 
+def test_confidence_calibration_is_monotone_tied_to_its_weights_and_recorded(tmp_path, held_out):
+    """The calibrated chance of right masks: a monotone map fitted for one set of weights,
+    refused when not monotone, not applied to other weights (recorded why), and written
+    by `medcf segment` beside the raw confidence."""
+    from medcf.anatomy.calibration import (ConfidenceCalibration, calibrated_confidence, default_calibration_path,
+                                           is_right)
+    from medcf.errors import InputError
+    from medcf.io.atomic import sha256_of_file
+    from medcf.io.images import write_png16
+
+    calibration = ConfidenceCalibration("abc", (0.9, 0.95, 0.99), (0.2, 0.6, 0.97), {"method": "test"})
+    path = calibration.save(tmp_path / "calibration.json")
+    assert ConfidenceCalibration.load(path) == calibration
+    assert calibration.chance_right(0.5) == 0.2 and calibration.chance_right(1.0) == 0.97  # flat beyond the knots
+    assert calibration.chance_right(0.97) == pytest.approx(0.785)
+    with pytest.raises(InputError, match="non-decreasing"):
+        ConfidenceCalibration("abc", (0.9, 0.95), (0.6, 0.2), {})
+    assert calibrated_confidence(0.97, "abc", path)["chance_right"] == pytest.approx(0.785, abs=1e-3)
+    other = calibrated_confidence(0.97, "other weights", path)
+    assert other["chance_right"] is None and "other weights" in other["why"]
+    assert is_right({Organ.LUNG_RIGHT: 0.9, Organ.LUNG_LEFT: 0.86, Organ.HEART: 0.75})
+    assert not is_right({Organ.LUNG_RIGHT: 0.84, Organ.LUNG_LEFT: 0.99, Organ.HEART: 0.99})
+    # The shipped calibration is the shipped weights', and `medcf segment` records it.
+    shipped = ConfidenceCalibration.load(default_calibration_path())
+    weights = default_calibration_path().parent / "anatomy_unet.safetensors"
+    assert shipped.weights_sha256 == sha256_of_file(weights)
+    png = write_png16(tmp_path / "film.png", held_out.images[0])
+    assert main(["segment", str(png), "--out", str(tmp_path / "a")]) == 0
+    record = json.loads((tmp_path / "a" / "anatomy.json").read_text())
+    assert record["confidence_calibrated"]["chance_right"] == pytest.approx(shipped.chance_right(record["confidence"]),
+                                                                            abs=0.01)
+    assert "Dice" in record["confidence_calibrated"]["meaning"]
+
+
 def test_segment_refuses_bad_input_with_one_line(tmp_path, capsys):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -470,6 +504,26 @@ def _implausible(held_out) -> dict[str, tuple[AnatomyMasks, np.ndarray, str]]:
     cases["wedge-shaped heart"] = (_with(masks, heart=wedge), image, "heart_shape")
     cases["tiny lungs"] = (_with(masks, lung_right=ndimage_zoom_to(right, 0.3), lung_left=ndimage_zoom_to(left, 0.3)),
                            image, "lung_size")
+    # Issue 46: a right lung drawn on below the diaphragm into the liver (its lower third run
+    # down by 30 % of its height), the heart up among the apices, lungs upside down, a right
+    # lung without its apex.
+    lung_rows = np.flatnonzero(right.any(axis=1))
+    tall = lung_rows[-1] - lung_rows[0] + 1
+    lower = np.zeros_like(right)
+    lower[lung_rows[-1] - tall // 3:] = right[lung_rows[-1] - tall // 3:]
+    run_down = right | np.any([np.roll(lower, shift, axis=0) for shift in range(int(0.3 * tall) + 1)], axis=0)
+    cases["right lung into the liver"] = (_with(masks, lung_right=run_down), image, "lung_bases")
+    both = np.flatnonzero((right | left).any(axis=1))
+    cases["heart among the apices"] = (_with(masks, heart=np.roll(heart, -(heart_rows[0] - both[0]), axis=0)), image,
+                                       "heart_in_mediastinum")
+    flipped_right, flipped_left = right.copy(), left.copy()
+    flipped_right[both[0]:both[-1] + 1] = right[both[0]:both[-1] + 1][::-1]
+    flipped_left[both[0]:both[-1] + 1] = left[both[0]:both[-1] + 1][::-1]
+    cases["lungs upside down"] = (_with(masks, lung_right=flipped_right, lung_left=flipped_left), image,
+                                  "lung_outline")
+    no_apex = right.copy()
+    no_apex[:lung_rows[0] + int(0.35 * tall)] = False
+    cases["right lung without its apex"] = (_with(masks, lung_right=no_apex), image, "lung_outline")
     return cases
 
 
@@ -493,8 +547,45 @@ def test_implausible_anatomy_is_refused_by_the_right_rule(held_out):
         with pytest.raises(AnatomyImplausibleError, match=rule) as refused:
             require_plausible(masks, image, "film.png")
         assert "\n" not in str(refused.value) and "--accept-anatomy" in str(refused.value)
+        # the way on: a corrected segmentation
+        assert "--masks" in str(refused.value) and "Slicer" in str(refused.value)
         accepted = require_plausible(masks, image, "film.png", accept=True)
         assert accepted.overridden and accepted.to_dict()["failed"] == result.failed
+
+
+def test_shape_model_is_checked_or_recorded_unavailable(held_out, monkeypatch, tmp_path):
+    """With torchxrayvision installed the lungs' outline is compared with the shape model of
+    real and rendered chests (recorded); without it the check says so and every other rule
+    still runs."""
+    from medcf.anatomy import shape_model
+    from medcf.anatomy.plausibility import check_anatomy
+
+    if shape_model.installed_lung_shapes() is None:
+        pytest.skip("torchxrayvision is not installed: the real outlines are read from it")
+    model, source = shape_model.load_shape_model()
+    assert model is not None and model.counts == {"real": 435, "world": 320}, source
+    good = _exact(held_out, 0)
+    result = check_anatomy(good, held_out.images[0])
+    assert result.passed and result.shape_model["status"] == "checked"
+    assert result.measured["lung_outline_distance"] < 0.6 * shape_model.MAX_DISTANCE
+    import zipfile
+
+    from tests.test_film import two_lung_png
+
+    few = tmp_path / "few.zip"
+    with zipfile.ZipFile(few, "w") as archive:
+        archive.writestr("masks/one.png", two_lung_png(tmp_path))
+    model, why = shape_model.load_shape_model(source=few)
+    assert model is None and "too few" in why  # a model of one outline would refuse everything else
+    monkeypatch.setattr(shape_model, "installed_lung_shapes", lambda: None)
+    model, why = shape_model.load_shape_model()
+    assert model is None and "torchxrayvision is not installed" in why
+    result = check_anatomy(good, held_out.images[0])
+    record = result.to_dict()
+    assert result.passed and record["shape_model"] == {"status": "unavailable", "why": why}
+    assert record["measured"]["lung_outline_distance"] is None
+    swapped = _with(good, lung_right=good.organs[Organ.LUNG_LEFT], lung_left=good.organs[Organ.LUNG_RIGHT])
+    assert "lung_sides" in check_anatomy(swapped, held_out.images[0]).failed  # the rules still run
 
 
 class _SwappedSegmenter:

@@ -72,6 +72,27 @@ def test_voi_lut_is_monotone_and_centred(function, center, width):
         film.voi_lut(x, function, center, 0.0)
 
 
+def test_voi_window_is_drawn_relative_to_the_films_own_range():
+    """A reader windows the film in front of it: the same film stored darker and with less
+    contrast (any affine change of its values) gets the same display, and a dark film is not
+    clipped to black. Fails with a window drawn in absolute display units."""
+    image = chest_like(seed=3)
+    dark = 0.05 + 0.25 * image  # the same film, dark and flat
+    only_voi = FilmLook(multiscale_prob=0.0, unsharp_prob=0.0, compression_prob=0.0, voi_prob=1.0)
+    outs = []
+    for pixels in (image, dark):
+        step = film.RandFilmProcessingd(only_voi, prob=1.0)
+        step.set_random_state(seed=5)
+        outs.append(step({"image": torch.as_tensor(pixels[None])})["image"][0].numpy())
+    np.testing.assert_allclose(outs[0], outs[1], atol=2e-3)
+    for out in outs:
+        assert float(np.mean(out <= 0.0)) < 0.2 and float(np.mean(out >= 1.0)) < 0.2  # at most a little clipped
+        assert np.percentile(out, 99) - np.percentile(out, 1) > 0.5  # and it spans the display
+    center, width = film.relative_window(dark, 0.5, 1.0)
+    low, high = np.percentile(dark, film.VOI_PERCENTILES)
+    assert center == pytest.approx((low + high) / 2, rel=1e-5) and width == pytest.approx(high - low, rel=1e-5)
+
+
 def test_multiscale_contrast_reconstructs_at_unit_gain_and_lifts_detail():
     image = chest_like()
     same = film.multiscale_contrast(image, (1.0,) * 5, 1.0)
@@ -180,6 +201,32 @@ def test_lung_shape_transform_warps_image_and_label_together_on_any_framing(tmp_
     assert all(len(regionprops(connected(out["label"][c].numpy() > 0.5))) == 1 for c in (0, 1))
     # Far from the lungs nothing moves.
     np.testing.assert_allclose(out["image"][0, :5].numpy(), image[:5], atol=1e-6)
+
+
+def test_warp_tapers_to_zero_at_the_image_edge():
+    """Lungs whose frame runs past the image (here the bases touch the bottom edge): the
+    placed field is zero on the edge and samples inside the image everywhere, so no border
+    row is repeated into streaks. Fails when the field is cut at the edge, not tapered."""
+    world, target = oval_lungs(), tapered_lungs()
+    field = film.register_shape(world, target)
+    size = 128
+    lungs = np.zeros((size, size), bool)
+    small = Image.fromarray(world.astype(np.uint8) * 255).resize((88, 88), Image.NEAREST)
+    lungs[40:, 20:108] = np.asarray(small) > 127
+    placed = film.place_field(field, lungs, 1.0)
+    assert np.abs(placed).max() > 1.0  # the lungs do move
+    for edge in (placed[:, 0, :], placed[:, -1, :], placed[:, :, 0], placed[:, :, -1]):
+        assert np.abs(edge).max() < 1e-6
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    assert (rows + placed[0]).min() >= -0.5 and (rows + placed[0]).max() <= size - 0.5
+    assert (cols + placed[1]).min() >= -0.5 and (cols + placed[1]).max() <= size - 0.5
+    # and the warp never folds the film onto itself: the map x -> x + d(x) keeps its orientation
+    jacobian = ((1 + np.gradient(placed[0], axis=0)) * (1 + np.gradient(placed[1], axis=1))
+                - np.gradient(placed[0], axis=1) * np.gradient(placed[1], axis=0))
+    assert jacobian.min() > 0
+    weights = film.edge_taper(size, size)
+    assert weights[0].max() == 0 and weights[size // 2, size // 2] == 1.0
+    assert np.all(np.diff(weights[: size // 2, 64]) >= 0)
 
 
 def two_lung_png(tmp_path: Path) -> bytes:

@@ -4,10 +4,11 @@ written as NIfTI label maps, DICOM SEG and an overlay picture.
 
 Pipeline: :mod:`~medcf.anatomy.network` (network, letterbox) -> :mod:`~medcf.anatomy.segment`
 (segmenters, registry, post-processing) -> :mod:`~medcf.anatomy.masks` (``AnatomyMasks``,
-zones) -> :mod:`~medcf.anatomy.plausibility` (rules any chest film meets) ->
+zones) -> :mod:`~medcf.anatomy.plausibility` (rules any chest film meets, with the lungs'
+:mod:`~medcf.anatomy.shape_model` from the :mod:`~medcf.anatomy.real_shapes` of real chests) ->
 :mod:`~medcf.anatomy.outputs` / :mod:`~medcf.anatomy.dicom_seg`. A user's own masks:
-:mod:`~medcf.anatomy.given`. Training lives in the lab: :mod:`medcf.training.segmenter`,
-:mod:`medcf.training.segmenter_labels`.
+:mod:`~medcf.anatomy.given`. What the confidence means: :mod:`~medcf.anatomy.calibration`.
+Training lives in the lab: :mod:`medcf.training.segmenter`, :mod:`medcf.training.segmenter_labels`.
 """
 
 from importlib import import_module

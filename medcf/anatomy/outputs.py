@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import medcf
+from medcf.anatomy.calibration import calibrated_confidence
 from medcf.anatomy.dicom_seg import write_anatomy_seg
 from medcf.anatomy.masks import LABEL_LEGEND, MIN_CONFIDENCE, ZONE_LEGEND, AnatomyMasks
 from medcf.anatomy.plausibility import require_plausible
@@ -129,6 +130,7 @@ def segmenter_record(masks: AnatomyMasks, segmenter) -> dict:
     return {"segmenter": masks.segmenter,
             "weights": {"path": str(weights), "sha256": sha256_of_file(weights)} if weights else None,
             "confidence": None if confidence is None else round(confidence, 4),
+            "confidence_calibrated": calibrated_confidence(confidence, sha256_of_file(weights) if weights else None),
             "placement": segmenter_placement(segmenter)}
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medcf.anatomy.real_shapes import thoracic_silhouette
 from medcf.errors import InputError
 from medcf.metrics import dice
 
@@ -60,20 +61,6 @@ def register_shape(moving: np.ndarray, fixed: np.ndarray, mesh: int = 4, iterati
                                               fixed_image.GetDirection())
     vectors = sitk.GetArrayFromImage(field)  # (rows, cols, 2) as (x = col, y = row)
     return np.stack([vectors[..., 1], vectors[..., 0]]).astype(np.float32)
-
-
-def thoracic_silhouette(lungs: np.ndarray) -> np.ndarray:
-    """Both lungs with the space between them filled, row by row: the outline of the
-    thorax's lung fields (apices, lateral walls, domes) without the medial borders.
-    Registration matches this outline, because conventions differ at the heart (hand-drawn
-    lung fields such as V7's stop there or take it in; MedCF's whole projected lung runs
-    behind it) and the medial border would teach the warp a convention, not an anatomy."""
-    lungs = np.asarray(lungs) > 0.5
-    out = lungs.copy()
-    for row in np.nonzero(lungs.any(axis=1))[0]:
-        cols = np.nonzero(lungs[row])[0]
-        out[row, cols.min():cols.max() + 1] = True
-    return out
 
 
 @dataclass(frozen=True)

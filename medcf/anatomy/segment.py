@@ -79,8 +79,9 @@ def checked(masks: AnatomyMasks, shape: tuple[int, ...], min_confidence: float =
     confidence = masks.confidence()
     if confidence is not None and confidence < min_confidence:
         raise SegmentationError(f"segmenter {masks.segmenter!r} is unsure of this image (confidence {confidence:.2f} "
-                                f"< {min_confidence:.2f}): is it a frontal chest radiograph? "
-                                "(--min-confidence lowers the bar)")
+                                f"< {min_confidence:.2f}): is it a frontal chest radiograph? Give a corrected "
+                                "segmentation with --masks (3D Slicer or MONAI Label), or --min-confidence lowers "
+                                "the bar")
     return masks
 
 

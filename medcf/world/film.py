@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from monai import transforms as T
 
-from medcf.anatomy.registration import register_shape, thoracic_silhouette
+from medcf.anatomy.real_shapes import (FRAME, FRAME_MARGIN, MASK_SIDE, in_frame,  # noqa: F401
+                                       installed_lung_shapes, lung_frame, real_lung_masks, thoracic_silhouette,
+                                       two_lungs)
+# The lung frame and the real outlines are read by the product too (the plausibility check's
+# shape model) and so is the shape registration (insert's placement): both live in
+# medcf.anatomy, re-exported here.
+from medcf.anatomy.registration import register_shape
 from medcf.errors import InputError
 from medcf.io.atomic import write_new_file
 from medcf.metrics import dice
@@ -143,6 +149,22 @@ def voi_lut(image: np.ndarray, function: VoiFunction, center: float, width: floa
     return out.astype(np.float32)
 
 
+VOI_PERCENTILES = (1.0, 99.0)  # the film's own range a VOI window is drawn relative to
+
+
+def relative_window(image: np.ndarray, center: float, width: float) -> tuple[float, float]:
+    """Window centre and width in the image's own units from ``center`` and ``width`` given
+    as fractions of the film's 1st-99th percentile range (centre 0.5, width 1: the window
+    spans that range). Why: a reader's window is set on the film in front of it (the
+    vendor's VOI or the modality's auto-window looks at the histogram); a window drawn in
+    absolute display units can clip a dark film's lungs and part of its mediastinum to
+    the same black, which no real reader does (15 of 80 real-like films were then
+    refused even with the world's exact masks)."""
+    low, high = (float(v) for v in np.percentile(np.asarray(image, np.float32), VOI_PERCENTILES))
+    span = max(high - low, 1e-3)
+    return low + center * span, width * span
+
+
 def grid_lines(image: np.ndarray, frequency: float, amplitude: float, orientation: GridOrientation,
                phase: float = 0.0) -> np.ndarray:
     """Add the anti-scatter grid's line pattern: ``amplitude * cos(2 pi frequency x + phase)``
@@ -177,36 +199,6 @@ def collimate(image: np.ndarray, label: np.ndarray | None, margins: tuple[float,
 
 # --- lung shapes: registration toward real outlines -----------------------------------
 
-FRAME = 64  # the lung frame's side in pixels, where shapes are registered and fields stored
-MASK_SIDE = 256  # real masks are shrunk to at most this side before their lungs are found
-FRAME_MARGIN = 0.15  # the frame is the lungs' bounding box widened by this share on each side
-
-
-def lung_frame(lungs: np.ndarray, margin: float = FRAME_MARGIN) -> tuple[float, float, float, float]:
-    """(top, left, height, width) of the lungs' bounding box widened by ``margin`` of its
-    size on each side, in pixels (it may reach beyond the image)."""
-    rows, cols = np.nonzero(lungs)
-    if rows.size == 0:
-        raise InputError("no lung in the mask: a lung frame needs one")
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    height, width = bottom - top, right - left
-    return (top - margin * height, left - margin * width, height * (1 + 2 * margin), width * (1 + 2 * margin))
-
-
-def in_frame(mask: np.ndarray, size: int = FRAME, margin: float = FRAME_MARGIN) -> np.ndarray:
-    """The lungs of ``mask`` resampled into their own frame, ``size`` x ``size`` floats in
-    [0, 1] (area-weighted): every lung shape at the same scale and place, so shapes can be
-    compared and registered whatever the film's size, framing and magnification."""
-    from skimage.transform import resize
-
-    top, left, height, width = lung_frame(mask, margin)
-    t, l = int(np.floor(top)), int(np.floor(left))
-    b, r = int(np.ceil(top + height)), int(np.ceil(left + width))
-    padded = np.pad(mask.astype(np.float32), ((max(0, -t), max(0, b - mask.shape[0])),
-                                             (max(0, -l), max(0, r - mask.shape[1]))))
-    crop = padded[t + max(0, -t):b + max(0, -t), l + max(0, -l):r + max(0, -l)]
-    return resize(crop, (size, size), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
-
 
 def taper(size: int = FRAME, margin: float = FRAME_MARGIN) -> np.ndarray:
     """(size, size) weights: 1 over the lungs' box inside the frame, falling to 0 at the
@@ -222,8 +214,11 @@ def taper(size: int = FRAME, margin: float = FRAME_MARGIN) -> np.ndarray:
 def place_field(field: np.ndarray, lungs: np.ndarray, strength: float) -> np.ndarray:
     """The frame field ``field`` (2, FRAME, FRAME; displacements in frame pixels), tapered,
     scaled by ``strength`` and laid over the film whose lungs are ``lungs`` (rows, cols):
-    a (2, rows, cols) displacement field in film pixels, zero outside the lungs' frame."""
+    a (2, rows, cols) displacement field in film pixels, zero outside the lungs' frame and
+    falling to zero at the image's edge (:func:`edge_taper`), integrated so that it never
+    folds the film."""
     import torch.nn.functional as F
+    from monai.networks.blocks import DVF2DDF
 
     size = field.shape[-1]
     rows, cols = lungs.shape
@@ -237,7 +232,30 @@ def place_field(field: np.ndarray, lungs: np.ndarray, strength: float) -> np.nda
     r0, r1, c0, c1 = max(0, t), min(rows, t + h), max(0, l), min(cols, l + w)
     if r1 > r0 and c1 > c0:
         out[:, r0:r1, c0:c1] = resized[:, r0 - t:r1 - t, c0 - l:c1 - l]
-    return out
+    # Taken as a velocity and integrated (MONAI's DVF2DDF, scaling and squaring): the
+    # registered fields, cut to zero over the frame's margin, fold the film onto itself
+    # just below the domes (the map's Jacobian fell to -1.5; the swirls of the first
+    # figure); the integrated field keeps every Jacobian positive (0.27 at least on 120
+    # placements of the check renders) and nearly the same size (27 -> 26 px), and, zero at
+    # the image's edge, never carries a point across it.
+    velocity = torch.as_tensor(out * edge_taper(rows, cols)[None])
+    return DVF2DDF(num_steps=7, mode="bilinear", padding_mode="zeros")(velocity[None])[0].numpy()
+
+
+EDGE_TAPER = 0.1  # of the image's side: the band over which a placed field falls to zero at the edge
+
+
+def edge_taper(rows: int, cols: int, share: float = EDGE_TAPER) -> np.ndarray:
+    """(rows, cols) weights: 0 on the image's outermost pixels, rising (raised cosine) to 1
+    at ``share`` of the side inward. Why: where the lungs' frame runs past the image (lungs
+    close to the edge, a tight collimation) the field was cut there, not tapered, and
+    ``Warp`` sampling beyond the border repeated the border row: streaks below the domes.
+    A field that vanishes at the edge samples inside the image there and leaves no seam."""
+    def ramp(n: int) -> np.ndarray:
+        distance = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float32)
+        band = max(1.0, share * n)
+        return (0.5 - 0.5 * np.cos(np.pi * np.clip(distance / band, 0.0, 1.0))).astype(np.float32)
+    return np.outer(ramp(rows), ramp(cols))
 
 
 def warp(image: torch.Tensor, label: torch.Tensor | None, displacement: np.ndarray
@@ -254,63 +272,6 @@ def warp(image: torch.Tensor, label: torch.Tensor | None, displacement: np.ndarr
     label = torch.as_tensor(label, dtype=torch.float32)
     warped_label = Warp(mode="bilinear", padding_mode="zeros")(label[None], ddf)[0]
     return warped, warped_label
-
-
-def two_lungs(mask: np.ndarray) -> np.ndarray | None:
-    """The mask's two lung fields (the two largest regions, each at least 2 % of the image),
-    or None when it does not have two (one lung drawn, a lateral view, an empty file)."""
-    from scipy import ndimage
-
-    binary = np.asarray(mask) > 127 if np.asarray(mask).dtype == np.uint8 else np.asarray(mask) > 0.5
-    labels, count = ndimage.label(binary)
-    if count < 2:
-        return None
-    sizes = np.bincount(labels.ravel())[1:]
-    order = np.argsort(sizes)[::-1]
-    if sizes[order[1]] < 0.02 * binary.size:
-        return None
-    return np.isin(labels, order[:2] + 1)
-
-
-def real_lung_masks(source: Path, limit: int | None = None) -> list[np.ndarray]:
-    """The two-lung masks of a zip of mask images (torchxrayvision's
-    ``semantic_masks_v7labs_lungs.zip``: V7 Labs' lung annotations of the COVID-19 image
-    data collection, CC BY 4.0), each in its lung frame (FRAME x FRAME, bool), in the
-    zip's name order. Read at train time from the installed package; MedCF ships none."""
-    import io
-    import zipfile
-
-    from PIL import Image
-
-    masks = []
-    with zipfile.ZipFile(source) as archive:
-        for name in sorted(n for n in archive.namelist() if not n.endswith("/")):
-            try:
-                picture = Image.open(io.BytesIO(archive.read(name)))
-                picture.draft("L", (MASK_SIDE, MASK_SIDE))  # JPEGs decode at a fraction of full size
-                picture = picture.convert("L")
-                picture.thumbnail((MASK_SIDE, MASK_SIDE), Image.Resampling.BILINEAR)  # shape kept, ~10x faster
-                pixels = np.asarray(picture)
-            except OSError:
-                continue
-            lungs = two_lungs(pixels)
-            if lungs is not None:
-                masks.append(in_frame(lungs) > 0.5)
-            if limit is not None and len(masks) >= limit:
-                break
-    return masks
-
-
-def installed_lung_shapes() -> Path | None:
-    """The V7 lung masks inside an installed torchxrayvision, found without importing the
-    package (its import pulls torchvision and pandas, which MedCF does not need)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "semantic_masks_v7labs_lungs.zip"
-    return path if path.is_file() else None
 
 
 @dataclass
@@ -384,7 +345,8 @@ class FilmLook:
     """The ranges each realism step is drawn from, and how often it happens. Defaults are
     typical of CR/DX chest films: MUSICA-type gains 1–2.5 on the fine bands, unsharp
     masking 1–4 px at amount 0.3–1.5, equalisation of a third to two thirds, window widths
-    that clip or do not, grid lines of 0.5–3 % of the display range, collimation of up to
+    relative to the film's own 1st–99th percentile range
+    that clip a little or not at all, grid lines of 0.5–3 % of the display range, collimation of up to
     12 % of a side, lung outlines moved 30–100 % of the way to a real one."""
 
     multiscale_prob: float = 0.4
@@ -398,8 +360,8 @@ class FilmLook:
     compression_sigma: float = 0.1  # of the image's side
     compression_strength: tuple[float, float] = (0.3, 0.7)
     voi_prob: float = 0.4
-    voi_center: tuple[float, float] = (0.35, 0.65)
-    voi_width: tuple[float, float] = (0.4, 1.2)
+    voi_center: tuple[float, float] = (0.4, 0.6)  # of the film's 1st-99th percentile range
+    voi_width: tuple[float, float] = (0.7, 1.4)  # of that range: clips up to 15 % at each end, or none
     grid_prob: float = 0.2
     grid_frequency: tuple[float, float] = (0.05, 0.45)  # cycles per pixel at the training size
     grid_amplitude: tuple[float, float] = (0.005, 0.03)
@@ -462,7 +424,9 @@ class RandFilmProcessingd(_FilmLookTransform):
                                    float(R.uniform(*look.compression_strength)))
         if R.rand() < look.voi_prob:
             function = list(VoiFunction)[int(R.randint(len(VoiFunction)))]
-            image = voi_lut(image, function, float(R.uniform(*look.voi_center)), float(R.uniform(*look.voi_width)))
+            center, width = relative_window(image, float(R.uniform(*look.voi_center)),
+                                            float(R.uniform(*look.voi_width)))
+            image = voi_lut(image, function, center, width)
         return _with_image(data, image)
 
 
