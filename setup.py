@@ -22,7 +22,7 @@ exec(Path("medcf/__init__.py").read_text().split("RESEARCH_ONLY_NOTICE")[0], ver
 # `monai.bundle run`, ignored by git) never ship.
 BUNDLE_PACKAGE = "medcf_bundle"
 BUNDLE_FILES = ["LICENSE", "*.md", "*.yml", "*.yaml", "configs/*.json", "configs/*.yaml", "docs/*",
-                "models/*.json", "models/*.safetensors", "models/*/*", "models/*/*/*"]
+                "models/*.json", "models/*.safetensors", "models/*.npz", "models/*/*", "models/*/*/*"]
 
 setup(
     name="medcf",

@@ -329,3 +329,25 @@ def test_the_extent_holds_the_lesions_whole_support(bank, film, finding, side):
     edge = placed.extent & ~ndimage.binary_erosion(placed.extent, border_value=1)
     peak = float(np.abs(placed.channel).max())
     assert peak > 0 and float(np.abs(placed.channel[edge]).max()) <= 0.02 * peak
+
+
+def test_a_nodule_on_the_heart_is_moved_into_the_lung_within_its_zone(film):
+    """The world's lower-lobe nodules often project behind the heart; placement moves such a
+    nodule to the nearest place of the asked lung and zone where all of it is clear of the
+    heart, and the rule then keeps it (without the move it is refused)."""
+    from medcf.insertion.placement import LesionRequest, Warped, check_rule, relocate_nodule
+
+    _, masks = film
+    heart = masks.organs[Organ.HEART]
+    rows, cols = np.nonzero(heart)
+    r, c = int(np.median(rows)), int(np.median(cols))
+    yy, xx = np.mgrid[-4:5, -4:5]
+    channel = np.clip(4.0 - np.hypot(yy, xx), 0, None).astype(np.float32)
+    warped = Warped((r - 4, c - 4, r + 5, c + 5), channel, channel > 0, np.zeros_like(channel))
+    request = LesionRequest(Finding.NODULE, Side.LEFT, Zone.LOWER, Severity.MODERATE, 0)
+    assert "heart" in check_rule(request, warped, masks)
+    moved = relocate_nodule(warped, request, masks)
+    assert moved is not None and check_rule(request, moved, masks) is None
+    lung_rows = np.nonzero(masks.lung(Side.LEFT).any(axis=1))[0]
+    third = lung_rows.min() + 2 * (lung_rows.max() + 1 - lung_rows.min()) // 3
+    assert moved.box[0] + 4 >= third - 1  # still in the lower third

@@ -53,7 +53,7 @@ from medcf.editing.edit import edit
 from medcf.editing.film import edit_prompts
 from medcf.editing.methods.baselines import (BASELINES, BASELINE_SETTINGS, MASKED_BASELINES, baseline_edits,
                                              unmasked_name)
-from medcf.editing.spec import EditSpec, Method
+from medcf.editing.spec import REMOVING_METHODS, EditSpec, Method
 from medcf.errors import InputError
 from medcf.eval.insertion_shams import SHAM_WHAT, InsertionSham, sham_film
 from medcf.eval.judge import Judge, concept_misses
@@ -284,6 +284,8 @@ def make_suite_edits(n: int, methods=METHODS, findings=tuple(Finding), size: int
     outputs: dict[tuple, list] = {}
     for case in tqdm(cases, desc="counterfactual bench", unit="film", disable=not progress):
         for method in methods:
+            if case.action is Action.REMOVE and method in OURS and method not in REMOVING_METHODS:
+                continue  # a method that only adds (insert) has no remove row
             spec = _spec(case, method if method in OURS else Method.STEER, ours)
             tick = time.perf_counter()
             if method in OURS:

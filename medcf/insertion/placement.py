@@ -188,12 +188,14 @@ def place_lesion(bank: LesionBank, request: LesionRequest, masks: AnatomyMasks,
     shape = masks.shape
     start = request.seed % len(entries)
     tried: list[str] = []
+    first: tuple[BankEntry, Warped] | None = None
     for attempt in range(len(entries)):
         entry = entries[(start + attempt) % len(entries)]
         warped = warp_lesion(bank.lesion(entry), registration, shape)
         if warped is None:
             tried.append(f"seed {entry.seed}: off the film")
             continue
+        first = first or (entry, warped)
         oracle = None
         if centre is not None:
             row, col = _centroid(warped)
@@ -205,14 +207,52 @@ def place_lesion(bank: LesionBank, request: LesionRequest, masks: AnatomyMasks,
         if why is None or centre is not None:
             return _placed(bank, request, entry, warped, registration, shape, attempt + 1, why, oracle)
         tried.append(f"seed {entry.seed}: {why}")
+    if request.finding is Finding.NODULE and first is not None:
+        moved = relocate_nodule(first[1], request, masks)
+        if moved is not None and check_rule(request, moved, masks) is None:
+            return _placed(bank, request, first[0], moved, registration, shape, len(entries), None, None,
+                           relocated=f"moved from where the bank put it ({tried[0]})")
     raise InputError(f"insert: no {request.describe()} of the lesion bank keeps its anatomy rule on this film "
                      f"(registration lung Dice {registration.dice_lungs:.2f}; {'; '.join(tried)}); check the "
                      "anatomy masks (--masks)")
 
 
+ZONE_THIRDS = (Zone.UPPER, Zone.MIDDLE, Zone.LOWER)  # a zone is a third of the lung's height, top down
+
+
+def relocate_nodule(warped: Warped, request: LesionRequest, masks: AnatomyMasks) -> Warped | None:
+    """The nodule moved to the nearest film pixel where all of it lies inside the asked lung
+    and clear of the heart, or None when the lung has no such place. Why this is sound: a
+    nodule is a local change of density, so its projected channel does not depend on where
+    in the lung it sits; the world's lower-lobe nodules often project behind the heart (the
+    lower lobes lie behind it), where the rule does not keep them."""
+    from scipy.ndimage import distance_transform_edt
+
+    core = np.abs(warped.channel) >= CORE * float(np.abs(warped.channel).max())
+    rows, cols = np.nonzero(core)
+    radius = 0.5 * max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) + 2.0
+    factor = max(1, int(max(masks.shape) // 512))  # distances on a grid of at most ~512 pixels a side
+    lung = masks.lung(request.side or Side.BILATERAL)[::factor, ::factor]
+    heart = masks.organs[Organ.HEART][::factor, ::factor]
+    room = (distance_transform_edt(lung) * factor > radius) & (distance_transform_edt(~heart) * factor > radius)
+    if request.zone is not None and lung.any():  # stay in the asked zone: its third of the lung's height
+        lung_rows = np.nonzero(lung.any(axis=1))[0]
+        top, height = lung_rows.min(), lung_rows.max() + 1 - lung_rows.min()
+        third = ZONE_THIRDS.index(request.zone)
+        band = np.zeros(lung.shape[0], bool)
+        band[top + third * height // 3: top + (third + 1) * height // 3] = True
+        room &= band[:, None]
+    if not room.any():
+        return None
+    row, col = _centroid(warped)
+    places = np.argwhere(room) * factor
+    target = places[np.argmin(((places - np.array([row, col])) ** 2).sum(axis=1))]
+    return warped.shifted(int(round(target[0] - row)), int(round(target[1] - col)), masks.shape)
+
+
 def _placed(bank: LesionBank, request: LesionRequest, entry: BankEntry, warped: Warped,
             registration: AnatomyRegistration, shape: tuple[int, int], tries: int, why: str | None,
-            oracle: list[float] | None) -> PlacedLesion:
+            oracle: list[float] | None, relocated: str | None = None) -> PlacedLesion:
     import torch
     import torch.nn.functional as F
     from scipy.ndimage import map_coordinates
@@ -237,7 +277,7 @@ def _placed(bank: LesionBank, request: LesionRequest, entry: BankEntry, warped: 
                       "bbox_rc": [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1],
                       "extent_px": int(extent.sum()), "peak_mm": round(float(np.abs(warped.channel).max()), 3),
                       "seeds_tried": tries, "rule": "kept" if why is None else f"broken: {why}",
-                      "oracle_centre_rc": oracle},
+                      "oracle_centre_rc": oracle, "relocated": relocated},
         "registration": registration.to_dict(),
     }
     return PlacedLesion(channel, extent, replaced, background, record)

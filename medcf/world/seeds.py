@@ -41,6 +41,8 @@ class SeedRange(Enum):
     SWAP = (1_700_000, "the causal swap test's held-out patients")
     LONGTAIL = (1_800_000, "the long-tail suite's patients")
     REALISM = (1_900_000, "the insertion realism discriminator's patients (world lesions vs inserted ones)")
+    INSERT_REPORT = (2_000_000, "insert's first counterfactual-suite report, with auto beside it (drawn fresh, "
+                                "nothing chosen on it; draw a new range after any decision made on it)")
     NORMAL_SAMPLES = (2_700_000, "the judge suite's normal samples of the generator")
 
     def __init__(self, start: int, purpose: str) -> None:
