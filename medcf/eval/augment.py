@@ -44,6 +44,7 @@ from medcf.editing.pairs import generate_pair_retrying, reprompted, resample_pai
 from medcf.editing.spec import SIDELESS, EditSpec, Method
 from medcf.errors import InputError
 from medcf.eval.judge_training import JudgeOptions, train_judge
+from medcf.eval.suite_names import DEFAULT_PAIR_METHODS
 from medcf.io.atomic import new_output_dir, replace_own_text
 from medcf.training.world_sets import NONE, WorldSetSpec, render_world_set, save_world_set
 from medcf.viz import Tile, difference, render_grid, save_png
@@ -55,7 +56,6 @@ TRAIN_SEED = SeedRange.AUGMENT_TRAIN.start  # rendered training pairs (apart fro
 HELDOUT_SEED = SeedRange.AUGMENT_HELD_OUT.start  # held-out rendered pairs (apart from every other evaluation range)
 PAIR_SEED = SeedRange.PAIRS.start  # the generator's noise seeds and the pair specs
 RENDERED, REPROMPT = "rendered", "+reprompt"
-DEFAULT_PAIR_METHODS = (Method.STEER, Method.REGULATED_STEER)
 CLASSIFIER_RECIPE = {"autoencoded": False, "look": False, "reports": False}  # the classifier learns from its arm only
 FILM_SIZE = 256  # rendered films are made at the default model's size; generated ones are resized to it
 

@@ -57,6 +57,7 @@ from medcf.editing.spec import REMOVING_METHODS, EditSpec, Method
 from medcf.errors import InputError
 from medcf.eval.insertion_shams import SHAM_WHAT, InsertionSham, sham_film
 from medcf.eval.judge import Judge, concept_misses
+from medcf.eval.suite_names import BENCH_SEED, METHODS, OUR_SETTINGS, OURS, TUNING_SEED  # noqa: F401
 from medcf.io.atomic import new_output_dir, write_new_file, write_new_text
 from medcf.metrics import dice, psnr
 from medcf.models.sampling import sample
@@ -65,14 +66,9 @@ from medcf.vocab import Action, Finding, Organ, Severity, Side, ViewPosition, Zo
 from medcf.world.ct import load_chest_ct
 from medcf.world.pairs import PhantomRequest, plan_sample
 from medcf.world.render import World, draw_acquisition
-from medcf.world.seeds import SeedRange, require_held_out
+from medcf.world.seeds import require_held_out
 
-BENCH_SEED = SeedRange.BENCHMARK.start
-TUNING_SEED = SeedRange.TUNING.start  # the editor's tuning patients: where its settings are chosen (never BENCH_SEED)
-OURS = tuple(m.value for m in Method)
-METHODS = BASELINES + MASKED_BASELINES + OURS
 JUDGE_FOLDER = "judge"  # under the bundle's models/
-OUR_SETTINGS = ("depth", "strength", "energy", "passes", "guidance", "renoise")  # EditSpec fields the suite may set for MedCF's methods
 MEASURES = ("flip_rate", "flip_rate_unedited", "truth_flip_rate", "model_target_rate", "ssim_out", "psnr_out", "dice_lungs", "dice_heart",
             "fidelity_psnr", "fidelity_ssim", "truth_gain", "fid", "sec_per_edit")  # the columns of every row, in order
 FINDING_SEED_STRIDE = 1000  # each finding's patients start this many seeds after the previous finding's

@@ -234,8 +234,8 @@ def _print_outputs(folder: str) -> int:
 def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction,
                      model_sub: argparse._SubParsersAction) -> None:
     """``medcf bench``, ``medcf train judge`` and ``medcf model evaluate``."""
-    from medcf.eval.bench import BENCH_SEED, METHODS, OUR_SETTINGS, OURS, TUNING_SEED
-    from medcf.editing.methods.baselines import BASELINES
+    from medcf.editing.baseline_names import BASELINES
+    from medcf.eval.suite_names import BENCH_SEED, METHODS, OUR_SETTINGS, OURS, TUNING_SEED
 
     judge = train_sub.add_parser(
         "judge", help="train the benchmark's finding judge (MONAI DenseNet) on rendered films",
@@ -267,7 +267,7 @@ def add_eval_parsers(sub: argparse._SubParsersAction, train_sub: argparse._SubPa
     judge.set_defaults(func=cmd_train_judge)
 
     from medcf.editing.spec import Method
-    from medcf.eval.augment import DEFAULT_PAIR_METHODS
+    from medcf.eval.suite_names import DEFAULT_PAIR_METHODS
 
     bench = sub.add_parser(
         "bench", help="benchmark counterfactual methods against baselines on the simulated world",

@@ -171,7 +171,7 @@ def cmd_train_factors(args: argparse.Namespace) -> int:
 
 def add_training_parsers(train_sub: argparse._SubParsersAction, model_sub: argparse._SubParsersAction) -> None:
     """Every ``medcf train MODEL`` under ``train_sub``, and ``medcf model export`` under ``model_sub``."""
-    from medcf.training.segmenter_labels import MIN_LABELS
+    from medcf.training.label_limits import MIN_LABELS
 
     labels = train_sub.add_parser(
         "segmenter-labels",

@@ -42,12 +42,12 @@ from medcf.errors import InputError
 from medcf.io.atomic import new_output_dir, sha256_of_file, write_new_file, write_new_text
 from medcf.io.inputs import read_input
 from medcf.training.anatomy_augment import training_transform
+from medcf.training.label_limits import MIN_LABELS
 from medcf.vocab import Organ
 
 if TYPE_CHECKING:  # torch is imported where it is used: `medcf --help` stays light
     import torch
 
-MIN_LABELS = 3
 LUNGS = [list(Organ).index(Organ.LUNG_RIGHT), list(Organ).index(Organ.LUNG_LEFT)]
 HEART = list(Organ).index(Organ.HEART)
 

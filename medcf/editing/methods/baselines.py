@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from medcf.anatomy.masks import AnatomyMasks
+from medcf.editing.baseline_names import (BASELINE_SETTINGS, BASELINES, MASK_SUFFIX,  # noqa: F401
+                                          MASKED_BASELINES, unmasked_name)
 from medcf.editing.control import AttentionCall, AttentionController, ControlMethod
 from medcf.editing.film import Counterfactual, EditInputs, finish, prepare
 from medcf.editing.inversion import ddim_inversion
@@ -43,18 +45,6 @@ from medcf.errors import InputError
 from medcf.models.base import CROSS, SELF, Generator
 from medcf.models.sampling import sample
 from medcf.vocab import ViewPosition
-
-BASELINES = ("reprompt", "sdedit", "ddim+p2p", "pnp")
-MASK_SUFFIX = "+mask"
-MASKED_BASELINES = tuple(name + MASK_SUFFIX for name in BASELINES)
-BASELINE_SETTINGS = {
-    "reprompt": {"inversion": "ddim", "steps": 25},
-    "sdedit": {"strength": 0.6, "steps": 25},
-    "ddim+p2p": {"inversion": "ddim", "cross_replace": 0.8, "self_replace": 0.4, "steps": 25},
-    "pnp": {"inversion": "ddim", "self_attention": 0.5, "features": 0.8, "feature_level": "finest decoder",
-            "steps": 25},
-}
-
 
 @dataclass
 class AttentionStore(ControlMethod):
@@ -116,11 +106,6 @@ def _finest_decoder_self_sites(generator: Generator, latent_hw: tuple[int, int])
     chosen = [s for s in sites if s.grid_for(latent_hw)[0] * s.grid_for(latent_hw)[1] == finest]
     decoder = [s for s in chosen if s.name.startswith("up")] or chosen[-1:]
     return {s.name for s in decoder}
-
-
-def unmasked_name(name: str) -> str:
-    """``reprompt+mask`` → ``reprompt``; names without the suffix unchanged."""
-    return name[:-len(MASK_SUFFIX)] if name.endswith(MASK_SUFFIX) else name
 
 
 def baseline_edit(name: str, display: np.ndarray, masks: AnatomyMasks, spec: EditSpec, generator: Generator,
