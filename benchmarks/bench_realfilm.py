@@ -51,6 +51,12 @@ def real_like(data: AnatomySet, seed: int) -> AnatomySet:
     """``data`` through processing, grid lines and collimation, each on every image."""
     steps = [RandGridLinesd(EVERY_STEP, prob=1.0), RandCollimationd(EVERY_STEP, prob=1.0),
              RandFilmProcessingd(EVERY_STEP, prob=1.0)]
+    return through(steps, data, seed)
+
+
+def through(steps: list, data: AnatomySet, seed: int, clip: bool = False) -> AnatomySet:
+    """Every image of ``data`` with its masks through the MONAI dictionary transforms ``steps``
+    in order, the k-th seeded with ``seed + k`` (``clip``: the images back into [0, 1])."""
     for index, step in enumerate(steps):
         step.set_random_state(seed=seed + index)
     images, masks = [], []
@@ -58,7 +64,8 @@ def real_like(data: AnatomySet, seed: int) -> AnatomySet:
         sample = {"image": torch.as_tensor(image[None]), "label": torch.as_tensor(mask.astype(np.float32))}
         for step in steps:
             sample = step(sample)
-        images.append(sample["image"][0].numpy())
+        out = sample["image"][0].numpy()
+        images.append(np.clip(out, 0, 1) if clip else out)
         masks.append(sample["label"].numpy() > 0.5)
     return AnatomySet(np.stack(images), np.stack(masks), data.views, data.seeds, data.pixel_mm)
 
@@ -175,18 +182,8 @@ def warped(data: AnatomySet, seed: int) -> AnatomySet:
     lungs = [m[0] | m[1] for m in data.masks[:50]]
     bank = cached_shape_bank(lungs, source, 48, BANK_SEED, cache_dir("anatomy"))
     look = FilmLook(lung_shape_prob=1.0, lung_shape_strength=(1.0, 1.0))
-    steps = realism_transforms(look, bank)
-    for index, step in enumerate(steps):
-        step.set_random_state(seed=seed + index)
-    images, masks = [], []
-    for image, mask in zip(data.images, data.masks):
-        sample = {"image": torch.as_tensor(image[None]), "label": torch.as_tensor(mask.astype(np.float32))}
-        for step in steps:
-            sample = step(sample)
-        images.append(np.clip(sample["image"][0].numpy(), 0, 1))
-        masks.append(sample["label"].numpy() > 0.5)
     assert LUNG_CHANNELS == (0, 1)
-    return AnatomySet(np.stack(images), np.stack(masks), data.views, data.seeds, data.pixel_mm)
+    return through(realism_transforms(look, bank), data, seed, clip=True)
 
 
 def per_image(segmenter, data: AnatomySet) -> list[dict]:
