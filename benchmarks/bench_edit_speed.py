@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads of each edit (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this new JSON file")
     args = parser.parse_args()
+    if args.json is not None and args.json.exists():  # refused before minutes of edits, not after them
+        parser.error(f"{args.json} exists; the figures are never written over an earlier run")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         film = full_size_dicom(Path(tmp))
